@@ -1,0 +1,375 @@
+"""DDPG with a sequence encoder in front of actor and critic.
+
+Deep Deterministic Policy Gradient (Lillicrap et al., 2015, https://arxiv.org/abs/1509.02971):
+a deterministic actor mu(h), a critic Q(h, a), target copies of both updated by Polyak averaging,
+and the TD target ``r + gamma * (1 - terminated) * Q'(h', mu'(h'))``. ``truncated`` steps keep
+bootstrapping (the time limit is not part of the task). As in the paper, the action enters the
+critic after its first layer (here: after the encoder).
+
+The encoder ``h`` is any backbone of :mod:`rlkit.backbones`: the MLP backbone gives classic DDPG
+on transitions; a memory backbone (RNN, Transformer, S4, Mamba) encodes the history and the agent
+trains on windows from a sequence buffer, with per-step masked losses (Ni et al., 2022,
+"Recurrent model-free RL can be a strong baseline for many POMDPs").
+
+TD3's three changes (Fujimoto et al., 2018) are options composed into the same update, all off by
+default: ``twin_critics`` (the minimum of two critics in the target), ``target_noise`` (target
+policy smoothing) and ``policy_delay`` (actor and targets updated every k-th critic update).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from rlkit.backbones import Backbone, BackboneConfig, State, make_backbone
+from rlkit.buffers import SequenceBatch, TransitionBatch
+from rlkit.losses import masked_mse, polyak_update
+
+
+@dataclass(frozen=True)
+class DDPGConfig:
+    """Hyper-parameters of the agent."""
+
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak averaging rate of the target networks."""
+    actor_lr: float = 1e-3
+    """Adam learning rate of the actor (encoder included)."""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the critic(s) (encoders included)."""
+    head_hidden: tuple[int, ...] = (256,)
+    """Hidden widths of the actor and critic heads after the encoder."""
+    twin_critics: bool = False
+    """TD3: two critics, the target takes their minimum."""
+    target_noise: float = 0.0
+    """TD3: std of the Gaussian noise on target actions (fraction of the half-range); 0 = off."""
+    target_noise_clip: float = 0.5
+    """TD3: clip of the target action noise (fraction of the half-range)."""
+    policy_delay: int = 1
+    """TD3: update the actor and the targets every k-th critic update (1 = every update)."""
+    critic_prev_action: bool = False
+    """The critic's encoder also sees the previous action (for memory backbones)."""
+    critic_prev_reward: bool = False
+    """The critic's encoder also sees the previous reward."""
+    max_grad_norm: float = math.inf
+    """Clip gradient norms to this value (inf: measure only)."""
+
+    def __post_init__(self) -> None:
+        for name in ("actor_lr", "critic_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.gamma <= 1:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if not 0 < self.tau <= 1:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.policy_delay < 1:
+            raise ValueError(f"policy_delay must be >= 1, got {self.policy_delay}")
+        if self.target_noise < 0:
+            raise ValueError(f"target_noise must be >= 0, got {self.target_noise}")
+
+
+def mlp(d_in: int, hidden: tuple[int, ...], d_out: int) -> nn.Sequential:
+    """``Linear -> ReLU`` for each hidden width, then a final ``Linear`` to ``d_out``."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(d_in, h), nn.ReLU()]
+        d_in = h
+    layers.append(nn.Linear(d_in, d_out))
+    return nn.Sequential(*layers)
+
+
+class Actor(nn.Module):
+    """``a = low + (tanh(head(encoder(obs))) + 1) / 2 * (high - low)``."""
+
+    def __init__(
+        self, encoder: Backbone, action_low: Tensor, action_high: Tensor, hidden: tuple[int, ...]
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = mlp(encoder.d_out, hidden, action_low.numel())
+        self.register_buffer("scale", (action_high - action_low).float() / 2)
+        self.register_buffer("center", (action_high + action_low).float() / 2)
+
+    def _squash(self, x: Tensor) -> Tensor:
+        return self.center + self.scale * torch.tanh(x.float())
+
+    def forward(self, obs: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Args: obs ``(B, T, obs_dim)``. Returns actions ``(B, T, act_dim)`` and the state."""
+        h, state = self.encoder(obs, state)  # (B, T, H)
+        return self._squash(self.head(h)), state
+
+    def step(self, obs: Tensor, state: State) -> tuple[Tensor, State]:
+        """Args: obs ``(B, obs_dim)``. Returns actions ``(B, act_dim)`` and the state."""
+        h, state = self.encoder.step(obs, state)  # (B, H)
+        return self._squash(self.head(h)), state
+
+
+class Critic(nn.Module):
+    """``Q(h, a) = head([encoder(obs, prev_action, prev_reward), a])``."""
+
+    def __init__(self, encoder: Backbone, action_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = mlp(encoder.d_out + action_dim, hidden, 1)
+
+    def q(self, h: Tensor, action: Tensor) -> Tensor:
+        """Args: h ``(B, T, H)``, action ``(B, T, A)``. Returns Q ``(B, T)``."""
+        return self.head(torch.cat([h, action.to(h.dtype)], dim=-1)).squeeze(-1).float()
+
+
+class DDPG(nn.Module):
+    """The agent: actor, critic(s), their targets and optimizers, and the update rule.
+
+    Args:
+        obs_dim: observation dimension.
+        action_low: lower action bounds, shape ``(act_dim,)``.
+        action_high: upper action bounds, shape ``(act_dim,)``.
+        backbone: registry name of the encoder family.
+        backbone_cfg: encoder config (the family's own or the common one).
+        cfg: agent hyper-parameters.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_low: Tensor,
+        action_high: Tensor,
+        backbone: str = "mlp",
+        backbone_cfg: BackboneConfig | None = None,
+        cfg: DDPGConfig | None = None,
+    ) -> None:
+        super().__init__()
+        cfg = cfg or DDPGConfig()
+        self.cfg, self.backbone_name = cfg, backbone
+        action_low = torch.as_tensor(action_low, dtype=torch.float32).reshape(-1)
+        action_high = torch.as_tensor(action_high, dtype=torch.float32).reshape(-1)
+        if not torch.all(torch.isfinite(action_low) & torch.isfinite(action_high)):
+            raise ValueError(f"action bounds must be finite, got low={action_low.tolist()} "
+                             f"high={action_high.tolist()}")
+        if not torch.all(action_high > action_low):
+            raise ValueError(f"action_high must exceed action_low, got low={action_low.tolist()} "
+                             f"high={action_high.tolist()}")
+        self.obs_dim, self.action_dim = obs_dim, action_low.numel()
+        self.critic_in = obs_dim + self.action_dim * cfg.critic_prev_action + cfg.critic_prev_reward
+        self.actor = Actor(make_backbone(backbone, obs_dim, backbone_cfg), action_low,
+                           action_high, cfg.head_hidden)
+        n_critics = 2 if cfg.twin_critics else 1
+        self.critics = nn.ModuleList(
+            Critic(make_backbone(backbone, self.critic_in, backbone_cfg), self.action_dim,
+                   cfg.head_hidden)
+            for _ in range(n_critics)
+        )
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_targets = copy.deepcopy(self.critics).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=cfg.critic_lr)
+        self.noise_gen: torch.Generator | None = None  # TD3 target smoothing draws from it
+        self.num_updates = 0
+
+    # ----------------------------------------------------------------------------- acting
+    def initial_state(self, batch_size: int) -> tuple[State, tuple[State, ...]]:
+        """Actor state and critic states (recorded while acting for stored-state replay)."""
+        dev = self.actor.scale.device
+        return (
+            self.actor.encoder.initial_state(batch_size, dev),
+            tuple(c.encoder.initial_state(batch_size, dev) for c in self.critics),
+        )
+
+    def reset_state(
+        self, state: tuple[State, tuple[State, ...]], done: Tensor
+    ) -> tuple[State, tuple[State, ...]]:
+        """Reset the rows of finished episodes (``done``, shape ``(N,)``)."""
+        actor_state, critic_states = state
+        return (
+            self.actor.encoder.reset_state(actor_state, done),
+            tuple(c.encoder.reset_state(s, done) for c, s in zip(self.critics, critic_states)),
+        )
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: Tensor,
+        state: tuple[State, tuple[State, ...]],
+        prev_action: Tensor | None = None,
+        prev_reward: Tensor | None = None,
+        track_critic: bool = False,
+    ) -> tuple[Tensor, tuple[State, tuple[State, ...]]]:
+        """Deterministic actions for one step of N environments.
+
+        Args:
+            obs: ``(N, obs_dim)``.
+            state: from :meth:`initial_state` / the previous call.
+            prev_action: ``(N, act_dim)``, the previous action (zero at episode start); needed
+                with ``track_critic`` when the critic sees previous actions.
+            prev_reward: ``(N,)``, likewise.
+            track_critic: also advance the critic encoders' states (stored-state replay).
+
+        Returns:
+            Actions ``(N, act_dim)`` within the bounds, and the new state.
+        """
+        actor_state, critic_states = state
+        action, actor_state = self.actor.step(obs, actor_state)
+        if track_critic:
+            x = self._critic_inputs_step(obs, prev_action, prev_reward)
+            critic_states = tuple(
+                c.encoder.step(x, s)[1] for c, s in zip(self.critics, critic_states)
+            )
+        return action, (actor_state, critic_states)
+
+    def _critic_inputs_step(
+        self, obs: Tensor, prev_action: Tensor | None, prev_reward: Tensor | None
+    ) -> Tensor:
+        parts = [obs]
+        if self.cfg.critic_prev_action:
+            parts.append(prev_action)
+        if self.cfg.critic_prev_reward:
+            parts.append(prev_reward[:, None])
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else obs
+
+    # ----------------------------------------------------------------------------- learning
+    def _critic_inputs(self, batch: SequenceBatch) -> Tensor:
+        parts = [batch.obs]  # (B, L + 1, obs_dim)
+        if self.cfg.critic_prev_action:
+            parts.append(batch.prev_action)
+        if self.cfg.critic_prev_reward:
+            parts.append(batch.prev_reward[..., None])
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else batch.obs
+
+    @staticmethod
+    def transitions_as_sequences(batch: TransitionBatch) -> SequenceBatch:
+        """View B transitions as B windows of one step (for the memoryless path)."""
+        ones = torch.ones_like(batch.reward)[:, None]  # (B, 1)
+        return SequenceBatch(
+            obs=torch.stack([batch.obs, batch.next_obs], dim=1),  # (B, 2, obs_dim)
+            action=batch.action[:, None],
+            reward=batch.reward[:, None],
+            terminated=batch.terminated[:, None],
+            truncated=batch.truncated[:, None],
+            prev_action=torch.zeros_like(batch.action)[:, None].expand(-1, 2, -1),
+            prev_reward=torch.zeros_like(ones).expand(-1, 2),
+            mask=ones,
+            valid=ones,
+            states=(),
+        )
+
+    def td_target(self, batch: SequenceBatch, actor_state: State | None,
+                  critic_states: tuple[State | None, ...]) -> Tensor:
+        """``r_t + gamma * (1 - terminated_t) * Q'(h'_{t+1}, mu'(h'_{t+1}))``, shape ``(B, L)``."""
+        with torch.no_grad():
+            next_action, _ = self.actor_target(batch.obs, actor_state)  # (B, L + 1, A)
+            next_action = next_action[:, 1:]
+            if self.cfg.target_noise > 0:
+                scale = self.actor.scale
+                eps = torch.randn(next_action.shape, device=next_action.device,
+                                  generator=self.noise_gen) * self.cfg.target_noise
+                eps = eps.clamp(-self.cfg.target_noise_clip, self.cfg.target_noise_clip) * scale
+                low, high = self.actor.center - scale, self.actor.center + scale
+                next_action = torch.max(torch.min(next_action + eps, high), low)
+            x = self._critic_inputs(batch)
+            qs = []
+            for critic, s in zip(self.critic_targets, critic_states):
+                h, _ = critic.encoder(x, s)  # (B, L + 1, H)
+                qs.append(critic.q(h[:, 1:], next_action))  # (B, L)
+            next_q = torch.stack(qs).min(0).values if len(qs) > 1 else qs[0]
+            return batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * next_q
+
+    def critic_loss(self, batch: SequenceBatch, target: Tensor,
+                    critic_states: tuple[State | None, ...]) -> tuple[Tensor, Tensor]:
+        """Masked mean squared TD error summed over critics; also returns Q of critic 0."""
+        x = self._critic_inputs(batch)[:, :-1]  # (B, L, D)
+        loss, q0 = 0.0, None
+        for critic, s in zip(self.critics, critic_states):
+            h, _ = critic.encoder(x, s)  # (B, L, H)
+            q = critic.q(h, batch.action)  # (B, L)
+            loss = loss + masked_mse(q, target, batch.mask)
+            q0 = q if q0 is None else q0
+        return loss, q0
+
+    def actor_loss(self, batch: SequenceBatch, actor_state: State | None,
+                   critic_state: State | None) -> Tensor:
+        """``-Q(h, mu(h))`` averaged over masked steps, with critic 0's weights held fixed.
+
+        The critic's parameters are used detached, so the actor loss gives them no gradient.
+        """
+        action, _ = self.actor(batch.obs[:, :-1], actor_state)  # (B, L, A)
+        critic = self.critics[0]
+        with torch.no_grad():
+            h, _ = critic.encoder(self._critic_inputs(batch)[:, :-1], critic_state)  # (B, L, H)
+        frozen = {k: v.detach() for k, v in critic.head.named_parameters()}
+        q = functional_call(critic.head, frozen, (torch.cat([h, action.to(h.dtype)], -1),))
+        q = q.squeeze(-1).float()  # (B, L)
+        return -(q * batch.mask).sum() / batch.mask.sum().clamp_min(1.0)
+
+    def update(self, batch: SequenceBatch | TransitionBatch) -> dict[str, Tensor]:
+        """One gradient step of the critic(s), and of the actor and targets when due.
+
+        Returns:
+            Metrics as 0-dim tensors (no host synchronisation): ``critic_loss``, ``q_mean``,
+            ``critic_grad_norm``, and when the actor was updated ``actor_loss``,
+            ``actor_grad_norm``.
+        """
+        if isinstance(batch, TransitionBatch):
+            batch = self.transitions_as_sequences(batch)
+        actor_state, critic_states = self._batch_states(batch)
+        target = self.td_target(batch, actor_state, critic_states)
+        closs, q = self.critic_loss(batch, target, critic_states)
+        self.critic_opt.zero_grad(set_to_none=True)
+        closs.backward()
+        cnorm = nn.utils.clip_grad_norm_(self.critics.parameters(), self.cfg.max_grad_norm)
+        self.critic_opt.step()
+        m = batch.mask
+        metrics = {
+            "critic_loss": closs.detach(),
+            "q_mean": ((q.detach() * m).sum() / m.sum().clamp_min(1.0)),
+            "critic_grad_norm": cnorm.detach(),
+        }
+        self.num_updates += 1
+        if self.num_updates % self.cfg.policy_delay == 0:
+            aloss = self.actor_loss(batch, actor_state, critic_states[0])
+            self.actor_opt.zero_grad(set_to_none=True)
+            aloss.backward()
+            anorm = nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.max_grad_norm)
+            self.actor_opt.step()
+            polyak_update(self.actor_target, self.actor, self.cfg.tau)
+            polyak_update(self.critic_targets, self.critics, self.cfg.tau)
+            metrics["actor_loss"] = aloss.detach()
+            metrics["actor_grad_norm"] = anorm.detach()
+        return metrics
+
+    def _batch_states(self, batch: SequenceBatch) -> tuple[State | None, tuple[State | None, ...]]:
+        if not batch.states:
+            return None, (None,) * len(self.critics)
+        actor_state, *critic_states = batch.states
+        return actor_state, tuple(critic_states)
+
+    # ----------------------------------------------------------------------------- saving
+    def checkpoint_state(self) -> dict[str, dict]:
+        """State dicts of every network and optimizer (a dict of state dicts)."""
+        return {
+            "actor": self.actor.state_dict(),
+            "critics": self.critics.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic_targets": self.critic_targets.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "counters": {"num_updates": self.num_updates},
+        }
+
+    def load_checkpoint_state(self, state: dict[str, dict]) -> None:
+        """Inverse of :meth:`checkpoint_state`."""
+        self.actor.load_state_dict(state["actor"])
+        self.critics.load_state_dict(state["critics"])
+        self.actor_target.load_state_dict(state["actor_target"])
+        self.critic_targets.load_state_dict(state["critic_targets"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.num_updates = int(state["counters"]["num_updates"])
+
+
+__all__ = ["DDPG", "DDPGConfig", "Actor", "Critic", "mlp"]

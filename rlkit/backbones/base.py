@@ -1,0 +1,104 @@
+"""The backbone contract every sequence encoder implements.
+
+A backbone maps a sequence of inputs ``x`` of shape ``(B, T, D_in)`` to outputs ``y`` of shape
+``(B, T, D_out)``, causally, carrying a recurrent ``state`` between calls:
+
+- ``forward(x, state=None) -> (y, state)``: the whole sequence, parallel over T where the family
+  allows it. ``state=None`` means :meth:`initial_state`.
+- ``step(x, state) -> (y, state)``: one time step, ``x`` of shape ``(B, D_in)``.
+- ``initial_state(batch_size, device) -> state``: the state at an episode start.
+- ``reset_state(state, done_mask) -> state``: the state with the rows where ``done_mask`` is true
+  replaced by the initial state, the other rows untouched.
+
+A state is a tuple of tensors, each with the batch as its first dimension and stored in fp32
+(also under autocast). Backbones without memory use the empty tuple.
+
+Invariants (tested for every family in ``tests/test_backbones.py``):
+1. step == forward: T calls of ``step`` give the outputs and final state of one ``forward``.
+2. chunking: ``forward`` on ``x[:, :k]`` then on ``x[:, k:]`` with the carried state equals
+   ``forward`` on ``x``.
+3. causality: changing ``x[:, t:]`` leaves ``y[:, :t]`` unchanged.
+4. precision: under bf16 autocast outputs stay close to fp32, with no NaN.
+5. checkpointing: with gradient checkpointing on, outputs and gradients equal those with it off.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+State = tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Size options every family takes. Each family's own config subclasses this one."""
+
+    d_model: int = 64
+    """Width of the hidden representation; also the output dimension ``D_out``."""
+    n_layers: int = 1
+    """Number of stacked layers (blocks)."""
+    grad_checkpoint: bool = False
+    """Recompute each layer's activations in the backward pass (``forward`` only)."""
+
+    def __post_init__(self) -> None:
+        if self.d_model <= 0:
+            raise ValueError(f"d_model must be a positive integer, got {self.d_model}")
+        if self.n_layers <= 0:
+            raise ValueError(f"n_layers must be a positive integer, got {self.n_layers}")
+
+
+class Backbone(nn.Module, abc.ABC):
+    """Abstract sequence encoder; see the module docstring for the contract."""
+
+    d_in: int
+    d_out: int
+
+    @abc.abstractmethod
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Encode a sequence.
+
+        Args:
+            x: inputs, shape ``(B, T, D_in)``.
+            state: the state before ``x[:, 0]``; ``None`` for :meth:`initial_state`.
+
+        Returns:
+            ``(y, state)``: outputs ``(B, T, D_out)`` and the state after ``x[:, -1]``.
+        """
+
+    @abc.abstractmethod
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Advance one time step.
+
+        Args:
+            x: inputs, shape ``(B, D_in)``.
+            state: the state before ``x``.
+
+        Returns:
+            ``(y, state)``: output ``(B, D_out)`` and the state after ``x``.
+        """
+
+    @abc.abstractmethod
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """The state at an episode start for ``batch_size`` sequences (fp32)."""
+
+    def reset_state(self, state: State, done_mask: Tensor) -> State:
+        """Return ``state`` with the rows where ``done_mask`` (shape ``(B,)``) is true reset.
+
+        The default works for any family whose initial state is all zeros; the other rows are
+        returned bit for bit.
+        """
+        if done_mask.dim() != 1:
+            raise ValueError(f"done_mask must have shape (B,), got {tuple(done_mask.shape)}")
+        out = []
+        for s in state:
+            if s.shape[0] != done_mask.shape[0]:
+                raise ValueError(
+                    f"done_mask has {done_mask.shape[0]} rows but the state has {s.shape[0]}"
+                )
+            keep = ~done_mask.to(device=s.device, dtype=torch.bool)
+            out.append(torch.where(keep.view(-1, *([1] * (s.dim() - 1))), s, torch.zeros_like(s)))
+        return tuple(out)

@@ -1,0 +1,129 @@
+"""Exploration noise for deterministic policies, one process per environment.
+
+Both processes own their random generator (``numpy.random.Generator``) and reset per environment
+on the same done mask that resets the recurrent state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ActionNoise:
+    """Interface: ``sample() -> (num_envs, action_dim)`` and ``reset(done_mask)``."""
+
+    num_envs: int
+    action_dim: int
+
+    def sample(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def reset(self, done_mask: np.ndarray | None = None) -> None:
+        """Reset the process of the environments where ``done_mask`` is true (all if ``None``)."""
+
+    def state_dict(self) -> dict[str, object]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+def _check(num_envs: int, action_dim: int, sigma: float) -> None:
+    if num_envs <= 0:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs}")
+    if action_dim <= 0:
+        raise ValueError(f"action_dim must be a positive integer, got {action_dim}")
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+
+
+class GaussianNoise(ActionNoise):
+    """Independent N(0, sigma^2) noise per step (memoryless)."""
+
+    def __init__(
+        self, num_envs: int, action_dim: int, sigma: float, rng: np.random.Generator
+    ) -> None:
+        _check(num_envs, action_dim, sigma)
+        self.num_envs, self.action_dim, self.sigma, self.rng = num_envs, action_dim, sigma, rng
+
+    def sample(self) -> np.ndarray:
+        return self.sigma * self.rng.standard_normal((self.num_envs, self.action_dim))
+
+
+class OrnsteinUhlenbeckNoise(ActionNoise):
+    """Ornstein-Uhlenbeck process, as used by DDPG (Lillicrap et al., 2015).
+
+    ``x <- x + theta * (mu - x) * dt + sigma * sqrt(dt) * N(0, 1)``, one state row per
+    environment, reset to ``x0`` (default ``mu``) where an episode ends.
+
+    Args:
+        num_envs: number of parallel environments.
+        action_dim: action dimension.
+        sigma: diffusion scale.
+        rng: the generator this process draws from (never the global one).
+        theta: rate of mean reversion.
+        mu: long-run mean.
+        dt: time step.
+        x0: reset value; ``mu`` when ``None``.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        action_dim: int,
+        sigma: float,
+        rng: np.random.Generator,
+        theta: float = 0.15,
+        mu: float = 0.0,
+        dt: float = 1e-2,
+        x0: float | None = None,
+    ) -> None:
+        _check(num_envs, action_dim, sigma)
+        if not theta > 0:
+            raise ValueError(f"theta must be > 0, got {theta}")
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0, got {dt}")
+        self.num_envs, self.action_dim, self.sigma, self.rng = num_envs, action_dim, sigma, rng
+        self.theta, self.mu, self.dt = theta, mu, dt
+        self.x0 = mu if x0 is None else x0
+        self.x = np.full((num_envs, action_dim), self.x0, dtype=np.float64)
+
+    def sample(self) -> np.ndarray:
+        dw = np.sqrt(self.dt) * self.rng.standard_normal(self.x.shape)
+        self.x = self.x + self.theta * (self.mu - self.x) * self.dt + self.sigma * dw
+        return self.x.copy()
+
+    def reset(self, done_mask: np.ndarray | None = None) -> None:
+        if done_mask is None:
+            self.x[:] = self.x0
+            return
+        done_mask = np.asarray(done_mask, dtype=bool)
+        if done_mask.shape != (self.num_envs,):
+            raise ValueError(
+                f"done_mask must have shape ({self.num_envs},), got {done_mask.shape}"
+            )
+        self.x[done_mask] = self.x0
+
+    def state_dict(self) -> dict[str, object]:
+        return {"rng": self.rng.bit_generator.state, "x": self.x.copy()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.x = np.array(state["x"], dtype=np.float64)
+
+
+def make_noise(
+    kind: str,
+    num_envs: int,
+    action_dim: int,
+    sigma: float,
+    rng: np.random.Generator,
+    theta: float = 0.15,
+    dt: float = 1e-2,
+) -> ActionNoise:
+    """Build ``"ou"`` (with ``theta``, ``dt``) or ``"gaussian"`` noise."""
+    if kind == "ou":
+        return OrnsteinUhlenbeckNoise(num_envs, action_dim, sigma, rng, theta=theta, dt=dt)
+    if kind == "gaussian":
+        return GaussianNoise(num_envs, action_dim, sigma, rng)
+    raise ValueError(f"unknown noise {kind!r}; expected 'ou' or 'gaussian'")

@@ -1,0 +1,50 @@
+"""Seeding in one place: every random component gets its own generator derived from one seed."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Seeds:
+    """Independent generators and seeds derived from one run seed."""
+
+    seed: int
+    noise: np.random.Generator
+    """Exploration noise and random warm-up actions."""
+    buffer: torch.Generator
+    """Replay sampling (on the buffer's device)."""
+    env_seed: int
+    """Seed passed to the training envs' first reset (env i gets env_seed + i)."""
+    eval_env_seed: int
+    """Seed for the evaluation env."""
+
+
+def seed_everything(seed: int, buffer_device: torch.device | str = "cpu") -> Seeds:
+    """Seed Python, NumPy and torch (for code we do not own, e.g. weight init), then derive
+    one generator per component.
+
+    Args:
+        seed: the run seed, a non-negative integer.
+        buffer_device: device of the replay buffer's generator.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    ss = np.random.SeedSequence(seed)
+    noise_ss, buf_ss, env_ss, eval_ss = ss.spawn(4)
+    buffer = torch.Generator(device=buffer_device)
+    buffer.manual_seed(int(buf_ss.generate_state(1, dtype=np.uint64)[0] % 2**63))
+    return Seeds(
+        seed=seed,
+        noise=np.random.default_rng(noise_ss),
+        buffer=buffer,
+        env_seed=int(env_ss.generate_state(1)[0]),
+        eval_env_seed=int(eval_ss.generate_state(1)[0]),
+    )

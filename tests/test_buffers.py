@@ -1,0 +1,166 @@
+import numpy as np
+import pytest
+import torch
+
+from rlkit.buffers import ReplayBuffer, SequenceReplayBuffer
+
+
+def _add(buf, i, n=1, term=0.0, trunc=0.0):
+    buf.add(np.full((n, 3), i), np.full((n, 2), -i), np.full(n, float(i)),
+            np.full((n, 3), i + 1), np.full(n, term), np.full(n, trunc))
+
+
+def test_replay_wraps_around_and_keeps_newest():
+    buf = ReplayBuffer(5, 3, 2, generator=torch.Generator().manual_seed(0))
+    for i in range(7):
+        _add(buf, i)
+    assert len(buf) == 5 and buf.pos == 2
+    # slots 0 and 1 were overwritten by transitions 5 and 6
+    assert buf.reward.tolist() == [5.0, 6.0, 2.0, 3.0, 4.0]
+    assert torch.equal(buf.next_obs[:, 0], buf.obs[:, 0] + 1)
+
+
+def test_replay_sample_shapes_and_flags_apart():
+    buf = ReplayBuffer(10, 3, 2, generator=torch.Generator().manual_seed(0))
+    _add(buf, 0, term=1.0)
+    _add(buf, 1, trunc=1.0)
+    b = buf.sample(64)
+    assert b.obs.shape == (64, 3) and b.action.shape == (64, 2) and b.reward.shape == (64,)
+    assert b.next_obs.shape == (64, 3) and b.terminated.shape == (64,)
+    # the two flags never coincide and each follows its own transition
+    assert torch.all(b.terminated == (b.reward == 0).float())
+    assert torch.all(b.truncated == (b.reward == 1).float())
+    assert torch.all(b.terminated + b.truncated == 1)
+
+
+def test_replay_sample_is_reproducible_with_generator():
+    def draw(seed):
+        buf = ReplayBuffer(10, 3, 2, generator=torch.Generator().manual_seed(seed))
+        for i in range(10):
+            _add(buf, i)
+        return buf.sample(8).reward
+    assert torch.equal(draw(3), draw(3))
+    assert not torch.equal(draw(3), draw(4))
+
+
+def test_replay_bad_input():
+    with pytest.raises(ValueError, match="capacity must be a positive integer, got 0"):
+        ReplayBuffer(0, 3, 2)
+    buf = ReplayBuffer(4, 3, 2)
+    with pytest.raises(ValueError, match=r"obs must have shape \(1, 3\), got \(1, 4\)"):
+        buf.add(np.zeros((1, 4)), np.zeros((1, 2)), np.zeros(1), np.zeros((1, 3)),
+                np.zeros(1), np.zeros(1))
+    with pytest.raises(RuntimeError, match="empty"):
+        buf.sample(2)
+    _add(buf, 0)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        buf.sample(0)
+
+
+def test_replay_state_dict_round_trip():
+    buf = ReplayBuffer(6, 3, 2, generator=torch.Generator().manual_seed(1))
+    for i in range(8):
+        _add(buf, i)
+    other = ReplayBuffer(6, 3, 2)
+    other.load_state_dict(buf.state_dict())
+    assert torch.equal(other.sample(5).reward, buf.sample(5).reward)
+
+
+# ---------------------------------------------------------------------------- sequences
+def _episodes(buf, lengths, terminal=True, num_envs=1):
+    """Feed episodes of the given lengths; obs value = 100 * episode + t."""
+    for ep, n in enumerate(lengths):
+        for t in range(n):
+            last = t == n - 1
+            o = np.full((num_envs, 1), 100.0 * ep + t)
+            buf.add(o, np.full((num_envs, 1), t + 0.5), np.full(num_envs, float(t)), o + 1,
+                    np.full(num_envs, float(last and terminal)),
+                    np.full(num_envs, float(last and not terminal)))
+
+
+def test_windows_never_cross_episodes_and_masks_at_both_ends():
+    buf = SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, generator=torch.Generator().manual_seed(0))
+    _episodes(buf, [3, 6, 2])
+    b = buf.sample(256)
+    ep = torch.div(b.obs[:, 0, 0], 100, rounding_mode="floor")
+    # every valid step belongs to the start step's episode
+    same = torch.div(b.obs[:, :4, 0], 100, rounding_mode="floor") == ep[:, None]
+    assert torch.all(same | (b.valid == 0))
+    # valid is a prefix of ones; padding is zero
+    assert torch.all(b.valid[:, 1:] <= b.valid[:, :-1])
+    assert torch.all(b.action[b.valid == 0] == 0) and torch.all(b.reward[b.valid == 0] == 0)
+    # the step after the last valid one holds the episode's final next observation
+    n = b.valid.sum(1).long()
+    last_obs = b.obs[torch.arange(256), n - 1, 0]
+    assert torch.allclose(b.obs[torch.arange(256), n, 0], last_obs + 1)
+    # terminated only at an episode's last step
+    t_in_ep = b.obs[:, :4, 0] - 100 * ep[:, None]
+    lengths = torch.tensor([3.0, 6.0, 2.0])[ep.long()]
+    assert torch.equal(b.terminated, ((t_in_ep == lengths[:, None] - 1) & (b.valid > 0)).float())
+    # previous action is zero at an episode start and the stored action otherwise
+    first = t_in_ep[:, 0] == 0
+    assert torch.all(b.prev_action[first, 0] == 0)
+    assert torch.allclose(b.prev_action[~first, 0, 0], t_in_ep[~first, 0] - 1 + 0.5)
+    assert torch.equal(b.prev_action[:, 1:], b.action)
+    assert torch.equal(b.mask, b.valid)
+
+
+def test_truncated_episode_end_is_a_boundary_too():
+    buf = SequenceReplayBuffer(50, 1, 1, 1, seq_len=5, generator=torch.Generator().manual_seed(0))
+    _episodes(buf, [2, 2], terminal=False)
+    b = buf.sample(64)
+    assert torch.all(b.valid.sum(1) <= 2)
+    assert torch.all(b.terminated == 0)
+    assert torch.all(b.truncated.sum(1) == 1)
+
+
+def test_unfinished_episode_windows_stop_at_the_newest_step():
+    buf = SequenceReplayBuffer(50, 1, 1, 1, seq_len=8, generator=torch.Generator().manual_seed(0))
+    for t in range(3):
+        buf.add([[t]], [[0.0]], [0.0], [[t + 1]], [0.0], [0.0])
+    b = buf.sample(32)
+    assert torch.all(b.valid.sum(1) == 3 - b.obs[:, 0, 0])
+
+
+def test_wrap_around_keeps_per_env_streams():
+    buf = SequenceReplayBuffer(8, 2, 1, 1, seq_len=3, generator=torch.Generator().manual_seed(0))
+    for t in range(10):  # one endless episode per env, env 1 offset by 1000
+        o = np.array([[t], [1000 + t]], dtype=np.float32)
+        buf.add(o, np.zeros((2, 1)), np.zeros(2), o + 1, np.zeros(2), np.zeros(2))
+    assert len(buf) == 8
+    b = buf.sample(128)
+    d = b.obs[:, 1:4, 0] - b.obs[:, 0:3, 0]
+    assert torch.all((d == 1) | (b.valid == 0))  # consecutive steps of one stream
+    assert b.obs[:, 0, 0].remainder(1000).min() >= 6  # only the 4 newest steps per env remain
+
+
+def test_stored_states_and_burn_in_mask():
+    shapes = (((2,),),)
+    buf = SequenceReplayBuffer(100, 1, 1, 1, seq_len=5, generator=torch.Generator().manual_seed(0),
+                               state_mode="stored", burn_in=2, state_shapes=shapes)
+    for t in range(12):
+        last = t == 11
+        buf.add([[t]], [[0.0]], [0.0], [[t + 1]], [float(last)], [0.0],
+                states=((torch.tensor([[t, -t]], dtype=torch.float32),),))
+    b = buf.sample(128)
+    start = b.obs[:, 0, 0]
+    (s,), = b.states
+    # the stored state is the one recorded with the window's first step
+    assert torch.equal(s, torch.stack([start, -start], 1))
+    # burn-in steps get no loss, except for windows at the episode start
+    at_start = start == 0
+    assert torch.all(b.mask[~at_start, :2] == 0)
+    assert torch.equal(b.mask[at_start], b.valid[at_start])
+    assert torch.equal(b.mask[~at_start, 2:], b.valid[~at_start, 2:])
+
+
+def test_sequence_buffer_bad_input():
+    with pytest.raises(ValueError, match=r"burn_in must be in \[0, seq_len=4\), got 4"):
+        SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, state_mode="stored", burn_in=4)
+    with pytest.raises(ValueError, match="burn_in=1 needs state_mode='stored'"):
+        SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, burn_in=1)
+    with pytest.raises(ValueError, match="fewer than seq_len=64"):
+        SequenceReplayBuffer(100, 4, 1, 1, seq_len=64)
+    buf = SequenceReplayBuffer(100, 1, 1, 1, seq_len=4)
+    with pytest.raises(ValueError, match="states were given"):
+        buf.add([[0]], [[0]], [0], [[0]], [0], [0], states=((torch.zeros(1, 2),),))

@@ -1,0 +1,149 @@
+import copy
+
+import pytest
+import torch
+
+from agents.ddpg import DDPG, DDPGConfig
+from rlkit.backbones import BackboneConfig
+from rlkit.buffers import TransitionBatch
+from rlkit.losses import masked_mse, polyak_update
+
+LOW, HIGH = torch.tensor([-2.0, 0.0]), torch.tensor([2.0, 1.0])
+
+
+def make_agent(**kw) -> DDPG:
+    torch.manual_seed(0)
+    cfg = DDPGConfig(head_hidden=(32,), **kw)
+    return DDPG(3, LOW, HIGH, "mlp", BackboneConfig(d_model=32), cfg)
+
+
+def batch(n=16, seed=0, terminated=0.0, truncated=0.0) -> TransitionBatch:
+    g = torch.Generator().manual_seed(seed)
+    return TransitionBatch(
+        obs=torch.randn(n, 3, generator=g),
+        action=torch.rand(n, 2, generator=g) * (HIGH - LOW) + LOW,
+        reward=torch.randn(n, generator=g),
+        next_obs=torch.randn(n, 3, generator=g),
+        terminated=torch.full((n,), terminated),
+        truncated=torch.full((n,), truncated),
+    )
+
+
+def test_polyak_update_moves_target_by_tau():
+    online, target = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = [p.clone() for p in target.parameters()]
+    polyak_update(target, online, 0.1)
+    for b, t, o in zip(before, target.parameters(), online.parameters()):
+        assert torch.allclose(t, 0.9 * b + 0.1 * o)
+    polyak_update(target, online, 1.0)
+    assert all(torch.equal(t, o) for t, o in zip(target.parameters(), online.parameters()))
+    with pytest.raises(ValueError, match=r"tau must be in \(0, 1\], got 0"):
+        polyak_update(target, online, 0.0)
+
+
+def test_masked_mse_ignores_masked_steps():
+    pred, target = torch.tensor([[1.0, 5.0]]), torch.tensor([[0.0, 0.0]])
+    assert masked_mse(pred, target, torch.tensor([[1.0, 0.0]])).item() == 1.0
+    assert masked_mse(pred, target, torch.zeros(1, 2)).item() == 0.0
+
+
+def test_actor_outputs_stay_within_bounds():
+    agent = make_agent()
+    obs = torch.randn(64, 1, 3) * 1e4
+    a, _ = agent.actor(obs)
+    assert torch.all(a >= LOW) and torch.all(a <= HIGH)
+    assert a.shape == (64, 1, 2)
+
+
+def test_actor_loss_gives_critic_no_gradient():
+    agent = make_agent()
+    seq = agent.transitions_as_sequences(batch())
+    agent.actor_loss(seq, None, None).backward()
+    assert all(p.grad is None for p in agent.critics.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
+
+
+def test_update_leaves_critic_untouched_by_actor_step():
+    agent = make_agent()
+    b = batch()
+    # what the critic becomes after its own step alone
+    ref = copy.deepcopy(agent)
+    seq = ref.transitions_as_sequences(b)
+    target = ref.td_target(seq, None, (None,))
+    loss, _ = ref.critic_loss(seq, target, (None,))
+    ref.critic_opt.zero_grad()
+    loss.backward()
+    ref.critic_opt.step()
+    agent.update(b)
+    for p, q in zip(agent.critics.parameters(), ref.critics.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_critic_update_lowers_td_error_on_fixed_batch():
+    agent = make_agent(critic_lr=1e-2)
+    seq = agent.transitions_as_sequences(batch(64))
+    target = agent.td_target(seq, None, (None,))
+    losses = []
+    for _ in range(30):
+        loss, _ = agent.critic_loss(seq, target, (None,))
+        losses.append(loss.item())
+        agent.critic_opt.zero_grad()
+        loss.backward()
+        agent.critic_opt.step()
+    assert losses[1] < losses[0]  # one update already lowers it
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_td_target_bootstraps_through_truncated_not_terminated():
+    agent = make_agent(gamma=0.9)
+    b_term = agent.transitions_as_sequences(batch(terminated=1.0))
+    b_trunc = agent.transitions_as_sequences(batch(truncated=1.0))
+    b_none = agent.transitions_as_sequences(batch())
+    y_term = agent.td_target(b_term, None, (None,))
+    y_trunc = agent.td_target(b_trunc, None, (None,))
+    y_none = agent.td_target(b_none, None, (None,))
+    assert torch.equal(y_term, b_term.reward)
+    assert torch.equal(y_trunc, y_none)
+    with torch.no_grad():
+        a, _ = agent.actor_target(b_none.obs)
+        h, _ = agent.critic_targets[0].encoder(b_none.obs)
+        q = agent.critic_targets[0].q(h[:, 1:], a[:, 1:])
+    assert torch.allclose(y_none, b_none.reward + 0.9 * q)
+
+
+def test_td3_options_compose():
+    agent = make_agent(twin_critics=True, target_noise=0.2, policy_delay=2)
+    agent.noise_gen = torch.Generator().manual_seed(0)
+    assert len(agent.critics) == 2 and len(agent.critic_targets) == 2
+    actor_before = copy.deepcopy(agent.actor.state_dict())
+    m1 = agent.update(batch())
+    assert "actor_loss" not in m1  # delayed
+    assert all(torch.equal(v, agent.actor.state_dict()[k]) for k, v in actor_before.items())
+    m2 = agent.update(batch(seed=1))
+    assert "actor_loss" in m2 and torch.isfinite(m2["actor_loss"])
+    # the twin target is the minimum of the two target critics
+    seq = agent.transitions_as_sequences(batch(seed=2))
+    agent.cfg = DDPGConfig(head_hidden=(32,), twin_critics=True)  # no smoothing noise
+    y = agent.td_target(seq, None, (None, None))
+    with torch.no_grad():
+        a, _ = agent.actor_target(seq.obs)
+        qs = [c.q(c.encoder(seq.obs)[0][:, 1:], a[:, 1:]) for c in agent.critic_targets]
+    assert torch.allclose(y, seq.reward + 0.99 * torch.minimum(*qs))
+
+
+def test_update_returns_metrics():
+    m = make_agent().update(batch())
+    assert set(m) == {"critic_loss", "q_mean", "critic_grad_norm", "actor_loss",
+                      "actor_grad_norm"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in m.values())
+
+
+def test_agent_bad_config():
+    with pytest.raises(ValueError, match="actor_lr must be > 0, got 0"):
+        DDPGConfig(actor_lr=0.0)
+    with pytest.raises(ValueError, match="critic_lr must be > 0, got -1"):
+        DDPGConfig(critic_lr=-1.0)
+    with pytest.raises(ValueError, match="action_high must exceed action_low"):
+        DDPG(3, torch.tensor([1.0]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="unknown backbone 'lstmx'"):
+        DDPG(3, LOW, HIGH, "lstmx")

@@ -1,0 +1,103 @@
+"""End-to-end runs of train.py and the checks it makes before training."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from rlkit.checkpoint import load_checkpoint
+from rlkit.runlog import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = train.TrainConfig(total_steps=300, learning_starts=100, batch_size=32, eval_every=0,
+                          eval_episodes=1, log_every=100, progress=False, d_model=32,
+                          device="cpu")
+
+
+def test_end_to_end_writes_config_metrics_checkpoint(tmp_path):
+    cfg = replace(SMALL, run_dir=str(tmp_path / "run"))
+    result = train.main(cfg)
+    run = tmp_path / "run"
+    config = json.loads((run / "config.json").read_text())
+    assert config["env"] == "Pendulum-v1" and config["total_steps"] == 300
+    rows = read_metrics(run)
+    train_rows = [r for r in rows if "critic_loss" in r]
+    eval_rows = [r for r in rows if "eval_return_mean" in r]
+    assert [r["step"] for r in train_rows] == [100, 200, 300]
+    assert all("wall_time" in r and "actor_loss" in r for r in train_rows)
+    assert eval_rows[-1]["step"] == 300 and "eval_return_std" in eval_rows[-1]
+    assert result["eval_return_mean"] == eval_rows[-1]["eval_return_mean"]
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["format_version"] == 1 and ckpt["step"] == 300
+    assert set(ckpt["agent"]) >= {"actor", "critics", "actor_target", "critic_targets",
+                                  "actor_opt", "critic_opt"}
+
+
+def test_same_seed_same_first_metrics(tmp_path):
+    def first_rows(name, seed):
+        train.main(replace(SMALL, total_steps=200, seed=seed, run_dir=str(tmp_path / name)))
+        return read_metrics(tmp_path / name)
+
+    a, b, c = first_rows("a", 0), first_rows("b", 0), first_rows("c", 1)
+    strip = [{k: v for k, v in r.items() if k not in ("wall_time", "sps", "updates_per_s")}
+             for r in a]
+    assert strip == [{k: v for k, v in r.items() if k not in ("wall_time", "sps",
+                                                               "updates_per_s")} for r in b]
+    assert a[0]["critic_loss"] != c[0]["critic_loss"]
+
+
+def test_existing_run_dir_is_never_overwritten(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("precious\n")
+    with pytest.raises(FileExistsError, match="already exists"):
+        train.main(replace(SMALL, run_dir=str(run)))
+    assert (run / "metrics.jsonl").read_text() == "precious\n"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"env": "CartPole-v1"}, "expected a continuous Box action space"),
+        ({"env": "NoSuchEnv-v9"}, "unknown env id 'NoSuchEnv-v9'"),
+        ({"env": "no_such_module:Foo-v0"}, "cannot import module 'no_such_module'"),
+        ({"total_steps": 0}, "--total-steps must be a positive integer, got 0"),
+        ({"total_steps": -5}, "--total-steps must be a positive integer, got -5"),
+        ({"batch_size": 512, "buffer_size": 100}, "--batch-size 512 is larger than --buffer-size"),
+        ({"backbone": "lstmx"}, "unknown backbone 'lstmx'; expected one of mlp, rnn"),
+        ({"updates_per_step": 0.0}, "--updates-per-step must be > 0, got 0.0"),
+    ],
+)
+def test_bad_input_stops_before_training(tmp_path, change, message):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        train.main(replace(SMALL, run_dir=str(run), **change))
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("field", ["actor_lr", "critic_lr"])
+def test_bad_learning_rate(field):
+    with pytest.raises(ValueError, match=f"{field} must be > 0, got 0.0"):
+        replace(SMALL.agent, **{field: 0.0})
+
+
+def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "train.py", "--env", "CartPole-v1", "--run-dir", str(tmp_path / "r")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2
+    assert "expected a continuous Box action space" in out.stderr
+
+
+def test_module_colon_env_form(tmp_path):
+    # gymnasium.envs.classic_control is importable and registers nothing new; the id resolves
+    cfg = replace(SMALL, env="gymnasium.envs.classic_control:Pendulum-v1", total_steps=120,
+                  run_dir=str(tmp_path / "run"))
+    train.main(cfg)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 120

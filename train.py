@@ -1,0 +1,252 @@
+"""Train a DDPG agent with a sequence backbone on a Gymnasium task.
+
+    python train.py                                    # Pendulum-v1, MLP, a few minutes on a CPU
+    python train.py --env rlkit/Pendulum-V-v0 --backbone gru --total-steps 30000
+    python train.py --env mymodule:MyEnv-v0            # import mymodule first (it registers ids)
+
+Every run writes ``RUN_DIR/config.json``, ``metrics.jsonl`` and ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+
+import envs  # noqa: F401  (registers the rlkit/ task ids)
+from agents.ddpg import DDPG, DDPGConfig
+from rlkit.backbones import BACKBONE_NAMES, BackboneConfig
+from rlkit.buffers import ReplayBuffer, SequenceReplayBuffer
+from rlkit.checkpoint import save_checkpoint
+from rlkit.noise import make_noise
+from rlkit.runlog import RunLogger
+from rlkit.seeding import seed_everything
+from rlkit.trainer import LoopConfig, Trainer
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train DDPG with a swappable sequence backbone."""
+
+    env: str = "Pendulum-v1"
+    """Gymnasium id with a Box action space; ``module:EnvId`` imports ``module`` first."""
+    backbone: str = "mlp"
+    """Encoder family: mlp, rnn, lstm, gru, transformer, s4 or mamba."""
+    total_steps: int = 15_000
+    """Environment steps in total (summed over the vector envs)."""
+    seed: int = 0
+    """Run seed; every random component derives its own generator from it."""
+    num_envs: int = 1
+    """Parallel training environments (Gymnasium SyncVectorEnv)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` picks CUDA when available."""
+    eval_every: int = 5_000
+    """Evaluate the deterministic policy every this many env steps (0: only at the end)."""
+    eval_episodes: int = 5
+    """Episodes per evaluation."""
+    run_dir: str | None = None
+    """Run directory; default ``runs/<env>__<backbone>__s<seed>__<time>``. Never overwritten."""
+    wandb: Literal["disabled", "offline", "online"] = "disabled"
+    """W&B logging; ``online`` falls back to ``offline`` without a key or network."""
+    wandb_project: str = "rlkit"
+    """W&B project."""
+    wandb_group: str | None = None
+    """W&B group; default ``<env>/<backbone>``."""
+
+    learning_starts: int = 1_000
+    """Random actions (and no updates) before this many env steps."""
+    batch_size: int = 256
+    """Transitions (MLP) or windows (sequence backbones) per update."""
+    buffer_size: int = 1_000_000
+    """Replay capacity in steps."""
+    updates_per_step: float = 1.0
+    """Gradient updates per env step; fractions allowed (0.25: one update every 4 steps)."""
+    log_every: int = 1_000
+    """Write training metrics every this many env steps."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    noise: Literal["ou", "gaussian"] = "ou"
+    """Exploration noise process."""
+    noise_sigma: float = 0.2
+    """Noise scale, as a fraction of the action half-range."""
+    ou_theta: float = 0.15
+    """OU mean-reversion rate."""
+    ou_dt: float = 1e-2
+    """OU time step."""
+
+    seq_len: int | None = None
+    """Window length L of sequence training; default 1 for mlp (transitions), 32 otherwise."""
+    burn_in: int = 0
+    """Steps at a window start that refresh a stored state and get no loss (needs stored)."""
+    state_mode: Literal["zero", "stored"] = "zero"
+    """Window start state: zero (pomdp-baselines) or the state stored while acting (R2D2)."""
+    d_model: int = 256
+    """Backbone width."""
+    n_layers: int = 1
+    """Backbone layers."""
+    grad_checkpoint: bool = False
+    """Gradient checkpointing in the backbones."""
+    agent: DDPGConfig = field(default_factory=DDPGConfig)
+    """Agent hyper-parameters (``--agent.gamma``, ``--agent.twin-critics``, ...)."""
+
+
+def make_env(env_id: str) -> gym.Env:
+    """``gym.make(env_id)``, importing ``module`` first for ``module:EnvId``; checks the spaces."""
+    if ":" in env_id:
+        module, _, env_id = env_id.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"cannot import module {module!r} named in --env: {e}") from e
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as e:
+        raise ValueError(f"unknown env id {env_id!r} ({e}); expected a registered Gymnasium id "
+                         "such as Pendulum-v1 or rlkit/Pendulum-V-v0") from e
+    if not isinstance(env.action_space, gym.spaces.Box):
+        env.close()
+        raise ValueError(f"env {env_id!r} has action space {env.action_space}; expected a "
+                         "continuous Box action space")
+    if not isinstance(env.observation_space, gym.spaces.Box):
+        env.close()
+        raise ValueError(f"env {env_id!r} has observation space {env.observation_space}; "
+                         "expected a Box observation space")
+    return env
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Refuse bad values before anything is built; each message names the value."""
+    if cfg.backbone not in BACKBONE_NAMES:
+        raise ValueError(f"unknown backbone {cfg.backbone!r}; expected one of "
+                         f"{', '.join(BACKBONE_NAMES)}")
+    positive = ("total_steps", "num_envs", "eval_episodes", "batch_size", "buffer_size",
+                "log_every", "d_model", "n_layers")
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got "
+                             f"{getattr(cfg, name)}")
+    for name in ("learning_starts", "eval_every", "burn_in", "seed"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if not cfg.updates_per_step > 0:
+        raise ValueError(f"--updates-per-step must be > 0, got {cfg.updates_per_step}")
+    if cfg.seq_len is not None and cfg.seq_len <= 0:
+        raise ValueError(f"--seq-len must be a positive integer, got {cfg.seq_len}")
+    if cfg.batch_size > cfg.buffer_size:
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than --buffer-size "
+                         f"{cfg.buffer_size}; expected batch_size <= buffer_size")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    """The run directory; an existing non-empty one is refused, never overwritten."""
+    if cfg.run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        env = cfg.env.replace("/", "-").replace(":", "-")
+        name = f"{env}__{cfg.backbone}__s{cfg.seed}__{stamp}"
+        path = Path("runs") / name
+    else:
+        path = Path(cfg.run_dir)
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"run directory {path} already exists and is not empty; "
+                              "choose another --run-dir")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build(cfg: TrainConfig, device: torch.device) -> tuple[DDPG, gym.Env, int]:
+    """The agent for ``cfg.env``, a probe env, and the sequence length (1 = transitions)."""
+    env = make_env(cfg.env)
+    seq_len = cfg.seq_len or (1 if cfg.backbone == "mlp" else 32)
+    sequence = not (cfg.backbone == "mlp" and seq_len == 1)
+    agent_cfg = cfg.agent
+    if sequence and not agent_cfg.critic_prev_action:
+        agent_cfg = dataclasses.replace(agent_cfg, critic_prev_action=True)
+    common = BackboneConfig(cfg.d_model, cfg.n_layers, cfg.grad_checkpoint)
+    agent = DDPG(
+        obs_dim=int(np.prod(env.observation_space.shape)),
+        action_low=torch.as_tensor(env.action_space.low),
+        action_high=torch.as_tensor(env.action_space.high),
+        backbone=cfg.backbone,
+        backbone_cfg=common,
+        cfg=agent_cfg,
+    ).to(device)
+    return agent, env, (seq_len if sequence else 1)
+
+
+def main(cfg: TrainConfig) -> dict[str, float]:
+    """Validate, build, train, save; returns the final evaluation."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    seeds = seed_everything(cfg.seed, buffer_device=device)
+    agent, eval_env, seq_len = build(cfg, device)
+    obs_dim, act_dim = agent.obs_dim, agent.action_dim
+    if seq_len == 1:
+        buffer: ReplayBuffer | SequenceReplayBuffer = ReplayBuffer(
+            cfg.buffer_size, obs_dim, act_dim, device, seeds.buffer)
+    else:
+        shapes = ()
+        if cfg.state_mode == "stored":
+            a_state, c_states = agent.initial_state(1)
+            shapes = tuple(tuple(tuple(s.shape[1:]) for s in g) for g in (a_state, *c_states))
+        buffer = SequenceReplayBuffer(cfg.buffer_size, cfg.num_envs, obs_dim, act_dim, seq_len,
+                                      device, seeds.buffer, cfg.state_mode, cfg.burn_in, shapes)
+    agent.noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    envs_vec = gym.vector.SyncVectorEnv(
+        [lambda: make_env(cfg.env) for _ in range(cfg.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    noise = make_noise(cfg.noise, cfg.num_envs, act_dim, cfg.noise_sigma, seeds.noise,
+                       theta=cfg.ou_theta, dt=cfg.ou_dt)
+    run_dir = new_run_dir(cfg)
+    resolved = {**dataclasses.asdict(cfg), "seq_len": seq_len, "run_dir": str(run_dir),
+                "device": str(device), "obs_dim": obs_dim, "action_dim": act_dim}
+    logger = RunLogger(run_dir, resolved, cfg.wandb, project=cfg.wandb_project,
+                       group=cfg.wandb_group or f"{cfg.env}/{cfg.backbone}",
+                       name=run_dir.name, tags=(cfg.env, cfg.backbone, f"seed{cfg.seed}"))
+    loop = LoopConfig(cfg.total_steps, cfg.learning_starts, cfg.batch_size,
+                      cfg.updates_per_step, cfg.eval_every, cfg.eval_episodes, cfg.log_every,
+                      cfg.progress)
+    trainer = Trainer(agent, envs_vec, eval_env, buffer, noise, loop, logger, seeds.noise,
+                      device, seeds.env_seed, seeds.eval_env_seed)
+    try:
+        result = trainer.run()
+        save_checkpoint(run_dir / "checkpoint.pt", {
+            "kind": "final",
+            "config": json.loads(json.dumps(resolved)),
+            "step": trainer.step,
+            "agent": agent.checkpoint_state(),
+        })
+    finally:
+        logger.close()
+        envs_vec.close()
+        eval_env.close()
+    print(f"run dir: {run_dir}  final eval return: {result['eval_return_mean']:.1f} "
+          f"+- {result['eval_return_std']:.1f}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        main(tyro.cli(TrainConfig))
+    except (ValueError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
