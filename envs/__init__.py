@@ -1,0 +1,79 @@
+"""Gymnasium tasks for memory-based control, registered under the ``rlkit/`` namespace.
+
+Importing this package registers the ids in :data:`ENV_IDS` by string entry point: nothing is
+built and MuJoCo is not imported until ``gym.make``. Registration is idempotent (an id already
+in the registry is left as is), so reloading the package neither fails nor warns.
+
+Ids:
+
+- ``rlkit/Pendulum-P-v0``, ``rlkit/Pendulum-V-v0``: Pendulum-v1 seeing only
+  ``(cos theta, sin theta)`` or only ``theta_dot``; 200 steps.
+- ``rlkit/{HalfCheetah,Hopper,Walker2d,Ant}-{P,V}-v0``: the MuJoCo v5 tasks seeing only joint
+  positions or only joint velocities; 1000 steps. Layouts in :mod:`envs.pomdp`.
+- ``rlkit/MemoryCorridor-v0``: recall a cue after ``length`` steps (default 20), e.g.
+  ``gym.make("rlkit/MemoryCorridor-v0", length=100)``; episodes of ``length + 1`` steps that
+  always terminate, so no time limit. See :mod:`envs.memory`.
+
+This package imports only the standard library, NumPy and Gymnasium.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from envs.memory import MemoryCorridorEnv
+from envs.pomdp import POMDP_LAYOUTS, ObservationLayout, make_pomdp, pomdp_id
+from envs.wrappers import FlickerObservation, GaussianObservationNoise, MaskObservation
+
+__all__ = [
+    "ENV_IDS",
+    "MEMORY_CORRIDOR_ID",
+    "POMDP_IDS",
+    "POMDP_LAYOUTS",
+    "FlickerObservation",
+    "GaussianObservationNoise",
+    "MaskObservation",
+    "MemoryCorridorEnv",
+    "ObservationLayout",
+    "make_pomdp",
+    "pomdp_id",
+]
+
+POMDP_IDS: tuple[str, ...] = tuple(
+    pomdp_id(base_id, kind) for base_id in POMDP_LAYOUTS for kind in ("p", "v")
+)
+"""The P/V ids, e.g. ``rlkit/Hopper-P-v0``."""
+
+MEMORY_CORRIDOR_ID = "rlkit/MemoryCorridor-v0"
+
+ENV_IDS: tuple[str, ...] = (*POMDP_IDS, MEMORY_CORRIDOR_ID)
+"""Every id this package registers."""
+
+
+def _register(
+    env_id: str, entry_point: str, kwargs: dict[str, object], max_episode_steps: int | None
+) -> None:
+    if env_id not in gym.registry:
+        gym.register(
+            id=env_id,
+            entry_point=entry_point,
+            max_episode_steps=max_episode_steps,
+            kwargs=kwargs,
+        )
+
+
+for _base_id in POMDP_LAYOUTS:
+    for _kind in ("p", "v"):
+        _register(
+            pomdp_id(_base_id, _kind),
+            "envs.pomdp:make_masked_env",
+            kwargs={"base_id": _base_id, "kind": _kind},
+            max_episode_steps=gym.spec(_base_id).max_episode_steps,
+        )
+_register(
+    MEMORY_CORRIDOR_ID,
+    "envs.memory:MemoryCorridorEnv",
+    kwargs={"length": 20},
+    max_episode_steps=None,
+)
+del _base_id, _kind

@@ -1,0 +1,165 @@
+"""Position-only (P) and velocity-only (V) variants of standard Gymnasium control tasks.
+
+Each layout below is the observation of the task built with its default arguments, read from
+the task's ``_get_obs`` in Gymnasium 1.x (``gymnasium/envs/classic_control/pendulum.py``,
+``gymnasium/envs/mujoco/*_v5.py``) and checked against ``data.qpos`` / ``data.qvel`` in
+``tests/test_envs.py``:
+
+=================  =====  ===========================  ===============================
+task               size   P (positions)                V (velocities)
+=================  =====  ===========================  ===============================
+Pendulum-v1        3      0-1: cos(theta), sin(theta)  2: theta_dot
+HalfCheetah-v5     17     0-7: qpos[1:9]               8-16: qvel[0:9]
+Hopper-v5          11     0-4: qpos[1:6]               5-10: clip(qvel[0:6], -10, 10)
+Walker2d-v5        17     0-7: qpos[1:9]               8-16: clip(qvel[0:9], -10, 10)
+Ant-v5             105    0-12: qpos[2:15]             13-26: qvel[0:14]
+=================  =====  ===========================  ===============================
+
+The MuJoCo tasks leave out the root's x (and, for Ant, y) coordinate by default
+(``exclude_current_positions_from_observation=True``). Ant-v5 also appends by default
+(``include_cfrc_ext_in_observation=True``) 78 clipped external contact forces (entries
+27-104, ``cfrc_ext[1:]``): they are neither positions nor velocities, so both Ant variants
+drop them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gymnasium as gym
+from gymnasium.envs.registration import load_env_creator
+
+from envs.wrappers import MaskObservation
+
+__all__ = ["POMDP_LAYOUTS", "ObservationLayout", "make_masked_env", "make_pomdp", "pomdp_id"]
+
+Kind = Literal["p", "v"]
+
+
+@dataclass(frozen=True)
+class ObservationLayout:
+    """Where the positions and velocities sit in a task's default observation."""
+
+    size: int
+    """Length of the full observation vector."""
+    positions: tuple[int, ...]
+    """Indices kept by the P variant."""
+    velocities: tuple[int, ...]
+    """Indices kept by the V variant."""
+
+    def indices(self, kind: Kind) -> tuple[int, ...]:
+        """Return the indices kept by the ``kind`` variant.
+
+        Args:
+            kind: ``"p"`` for positions, ``"v"`` for velocities.
+
+        Returns:
+            The kept indices, in observation order.
+        """
+        _check_kind(kind)
+        return self.positions if kind == "p" else self.velocities
+
+
+def _span(start: int, stop: int) -> tuple[int, ...]:
+    return tuple(range(start, stop))
+
+
+POMDP_LAYOUTS: dict[str, ObservationLayout] = {
+    "Pendulum-v1": ObservationLayout(3, _span(0, 2), _span(2, 3)),
+    "HalfCheetah-v5": ObservationLayout(17, _span(0, 8), _span(8, 17)),
+    "Hopper-v5": ObservationLayout(11, _span(0, 5), _span(5, 11)),
+    "Walker2d-v5": ObservationLayout(17, _span(0, 8), _span(8, 17)),
+    "Ant-v5": ObservationLayout(105, _span(0, 13), _span(13, 27)),
+}
+"""Default observation layout of each supported base task, keyed by its Gymnasium id."""
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ("p", "v"):
+        raise ValueError(f"kind must be 'p' or 'v', got {kind!r}")
+
+
+def _layout(base_id: str) -> ObservationLayout:
+    if base_id not in POMDP_LAYOUTS:
+        raise ValueError(f"base_id must be one of {sorted(POMDP_LAYOUTS)}, got {base_id!r}")
+    return POMDP_LAYOUTS[base_id]
+
+
+def pomdp_id(base_id: str, kind: Kind) -> str:
+    """Return the registered id of a variant, e.g. ``("Hopper-v5", "p") -> "rlkit/Hopper-P-v0"``.
+
+    Args:
+        base_id: a key of :data:`POMDP_LAYOUTS`.
+        kind: ``"p"`` for positions only, ``"v"`` for velocities only.
+
+    Returns:
+        The ``rlkit/`` id.
+
+    Raises:
+        ValueError: unknown ``base_id`` or ``kind``.
+    """
+    _layout(base_id)
+    _check_kind(kind)
+    name = base_id.rsplit("-", 1)[0]
+    return f"rlkit/{name}-{kind.upper()}-v0"
+
+
+def make_masked_env(
+    base_id: str, kind: Kind, render_mode: str | None = None, **base_kwargs: Any
+) -> MaskObservation:
+    """Entry point of the P/V ids: build the base task unwrapped and mask its observation.
+
+    The base env is built from its registered entry point (without ``gym.make``'s wrappers);
+    ``gym.make`` then adds the time limit and checkers around the masked env once.
+
+    Args:
+        base_id: a key of :data:`POMDP_LAYOUTS`.
+        kind: ``"p"`` for positions only, ``"v"`` for velocities only.
+        render_mode: forwarded to the base task.
+        **base_kwargs: forwarded to the base task's constructor; arguments that change the
+            observation layout are rejected.
+
+    Returns:
+        The base task wrapped in :class:`~envs.wrappers.MaskObservation`.
+
+    Raises:
+        ValueError: unknown ``base_id`` or ``kind``, or the base observation does not have the
+            layout's size.
+    """
+    layout = _layout(base_id)
+    indices = layout.indices(kind)
+    spec = gym.spec(base_id)
+    creator = spec.entry_point if callable(spec.entry_point) else load_env_creator(spec.entry_point)
+    kwargs: dict[str, Any] = {**spec.kwargs, **base_kwargs}
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    env = creator(**kwargs)
+    shape = env.observation_space.shape
+    if shape != (layout.size,):
+        env.close()
+        raise ValueError(
+            f"{base_id} with kwargs {base_kwargs} has observation shape {shape}; the "
+            f"{kind.upper()} variant expects the default layout of shape ({layout.size},)"
+        )
+    return MaskObservation(env, indices)
+
+
+def make_pomdp(base_id: str, kind: Kind, render_mode: str | None = None) -> gym.Env[Any, Any]:
+    """``gym.make`` the P or V variant of a base task.
+
+    Args:
+        base_id: a key of :data:`POMDP_LAYOUTS`, e.g. ``"Hopper-v5"``.
+        kind: ``"p"`` for positions only, ``"v"`` for velocities only.
+        render_mode: forwarded to ``gym.make``.
+
+    Returns:
+        The env, with the base task's time limit.
+
+    Raises:
+        ValueError: unknown ``base_id`` or ``kind``.
+    """
+    env_id = pomdp_id(base_id, kind)
+    if render_mode is None:
+        return gym.make(env_id)
+    return gym.make(env_id, render_mode=render_mode)

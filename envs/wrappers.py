@@ -1,0 +1,252 @@
+"""Observation wrappers that turn a fully observed Box task into a partially observed one.
+
+One job per wrapper, usable on any env with a ``Box`` observation space:
+
+- :class:`MaskObservation` keeps a fixed subset of the observation's entries.
+- :class:`FlickerObservation` zeroes the whole observation with probability ``p``.
+- :class:`GaussianObservationNoise` adds independent ``N(0, std**2)`` noise.
+
+The random wrappers own their generator. It is seeded from ``reset(seed=...)`` through a
+``SeedSequence`` whose spawn key is private to the wrapper class, so its stream is
+independent of the wrapped env's ``np_random`` (which ``reset`` seeds with the same integer)
+and of the other wrapper classes; the global NumPy RNG is never used. Without a seeded reset
+the generator draws its entropy from the operating system.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+__all__ = ["FlickerObservation", "GaussianObservationNoise", "MaskObservation"]
+
+# Spawn keys that keep each wrapper's stream apart from the env's and from each other.
+_FLICKER_KEY = 0xF11C
+_NOISE_KEY = 0x9A55
+
+
+def _require_box(env: gym.Env, wrapper: str) -> spaces.Box:
+    space = env.observation_space
+    if not isinstance(space, spaces.Box):
+        raise TypeError(f"{wrapper} expects a Box observation space, got {space!r}")
+    return space
+
+
+def _real(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _generator(seed: int | None, key: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(key,))))
+
+
+class MaskObservation(
+    gym.ObservationWrapper[np.ndarray, Any, np.ndarray], gym.utils.RecordConstructorArgs
+):
+    """Keep only the given entries of a 1-D Box observation, in the given order.
+
+    The observation space becomes the Box of the kept entries' bounds, with the dtype kept.
+
+    Example:
+        >>> env = MaskObservation(gym.make("Pendulum-v1"), indices=(0, 1))  # cos, sin only
+        >>> env.observation_space.shape
+        (2,)
+    """
+
+    def __init__(self, env: gym.Env[np.ndarray, Any], indices: Iterable[int]) -> None:
+        """Wrap ``env``.
+
+        Args:
+            env: an env with a 1-D ``Box`` observation space of size ``n``.
+            indices: distinct integers in ``[0, n)``; at least one.
+
+        Raises:
+            TypeError: the observation space is not a Box, or an index is not an integer.
+            ValueError: the space is not 1-D, or the indices are empty, repeated or out of range.
+        """
+        space = _require_box(env, "MaskObservation")
+        if len(space.shape) != 1:
+            raise ValueError(
+                f"MaskObservation expects a 1-D Box observation space, got shape {space.shape}"
+            )
+        size = space.shape[0]
+        kept = tuple(indices)
+        for position, index in enumerate(kept):
+            if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+                raise TypeError(
+                    f"indices must be integers, got {index!r} ({type(index).__name__}) "
+                    f"at position {position}"
+                )
+        kept = tuple(int(i) for i in kept)
+        if not kept:
+            raise ValueError("indices must hold at least one index, got 0 indices")
+        for index in kept:
+            if not 0 <= index < size:
+                raise ValueError(f"indices must lie in [0, {size}), got {index}")
+        if len(set(kept)) != len(kept):
+            repeated = sorted({i for i in kept if kept.count(i) > 1})
+            raise ValueError(f"indices must be distinct, got {repeated} more than once")
+
+        gym.utils.RecordConstructorArgs.__init__(self, indices=kept)
+        gym.ObservationWrapper.__init__(self, env)
+        self.indices: tuple[int, ...] = kept
+        """The kept entries of the wrapped observation, in output order."""
+        self._index = np.asarray(kept, dtype=np.intp)
+        self.observation_space = spaces.Box(
+            low=space.low[self._index],
+            high=space.high[self._index],
+            dtype=space.dtype,  # type: ignore[arg-type]
+        )
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        """Return the kept entries.
+
+        Args:
+            observation: the wrapped env's observation, shape ``(n,)``.
+
+        Returns:
+            A new array of shape ``(len(indices),)``.
+        """
+        return np.asarray(observation)[self._index]
+
+
+class FlickerObservation(
+    gym.ObservationWrapper[np.ndarray, Any, np.ndarray], gym.utils.RecordConstructorArgs
+):
+    """Replace the whole observation by zeros with probability ``p``, independently each time.
+
+    Every observation is subject to flicker, the one from ``reset`` included. The observation
+    space is unchanged, so its bounds must contain 0.
+    """
+
+    def __init__(self, env: gym.Env[np.ndarray, Any], p: float) -> None:
+        """Wrap ``env``.
+
+        Args:
+            env: an env with a ``Box`` observation space whose bounds contain 0.
+            p: probability in ``[0, 1]`` that an observation is zeroed.
+
+        Raises:
+            TypeError: the observation space is not a Box, or ``p`` is not a real number.
+            ValueError: ``p`` lies outside ``[0, 1]``, or the bounds exclude 0.
+        """
+        space = _require_box(env, "FlickerObservation")
+        prob = _real(p, "p")
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"p must lie in [0, 1], got {p!r}")
+        if not (np.all(space.low <= 0) and np.all(space.high >= 0)):
+            raise ValueError(
+                "FlickerObservation expects observation bounds that contain 0, "
+                f"got low={space.low!r}, high={space.high!r}"
+            )
+        gym.utils.RecordConstructorArgs.__init__(self, p=prob)
+        gym.ObservationWrapper.__init__(self, env)
+        self.p: float = prob
+        """Probability that an observation is zeroed."""
+        self._rng = _generator(None, _FLICKER_KEY)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset the env; a given ``seed`` also reseeds the flicker generator.
+
+        Args:
+            seed: seed for the wrapped env and for this wrapper's generator.
+            options: forwarded to the wrapped env.
+
+        Returns:
+            The (possibly zeroed) first observation and the env's info.
+        """
+        if seed is not None:
+            self._rng = _generator(seed, _FLICKER_KEY)
+        return super().reset(seed=seed, options=options)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        """Return ``observation`` or, with probability ``p``, zeros of its shape and dtype.
+
+        Args:
+            observation: the wrapped env's observation.
+
+        Returns:
+            An array of the same shape and dtype.
+        """
+        if self._rng.random() < self.p:
+            return np.zeros_like(observation)
+        return observation
+
+
+class GaussianObservationNoise(
+    gym.ObservationWrapper[np.ndarray, Any, np.ndarray], gym.utils.RecordConstructorArgs
+):
+    """Add independent ``N(0, std**2)`` noise to every entry of every observation.
+
+    The observation space keeps its shape and floating dtype; its bounds become unbounded,
+    since Gaussian noise has unbounded support.
+    """
+
+    def __init__(self, env: gym.Env[np.ndarray, Any], std: SupportsFloat) -> None:
+        """Wrap ``env``.
+
+        Args:
+            env: an env with a floating-point ``Box`` observation space.
+            std: finite standard deviation of the noise, ``>= 0``.
+
+        Raises:
+            TypeError: the space is not a floating-point Box, or ``std`` is not a real number.
+            ValueError: ``std`` is negative or not finite.
+        """
+        space = _require_box(env, "GaussianObservationNoise")
+        if not np.issubdtype(space.dtype, np.floating):
+            raise TypeError(
+                f"GaussianObservationNoise expects a floating observation dtype, got {space.dtype}"
+            )
+        scale = _real(std, "std")
+        if not (np.isfinite(scale) and scale >= 0.0):
+            raise ValueError(f"std must be finite and >= 0, got {std!r}")
+        gym.utils.RecordConstructorArgs.__init__(self, std=scale)
+        gym.ObservationWrapper.__init__(self, env)
+        self.std: float = scale
+        """Standard deviation of the added noise."""
+        self.observation_space = spaces.Box(
+            low=-np.inf,
+            high=np.inf,
+            shape=space.shape,
+            dtype=space.dtype,  # type: ignore[arg-type]
+        )
+        self._rng = _generator(None, _NOISE_KEY)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset the env; a given ``seed`` also reseeds the noise generator.
+
+        Args:
+            seed: seed for the wrapped env and for this wrapper's generator.
+            options: forwarded to the wrapped env.
+
+        Returns:
+            The noisy first observation and the env's info.
+        """
+        if seed is not None:
+            self._rng = _generator(seed, _NOISE_KEY)
+        return super().reset(seed=seed, options=options)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        """Return ``observation`` plus noise, in the observation space's dtype.
+
+        Args:
+            observation: the wrapped env's observation.
+
+        Returns:
+            A new array of the same shape.
+        """
+        observation = np.asarray(observation)
+        noise = self._rng.normal(0.0, self.std, size=observation.shape)
+        return (observation + noise).astype(self.observation_space.dtype, copy=False)
