@@ -28,7 +28,7 @@ from torch.func import functional_call
 
 from rlkit.backbones import Backbone, BackboneConfig, State, make_backbone
 from rlkit.buffers import SequenceBatch, TransitionBatch
-from rlkit.losses import masked_mse, polyak_update
+from rlkit.losses import grad_norm, masked_mse, polyak_update
 
 
 @dataclass(frozen=True)
@@ -167,8 +167,15 @@ class DDPG(nn.Module):
         )
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_targets = copy.deepcopy(self.critics).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=cfg.critic_lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, foreach=True)
+        self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=cfg.critic_lr,
+                                           foreach=True)
+        # Parameter lists walked on every update, gathered once.
+        self._actor_params = list(self.actor.parameters())
+        self._critic_params = list(self.critics.parameters())
+        self._target_params = list(self.actor_target.parameters()) + list(
+            self.critic_targets.parameters())
+        self._online_params = self._actor_params + self._critic_params
         self.noise_gen: torch.Generator | None = None  # TD3 target smoothing draws from it
         self.num_updates = 0
 
@@ -261,9 +268,11 @@ class DDPG(nn.Module):
     def td_target(self, batch: SequenceBatch, actor_state: State | None,
                   critic_states: tuple[State | None, ...]) -> Tensor:
         """``r_t + gamma * (1 - terminated_t) * Q'(h'_{t+1}, mu'(h'_{t+1}))``, shape ``(B, L)``."""
+        # A memoryless encoder needs only the next observations; a memory one the whole window.
+        first = 0 if self.actor.encoder.has_memory else 1
         with torch.no_grad():
-            next_action, _ = self.actor_target(batch.obs, actor_state)  # (B, L + 1, A)
-            next_action = next_action[:, 1:]
+            next_action, _ = self.actor_target(batch.obs[:, first:], actor_state)
+            next_action = next_action[:, 1 - first:]  # (B, L, A)
             if self.cfg.target_noise > 0:
                 scale = self.actor.scale
                 eps = torch.randn(next_action.shape, device=next_action.device,
@@ -274,8 +283,9 @@ class DDPG(nn.Module):
             x = self._critic_inputs(batch)
             qs = []
             for critic, s in zip(self.critic_targets, critic_states):
-                h, _ = critic.encoder(x, s)  # (B, L + 1, H)
-                qs.append(critic.q(h[:, 1:], next_action))  # (B, L)
+                first = 0 if critic.encoder.has_memory else 1
+                h, _ = critic.encoder(x[:, first:], s)
+                qs.append(critic.q(h[:, 1 - first:], next_action))  # (B, L)
             next_q = torch.stack(qs).min(0).values if len(qs) > 1 else qs[0]
             return batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * next_q
 
@@ -301,7 +311,7 @@ class DDPG(nn.Module):
         critic = self.critics[0]
         with torch.no_grad():
             h, _ = critic.encoder(self._critic_inputs(batch)[:, :-1], critic_state)  # (B, L, H)
-        frozen = {k: v.detach() for k, v in critic.head.named_parameters()}
+        frozen = {k: v.detach() for k, v in critic.head.named_parameters()}  # no critic grads
         q = functional_call(critic.head, frozen, (torch.cat([h, action.to(h.dtype)], -1),))
         q = q.squeeze(-1).float()  # (B, L)
         return -(q * batch.mask).sum() / batch.mask.sum().clamp_min(1.0)
@@ -321,7 +331,7 @@ class DDPG(nn.Module):
         closs, q = self.critic_loss(batch, target, critic_states)
         self.critic_opt.zero_grad(set_to_none=True)
         closs.backward()
-        cnorm = nn.utils.clip_grad_norm_(self.critics.parameters(), self.cfg.max_grad_norm)
+        cnorm = grad_norm(self._critic_params, self.cfg.max_grad_norm)
         self.critic_opt.step()
         m = batch.mask
         metrics = {
@@ -334,10 +344,9 @@ class DDPG(nn.Module):
             aloss = self.actor_loss(batch, actor_state, critic_states[0])
             self.actor_opt.zero_grad(set_to_none=True)
             aloss.backward()
-            anorm = nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.max_grad_norm)
+            anorm = grad_norm(self._actor_params, self.cfg.max_grad_norm)
             self.actor_opt.step()
-            polyak_update(self.actor_target, self.actor, self.cfg.tau)
-            polyak_update(self.critic_targets, self.critics, self.cfg.tau)
+            polyak_update(self._target_params, self._online_params, self.cfg.tau)
             metrics["actor_loss"] = aloss.detach()
             metrics["actor_grad_norm"] = anorm.detach()
         return metrics

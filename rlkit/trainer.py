@@ -143,7 +143,8 @@ class Trainer:
         prev_r = torch.zeros(n, device=dev)
         ep_ret, ep_len = np.zeros(n), np.zeros(n, dtype=np.int64)
         credit, next_log, next_eval = 0.0, cfg.log_every, cfg.eval_every
-        t0, last_metrics, recent_returns = time.time(), {}, []
+        last_metrics, recent_returns = {}, []
+        t_log, step_log, updates_log = time.time(), self.step, self.num_updates
         bar = tqdm(total=cfg.total_steps, disable=not cfg.progress, dynamic_ncols=True,
                    unit="step")
         while self.step < cfg.total_steps:
@@ -191,16 +192,20 @@ class Trainer:
             if self.step >= next_log:
                 next_log += cfg.log_every
                 row = {k: float(v) for k, v in last_metrics.items()}
-                elapsed = time.time() - t0
-                row.update(sps=self.step / elapsed, updates=self.num_updates,
-                           updates_per_s=self.num_updates / elapsed)
+                now = time.time()
+                dt = max(now - t_log, 1e-9)
+                row.update(sps=(self.step - step_log) / dt, updates=self.num_updates,
+                           updates_per_s=(self.num_updates - updates_log) / dt)
+                t_log, step_log, updates_log = now, self.step, self.num_updates
                 if recent_returns:
                     row["train_return_mean"] = float(np.mean(recent_returns))
                     recent_returns = []
                 self.logger.log(self.step, row)
             if cfg.eval_every > 0 and self.step >= next_eval:
                 next_eval += cfg.eval_every
+                t_eval = time.time()
                 self._evaluate()
+                t_log += time.time() - t_eval  # rates count training time only
                 bar.set_postfix(eval=f"{self.last_eval['eval_return_mean']:.1f}")
         bar.close()
         if not self.last_eval or self.last_eval.get("step") != self.step:

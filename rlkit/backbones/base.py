@@ -56,6 +56,8 @@ class Backbone(nn.Module, abc.ABC):
 
     d_in: int
     d_out: int
+    has_memory: bool = True
+    """False for families whose output at t depends on x[:, t] alone (the MLP)."""
 
     @abc.abstractmethod
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:

@@ -1,0 +1,69 @@
+"""Learning benchmark: MLP-DDPG on Pendulum-v1 over seeds; prints return by step and seed.
+
+    python bench/learn.py                       # 3 seeds, 20k steps, seeds in parallel
+    python bench/learn.py --seeds 0 1 2 3 --total-steps 30000 --jobs 2
+
+Goal: the mean evaluation return reaches at least -200 by 20,000 env steps on every seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import train  # noqa: E402
+from rlkit.runlog import read_metrics  # noqa: E402
+
+
+def run_one(args: tuple[train.TrainConfig, str]) -> list[dict]:
+    cfg, run_dir = args
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    train.main(replace(cfg, run_dir=run_dir))
+    return [r for r in read_metrics(run_dir) if "eval_return_mean" in r]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", default="Pendulum-v1")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--total-steps", type=int, default=20_000)
+    p.add_argument("--eval-every", type=int, default=2_000)
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1))
+    p.add_argument("--threshold", type=float, default=-200.0)
+    p.add_argument("--out", default=None, help="directory for the runs (default: a temp dir)")
+    a = p.parse_args()
+    out = Path(a.out or tempfile.mkdtemp(prefix="rlkit-learn-"))
+    base = train.TrainConfig(env=a.env, total_steps=a.total_steps, eval_every=a.eval_every,
+                             eval_episodes=a.eval_episodes, progress=False, device="cpu")
+    jobs = [(replace(base, seed=s), str(out / f"seed{s}")) for s in a.seeds]
+    with ProcessPoolExecutor(a.jobs) as pool:
+        evals = list(pool.map(run_one, jobs))
+    steps = sorted({r["step"] for rows in evals for r in rows})
+    by = [{r["step"]: r["eval_return_mean"] for r in rows} for rows in evals]
+    print(f"\n{a.env}, MLP-DDPG, eval return (mean of {a.eval_episodes} episodes) by env step")
+    print("| step | " + " | ".join(f"seed {s}" for s in a.seeds) + " | mean |")
+    print("|---:|" + "---:|" * (len(a.seeds) + 1))
+    for st in steps:
+        vals = [b.get(st) for b in by]
+        ok = [v for v in vals if v is not None]
+        cells = " | ".join("" if v is None else f"{v:.1f}" for v in vals)
+        print(f"| {st} | {cells} | {sum(ok) / len(ok):.1f} |")
+    final = [b[max(b)] for b in by]
+    passed = all(v >= a.threshold for v in final)
+    print(f"\nfinal returns {[round(v, 1) for v in final]}: "
+          f"{'PASS' if passed else 'FAIL'} (every seed >= {a.threshold}); runs in {out}")
+
+
+if __name__ == "__main__":
+    main()
