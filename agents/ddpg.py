@@ -19,7 +19,6 @@ policy smoothing) and ``policy_delay`` (actor and targets updated every k-th cri
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -53,12 +52,16 @@ class DDPGConfig:
     """TD3: clip of the target action noise (fraction of the half-range)."""
     policy_delay: int = 1
     """TD3: update the actor and the targets every k-th critic update (1 = every update)."""
+    actor_prev_action: bool = False
+    """The actor's encoder also sees the previous action (memory backbones)."""
+    actor_prev_reward: bool = False
+    """The actor's encoder also sees the previous reward."""
     critic_prev_action: bool = False
-    """The critic's encoder also sees the previous action (for memory backbones)."""
+    """The critic's encoder also sees the previous action (memory backbones)."""
     critic_prev_reward: bool = False
     """The critic's encoder also sees the previous reward."""
-    max_grad_norm: float = math.inf
-    """Clip gradient norms to this value (inf: measure only)."""
+    max_grad_norm: float | None = None
+    """Clip gradient norms to this value (None: measure only)."""
 
     def __post_init__(self) -> None:
         for name in ("actor_lr", "critic_lr"):
@@ -82,6 +85,17 @@ def mlp(d_in: int, hidden: tuple[int, ...], d_out: int) -> nn.Sequential:
         d_in = h
     layers.append(nn.Linear(d_in, d_out))
     return nn.Sequential(*layers)
+
+
+def _inputs(obs: Tensor, prev_action: Tensor | None, prev_reward: Tensor | None,
+            with_action: bool, with_reward: bool) -> Tensor:
+    """``[obs, prev_action?, prev_reward?]`` on the last axis, for ``(..., D)`` inputs."""
+    parts = [obs]
+    if with_action:
+        parts.append(prev_action)
+    if with_reward:
+        parts.append(prev_reward[..., None])
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else obs
 
 
 class Actor(nn.Module):
@@ -156,8 +170,10 @@ class DDPG(nn.Module):
             raise ValueError(f"action_high must exceed action_low, got low={action_low.tolist()} "
                              f"high={action_high.tolist()}")
         self.obs_dim, self.action_dim = obs_dim, action_low.numel()
-        self.critic_in = obs_dim + self.action_dim * cfg.critic_prev_action + cfg.critic_prev_reward
-        self.actor = Actor(make_backbone(backbone, obs_dim, backbone_cfg), action_low,
+        a = self.action_dim
+        self.actor_in = obs_dim + a * cfg.actor_prev_action + cfg.actor_prev_reward
+        self.critic_in = obs_dim + a * cfg.critic_prev_action + cfg.critic_prev_reward
+        self.actor = Actor(make_backbone(backbone, self.actor_in, backbone_cfg), action_low,
                            action_high, cfg.head_hidden)
         n_critics = 2 if cfg.twin_critics else 1
         self.critics = nn.ModuleList(
@@ -221,32 +237,27 @@ class DDPG(nn.Module):
             Actions ``(N, act_dim)`` within the bounds, and the new state.
         """
         actor_state, critic_states = state
-        action, actor_state = self.actor.step(obs, actor_state)
+        cfg = self.cfg
+        x = _inputs(obs, prev_action, prev_reward, cfg.actor_prev_action, cfg.actor_prev_reward)
+        action, actor_state = self.actor.step(x, actor_state)
         if track_critic:
-            x = self._critic_inputs_step(obs, prev_action, prev_reward)
+            x = _inputs(obs, prev_action, prev_reward, cfg.critic_prev_action,
+                        cfg.critic_prev_reward)
             critic_states = tuple(
                 c.encoder.step(x, s)[1] for c, s in zip(self.critics, critic_states)
             )
         return action, (actor_state, critic_states)
 
-    def _critic_inputs_step(
-        self, obs: Tensor, prev_action: Tensor | None, prev_reward: Tensor | None
-    ) -> Tensor:
-        parts = [obs]
-        if self.cfg.critic_prev_action:
-            parts.append(prev_action)
-        if self.cfg.critic_prev_reward:
-            parts.append(prev_reward[:, None])
-        return torch.cat(parts, dim=-1) if len(parts) > 1 else obs
-
     # ----------------------------------------------------------------------------- learning
+    def _actor_inputs(self, batch: SequenceBatch) -> Tensor:
+        """Actor encoder inputs over the window, ``(B, L + 1, actor_in)``."""
+        return _inputs(batch.obs, batch.prev_action, batch.prev_reward,
+                       self.cfg.actor_prev_action, self.cfg.actor_prev_reward)
+
     def _critic_inputs(self, batch: SequenceBatch) -> Tensor:
-        parts = [batch.obs]  # (B, L + 1, obs_dim)
-        if self.cfg.critic_prev_action:
-            parts.append(batch.prev_action)
-        if self.cfg.critic_prev_reward:
-            parts.append(batch.prev_reward[..., None])
-        return torch.cat(parts, dim=-1) if len(parts) > 1 else batch.obs
+        """Critic encoder inputs over the window, ``(B, L + 1, critic_in)``."""
+        return _inputs(batch.obs, batch.prev_action, batch.prev_reward,
+                       self.cfg.critic_prev_action, self.cfg.critic_prev_reward)
 
     @staticmethod
     def transitions_as_sequences(batch: TransitionBatch) -> SequenceBatch:
@@ -271,7 +282,7 @@ class DDPG(nn.Module):
         # A memoryless encoder needs only the next observations; a memory one the whole window.
         first = 0 if self.actor.encoder.has_memory else 1
         with torch.no_grad():
-            next_action, _ = self.actor_target(batch.obs[:, first:], actor_state)
+            next_action, _ = self.actor_target(self._actor_inputs(batch)[:, first:], actor_state)
             next_action = next_action[:, 1 - first:]  # (B, L, A)
             if self.cfg.target_noise > 0:
                 scale = self.actor.scale
@@ -290,30 +301,39 @@ class DDPG(nn.Module):
             return batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * next_q
 
     def critic_loss(self, batch: SequenceBatch, target: Tensor,
-                    critic_states: tuple[State | None, ...]) -> tuple[Tensor, Tensor]:
-        """Masked mean squared TD error summed over critics; also returns Q of critic 0."""
+                    critic_states: tuple[State | None, ...]) -> tuple[Tensor, Tensor, Tensor]:
+        """Masked mean squared TD error summed over critics.
+
+        Returns:
+            ``(loss, q, h)``: the loss, critic 0's Q ``(B, L)`` and its encoding ``(B, L, H)``
+            detached (the actor loss reuses it instead of encoding the window again).
+        """
         x = self._critic_inputs(batch)[:, :-1]  # (B, L, D)
-        loss, q0 = 0.0, None
+        loss, q0, h0 = 0.0, None, None
         for critic, s in zip(self.critics, critic_states):
             h, _ = critic.encoder(x, s)  # (B, L, H)
             q = critic.q(h, batch.action)  # (B, L)
             loss = loss + masked_mse(q, target, batch.mask)
-            q0 = q if q0 is None else q0
-        return loss, q0
+            if q0 is None:
+                q0, h0 = q, h.detach()
+        return loss, q0, h0
 
     def actor_loss(self, batch: SequenceBatch, actor_state: State | None,
-                   critic_state: State | None) -> Tensor:
-        """``-Q(h, mu(h))`` averaged over masked steps, with critic 0's weights held fixed.
+                   critic_h: Tensor) -> Tensor:
+        """``-Q(h, mu(.))`` averaged over masked steps, through critic 0's head held fixed.
 
-        The critic's parameters are used detached, so the actor loss gives them no gradient.
+        Args:
+            batch: the window.
+            actor_state: the actor's state at the window start (``None``: initial).
+            critic_h: critic 0's encoding of the window ``(B, L, H)``, detached.
+
+        The head's parameters are used detached, so the actor loss gives the critic no gradient.
         """
-        action, _ = self.actor(batch.obs[:, :-1], actor_state)  # (B, L, A)
-        critic = self.critics[0]
-        with torch.no_grad():
-            h, _ = critic.encoder(self._critic_inputs(batch)[:, :-1], critic_state)  # (B, L, H)
-        frozen = {k: v.detach() for k, v in critic.head.named_parameters()}  # no critic grads
-        q = functional_call(critic.head, frozen, (torch.cat([h, action.to(h.dtype)], -1),))
-        q = q.squeeze(-1).float()  # (B, L)
+        action, _ = self.actor(self._actor_inputs(batch)[:, :-1], actor_state)  # (B, L, A)
+        head = self.critics[0].head
+        frozen = {k: v.detach() for k, v in head.named_parameters()}  # no critic gradient
+        x = torch.cat([critic_h.detach(), action.to(critic_h.dtype)], -1)  # (B, L, H + A)
+        q = functional_call(head, frozen, (x,)).squeeze(-1).float()  # (B, L)
         return -(q * batch.mask).sum() / batch.mask.sum().clamp_min(1.0)
 
     def update(self, batch: SequenceBatch | TransitionBatch) -> dict[str, Tensor]:
@@ -328,7 +348,7 @@ class DDPG(nn.Module):
             batch = self.transitions_as_sequences(batch)
         actor_state, critic_states = self._batch_states(batch)
         target = self.td_target(batch, actor_state, critic_states)
-        closs, q = self.critic_loss(batch, target, critic_states)
+        closs, q, h = self.critic_loss(batch, target, critic_states)
         self.critic_opt.zero_grad(set_to_none=True)
         closs.backward()
         cnorm = grad_norm(self._critic_params, self.cfg.max_grad_norm)
@@ -341,7 +361,7 @@ class DDPG(nn.Module):
         }
         self.num_updates += 1
         if self.num_updates % self.cfg.policy_delay == 0:
-            aloss = self.actor_loss(batch, actor_state, critic_states[0])
+            aloss = self.actor_loss(batch, actor_state, h)
             self.actor_opt.zero_grad(set_to_none=True)
             aloss.backward()
             anorm = grad_norm(self._actor_params, self.cfg.max_grad_norm)

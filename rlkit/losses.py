@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -41,15 +40,15 @@ def polyak_update(
         for tb, ob in zip(target.buffers(), online.buffers()):
             tb.copy_(ob)
 
-def grad_norm(params: Iterable[Tensor], max_norm: float = math.inf) -> Tensor:
-    """Total L2 norm of the gradients; clips them to ``max_norm`` when it is finite.
+def grad_norm(params: Iterable[Tensor], max_norm: float | None = None) -> Tensor:
+    """Total L2 norm of the gradients; clips them to ``max_norm`` when it is given.
 
     Returns a 0-dim tensor (no host synchronisation).
     """
     params = [p for p in params if p.grad is not None]
     if not params:
         return torch.zeros(())
-    if math.isfinite(max_norm):
+    if max_norm is not None:
         return nn.utils.clip_grad_norm_(params, max_norm)
     norms = torch._foreach_norm([p.grad for p in params])
     return torch.linalg.vector_norm(torch.stack(norms))

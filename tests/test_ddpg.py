@@ -58,7 +58,9 @@ def test_actor_outputs_stay_within_bounds():
 def test_actor_loss_gives_critic_no_gradient():
     agent = make_agent()
     seq = agent.transitions_as_sequences(batch())
-    agent.actor_loss(seq, None, None).backward()
+    target = agent.td_target(seq, None, (None,))
+    _, _, h = agent.critic_loss(seq, target, (None,))
+    agent.actor_loss(seq, None, h).backward()
     assert all(p.grad is None for p in agent.critics.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
 
@@ -70,7 +72,7 @@ def test_update_leaves_critic_untouched_by_actor_step():
     ref = copy.deepcopy(agent)
     seq = ref.transitions_as_sequences(b)
     target = ref.td_target(seq, None, (None,))
-    loss, _ = ref.critic_loss(seq, target, (None,))
+    loss, _, _ = ref.critic_loss(seq, target, (None,))
     ref.critic_opt.zero_grad()
     loss.backward()
     ref.critic_opt.step()
@@ -85,7 +87,7 @@ def test_critic_update_lowers_td_error_on_fixed_batch():
     target = agent.td_target(seq, None, (None,))
     losses = []
     for _ in range(30):
-        loss, _ = agent.critic_loss(seq, target, (None,))
+        loss, _, _ = agent.critic_loss(seq, target, (None,))
         losses.append(loss.item())
         agent.critic_opt.zero_grad()
         loss.backward()

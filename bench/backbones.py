@@ -1,0 +1,292 @@
+"""Benchmark every registered backbone: training cost per sequence length and acting latency.
+
+Prints one table with, for every family and length T:
+- forward+backward time (ms, median over ``--repeats`` after warm-up) of a batch ``(B, T, D_in)``;
+- peak memory of that forward+backward, without and with gradient checkpointing. On CUDA:
+  ``torch.cuda.max_memory_allocated`` above the memory allocated before the call. On CPU (where
+  torch's allocator keeps no statistics): the peak total size of the tensor storages created
+  during the call, tracked with a ``TorchDispatchMode`` (activations, workspace and gradients;
+  parameters and inputs excluded);
+- ``step`` latency (ms per call, batch B) from a state that has already taken t = 10 and
+  t = 1000 steps (warmed with one ``forward``), measured once per family.
+
+Example::
+
+    python bench/backbones.py --lengths 64 256 1024 --device cuda --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib
+import statistics
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from rlkit.backbones import BACKBONE_NAMES, Backbone, BackboneConfig, make_backbone
+from rlkit.backbones.transformer import TransformerConfig
+
+STEP_TS = (10, 1000)
+"""Steps already taken when the ``step`` latency is measured."""
+
+
+@dataclass
+class Row:
+    """One line of the table (times in ms, memory in MiB)."""
+
+    family: str
+    length: int
+    fwd_bwd_ms: float
+    peak_mib: float
+    peak_ckpt_mib: float
+    step_ms: tuple[float, ...] | None  # one per STEP_TS, on the family's first row only
+
+
+class _StoragePeak(TorchDispatchMode):
+    """Peak total bytes of the tensor storages created while active (CPU memory measure)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict | None = None
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if storage.nbytes() and key not in self.live:
+                    self.live[key] = storage.nbytes()
+                    self.current += storage.nbytes()
+                    self.peak = max(self.peak, self.current)
+                    weakref.finalize(storage, self._release, key)
+        return out
+
+
+def make_config(
+    name: str, d_model: int, n_layers: int, context: int, grad_checkpoint: bool
+) -> BackboneConfig:
+    """The benchmark's config for family ``name`` (family defaults besides these sizes)."""
+    if name == "transformer":
+        return TransformerConfig(
+            d_model=d_model, n_layers=n_layers, context=context, grad_checkpoint=grad_checkpoint
+        )
+    return BackboneConfig(d_model=d_model, n_layers=n_layers, grad_checkpoint=grad_checkpoint)
+
+
+def autocast_ctx(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for ``dtype == "bf16"`` (fp32 parameters, as in training), else nothing."""
+    if dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
+    """Median wall time of ``fn()`` in ms, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _fwd_bwd(model: Backbone, x: Tensor, amp: Callable[[], Any]) -> None:
+    model.zero_grad(set_to_none=True)
+    with amp():
+        y, _ = model(x)  # (B, T, D)
+    y.float().square().mean().backward()
+
+
+def peak_memory_mib(model: Backbone, x: Tensor, amp: Callable[[], Any]) -> float:
+    """Peak memory of one forward+backward in MiB (see the module docstring for the method)."""
+    model.zero_grad(set_to_none=True)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+        base = torch.cuda.memory_allocated(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        _fwd_bwd(model, x, amp)
+        torch.cuda.synchronize(x.device)
+        return (torch.cuda.max_memory_allocated(x.device) - base) / 2**20
+    with _StoragePeak() as tracker:
+        _fwd_bwd(model, x, amp)
+    return tracker.peak / 2**20
+
+
+@torch.inference_mode()
+def step_latency_ms(
+    model: Backbone, batch: int, t: int, amp: Callable[[], Any], repeats: int, generator: Any
+) -> float:
+    """Median ms of one ``step`` from a state that has already taken ``t`` steps."""
+    device = next(model.parameters()).device
+    x_warm = torch.randn(batch, t, model.d_in, generator=generator).to(device)
+    x = torch.randn(batch, model.d_in, generator=generator).to(device)
+    with amp():
+        _, state = model(x_warm)
+
+    def one_step() -> None:
+        with amp():
+            model.step(x, state)
+
+    return median_ms(one_step, device, repeats=max(repeats, 10), warmup=3)
+
+
+def bench_family(
+    name: str, args: argparse.Namespace, device: torch.device, generator: torch.Generator
+) -> list[Row]:
+    """Rows of the table for one family (one per length)."""
+    amp = functools.partial(autocast_ctx, device, args.dtype)
+    cfgs = [make_config(name, args.d_model, args.n_layers, args.context, c) for c in (False, True)]
+    plain = make_backbone(name, args.d_in, cfgs[0]).to(device)
+    ckpt = make_backbone(name, args.d_in, cfgs[1]).to(device)
+    ckpt.load_state_dict(plain.state_dict())
+    rows = []
+    for length in args.lengths:
+        x = torch.randn(args.batch, length, args.d_in, generator=generator).to(device)
+        ms = median_ms(lambda x=x: _fwd_bwd(plain, x, amp), device, args.repeats, warmup=2)
+        peaks = peak_memory_mib(plain, x, amp), peak_memory_mib(ckpt, x, amp)
+        rows.append(Row(name, length, ms, *peaks, step_ms=None))
+    rows[0].step_ms = tuple(
+        step_latency_ms(plain, args.batch, t, amp, args.repeats, generator) for t in STEP_TS
+    )
+    return rows
+
+
+def run_benchmark(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
+    """Benchmark ``args.families``; returns the rows and notes on skipped families."""
+    device = torch.device(args.device)
+    generator = torch.Generator().manual_seed(0)
+    rows: list[Row] = []
+    notes: list[str] = []
+    for name in args.families:
+        try:
+            rows += bench_family(name, args, device, generator)
+        except ModuleNotFoundError as err:
+            notes.append(f"{name}: skipped, module {err.name} is not importable yet")
+            print(f"note: {notes[-1]}")
+    return rows, notes
+
+
+def format_table(rows: Sequence[Row], args: argparse.Namespace) -> str:
+    """The table as text, with a header that states the settings and the memory method."""
+    mem = (
+        "torch.cuda.max_memory_allocated above baseline"
+        if args.device == "cuda"
+        else "peak size of storages created in fwd+bwd (TorchDispatchMode)"
+    )
+    lines = [
+        f"device={args.device} dtype={args.dtype} batch={args.batch} d_in={args.d_in} "
+        f"d_model={args.d_model} n_layers={args.n_layers} transformer context={args.context}",
+        f"fwd+bwd: median of {args.repeats} after 2 warm-up; peak MiB: {mem}; "
+        f"step: ms per call at t = {', '.join(map(str, STEP_TS))} steps taken (per family)",
+    ]
+    head = f"{'family':<12} {'T':>6} {'fwd+bwd ms':>11} {'peak MiB':>9} {'ckpt MiB':>9}"
+    head += "".join(f" {f'step@{t} ms':>13}" for t in STEP_TS)
+    lines += [head, "-" * len(head)]
+    for r in rows:
+        line = f"{r.family:<12} {r.length:>6} {r.fwd_bwd_ms:>11.2f} {r.peak_mib:>9.1f} "
+        line += f"{r.peak_ckpt_mib:>9.1f}"
+        line += "".join(f" {s:>13.3f}" for s in r.step_ms) if r.step_ms else ""
+        lines.append(line)
+    return "\n".join(lines)
+
+
+_SCAN_PAIRS = (
+    ("selective_scan_sequential", "selective_scan_parallel"),
+    ("sequential_scan", "parallel_scan"),
+)
+
+
+@torch.no_grad()
+def mamba_scan_lines(args: argparse.Namespace) -> list[str]:
+    """Sequential vs parallel selective-scan timing (forward, fp32) at the model's sizes.
+
+    Uses the scan pair of ``rlkit/backbones/mamba.py``, called as ``scan(dA_log, dBx, C, h0)``
+    with ``dA_log, dBx: (B, T, d_inner, d_state)``, ``C: (B, T, d_state)``,
+    ``h0: (B, d_inner, d_state)`` (the parallel one also takes ``chunk``).
+    """
+    try:
+        mamba = importlib.import_module("rlkit.backbones.mamba")
+    except ModuleNotFoundError:
+        return ["mamba scan: skipped, rlkit.backbones.mamba is not importable yet"]
+    pair = next((p for p in _SCAN_PAIRS if all(hasattr(mamba, n) for n in p)), None)
+    if pair is None:
+        return ["mamba scan: skipped, mamba.py has no sequential / parallel scan pair"]
+    sequential, parallel = (getattr(mamba, n) for n in pair)
+    cfg = mamba.MambaConfig(d_model=args.d_model)
+    device, gen = torch.device(args.device), torch.Generator().manual_seed(0)
+    d, n, b = cfg.expand * cfg.d_model, cfg.d_state, args.batch
+    lines = [f"mamba scan ({pair[0]} vs {pair[1]}, chunk={cfg.chunk}, fwd ms, B={b}):"]
+    for length in args.lengths:
+        dA_log = -torch.rand(b, length, d, n, generator=gen).to(device) * 0.1  # <= 0
+        dBx = torch.randn(b, length, d, n, generator=gen).to(device)
+        c = torch.randn(b, length, n, generator=gen).to(device)
+        h0 = torch.zeros(b, d, n, device=device)
+        run_seq = functools.partial(sequential, dA_log, dBx, c, h0)
+        run_par = functools.partial(parallel, dA_log, dBx, c, h0, cfg.chunk)
+        diff = (run_seq()[0] - run_par()[0]).abs().max().item()
+        t_seq = median_ms(run_seq, device, args.repeats, warmup=1)
+        t_par = median_ms(run_par, device, args.repeats, warmup=1)
+        lines.append(
+            f"  T={length:<6} sequential {t_seq:9.2f}  parallel {t_par:9.2f}  "
+            f"speed-up {t_seq / t_par:5.1f}x  max|diff| {diff:.1e}"
+        )
+    return lines
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options of the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--d-in", type=int, default=32)
+    p.add_argument("--n-layers", type=int, default=2)
+    p.add_argument("--context", type=int, default=64, help="transformer window K")
+    p.add_argument("--families", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--repeats", type=int, default=5)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Run the benchmark and print (and return) the table."""
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but no CUDA device is available")
+    rows, _ = run_benchmark(args)
+    if "mamba" in args.families:
+        print("\n".join(mamba_scan_lines(args)))
+    table = format_table(rows, args)
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""MLP backbone: no memory, the same feed-forward network applied to every time step.
+
+With ``n_layers=1`` and ``d_model=256`` it is exactly the ``Linear -> ReLU`` encoder of classic
+DDPG on single transitions. Its state is the empty tuple ``()``.
+
+Glossary: ``D_in`` -> ``d_in``, ``D`` (hidden width, also ``D_out``) -> ``cfg.d_model``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from rlkit.backbones.base import Backbone, BackboneConfig, State
+
+
+@dataclass(frozen=True)
+class MLPConfig(BackboneConfig):
+    """Options of :class:`MLPBackbone`: only the common ones (``d_model``, ``n_layers``,
+    ``grad_checkpoint``); the layers are plain ``Linear -> ReLU`` without residual or norm."""
+
+
+class MLPBackbone(Backbone):
+    """A stack of ``n_layers`` ``Linear -> ReLU`` layers, per time step.
+
+    The first layer maps ``d_in -> d_model``, the others ``d_model -> d_model``.
+
+    Args:
+        d_in: input feature dimension ``D_in``.
+        cfg: sizes; see :class:`MLPConfig`.
+    """
+
+    has_memory = False
+
+    def __init__(self, d_in: int, cfg: MLPConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.d_in, self.d_out = d_in, cfg.d_model
+        widths = [d_in] + [cfg.d_model] * cfg.n_layers
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+
+    def _layer(self, i: int, h: Tensor) -> Tensor:
+        return torch.relu(self.layers[i](h))
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Encode a sequence, each step independently.
+
+        Args:
+            x: inputs, shape ``(B, T, D_in)``.
+            state: ignored (must be ``None`` or ``()``); the MLP has no memory.
+
+        Returns:
+            ``(y, ())``: outputs ``(B, T, d_model)`` and the empty state.
+        """
+        if x.dim() != 3:
+            raise ValueError(f"x must have shape (B, T, D_in), got {tuple(x.shape)}")
+        use_ckpt = self.cfg.grad_checkpoint and torch.is_grad_enabled()
+        h = x  # (B, T, D_in)
+        for i in range(len(self.layers)):
+            if use_ckpt:
+                h = checkpoint(self._layer, i, h, use_reentrant=False)  # (B, T, D)
+            else:
+                h = self._layer(i, h)  # (B, T, D)
+        return h, ()
+
+    def step(self, x: Tensor, state: State = ()) -> tuple[Tensor, State]:
+        """Encode one time step.
+
+        Args:
+            x: inputs, shape ``(B, D_in)``.
+            state: ignored (``()``).
+
+        Returns:
+            ``(y, ())``: output ``(B, d_model)`` and the empty state.
+        """
+        if x.dim() != 2:
+            raise ValueError(f"x must have shape (B, D_in), got {tuple(x.shape)}")
+        h = x  # (B, D_in)
+        for i in range(len(self.layers)):
+            h = self._layer(i, h)  # (B, D)
+        return h, ()
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """The empty state ``()`` (the MLP has no memory)."""
+        return ()

@@ -1,0 +1,120 @@
+"""Recurrent backbones: Elman RNN, LSTM and GRU through torch's fused modules (cuDNN on a GPU).
+
+Architecture: ``Linear(d_in -> d_model)`` then one multi-layer ``nn.RNN`` / ``nn.LSTM`` /
+``nn.GRU`` (``n_layers`` layers, ``batch_first``) called once over the whole sequence. There is
+no residual connection or normalisation between the layers: the fused multi-layer call is the
+fast path on cuDNN, and the plain stacked cell is what the recurrent RL baselines use.
+
+State (batch first, fp32, also under autocast): ``(h,)`` for ``rnn`` / ``gru`` and ``(h, c)``
+for ``lstm``, each of shape ``(B, n_layers, d_model)``; zeros at an episode start. Internally
+torch's layout ``(n_layers, B, d_model)`` is used.
+
+Glossary: ``h_t`` (hidden state) -> ``h``, ``c_t`` (LSTM cell state) -> ``c``, ``L`` (layers) ->
+``cfg.n_layers``, ``H`` (hidden width, also ``D_out``) -> ``cfg.d_model``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from rlkit.backbones.base import Backbone, BackboneConfig, State
+
+Cell = Literal["rnn", "lstm", "gru"]
+_CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@dataclass(frozen=True)
+class RNNConfig(BackboneConfig):
+    """Options of :class:`RNNBackbone` (the common ones plus the cell type)."""
+
+    cell: Cell = "gru"
+    """Recurrent cell: ``"rnn"`` (tanh Elman), ``"lstm"`` or ``"gru"``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cell not in _CELLS:
+            raise ValueError(f"cell must be one of {', '.join(_CELLS)}, got {self.cell!r}")
+
+
+class RNNBackbone(Backbone):
+    """Input projection followed by a multi-layer RNN / LSTM / GRU.
+
+    Args:
+        d_in: input feature dimension ``D_in``.
+        cfg: sizes and cell type; see :class:`RNNConfig`.
+    """
+
+    def __init__(self, d_in: int, cfg: RNNConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.d_in, self.d_out = d_in, cfg.d_model
+        self.in_proj = nn.Linear(d_in, cfg.d_model)
+        self.rnn = _CELLS[cfg.cell](cfg.d_model, cfg.d_model, cfg.n_layers, batch_first=True)
+        self._n_state = 2 if cfg.cell == "lstm" else 1
+
+    def _state_dtype(self) -> torch.dtype:
+        return torch.promote_types(self.in_proj.weight.dtype, torch.float32)
+
+    def _recur(self, u: Tensor, *hx: Tensor) -> tuple[Tensor, ...]:
+        """Run the fused module: u ``(B, T, H)``, hx in torch's ``(L, B, H)`` layout."""
+        y, hn = self.rnn(u, hx if self._n_state == 2 else hx[0])
+        return (y, *(hn if self._n_state == 2 else (hn,)))
+
+    def _run(self, x: Tensor, state: State | None, use_ckpt: bool) -> tuple[Tensor, State]:
+        b = x.shape[0]
+        if state is None:
+            state = self.initial_state(b, x.device)
+        if len(state) != self._n_state:
+            raise ValueError(
+                f"{self.cfg.cell} state must hold {self._n_state} tensor(s), got {len(state)}"
+            )
+        hx = tuple(s.transpose(0, 1).contiguous() for s in state)  # (L, B, H) each
+        u = self.in_proj(x)  # (B, T, H)
+        if use_ckpt:
+            y, *hn = checkpoint(self._recur, u, *hx, use_reentrant=False)
+        else:
+            y, *hn = self._recur(u, *hx)  # y: (B, T, H)
+        dt = self._state_dtype()
+        new_state = tuple(h.transpose(0, 1).to(dt) for h in hn)  # (B, L, H) each
+        return y, new_state
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Encode a sequence with one fused recurrent call.
+
+        Args:
+            x: inputs, shape ``(B, T, D_in)``.
+            state: ``(h,)`` or ``(h, c)``, each ``(B, n_layers, d_model)``; ``None`` for zeros.
+
+        Returns:
+            ``(y, state)``: outputs ``(B, T, d_model)`` (the last layer's hidden states) and the
+            state after ``x[:, -1]`` (fp32, batch first).
+        """
+        if x.dim() != 3:
+            raise ValueError(f"x must have shape (B, T, D_in), got {tuple(x.shape)}")
+        return self._run(x, state, self.cfg.grad_checkpoint and torch.is_grad_enabled())
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Advance one time step (constant cost).
+
+        Args:
+            x: inputs, shape ``(B, D_in)``.
+            state: ``(h,)`` or ``(h, c)``, each ``(B, n_layers, d_model)``.
+
+        Returns:
+            ``(y, state)``: output ``(B, d_model)`` and the state after ``x``.
+        """
+        if x.dim() != 2:
+            raise ValueError(f"x must have shape (B, D_in), got {tuple(x.shape)}")
+        y, state = self._run(x.unsqueeze(1), state, use_ckpt=False)  # y: (B, 1, H)
+        return y[:, 0], state
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """Zeros: ``n_state`` tensors of shape ``(batch_size, n_layers, d_model)`` in fp32."""
+        shape = (batch_size, self.cfg.n_layers, self.cfg.d_model)
+        dt = self._state_dtype()
+        return tuple(torch.zeros(shape, device=device, dtype=dt) for _ in range(self._n_state))

@@ -1,0 +1,379 @@
+"""Comparison reports from run directories: learning curves and a final-performance table.
+
+``python -m rlkit.report GRID_DIR [--out DIR] [--metric M] [--last-k K] [--title T]`` finds
+every run directory below ``GRID_DIR`` (a folder holding ``config.json`` and
+``metrics.jsonl``), groups the runs by ``(env, backbone)`` and writes, to ``--out``
+(default ``GRID_DIR/report``): one ``curves_<env>.png`` per env, ``report.md`` and one
+self-contained ``report.html`` (plots as base64 data URIs, inline CSS, no external link).
+
+Statistics, all over seeds (one run = one seed):
+- final value of a run: mean of its last ``k`` evaluations of the metric (fewer if it has
+  fewer); when a step was logged twice (a resumed run) the later row wins;
+- IQM: ``scipy.stats.trim_mean(x, 0.25)``, the mean after dropping ``floor(n / 4)`` values
+  at each end (the convention of rliable);
+- 95% CIs: percentile bootstrap (``scipy.stats.bootstrap``) with a generator seeded from
+  ``seed`` and the group name, so a report is reproducible and adding a group leaves the
+  others' intervals unchanged; with one seed a CI is ``n/a``;
+- curves: seeds are aligned on the union of their evaluation steps inside the range every
+  seed covers (from the latest first step to the earliest last step), each seed linearly
+  interpolated there; no seed is extrapolated past its own data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import re
+import sys
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+try:
+    from scipy import stats
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("rlkit.report needs scipy: pip install 'rlkit[report]'") from e
+
+CONFIDENCE = 0.95
+
+
+class ReportError(ValueError):
+    """No run was found, or a run's files are malformed (the message names file and line)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory, parsed."""
+
+    path: Path
+    env: str
+    backbone: str
+    seed: Any
+    rows: list[dict[str, Any]]
+    """The rows of ``metrics.jsonl`` in file order, numbers as floats."""
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """Final performance of one (env, backbone) group; ``None`` means not available."""
+
+    env: str
+    backbone: str
+    n_seeds: int
+    mean: float
+    mean_ci: tuple[float, float] | None
+    iqm: float
+    iqm_ci: tuple[float, float] | None
+    wall_time: float
+    """Last ``wall_time`` of each run (s), mean over seeds."""
+    updates_per_s: float | None
+    """Last ``updates_per_s`` of each run, mean over the seeds that logged it."""
+    peak_memory_mb: float | None
+    """Largest ``peak_memory_mb`` of any row of any seed."""
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What :func:`build_report` wrote."""
+
+    out_dir: Path
+    markdown: Path
+    html: Path
+    plots: dict[str, Path]
+    """env id -> its learning-curve PNG."""
+    rows: list[TableRow]
+
+
+def _number(value: Any) -> float | None:
+    # RunLogger writes non-finite floats as the strings "nan", "inf", "-inf".
+    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "infinity"):
+        return float(value)
+    return None if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+
+
+def load_run(run_dir: Path, metric: str) -> Run:
+    """Parse one run directory; fields other than step, wall_time and ``metric`` that are not
+    numbers are dropped.
+
+    Args:
+        run_dir: a folder holding ``config.json`` and ``metrics.jsonl``.
+        metric: a field that must be a number wherever it appears.
+
+    Returns:
+        The run; raises :class:`ReportError` naming the file (and line) when one is malformed.
+    """
+    cfg_path, met_path = run_dir / "config.json", run_dir / "metrics.jsonl"
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{cfg_path}:{e.lineno}: invalid JSON ({e.msg})") from e
+    if not isinstance(config, dict):
+        raise ReportError(f"{cfg_path}: expected a JSON object, got {type(config).__name__}")
+    if missing := [k for k in ("env", "backbone", "seed") if k not in config]:
+        raise ReportError(f"{cfg_path}: missing key(s) {missing} (expected env, backbone, seed)")
+    rows = []
+    for lineno, line in enumerate(met_path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{met_path}:{lineno}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ReportError(f"{where}: invalid JSON ({e.msg})") from e
+        if not isinstance(raw, dict) or "step" not in raw or "wall_time" not in raw:
+            raise ReportError(f"{where}: expected an object with 'step' and 'wall_time', "
+                              f"got {line.strip()[:80]!r}")
+        row = {k: _number(v) for k, v in raw.items()}
+        for key in ("step", "wall_time", metric):
+            if key in row and row[key] is None:
+                raise ReportError(f"{where}: {key!r} must be a number, got {raw[key]!r}")
+        rows.append({k: v for k, v in row.items() if v is not None})
+    return Run(run_dir, str(config["env"]), str(config["backbone"]), config["seed"], rows)
+
+
+def find_runs(grid_dir: str | Path, metric: str = "eval_return_mean") -> list[Run]:
+    """All run directories at any depth below ``grid_dir`` (itself included), sorted by path.
+
+    Raises:
+        ReportError: when there is none, or when one is malformed.
+    """
+    grid = Path(grid_dir)
+    if not grid.is_dir():
+        raise ReportError(f"{grid}: not a directory")
+    dirs = sorted({p.parent for p in grid.rglob("config.json")
+                   if (p.parent / "metrics.jsonl").is_file()})
+    if not dirs:
+        raise ReportError(f"{grid}: no run directory found (a folder with config.json and "
+                          "metrics.jsonl) at any depth")
+    return [load_run(d, metric) for d in dirs]
+
+
+def _series(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    by_step = {r["step"]: r[metric] for r in run.rows if metric in r}  # later row wins
+    if not by_step:
+        raise ReportError(f"{run.path / 'metrics.jsonl'}: no row has the metric {metric!r}")
+    steps = np.array(sorted(by_step))
+    return steps, np.array([by_step[s] for s in steps])
+
+
+def _ci(x: np.ndarray, statistic: Any, rng: np.random.Generator, n_resamples: int) -> Any:
+    """Percentile-bootstrap CI of ``statistic`` over axis 0 of ``x``, ``None`` with one seed."""
+    if x.shape[0] < 2:
+        return None
+    res = stats.bootstrap((x,), statistic, axis=0, n_resamples=n_resamples, method="percentile",
+                          confidence_level=CONFIDENCE, rng=rng)
+    return res.confidence_interval
+
+
+def _iqm(x: np.ndarray, axis: int = 0) -> Any:
+    return stats.trim_mean(x, 0.25, axis=axis)
+
+
+def _rng(seed: int, *names: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32("/".join(names).encode())])
+
+
+def _table_row(env: str, backbone: str, runs: list[Run], metric: str, last_k: int, seed: int,
+               n_resamples: int) -> TableRow:
+    finals = np.array([_series(r, metric)[1][-last_k:].mean() for r in runs])
+    rng = _rng(seed, "table", env, backbone)
+    mean_ci, iqm_ci = (_ci(finals, f, rng, n_resamples) for f in (np.mean, _iqm))
+    ups = [rows[-1]["updates_per_s"] for r in runs
+           if (rows := [x for x in r.rows if "updates_per_s" in x])]
+    mems = [x["peak_memory_mb"] for r in runs for x in r.rows if "peak_memory_mb" in x]
+    return TableRow(
+        env=env, backbone=backbone, n_seeds=len(runs),
+        mean=float(np.mean(finals)),
+        mean_ci=None if mean_ci is None else (float(mean_ci.low), float(mean_ci.high)),
+        iqm=float(_iqm(finals)),
+        iqm_ci=None if iqm_ci is None else (float(iqm_ci.low), float(iqm_ci.high)),
+        wall_time=float(np.mean([r.rows[-1]["wall_time"] for r in runs])),
+        updates_per_s=float(np.mean(ups)) if ups else None,
+        peak_memory_mb=float(max(mems)) if mems else None,
+    )
+
+
+def aligned_curves(runs: list[Run], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds of one group on a common step grid (see the module docstring).
+
+    Returns:
+        ``steps`` ``[S]`` and ``values`` ``[n_seeds, S]``; ``S`` is 0 when the seeds' step
+        ranges do not overlap.
+    """
+    series = [_series(r, metric) for r in runs]
+    lo, hi = max(s[0] for s, _ in series), min(s[-1] for s, _ in series)
+    grid = np.unique(np.concatenate([s for s, _ in series]))
+    grid = grid[(grid >= lo) & (grid <= hi)]
+    return grid, np.stack([np.interp(grid, s, v) for s, v in series])
+
+
+def _safe_name(env: str, taken: set[str]) -> str:
+    name = base = re.sub(r"[^A-Za-z0-9._-]+", "_", env).strip("._") or "env"
+    while name in taken:  # two env ids that sanitise alike
+        name = f"{base}_{len(taken)}"
+    taken.add(name)
+    return name
+
+
+def plot_env(env: str, groups: dict[str, list[Run]], metric: str, path: Path, seed: int = 0,
+             n_resamples: int = 2000) -> Path:
+    """Write the learning curves of every backbone on ``env`` to the PNG ``path``."""
+    fig = Figure(figsize=(8, 5), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for backbone, runs in sorted(groups.items()):
+        steps, values = aligned_curves(runs, metric)
+        if steps.size == 0:
+            warnings.warn(f"{env}/{backbone}: the seeds' evaluation steps do not overlap; "
+                          "no curve drawn", stacklevel=2)
+            continue
+        mean = values.mean(axis=0)
+        (line,) = ax.plot(steps, mean, marker="o" if steps.size < 30 else None, markersize=3,
+                          label=f"{backbone} (n={len(runs)})")
+        ci = _ci(values, np.mean, _rng(seed, "curve", env, backbone), n_resamples)
+        if ci is not None:
+            ax.fill_between(steps, ci.low, ci.high, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("environment step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{env}: {metric}\nmean over seeds, band: {CONFIDENCE:.0%} bootstrap CI")
+    ax.grid(alpha=0.3)
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)
+    if ax.lines:
+        ax.legend(title="backbone", loc="best")
+    fig.savefig(path, format="png", metadata={"Software": None})
+    return path
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.{digits}f}" if x == 0 or abs(x) >= 0.1 or not math.isfinite(x) else f"{x:.3g}"
+
+
+HEADER = ["env", "backbone", "seeds", "mean", "95% CI (mean)", "IQM", "95% CI (IQM)",
+          "wall time (s)", "updates/s", "peak memory (MB)"]
+
+
+def table_cells(row: TableRow) -> list[str]:
+    """The formatted cells of one table row, in the order of ``HEADER``."""
+    def ci(c: tuple[float, float] | None) -> str:
+        return "n/a" if c is None else f"[{_fmt(c[0])}, {_fmt(c[1])}]"
+
+    return [row.env, row.backbone, str(row.n_seeds), _fmt(row.mean), ci(row.mean_ci),
+            _fmt(row.iqm), ci(row.iqm_ci), _fmt(row.wall_time, 1),
+            _fmt(row.updates_per_s, 1), _fmt(row.peak_memory_mb, 0)]
+
+
+def _markdown(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path]) -> str:
+    lines = [f"# {title}", "", notes, "", "| " + " | ".join(HEADER) + " |",
+             "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in table_cells(r)) + " |"
+              for r in rows]
+    for env, png in plots.items():
+        lines += ["", f"## {env}", "", f"![learning curves on {env}]({png.name})"]
+    return "\n".join(lines) + "\n"
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px}
+th{background:#f0f0f0}td{text-align:right}td:nth-child(-n+2){text-align:left}
+img{max-width:100%;border:1px solid #eee}p.notes{color:#555}"""
+
+
+def _html(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path]) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in HEADER)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in table_cells(r)) + "</tr>"
+                   for r in rows)
+    imgs = "".join(
+        f"<h2>{esc(env)}</h2><img alt=\"learning curves on {esc(env)}\" "
+        f"src=\"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}\">"
+        for env, png in plots.items())
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+            f"<h1>{esc(title)}</h1><p class=\"notes\">{esc(notes)}</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f"{imgs}</body></html>\n")
+
+
+def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
+                 metric: str = "eval_return_mean", *, last_k: int = 1, title: str | None = None,
+                 seed: int = 0, n_resamples: int = 2000) -> ReportResult:
+    """Compare every (env, backbone) group of runs below ``grid_dir``.
+
+    Args:
+        grid_dir: folder searched at any depth for run directories.
+        out_dir: where the report goes; default ``grid_dir/report``.
+        metric: the metric plotted and tabulated (a key of the rows of ``metrics.jsonl``).
+        last_k: a run's final value is the mean of its last ``last_k`` values of ``metric``.
+        title: report title; default "Backbone comparison: <metric>".
+        seed: seed of the bootstrap generators.
+        n_resamples: bootstrap resamples per confidence interval.
+
+    Returns:
+        The paths written and the table rows, sorted by env then backbone.
+
+    Raises:
+        ReportError: no run found, a malformed file, or a run without ``metric``.
+    """
+    if last_k < 1:
+        raise ValueError(f"last_k must be >= 1, got {last_k}")
+    runs = find_runs(grid_dir, metric)
+    groups: dict[str, dict[str, list[Run]]] = {}
+    for run in runs:
+        groups.setdefault(run.env, {}).setdefault(run.backbone, []).append(run)
+    out = Path(out_dir) if out_dir is not None else Path(grid_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or f"Backbone comparison: {metric}"
+    rows, plots, taken = [], {}, set()
+    for env in sorted(groups):
+        for backbone in sorted(groups[env]):
+            group = groups[env][backbone]
+            if len({str(r.seed) for r in group}) < len(group):
+                warnings.warn(f"{env}/{backbone}: repeated seeds; each run counts as one seed",
+                              stacklevel=2)
+            rows.append(_table_row(env, backbone, group, metric, last_k, seed, n_resamples))
+        png = out / f"curves_{_safe_name(env, taken)}.png"
+        plots[env] = plot_env(env, groups[env], metric, png, seed, n_resamples)
+    final = "last value" if last_k == 1 else f"mean of the last {last_k} values"
+    notes = (f"{len(runs)} runs. Metric: {metric}; final value of a run: {final}. Mean, IQM "
+             f"(interquartile mean) and {CONFIDENCE:.0%} percentile-bootstrap CIs over seeds. "
+             "Wall time and updates/s: last logged value, mean over seeds; peak memory: max.")
+    md, page = out / "report.md", out / "report.html"
+    md.write_text(_markdown(title, notes, rows, plots))
+    page.write_text(_html(title, notes, rows, plots))
+    return ReportResult(out, md, page, plots, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; prints the paths written, one per line."""
+    p = argparse.ArgumentParser(prog="python -m rlkit.report", description=__doc__.split("\n")[0])
+    p.add_argument("grid_dir", type=Path, help="folder searched for run directories")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default GRID/report)")
+    p.add_argument("--metric", default="eval_return_mean", help="metric to compare")
+    p.add_argument("--last-k", type=int, default=1, help="final = mean of the last k values")
+    p.add_argument("--title", default=None, help="report title")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    args = p.parse_args(argv)
+    try:
+        res = build_report(args.grid_dir, args.out, args.metric, last_k=args.last_k,
+                           title=args.title, seed=args.seed)
+    except (ReportError, ValueError) as e:
+        print(f"rlkit.report: error: {e}", file=sys.stderr)
+        return 2
+    for path in (*res.plots.values(), res.markdown, res.html):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""The backbone contract, one suite parametrised over every registered family.
+
+Sizes are small (D_in=5, d_model=16, 2 layers, batch 3, T=12, transformer window K=8) so that the
+whole file runs in seconds on one CPU thread. Everything runs in fp32; each test states its
+tolerance. Invariants: step == forward, chunking, causality, reset_state, bf16 autocast,
+gradient checkpointing, gradient flow; then registry / config errors and transformer specifics.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from rlkit.backbones import (
+    BACKBONE_NAMES,
+    Backbone,
+    BackboneConfig,
+    State,
+    backbone_config_class,
+    make_backbone,
+)
+from rlkit.backbones.mlp import MLPConfig
+from rlkit.backbones.rnn import RNNConfig
+from rlkit.backbones.transformer import TransformerConfig
+
+B, T, D_IN, D_MODEL, N_LAYERS, K = 3, 12, 5, 16, 2, 8
+ATOL = 1e-5  # fp32 parity between two exact computations done in a different order
+FAMILY_OPTIONS: dict[str, dict[str, object]] = {
+    "rnn": {"cell": "rnn"},
+    "lstm": {"cell": "lstm"},
+    "gru": {"cell": "gru"},
+    "transformer": {"n_heads": 4, "context": K},
+}
+families = pytest.mark.parametrize("name", BACKBONE_NAMES)
+
+
+def config(name: str, **overrides: object) -> BackboneConfig:
+    cfg_cls = backbone_config_class(name)
+    options = {"d_model": D_MODEL, "n_layers": N_LAYERS, **FAMILY_OPTIONS.get(name, {})}
+    return cfg_cls(**{**options, **overrides})
+
+
+def build(name: str, seed: int = 0, **overrides: object) -> Backbone:
+    cfg = config(name, **overrides)
+    torch.manual_seed(seed)
+    return make_backbone(name, D_IN, cfg)
+
+
+def randn(*shape: int, seed: int) -> Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def run_steps(model: Backbone, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    state = model.initial_state(x.shape[0]) if state is None else state
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = model.step(x[:, t], state)  # (B, D)
+        ys.append(y)
+    return torch.stack(ys, dim=1), state  # (B, T, D)
+
+
+def assert_states_close(a: State, b: State, atol: float) -> None:
+    assert len(a) == len(b)
+    for sa, sb in zip(a, b):
+        torch.testing.assert_close(sa, sb, atol=atol, rtol=0)
+
+
+def rel_err(a: Tensor, ref: Tensor) -> float:
+    return ((a.float() - ref).norm() / ref.norm()).item()
+
+
+# --- 1. step == forward --------------------------------------------------------------------
+
+
+@families
+@pytest.mark.parametrize("t", [K - 2, T], ids=["T<=K", "T>K"])
+@torch.no_grad()
+def test_step_equals_forward(name: str, t: int) -> None:
+    """T calls of step give forward's outputs and final state (atol 1e-5, fp32)."""
+    model = build(name)
+    x = randn(B, t, D_IN, seed=1)
+    y, state = model(x)
+    y_step, state_step = run_steps(model, x)
+    assert y.shape == (B, t, model.d_out)
+    torch.testing.assert_close(y_step, y, atol=ATOL, rtol=0)
+    assert_states_close(state_step, state, atol=ATOL)
+
+
+# --- 2. chunking ---------------------------------------------------------------------------
+
+
+@families
+@pytest.mark.parametrize("k", [1, 5, K, T - 1])
+@torch.no_grad()
+def test_chunking(name: str, k: int) -> None:
+    """forward(x[:, :k]) then forward(x[:, k:], state) == forward(x) (atol 1e-5, fp32)."""
+    model = build(name)
+    x = randn(B, T, D_IN, seed=2)
+    y, state = model(x)
+    y1, s1 = model(x[:, :k])
+    y2, s2 = model(x[:, k:], s1)
+    torch.testing.assert_close(torch.cat((y1, y2), dim=1), y, atol=ATOL, rtol=0)
+    assert_states_close(s2, state, atol=ATOL)
+
+
+@families
+@torch.no_grad()
+def test_explicit_initial_state_equals_none(name: str) -> None:
+    """forward(x, initial_state) == forward(x, None) (atol 1e-5), states in fp32."""
+    model = build(name)
+    x = randn(B, T, D_IN, seed=3)
+    init = model.initial_state(B)
+    assert all(s.dtype == torch.float32 and s.shape[0] == B for s in init)
+    y, state = model(x)
+    y0, state0 = model(x, init)
+    torch.testing.assert_close(y0, y, atol=ATOL, rtol=0)
+    assert_states_close(state0, state, atol=ATOL)
+
+
+# --- 3. causality --------------------------------------------------------------------------
+
+
+@families
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh", "warm"])
+@pytest.mark.parametrize("t", [1, 5, 9])
+@torch.no_grad()
+def test_causality(name: str, t: int, warm: bool) -> None:
+    """Perturbing x[:, t:] leaves y[:, :t] unchanged and changes y[:, t:] (by > 1e-3).
+
+    Tolerance atol 1e-6 + rtol 1e-6: FFT convolutions (S4) spread fp32 round-off of later inputs
+    over all times, about one ulp (up to 1e-6 at |y| ~ 8); a real leak moves y by far more."""
+    model = build(name)
+    state = model(randn(B, 4, D_IN, seed=4))[1] if warm else None
+    x = randn(B, T, D_IN, seed=5)
+    x2 = x.clone()
+    x2[:, t:] += randn(B, T - t, D_IN, seed=6)
+    y, _ = model(x, state)
+    y2, _ = model(x2, state)
+    torch.testing.assert_close(y2[:, :t], y[:, :t], atol=1e-6, rtol=1e-6)
+    assert (y2[:, t:] - y[:, t:]).abs().max() > 1e-3
+
+
+@families
+@torch.no_grad()
+def test_has_memory_flag(name: str) -> None:
+    """Perturbing x[:, :5] changes y[:, 5:] (by > 1e-3) iff the family has memory; a family
+    without memory has the empty state."""
+    model = build(name)
+    x = randn(B, T, D_IN, seed=18)
+    x2 = x.clone()
+    x2[:, :5] += randn(B, 5, D_IN, seed=19)
+    y, _ = model(x)
+    y2, _ = model(x2)
+    assert bool((y2[:, 5:] - y[:, 5:]).abs().max() > 1e-3) == model.has_memory
+    if not model.has_memory:
+        assert model.initial_state(B) == ()
+
+
+# --- reset_state ---------------------------------------------------------------------------
+
+
+@families
+@torch.no_grad()
+def test_reset_state(name: str) -> None:
+    """Reset rows equal the initial state exactly; the other rows are bit-identical."""
+    model = build(name)
+    _, state = model(randn(B, T, D_IN, seed=7))
+    done = torch.tensor([True, False, True])
+    reset = model.reset_state(state, done)
+    init = model.initial_state(B)
+    assert len(reset) == len(state) == len(init)
+    for r, s, i in zip(reset, state, init):
+        assert r.dtype == s.dtype and r.shape == s.shape
+        assert torch.equal(r[done], i[done])
+        assert torch.equal(r[~done], s[~done])
+
+    # A reset row then behaves like a fresh episode, a kept row like the carried one (atol 1e-5).
+    x = randn(B, T, D_IN, seed=8)
+    y, _ = model(x, reset)
+    torch.testing.assert_close(y[done], model(x)[0][done], atol=ATOL, rtol=0)
+    torch.testing.assert_close(y[~done], model(x, state)[0][~done], atol=ATOL, rtol=0)
+    y_step, _ = run_steps(model, x, reset)
+    assert torch.isfinite(y_step).all()
+
+
+@families
+def test_reset_state_rejects_bad_mask(name: str) -> None:
+    """A done_mask that is not (B,) raises ValueError."""
+    model = build(name)
+    state = model.initial_state(B)
+    with pytest.raises(ValueError, match="done_mask"):
+        model.reset_state(state, torch.zeros(B, 1, dtype=torch.bool))
+    if state:  # a stateless family has no rows to compare the mask's length against
+        with pytest.raises(ValueError, match="rows"):
+            model.reset_state(state, torch.zeros(B + 1, dtype=torch.bool))
+
+
+# --- 4. precision --------------------------------------------------------------------------
+
+
+@families
+@torch.no_grad()
+def test_bf16_autocast(name: str) -> None:
+    """Under CPU bf16 autocast: relative L2 error vs fp32 < 5e-2, no NaN, fp32 states."""
+    model = build(name)
+    x = randn(B, T, D_IN, seed=9)
+    y32, _ = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16, state = model(x)
+        y_step, state_step = model.step(x[:, 0], model.initial_state(B))
+    assert torch.isfinite(y16).all() and torch.isfinite(y_step).all()
+    assert rel_err(y16, y32) < 5e-2
+    assert all(s.dtype == torch.float32 for s in (*state, *state_step))
+
+
+# --- 5. checkpointing ----------------------------------------------------------------------
+
+
+@families
+def test_grad_checkpoint_matches(name: str) -> None:
+    """Checkpointing on == off: outputs and every parameter's gradient (atol 1e-6, rtol 1e-5)."""
+    plain = build(name)
+    ckpt = build(name, grad_checkpoint=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = randn(B, T, D_IN, seed=10)
+    w = randn(B, T, D_MODEL, seed=11)
+    outs = []
+    for model in (plain, ckpt):
+        torch.manual_seed(12)  # same dropout masks, should a family use dropout
+        y, _ = model(x)
+        (y * w).sum().backward()
+        outs.append(y.detach())
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-6, rtol=1e-5)
+    grads = dict(plain.named_parameters())
+    for pname, p in ckpt.named_parameters():
+        torch.testing.assert_close(p.grad, grads[pname].grad, atol=1e-6, rtol=1e-5, msg=pname)
+
+
+@families
+def test_gradients_reach_every_parameter(name: str) -> None:
+    """After backward of a random projection of y, every p.grad is set and not all zero."""
+    model = build(name)
+    y, _ = model(randn(B, T, D_IN, seed=13))
+    (y * randn(B, T, D_MODEL, seed=14)).sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert p.grad.abs().max() > 0, pname
+
+
+# --- registry and config errors ------------------------------------------------------------
+
+
+def test_unknown_name_lists_families() -> None:
+    with pytest.raises(ValueError, match=r"'nope'.*mlp, rnn, lstm, gru, transformer"):
+        make_backbone("nope", D_IN)
+
+
+def test_wrong_config_type() -> None:
+    with pytest.raises(TypeError, match="RNNConfig.*MLPConfig"):
+        make_backbone("gru", D_IN, MLPConfig())
+    with pytest.raises(ValueError, match="cell"):
+        make_backbone("lstm", D_IN, RNNConfig(cell="gru"))
+
+
+@families
+def test_config_rejects_nonpositive_d_model(name: str) -> None:
+    cfg_cls = type(config(name))
+    with pytest.raises(ValueError, match="d_model.*-4"):
+        cfg_cls(d_model=-4)
+    with pytest.raises(ValueError, match="d_model.*0"):
+        BackboneConfig(d_model=0)
+    with pytest.raises(ValueError, match="d_in"):
+        make_backbone(name, 0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"d_model": 18, "n_heads": 4}, "divisible by n_heads.*d_model=18, n_heads=4"),
+        ({"d_model": 12, "n_heads": 4}, "even head_dim.*3"),
+        ({"context": 0}, "context.*0"),
+        ({"n_heads": 0}, "n_heads.*0"),
+    ],
+)
+def test_transformer_config_errors(kwargs: dict[str, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TransformerConfig(**kwargs)
+
+
+def test_rnn_config_rejects_unknown_cell() -> None:
+    with pytest.raises(ValueError, match="rnn, lstm, gru.*'tcn'"):
+        RNNConfig(cell="tcn")  # type: ignore[arg-type]
+
+
+# --- transformer specifics -----------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_transformer_flash_backend_matches_default() -> None:
+    """Forcing FLASH_ATTENTION (fresh state, T <= K) runs and equals the default and the math
+    backend (atol 1e-5 fp32); the CPU flash kernel also takes bf16 (rel. error < 5e-2)."""
+    model = build("transformer")
+    x = randn(B, K, D_IN, seed=15)
+    y, _ = model(x)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        y_flash, _ = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y_flash16, _ = model(x)
+    with sdpa_kernel(SDPBackend.MATH):
+        y_math, _ = model(x)
+    torch.testing.assert_close(y_flash, y, atol=ATOL, rtol=0)
+    torch.testing.assert_close(y_math, y, atol=ATOL, rtol=0)
+    assert torch.isfinite(y_flash16).all() and rel_err(y_flash16, y) < 5e-2
+
+
+@torch.no_grad()
+def test_transformer_attention_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fresh forward with T <= K calls SDPA with is_causal and no mask; step never uses
+    is_causal and always passes a mask."""
+    calls: list[tuple[bool, bool]] = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(*args: Tensor, **kwargs: object) -> Tensor:
+        calls.append((bool(kwargs.get("is_causal", False)), kwargs.get("attn_mask") is not None))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    model = build("transformer")
+    x = randn(B, K, D_IN, seed=16)
+    _, state = model(x)
+    assert calls == [(True, False)] * N_LAYERS
+    calls.clear()
+    model.step(x[:, 0], state)
+    model.step(x[:, 0], model.initial_state(B))
+    assert calls == [(False, True)] * (2 * N_LAYERS)
+
+
+@torch.no_grad()
+def test_transformer_step_slides_past_window() -> None:
+    """Over T = 3K the bounded-cache step equals forward with window K (atol 1e-5), and y[:, t]
+    ignores x[:, 0] once t is past the receptive field n_layers * (K - 1) (atol 1e-6)."""
+    model = build("transformer")
+    x = randn(B, 3 * K, D_IN, seed=17)
+    y, state = model(x)
+    y_step, state_step = run_steps(model, x)
+    torch.testing.assert_close(y_step, y, atol=ATOL, rtol=0)
+    assert_states_close(state_step, state, atol=ATOL)
+    assert state[0].shape == (B, N_LAYERS, K - 1, 4, D_MODEL // 4)
+    assert torch.equal(state[2], torch.full((B,), K - 1.0))  # n_valid capped at K - 1
+    assert torch.equal(state[3], torch.full((B,), 3.0 * K))  # next position
+
+    x2 = x.clone()
+    x2[:, 0] += 1.0
+    y2, _ = model(x2)
+    field = N_LAYERS * (K - 1)
+    torch.testing.assert_close(y2[:, field + 1 :], y[:, field + 1 :], atol=1e-6, rtol=0)
+    assert (y2[:, field] - y[:, field]).abs().max() > 1e-4

@@ -1,0 +1,181 @@
+"""Comparison reports: exact table values on synthetic runs, plots, Markdown/HTML, CLI, errors."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlkit.report import ReportError, aligned_curves, build_report, find_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Final returns per seed, chosen so that mean and IQM are known exactly. IQM is the mean
+# after dropping floor(n / 4) values at each end:
+# mlp, 4 seeds [1, 2, 3, 4]: mean 10 / 4 = 2.5; drop 1 and 4 -> IQM (2 + 3) / 2 = 2.5.
+# gru, 5 seeds [0, 1, 2, 3, 10]: mean 16 / 5 = 3.2; drop 0 and 10 -> IQM (1 + 2 + 3) / 3 = 2.0.
+FINALS = {"mlp": [1.0, 2.0, 3.0, 4.0], "gru": [0.0, 1.0, 2.0, 3.0, 10.0]}
+
+
+def write_run(run_dir: Path, env: str, backbone: str, seed: int, evals: list[tuple[int, float]],
+              wall_time: float, updates_per_s: float, peak_mb: float | None = None) -> Path:
+    """A run directory shaped like train.py's: train rows and eval rows, a train row last."""
+    run_dir.mkdir(parents=True)
+    config = {"env": env, "backbone": backbone, "seed": seed, "total_steps": evals[-1][0],
+              "agent": {"max_grad_norm": float("inf")}}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    rows = []
+    for i, (step, value) in enumerate(evals):
+        train = {"step": step, "wall_time": i + 0.5, "critic_loss": "nan", "actor_loss": -1.0,
+                 "q_mean": 0.0, "sps": 100.0, "updates": step, "updates_per_s": -1.0}
+        if peak_mb is not None:
+            train["peak_memory_mb"] = peak_mb - i  # the first row holds the peak
+        rows += [train, {"step": step, "wall_time": i + 0.9, "eval_return_mean": value,
+                         "eval_return_std": 0.0}]
+    last = evals[-1][0]
+    rows.append({"step": last + 1, "wall_time": wall_time, "critic_loss": 0.1, "actor_loss": 0.2,
+                 "q_mean": 0.3, "sps": 50.0, "updates": last, "updates_per_s": updates_per_s})
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return run_dir
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Path:
+    """2 envs; Pendulum: mlp x 4 seeds and gru x 5 seeds (eval steps differ by seed); a
+    memory env with one seed. Runs sit at different depths."""
+    root = tmp_path / "grid"
+    for seed, final in enumerate(FINALS["mlp"]):
+        write_run(root / "pendulum" / "mlp" / f"s{seed}", "Pendulum-v1", "mlp", seed,
+                  [(100, 0.0), (200, final - 1.0), (300, final)],
+                  wall_time=10.0 * (seed + 1), updates_per_s=100.0 + seed)
+    for seed, final in enumerate(FINALS["gru"]):
+        offset = 10 * (seed % 2)  # odd seeds evaluate at 110, 210 instead of 100, 200
+        write_run(root / "pendulum" / "gru" / "deep" / f"s{seed}", "Pendulum-v1", "gru", seed,
+                  [(100 + offset, 5.0), (200 + offset, final + 1.0), (300, final)],
+                  wall_time=20.0, updates_per_s=50.0, peak_mb=100.0 * (seed + 1))
+    write_run(root / "memory" / "s0", "memory/Recall-v0", "mlp", 0, [(50, 1.0), (100, 2.0)],
+              wall_time=3.0, updates_per_s=7.0)
+    return root
+
+
+def fails_with(message: str):
+    return pytest.raises(ReportError, match=re.escape(message))
+
+
+def rows_by_key(result):
+    return {(r.env, r.backbone): r for r in result.rows}
+
+
+def test_table_values_are_exact(grid, tmp_path):
+    res = build_report(grid, tmp_path / "out")
+    rows = rows_by_key(res)
+    assert [(r.env, r.backbone) for r in res.rows] == [
+        ("Pendulum-v1", "gru"), ("Pendulum-v1", "mlp"), ("memory/Recall-v0", "mlp")]
+    mlp, gru = rows[("Pendulum-v1", "mlp")], rows[("Pendulum-v1", "gru")]
+    assert (mlp.n_seeds, gru.n_seeds) == (4, 5)
+    assert mlp.mean == pytest.approx(2.5) and mlp.iqm == pytest.approx(2.5)
+    assert gru.mean == pytest.approx(3.2) and gru.iqm == pytest.approx(2.0)
+    for r in (mlp, gru):
+        assert r.mean_ci[0] <= r.mean <= r.mean_ci[1]
+        assert r.iqm_ci[0] <= r.iqm <= r.iqm_ci[1]
+        assert r.mean_ci[0] < r.mean_ci[1]
+    # Last rows: mlp wall times 10, 20, 30, 40 -> 25; updates/s 100..103 -> 101.5.
+    assert mlp.wall_time == pytest.approx(25.0) and mlp.updates_per_s == pytest.approx(101.5)
+    assert mlp.peak_memory_mb is None
+    assert gru.wall_time == pytest.approx(20.0) and gru.updates_per_s == pytest.approx(50.0)
+    assert gru.peak_memory_mb == pytest.approx(500.0)  # max over rows and seeds
+    single = rows[("memory/Recall-v0", "mlp")]
+    assert single.n_seeds == 1 and single.mean == 2.0 and single.iqm == 2.0
+    assert single.mean_ci is None and single.iqm_ci is None
+
+
+def test_last_k_and_reproducible_bootstrap(grid, tmp_path):
+    a = rows_by_key(build_report(grid, tmp_path / "a", last_k=2))
+    b = rows_by_key(build_report(grid, tmp_path / "b", last_k=2))
+    # mlp seed s: last two evals (s - 1, s) -> s - 0.5; mean over s = 1..4 -> 2.0.
+    assert a[("Pendulum-v1", "mlp")].mean == pytest.approx(2.0)
+    assert a[("memory/Recall-v0", "mlp")].mean == pytest.approx(1.5)
+    assert a == b  # same seed, same intervals
+    with pytest.raises(ValueError, match="last_k"):
+        build_report(grid, tmp_path / "c", last_k=0)
+
+
+def test_curves_align_seeds_on_common_steps(grid):
+    runs = [r for r in find_runs(grid) if r.backbone == "gru"]
+    steps, values = aligned_curves(runs, "eval_return_mean")
+    # Union of 100, 110, 200, 210, 300 within [110, 300] (the range every seed covers).
+    np.testing.assert_array_equal(steps, [110, 200, 210, 300])
+    assert values.shape == (5, 4)
+    seed0 = next(i for i, r in enumerate(runs) if r.seed == 0)  # evals (100, 5), (200, 1), (300, 0)
+    np.testing.assert_allclose(values[seed0], [4.6, 1.0, 0.9, 0.0])
+
+
+def test_outputs_png_markdown_and_self_contained_html(grid, tmp_path):
+    res = build_report(grid, tmp_path / "out", title="Grid <test>")
+    assert set(res.plots) == {"Pendulum-v1", "memory/Recall-v0"}
+    assert res.plots["memory/Recall-v0"].name == "curves_memory_Recall-v0.png"
+    for png in res.plots.values():
+        data = png.read_bytes()
+        assert png.parent == tmp_path / "out" and data.startswith(PNG_MAGIC) and len(data) > 1000
+    md = res.markdown.read_text()
+    assert "| Pendulum-v1 | mlp | 4 | 2.50 |" in md
+    assert "| Pendulum-v1 | gru | 5 | 3.20 |" in md and "| 2.00 |" in md
+    assert "| memory/Recall-v0 | mlp | 1 | 2.00 | n/a | 2.00 | n/a | 3.0 | 7.0 | n/a |" in md
+    assert "(curves_Pendulum-v1.png)" in md and "(curves_memory_Recall-v0.png)" in md
+    page = res.html.read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert "Grid &lt;test&gt;" in page and "<td>3.20</td>" in page
+    for bad in ("http://", "https://", 'src="http', "<link", "<script", "url("):
+        assert bad not in page
+
+
+def test_cli_writes_report(grid, tmp_path):
+    out = tmp_path / "cli"
+    proc = subprocess.run([sys.executable, "-m", "rlkit.report", str(grid), "--out", str(out),
+                           "--title", "CLI", "--last-k", "1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    printed = proc.stdout.split()
+    assert str(out / "report.md") in printed and str(out / "report.html") in printed
+    assert (out / "curves_Pendulum-v1.png").is_file() and (out / "report.html").is_file()
+
+
+def test_cli_empty_dir_fails_with_message(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rlkit.report", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert f"{tmp_path}: no run directory found" in proc.stderr
+
+
+def test_errors_name_directory_file_and_line(grid, tmp_path):
+    with pytest.raises(ReportError, match="not a directory"):
+        build_report(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with fails_with(f"{empty}: no run directory found"):
+        build_report(empty)
+    metrics = grid / "memory" / "s0" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join(lines[:2] + ['{"step": 3, "wall_time": '] + lines[2:]))
+    with fails_with(f"{metrics}:3: invalid JSON"):
+        build_report(grid, tmp_path / "o1")
+    metrics.write_text("\n".join(lines[:3] + ['{"wall_time": 1.0}']))
+    with fails_with(f"{metrics}:4: expected an object with 'step'"):
+        build_report(grid, tmp_path / "o2")
+    metrics.write_text("\n".join(lines[:1] + ['{"step": 1, "wall_time": 1, '
+                                              '"eval_return_mean": "high"}']))
+    with fails_with(f"{metrics}:2: 'eval_return_mean' must be a number"):
+        build_report(grid, tmp_path / "o3")
+    with pytest.raises(ReportError, match="no row has the metric 'success'"):
+        build_report(grid, tmp_path / "o4", metric="success")
+
+
+def test_config_missing_key_is_named(grid, tmp_path):
+    config = grid / "memory" / "s0" / "config.json"
+    config.write_text(json.dumps({"env": "X", "seed": 0}))
+    with fails_with(f"{config}: missing key(s) ['backbone']"):
+        build_report(grid, tmp_path / "out")
