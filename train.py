@@ -91,6 +91,12 @@ class TrainConfig:
     """Steps at a window start that refresh a stored state and get no loss (needs stored)."""
     state_mode: Literal["zero", "stored"] = "zero"
     """Window start state: zero (pomdp-baselines) or the state stored while acting (R2D2)."""
+    window_start: Literal["any", "episode"] = "any"
+    """Windows start at any stored step, or at episode starts only (full-episode training)."""
+    prev_action: bool = True
+    """Sequence training: actor and critic encoders also see the previous action."""
+    prev_reward: bool = False
+    """Sequence training: actor and critic encoders also see the previous reward."""
     d_model: int = 256
     """Backbone width."""
     n_layers: int = 1
@@ -178,8 +184,22 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[DDPG, gym.Env, int]:
     seq_len = cfg.seq_len or (1 if cfg.backbone == "mlp" else 32)
     sequence = not (cfg.backbone == "mlp" and seq_len == 1)
     agent_cfg = cfg.agent
-    if sequence and not agent_cfg.critic_prev_action:
-        agent_cfg = dataclasses.replace(agent_cfg, critic_prev_action=True)
+    if sequence:
+        a = agent_cfg
+        agent_cfg = dataclasses.replace(
+            a,
+            actor_prev_action=a.actor_prev_action or cfg.prev_action,
+            critic_prev_action=a.critic_prev_action or cfg.prev_action,
+            actor_prev_reward=a.actor_prev_reward or cfg.prev_reward,
+            critic_prev_reward=a.critic_prev_reward or cfg.prev_reward,
+        )
+    else:
+        a = agent_cfg
+        if a.actor_prev_action or a.actor_prev_reward or a.critic_prev_action or \
+                a.critic_prev_reward:
+            raise ValueError("previous actions/rewards as inputs need sequence training; got "
+                             "--backbone mlp with --seq-len 1 (expected --seq-len > 1 or a "
+                             "memory backbone)")
     common = BackboneConfig(cfg.d_model, cfg.n_layers, cfg.grad_checkpoint)
     agent = DDPG(
         obs_dim=int(np.prod(env.observation_space.shape)),
@@ -208,7 +228,8 @@ def main(cfg: TrainConfig) -> dict[str, float]:
             a_state, c_states = agent.initial_state(1)
             shapes = tuple(tuple(tuple(s.shape[1:]) for s in g) for g in (a_state, *c_states))
         buffer = SequenceReplayBuffer(cfg.buffer_size, cfg.num_envs, obs_dim, act_dim, seq_len,
-                                      device, seeds.buffer, cfg.state_mode, cfg.burn_in, shapes)
+                                      device, seeds.buffer, cfg.state_mode, cfg.burn_in, shapes,
+                                      cfg.window_start)
     agent.noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     envs_vec = gym.vector.SyncVectorEnv(
         [lambda: make_env(cfg.env) for _ in range(cfg.num_envs)],

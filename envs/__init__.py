@@ -11,7 +11,8 @@ Ids:
 - ``rlkit/{HalfCheetah,Hopper,Walker2d,Ant}-{P,V}-v0``: the MuJoCo v5 tasks seeing only joint
   positions or only joint velocities; 1000 steps. Layouts in :mod:`envs.pomdp`.
 - ``rlkit/MemoryCorridor-v0``: recall a cue after ``length`` steps (default 20), e.g.
-  ``gym.make("rlkit/MemoryCorridor-v0", length=100)``; episodes of ``length + 1`` steps that
+  ``gym.make("rlkit/MemoryCorridor-v0", length=100)``, or ``rlkit/MemoryCorridor-L{20,50,100}-v0``
+  on the command line; episodes of ``length + 1`` steps that
   always terminate, so no time limit. See :mod:`envs.memory`.
 
 This package imports only the standard library, NumPy and Gymnasium.
@@ -28,6 +29,7 @@ from envs.wrappers import FlickerObservation, GaussianObservationNoise, MaskObse
 __all__ = [
     "ENV_IDS",
     "MEMORY_CORRIDOR_ID",
+    "MEMORY_CORRIDOR_IDS",
     "POMDP_IDS",
     "POMDP_LAYOUTS",
     "FlickerObservation",
@@ -46,7 +48,16 @@ POMDP_IDS: tuple[str, ...] = tuple(
 
 MEMORY_CORRIDOR_ID = "rlkit/MemoryCorridor-v0"
 
-ENV_IDS: tuple[str, ...] = (*POMDP_IDS, MEMORY_CORRIDOR_ID)
+MEMORY_CORRIDOR_LENGTHS: tuple[int, ...] = (20, 50, 100)
+"""Corridor lengths with an id of their own, e.g. ``rlkit/MemoryCorridor-L100-v0`` (for the
+command line, where keyword arguments cannot be passed)."""
+
+MEMORY_CORRIDOR_IDS: tuple[str, ...] = (
+    MEMORY_CORRIDOR_ID,
+    *(f"rlkit/MemoryCorridor-L{n}-v0" for n in MEMORY_CORRIDOR_LENGTHS),
+)
+
+ENV_IDS: tuple[str, ...] = (*POMDP_IDS, *MEMORY_CORRIDOR_IDS)
 """Every id this package registers."""
 
 
@@ -76,4 +87,7 @@ _register(
     kwargs={"length": 20},
     max_episode_steps=None,
 )
-del _base_id, _kind
+for _n in MEMORY_CORRIDOR_LENGTHS:
+    _register(f"rlkit/MemoryCorridor-L{_n}-v0", "envs.memory:MemoryCorridorEnv",
+              kwargs={"length": _n}, max_episode_steps=None)
+del _base_id, _kind, _n

@@ -20,6 +20,7 @@ from torch import Tensor
 
 ArrayLike = np.ndarray | Tensor
 StateMode = Literal["zero", "stored"]
+WindowStart = Literal["any", "episode"]
 
 
 class TransitionBatch(NamedTuple):
@@ -203,6 +204,8 @@ class SequenceReplayBuffer:
         burn_in: steps at a window's start that refresh a stored state and get no loss.
         state_shapes: in ``"stored"`` mode, the per-row shapes of each state tuple to keep
             (for example ``(actor_state_shapes, critic_state_shapes)``).
+        window_start: ``"any"`` stored step, or only ``"episode"`` starts (full-episode
+            training when ``seq_len`` covers the longest episode).
     """
 
     def __init__(
@@ -217,8 +220,12 @@ class SequenceReplayBuffer:
         state_mode: StateMode = "zero",
         burn_in: int = 0,
         state_shapes: tuple[tuple[tuple[int, ...], ...], ...] = (),
+        window_start: WindowStart = "any",
     ) -> None:
         _check_sizes(capacity, obs_dim, action_dim)
+        if window_start not in ("any", "episode"):
+            raise ValueError(f"window_start must be 'any' or 'episode', got {window_start!r}")
+        self.window_start = window_start
         if num_envs <= 0:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs}")
         if seq_len <= 0:
@@ -321,6 +328,16 @@ class SequenceReplayBuffer:
         stored = min(self.count, self.per_env)
         first = self.count - stored  # oldest absolute index still stored
         g = self.generator
+        if self.window_start == "episode":
+            # absolute index of every stored slot; keep those that start an episode
+            absolute = first + torch.arange(stored, device=self.device)  # (S,)
+            slots = absolute % self.per_env
+            is_start = self.episode_start[:, slots] == absolute  # (E, S)
+            env_idx, pos = torch.nonzero(is_start, as_tuple=True)
+            if len(env_idx) == 0:
+                raise RuntimeError("no stored step starts an episode (all were overwritten)")
+            pick = torch.randint(len(env_idx), (batch_size,), device=self.device, generator=g)
+            return self._gather(env_idx[pick], absolute[pos[pick]])
         env = torch.randint(self.num_envs, (batch_size,), device=self.device, generator=g)
         start = first + torch.randint(stored, (batch_size,), device=self.device, generator=g)
         return self._gather(env, start)

@@ -164,3 +164,16 @@ def test_sequence_buffer_bad_input():
     buf = SequenceReplayBuffer(100, 1, 1, 1, seq_len=4)
     with pytest.raises(ValueError, match="states were given"):
         buf.add([[0]], [[0]], [0], [[0]], [0], [0], states=((torch.zeros(1, 2),),))
+
+
+def test_episode_window_start_samples_whole_episodes_from_their_start():
+    buf = SequenceReplayBuffer(100, 1, 1, 1, seq_len=6, generator=torch.Generator().manual_seed(0),
+                               window_start="episode")
+    _episodes(buf, [3, 6, 2])
+    b = buf.sample(128)
+    assert torch.all(b.obs[:, 0, 0].remainder(100) == 0)  # t = 0 of some episode
+    ep = torch.div(b.obs[:, 0, 0], 100, rounding_mode="floor").long()
+    assert torch.equal(b.valid.sum(1).long(), torch.tensor([3, 6, 2])[ep])
+    assert set(ep.tolist()) == {0, 1, 2}
+    with pytest.raises(ValueError, match="window_start must be 'any' or 'episode', got 'mid'"):
+        SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, window_start="mid")

@@ -48,8 +48,10 @@ def _run_in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_env_ids_are_exactly_the_registered_rlkit_ids() -> None:
     registered = {env_id for env_id in gym.registry if env_id.startswith("rlkit/")}
     assert set(envs.ENV_IDS) == registered
-    assert len(envs.ENV_IDS) == len(set(envs.ENV_IDS)) == 11
+    assert len(envs.ENV_IDS) == len(set(envs.ENV_IDS)) == 14
     assert "rlkit/MemoryCorridor-v0" in envs.ENV_IDS
+    for n in (20, 50, 100):
+        assert gym.make(f"rlkit/MemoryCorridor-L{n}-v0").unwrapped.length == n
     for name in ("Pendulum", "HalfCheetah", "Hopper", "Walker2d", "Ant"):
         for kind in ("P", "V"):
             assert f"rlkit/{name}-{kind}-v0" in envs.ENV_IDS

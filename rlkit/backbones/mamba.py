@@ -1,0 +1,319 @@
+"""Mamba: a selective state-space backbone (Gu & Dao 2023, https://arxiv.org/abs/2312.00752).
+
+Each block projects its input to a stream ``x`` and a gate ``z``, runs ``x`` through a short causal
+depthwise convolution and a diagonal state-space model whose step size and input/output matrices
+depend on the token (the "selection"), and gates the result with ``SiLU(z)``.
+
+Glossary (paper symbol -> code name, shapes with B = batch, T = time, E·D = ``d_inner``):
+    Δ (delta, dt)  per-token, per-channel step size ``delta`` (B, T, E·D) =
+                   softplus(dt_proj(Δ_raw)); Δ_raw has ``dt_rank`` features.
+    A              diagonal state matrix ``A = -exp(A_log)`` (E·D, N); S4D-Real init -(1, ..., N).
+    B, C           token-dependent input / output matrices ``B_ssm``, ``C_ssm`` (B, T, N).
+    D              skip connection ``D`` (E·D,).
+    N              state size per channel, ``d_state``.
+    E              expansion factor ``expand``: ``d_inner = expand * d_model``.
+    conv state     the last ``d_conv - 1`` inputs of the causal convolution, so that windows
+                   (and single steps) can be chained.
+    ZOH            zero-order hold: ``dA = exp(Δ·A)``; B is discretised as ``Δ·B`` (Euler), as in
+                   Mamba. The scans take ``dA_log = Δ·A`` (the log of ``dA``, always <= 0).
+
+Precision: ``A_log``, ``D`` and ``dt_proj.bias`` carry ``_keep_fp32 = True`` so that a
+mixed-precision wrapper can leave them in fp32; Δ, the discretisation and the scan run in fp32
+with autocast disabled, the RMSNorms take fp32 inputs, and the returned states are fp32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from rlkit.backbones.base import Backbone, BackboneConfig, State
+
+_DT_MIN, _DT_MAX = 1e-3, 1e-1  # range of the initial step sizes Δ
+
+
+@dataclass(frozen=True)
+class MambaConfig(BackboneConfig):
+    """Options of :class:`MambaBackbone`."""
+
+    d_state: int = 16
+    """State size N per channel."""
+    d_conv: int = 4
+    """Width of the causal depthwise convolution (the conv state keeps ``d_conv - 1`` inputs)."""
+    expand: int = 2
+    """Expansion factor E: the block works at width ``d_inner = expand * d_model``."""
+    dt_rank: int | None = None
+    """Rank of the Δ projection; ``None`` for ``ceil(d_model / 16)``."""
+    chunk: int = 32
+    """Chunk length L of the parallel scan: 2 L + T / L sequential steps, fewest at sqrt(T/2)."""
+    scan: Literal["parallel", "sequential"] = "parallel"
+    """Which scan ``forward`` uses; both give the same result up to rounding."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("d_state", "d_conv", "expand", "chunk"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.dt_rank is not None and (not isinstance(self.dt_rank, int) or self.dt_rank <= 0):
+            raise ValueError(f"dt_rank must be a positive integer or None, got {self.dt_rank!r}")
+        if self.scan not in ("parallel", "sequential"):
+            raise ValueError(f"scan must be 'parallel' or 'sequential', got {self.scan!r}")
+
+
+def selective_scan_sequential(
+    dA_log: Tensor, dBx: Tensor, C: Tensor, h0: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Reference scan, one time step at a time: ``h_t = exp(dA_log_t) h_{t-1} + dBx_t``,
+    ``y_t = sum_n C_t[n] h_t[:, n]``.
+
+    Args:
+        dA_log: log of the discretised decay, ``Δ·A`` (<= 0), shape ``(B, T, D, N)``.
+        dBx: discretised input ``Δ·B·x``, shape ``(B, T, D, N)``.
+        C: output matrices, shape ``(B, T, N)``.
+        h0: state before the first step, shape ``(B, D, N)``.
+
+    Returns:
+        ``(y, h_T)``: outputs ``(B, T, D)`` and the state after the last step ``(B, D, N)``.
+    """
+    h = h0
+    ys = []
+    for dA_t, dBx_t, C_t in zip(dA_log.exp().unbind(1), dBx.unbind(1), C.unbind(1)):
+        h = dA_t * h + dBx_t  # (B, D, N)
+        ys.append(torch.matmul(h, C_t.unsqueeze(-1)).squeeze(-1))  # (B, D)
+    if not ys:
+        return dBx.new_zeros(dBx.shape[:3]), h0
+    return torch.stack(ys, dim=1), h  # (B, T, D), (B, D, N)
+
+
+def selective_scan_parallel(
+    dA_log: Tensor, dBx: Tensor, C: Tensor, h0: Tensor, chunk: int = 32
+) -> tuple[Tensor, Tensor]:
+    """Chunked scan with the same inputs and outputs as :func:`selective_scan_sequential`.
+
+    Time is cut into ``n_c`` chunks of length ``L = chunk`` (the last one padded with
+    ``dA_log = 0, dBx = 0``, which leaves the state unchanged). Three phases, each a Python loop
+    of vectorised ops, so ``2 L + n_c`` sequential steps instead of ``T``:
+
+    1. every chunk but the last is scanned from a zero state, all chunks at once, giving its
+       local end state;
+    2. chunk start states are carried across chunks: ``s_{c+1} = exp(sum_c dA_log) s_c + end_c``
+       (the chunk's cumulative decay taken in log space);
+    3. every chunk is scanned again from its true start state, all chunks at once, giving ``y``.
+
+    All decays are products of ``exp(dA_log) <= 1`` (no division and no exponential of a
+    positive number), so the scan is as stable as the sequential one for any Δ.
+
+    Args:
+        dA_log: ``Δ·A`` (<= 0), shape ``(B, T, D, N)``.
+        dBx: ``Δ·B·x``, shape ``(B, T, D, N)``.
+        C: shape ``(B, T, N)``.
+        h0: shape ``(B, D, N)``.
+        chunk: chunk length ``L``, a positive integer.
+
+    Returns:
+        ``(y, h_T)``: ``(B, T, D)`` and ``(B, D, N)``.
+    """
+    if not isinstance(chunk, int) or chunk <= 0:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    bsz, T, D, N = dBx.shape
+    if T == 0:
+        return dBx.new_zeros(bsz, 0, D), h0
+    L = min(chunk, T)
+    n_c = -(-T // L)
+    pad = n_c * L - T
+    if pad:
+        dA_log = F.pad(dA_log, (0, 0, 0, 0, 0, pad))  # (B, n_c * L, D, N)
+        dBx = F.pad(dBx, (0, 0, 0, 0, 0, pad))
+        C = F.pad(C, (0, 0, 0, pad))  # (B, n_c * L, N)
+    dA_log = dA_log.view(bsz, n_c, L, D, N)
+    dA = dA_log.exp().unbind(2)  # L x (B, n_c, D, N)
+    dBx_l = dBx.view(bsz, n_c, L, D, N).unbind(2)  # L x (B, n_c, D, N)
+    C_l = C.view(bsz, n_c, L, N, 1).unbind(2)  # L x (B, n_c, N, 1)
+
+    # 1. local end states of chunks 0 .. n_c - 2 (the last chunk's is never needed)
+    starts = [h0]
+    if n_c > 1:
+        end = dBx_l[0][:, :-1]  # (B, n_c - 1, D, N)
+        for dA_t, dBx_t in zip(dA[1:], dBx_l[1:]):
+            end = dA_t[:, :-1] * end + dBx_t[:, :-1]
+        decay = dA_log[:, :-1].sum(dim=2).exp()  # (B, n_c - 1, D, N)
+        # 2. carry the state across chunks
+        for decay_c, end_c in zip(decay.unbind(1), end.unbind(1)):
+            starts.append(decay_c * starts[-1] + end_c)  # (B, D, N)
+    h = torch.stack(starts, dim=1)  # (B, n_c, D, N)
+
+    # 3. all chunks from their start states
+    ys = []
+    for dA_t, dBx_t, C_t in zip(dA, dBx_l, C_l):
+        h = dA_t * h + dBx_t  # (B, n_c, D, N)
+        ys.append(torch.matmul(h, C_t).squeeze(-1))  # (B, n_c, D)
+    y = torch.stack(ys, dim=2).reshape(bsz, n_c * L, D)  # (B, n_c * L, D)
+    return y[:, :T], h[:, -1]
+
+
+def _keep_fp32(*params: nn.Parameter) -> None:
+    for p in params:
+        p._keep_fp32 = True  # type: ignore[attr-defined]
+
+
+class MambaBlock(nn.Module):
+    """Pre-norm residual Mamba block: ``x + out_proj(SSM(SiLU(conv(x_in))) * SiLU(z))``."""
+
+    def __init__(self, cfg: MambaConfig) -> None:
+        super().__init__()
+        d_model, N = cfg.d_model, cfg.d_state
+        d_inner = cfg.expand * d_model
+        self.d_inner, self.d_state, self.d_conv = d_inner, N, cfg.d_conv
+        self.dt_rank = cfg.dt_rank or math.ceil(d_model / 16)
+        self.scan, self.chunk = cfg.scan, cfg.chunk
+
+        self.norm = nn.RMSNorm(d_model, eps=1e-5)
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, cfg.d_conv, groups=d_inner)
+        self.x_proj = nn.Linear(d_inner, self.dt_rank + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, d_inner)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+        # Δ = softplus(bias) spans [_DT_MIN, _DT_MAX] log-uniformly at init (inverse softplus)
+        with torch.no_grad():
+            nn.init.uniform_(self.dt_proj.weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
+            dt = torch.logspace(math.log10(_DT_MIN), math.log10(_DT_MAX), d_inner)
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        A = torch.arange(1, N + 1, dtype=torch.float32).repeat(d_inner, 1)  # (E·D, N)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        _keep_fp32(self.A_log, self.D, self.dt_proj.bias)
+        self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
+        self.D._no_weight_decay = True  # type: ignore[attr-defined]
+
+    def _ssm_inputs(self, xs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Δ (fp32), -exp(A_log), B and C from the conv output ``xs`` (..., E·D)."""
+        dt_raw, B_ssm, C_ssm = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], -1)
+        with torch.autocast(device_type=xs.device.type, enabled=False):
+            w, b = self.dt_proj.weight.float(), self.dt_proj.bias.float()
+            delta = F.softplus(F.linear(dt_raw.float(), w, b))  # (..., E·D)
+            A = -torch.exp(self.A_log.float())  # (E·D, N)
+        return delta, A, B_ssm.float(), C_ssm.float()
+
+    def forward(self, x: Tensor, h0: Tensor, conv0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Args: x ``(B, T, d_model)``, h0 ``(B, E·D, N)``, conv0 ``(B, E·D, d_conv - 1)``.
+        Returns the block output ``(B, T, d_model)`` and the two states after the last step."""
+        xs, z = self.in_proj(self.norm(x.float())).chunk(2, dim=-1)  # (B, T, E·D) each
+        window = torch.cat([conv0.to(xs.dtype), xs.transpose(1, 2)], dim=2)  # (B, E·D, K-1+T)
+        conv_state = window[:, :, window.shape[2] - (self.d_conv - 1) :].float()
+        xs = F.silu(self.conv1d(window)).transpose(1, 2)  # (B, T, E·D)
+        delta, A, B_ssm, C_ssm = self._ssm_inputs(xs)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xs = xs.float()
+            dA_log = delta.unsqueeze(-1) * A  # (B, T, E·D, N)
+            dBx = (delta * xs).unsqueeze(-1) * B_ssm.unsqueeze(2)  # (B, T, E·D, N)
+            h0 = h0.float()
+            if self.scan == "parallel":
+                y, h = selective_scan_parallel(dA_log, dBx, C_ssm, h0, self.chunk)
+            else:
+                y, h = selective_scan_sequential(dA_log, dBx, C_ssm, h0)
+            y = y + self.D.float() * xs  # (B, T, E·D)
+        y = y * F.silu(z)
+        return x + self.out_proj(y), h, conv_state
+
+    def step(self, x: Tensor, h: Tensor, conv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One step: x ``(B, d_model)``, h ``(B, E·D, N)``, conv ``(B, E·D, d_conv - 1)``."""
+        xs, z = self.in_proj(self.norm(x.float())).chunk(2, dim=-1)  # (B, E·D) each
+        window = torch.cat([conv.to(xs.dtype), xs.unsqueeze(-1)], dim=-1)  # (B, E·D, K)
+        weight = self.conv1d.weight.squeeze(1)  # (E·D, K)
+        xs = F.silu((window * weight).sum(-1) + self.conv1d.bias)  # (B, E·D)
+        delta, A, B_ssm, C_ssm = self._ssm_inputs(xs)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xs = xs.float()
+            dA = torch.exp(delta.unsqueeze(-1) * A)  # (B, E·D, N)
+            h = dA * h.float() + (delta * xs).unsqueeze(-1) * B_ssm.unsqueeze(1)
+            y = torch.matmul(h, C_ssm.unsqueeze(-1)).squeeze(-1) + self.D.float() * xs
+        y = y * F.silu(z)
+        return x + self.out_proj(y), h, window[:, :, 1:].float()
+
+
+class MambaBackbone(Backbone):
+    """Input projection, ``n_layers`` pre-norm residual Mamba blocks, final RMSNorm.
+
+    State: ``(ssm, conv)``, fp32, ``ssm`` of shape ``(B, n_layers, d_inner, d_state)`` and
+    ``conv`` of shape ``(B, n_layers, d_inner, d_conv - 1)``; zeros at an episode start.
+    """
+
+    def __init__(self, d_in: int, cfg: MambaConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.d_in, self.d_out = d_in, cfg.d_model
+        self.embed = nn.Linear(d_in, cfg.d_model)
+        self.blocks = nn.ModuleList(MambaBlock(cfg) for _ in range(cfg.n_layers))
+        self.norm_f = nn.RMSNorm(cfg.d_model, eps=1e-5)
+
+    def _state_shapes(self, batch_size: int) -> list[tuple[int, ...]]:
+        block = self.blocks[0]
+        shape = (batch_size, self.cfg.n_layers, block.d_inner)
+        return [(*shape, block.d_state), (*shape, block.d_conv - 1)]
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """Zero states ``(ssm, conv)``, shapes as in the class docstring."""
+        return tuple(torch.zeros(s, device=device) for s in self._state_shapes(batch_size))
+
+    def _check_state(self, state: State, batch_size: int) -> None:
+        expected = self._state_shapes(batch_size)
+        got = [tuple(s.shape) for s in state]
+        if got != expected:
+            raise ValueError(f"Mamba state must have shapes {expected}, got {got}")
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Encode a sequence.
+
+        Args:
+            x: inputs ``(B, T, d_in)``.
+            state: ``(ssm, conv)`` before ``x[:, 0]``, or ``None`` for zeros.
+
+        Returns:
+            ``(y, state)``: outputs ``(B, T, d_model)`` and the state after ``x[:, -1]``.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.d_in:
+            raise ValueError(f"x must have shape (B, T, {self.d_in}), got {tuple(x.shape)}")
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device)
+        self._check_state(state, x.shape[0])
+        ssm, conv = state
+        h = self.embed(x)  # (B, T, d_model)
+        ssm_out, conv_out = [], []
+        for i, block in enumerate(self.blocks):
+            if self.cfg.grad_checkpoint and torch.is_grad_enabled():
+                h, s, c = checkpoint(block, h, ssm[:, i], conv[:, i], use_reentrant=False)
+            else:
+                h, s, c = block(h, ssm[:, i], conv[:, i])
+            ssm_out.append(s)
+            conv_out.append(c)
+        return self.norm_f(h.float()), (torch.stack(ssm_out, dim=1), torch.stack(conv_out, dim=1))
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Advance one step.
+
+        Args:
+            x: inputs ``(B, d_in)``.
+            state: ``(ssm, conv)`` before ``x``.
+
+        Returns:
+            ``(y, state)``: output ``(B, d_model)`` and the state after ``x``.
+        """
+        if x.dim() != 2 or x.shape[-1] != self.d_in:
+            raise ValueError(f"x must have shape (B, {self.d_in}), got {tuple(x.shape)}")
+        self._check_state(state, x.shape[0])
+        ssm, conv = state
+        h = self.embed(x)  # (B, d_model)
+        ssm_out, conv_out = [], []
+        for i, block in enumerate(self.blocks):
+            h, s, c = block.step(h, ssm[:, i], conv[:, i])
+            ssm_out.append(s)
+            conv_out.append(c)
+        return self.norm_f(h.float()), (torch.stack(ssm_out, dim=1), torch.stack(conv_out, dim=1))

@@ -1,0 +1,193 @@
+"""Memory-based DDPG: sequence updates, acting with carried state, resets, stored states."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import train
+from agents.ddpg import DDPG, DDPGConfig
+from rlkit.backbones import BACKBONE_NAMES, BackboneConfig
+from rlkit.buffers import SequenceReplayBuffer
+from rlkit.noise import OrnsteinUhlenbeckNoise
+from rlkit.runlog import RunLogger
+from rlkit.trainer import LoopConfig, Trainer
+
+TINY = replace(train.TrainConfig(), env="rlkit/Pendulum-V-v0", total_steps=90,
+               learning_starts=60, batch_size=4, seq_len=6, d_model=16, eval_every=0,
+               eval_episodes=1, log_every=30, progress=False, device="cpu",
+               agent=DDPGConfig(head_hidden=(16,)))
+
+
+@pytest.mark.parametrize("backbone", BACKBONE_NAMES)
+def test_train_py_end_to_end_every_backbone(tmp_path, backbone):
+    cfg = replace(TINY, backbone=backbone, run_dir=str(tmp_path / backbone))
+    if backbone == "mlp":
+        cfg = replace(cfg, seq_len=6)  # the memoryless control, trained on the same windows
+    result = train.main(cfg)
+    assert np.isfinite(result["eval_return_mean"])
+    assert (tmp_path / backbone / "checkpoint.pt").is_file()
+
+
+def test_stored_state_mode_with_burn_in_end_to_end(tmp_path):
+    cfg = replace(TINY, backbone="gru", state_mode="stored", burn_in=2, num_envs=2,
+                  run_dir=str(tmp_path / "r"))
+    assert np.isfinite(train.main(cfg)["eval_return_mean"])
+
+
+class ShortEpisodes(gym.Env):
+    """Observation = the step count; episodes end after a length drawn per episode."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.n = 0, int(self.np_random.integers(2, 6))
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t], np.float32), 0.0, self.t >= self.n, False, {}
+
+
+class Recorder:
+    """Wraps an agent; records the state handed to every ``act`` call."""
+
+    def __init__(self, agent: DDPG) -> None:
+        self.agent, self.states = agent, []
+
+    def __getattr__(self, name):
+        return getattr(self.agent, name)
+
+    def act(self, obs, state, prev_action=None, prev_reward=None, track_critic=False):
+        self.states.append((state, obs.clone(), prev_action.clone()))
+        return self.agent.act(obs, state, prev_action, prev_reward, track_critic)
+
+
+def _loop(tmp_path, stored: bool, total: int = 40):
+    torch.manual_seed(0)
+    agent = DDPG(1, torch.tensor([-1.0]), torch.tensor([1.0]), "gru", BackboneConfig(8),
+                 DDPGConfig(head_hidden=(8,), actor_prev_action=True, critic_prev_action=True))
+    rec = Recorder(agent)
+    envs = gym.vector.SyncVectorEnv([ShortEpisodes, ShortEpisodes],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    a_state, c_states = agent.initial_state(1)
+    shapes = tuple(tuple(tuple(s.shape[1:]) for s in g) for g in (a_state, *c_states))
+    buf = SequenceReplayBuffer(1000, 2, 1, 1, 4, state_mode="stored" if stored else "zero",
+                               state_shapes=shapes if stored else ())
+    noise = OrnsteinUhlenbeckNoise(2, 1, 0.5, np.random.default_rng(0))
+    noise_rows = []
+    sample = noise.sample
+
+    def sample_and_record():
+        noise_rows.append(noise.x.copy())  # the state the step starts from
+        return sample()
+
+    noise.sample = sample_and_record
+    loop = LoopConfig(total, learning_starts=0, batch_size=2, eval_every=0, eval_episodes=1,
+                      log_every=1000, progress=False)
+    trainer = Trainer(rec, envs, ShortEpisodes(), buf, noise, loop,
+                      RunLogger(tmp_path, {}), np.random.default_rng(0), torch.device("cpu"),
+                      env_seed=3, eval_seed=0)
+    trainer.run()
+    return rec, buf, noise_rows
+
+
+def test_state_and_noise_reset_per_env_on_the_same_done_mask(tmp_path):
+    rec, _, noise_rows = _loop(tmp_path, stored=False)
+    init = rec.agent.initial_state(2)[0][0]
+    steps = rec.states[: 40 // 2]  # training steps only (the final evaluation follows)
+    resets = 0
+    for k in range(1, len(steps)):
+        (a_state, _), obs, prev_a = steps[k]
+        (prev_state, _), _, _ = steps[k - 1]
+        for i in range(2):
+            started = obs[i, 0].item() == 0.0  # observation 0 = a fresh episode
+            if started:
+                resets += 1
+                assert torch.equal(a_state[0][i], init[i])  # recurrent state reset
+                assert np.all(noise_rows[k][i] == 0.0)  # noise reset on the same mask
+                assert torch.all(prev_a[i] == 0)  # previous action cleared
+            else:
+                assert not torch.equal(a_state[0][i], init[i])  # carried across steps
+    assert resets >= 6  # both envs ended episodes, at different times
+
+
+def test_stored_states_are_the_ones_recorded_while_acting(tmp_path):
+    rec, buf, _ = _loop(tmp_path, stored=True)
+    steps = rec.states[: 40 // 2]
+    for t, ((a_state, c_states), _, _) in enumerate(steps):
+        for i in range(2):
+            assert torch.equal(buf.states[0][0][i, t], a_state[0][i])
+            assert torch.equal(buf.states[1][0][i, t], c_states[0][0][i])
+    # and a window replays from its stored state: running the actor encoder from it over the
+    # window reproduces the states recorded at the following steps of the same episode
+    agent = rec.agent
+    b = buf._gather(torch.tensor([0]), torch.tensor([3]))
+    (a0,), _ = b.states
+    x = agent._actor_inputs(b)[:, :-1]
+    n = int(b.valid.sum())
+    with torch.no_grad():
+        _, s = agent.actor.encoder(x[:, :n], (a0,))
+    nxt = steps[3 + n][0][0][0][0]
+    if steps[3 + n][1][0, 0].item() != 0.0:  # the episode went on after the window
+        assert torch.allclose(s[0][0], nxt, atol=1e-6)
+
+
+def test_burn_in_and_padding_steps_carry_no_loss():
+    torch.manual_seed(0)
+    agent = DDPG(2, torch.tensor([-1.0]), torch.tensor([1.0]), "gru", BackboneConfig(8),
+                 DDPGConfig(head_hidden=(8,), critic_prev_action=True))
+    buf = SequenceReplayBuffer(100, 1, 2, 1, seq_len=6, state_mode="stored", burn_in=2,
+                               state_shapes=(((1, 8),), ((1, 8),)),
+                               generator=torch.Generator().manual_seed(0))
+    for t in range(20):
+        buf.add(np.random.randn(1, 2), np.random.rand(1, 1), [1.0], np.random.randn(1, 2),
+                [float(t == 19)], [0.0], states=((torch.randn(1, 1, 8),), (torch.randn(1, 1, 8),)))
+    b = buf._gather(torch.tensor([0, 0]), torch.tensor([5, 16]))  # mid-episode; near its end
+    assert b.mask[0].tolist() == [0, 0, 1, 1, 1, 1] and b.mask[1].tolist() == [0, 0, 1, 1, 0, 0]
+
+    def losses(batch):
+        a_state, c_states = agent._batch_states(batch)
+        target = agent.td_target(batch, a_state, c_states)
+        closs, _, h = agent.critic_loss(batch, target, c_states)
+        return closs, agent.actor_loss(batch, a_state, h)
+
+    base = losses(b)
+    # change rewards and actions where mask == 0: burn-in and padding steps
+    off = b.mask == 0
+    changed = b._replace(reward=torch.where(off, b.reward + 100.0, b.reward))
+    for x, y in zip(base, losses(changed)):
+        assert torch.allclose(x, y)
+    # a change where mask == 1 does move the loss
+    on = b._replace(reward=torch.where(~off, b.reward + 1.0, b.reward))
+    assert not torch.allclose(base[0], losses(on)[0])
+
+
+def test_sequence_update_reaches_every_encoder_parameter():
+    torch.manual_seed(0)
+    agent = DDPG(2, torch.tensor([-1.0]), torch.tensor([1.0]), "gru", BackboneConfig(8),
+                 DDPGConfig(head_hidden=(8,), actor_prev_action=True, critic_prev_action=True))
+    buf = SequenceReplayBuffer(100, 1, 2, 1, seq_len=5, generator=torch.Generator().manual_seed(0))
+    for t in range(30):
+        buf.add(np.random.randn(1, 2), np.random.rand(1, 1), np.random.randn(1),
+                np.random.randn(1, 2), [float(t % 10 == 9)], [0.0])
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    m = agent.update(buf.sample(8))
+    after = agent.state_dict()
+    for k in before:
+        if k.startswith(("actor.", "critics.")) and "scale" not in k and "center" not in k:
+            assert not torch.equal(before[k], after[k]), k
+    assert all(torch.isfinite(v) for v in m.values())
+
+
+def test_prev_inputs_need_sequence_training(tmp_path):
+    cfg = replace(TINY, env="Pendulum-v1", backbone="mlp", seq_len=1, run_dir=str(tmp_path / "r"),
+                  agent=DDPGConfig(actor_prev_action=True))
+    with pytest.raises(ValueError, match="previous actions/rewards as inputs need sequence"):
+        train.main(cfg)
