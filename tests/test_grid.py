@@ -1,0 +1,118 @@
+"""Grids of runs (local processes and Ray), and evaluation of saved runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import train
+from rlkit.evaluate import RenderError, load_run, make_eval_env
+from rlkit.evaluate import main as evaluate_main
+from rlkit.launch import GridRun, launch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = replace(train.TrainConfig(), total_steps=150, learning_starts=50, batch_size=8,
+               d_model=16, seq_len=4, eval_every=0, eval_episodes=1, log_every=50,
+               progress=False, device="cpu")
+GRID_ARGS = ["--total-steps", "150", "--learning-starts", "50", "--batch-size", "8",
+             "--d-model", "16", "--seq-len", "4", "--eval-every", "0", "--eval-episodes", "1",
+             "--log-every", "50", "--no-progress", "--device", "cpu"]
+
+
+def _check_grid(grid: Path, names: list[str]) -> None:
+    for name in names:
+        run = grid / name
+        config = json.loads((run / "config.json").read_text())
+        backbone, seed = name.split("__s")
+        assert config["backbone"] == backbone and config["seed"] == int(seed)
+        assert config["wandb_group"] == grid.name
+        assert (run / "checkpoint.pt").is_file()
+        assert any("eval_return_mean" in line for line in (run / "metrics.jsonl").open())
+    assert (grid / "report" / "report.html").is_file()
+    assert (grid / "report" / "report.md").is_file()
+
+
+def test_cli_grid_on_local_launcher(tmp_path):
+    grid = tmp_path / "g"
+    out = subprocess.run(
+        [sys.executable, "train.py", "--backbone", "mlp", "gru", "--seed", "0", "--jobs", "2",
+         "--grid-dir", str(grid), *GRID_ARGS],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    _check_grid(grid, ["mlp__s0", "gru__s0"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                    reason="Ray is not installed (pip install 'rlkit[ray]')")
+def test_grid_on_local_ray(tmp_path):
+    grid = tmp_path / "ray-grid"
+    train.grid(replace(TINY, launcher="ray", jobs=2, grid_dir=str(grid)), ["gru"], [0, 1])
+    _check_grid(grid, ["gru__s0", "gru__s1"])
+
+
+def _fails(config: int, run_dir: str) -> dict[str, float]:
+    raise ValueError(f"run {config} broke")
+
+
+def test_a_failing_run_does_not_stop_the_grid(tmp_path):
+    outcomes = launch(_fails, [GridRun("a", 1), GridRun("b", 2)], tmp_path, jobs=2,
+                      progress=False)
+    assert [o.error for o in outcomes] == ["ValueError: run 1 broke", "ValueError: run 2 broke"]
+
+
+def test_grid_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="launcher must be 'local' or 'ray', got 'slurm'"):
+        launch(_fails, [GridRun("a", 1)], tmp_path, launcher="slurm")
+    with pytest.raises(ValueError, match="run names must be unique"):
+        launch(_fails, [GridRun("a", 1), GridRun("a", 2)], tmp_path)
+    with pytest.raises(ValueError, match="unknown backbone 'gruu'"):
+        train.grid(replace(TINY, grid_dir=str(tmp_path / "x")), ["gru", "gruu"], [0])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("x")
+    with pytest.raises(FileExistsError, match="already exists"):
+        train.grid(replace(TINY, grid_dir=str(tmp_path / "full")), ["gru"], [0, 1])
+    with pytest.raises(ValueError, match="--seed takes non-negative integers, got"):
+        train.cli(["--seed", "0", "x", "--grid-dir", str(tmp_path / "y")])
+
+
+def test_take_list_parses_several_values():
+    values, rest = train._take_list(["--backbone", "gru", "s4", "--seed", "1", "--x=2"],
+                                    "--backbone")
+    assert values == ["gru", "s4"] and rest == ["--seed", "1", "--x=2"]
+    assert train._take_list(["--backbone=mamba"], "--backbone") == (["mamba"], [])
+
+
+def test_evaluate_saved_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    train.main(replace(TINY, backbone="gru", run_dir=str(run)))
+    agent, config = load_run(run)
+    assert config["backbone"] == "gru" and type(agent).__name__ == "DDPG"
+    stats = evaluate_main([str(run), "--episodes", "2"])
+    assert stats["eval_length_mean"] == 200.0
+    assert "return" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="is not a run directory"):
+        load_run(tmp_path)
+
+
+def test_video_without_renderer_is_a_clear_error():
+    # MemoryCorridor has no render mode: asking for frames must fail with a message
+    with pytest.raises(RenderError, match="cannot render 'rlkit/MemoryCorridor-v0' here"):
+        make_eval_env("rlkit/MemoryCorridor-v0", Path("unused"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("moviepy") is None
+                    or importlib.util.find_spec("pygame") is None,
+                    reason="video needs moviepy and pygame (pip install 'rlkit[video]')")
+def test_evaluate_writes_mp4(tmp_path):
+    run = tmp_path / "run"
+    train.main(replace(TINY, run_dir=str(run)))
+    evaluate_main([str(run), "--episodes", "1", "--video"])
+    videos = list((run / "videos").glob("*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 1000
