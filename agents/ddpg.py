@@ -19,6 +19,7 @@ policy smoothing) and ``policy_delay`` (actor and targets updated every k-th cri
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,13 @@ from torch.func import functional_call
 from rlkit.backbones import Backbone, BackboneConfig, State, make_backbone
 from rlkit.buffers import SequenceBatch, TransitionBatch
 from rlkit.losses import grad_norm, masked_mse, polyak_update
+from rlkit.precision import (
+    CompiledFunction,
+    MixedPrecision,
+    PrecisionConfig,
+    load_optimizer_state,
+    mark_step_begin,
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,9 @@ class DDPG(nn.Module):
         backbone: registry name of the encoder family.
         backbone_cfg: encoder config (the family's own or the common one).
         cfg: agent hyper-parameters.
+        precision: mixed precision of the update (:mod:`rlkit.precision`); default fp32.
+        compile: run the forward passes and losses of the update (and so their backward)
+            through ``torch.compile``; optimizer steps stay eager.
     """
 
     def __init__(
@@ -157,6 +168,8 @@ class DDPG(nn.Module):
         backbone: str = "mlp",
         backbone_cfg: BackboneConfig | None = None,
         cfg: DDPGConfig | None = None,
+        precision: PrecisionConfig | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         cfg = cfg or DDPGConfig()
@@ -183,9 +196,17 @@ class DDPG(nn.Module):
         )
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_targets = copy.deepcopy(self.critics).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, foreach=True)
+        self.amp = MixedPrecision(precision or PrecisionConfig())
+        # fp16: fused Adam takes the scaler's inf flag on the device (no host sync to skip).
+        foreach, fused = (None, True) if self.amp.cfg.uses_scaler else (True, None)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr,
+                                          foreach=foreach, fused=fused)
         self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=cfg.critic_lr,
-                                           foreach=True)
+                                           foreach=foreach, fused=fused)
+        self._critic_fn = CompiledFunction(self._critic_losses, "the critic loss") \
+            if compile else self._critic_losses
+        self._actor_fn = CompiledFunction(self._actor_losses, "the actor loss") \
+            if compile else self._actor_losses
         # Parameter lists walked on every update, gathered once.
         self._actor_params = list(self.actor.parameters())
         self._critic_params = list(self.critics.parameters())
@@ -336,39 +357,63 @@ class DDPG(nn.Module):
         q = functional_call(head, frozen, (x,)).squeeze(-1).float()  # (B, L)
         return -(q * batch.mask).sum() / batch.mask.sum().clamp_min(1.0)
 
+    def _critic_losses(self, batch: SequenceBatch, actor_state: State | None,
+                       critic_states: tuple[State | None, ...]) -> tuple[Tensor, Tensor, Tensor]:
+        """TD target and :meth:`critic_loss` under the precision's autocast (what compiles)."""
+        with self.amp.autocast(self.actor.scale.device.type):
+            target = self.td_target(batch, actor_state, critic_states)
+            return self.critic_loss(batch, target, critic_states)
+
+    def _actor_losses(self, batch: SequenceBatch, actor_state: State | None,
+                      critic_h: Tensor) -> Tensor:
+        """:meth:`actor_loss` under the precision's autocast (what compiles)."""
+        with self.amp.autocast(self.actor.scale.device.type):
+            return self.actor_loss(batch, actor_state, critic_h)
+
     def update(self, batch: SequenceBatch | TransitionBatch) -> dict[str, Tensor]:
         """One gradient step of the critic(s), and of the actor and targets when due.
 
+        Forward passes run under the precision's autocast (losses in fp32, backward outside
+        it); with fp16 one GradScaler scales both losses, gradients are unscaled before their
+        norms are measured or clipped, and a step with inf / NaN gradients is skipped by the
+        scaler and counted.
+
         Returns:
             Metrics as 0-dim tensors (no host synchronisation): ``critic_loss``, ``q_mean``,
-            ``critic_grad_norm``, and when the actor was updated ``actor_loss``,
-            ``actor_grad_norm``.
+            ``critic_grad_norm``, when the actor was updated ``actor_loss``,
+            ``actor_grad_norm``, and with fp16 ``skipped_steps`` (cumulative) and
+            ``grad_scale``.
         """
         if isinstance(batch, TransitionBatch):
             batch = self.transitions_as_sequences(batch)
         actor_state, critic_states = self._batch_states(batch)
-        target = self.td_target(batch, actor_state, critic_states)
-        closs, q, h = self.critic_loss(batch, target, critic_states)
+        amp, compiled = self.amp, isinstance(self._critic_fn, CompiledFunction)
+        if compiled:
+            mark_step_begin(self._critic_fn, self._actor_fn)
+        closs, q, h = self._critic_fn(batch, actor_state, critic_states)
         self.critic_opt.zero_grad(set_to_none=True)
-        closs.backward()
+        amp.scale(closs).backward()
+        amp.unscale_(self.critic_opt)
         cnorm = grad_norm(self._critic_params, self.cfg.max_grad_norm)
-        self.critic_opt.step()
+        amp.step(self.critic_opt)
         m = batch.mask
-        metrics = {
-            "critic_loss": closs.detach(),
+        metrics = {  # compiled outputs may live in CUDA graph memory, reused by later replays
+            "critic_loss": closs.detach().clone() if compiled else closs.detach(),
             "q_mean": ((q.detach() * m).sum() / m.sum().clamp_min(1.0)),
             "critic_grad_norm": cnorm.detach(),
         }
         self.num_updates += 1
         if self.num_updates % self.cfg.policy_delay == 0:
-            aloss = self.actor_loss(batch, actor_state, h)
+            aloss = self._actor_fn(batch, actor_state, h)
             self.actor_opt.zero_grad(set_to_none=True)
-            aloss.backward()
+            amp.scale(aloss).backward()
+            amp.unscale_(self.actor_opt)
             anorm = grad_norm(self._actor_params, self.cfg.max_grad_norm)
-            self.actor_opt.step()
+            amp.step(self.actor_opt)
             polyak_update(self._target_params, self._online_params, self.cfg.tau)
-            metrics["actor_loss"] = aloss.detach()
+            metrics["actor_loss"] = aloss.detach().clone() if compiled else aloss.detach()
             metrics["actor_grad_norm"] = anorm.detach()
+        metrics.update(amp.update())
         return metrics
 
     def _batch_states(self, batch: SequenceBatch) -> tuple[State | None, tuple[State | None, ...]]:
@@ -388,7 +433,23 @@ class DDPG(nn.Module):
             "actor_opt": self.actor_opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
             "counters": {"num_updates": self.num_updates},
+            "precision": self.amp.state_dict(),
         }
+
+    @classmethod
+    def from_run_config(cls, config: dict) -> DDPG:
+        """Rebuild the agent described by a run's resolved ``config.json`` (untrained)."""
+        fields = {f.name for f in dataclasses.fields(DDPGConfig)}
+        agent_cfg = {k: v for k, v in config["agent_resolved"].items() if k in fields}
+        agent_cfg["head_hidden"] = tuple(agent_cfg["head_hidden"])
+        return cls(
+            obs_dim=int(config["obs_dim"]),
+            action_low=torch.tensor(config["action_low"]),
+            action_high=torch.tensor(config["action_high"]),
+            backbone=config["backbone"],
+            backbone_cfg=BackboneConfig(config["d_model"], config["n_layers"]),
+            cfg=DDPGConfig(**agent_cfg),
+        )
 
     def load_checkpoint_state(self, state: dict[str, dict]) -> None:
         """Inverse of :meth:`checkpoint_state`."""
@@ -396,9 +457,11 @@ class DDPG(nn.Module):
         self.critics.load_state_dict(state["critics"])
         self.actor_target.load_state_dict(state["actor_target"])
         self.critic_targets.load_state_dict(state["critic_targets"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
+        load_optimizer_state(self.actor_opt, state["actor_opt"])
+        load_optimizer_state(self.critic_opt, state["critic_opt"])
         self.num_updates = int(state["counters"]["num_updates"])
+        if "precision" in state:  # absent in checkpoints saved before mixed precision
+            self.amp.load_state_dict(state["precision"])
 
 
 __all__ = ["DDPG", "DDPGConfig", "Actor", "Critic", "mlp"]

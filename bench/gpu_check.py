@@ -6,7 +6,12 @@
 2. For the transformer: which ``SDPBackend`` runs the fresh-state forward (each forced in turn
    with ``sdpa_kernel``) and which attention kernels a profiled forward and step launch
    (FlashAttention shows up as a kernel name containing ``flash``).
-3. The table of ``bench/backbones.py`` on cuda in bf16, printed last.
+3. The agent (``agents.ddpg.DDPG``): that an update makes no host-device sync
+   (``torch.cuda.set_sync_debug_mode("error")``, fp32 / bf16 / fp16 / compiled); the agent table
+   of ``bench/throughput.py --sequence`` (updates/s in fp32, bf16 and compiled); the peak memory
+   of one update with and without gradient checkpointing at window 1024 (transformer, mamba,
+   gru); and updates/s of the MLP agent against the plain eager update ``bench_bare``.
+4. The table of ``bench/backbones.py`` on cuda in bf16, printed last.
 
 Exits 0 with "no CUDA device; skipped" where there is no GPU, 1 if a check failed.
 ``--allow-cpu`` runs everything on the CPU instead, to test this script without a GPU.
@@ -15,6 +20,8 @@ Example::
 
     python bench/gpu_check.py                 # on a CUDA machine, a few minutes
     python bench/gpu_check.py --allow-cpu --lengths 32 --families mlp gru transformer
+    python bench/gpu_check.py --allow-cpu --lengths 32 --families mlp --agent-families mlp gru \
+        --agent-updates 2 --memory-window 64
 """
 
 from __future__ import annotations
@@ -38,7 +45,20 @@ from bench.backbones import (  # noqa: E402
     parse_args,
     run_benchmark,
 )
+from bench.throughput import (  # noqa: E402
+    ACT_DIM,
+    OBS_DIM,
+    AgentBenchConfig,
+    agent_table,
+    bench_agent_update,
+    bench_bare,
+    bench_batch,
+    format_agent_table,
+    make_bench_agent,
+)
 from rlkit.backbones import BACKBONE_NAMES, Backbone, State, make_backbone  # noqa: E402
+from rlkit.buffers import ReplayBuffer, SequenceReplayBuffer  # noqa: E402
+from rlkit.precision import PRECISIONS  # noqa: E402
 
 B, T, D_IN, D_MODEL, N_LAYERS, K = 8, 48, 16, 64, 2, 16
 TOL_PRECISION = 5e-2  # relative L2 error, bf16 autocast vs fp32
@@ -187,12 +207,130 @@ def sdpa_report(device: torch.device) -> None:
     print(f"  step (masked) kernels: {', '.join(_kernel_names(step, device)) or 'none found'}")
 
 
+def sync_check(device: torch.device, families: Sequence[str], report: Report) -> None:
+    """An agent update (after a warm-up) runs with CUDA's sync debug mode set to ``error``:
+    no ``.item()``, no host copy, no ``if tensor:``; in every precision and compiled. Replay
+    sampling (transitions, and windows starting anywhere) is checked the same way."""
+    print("\n== agent update without host-device syncs (torch.cuda.set_sync_debug_mode)")
+    if device.type != "cuda":
+        print("  skipped: needs CUDA")
+        return
+    cfg = AgentBenchConfig(batch=8, window=16, d_model=32, head=32, mlp_batch=32, mlp_width=32)
+    cases = [(p, False) for p in PRECISIONS] + [("fp32", True)]
+    for name in families:
+        for precision, compiled in cases:
+            agent = make_bench_agent(name, cfg, device, precision, compile=compiled)
+            batch = bench_batch(name, cfg, device)
+            for _ in range(3):
+                agent.update(batch)
+            torch.cuda.synchronize(device)
+            what = f"no sync ({precision}{', compiled' if compiled else ''})"
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                agent.update(batch)
+                ok, why = True, ""
+            except RuntimeError as err:
+                ok, why = False, str(err).splitlines()[0][:120]
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            if not ok:
+                report.failed.append(f"{name}/{what}")
+            print(f"{'PASS' if ok else 'FAIL'}  {name:<12} {what:<26} {why}")
+    for kind, buffer in _filled_buffers(device):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            buffer.sample(32)
+            ok, why = True, ""
+        except RuntimeError as err:
+            ok, why = False, str(err).splitlines()[0][:120]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        if not ok:
+            report.failed.append(f"buffer/{kind}")
+        print(f"{'PASS' if ok else 'FAIL'}  {'buffer':<12} {kind + ' sample':<26} {why}")
+
+
+def _filled_buffers(device: torch.device) -> list[tuple[str, ReplayBuffer | SequenceReplayBuffer]]:
+    """A transition buffer and a sequence buffer holding 200 random steps of 2 envs."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    flat = ReplayBuffer(1000, OBS_DIM, ACT_DIM, device, gen)
+    seq = SequenceReplayBuffer(1000, 2, OBS_DIM, ACT_DIM, 16, device, gen)
+    rng = torch.Generator().manual_seed(0)
+    for t in range(200):
+        obs, nxt = torch.randn(2, OBS_DIM, generator=rng), torch.randn(2, OBS_DIM, generator=rng)
+        act, rew = torch.rand(2, ACT_DIM, generator=rng), torch.randn(2, generator=rng)
+        term, trunc = torch.zeros(2), torch.full((2,), float(t % 50 == 49))
+        flat.add(obs, act, rew, nxt, term, trunc)
+        seq.add(obs, act, rew, nxt, term, trunc)
+    return [("transition", flat), ("sequence", seq)]
+
+
+def agent_speed_report(device: torch.device, families: Sequence[str], updates: int) -> str:
+    """The agent table of ``bench/throughput.py --sequence`` on ``device``."""
+    print(f"\n== agent updates/s on {device} (fp32, bf16, compiled)")
+    cfg = AgentBenchConfig(updates=updates, warmup=5)
+    rows = agent_table(device, cfg, families)
+    return format_agent_table(rows, cfg, device, torch.get_num_threads())
+
+
+def checkpoint_memory_report(device: torch.device, window: int,
+                             families: Sequence[str] = ("transformer", "mamba", "gru")) -> str:
+    """Peak memory of one bf16 agent update with gradient checkpointing off and on.
+
+    Returns:
+        A Markdown table (empty note without CUDA).
+    """
+    print(f"\n== peak memory of an agent update, window {window}, checkpointing off / on")
+    if device.type != "cuda":
+        return "peak memory: skipped (needs CUDA)"
+    cfg = AgentBenchConfig(window=window, n_layers=2)
+    lines = [f"Peak memory of one agent update (bf16, batch {cfg.batch} x window {window}, "
+             f"d_model {cfg.d_model}, {cfg.n_layers} layers, head {cfg.head})",
+             "| backbone | off MiB | on MiB | on / off |", "|---|---:|---:|---:|"]
+    for name in families:
+        peaks = []
+        for ckpt in (False, True):
+            agent = make_bench_agent(name, cfg, device, "bf16", grad_checkpoint=ckpt)
+            batch = bench_batch(name, cfg, device, window)
+            agent.update(batch)  # optimizer states exist from here on
+            torch.cuda.synchronize(device)
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            agent.update(batch)
+            torch.cuda.synchronize(device)
+            peaks.append((torch.cuda.max_memory_allocated(device) - base) / 2**20)
+            del agent, batch
+            torch.cuda.empty_cache()
+        lines.append(f"| {name} | {peaks[0]:.0f} | {peaks[1]:.0f} | {peaks[1] / peaks[0]:.2f} |")
+        print(f"  {name}: {peaks[0]:.0f} MiB off, {peaks[1]:.0f} MiB on")
+    return "\n".join(lines)
+
+
+def mlp_vs_bare_report(device: torch.device, updates: int) -> str:
+    """Updates/s of the MLP agent (eager fp32, bf16, compiled) and of ``bench_bare``, batch 256
+    and two 256-wide layers in both, on the same device."""
+    print(f"\n== MLP agent vs the plain eager update (bench_bare) on {device}")
+    cfg = AgentBenchConfig(updates=updates, warmup=20)
+    bare = bench_bare(OBS_DIM, ACT_DIM, updates, device.type)
+    lines = [f"MLP DDPG updates/s on {device}, batch {cfg.mlp_batch}, {updates} timed updates",
+             "| update | updates/s | / bare |", "|---|---:|---:|",
+             f"| bench_bare (plain eager) | {bare:.0f} | 1.00x |"]
+    for mode in ("fp32", "bf16", "compile"):
+        ups, _ = bench_agent_update("mlp", mode, cfg, device)
+        lines.append(f"| ours {mode} | {ups:.0f} | {ups / bare:.2f}x |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the checks and the benchmark; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--allow-cpu", action="store_true", help="run on the CPU (tests this script)")
     p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
     p.add_argument("--families", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
+    p.add_argument("--agent-families", nargs="*", default=list(BACKBONE_NAMES),
+                   choices=BACKBONE_NAMES, help="agents of the agent table (none: skip it)")
+    p.add_argument("--agent-updates", type=int, default=50, help="timed updates per cell")
+    p.add_argument("--memory-window", type=int, default=1024)
     args = p.parse_args(argv)
     if torch.cuda.is_available():
         device = torch.device("cuda")
@@ -230,9 +368,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, _ = run_benchmark(bench)
     if "mamba" in args.families:
         print("\n".join(mamba_scan_lines(bench)))
+
+    tables = []
+    if args.agent_families:
+        sync_check(device, [f for f in ("mlp", "gru", "transformer", "mamba")
+                            if f in args.agent_families], report)
+        tables.append(agent_speed_report(device, args.agent_families, args.agent_updates))
+        tables.append(checkpoint_memory_report(device, args.memory_window))
+        tables.append(mlp_vs_bare_report(device, 10 * args.agent_updates))
     summary = f"FAILED: {', '.join(report.failed)}" if report.failed else "all checks PASS"
     print(f"\n{summary}\n")
     print(format_table(rows, bench))
+    for table in tables:
+        print(f"\n{table}")
     return 1 if report.failed else 0
 
 

@@ -2,6 +2,7 @@
 
     python bench/throughput.py                         # Pendulum-v1 and HalfCheetah-v5
     python bench/throughput.py --envs Pendulum-v1 --steps 3000 --threads 1
+    python bench/throughput.py --sequence              # agent updates/s: fp32, bf16, compiled
 
 All three use the same networks (two hidden layers of 256: the encoder layer and one head layer;
 the action enters the critic after its first layer, as in the DDPG paper), batch 256 and one
@@ -10,6 +11,12 @@ gradient update per env step. Timing starts after the warm-up (random actions, n
 - ours: ``train.py``'s loop (vector env of 1, OU noise, replay on the device, metrics logging).
 - sb3: ``stable_baselines3.DDPG`` with ``net_arch=[256, 256]`` (needs ``pip install .[bench]``).
 - bare: the same update written plainly on random tensors: no env, no replay, no logging.
+
+``--sequence`` prints a second table instead: updates/s of the agent's ``update`` alone on fixed
+random batches, for the MLP agent (batch 256 transitions, width 256) and each sequence
+backbone's agent (batch 32 windows of 64 steps, d_model 128, head 256, previous actions as
+inputs), in fp32, bf16 autocast and fp32 with ``--compile`` (compile time excluded, shown
+apart). ``agent_table`` and ``format_agent_table`` are reused by ``bench/gpu_check.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ import copy
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,6 +37,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
+from agents.ddpg import DDPG, DDPGConfig  # noqa: E402
+from rlkit.backbones import BACKBONE_NAMES, BackboneConfig  # noqa: E402
+from rlkit.buffers import SequenceBatch, TransitionBatch  # noqa: E402
+from rlkit.precision import PrecisionConfig  # noqa: E402
 from rlkit.runlog import read_metrics  # noqa: E402
 
 
@@ -129,6 +143,143 @@ def bench_bare(obs_dim: int, act_dim: int, steps: int, device: str) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+AGENT_MODES: tuple[str, ...] = ("fp32", "bf16", "compile")
+"""Columns of the agent table: fp32, bf16 autocast, fp32 with ``compile=True``."""
+OBS_DIM, ACT_DIM = 17, 6  # HalfCheetah's sizes
+
+
+@dataclass(frozen=True)
+class AgentBenchConfig:
+    """Sizes of the agent table."""
+
+    mlp_batch: int = 256
+    """Transitions per MLP update."""
+    mlp_width: int = 256
+    """MLP encoder width (classic DDPG: 256, then a 256 head layer)."""
+    batch: int = 32
+    """Windows per sequence update."""
+    window: int = 64
+    """Window length L."""
+    d_model: int = 128
+    """Sequence backbone width."""
+    head: int = 256
+    """Hidden width of the actor and critic heads."""
+    n_layers: int = 1
+    """Backbone layers (sequence agents)."""
+    warmup: int = 3
+    """Untimed updates first (the compiled update compiles in the first)."""
+    updates: int = 10
+    """Timed updates per cell."""
+
+
+def make_bench_agent(backbone: str, cfg: AgentBenchConfig, device: torch.device,
+                     precision: str = "fp32", compile: bool = False,
+                     grad_checkpoint: bool = False) -> DDPG:
+    """The agent of one table row (MLP on transitions, others on windows with prev actions)."""
+    torch.manual_seed(0)
+    sequence = backbone != "mlp"
+    width = cfg.d_model if sequence else cfg.mlp_width
+    agent_cfg = DDPGConfig(head_hidden=(cfg.head,), actor_prev_action=sequence,
+                           critic_prev_action=sequence)
+    layers = cfg.n_layers if sequence else 1
+    return DDPG(OBS_DIM, -torch.ones(ACT_DIM), torch.ones(ACT_DIM), backbone,
+                BackboneConfig(width, layers, grad_checkpoint), agent_cfg,
+                PrecisionConfig(precision), compile).to(device)
+
+
+def bench_batch(backbone: str, cfg: AgentBenchConfig, device: torch.device,
+                window: int | None = None) -> TransitionBatch | SequenceBatch:
+    """A fixed random batch: ``mlp_batch`` transitions, or ``batch`` windows of ``window``."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).to(device)
+
+    if backbone == "mlp":
+        n = cfg.mlp_batch
+        zeros = torch.zeros(n, device=device)
+        return TransitionBatch(rand(n, OBS_DIM), rand(n, ACT_DIM).tanh(), rand(n),
+                               rand(n, OBS_DIM), zeros, zeros)
+    n, L = cfg.batch, window or cfg.window
+    ones, zeros = torch.ones(n, L, device=device), torch.zeros(n, L, device=device)
+    return SequenceBatch(obs=rand(n, L + 1, OBS_DIM), action=rand(n, L, ACT_DIM).tanh(),
+                         reward=rand(n, L), terminated=zeros, truncated=zeros,
+                         prev_action=rand(n, L + 1, ACT_DIM).tanh(), prev_reward=rand(n, L + 1),
+                         mask=ones, valid=ones, states=())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_agent_update(backbone: str, mode: str, cfg: AgentBenchConfig,
+                       device: torch.device) -> tuple[float, float]:
+    """Updates/s of one agent in one mode of :data:`AGENT_MODES`, and the warm-up seconds.
+
+    Returns:
+        ``(updates_per_s, warmup_s)``; the warm-up includes compiling for ``"compile"``.
+    """
+    agent = make_bench_agent(backbone, cfg, device, "bf16" if mode == "bf16" else "fp32",
+                             compile=mode == "compile")
+    batch = bench_batch(backbone, cfg, device)
+    t0 = time.perf_counter()
+    for _ in range(cfg.warmup):
+        agent.update(batch)
+    _sync(device)
+    t1 = time.perf_counter()
+    for _ in range(cfg.updates):
+        agent.update(batch)
+    _sync(device)
+    return cfg.updates / (time.perf_counter() - t1), t1 - t0
+
+
+def agent_table(device: torch.device, cfg: AgentBenchConfig,
+                backbones: Sequence[str] = BACKBONE_NAMES,
+                modes: Sequence[str] = AGENT_MODES) -> list[dict[str, float | str]]:
+    """One row per backbone: updates/s per mode and the compile warm-up time.
+
+    A compile that falls back to eager warns once; the row then says ``eager`` for it.
+    """
+    rows: list[dict[str, float | str]] = []
+    for name in backbones:
+        row: dict[str, float | str] = {"backbone": name}
+        for mode in modes:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RuntimeWarning)
+                ups, warm = bench_agent_update(name, mode, cfg, device)
+            row[mode] = ups
+            if mode == "compile":
+                row["compile_s"] = warm
+                fell_back = any(str(w.message).startswith("torch.compile of") for w in caught)
+                row["compiled"] = "eager" if fell_back else "yes"
+        rows.append(row)
+        print(f"  {name}: " + ", ".join(f"{m} {row[m]:.1f}/s" for m in modes), file=sys.stderr)
+    return rows
+
+
+def format_agent_table(rows: list[dict[str, float | str]], cfg: AgentBenchConfig,
+                       device: torch.device, threads: int) -> str:
+    """The agent table as Markdown (one column per mode found in the rows)."""
+    modes = [m for m in AGENT_MODES if rows and m in rows[0]]
+    lines = [f"Agent updates/s, device {device}, {threads} torch thread(s), {cfg.updates} timed "
+             f"updates after {cfg.warmup} warm-up; MLP: batch {cfg.mlp_batch}, width "
+             f"{cfg.mlp_width}; sequence: batch {cfg.batch} x window {cfg.window}, d_model "
+             f"{cfg.d_model}, head {cfg.head}",
+             "| agent | " + " | ".join(f"{m} upd/s" for m in modes)
+             + (" | bf16 / fp32 | compile / fp32 | compile warm-up s |" if "compile" in modes
+                else " |"),
+             "|---|" + "---:|" * len(modes) + ("---:|---:|---:|" if "compile" in modes else "")]
+    for r in rows:
+        cells = [f"{r[m]:.1f}" for m in modes]
+        if "compile" in modes:
+            bf16 = f"{r['bf16'] / r['fp32']:.2f}x" if "bf16" in r else "-"
+            note = "" if r.get("compiled") == "yes" else " (eager fallback)"
+            cells += [bf16, f"{r['compile'] / r['fp32']:.2f}x{note}", f"{r['compile_s']:.0f}"]
+        lines.append(f"| {r['backbone']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--envs", nargs="+", default=["Pendulum-v1", "HalfCheetah-v5"])
@@ -137,8 +288,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-sb3", action="store_true")
+    p.add_argument("--sequence", action="store_true",
+                   help="print the agent table (fp32 / bf16 / compiled updates/s) instead")
+    p.add_argument("--backbones", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
+    p.add_argument("--modes", nargs="+", default=list(AGENT_MODES), choices=AGENT_MODES)
+    p.add_argument("--updates", type=int, default=AgentBenchConfig.updates)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.sequence:
+        cfg = AgentBenchConfig(updates=a.updates)
+        device = torch.device(a.device)
+        rows = agent_table(device, cfg, a.backbones, a.modes)
+        print("\n" + format_agent_table(rows, cfg, device, a.threads))
+        return
     import gymnasium as gym
 
     rows = []

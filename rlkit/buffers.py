@@ -319,6 +319,16 @@ class SequenceReplayBuffer:
             done, torch.full_like(self._current_start, self.count), self._current_start
         )
 
+    def start_new_episodes(self, mask: ArrayLike) -> None:
+        """Start a new episode in the streams where ``mask`` (shape ``(num_envs,)``) is true,
+        although the last stored step did not end one: windows never run across the cut (used
+        when an episode is restarted or a step is dropped)."""
+        mask = _as_tensor(mask, self.device, torch.bool).reshape(-1)
+        if mask.shape != (self.num_envs,):
+            raise ValueError(f"mask must have shape ({self.num_envs},), got {tuple(mask.shape)}")
+        self._current_start = torch.where(
+            mask, torch.full_like(self._current_start, self.count), self._current_start)
+
     def sample(self, batch_size: int) -> SequenceBatch:
         """Draw ``batch_size`` windows with uniformly drawn start steps."""
         if batch_size <= 0:

@@ -1,59 +1,190 @@
-"""Versioned checkpoints: dicts of state dicts, written atomically, loaded with weights_only."""
+"""Versioned checkpoints: dicts of state dicts, written atomically, loaded with weights_only.
+
+File layout (format 2): the bytes of ``torch.save(payload)`` followed by a 40-byte footer,
+``b"RLKITSHA"`` and the SHA-256 of those bytes. ``torch.load`` ignores the footer, so a
+checkpoint still opens with plain ``torch.load(path, weights_only=True)``;
+:func:`load_checkpoint` checks the digest first, so a truncated or altered file is refused
+before anything is unpickled, and then unpickles with ``weights_only=True``, so a file that
+carries code (a pickle whose ``__reduce__`` names a function) is refused even when its digest
+matches.
+
+Payloads are plain data: dicts, lists, tuples, numbers, strings, ``None`` and tensors. NumPy
+arrays and scalars (noise states, generator keys, environment states) are stored as tensors
+tagged with their dtype and come back as NumPy values.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-FORMAT_VERSION = 1
-"""Bumped whenever the layout of a checkpoint changes."""
+FORMAT_VERSION = 2
+"""Bumped whenever the layout of a checkpoint changes (2: integrity footer, trainer state)."""
+
+FOOTER_MAGIC = b"RLKITSHA"
+_FOOTER_LEN = len(FOOTER_MAGIC) + 32
+_NDARRAY, _NPSCALAR = "__ndarray__", "__npscalar__"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint could not be loaded: unreadable, unsafe, or not of this format."""
+    """A checkpoint could not be loaded: unreadable, unsafe, corrupt, not of this format, or
+    not of this run (another backbone, other shapes)."""
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+# ----------------------------------------------------------------------------- plain data
+def to_plain(obj: Any) -> Any:
+    """``obj`` with NumPy arrays and scalars replaced by tagged tensors (for weights_only)."""
+    if isinstance(obj, np.ndarray | np.generic):
+        arr = np.asarray(obj)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"cannot checkpoint a NumPy array of dtype {arr.dtype}")
+        # unsigned types beyond uint8 have no full torch support: widen to int64
+        wide = arr.astype(np.int64) if arr.dtype.kind == "u" and arr.itemsize > 1 else arr
+        tag = _NDARRAY if isinstance(obj, np.ndarray) else _NPSCALAR
+        return {tag: torch.from_numpy(np.array(wide, copy=True)), "dtype": arr.dtype.str}
+    if isinstance(obj, Mapping):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(to_plain(v) for v in obj)
+    return obj
+
+
+def from_plain(obj: Any) -> Any:
+    """Inverse of :func:`to_plain`."""
+    if isinstance(obj, dict):
+        if len(obj) == 2 and "dtype" in obj and (_NDARRAY in obj or _NPSCALAR in obj):
+            tensor = obj.get(_NDARRAY, obj.get(_NPSCALAR))
+            arr = tensor.numpy().astype(np.dtype(obj["dtype"]))
+            return arr if _NDARRAY in obj else arr[()]
+        return {k: from_plain(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(from_plain(v) for v in obj)
+    return obj
+
+
+# ----------------------------------------------------------------------------- writing
+def save_checkpoint(path: str | Path, payload: dict[str, Any], keep_previous: bool = False
+                    ) -> Path:
     """Write ``payload`` (plus ``format_version``) to ``path`` atomically.
 
-    The data goes to a temporary file in the same directory, is flushed to disk, and then
-    renamed over ``path``: a crash mid-write leaves the previous file intact.
+    The data goes to a temporary file in the same directory, gets its integrity footer, is
+    flushed to disk, and is then renamed over ``path``: a crash mid-write leaves the previous
+    file intact (and a stray ``.NAME.*.tmp`` file, see :func:`remove_stale_temp_files`).
+
+    Args:
+        path: the checkpoint file.
+        payload: plain data (see the module docstring); NumPy values are converted.
+        keep_previous: first hard-link the current ``path`` (if any) to ``NAME.prev.EXT``, so
+            the checkpoint before the newest survives too.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **payload}, f)
+        with os.fdopen(fd, "w+b") as f:
+            torch.save(to_plain({"format_version": FORMAT_VERSION, **payload}), f)
+            f.flush()
+            f.seek(0)
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+            f.write(FOOTER_MAGIC + digest.digest())
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and path.is_file():
+            _link_previous(path)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
+def previous_path(path: str | Path) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint before the newest one."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _link_previous(path: Path) -> None:
+    prev = previous_path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{prev.name}.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        return  # no hard links on this file system: keep only the newest
+    os.replace(tmp, prev)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(path: str | Path) -> list[Path]:
+    """Delete the temporary files that writes of ``path`` killed mid-way left behind.
+
+    Only call this when no other process writes ``path``. Returns the deleted files.
+    """
+    path = Path(path)
+    stale = [p for name in (path.name, previous_path(path).name)
+             for p in path.parent.glob(f".{name}.*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+# ----------------------------------------------------------------------------- reading
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)`` and check its format version.
+    """Load a checkpoint: check its digest, ``torch.load(weights_only=True)``, check its format
+    version.
 
     Raises:
-        CheckpointError: if the file is missing, truncated, carries code (a pickle that is not
-            plain data), or has another format version.
+        CheckpointError: if the file is missing, truncated or altered (digest mismatch),
+            carries code (a pickle that is not plain data), or has another format version.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    body, footer = raw[:-_FOOTER_LEN], raw[-_FOOTER_LEN:]
+    if len(raw) < _FOOTER_LEN or not footer.startswith(FOOTER_MAGIC):
+        raise CheckpointError(
+            f"{path} has no rlkit integrity footer: the file is truncated, or it is not an "
+            f"rlkit checkpoint of format {FORMAT_VERSION} ({len(raw)} bytes)")
+    if hashlib.sha256(body).digest() != footer[len(FOOTER_MAGIC):]:
+        raise CheckpointError(
+            f"{path} is corrupt: its SHA-256 does not match the one written with it (the file "
+            "was altered or partly overwritten)")
+    try:
+        data = torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
-            f"refusing to load {path}: it is not a plain-data checkpoint ({e})"
+            f"refusing to load {path}: it is not a plain-data checkpoint, it names code to run "
+            f"or types outside the allowed ones ({_why(e)}); it was not executed"
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: truncated or corrupt ({e})") from e
@@ -63,4 +194,57 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path} has format_version {data['format_version']}, expected {FORMAT_VERSION}"
         )
-    return data
+    return from_plain(data)
+
+
+def _why(error: Exception) -> str:
+    """The line of torch's weights_only message that names what was refused."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    named = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln or "unsupported" in ln]
+    return (named or lines or [type(error).__name__])[0]
+
+
+# ----------------------------------------------------------------------------- compatibility
+def check_config(checkpoint: Mapping[str, Any], run: Mapping[str, Any], keys: Iterable[str]
+                 ) -> None:
+    """Refuse a checkpoint whose config differs from the run's in one of ``keys``.
+
+    Raises:
+        CheckpointError: naming every differing key, e.g.
+            ``checkpoint backbone 'gru' != run backbone 'lstm'``.
+    """
+    diffs = [f"checkpoint {k} {checkpoint.get(k)!r} != run {k} {run.get(k)!r}"
+             for k in keys if checkpoint.get(k) != run.get(k)]
+    if diffs:
+        raise CheckpointError("checkpoint does not belong to this run: " + "; ".join(diffs))
+
+
+def check_state_dict(checkpoint: Mapping[str, Any], expected: Mapping[str, Any], where: str
+                     ) -> None:
+    """Refuse a state dict whose keys or tensor shapes differ from ``expected``'s.
+
+    Args:
+        checkpoint: the state dict read from the checkpoint.
+        expected: the state dict of the module it is meant for.
+        where: the module's name, prefixed to each key in the message.
+
+    Raises:
+        CheckpointError: naming the missing and unexpected keys and every shape mismatch.
+    """
+    problems = []
+    missing = [k for k in expected if k not in checkpoint]
+    extra = [k for k in checkpoint if k not in expected]
+    if missing:
+        problems.append("missing " + ", ".join(f"{where}.{k}" for k in missing[:5]) +
+                        (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+    if extra:
+        problems.append("unexpected " + ", ".join(f"{where}.{k}" for k in extra[:5]) +
+                        (f" (+{len(extra) - 5} more)" if len(extra) > 5 else ""))
+    for k, want in expected.items():
+        got = checkpoint.get(k)
+        if isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor) and \
+                got.shape != want.shape:
+            problems.append(f"{where}.{k} has shape {tuple(got.shape)} in the checkpoint, "
+                            f"{tuple(want.shape)} in this run")
+    if problems:
+        raise CheckpointError("checkpoint does not fit this run: " + "; ".join(problems))

@@ -73,7 +73,8 @@ class RunLogger:
         group: W&B group (runs of a grid share it).
         name: W&B run name.
         tags: W&B tags.
-        resume_id: the W&B run id to append to.
+        resume_id: the W&B run id to append to (a new run gets this id when none has it).
+        elapsed: seconds a resumed run already ran; ``wall_time`` continues from there.
     """
 
     def __init__(
@@ -86,12 +87,13 @@ class RunLogger:
         name: str | None = None,
         tags: tuple[str, ...] = (),
         resume_id: str | None = None,
+        elapsed: float = 0.0,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         self._metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
-        self._t0 = time.time()
+        self._t0 = time.time() - elapsed
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
         self._wandb = None
         if self.wandb_mode != "disabled":
@@ -110,6 +112,11 @@ class RunLogger:
                 resume="allow" if resume_id else None,
                 settings=wandb.Settings(init_timeout=30, console="off"),
             )
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started (resumed runs included)."""
+        return time.time() - self._t0
 
     @property
     def wandb_run_id(self) -> str | None:
@@ -135,3 +142,34 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """All events of a run's ``metrics.jsonl``."""
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(run_dir: str | Path, step: int) -> int:
+    """Drop the events logged after ``step`` from a run's ``metrics.jsonl`` (atomically).
+
+    A resumed run calls this with its checkpoint's step, so the events it logs again are not
+    duplicated. A last line cut short by a crash is dropped too.
+
+    Returns:
+        The number of lines dropped.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if int(row.get("step", 0)) <= step:
+            kept.append(line)
+        else:
+            dropped += 1
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)
+    return dropped

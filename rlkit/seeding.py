@@ -48,3 +48,28 @@ def seed_everything(seed: int, buffer_device: torch.device | str = "cpu") -> See
         env_seed=int(env_ss.generate_state(1)[0]),
         eval_env_seed=int(eval_ss.generate_state(1)[0]),
     )
+
+
+def global_rng_state() -> dict[str, object]:
+    """The states of the global generators: Python ``random``, NumPy's legacy global one,
+    torch's CPU generator and, when CUDA is initialised, every CUDA device's."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(legacy=False),
+        "torch_cpu": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+    }
+
+
+def set_global_rng_state(state: dict[str, object]) -> None:
+    """Inverse of :func:`global_rng_state` (CUDA states only when CUDA has as many devices)."""
+    random.setstate(_as_tuple(state["python"]))
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch_cpu"])
+    cuda = state["torch_cuda"]
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _as_tuple(value: object) -> object:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train
-from rlkit.checkpoint import load_checkpoint
+from rlkit.checkpoint import FORMAT_VERSION, load_checkpoint
 from rlkit.runlog import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def test_end_to_end_writes_config_metrics_checkpoint(tmp_path):
     assert eval_rows[-1]["step"] == 300 and "eval_return_std" in eval_rows[-1]
     assert result["eval_return_mean"] == eval_rows[-1]["eval_return_mean"]
     ckpt = load_checkpoint(run / "checkpoint.pt")
-    assert ckpt["format_version"] == 1 and ckpt["step"] == 300
+    assert ckpt["format_version"] == FORMAT_VERSION and ckpt["step"] == 300
     assert set(ckpt["agent"]) >= {"actor", "critics", "actor_target", "critic_targets",
                                   "actor_opt", "critic_opt"}
 

@@ -52,8 +52,11 @@ class MambaConfig(BackboneConfig):
     """Rank of the Δ projection; ``None`` for ``ceil(d_model / 16)``."""
     chunk: int = 32
     """Chunk length L of the parallel scan: 2 L + T / L sequential steps, fewest at sqrt(T/2)."""
-    scan: Literal["parallel", "sequential"] = "parallel"
-    """Which scan ``forward`` uses; both give the same result up to rounding."""
+    scan: Literal["auto", "parallel", "sequential"] = "auto"
+    """Which scan ``forward`` uses; both give the same result up to rounding. ``auto``: the
+    parallel scan on CUDA (fewer sequential steps, each a cheap launch) and the sequential one
+    on the CPU, where each step is bound by memory traffic and the parallel scan's extra pass
+    costs more than it saves (see ``bench/backbones.py``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,8 +66,10 @@ class MambaConfig(BackboneConfig):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.dt_rank is not None and (not isinstance(self.dt_rank, int) or self.dt_rank <= 0):
             raise ValueError(f"dt_rank must be a positive integer or None, got {self.dt_rank!r}")
-        if self.scan not in ("parallel", "sequential"):
-            raise ValueError(f"scan must be 'parallel' or 'sequential', got {self.scan!r}")
+        if self.scan not in ("auto", "parallel", "sequential"):
+            raise ValueError(
+                f"scan must be 'auto', 'parallel' or 'sequential', got {self.scan!r}"
+            )
 
 
 def selective_scan_sequential(
@@ -215,7 +220,8 @@ class MambaBlock(nn.Module):
             dA_log = delta.unsqueeze(-1) * A  # (B, T, E·D, N)
             dBx = (delta * xs).unsqueeze(-1) * B_ssm.unsqueeze(2)  # (B, T, E·D, N)
             h0 = h0.float()
-            if self.scan == "parallel":
+            parallel = self.scan == "parallel" or (self.scan == "auto" and dBx.is_cuda)
+            if parallel:
                 y, h = selective_scan_parallel(dA_log, dBx, C_ssm, h0, self.chunk)
             else:
                 y, h = selective_scan_sequential(dA_log, dBx, C_ssm, h0)

@@ -1,0 +1,90 @@
+"""Pendulum with injected faults, for the reliability tests (also imported by ``train.py`` in
+a subprocess through ``--env faulty_envs:rlkit-test/...``, with ``tests/`` on the path).
+
+Each fault fires once, at the wrapper's ``at``-th step since it was built (episodes included),
+and, with ``parity`` set, only in an env whose first seeded reset had a seed of that parity
+(sub-env ``i`` of a vector env is reset with ``env_seed + i``, so this picks one sub-env).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+KILL_AT_ENV = "RLKIT_TEST_KILL_AT"
+"""``kill`` fault: SIGKILL this process at that many training steps of the process (counted
+over every env instance), when the variable is set."""
+
+_process_steps = 0
+
+
+class FaultyPendulum(gym.Wrapper):
+    """Pendulum-v1 that emits one fault.
+
+    Args:
+        env: the wrapped env.
+        fault: ``nan_obs``, ``nan_reward``, ``huge_reward`` (1e30: finite, but its squared TD
+            error overflows float32), ``kill`` (see :data:`KILL_AT_ENV`) or ``opaque`` (no
+            fault; holds state in an object a checkpoint cannot capture).
+        at: the wrapper's step at which the fault fires.
+        parity: fire only in the env whose first seeded reset had a seed of this parity.
+    """
+
+    def __init__(self, env: gym.Env, fault: str, at: int = 0, parity: int | None = None):
+        super().__init__(env)
+        self.fault, self.at, self.parity = fault, at, parity
+        self.t = 0
+        self.armed = parity is None
+        self.first_seed: int | None = None
+        if fault == "opaque":
+            self.handle = _Opaque()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None and self.first_seed is None:
+            self.first_seed = seed
+            self.armed = self.parity is None or seed % 2 == self.parity
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        global _process_steps
+        obs, reward, term, trunc, info = super().step(action)
+        self.t += 1
+        _process_steps += 1
+        if self.fault == "kill" and os.environ.get(KILL_AT_ENV) and \
+                _process_steps >= int(os.environ[KILL_AT_ENV]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.armed and self.t == self.at:
+            if self.fault == "nan_obs":
+                obs = np.full_like(obs, np.nan)
+            elif self.fault == "nan_reward":
+                reward = float("nan")
+            elif self.fault == "huge_reward":
+                reward = 1e30
+        return obs, reward, term, trunc, info
+
+
+class _Opaque:
+    """Stands for a simulator handle: state no snapshot can hold."""
+
+
+def make(fault: str, at: int = 0, parity: int | None = None) -> gym.Env:
+    return FaultyPendulum(gym.make("Pendulum-v1"), fault, at, parity)
+
+
+IDS = {
+    "rlkit-test/Kill-v0": {"fault": "kill"},
+    "rlkit-test/Opaque-v0": {"fault": "opaque"},
+    "rlkit-test/NaNObs-v0": {"fault": "nan_obs", "at": 250},
+    "rlkit-test/NaNObsOdd-v0": {"fault": "nan_obs", "at": 250, "parity": 1},
+    "rlkit-test/NaNObsEven-v0": {"fault": "nan_obs", "at": 250, "parity": 0},
+    "rlkit-test/NaNRewardOdd-v0": {"fault": "nan_reward", "at": 250, "parity": 1},
+    "rlkit-test/NaNRewardEven-v0": {"fault": "nan_reward", "at": 250, "parity": 0},
+    "rlkit-test/HugeReward-v0": {"fault": "huge_reward", "at": 150},
+}
+for _id, _kwargs in IDS.items():
+    if _id not in gym.registry:
+        gym.register(_id, entry_point="faulty_envs:make", kwargs=_kwargs)

@@ -1,0 +1,337 @@
+"""Mixed precision, gradient checkpointing and the compiled update of the DDPG agent."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import train
+from agents.ddpg import DDPG, DDPGConfig
+from rlkit import precision as precision_module
+from rlkit.backbones import BACKBONE_NAMES, BackboneConfig
+from rlkit.backbones import mamba as mamba_module
+from rlkit.backbones.s4 import S4DLayer
+from rlkit.buffers import SequenceBatch
+from rlkit.precision import (
+    PRECISIONS,
+    CompiledFunction,
+    MixedPrecision,
+    PrecisionConfig,
+    autocast_supported,
+)
+from rlkit.runlog import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+B, L, OBS, ACT = 4, 6, 3, 2
+LOW, HIGH = -torch.ones(ACT), torch.ones(ACT)
+
+
+def seq_batch(seed: int = 0, reward: float | None = None) -> SequenceBatch:
+    """A window batch ``(B, L)`` with the last window padded after 3 steps."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(B, L)
+    mask[-1, 3:] = 0.0
+    rew = torch.randn(B, L, generator=g) if reward is None else torch.full((B, L), reward)
+    return SequenceBatch(
+        obs=torch.randn(B, L + 1, OBS, generator=g),
+        action=torch.rand(B, L, ACT, generator=g) * 2 - 1,
+        reward=rew,
+        terminated=torch.zeros(B, L),
+        truncated=torch.zeros(B, L),
+        prev_action=torch.rand(B, L + 1, ACT, generator=g) * 2 - 1,
+        prev_reward=torch.randn(B, L + 1, generator=g),
+        mask=mask,
+        valid=mask.clone(),
+        states=(),
+    )
+
+
+def make_agent(backbone: str = "gru", precision: str = "fp32", compile: bool = False,
+               grad_checkpoint: bool = False, init_scale: float = 2.0**10, **kw) -> DDPG:
+    torch.manual_seed(0)
+    cfg = DDPGConfig(head_hidden=(16,), actor_prev_action=True, critic_prev_action=True, **kw)
+    return DDPG(OBS, LOW, HIGH, backbone, BackboneConfig(16, 2, grad_checkpoint), cfg,
+                PrecisionConfig(precision, init_scale=init_scale), compile)
+
+
+def online_params(agent: DDPG) -> list[torch.Tensor]:
+    """Actor and critic parameters (the targets keep averaging toward them on a skip)."""
+    return [p.detach().clone() for p in agent._online_params]
+
+
+# ------------------------------------------------------------------------------ bad values
+def test_bad_precision_value_names_it():
+    with pytest.raises(ValueError, match=r"unknown precision 'fp8'; expected one of fp32, "
+                                         r"bf16, fp16"):
+        PrecisionConfig("fp8")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"unknown --precision 'fp8'; expected one of fp32"):
+        train.validate(replace(train.TrainConfig(), precision="fp8"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="init_scale must be > 0, got 0"):
+        PrecisionConfig("fp16", init_scale=0.0)
+
+
+def test_cli_refuses_bad_precision():
+    out = subprocess.run([sys.executable, "train.py", "--precision", "fp8"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "fp8" in out.stderr and "fp16" in out.stderr
+
+
+def test_cpu_autocast_supports_bf16_and_fp16():
+    # torch >= 2.4 autocasts to both on the CPU; fp16 --precision is refused where it cannot.
+    assert all(autocast_supported(p, "cpu") for p in PRECISIONS)
+
+
+# ------------------------------------------------------------------------------ bf16 / fp16
+# (rtol, atol) of losses and Q, then of gradient norms, against fp32 on the same batch: a few
+# units of each format's rounding (bf16 eps 7.8e-3, fp16 eps 9.8e-4). Gradient norms get more
+# room: the actor's gradient is small and passes through the whole network. Measured worst case
+# over 8 batches and every backbone: under half of each tolerance.
+TOLERANCE = {"bf16": ((2e-2, 5e-3), (1.5e-1, 1e-3)), "fp16": ((5e-3, 1e-3), (2e-2, 1e-4))}
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("backbone", BACKBONE_NAMES)
+def test_mixed_precision_update_close_to_fp32(backbone, precision):
+    """Same weights, same batch: metrics within :data:`TOLERANCE` of fp32; fp32 master weights
+    and optimizer states; everything finite."""
+    batch = seq_batch()
+    ref = make_agent(backbone).update(batch)
+    agent = make_agent(backbone, precision)
+    m = agent.update(batch)
+    assert all(torch.isfinite(v).all() for v in m.values())
+    (rtol, atol), (rtol_g, atol_g) = TOLERANCE[precision]
+    for k in ("critic_loss", "actor_loss", "q_mean"):
+        torch.testing.assert_close(m[k], ref[k], rtol=rtol, atol=atol, msg=k)
+    for k in ("critic_grad_norm", "actor_grad_norm"):
+        torch.testing.assert_close(m[k], ref[k], rtol=rtol_g, atol=atol_g, msg=k)
+    assert all(p.dtype == torch.float32 for p in agent.parameters())
+    assert all(s["exp_avg"].dtype == torch.float32 for s in agent.critic_opt.state.values())
+    assert ("skipped_steps" in m) == (precision == "fp16")
+
+
+@pytest.mark.parametrize("backbone", ["mamba", "s4"])
+def test_ssm_fp32_islands_hold_inside_the_agent(backbone, monkeypatch):
+    """bf16 update: Linear layers run in bf16, while SSM parameters, discretisation and scan
+    stay fp32."""
+    seen: dict[str, set[torch.dtype]] = {"linear": set(), "ssm": set()}
+
+    def spy(fn):
+        def wrapped(dA_log, dBx, C, h0, *args):
+            seen["ssm"].update({dA_log.dtype, dBx.dtype, C.dtype, h0.dtype})
+            return fn(dA_log, dBx, C, h0, *args)
+        return wrapped
+
+    for name in ("selective_scan_sequential", "selective_scan_parallel"):
+        monkeypatch.setattr(mamba_module, name, spy(getattr(mamba_module, name)))
+    agent = make_agent(backbone, "bf16")
+    hooks = []
+    for mod in agent.modules():
+        if isinstance(mod, nn.Linear):
+            hooks.append(mod.register_forward_hook(
+                lambda m, i, o: seen["linear"].add(o.dtype)))
+        if isinstance(mod, S4DLayer):
+            hooks.append(mod.register_forward_hook(
+                lambda m, i, o: seen["ssm"].update({o[0].dtype, o[1].dtype})))
+    metrics = agent.update(seq_batch())
+    for h in hooks:
+        h.remove()
+    assert torch.bfloat16 in seen["linear"]  # autocast was on
+    assert seen["ssm"] and seen["ssm"] <= {torch.float32, torch.complex64}
+    keep = [p for p in agent.parameters() if getattr(p, "_keep_fp32", False)]
+    assert keep and all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in keep)
+    if backbone == "mamba":
+        block = agent.actor.encoder.blocks[0]
+        for p in (block.A_log, block.D, block.dt_proj.bias):
+            assert p.dtype == torch.float32 and p._keep_fp32
+    assert all(torch.isfinite(v) for v in metrics.values())
+
+
+# ------------------------------------------------------------------------------ fp16 skips
+def test_fp16_skips_the_step_with_inf_gradients_and_counts_it():
+    agent = make_agent("gru", "fp16")
+    agent.update(seq_batch(0))  # a clean step: the scaler and Adam states exist
+    before = online_params(agent)
+    steps = [s["step"].clone() for s in agent.critic_opt.state.values()]
+    scale = agent.amp.scaler.get_scale()
+    inf = torch.tensor(float("inf"))
+    hooks = [agent.critics[0].head[0].weight.register_hook(lambda g: g + inf),
+             agent.actor.head[0].weight.register_hook(lambda g: g + inf)]
+    m = agent.update(seq_batch(1))
+    for h in hooks:
+        h.remove()
+    assert int(m["skipped_steps"]) == 1
+    assert float(m["grad_scale"]) == scale / 2
+    assert not torch.isfinite(m["critic_grad_norm"]) and not torch.isfinite(m["actor_grad_norm"])
+    assert all(torch.equal(a, b) for a, b in zip(agent._online_params, before))
+    assert all(torch.equal(s["step"], t) for s, t in zip(agent.critic_opt.state.values(), steps))
+    m = agent.update(seq_batch(2))  # clean again: it steps, the count stays
+    assert int(m["skipped_steps"]) == 1
+    assert all(not torch.equal(a, b) for a, b in zip(agent._online_params, before))
+
+
+def test_fp16_inf_reward_skips_the_critic_step_only():
+    """Each optimizer skips on its own gradients; the iteration is counted once."""
+    agent = make_agent("mlp", "fp16")
+    critic = [p.detach().clone() for p in agent.critics.parameters()]
+    actor = [p.detach().clone() for p in agent.actor.parameters()]
+    m = agent.update(seq_batch(reward=float("inf")))
+    assert int(m["skipped_steps"]) == 1
+    assert all(torch.equal(a, b) for a, b in zip(agent.critics.parameters(), critic))
+    assert any(not torch.equal(a, b) for a, b in zip(agent.actor.parameters(), actor))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_update_reads_nothing_back_from_the_device(precision, monkeypatch):
+    """No ``.item()``, ``float(t)``, ``int(t)``, ``if t:`` or ``.tolist()`` in the update.
+
+    Adam's step counters live on the host for the foreach kernel (reading them is no device
+    sync); they are the only tensors allowed to be read.
+    """
+    agent = make_agent("gru", precision, max_grad_norm=1.0)
+    agent.update(seq_batch(0))
+    host_steps = {id(s["step"]) for opt in (agent.actor_opt, agent.critic_opt)
+                  for s in opt.state.values()}
+    item = torch.Tensor.item
+
+    def guarded_item(t):
+        if id(t) not in host_steps:
+            raise AssertionError(f"item() on a tensor of shape {tuple(t.shape)}")
+        return item(t)
+
+    def refuse(name):
+        def f(t, *a, **k):
+            raise AssertionError(f"{name} on a tensor of shape {tuple(t.shape)}")
+        return f
+
+    monkeypatch.setattr(torch.Tensor, "item", guarded_item)
+    for name in ("__bool__", "__float__", "__int__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse(name))
+    m = agent.update(seq_batch(1))
+    monkeypatch.undo()
+    assert all(torch.isfinite(v) for v in m.values())
+
+
+def test_scaler_state_round_trips_through_the_checkpoint():
+    agent = make_agent("mlp", "fp16")
+    agent.update(seq_batch(reward=float("inf")))  # one skip: scale halved, count 1
+    state = agent.checkpoint_state()
+    assert state["precision"]["skipped_steps"] == 1
+    assert state["precision"]["scaler"]["scale"] == 2.0**9
+    other = make_agent("mlp", "fp16", init_scale=2.0**16)
+    other.load_checkpoint_state(copy.deepcopy(state))
+    m = other.update(seq_batch(1))
+    assert int(m["skipped_steps"]) == 1 and float(m["grad_scale"]) == 2.0**9
+    # an fp32 checkpoint loads into an fp16 agent: the optimizers stay fused
+    fp32 = make_agent("mlp")
+    fp32.update(seq_batch(0))
+    other.load_checkpoint_state(fp32.checkpoint_state())
+    assert all(g["fused"] and not g["foreach"] for g in other.critic_opt.param_groups)
+    assert all(torch.isfinite(v) for v in other.update(seq_batch(2)).values())
+
+
+# ------------------------------------------------------------------------------ checkpointing
+@pytest.mark.parametrize("backbone", BACKBONE_NAMES)
+def test_grad_checkpointing_leaves_the_agents_gradients_unchanged(backbone):
+    batch = seq_batch()
+    grads = []
+    for ckpt in (False, True):
+        agent = make_agent(backbone, grad_checkpoint=ckpt)  # same seed: same weights
+        target = agent.td_target(batch, None, (None,))
+        closs, _, h = agent.critic_loss(batch, target, (None,))
+        closs.backward()
+        agent.actor_loss(batch, None, h).backward()
+        grads.append({n: p.grad for n, p in agent.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        assert g is not None and grads[1][name] is not None, name
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-5, atol=1e-7, msg=name)
+
+
+# ------------------------------------------------------------------------------ compile
+@pytest.mark.parametrize("backbone", ["mlp", "gru"])
+def test_compiled_update_equals_eager(backbone):
+    """Two updates (the second with the actor's Polyak step) on the same batches: parameters
+    and metrics within 1e-5 relative / 1e-6 absolute (fused kernels reorder float sums)."""
+    eager, compiled = make_agent(backbone), make_agent(backbone, compile=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        for seed in (0, 1):
+            m_c, m_e = compiled.update(seq_batch(seed)), eager.update(seq_batch(seed))
+    fallback = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)
+                and str(w.message).startswith("torch.compile of")]
+    if fallback:
+        pytest.skip(f"torch.compile is not usable here: {fallback[0]}")
+    assert compiled._critic_fn.mode == "default" and compiled._actor_fn.mode == "default"
+    for k in m_e:
+        torch.testing.assert_close(m_c[k], m_e[k], rtol=1e-5, atol=1e-6, msg=k)
+    for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_compile_failure_falls_back_with_one_warning(monkeypatch):
+    def broken(fn, **kw):
+        def run(*args):
+            raise RuntimeError("no compiler here")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(precision_module, "_WARNED", set())
+    eager, agent = make_agent("mlp"), make_agent("mlp", compile=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for seed in (0, 1):
+            m, m_e = agent.update(seq_batch(seed)), eager.update(seq_batch(seed))
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(msgs) == 1 and "no compiler here" in msgs[0] and "eagerly" in msgs[0]
+    assert agent._critic_fn.mode is None and agent._actor_fn.mode is None
+    assert all(torch.equal(m[k], m_e[k]) for k in m_e)
+
+
+def test_compiled_function_raises_errors_that_are_not_the_compilers(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    monkeypatch.setattr(precision_module, "_WARNED", set())
+
+    def bad(x):
+        raise ValueError(f"bad input {x.shape}")
+
+    with pytest.raises(ValueError, match="bad input"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        CompiledFunction(bad, "bad")(torch.zeros(2))
+
+
+# ------------------------------------------------------------------------------ train.py
+@pytest.mark.parametrize(("backbone", "precision"), [("gru", "bf16"), ("mlp", "fp16")])
+def test_train_py_runs_mixed_precision(tmp_path, backbone, precision):
+    cfg = replace(train.TrainConfig(), env="rlkit/Pendulum-V-v0", backbone=backbone,
+                  total_steps=90, learning_starts=60, batch_size=4, seq_len=6, d_model=16,
+                  eval_every=0, eval_episodes=1, log_every=30, progress=False, device="cpu",
+                  agent=DDPGConfig(head_hidden=(16,)), precision=precision,
+                  run_dir=str(tmp_path / "run"))
+    train.main(cfg)
+    rows = [r for r in read_metrics(tmp_path / "run") if "critic_loss" in r]
+    assert rows and all(r["critic_loss"] == r["critic_loss"] for r in rows)  # not NaN
+    assert ("skipped_steps" in rows[-1]) == (precision == "fp16")
+
+
+def test_mixed_precision_is_a_pass_through_in_fp32():
+    mp = MixedPrecision(PrecisionConfig())
+    loss = torch.tensor(2.0)
+    assert mp.scale(loss) is loss and mp.update() == {} and mp.scaler is None
+
+
+def test_train_py_passes_precision_and_compile_to_the_agent():
+    cfg = replace(train.TrainConfig(), d_model=16, device="cpu", precision="bf16", compile=True)
+    agent, env, _ = train.build(cfg, torch.device("cpu"))
+    env.close()
+    assert agent.amp.cfg.precision == "bf16"
+    assert isinstance(agent._critic_fn, CompiledFunction)
+    assert isinstance(agent._actor_fn, CompiledFunction)

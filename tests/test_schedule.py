@@ -1,0 +1,95 @@
+"""The update schedule of the training loop: fractional and multiple updates per env step."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlkit.buffers import ReplayBuffer
+from rlkit.noise import GaussianNoise
+from rlkit.runlog import RunLogger
+from rlkit.trainer import LoopConfig, Trainer
+
+
+class Counter(gym.Env):
+    """Observation = the step count; episodes of 5 steps."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t], np.float32), 0.0, self.t >= 5, False, {}
+
+
+class CountingAgent:
+    """Acts with zeros; records the trainer's env step at every update."""
+
+    def __init__(self) -> None:
+        self.trainer: Trainer | None = None
+        self.update_steps: list[int] = []
+
+    def initial_state(self, batch_size):
+        return ()
+
+    def reset_state(self, state, done):
+        return state
+
+    def act(self, obs, state, prev_action=None, prev_reward=None, track_critic=False):
+        return torch.zeros(len(obs), 1), state
+
+    def update(self, batch):
+        self.update_steps.append(self.trainer.step)
+        return {"critic_loss": torch.zeros(())}
+
+    def checkpoint_state(self):
+        return {}
+
+    def load_checkpoint_state(self, state):
+        pass
+
+
+def run_loop(tmp_path, updates_per_step: float, num_envs: int, total: int = 40,
+             starts: int = 8) -> list[int]:
+    agent = CountingAgent()
+    envs = gym.vector.SyncVectorEnv([Counter] * num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    cfg = LoopConfig(total_steps=total, learning_starts=starts, batch_size=2,
+                     updates_per_step=updates_per_step, eval_every=0, eval_episodes=1,
+                     log_every=total, progress=False)
+    buffer = ReplayBuffer(100, 1, 1, torch.device("cpu"), torch.Generator().manual_seed(0))
+    noise = GaussianNoise(num_envs, 1, 0.1, np.random.default_rng(0))
+    logger = RunLogger(tmp_path, {}, "disabled")
+    trainer = Trainer(agent, envs, Counter(), buffer, noise, cfg, logger,
+                      np.random.default_rng(0), torch.device("cpu"), 0, 0)
+    agent.trainer = trainer
+    try:
+        trainer.run()
+    finally:
+        logger.close()
+        envs.close()
+    return agent.update_steps
+
+
+@pytest.mark.parametrize("num_envs", [1, 2])
+def test_quarter_update_per_step_updates_every_fourth_env_step(tmp_path, num_envs):
+    steps = run_loop(tmp_path, 0.25, num_envs, total=40, starts=8)
+    # env steps 8 .. 40 owe updates (33 of them with one env, 34 with two): one per 4
+    credited = 40 - 8 + num_envs
+    assert len(steps) == credited // 4
+    assert all(b - a == 4 for a, b in zip(steps, steps[1:]))
+
+
+@pytest.mark.parametrize("num_envs", [1, 2])
+def test_four_updates_per_step(tmp_path, num_envs):
+    steps = run_loop(tmp_path, 4.0, num_envs)
+    # every vector step of num_envs env steps owes 4 * num_envs updates
+    expected = [s for s in range(8, 41, num_envs) for _ in range(4 * num_envs)]
+    assert steps == expected
