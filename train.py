@@ -30,7 +30,7 @@ import tyro
 
 import envs  # noqa: F401  (registers the rlkit/ task ids)
 from agents.ddpg import DDPG, DDPGConfig
-from rlkit.backbones import BACKBONE_NAMES, BackboneConfig
+from rlkit.backbones import BACKBONE_NAMES, backbone_config
 from rlkit.buffers import ReplayBuffer, SequenceReplayBuffer
 from rlkit.checkpoint import check_config
 from rlkit.launch import GridRun, launch
@@ -136,6 +136,8 @@ class TrainConfig:
     """Backbone layers."""
     grad_checkpoint: bool = False
     """Gradient checkpointing in the backbones."""
+    context: int = 64
+    """Transformer only: attention window K (each step sees itself and the K - 1 before)."""
     precision: Precision = "fp32"
     """Update arithmetic: fp32; bf16 autocast; fp16 autocast with loss scaling (skipped steps
     are logged as ``skipped_steps``). Weights stay fp32."""
@@ -176,7 +178,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"unknown backbone {cfg.backbone!r}; expected one of "
                          f"{', '.join(BACKBONE_NAMES)}")
     positive = ("total_steps", "num_envs", "eval_episodes", "batch_size", "buffer_size",
-                "log_every", "d_model", "n_layers", "jobs")
+                "log_every", "d_model", "n_layers", "jobs", "context")
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got "
@@ -240,7 +242,8 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[DDPG, gym.Env, int]:
             raise ValueError("previous actions/rewards as inputs need sequence training; got "
                              "--backbone mlp with --seq-len 1 (expected --seq-len > 1 or a "
                              "memory backbone)")
-    common = BackboneConfig(cfg.d_model, cfg.n_layers, cfg.grad_checkpoint)
+    common = backbone_config(cfg.backbone, cfg.d_model, cfg.n_layers, cfg.grad_checkpoint,
+                             cfg.context)
     agent = DDPG(
         obs_dim=int(np.prod(env.observation_space.shape)),
         action_low=torch.as_tensor(env.action_space.low),

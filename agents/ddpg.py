@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from rlkit.backbones import Backbone, BackboneConfig, State, make_backbone
+from rlkit.backbones import Backbone, BackboneConfig, State, backbone_config, make_backbone
 from rlkit.buffers import SequenceBatch, TransitionBatch
 from rlkit.losses import grad_norm, masked_mse, polyak_update
 from rlkit.precision import (
@@ -447,7 +447,8 @@ class DDPG(nn.Module):
             action_low=torch.tensor(config["action_low"]),
             action_high=torch.tensor(config["action_high"]),
             backbone=config["backbone"],
-            backbone_cfg=BackboneConfig(config["d_model"], config["n_layers"]),
+            backbone_cfg=backbone_config(config["backbone"], config["d_model"],
+                                         config["n_layers"], context=config.get("context")),
             cfg=DDPGConfig(**agent_cfg),
         )
 

@@ -33,17 +33,21 @@ from rlkit.launch import GridRun, launch  # noqa: E402
 from rlkit.runlog import read_metrics  # noqa: E402
 
 
-def summarize(run_dir: Path) -> dict[str, float]:
+def summarize(run_dir: Path, last_k: int) -> dict[str, float]:
+    """Final return and success (mean of the last ``last_k`` evaluations), best evaluation,
+    wall time and mean updates/s of one run."""
     rows = read_metrics(run_dir)
     evals = [r for r in rows if "eval_return_mean" in r]
+    last = evals[-last_k:]
     train_rows = [r for r in rows if r.get("updates_per_s", 0) > 0]
     out = {
-        "final": evals[-1]["eval_return_mean"],
+        "final": statistics.mean(r["eval_return_mean"] for r in last),
+        "best": max(r["eval_return_mean"] for r in evals),
         "wall": max(r["wall_time"] for r in rows),
         "ups": statistics.mean(r["updates_per_s"] for r in train_rows) if train_rows else 0.0,
     }
-    if "eval_success_rate" in evals[-1]:
-        out["success"] = evals[-1]["eval_success_rate"]
+    if "eval_success_rate" in last[-1]:
+        out["success"] = statistics.mean(r["eval_success_rate"] for r in last)
     return out
 
 
@@ -63,6 +67,10 @@ def main() -> None:
     p.add_argument("--prev-reward", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--eval-every", type=int, default=3_000)
     p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--last-k", type=int, default=1,
+                   help="final = mean of the last k evaluations of a run")
+    p.add_argument("--context", type=int, default=64, help="transformer attention window")
+    p.add_argument("--n-layers", type=int, default=1)
     p.add_argument("--threshold", type=float, default=-200.0,
                    help="return every GRU seed must reach (Pendulum-V)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -73,6 +81,7 @@ def main() -> None:
         env=a.env, total_steps=a.total_steps, learning_starts=a.learning_starts,
         updates_per_step=a.updates_per_step, batch_size=a.batch_size, seq_len=a.seq_len,
         window_start=a.window_start, d_model=a.d_model, prev_reward=a.prev_reward,
+        context=a.context, n_layers=a.n_layers,
         eval_every=a.eval_every, eval_episodes=a.eval_episodes, progress=False, device="cpu",
         log_every=1_000, agent=DDPGConfig(head_hidden=(a.head,)))
     runs = [GridRun(f"{b}__s{s}", replace(base, backbone=b, seed=s))
@@ -82,23 +91,26 @@ def main() -> None:
     print(f"\n{a.env}: {a.total_steps} env steps, {a.updates_per_step} updates/step, batch "
           f"{a.batch_size} windows of {a.seq_len} ({a.window_start} start), d_model {a.d_model}, "
           f"head {a.head}, prev action{' + reward' if a.prev_reward else ''} as inputs, "
-          f"{len(a.seeds)} seeds, eval {a.eval_episodes} episodes; grid {time.time() - t0:.0f} s "
-          f"with {a.jobs} jobs; runs in {out}")
+          f"{len(a.seeds)} seeds, eval {a.eval_episodes} episodes, final = mean of the last "
+          f"{a.last_k} eval(s); {a.n_layers} layer(s), transformer context {a.context}; grid "
+          f"{time.time() - t0:.0f} s with {a.jobs} jobs; runs in {out}")
     memory = None
-    print("| backbone | final return mean | min | max | success rate | wall s | updates/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| backbone | final return mean | min | max | best eval (mean) | success rate "
+          "| wall s | updates/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for b in a.backbones:
         mine = [o for o in outcomes if o.name.startswith(f"{b}__")]
         failed = [o for o in mine if o.error]
         if failed:
-            print(f"| {b} | failed: {failed[0].error} | | | | | |")
+            print(f"| {b} | failed: {failed[0].error} | | | | | | |")
             continue
-        s = [summarize(o.run_dir) for o in mine]
+        s = [summarize(o.run_dir, a.last_k) for o in mine]
         finals = [x["final"] for x in s]
         succ = [x["success"] for x in s if "success" in x]
         succ_cell = f"{statistics.mean(succ):.2f} ({', '.join(f'{v:.2f}' for v in succ)})" \
             if succ else "n/a"
         print(f"| {b} | {statistics.mean(finals):.1f} | {min(finals):.1f} | {max(finals):.1f} | "
+              f"{statistics.mean(x['best'] for x in s):.1f} | "
               f"{succ_cell} | {statistics.mean(x['wall'] for x in s):.0f} | "
               f"{statistics.mean(x['ups'] for x in s):.1f} |")
         if b == "gru":

@@ -71,6 +71,7 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
         ({"batch_size": 512, "buffer_size": 100}, "--batch-size 512 is larger than --buffer-size"),
         ({"backbone": "lstmx"}, "unknown backbone 'lstmx'; expected one of mlp, rnn"),
         ({"updates_per_step": 0.0}, "--updates-per-step must be > 0, got 0.0"),
+        ({"context": 0, "backbone": "transformer"}, "--context must be a positive integer"),
     ],
 )
 def test_bad_input_stops_before_training(tmp_path, change, message):

@@ -38,6 +38,17 @@ def backbone_config_class(name: str) -> type[BackboneConfig]:
     return getattr(importlib.import_module(module), cfg_cls)
 
 
+def backbone_config(name: str, d_model: int, n_layers: int, grad_checkpoint: bool = False,
+                    context: int | None = None) -> BackboneConfig:
+    """The family's own config from the options ``train.py`` exposes (family defaults for the
+    rest). ``context`` is the transformer's attention window; other families ignore it."""
+    cfg_cls = backbone_config_class(name)
+    _, _, _, fixed = _REGISTRY[name]
+    extra = {"context": context} if name == "transformer" and context is not None else {}
+    return cfg_cls(d_model=d_model, n_layers=n_layers, grad_checkpoint=grad_checkpoint,
+                   **fixed, **extra)
+
+
 def make_backbone(name: str, d_in: int, cfg: BackboneConfig | None = None) -> Backbone:
     """Build backbone ``name`` for inputs of width ``d_in``.
 
@@ -79,6 +90,7 @@ __all__ = [
     "Backbone",
     "BackboneConfig",
     "State",
+    "backbone_config",
     "backbone_config_class",
     "make_backbone",
 ]
