@@ -68,6 +68,12 @@ class DDPGConfig:
     """The critic's encoder also sees the previous action (memory backbones)."""
     critic_prev_reward: bool = False
     """The critic's encoder also sees the previous reward."""
+    shared_encoder: bool = False
+    """Actor and critic(s) share one encoder, trained by the critic loss; the actor loss reaches
+    it only with ``shared_encoder_actor_grad``. Actor and critic inputs must then agree."""
+    shared_encoder_actor_grad: bool = False
+    """With a shared encoder, let the actor loss train it too, through the actor's own path
+    (never through the critic's: the critic's encoding is detached in the actor loss)."""
     max_grad_norm: float | None = None
     """Clip gradient norms to this value (None: measure only)."""
 
@@ -186,20 +192,36 @@ class DDPG(nn.Module):
         a = self.action_dim
         self.actor_in = obs_dim + a * cfg.actor_prev_action + cfg.actor_prev_reward
         self.critic_in = obs_dim + a * cfg.critic_prev_action + cfg.critic_prev_reward
-        self.actor = Actor(make_backbone(backbone, self.actor_in, backbone_cfg), action_low,
-                           action_high, cfg.head_hidden)
         n_critics = 2 if cfg.twin_critics else 1
+        if cfg.shared_encoder:
+            if (cfg.actor_prev_action, cfg.actor_prev_reward) != \
+                    (cfg.critic_prev_action, cfg.critic_prev_reward):
+                raise ValueError(
+                    "a shared encoder needs the same inputs for actor and critic, got "
+                    f"actor_prev_action={cfg.actor_prev_action}, actor_prev_reward="
+                    f"{cfg.actor_prev_reward}, critic_prev_action={cfg.critic_prev_action}, "
+                    f"critic_prev_reward={cfg.critic_prev_reward}")
+            shared = make_backbone(backbone, self.actor_in, backbone_cfg)
+            encoders = [shared] * (1 + n_critics)
+        else:
+            encoders = [make_backbone(backbone, self.actor_in, backbone_cfg)] + [
+                make_backbone(backbone, self.critic_in, backbone_cfg) for _ in range(n_critics)]
+        self.actor = Actor(encoders[0], action_low, action_high, cfg.head_hidden)
         self.critics = nn.ModuleList(
-            Critic(make_backbone(backbone, self.critic_in, backbone_cfg), self.action_dim,
-                   cfg.head_hidden)
-            for _ in range(n_critics)
+            Critic(enc, self.action_dim, cfg.head_hidden) for enc in encoders[1:]
         )
-        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic_targets = copy.deepcopy(self.critics).requires_grad_(False)
+        # One deepcopy of both keeps a shared encoder shared in the targets too.
+        targets = copy.deepcopy(nn.ModuleDict({"actor": self.actor, "critics": self.critics}))
+        self.actor_target = targets["actor"].requires_grad_(False)
+        self.critic_targets = targets["critics"].requires_grad_(False)
         self.amp = MixedPrecision(precision or PrecisionConfig())
         # fp16: fused Adam takes the scaler's inf flag on the device (no host sync to skip).
         foreach, fused = (None, True) if self.amp.cfg.uses_scaler else (True, None)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr,
+        # A shared encoder belongs to the critic's optimizer (and to the actor's only if asked).
+        encoder_ids = {id(p) for p in self.actor.encoder.parameters()} \
+            if cfg.shared_encoder and not cfg.shared_encoder_actor_grad else set()
+        actor_params = [p for p in self.actor.parameters() if id(p) not in encoder_ids]
+        self.actor_opt = torch.optim.Adam(actor_params, lr=cfg.actor_lr,
                                           foreach=foreach, fused=fused)
         self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=cfg.critic_lr,
                                            foreach=foreach, fused=fused)
@@ -208,11 +230,12 @@ class DDPG(nn.Module):
         self._actor_fn = CompiledFunction(self._actor_losses, "the actor loss") \
             if compile else self._actor_losses
         # Parameter lists walked on every update, gathered once.
-        self._actor_params = list(self.actor.parameters())
+        self._actor_params = actor_params
         self._critic_params = list(self.critics.parameters())
-        self._target_params = list(self.actor_target.parameters()) + list(
-            self.critic_targets.parameters())
-        self._online_params = self._actor_params + self._critic_params
+        # each parameter once (a shared encoder appears in actor and critics)
+        self._online_params = list(
+            nn.ModuleDict({"actor": self.actor, "critics": self.critics}).parameters())
+        self._target_params = list(targets.parameters())
         self.noise_gen: torch.Generator | None = None  # TD3 target smoothing draws from it
         self.num_updates = 0
 
@@ -261,7 +284,9 @@ class DDPG(nn.Module):
         cfg = self.cfg
         x = _inputs(obs, prev_action, prev_reward, cfg.actor_prev_action, cfg.actor_prev_reward)
         action, actor_state = self.actor.step(x, actor_state)
-        if track_critic:
+        if track_critic and cfg.shared_encoder:
+            critic_states = (actor_state,) * len(self.critics)  # one encoder, one state
+        elif track_critic:
             x = _inputs(obs, prev_action, prev_reward, cfg.critic_prev_action,
                         cfg.critic_prev_reward)
             critic_states = tuple(
@@ -350,7 +375,11 @@ class DDPG(nn.Module):
 
         The head's parameters are used detached, so the actor loss gives the critic no gradient.
         """
-        action, _ = self.actor(self._actor_inputs(batch)[:, :-1], actor_state)  # (B, L, A)
+        if self.cfg.shared_encoder and not self.cfg.shared_encoder_actor_grad:
+            # the shared encoding is the critic's, detached: the actor loss trains the head only
+            action = self.actor._squash(self.actor.head(critic_h.detach()))  # (B, L, A)
+        else:
+            action, _ = self.actor(self._actor_inputs(batch)[:, :-1], actor_state)  # (B, L, A)
         head = self.critics[0].head
         frozen = {k: v.detach() for k, v in head.named_parameters()}  # no critic gradient
         x = torch.cat([critic_h.detach(), action.to(critic_h.dtype)], -1)  # (B, L, H + A)

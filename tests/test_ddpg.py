@@ -149,3 +149,64 @@ def test_agent_bad_config():
         DDPG(3, torch.tensor([1.0]), torch.tensor([1.0]))
     with pytest.raises(ValueError, match="unknown backbone 'lstmx'"):
         DDPG(3, LOW, HIGH, "lstmx")
+
+
+def _seq_agent(**kw) -> DDPG:
+    torch.manual_seed(0)
+    cfg = DDPGConfig(head_hidden=(16,), actor_prev_action=True, critic_prev_action=True, **kw)
+    return DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=16), cfg)
+
+
+def _seq_batch(agent: DDPG):
+    from rlkit.buffers import SequenceReplayBuffer
+
+    buf = SequenceReplayBuffer(200, 1, 3, 2, seq_len=5, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    for t in range(40):
+        buf.add(torch.randn(1, 3, generator=g), torch.rand(1, 2, generator=g),
+                torch.randn(1, generator=g), torch.randn(1, 3, generator=g),
+                [float(t % 10 == 9)], [0.0])
+    return buf.sample(8)
+
+
+def test_shared_encoder_is_shared_and_trained_by_the_critic_only():
+    agent = _seq_agent(shared_encoder=True)
+    enc = agent.actor.encoder
+    assert agent.critics[0].encoder is enc
+    assert agent.critic_targets[0].encoder is agent.actor_target.encoder
+    assert not any(p is q for p in enc.parameters() for g in agent.actor_opt.param_groups
+                   for q in g["params"])
+    b = _seq_batch(agent)
+    target = agent.td_target(b, None, (None,))
+    _, _, h = agent.critic_loss(b, target, (None,))
+    agent.actor_loss(b, None, h).backward()
+    assert all(p.grad is None for p in enc.parameters())  # no gradient from the actor loss
+    assert all(p.grad is None for p in agent.critics[0].head.parameters())
+    assert all(p.grad is not None for p in agent.actor.head.parameters())
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    agent.zero_grad(set_to_none=True)
+    agent.update(b)
+    assert any(not torch.equal(before[k], v) for k, v in enc.state_dict().items())
+
+
+def test_shared_encoder_actor_grad_goes_through_the_actor_path_only():
+    agent = _seq_agent(shared_encoder=True, shared_encoder_actor_grad=True)
+    b = _seq_batch(agent)
+    target = agent.td_target(b, None, (None,))
+    _, _, h = agent.critic_loss(b, target, (None,))
+    agent.actor_loss(b, None, h).backward()
+    assert all(p.grad is not None for p in agent.actor.encoder.parameters())
+    assert all(p.grad is None for p in agent.critics[0].head.parameters())
+    # the same loss with the actor's encoder path cut gives the encoder no gradient: the
+    # gradient above came through mu(h), not through the critic's encoding
+    agent.zero_grad(set_to_none=True)
+    ref = _seq_agent(shared_encoder=True)
+    ref.load_state_dict(agent.state_dict())
+    ref.actor_loss(b, None, h).backward()
+    assert all(p.grad is None for p in ref.actor.encoder.parameters())
+
+
+def test_shared_encoder_needs_matching_inputs():
+    with pytest.raises(ValueError, match="a shared encoder needs the same inputs"):
+        DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=16),
+             DDPGConfig(shared_encoder=True, critic_prev_action=True))

@@ -191,3 +191,10 @@ def test_prev_inputs_need_sequence_training(tmp_path):
                   agent=DDPGConfig(actor_prev_action=True))
     with pytest.raises(ValueError, match="previous actions/rewards as inputs need sequence"):
         train.main(cfg)
+
+
+def test_shared_encoder_end_to_end(tmp_path):
+    cfg = replace(TINY, backbone="gru", state_mode="stored", burn_in=2,
+                  agent=DDPGConfig(head_hidden=(16,), shared_encoder=True),
+                  run_dir=str(tmp_path / "r"))
+    assert np.isfinite(train.main(cfg)["eval_return_mean"])
