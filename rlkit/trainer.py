@@ -103,6 +103,16 @@ class LoopConfig:
     episode) instead of stopping."""
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA memory allocated by torch on a GPU, the process's peak resident
+    set size on the CPU (what ``ru_maxrss`` reports, in MB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 class NonFiniteError(RuntimeError):
     """An environment returned a NaN or infinite observation or reward."""
 
@@ -465,6 +475,7 @@ class Trainer:
         row.update(sps=(self.step - step0) / dt, updates=self.num_updates,
                    updates_per_s=(self.num_updates - updates0) / dt)
         self._rates = (now, self.step, self.num_updates)
+        row["peak_memory_mb"] = peak_memory_mb(self.device)
         if loop.recent_returns:
             row["train_return_mean"] = float(np.mean(loop.recent_returns))
             loop.recent_returns = []

@@ -47,7 +47,7 @@ TESTS = Path(__file__).resolve().parent
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1",
                   "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
 SUBPROCESS_ENV.pop(faulty_envs.KILL_AT_ENV, None)
-RATES = ("wall_time", "sps", "updates_per_s")  # differ between any two runs
+RATES = ("wall_time", "sps", "updates_per_s", "peak_memory_mb")  # differ between runs
 
 MLP = train.TrainConfig(total_steps=400, learning_starts=100, batch_size=32, eval_every=0,
                         eval_episodes=1, log_every=50, progress=False, d_model=32, device="cpu",

@@ -30,6 +30,7 @@ def test_end_to_end_writes_config_metrics_checkpoint(tmp_path):
     eval_rows = [r for r in rows if "eval_return_mean" in r]
     assert [r["step"] for r in train_rows] == [100, 200, 300]
     assert all("wall_time" in r and "actor_loss" in r for r in train_rows)
+    assert all(r["peak_memory_mb"] > 50 for r in train_rows)  # the process holds torch
     assert eval_rows[-1]["step"] == 300 and "eval_return_std" in eval_rows[-1]
     assert result["eval_return_mean"] == eval_rows[-1]["eval_return_mean"]
     ckpt = load_checkpoint(run / "checkpoint.pt")
@@ -44,10 +45,9 @@ def test_same_seed_same_first_metrics(tmp_path):
         return read_metrics(tmp_path / name)
 
     a, b, c = first_rows("a", 0), first_rows("b", 0), first_rows("c", 1)
-    strip = [{k: v for k, v in r.items() if k not in ("wall_time", "sps", "updates_per_s")}
-             for r in a]
-    assert strip == [{k: v for k, v in r.items() if k not in ("wall_time", "sps",
-                                                               "updates_per_s")} for r in b]
+    volatile = ("wall_time", "sps", "updates_per_s", "peak_memory_mb")
+    strip = [{k: v for k, v in r.items() if k not in volatile} for r in a]
+    assert strip == [{k: v for k, v in r.items() if k not in volatile} for r in b]
     assert a[0]["critic_loss"] != c[0]["critic_loss"]
 
 
