@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import importlib
 import statistics
 import time
 import weakref
@@ -216,45 +215,45 @@ def format_table(rows: Sequence[Row], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-_SCAN_PAIRS = (
-    ("selective_scan_sequential", "selective_scan_parallel"),
-    ("sequential_scan", "parallel_scan"),
-)
-
-
-@torch.no_grad()
 def mamba_scan_lines(args: argparse.Namespace) -> list[str]:
-    """Sequential vs parallel selective-scan timing (forward, fp32) at the model's sizes.
+    """Sequential vs parallel selective scan at the model's sizes: forward, and forward +
+    backward, in fp32 (``scan(dA_log, dBx, C, h0)`` with ``dA_log, dBx: (B, T, d_inner, N)``,
+    ``C: (B, T, N)``, ``h0: (B, d_inner, N)``)."""
+    from rlkit.backbones.mamba import (
+        MambaConfig,
+        selective_scan_parallel,
+        selective_scan_sequential,
+    )
 
-    Uses the scan pair of ``rlkit/backbones/mamba.py``, called as ``scan(dA_log, dBx, C, h0)``
-    with ``dA_log, dBx: (B, T, d_inner, d_state)``, ``C: (B, T, d_state)``,
-    ``h0: (B, d_inner, d_state)`` (the parallel one also takes ``chunk``).
-    """
-    try:
-        mamba = importlib.import_module("rlkit.backbones.mamba")
-    except ModuleNotFoundError:
-        return ["mamba scan: skipped, rlkit.backbones.mamba is not importable yet"]
-    pair = next((p for p in _SCAN_PAIRS if all(hasattr(mamba, n) for n in p)), None)
-    if pair is None:
-        return ["mamba scan: skipped, mamba.py has no sequential / parallel scan pair"]
-    sequential, parallel = (getattr(mamba, n) for n in pair)
-    cfg = mamba.MambaConfig(d_model=args.d_model)
+    cfg = MambaConfig(d_model=args.d_model)
     device, gen = torch.device(args.device), torch.Generator().manual_seed(0)
     d, n, b = cfg.expand * cfg.d_model, cfg.d_state, args.batch
-    lines = [f"mamba scan ({pair[0]} vs {pair[1]}, chunk={cfg.chunk}, fwd ms, B={b}):"]
+    lines = [f"mamba scan, sequential vs parallel (chunk={cfg.chunk}), ms, B={b}, "
+             f"d_inner={d}, N={n}:"]
     for length in args.lengths:
-        dA_log = -torch.rand(b, length, d, n, generator=gen).to(device) * 0.1  # <= 0
+        dA_log = (-torch.rand(b, length, d, n, generator=gen) * 0.1).to(device)  # <= 0
         dBx = torch.randn(b, length, d, n, generator=gen).to(device)
         c = torch.randn(b, length, n, generator=gen).to(device)
         h0 = torch.zeros(b, d, n, device=device)
-        run_seq = functools.partial(sequential, dA_log, dBx, c, h0)
-        run_par = functools.partial(parallel, dA_log, dBx, c, h0, cfg.chunk)
-        diff = (run_seq()[0] - run_par()[0]).abs().max().item()
-        t_seq = median_ms(run_seq, device, args.repeats, warmup=1)
-        t_par = median_ms(run_par, device, args.repeats, warmup=1)
+        inputs = [t.requires_grad_() for t in (dA_log, dBx, c)]
+
+        def fwd(scan, *extra, inputs=inputs, h0=h0):
+            with torch.no_grad():
+                return scan(*inputs, h0, *extra)
+
+        def fwd_bwd(scan, *extra, inputs=inputs, h0=h0):
+            y, h = scan(*inputs, h0, *extra)
+            (y.sum() + h.sum()).backward()
+
+        diff = (fwd(selective_scan_sequential)[0] - fwd(selective_scan_parallel, cfg.chunk)[0])
+        times = [median_ms(functools.partial(f, scan, *extra), device, args.repeats, warmup=1)
+                 for f in (fwd, fwd_bwd)
+                 for scan, extra in ((selective_scan_sequential, ()),
+                                     (selective_scan_parallel, (cfg.chunk,)))]
         lines.append(
-            f"  T={length:<6} sequential {t_seq:9.2f}  parallel {t_par:9.2f}  "
-            f"speed-up {t_seq / t_par:5.1f}x  max|diff| {diff:.1e}"
+            f"  T={length:<6} fwd: seq {times[0]:8.1f} par {times[1]:8.1f} "
+            f"({times[0] / times[1]:4.2f}x)   fwd+bwd: seq {times[2]:8.1f} par {times[3]:8.1f} "
+            f"({times[2] / times[3]:4.2f}x)   max|diff| {diff.abs().max().item():.1e}"
         )
     return lines
 
