@@ -126,10 +126,13 @@ class TrainConfig:
     """Window start state: zero (pomdp-baselines) or the state stored while acting (R2D2)."""
     window_start: Literal["any", "episode"] = "any"
     """Windows start at any stored step, or at episode starts only (full-episode training)."""
-    prev_action: bool = True
-    """Sequence training: actor and critic encoders also see the previous action."""
-    prev_reward: bool = False
-    """Sequence training: actor and critic encoders also see the previous reward."""
+    prev_action: bool | None = None
+    """Sequence training: actor and critic encoders also see the previous action. Default: on
+    for memory backbones, off for ``mlp`` (an MLP fed its own previous action can carry
+    information from step to step through its actions: it would not be memoryless)."""
+    prev_reward: bool | None = None
+    """Sequence training: actor and critic encoders also see the previous reward. Default: off
+    (and ``mlp`` stays memoryless only with it off)."""
     d_model: int = 256
     """Backbone width."""
     n_layers: int = 1
@@ -228,12 +231,14 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[DDPG, gym.Env, int]:
     agent_cfg = cfg.agent
     if sequence:
         a = agent_cfg
+        prev_action = cfg.prev_action if cfg.prev_action is not None else cfg.backbone != "mlp"
+        prev_reward = bool(cfg.prev_reward)
         agent_cfg = dataclasses.replace(
             a,
-            actor_prev_action=a.actor_prev_action or cfg.prev_action,
-            critic_prev_action=a.critic_prev_action or cfg.prev_action,
-            actor_prev_reward=a.actor_prev_reward or cfg.prev_reward,
-            critic_prev_reward=a.critic_prev_reward or cfg.prev_reward,
+            actor_prev_action=a.actor_prev_action or prev_action,
+            critic_prev_action=a.critic_prev_action or prev_action,
+            actor_prev_reward=a.actor_prev_reward or prev_reward,
+            critic_prev_reward=a.critic_prev_reward or prev_reward,
         )
     else:
         a = agent_cfg

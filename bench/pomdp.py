@@ -64,7 +64,9 @@ def main() -> None:
     p.add_argument("--window-start", choices=["any", "episode"], default="any")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--head", type=int, default=256)
-    p.add_argument("--prev-reward", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--prev-reward", action=argparse.BooleanOptionalAction, default=True,
+                   help="memory backbones also see the previous reward (the MLP control never "
+                        "sees previous actions or rewards, which would give it a memory)")
     p.add_argument("--eval-every", type=int, default=3_000)
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--last-k", type=int, default=1,
@@ -84,13 +86,15 @@ def main() -> None:
         context=a.context, n_layers=a.n_layers,
         eval_every=a.eval_every, eval_episodes=a.eval_episodes, progress=False, device="cpu",
         log_every=1_000, agent=DDPGConfig(head_hidden=(a.head,)))
-    runs = [GridRun(f"{b}__s{s}", replace(base, backbone=b, seed=s))
+    runs = [GridRun(f"{b}__s{s}", replace(base, backbone=b, seed=s,
+                                          prev_reward=a.prev_reward and b != "mlp"))
             for b in a.backbones for s in a.seeds]
     t0 = time.time()
     outcomes = launch(train.run_in, runs, out, jobs=a.jobs)
     print(f"\n{a.env}: {a.total_steps} env steps, {a.updates_per_step} updates/step, batch "
           f"{a.batch_size} windows of {a.seq_len} ({a.window_start} start), d_model {a.d_model}, "
-          f"head {a.head}, prev action{' + reward' if a.prev_reward else ''} as inputs, "
+          f"head {a.head}, memory backbones see prev action{' + reward' if a.prev_reward else ''}"
+          f" (mlp: neither), "
           f"{len(a.seeds)} seeds, eval {a.eval_episodes} episodes, final = mean of the last "
           f"{a.last_k} eval(s); {a.n_layers} layer(s), transformer context {a.context}; grid "
           f"{time.time() - t0:.0f} s with {a.jobs} jobs; runs in {out}")

@@ -198,3 +198,13 @@ def test_shared_encoder_end_to_end(tmp_path):
                   agent=DDPGConfig(head_hidden=(16,), shared_encoder=True),
                   run_dir=str(tmp_path / "r"))
     assert np.isfinite(train.main(cfg)["eval_return_mean"])
+
+
+def test_mlp_control_sees_no_previous_action_by_default():
+    mlp_agent, env, seq_len = train.build(replace(TINY, backbone="mlp"), torch.device("cpu"))
+    gru_agent, _, _ = train.build(replace(TINY, backbone="gru"), torch.device("cpu"))
+    env.close()
+    assert seq_len == 6
+    assert not mlp_agent.cfg.actor_prev_action and not mlp_agent.cfg.critic_prev_action
+    assert mlp_agent.actor_in == mlp_agent.obs_dim
+    assert gru_agent.cfg.actor_prev_action and gru_agent.cfg.critic_prev_action
