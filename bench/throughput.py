@@ -47,12 +47,17 @@ from rlkit.runlog import read_metrics  # noqa: E402
 def bench_ours(env_id: str, warmup: int, steps: int, device: str) -> tuple[float, float]:
     """Env steps/s and updates/s of our loop, over the steps after the warm-up."""
     out = Path(tempfile.mkdtemp(prefix="rlkit-tp-")) / "run"
+    if warmup % 500 or steps % 500:
+        raise ValueError(f"warmup and steps must be multiples of 500, got {warmup}, {steps}")
     cfg = train.TrainConfig(env=env_id, total_steps=warmup + steps, learning_starts=warmup,
-                            eval_every=0, eval_episodes=1, log_every=steps, progress=False,
+                            eval_every=0, eval_episodes=1, log_every=500, progress=False,
                             device=device, run_dir=str(out))
     train.main(cfg)
-    row = [r for r in read_metrics(out) if "updates_per_s" in r][-1]
-    return row["sps"], row["updates_per_s"]
+    # rows every 500 steps; those after the warm-up cover the timed steps, equal intervals
+    rows = [r for r in read_metrics(out) if "updates_per_s" in r and r["step"] > warmup]
+    sps = len(rows) / sum(1 / r["sps"] for r in rows)  # harmonic mean: total steps / time
+    ups = len(rows) / sum(1 / r["updates_per_s"] for r in rows)
+    return sps, ups
 
 
 def bench_sb3(env_id: str, warmup: int, steps: int, device: str) -> tuple[float, float]:
