@@ -23,8 +23,8 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from rlkit.backbones import Backbone, BackboneConfig, State, backbone_config, make_backbone
 from rlkit.buffers import SequenceBatch, TransitionBatch
@@ -110,6 +110,16 @@ def _inputs(obs: Tensor, prev_action: Tensor | None, prev_reward: Tensor | None,
     if with_reward:
         parts.append(prev_reward[..., None])
     return torch.cat(parts, dim=-1) if len(parts) > 1 else obs
+
+
+def _frozen_forward(net: nn.Sequential, x: Tensor) -> Tensor:
+    """``net(x)`` with its weights detached: gradients reach ``x`` but never ``net``."""
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            x = F.linear(x, layer.weight.detach(), layer.bias.detach())
+        else:
+            x = layer(x)
+    return x
 
 
 class Actor(nn.Module):
@@ -380,10 +390,8 @@ class DDPG(nn.Module):
             action = self.actor._squash(self.actor.head(critic_h.detach()))  # (B, L, A)
         else:
             action, _ = self.actor(self._actor_inputs(batch)[:, :-1], actor_state)  # (B, L, A)
-        head = self.critics[0].head
-        frozen = {k: v.detach() for k, v in head.named_parameters()}  # no critic gradient
         x = torch.cat([critic_h.detach(), action.to(critic_h.dtype)], -1)  # (B, L, H + A)
-        q = functional_call(head, frozen, (x,)).squeeze(-1).float()  # (B, L)
+        q = _frozen_forward(self.critics[0].head, x).squeeze(-1).float()  # (B, L)
         return -(q * batch.mask).sum() / batch.mask.sum().clamp_min(1.0)
 
     def _critic_losses(self, batch: SequenceBatch, actor_state: State | None,
