@@ -207,6 +207,19 @@ def sdpa_report(device: torch.device) -> None:
     print(f"  step (masked) kernels: {', '.join(_kernel_names(step, device)) or 'none found'}")
 
 
+def _without_sync(fn: Callable[[], object]) -> tuple[bool, str]:
+    """Run ``fn`` with CUDA's sync debug mode set to error: (True, "") if it never syncs the
+    host, else (False, the first line of the error)."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+        return True, ""
+    except RuntimeError as err:
+        return False, str(err).splitlines()[0][:120]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def sync_check(device: torch.device, families: Sequence[str], report: Report) -> None:
     """An agent update (after a warm-up) runs with CUDA's sync debug mode set to ``error``:
     no ``.item()``, no host copy, no ``if tensor:``; in every precision and compiled. Replay
@@ -225,26 +238,12 @@ def sync_check(device: torch.device, families: Sequence[str], report: Report) ->
                 agent.update(batch)
             torch.cuda.synchronize(device)
             what = f"no sync ({precision}{', compiled' if compiled else ''})"
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                agent.update(batch)
-                ok, why = True, ""
-            except RuntimeError as err:
-                ok, why = False, str(err).splitlines()[0][:120]
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
+            ok, why = _without_sync(lambda: agent.update(batch))  # noqa: B023
             if not ok:
                 report.failed.append(f"{name}/{what}")
             print(f"{'PASS' if ok else 'FAIL'}  {name:<12} {what:<26} {why}")
     for kind, buffer in _filled_buffers(device):
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            buffer.sample(32)
-            ok, why = True, ""
-        except RuntimeError as err:
-            ok, why = False, str(err).splitlines()[0][:120]
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        ok, why = _without_sync(lambda: buffer.sample(32))  # noqa: B023
         if not ok:
             report.failed.append(f"buffer/{kind}")
         print(f"{'PASS' if ok else 'FAIL'}  {'buffer':<12} {kind + ' sample':<26} {why}")

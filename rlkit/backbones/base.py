@@ -104,3 +104,10 @@ class Backbone(nn.Module, abc.ABC):
             keep = ~done_mask.to(device=s.device, dtype=torch.bool)
             out.append(torch.where(keep.view(-1, *([1] * (s.dim() - 1))), s, torch.zeros_like(s)))
         return tuple(out)
+
+
+def check_state_shapes(family: str, state: State, expected: list[tuple[int, ...]]) -> None:
+    """Raise ``ValueError`` naming ``family`` unless ``state`` has exactly these shapes."""
+    got = [tuple(s.shape) for s in state]
+    if got != expected:
+        raise ValueError(f"{family} state must have shapes {expected}, got {got}")

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rlkit.backbones.base import Backbone, BackboneConfig, State
+from rlkit.backbones.base import Backbone, BackboneConfig, State, check_state_shapes
 
 _DT_MIN, _DT_MAX = 1e-3, 1e-1  # range of the initial step sizes Δ
 
@@ -270,10 +270,7 @@ class MambaBackbone(Backbone):
         return tuple(torch.zeros(s, device=device) for s in self._state_shapes(batch_size))
 
     def _check_state(self, state: State, batch_size: int) -> None:
-        expected = self._state_shapes(batch_size)
-        got = [tuple(s.shape) for s in state]
-        if got != expected:
-            raise ValueError(f"Mamba state must have shapes {expected}, got {got}")
+        check_state_shapes("Mamba", state, self._state_shapes(batch_size))
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Encode a sequence.

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rlkit.backbones.base import Backbone, BackboneConfig, State
+from rlkit.backbones.base import Backbone, BackboneConfig, State, check_state_shapes
 
 
 @dataclass(frozen=True)
@@ -200,10 +200,7 @@ class S4Backbone(Backbone):
         return (torch.zeros(self._state_shape(batch_size), device=device),)
 
     def _check_state(self, state: State, batch_size: int) -> None:
-        expected = [self._state_shape(batch_size)]
-        got = [tuple(s.shape) for s in state]
-        if got != expected:
-            raise ValueError(f"S4 state must have shapes {expected}, got {got}")
+        check_state_shapes("S4", state, [self._state_shape(batch_size)])
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Encode a sequence.
