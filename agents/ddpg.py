@@ -225,16 +225,15 @@ class DDPG(nn.Module):
         self.actor_target = targets["actor"].requires_grad_(False)
         self.critic_targets = targets["critics"].requires_grad_(False)
         self.amp = MixedPrecision(precision or PrecisionConfig())
-        # fp16: fused Adam takes the scaler's inf flag on the device (no host sync to skip).
-        foreach, fused = (None, True) if self.amp.cfg.uses_scaler else (True, None)
+        # Fused Adam: one kernel per parameter (faster than foreach on the CPU too), and with
+        # fp16 it takes the scaler's inf flag on the device (no host sync to skip a step).
         # A shared encoder belongs to the critic's optimizer (and to the actor's only if asked).
         encoder_ids = {id(p) for p in self.actor.encoder.parameters()} \
             if cfg.shared_encoder and not cfg.shared_encoder_actor_grad else set()
         actor_params = [p for p in self.actor.parameters() if id(p) not in encoder_ids]
-        self.actor_opt = torch.optim.Adam(actor_params, lr=cfg.actor_lr,
-                                          foreach=foreach, fused=fused)
+        self.actor_opt = torch.optim.Adam(actor_params, lr=cfg.actor_lr, fused=True)
         self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=cfg.critic_lr,
-                                           foreach=foreach, fused=fused)
+                                           fused=True)
         self._critic_fn = CompiledFunction(self._critic_losses, "the critic loss") \
             if compile else self._critic_losses
         self._actor_fn = CompiledFunction(self._actor_losses, "the actor loss") \

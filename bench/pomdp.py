@@ -73,6 +73,12 @@ def main() -> None:
                    help="final = mean of the last k evaluations of a run")
     p.add_argument("--context", type=int, default=64, help="transformer attention window")
     p.add_argument("--n-layers", type=int, default=1)
+    p.add_argument("--gamma", type=float, default=0.99)
+    p.add_argument("--actor-lr", type=float, default=1e-3)
+    p.add_argument("--critic-lr", type=float, default=1e-3)
+    p.add_argument("--td3", action="store_true",
+                   help="TD3's three changes: twin critics, target smoothing 0.2 (clip 0.5), "
+                        "actor and targets updated every 2nd critic update")
     p.add_argument("--threshold", type=float, default=-200.0,
                    help="return every GRU seed must reach (Pendulum-V)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -85,7 +91,10 @@ def main() -> None:
         window_start=a.window_start, d_model=a.d_model, prev_reward=a.prev_reward,
         context=a.context, n_layers=a.n_layers,
         eval_every=a.eval_every, eval_episodes=a.eval_episodes, progress=False, device="cpu",
-        log_every=1_000, agent=DDPGConfig(head_hidden=(a.head,)))
+        log_every=1_000,
+        agent=DDPGConfig(head_hidden=(a.head,), gamma=a.gamma, actor_lr=a.actor_lr,
+                         critic_lr=a.critic_lr, twin_critics=a.td3,
+                         target_noise=0.2 if a.td3 else 0.0, policy_delay=2 if a.td3 else 1))
     runs = [GridRun(f"{b}__s{s}", replace(base, backbone=b, seed=s,
                                           prev_reward=a.prev_reward and b != "mlp"))
             for b in a.backbones for s in a.seeds]
@@ -93,7 +102,9 @@ def main() -> None:
     outcomes = launch(train.run_in, runs, out, jobs=a.jobs)
     print(f"\n{a.env}: {a.total_steps} env steps, {a.updates_per_step} updates/step, batch "
           f"{a.batch_size} windows of {a.seq_len} ({a.window_start} start), d_model {a.d_model}, "
-          f"head {a.head}, memory backbones see prev action{' + reward' if a.prev_reward else ''}"
+          f"head {a.head}, gamma {a.gamma}, lr actor {a.actor_lr} critic {a.critic_lr}"
+          f"{', TD3 options' if a.td3 else ''}, memory backbones see prev action"
+          f"{' + reward' if a.prev_reward else ''}"
           f" (mlp: neither), "
           f"{len(a.seeds)} seeds, eval {a.eval_episodes} episodes, final = mean of the last "
           f"{a.last_k} eval(s); {a.n_layers} layer(s), transformer context {a.context}; grid "

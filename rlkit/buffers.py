@@ -127,9 +127,13 @@ class ReplayBuffer:
                 raise ValueError(f"{name} must have shape {want}, got {tuple(value.shape)}")
         if n > self.capacity:
             raise ValueError(f"cannot add {n} transitions to a buffer of capacity {self.capacity}")
-        idx = (self.pos + torch.arange(n, device=self.device)) % self.capacity
-        for name, value in rows.items():
-            getattr(self, name)[idx] = value
+        if self.pos + n <= self.capacity:  # contiguous slots: a plain copy
+            for name, value in rows.items():
+                getattr(self, name)[self.pos : self.pos + n] = value
+        else:  # wraps around the end
+            idx = (self.pos + torch.arange(n, device=self.device)) % self.capacity
+            for name, value in rows.items():
+                getattr(self, name)[idx] = value
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 

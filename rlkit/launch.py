@@ -116,9 +116,25 @@ def _finish(bar: tqdm, outcomes: dict[str, RunOutcome]) -> None:
     bar.set_postfix(failed=failed)
 
 
+def threads_per_job(jobs: int, cpu_count: int | None = None,
+                    omp_num_threads: str | None = None) -> int:
+    """Torch threads for each of ``jobs`` parallel local runs: the cores shared out evenly,
+    and never more than ``OMP_NUM_THREADS`` when the user has set it (several grids side by
+    side then do not oversubscribe the cores)."""
+    threads = max(1, (cpu_count or os.cpu_count() or 1) // jobs)
+    cap = os.environ.get("OMP_NUM_THREADS") if omp_num_threads is None else omp_num_threads
+    if cap and cap.strip():
+        first = cap.split(",")[0].strip()  # OpenMP allows a list, one entry per nesting level
+        if not first.isdigit() or int(first) < 1:
+            raise ValueError(f"OMP_NUM_THREADS must be a positive integer (or a list of them), "
+                             f"got {cap!r}")
+        threads = min(threads, int(first))
+    return threads
+
+
 def _launch_local(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutcome],
                   jobs: int, bar: tqdm) -> None:
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads_per_job(jobs)
     ctx = mp.get_context("spawn")  # no forked torch state
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         pending: dict[Future, str] = {

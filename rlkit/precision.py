@@ -242,7 +242,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
     """``optimizer.load_state_dict(state)`` keeping this optimizer's kind.
 
     ``load_state_dict`` takes the ``foreach`` / ``fused`` / ``capturable`` flags from the saved
-    groups; a state saved under another precision (fp16 uses fused Adam) would switch the kind.
+    groups; a state saved by an older version (foreach Adam) would switch the kind.
     The flags are restored and step counters moved where the kind keeps them (the parameter's
     device for fused / capturable, else the CPU).
 

@@ -20,6 +20,17 @@ def test_replay_wraps_around_and_keeps_newest():
     assert torch.equal(buf.next_obs[:, 0], buf.obs[:, 0] + 1)
 
 
+def test_replay_rows_of_one_add_split_across_the_end():
+    buf = ReplayBuffer(5, 3, 2, generator=torch.Generator().manual_seed(0))
+    _add(buf, 0, n=2)  # slots 0, 1
+    _add(buf, 1, n=2)  # slots 2, 3
+    _add(buf, 2, n=3)  # slot 4, then 0 and 1 again
+    assert len(buf) == 5 and buf.pos == 2
+    assert buf.reward.tolist() == [2.0, 2.0, 1.0, 1.0, 2.0]
+    assert buf.action[:, 0].tolist() == [-2.0, -2.0, -1.0, -1.0, -2.0]
+    assert torch.equal(buf.next_obs, buf.obs + 1)
+
+
 def test_replay_sample_shapes_and_flags_apart():
     buf = ReplayBuffer(10, 3, 2, generator=torch.Generator().manual_seed(0))
     _add(buf, 0, term=1.0)

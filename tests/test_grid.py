@@ -14,7 +14,7 @@ import pytest
 import train
 from rlkit.evaluate import RenderError, load_run, make_eval_env
 from rlkit.evaluate import main as evaluate_main
-from rlkit.launch import GridRun, launch
+from rlkit.launch import GridRun, launch, threads_per_job
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = replace(train.TrainConfig(), total_steps=150, learning_starts=50, batch_size=8,
@@ -116,3 +116,14 @@ def test_evaluate_writes_mp4(tmp_path):
     evaluate_main([str(run), "--episodes", "1", "--video"])
     videos = list((run / "videos").glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
+
+
+def test_threads_per_job_shares_cores_and_respects_omp_num_threads():
+    assert threads_per_job(2, cpu_count=8, omp_num_threads="") == 4
+    assert threads_per_job(16, cpu_count=8, omp_num_threads="") == 1
+    assert threads_per_job(1, cpu_count=8, omp_num_threads="2") == 2  # the user's cap holds
+    assert threads_per_job(4, cpu_count=8, omp_num_threads="6") == 2
+    assert threads_per_job(1, cpu_count=8, omp_num_threads="3,1") == 3
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(ValueError, match=f"OMP_NUM_THREADS.*{bad!r}"):
+            threads_per_job(1, cpu_count=8, omp_num_threads=bad)
