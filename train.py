@@ -130,9 +130,9 @@ class TrainConfig:
     """Sequence training: actor and critic encoders also see the previous action. Default: on
     for memory backbones, off for ``mlp`` (an MLP fed its own previous action can carry
     information from step to step through its actions: it would not be memoryless)."""
-    prev_reward: bool | None = None
-    """Sequence training: actor and critic encoders also see the previous reward. Default: off
-    (and ``mlp`` stays memoryless only with it off)."""
+    prev_reward: bool = False
+    """Sequence training: actor and critic encoders also see the previous reward
+    (``--prev-reward``; ``mlp`` stays memoryless only with it off)."""
     d_model: int = 256
     """Backbone width."""
     n_layers: int = 1

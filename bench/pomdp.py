@@ -1,12 +1,15 @@
 """Memory benchmark: every backbone on a partially observed task, over seeds, in parallel.
 
-    # Pendulum seeing only its angular velocity, 30k env steps, GRU and MLP, 3 seeds
-    python bench/pomdp.py --backbones gru mlp --jobs 2
-    # every backbone, same budget
+    # Pendulum seeing only its angular velocity, 30k env steps, GRU and MLP, 3 seeds, with
+    # TD3's options and 0.5 updates per env step (every GRU seed must end above -200)
+    python bench/pomdp.py --backbones gru mlp --td3 --updates-per-step 0.5 \
+        --eval-episodes 20 --jobs 2
+    # every backbone, the same 30k env steps (0.25 updates per step keeps Mamba affordable)
     python bench/pomdp.py --jobs 2
     # the memory corridor (cue shown once, decision after L steps): success rate per backbone
-    python bench/pomdp.py --env rlkit/MemoryCorridor-L20-v0 --total-steps 6000 \
-        --window-start episode --seq-len 21 --eval-episodes 20
+    python bench/pomdp.py --env rlkit/MemoryCorridor-L20-v0 --total-steps 6300 \
+        --learning-starts 630 --updates-per-step 1 --window-start episode --seq-len 21 \
+        --eval-every 1050 --eval-episodes 20 --last-k 2 --jobs 2
 
 Prints one table: final evaluation return (mean and spread over seeds), success rate where the
 task reports one, wall time and updates/s, with the settings used. The MLP backbone is the

@@ -1,6 +1,7 @@
 """End-to-end runs of train.py and the checks it makes before training."""
 
 import json
+import shlex
 import subprocess
 import sys
 from dataclasses import replace
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import tyro
 
 import train
 from rlkit.checkpoint import FORMAT_VERSION, load_checkpoint
@@ -102,3 +104,29 @@ def test_module_colon_env_form(tmp_path):
                   run_dir=str(tmp_path / "run"))
     train.main(cfg)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 120
+
+
+def _readme_train_commands() -> list[list[str]]:
+    """Every ``python train.py ...`` command in the README, continuation lines joined."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = text.replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        line = line.split(" #")[0].strip()
+        if line.startswith("python train.py"):
+            commands.append(shlex.split(line)[2:])
+    return commands
+
+
+def test_every_train_command_in_the_readme_parses():
+    commands = _readme_train_commands()
+    assert len(commands) >= 5
+    for argv in commands:
+        if "--help" in argv or "..." in argv:
+            continue
+        backbones, rest = train._take_list(argv, "--backbone")
+        seeds, rest = train._take_list(rest, "--seed")
+        extra = [f"--backbone={backbones[0]}"] if backbones else []
+        cfg = tyro.cli(train.TrainConfig, args=rest + extra)
+        if "--prev-reward" in argv:
+            assert cfg.prev_reward is True
