@@ -2,6 +2,7 @@
 
     python bench/learn.py                       # 3 seeds, 20k steps, seeds in parallel
     python bench/learn.py --seeds 0 1 2 3 --total-steps 30000 --jobs 2
+    python bench/learn.py --precision bf16      # the same with bf16 autocast in the update
 
 Goal: the mean evaluation return reaches at least -200 by 20,000 env steps on every seed.
 """
@@ -41,17 +42,20 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1))
     p.add_argument("--threshold", type=float, default=-200.0)
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--out", default=None, help="directory for the runs (default: a temp dir)")
     a = p.parse_args()
     out = Path(a.out or tempfile.mkdtemp(prefix="rlkit-learn-"))
     base = train.TrainConfig(env=a.env, total_steps=a.total_steps, eval_every=a.eval_every,
-                             eval_episodes=a.eval_episodes, progress=False, device="cpu")
+                             eval_episodes=a.eval_episodes, progress=False, device="cpu",
+                             precision=a.precision)
     jobs = [(replace(base, seed=s), str(out / f"seed{s}")) for s in a.seeds]
     with ProcessPoolExecutor(a.jobs) as pool:
         evals = list(pool.map(run_one, jobs))
     steps = sorted({r["step"] for rows in evals for r in rows})
     by = [{r["step"]: r["eval_return_mean"] for r in rows} for rows in evals]
-    print(f"\n{a.env}, MLP-DDPG, eval return (mean of {a.eval_episodes} episodes) by env step")
+    print(f"\n{a.env}, MLP-DDPG ({a.precision}), eval return (mean of {a.eval_episodes} "
+          "episodes) by env step")
     print("| step | " + " | ".join(f"seed {s}" for s in a.seeds) + " | mean |")
     print("|---:|" + "---:|" * (len(a.seeds) + 1))
     for st in steps:

@@ -2,6 +2,7 @@
 
     python bench/throughput.py                         # Pendulum-v1 and HalfCheetah-v5
     python bench/throughput.py --envs Pendulum-v1 --steps 3000 --threads 1
+    python bench/throughput.py --threads 1 --precision fp32 bf16   # also bf16 autocast
     python bench/throughput.py --sequence              # agent updates/s: fp32, bf16, compiled
 
 All three use the same networks (two hidden layers of 256: the encoder layer and one head layer;
@@ -44,14 +45,15 @@ from rlkit.precision import PrecisionConfig  # noqa: E402
 from rlkit.runlog import read_metrics  # noqa: E402
 
 
-def bench_ours(env_id: str, warmup: int, steps: int, device: str) -> tuple[float, float]:
+def bench_ours(env_id: str, warmup: int, steps: int, device: str,
+               precision: str = "fp32") -> tuple[float, float]:
     """Env steps/s and updates/s of our loop, over the steps after the warm-up."""
     out = Path(tempfile.mkdtemp(prefix="rlkit-tp-")) / "run"
     if warmup % 500 or steps % 500:
         raise ValueError(f"warmup and steps must be multiples of 500, got {warmup}, {steps}")
     cfg = train.TrainConfig(env=env_id, total_steps=warmup + steps, learning_starts=warmup,
                             eval_every=0, eval_episodes=1, log_every=500, progress=False,
-                            device=device, run_dir=str(out))
+                            device=device, run_dir=str(out), precision=precision)
     train.main(cfg)
     # rows every 500 steps; those after the warm-up cover the timed steps, equal intervals
     rows = [r for r in read_metrics(out) if "updates_per_s" in r and r["step"] > warmup]
@@ -107,9 +109,12 @@ class BareCritic(nn.Module):
         return self.head(torch.cat([self.enc(obs), act], -1)).squeeze(-1)
 
 
-def bench_bare(obs_dim: int, act_dim: int, steps: int, device: str) -> float:
-    """Updates/s of a plain DDPG update on random tensors (the ceiling)."""
+def bench_bare(obs_dim: int, act_dim: int, steps: int, device: str,
+               precision: str = "fp32") -> float:
+    """Updates/s of a plain DDPG update on random tensors (the ceiling); with ``"bf16"`` the
+    forward passes run under bf16 autocast."""
     dev = torch.device(device)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     actor, critic = BareActor(obs_dim, act_dim).to(dev), BareCritic(obs_dim, act_dim).to(dev)
     actor_t, critic_t = copy.deepcopy(actor), copy.deepcopy(critic)
     a_opt = torch.optim.Adam(actor.parameters(), lr=1e-3)
@@ -121,15 +126,18 @@ def bench_bare(obs_dim: int, act_dim: int, steps: int, device: str) -> float:
 
     def update() -> None:
         obs, act, rew, nxt, term = data
-        with torch.no_grad():
-            y = rew + 0.99 * (1 - term) * critic_t(nxt, actor_t(nxt))
-        c_loss = ((critic(obs, act) - y) ** 2).mean()
+        with torch.no_grad(), amp:
+            y = rew + 0.99 * (1 - term) * critic_t(nxt, actor_t(nxt)).float()
+        with amp:
+            q = critic(obs, act).float()
+        c_loss = ((q - y) ** 2).mean()
         c_opt.zero_grad()
         c_loss.backward()
         c_opt.step()
         for p in critic.parameters():
             p.requires_grad_(False)
-        a_loss = -critic(obs, actor(obs)).mean()
+        with amp:
+            a_loss = -critic(obs, actor(obs)).float().mean()
         a_opt.zero_grad()
         a_loss.backward()
         a_opt.step()
@@ -293,6 +301,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-sb3", action="store_true")
+    p.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32"],
+                   help="precisions of our loop (and of the bare loop it is compared with)")
     p.add_argument("--sequence", action="store_true",
                    help="print the agent table (fp32 / bf16 / compiled updates/s) instead")
     p.add_argument("--backbones", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
@@ -312,20 +322,21 @@ def main() -> None:
     for env_id in a.envs:
         env = gym.make(env_id)
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-        bare = bench_bare(obs_dim, act_dim, a.steps, a.device)
-        ours_sps, ours_ups = bench_ours(env_id, a.warmup, a.steps, a.device)
         sb3 = (float("nan"), float("nan")) if a.skip_sb3 else \
             bench_sb3(env_id, a.warmup, a.steps, a.device)
-        rows.append((env_id, ours_sps, ours_ups, sb3[1], bare))
+        for precision in a.precision:
+            bare = bench_bare(obs_dim, act_dim, a.steps, a.device, precision)
+            ours_sps, ours_ups = bench_ours(env_id, a.warmup, a.steps, a.device, precision)
+            rows.append((env_id, precision, ours_sps, ours_ups, sb3[1], bare))
     print(f"\nMLP-DDPG throughput, batch 256, 1 update/env step, {a.steps} timed steps, "
-          f"{a.threads} torch thread(s), device {a.device}")
-    print("| env | ours env steps/s | ours updates/s | SB3 updates/s | bare updates/s "
+          f"{a.threads} torch thread(s), device {a.device}; SB3 in fp32 (it has no autocast), "
+          f"the bare loop in the row's precision")
+    print("| env | precision | ours env steps/s | ours updates/s | SB3 updates/s | bare updates/s "
           "| ours / SB3 | ours / bare |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for env_id, sps, ups, sb3, bare in rows:
-        print(f"| {env_id} | {sps:.0f} | {ups:.0f} | {sb3:.0f} | {bare:.0f} | "
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for env_id, precision, sps, ups, sb3, bare in rows:
+        print(f"| {env_id} | {precision} | {sps:.0f} | {ups:.0f} | {sb3:.0f} | {bare:.0f} | "
               f"{ups / sb3:.2f}x | {ups / bare:.0%} |")
-
 
 if __name__ == "__main__":
     main()
