@@ -408,33 +408,39 @@ class SequenceReplayBuffer:
         )
 
     def state_dict(self) -> dict[str, object]:
+        """The filled slots only (``min(count, per_env)`` steps per environment), on the CPU."""
+        n = min(self.count, self.per_env)
         return {
-            "obs": self.obs.cpu(),
-            "next_obs": self.next_obs.cpu(),
-            "action": self.action.cpu(),
-            "reward": self.reward.cpu(),
-            "terminated": self.terminated.cpu(),
-            "truncated": self.truncated.cpu(),
-            "episode_start": self.episode_start.cpu(),
-            "states": [[s.cpu() for s in g] for g in self.states],
+            "obs": self.obs[:, :n].cpu(),
+            "next_obs": self.next_obs[:, :n].cpu(),
+            "action": self.action[:, :n].cpu(),
+            "reward": self.reward[:, :n].cpu(),
+            "terminated": self.terminated[:, :n].cpu(),
+            "truncated": self.truncated[:, :n].cpu(),
+            "episode_start": self.episode_start[:, :n].cpu(),
+            "states": [[s[:, :n].cpu() for s in g] for g in self.states],
             "count": self.count,
             "current_start": self._current_start.cpu(),
             "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore from :meth:`state_dict` (the filled slots, or every slot as older versions
+        saved them)."""
+        n = min(int(state["count"]), self.per_env)
         for name in ("obs", "next_obs", "action", "reward", "terminated", "truncated",
                      "episode_start"):
-            value = state[name]
-            if tuple(value.shape) != tuple(getattr(self, name).shape):
+            value, store = state[name], getattr(self, name)
+            filled = (store.shape[0], n, *store.shape[2:])
+            if tuple(value.shape) not in (filled, tuple(store.shape)):
                 raise ValueError(
                     f"sequence replay field {name} has shape {tuple(value.shape)} in the "
-                    f"checkpoint, expected {tuple(getattr(self, name).shape)}"
+                    f"checkpoint, expected {filled} (count {state['count']})"
                 )
-            getattr(self, name).copy_(value)
+            store[:, :n].copy_(value[:, :n])
         for store_group, group in zip(self.states, state["states"], strict=True):
             for store, s in zip(store_group, group, strict=True):
-                store.copy_(s)
+                store[:, :n].copy_(s[:, :n])
         self.count = int(state["count"])
         self._current_start = state["current_start"].to(self.device)
         self.generator.set_state(state["generator"])

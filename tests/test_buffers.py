@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -163,6 +165,43 @@ def test_stored_states_and_burn_in_mask():
     assert torch.all(b.mask[~at_start, :2] == 0)
     assert torch.equal(b.mask[at_start], b.valid[at_start])
     assert torch.equal(b.mask[~at_start, 2:], b.valid[~at_start, 2:])
+
+
+def _stored_buffer(seed=0):
+    return SequenceReplayBuffer(100, 2, 1, 1, seq_len=5,
+                                generator=torch.Generator().manual_seed(seed),
+                                state_mode="stored", burn_in=2, state_shapes=(((2,),),))
+
+
+def _fill(buf, steps):
+    for t in range(steps):
+        buf.add([[t], [100 + t]], [[0.0], [1.0]], [0.0, 1.0], [[t + 1], [101 + t]],
+                [float(t % 7 == 6)] * 2, [0.0, 0.0],
+                states=((torch.tensor([[t, -t], [t, t]], dtype=torch.float32),),))
+
+
+def test_sequence_buffer_checkpoint_keeps_only_filled_slots():
+    buf = _stored_buffer()
+    _fill(buf, 12)  # 12 of 50 slots per env
+    state = buf.state_dict()
+    assert state["obs"].shape == (2, 12, 1) and state["episode_start"].shape == (2, 12)
+    assert state["states"][0][0].shape == (2, 12, 2)
+    other = _stored_buffer(seed=1)
+    other.load_state_dict(copy.deepcopy(state))
+    a, b = buf.sample(64), other.sample(64)  # the generator state travels with the buffer
+    for name in ("obs", "action", "reward", "mask", "valid", "terminated"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert torch.equal(a.states[0][0], b.states[0][0])
+    # a full buffer saves every slot; a dict of every slot (older versions) loads too
+    full = _stored_buffer()
+    _fill(full, 60)
+    assert full.state_dict()["obs"].shape == (2, 50, 1)
+    old = {k: v for k, v in state.items()}
+    old["obs"] = torch.cat([state["obs"], torch.zeros(2, 38, 1)], 1)
+    _stored_buffer().load_state_dict(old)
+    bad = dict(state, reward=torch.zeros(2, 11))
+    with pytest.raises(ValueError, match=r"field reward has shape \(2, 11\).*expected \(2, 12\)"):
+        _stored_buffer().load_state_dict(bad)
 
 
 def test_sequence_buffer_bad_input():
