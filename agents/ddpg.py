@@ -112,14 +112,23 @@ def _inputs(obs: Tensor, prev_action: Tensor | None, prev_reward: Tensor | None,
     return torch.cat(parts, dim=-1) if len(parts) > 1 else obs
 
 
+def per_step(net: nn.Module, x: Tensor) -> Tensor:
+    """``net`` on every leading index of ``x`` ``(..., D)``, as one 2-D batch (plain matmuls,
+    whatever the strides of ``x``). Returns ``(..., D_out)``."""
+    y = net(x.reshape(-1, x.shape[-1]))  # (N, D_out)
+    return y.view(*x.shape[:-1], y.shape[-1])
+
+
 def _frozen_forward(net: nn.Sequential, x: Tensor) -> Tensor:
-    """``net(x)`` with its weights detached: gradients reach ``x`` but never ``net``."""
+    """``net(x)`` with its weights detached: gradients reach ``x`` but never ``net``.
+    Leading dims are folded into one batch, as in :func:`per_step`."""
+    lead, x = x.shape[:-1], x.reshape(-1, x.shape[-1])  # (N, D)
     for layer in net:
         if isinstance(layer, nn.Linear):
             x = F.linear(x, layer.weight.detach(), layer.bias.detach())
         else:
             x = layer(x)
-    return x
+    return x.view(*lead, x.shape[-1])
 
 
 class Actor(nn.Module):
@@ -140,7 +149,7 @@ class Actor(nn.Module):
     def forward(self, obs: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Args: obs ``(B, T, obs_dim)``. Returns actions ``(B, T, act_dim)`` and the state."""
         h, state = self.encoder(obs, state)  # (B, T, H)
-        return self._squash(self.head(h)), state
+        return self._squash(per_step(self.head, h)), state
 
     def step(self, obs: Tensor, state: State) -> tuple[Tensor, State]:
         """Args: obs ``(B, obs_dim)``. Returns actions ``(B, act_dim)`` and the state."""
@@ -158,7 +167,8 @@ class Critic(nn.Module):
 
     def q(self, h: Tensor, action: Tensor) -> Tensor:
         """Args: h ``(B, T, H)``, action ``(B, T, A)``. Returns Q ``(B, T)``."""
-        return self.head(torch.cat([h, action.to(h.dtype)], dim=-1)).squeeze(-1).float()
+        x = torch.cat([h, action.to(h.dtype)], dim=-1)  # (B, T, H + A)
+        return per_step(self.head, x).squeeze(-1).float()
 
 
 class DDPG(nn.Module):
@@ -386,7 +396,7 @@ class DDPG(nn.Module):
         """
         if self.cfg.shared_encoder and not self.cfg.shared_encoder_actor_grad:
             # the shared encoding is the critic's, detached: the actor loss trains the head only
-            action = self.actor._squash(self.actor.head(critic_h.detach()))  # (B, L, A)
+            action = self.actor._squash(per_step(self.actor.head, critic_h.detach()))  # (B, L, A)
         else:
             action, _ = self.actor(self._actor_inputs(batch)[:, :-1], actor_state)  # (B, L, A)
         x = torch.cat([critic_h.detach(), action.to(critic_h.dtype)], -1)  # (B, L, H + A)

@@ -58,13 +58,16 @@ class MLPBackbone(Backbone):
         if x.dim() != 3:
             raise ValueError(f"x must have shape (B, T, D_in), got {tuple(x.shape)}")
         use_ckpt = self.cfg.grad_checkpoint and torch.is_grad_enabled()
-        h = x  # (B, T, D_in)
+        bsz, T, _ = x.shape
+        # Time folded into the batch: plain 2-D matmuls, also for a strided window slice
+        # (a 3-D non-contiguous input would make F.linear fall back to a batched matmul).
+        h = x.reshape(bsz * T, -1)  # (B·T, D_in)
         for i in range(len(self.layers)):
             if use_ckpt:
-                h = checkpoint(self._layer, i, h, use_reentrant=False)  # (B, T, D)
+                h = checkpoint(self._layer, i, h, use_reentrant=False)  # (B·T, D)
             else:
-                h = self._layer(i, h)  # (B, T, D)
-        return h, ()
+                h = self._layer(i, h)  # (B·T, D)
+        return h.view(bsz, T, -1), ()  # (B, T, D)
 
     def step(self, x: Tensor, state: State = ()) -> tuple[Tensor, State]:
         """Encode one time step.
