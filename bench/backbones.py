@@ -13,6 +13,7 @@ Prints one table with, for every family and length T:
 Example::
 
     python bench/backbones.py --lengths 64 256 1024 --device cuda --dtype bf16
+    python bench/backbones.py --scan-only --repeats 3     # Mamba scan lines and exp floor only
 """
 
 from __future__ import annotations
@@ -276,6 +277,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--scan-only", action="store_true",
+                   help="print only the Mamba scan lines (sequential vs parallel, exp floor)")
     return p.parse_args(argv)
 
 
@@ -284,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> str:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but no CUDA device is available")
+    if args.scan_only:
+        lines = "\n".join(mamba_scan_lines(args))
+        print(lines)
+        return lines
     rows, _ = run_benchmark(args)
     if "mamba" in args.families:
         print("\n".join(mamba_scan_lines(args)))
