@@ -3,6 +3,7 @@
     python bench/throughput.py                         # Pendulum-v1 and HalfCheetah-v5
     python bench/throughput.py --envs Pendulum-v1 --steps 3000 --threads 1
     python bench/throughput.py --threads 1 --precision fp32 bf16   # also bf16 autocast
+    python bench/throughput.py --threads 1 --precision fp32 bf16 --rounds 3   # medians
     python bench/throughput.py --sequence              # agent updates/s: fp32, bf16, compiled
 
 All three use the same networks (two hidden layers of 256: the encoder layer and one head layer;
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 import tempfile
 import time
@@ -301,6 +303,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-sb3", action="store_true")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="alternate the loops this many times and report medians")
     p.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32"],
                    help="precisions of our loop (and of the bare loop it is compared with)")
     p.add_argument("--sequence", action="store_true",
@@ -309,6 +313,8 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", default=list(AGENT_MODES), choices=AGENT_MODES)
     p.add_argument("--updates", type=int, default=AgentBenchConfig.updates)
     a = p.parse_args()
+    if a.rounds < 1:
+        p.error(f"--rounds must be a positive integer, got {a.rounds}")
     torch.set_num_threads(a.threads)
     if a.sequence:
         cfg = AgentBenchConfig(updates=a.updates)
@@ -322,13 +328,25 @@ def main() -> None:
     for env_id in a.envs:
         env = gym.make(env_id)
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-        sb3 = (float("nan"), float("nan")) if a.skip_sb3 else \
-            bench_sb3(env_id, a.warmup, a.steps, a.device)
+        # Rounds alternate the three loops, so a slow spell of the machine hits all of them;
+        # each figure is the median over rounds.
+        runs: dict[str, list[float]] = {}
+        for _ in range(a.rounds):
+            if not a.skip_sb3:
+                runs.setdefault("sb3", []).append(bench_sb3(env_id, a.warmup, a.steps,
+                                                            a.device)[1])
+            for precision in a.precision:
+                runs.setdefault(f"bare {precision}", []).append(
+                    bench_bare(obs_dim, act_dim, a.steps, a.device, precision))
+                sps, ups = bench_ours(env_id, a.warmup, a.steps, a.device, precision)
+                runs.setdefault(f"ours sps {precision}", []).append(sps)
+                runs.setdefault(f"ours {precision}", []).append(ups)
+        med = {k: statistics.median(v) for k, v in runs.items()}
         for precision in a.precision:
-            bare = bench_bare(obs_dim, act_dim, a.steps, a.device, precision)
-            ours_sps, ours_ups = bench_ours(env_id, a.warmup, a.steps, a.device, precision)
-            rows.append((env_id, precision, ours_sps, ours_ups, sb3[1], bare))
+            rows.append((env_id, precision, med[f"ours sps {precision}"], med[f"ours {precision}"],
+                         med.get("sb3", float("nan")), med[f"bare {precision}"]))
     print(f"\nMLP-DDPG throughput, batch 256, 1 update/env step, {a.steps} timed steps, "
+          f"median of {a.rounds} round(s), "
           f"{a.threads} torch thread(s), device {a.device}; SB3 in fp32 (it has no autocast), "
           f"the bare loop in the row's precision")
     print("| env | precision | ours env steps/s | ours updates/s | SB3 updates/s | bare updates/s "
