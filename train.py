@@ -232,7 +232,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[DDPG, gym.Env, int]:
     if sequence:
         a = agent_cfg
         prev_action = cfg.prev_action if cfg.prev_action is not None else cfg.backbone != "mlp"
-        prev_reward = bool(cfg.prev_reward)
+        prev_reward = cfg.prev_reward
         agent_cfg = dataclasses.replace(
             a,
             actor_prev_action=a.actor_prev_action or prev_action,
@@ -418,8 +418,9 @@ def _take_list(argv: list[str], flag: str) -> tuple[list[str], list[str]]:
     return values, rest
 
 
-def cli(argv: Sequence[str]) -> None:
-    """``--backbone`` and ``--seed`` take several values; more than one run makes a grid."""
+def parse_cli(argv: Sequence[str]) -> tuple[TrainConfig, list[str], list[int]]:
+    """The config of the first run, and every backbone and seed asked for (``--backbone`` and
+    ``--seed`` take several values)."""
     backbones, rest = _take_list(list(argv), "--backbone")
     seeds, rest = _take_list(rest, "--seed")
     extra = [f"--backbone={backbones[0]}"] if backbones else []
@@ -429,7 +430,12 @@ def cli(argv: Sequence[str]) -> None:
         seed_values = [int(s) for s in seeds] or [cfg.seed]
     except ValueError as e:
         raise ValueError(f"--seed takes non-negative integers, got {seeds}") from e
-    backbone_values = backbones or [cfg.backbone]
+    return cfg, backbones or [cfg.backbone], seed_values
+
+
+def cli(argv: Sequence[str]) -> None:
+    """``--backbone`` and ``--seed`` take several values; more than one run makes a grid."""
+    cfg, backbone_values, seed_values = parse_cli(argv)
     if len(backbone_values) * len(seed_values) == 1:
         main(cfg)
     else:

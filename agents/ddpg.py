@@ -26,7 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit.backbones import Backbone, BackboneConfig, State, backbone_config, make_backbone
+from rlkit.backbones import (
+    Backbone,
+    BackboneConfig,
+    State,
+    backbone_config,
+    make_backbone,
+    per_step,
+)
 from rlkit.buffers import SequenceBatch, TransitionBatch
 from rlkit.losses import grad_norm, masked_mse, polyak_update
 from rlkit.precision import (
@@ -112,23 +119,19 @@ def _inputs(obs: Tensor, prev_action: Tensor | None, prev_reward: Tensor | None,
     return torch.cat(parts, dim=-1) if len(parts) > 1 else obs
 
 
-def per_step(net: nn.Module, x: Tensor) -> Tensor:
-    """``net`` on every leading index of ``x`` ``(..., D)``, as one 2-D batch (plain matmuls,
-    whatever the strides of ``x``). Returns ``(..., D_out)``."""
-    y = net(x.reshape(-1, x.shape[-1]))  # (N, D_out)
-    return y.view(*x.shape[:-1], y.shape[-1])
-
-
 def _frozen_forward(net: nn.Sequential, x: Tensor) -> Tensor:
     """``net(x)`` with its weights detached: gradients reach ``x`` but never ``net``.
-    Leading dims are folded into one batch, as in :func:`per_step`."""
-    lead, x = x.shape[:-1], x.reshape(-1, x.shape[-1])  # (N, D)
-    for layer in net:
-        if isinstance(layer, nn.Linear):
-            x = F.linear(x, layer.weight.detach(), layer.bias.detach())
-        else:
-            x = layer(x)
-    return x.view(*lead, x.shape[-1])
+    Leading dims are folded into one batch (:func:`per_step`)."""
+
+    def run(h: Tensor) -> Tensor:  # (N, D)
+        for layer in net:
+            if isinstance(layer, nn.Linear):
+                h = F.linear(h, layer.weight.detach(), layer.bias.detach())
+            else:
+                h = layer(h)
+        return h
+
+    return per_step(run, x)
 
 
 class Actor(nn.Module):

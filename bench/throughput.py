@@ -356,5 +356,6 @@ def main() -> None:
         print(f"| {env_id} | {precision} | {sps:.0f} | {ups:.0f} | {sb3:.0f} | {bare:.0f} | "
               f"{ups / sb3:.2f}x | {ups / bare:.0%} |")
 
+
 if __name__ == "__main__":
     main()

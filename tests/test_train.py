@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import tyro
 
 import train
 from rlkit.checkpoint import FORMAT_VERSION, load_checkpoint
@@ -124,9 +123,6 @@ def test_every_train_command_in_the_readme_parses():
     for argv in commands:
         if "--help" in argv or "..." in argv:
             continue
-        backbones, rest = train._take_list(argv, "--backbone")
-        seeds, rest = train._take_list(rest, "--seed")
-        extra = [f"--backbone={backbones[0]}"] if backbones else []
-        cfg = tyro.cli(train.TrainConfig, args=rest + extra)
+        cfg, _, _ = train.parse_cli(argv)
         if "--prev-reward" in argv:
             assert cfg.prev_reward is True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
-from rlkit.backbones.base import Backbone, BackboneConfig, State
+from rlkit.backbones.base import Backbone, BackboneConfig, State, per_step
 
 # name -> (module, backbone class, config class, fixed config fields)
 _REGISTRY: dict[str, tuple[str, str, str, dict[str, object]]] = {
@@ -93,4 +93,5 @@ __all__ = [
     "backbone_config",
     "backbone_config_class",
     "make_backbone",
+    "per_step",
 ]

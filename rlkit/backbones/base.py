@@ -25,6 +25,7 @@ Invariants (tested for every family in ``tests/test_backbones.py``):
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -111,3 +112,14 @@ def check_state_shapes(family: str, state: State, expected: list[tuple[int, ...]
     got = [tuple(s.shape) for s in state]
     if got != expected:
         raise ValueError(f"{family} state must have shapes {expected}, got {got}")
+
+
+def per_step(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``fn`` on every leading index of ``x`` ``(..., D)`` at once, as one 2-D batch ``(N, D)``.
+
+    The leading dims are folded with ``reshape``, so ``fn``'s linear layers run plain 2-D
+    matmuls whatever the strides of ``x`` (a 3-D non-contiguous input would make ``F.linear``
+    fall back to a batched matmul with the weight expanded). Returns ``(..., D_out)``.
+    """
+    y = fn(x.reshape(-1, x.shape[-1]))  # (N, D_out)
+    return y.view(*x.shape[:-1], y.shape[-1])

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rlkit.backbones.base import Backbone, BackboneConfig, State
+from rlkit.backbones.base import Backbone, BackboneConfig, State, per_step
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,14 @@ class MLPBackbone(Backbone):
         if x.dim() != 3:
             raise ValueError(f"x must have shape (B, T, D_in), got {tuple(x.shape)}")
         use_ckpt = self.cfg.grad_checkpoint and torch.is_grad_enabled()
-        bsz, T, _ = x.shape
-        # Time folded into the batch: plain 2-D matmuls, also for a strided window slice
-        # (a 3-D non-contiguous input would make F.linear fall back to a batched matmul).
-        h = x.reshape(bsz * T, -1)  # (B·T, D_in)
-        for i in range(len(self.layers)):
-            if use_ckpt:
-                h = checkpoint(self._layer, i, h, use_reentrant=False)  # (B·T, D)
-            else:
-                h = self._layer(i, h)  # (B·T, D)
-        return h.view(bsz, T, -1), ()  # (B, T, D)
+
+        def layers(h: Tensor) -> Tensor:  # (B·T, D_in) -> (B·T, D): time folded into the batch
+            for i in range(len(self.layers)):
+                h = checkpoint(self._layer, i, h, use_reentrant=False) if use_ckpt \
+                    else self._layer(i, h)
+            return h
+
+        return per_step(layers, x), ()  # (B, T, D)
 
     def step(self, x: Tensor, state: State = ()) -> tuple[Tensor, State]:
         """Encode one time step.
