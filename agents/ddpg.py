@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -119,19 +120,15 @@ def _inputs(obs: Tensor, prev_action: Tensor | None, prev_reward: Tensor | None,
     return torch.cat(parts, dim=-1) if len(parts) > 1 else obs
 
 
-def _frozen_forward(net: nn.Sequential, x: Tensor) -> Tensor:
-    """``net(x)`` with its weights detached: gradients reach ``x`` but never ``net``.
-    Leading dims are folded into one batch (:func:`per_step`)."""
-
-    def run(h: Tensor) -> Tensor:  # (N, D)
-        for layer in net:
-            if isinstance(layer, nn.Linear):
-                h = F.linear(h, layer.weight.detach(), layer.bias.detach())
-            else:
-                h = layer(h)
-        return h
-
-    return per_step(run, x)
+def _run(net: nn.Sequential, x: Tensor, first: int = 0, frozen: bool = False) -> Tensor:
+    """``net``'s layers from index ``first`` on ``x`` ``(N, D)``; ``frozen``: with their weights
+    detached, so gradients reach ``x`` but never ``net``."""
+    for layer in list(net)[first:]:
+        if frozen and isinstance(layer, nn.Linear):
+            x = F.linear(x, layer.weight.detach(), layer.bias.detach())
+        else:
+            x = layer(x)
+    return x
 
 
 class Actor(nn.Module):
@@ -170,8 +167,27 @@ class Critic(nn.Module):
 
     def q(self, h: Tensor, action: Tensor) -> Tensor:
         """Args: h ``(B, T, H)``, action ``(B, T, A)``. Returns Q ``(B, T)``."""
+        return self.q_from_pre(self.pre(h, action))
+
+    def pre(self, h: Tensor, action: Tensor) -> Tensor:
+        """The head's first layer before its activation, ``W [h, a] + b``: ``(B, T, hidden)``."""
         x = torch.cat([h, action.to(h.dtype)], dim=-1)  # (B, T, H + A)
-        return per_step(self.head, x).squeeze(-1).float()
+        return per_step(self.head[0], x)
+
+    def q_from_pre(self, pre: Tensor, frozen: bool = False) -> Tensor:
+        """The rest of the head on :meth:`pre`'s output; Q ``(B, T)``. ``frozen``: the
+        layers' weights are used detached (gradients reach ``pre`` only)."""
+        return per_step(lambda x: _run(self.head, x, first=1, frozen=frozen),
+                        pre).squeeze(-1).float()
+
+
+class CriticEncoding(NamedTuple):
+    """What the actor loss reuses from critic 0's pass over the batch, both detached."""
+
+    h: Tensor
+    """The encoding ``(B, L, H)``."""
+    pre: Tensor
+    """The head's first layer on ``[h, batch action]`` before its activation ``(B, L, hidden)``."""
 
 
 class DDPG(nn.Module):
@@ -251,6 +267,8 @@ class DDPG(nn.Module):
             if compile else self._critic_losses
         self._actor_fn = CompiledFunction(self._actor_losses, "the actor loss") \
             if compile else self._actor_losses
+        # A shared encoder stepped by both optimizers needs the actor's gradients apart.
+        self._encoder_in_both = cfg.shared_encoder and cfg.shared_encoder_actor_grad
         # Parameter lists walked on every update, gathered once.
         self._actor_params = actor_params
         self._critic_params = list(self.critics.parameters())
@@ -369,58 +387,76 @@ class DDPG(nn.Module):
             return batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * next_q
 
     def critic_loss(self, batch: SequenceBatch, target: Tensor,
-                    critic_states: tuple[State | None, ...]) -> tuple[Tensor, Tensor, Tensor]:
+                    critic_states: tuple[State | None, ...]
+                    ) -> tuple[Tensor, Tensor, CriticEncoding]:
         """Masked mean squared TD error summed over critics.
 
         Returns:
-            ``(loss, q, h)``: the loss, critic 0's Q ``(B, L)`` and its encoding ``(B, L, H)``
-            detached (the actor loss reuses it instead of encoding the window again).
+            ``(loss, q, enc)``: the loss, critic 0's Q ``(B, L)`` and its
+            :class:`CriticEncoding` (detached), which the actor loss reuses instead of encoding
+            the window again and of recomputing the head's first layer on ``h``.
         """
         x = self._critic_inputs(batch)[:, :-1]  # (B, L, D)
-        loss, q0, h0 = 0.0, None, None
+        loss, q0, enc0 = 0.0, None, None
         for critic, s in zip(self.critics, critic_states):
             h, _ = critic.encoder(x, s)  # (B, L, H)
-            q = critic.q(h, batch.action)  # (B, L)
+            pre = critic.pre(h, batch.action)  # (B, L, hidden)
+            q = critic.q_from_pre(pre)  # (B, L)
             loss = loss + masked_mse(q, target, batch.mask)
-            if q0 is None:
-                q0, h0 = q, h.detach()
-        return loss, q0, h0
+            if enc0 is None:
+                q0, enc0 = q, CriticEncoding(h.detach(), pre.detach())
+        return loss, q0, enc0
 
     def actor_loss(self, batch: SequenceBatch, actor_state: State | None,
-                   critic_h: Tensor) -> Tensor:
-        """``-Q(h, mu(.))`` averaged over masked steps, through critic 0's head held fixed.
+                   critic_enc: CriticEncoding) -> Tensor:
+        """``-Q(h, mu(.))`` averaged over masked steps, through critic 0 held fixed.
 
         Args:
             batch: the window.
             actor_state: the actor's state at the window start (``None``: initial).
-            critic_h: critic 0's encoding of the window ``(B, L, H)``, detached.
+            critic_enc: critic 0's pass over the window, from :meth:`critic_loss`.
 
-        The head's parameters are used detached, so the actor loss gives the critic no gradient.
+        The head's first layer is linear in ``[h, a]``, so with ``W = [W_h, W_a]``:
+        ``W [h, mu] + b = pre + W_a (mu - a)``, where ``pre = W [h, a] + b`` is the critic
+        loss's own. Only the small ``W_a`` product is computed again; Q is the critic's at the
+        parameters of the critic loss (before its step). Every critic weight is used detached,
+        so the actor loss gives the critic no gradient.
         """
         if self.cfg.shared_encoder and not self.cfg.shared_encoder_actor_grad:
             # the shared encoding is the critic's, detached: the actor loss trains the head only
-            action = self.actor._squash(per_step(self.actor.head, critic_h.detach()))  # (B, L, A)
+            action = self.actor._squash(per_step(self.actor.head, critic_enc.h))  # (B, L, A)
         else:
             action, _ = self.actor(self._actor_inputs(batch)[:, :-1], actor_state)  # (B, L, A)
-        x = torch.cat([critic_h.detach(), action.to(critic_h.dtype)], -1)  # (B, L, H + A)
-        q = _frozen_forward(self.critics[0].head, x).squeeze(-1).float()  # (B, L)
+        critic = self.critics[0]
+        first = critic.head[0]
+        w_a = first.weight[:, critic.encoder.d_out:].detach()  # (hidden, A): W_a
+        delta = (action - batch.action).to(critic_enc.pre.dtype)  # (B, L, A)
+        pre = critic_enc.pre + per_step(lambda d: F.linear(d, w_a), delta)  # (B, L, hidden)
+        q = critic.q_from_pre(pre, frozen=True)  # (B, L)
         return -(q * batch.mask).sum() / batch.mask.sum().clamp_min(1.0)
 
     def _critic_losses(self, batch: SequenceBatch, actor_state: State | None,
-                       critic_states: tuple[State | None, ...]) -> tuple[Tensor, Tensor, Tensor]:
+                       critic_states: tuple[State | None, ...]
+                       ) -> tuple[Tensor, Tensor, CriticEncoding]:
         """TD target and :meth:`critic_loss` under the precision's autocast (what compiles)."""
         with self.amp.autocast(self.actor.scale.device.type):
             target = self.td_target(batch, actor_state, critic_states)
             return self.critic_loss(batch, target, critic_states)
 
     def _actor_losses(self, batch: SequenceBatch, actor_state: State | None,
-                      critic_h: Tensor) -> Tensor:
+                      critic_enc: CriticEncoding) -> Tensor:
         """:meth:`actor_loss` under the precision's autocast (what compiles)."""
         with self.amp.autocast(self.actor.scale.device.type):
-            return self.actor_loss(batch, actor_state, critic_h)
+            return self.actor_loss(batch, actor_state, critic_enc)
 
     def update(self, batch: SequenceBatch | TransitionBatch) -> dict[str, Tensor]:
         """One gradient step of the critic(s), and of the actor and targets when due.
+
+        Both losses are taken at the same parameters (the actor's through the critic before
+        its step, as in Acme's DDPG learner), so one backward pass gives both gradients: the
+        actor loss reaches no critic weight and the critic loss no actor weight. With a shared
+        encoder that the actor loss also trains, the actor's gradients are taken apart
+        (``torch.autograd.grad``) so that each optimizer steps on its own loss's gradient.
 
         Forward passes run under the precision's autocast (losses in fp32, backward outside
         it); with fp16 one GradScaler scales both losses, gradients are unscaled before their
@@ -439,9 +475,20 @@ class DDPG(nn.Module):
         amp, compiled = self.amp, isinstance(self._critic_fn, CompiledFunction)
         if compiled:
             mark_step_begin(self._critic_fn, self._actor_fn)
-        closs, q, h = self._critic_fn(batch, actor_state, critic_states)
+        self.num_updates += 1
+        actor_due = self.num_updates % self.cfg.policy_delay == 0
+        closs, q, enc = self._critic_fn(batch, actor_state, critic_states)
         self.critic_opt.zero_grad(set_to_none=True)
-        amp.scale(closs).backward()
+        if actor_due:
+            aloss = self._actor_fn(batch, actor_state, enc)
+            self.actor_opt.zero_grad(set_to_none=True)
+            if self._encoder_in_both:
+                actor_grads = torch.autograd.grad(amp.scale(aloss), self._actor_params)
+                amp.scale(closs).backward()
+            else:
+                amp.scale(closs + aloss).backward()
+        else:
+            amp.scale(closs).backward()
         amp.unscale_(self.critic_opt)
         cnorm = grad_norm(self._critic_params, self.cfg.max_grad_norm)
         amp.step(self.critic_opt)
@@ -451,11 +498,10 @@ class DDPG(nn.Module):
             "q_mean": ((q.detach() * m).sum() / m.sum().clamp_min(1.0)),
             "critic_grad_norm": cnorm.detach(),
         }
-        self.num_updates += 1
-        if self.num_updates % self.cfg.policy_delay == 0:
-            aloss = self._actor_fn(batch, actor_state, h)
-            self.actor_opt.zero_grad(set_to_none=True)
-            amp.scale(aloss).backward()
+        if actor_due:
+            if self._encoder_in_both:
+                for p, g in zip(self._actor_params, actor_grads):
+                    p.grad = g
             amp.unscale_(self.actor_opt)
             anorm = grad_norm(self._actor_params, self.cfg.max_grad_norm)
             amp.step(self.actor_opt)

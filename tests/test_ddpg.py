@@ -65,6 +65,70 @@ def test_actor_loss_gives_critic_no_gradient():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
 
 
+def _direct_actor_loss(agent: DDPG, seq, actor_state=None) -> torch.Tensor:
+    """``-mean Q(h, mu)`` through critic 0 held fixed, computed the plain way."""
+    critic = agent.critics[0]
+    x = agent._critic_inputs(seq)[:, :-1]
+    with torch.no_grad():
+        h, _ = critic.encoder(x, None)
+    action, _ = agent.actor(agent._actor_inputs(seq)[:, :-1], actor_state)
+    frozen = copy.deepcopy(critic).requires_grad_(False)
+    q = frozen.q(h, action)
+    return -(q * seq.mask).sum() / seq.mask.sum()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "gru", "twin", "deep_head"])
+def test_actor_loss_is_minus_q_of_the_actor_action(kind):
+    """The actor loss reuses the critic loss's first-layer product (``pre + W_a (mu - a)``);
+    its value and its actor gradients are those of ``-Q(h, mu)`` computed in full."""
+    if kind == "gru":
+        agent, seq = _seq_agent(), None
+        seq = _seq_batch(agent)
+    else:
+        kw = {"twin": {"twin_critics": True}, "deep_head": {}}.get(kind, {})
+        torch.manual_seed(0)
+        hidden = (32, 16) if kind == "deep_head" else (32,)
+        agent = DDPG(3, LOW, HIGH, "mlp", BackboneConfig(d_model=32),
+                     DDPGConfig(head_hidden=hidden, **kw))
+        seq = agent.transitions_as_sequences(batch())
+    target = agent.td_target(seq, None, (None,) * len(agent.critics))
+    _, _, enc = agent.critic_loss(seq, target, (None,) * len(agent.critics))
+    loss = agent.actor_loss(seq, None, enc)
+    loss.backward()
+    grads = [p.grad.clone() for p in agent.actor.parameters()]
+    agent.zero_grad(set_to_none=True)
+    ref = _direct_actor_loss(agent, seq)
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    for g, p in zip(grads, agent.actor.parameters()):
+        torch.testing.assert_close(g, p.grad)
+    assert all(p.grad is None for p in agent.critics.parameters())
+
+
+def test_update_takes_both_losses_at_the_same_parameters():
+    """One update = one Adam step of the critic on its loss and one of the actor on
+    ``-Q(h, mu)`` through the critic as it was before its step."""
+    agent = make_agent()
+    b = batch()
+    ref = copy.deepcopy(agent)
+    seq = ref.transitions_as_sequences(b)
+    actor_loss = _direct_actor_loss(ref, seq)  # before any step
+    ref.actor_opt.zero_grad()
+    actor_loss.backward()
+    target = ref.td_target(seq, None, (None,))
+    critic_loss, _, _ = ref.critic_loss(seq, target, (None,))
+    ref.critic_opt.zero_grad()
+    critic_loss.backward()
+    ref.critic_opt.step()
+    ref.actor_opt.step()
+    metrics = agent.update(b)
+    torch.testing.assert_close(metrics["actor_loss"], actor_loss.detach())
+    for p, q in zip(agent.actor.parameters(), ref.actor.parameters()):
+        torch.testing.assert_close(p, q)
+    for p, q in zip(agent.critics.parameters(), ref.critics.parameters()):
+        torch.testing.assert_close(p, q)
+
+
 def test_update_leaves_critic_untouched_by_actor_step():
     agent = make_agent()
     b = batch()
@@ -204,6 +268,31 @@ def test_shared_encoder_actor_grad_goes_through_the_actor_path_only():
     ref.load_state_dict(agent.state_dict())
     ref.actor_loss(b, None, h).backward()
     assert all(p.grad is None for p in ref.actor.encoder.parameters())
+
+
+def test_shared_encoder_trained_by_both_losses_steps_each_optimizer_on_its_own_gradient():
+    agent = _seq_agent(shared_encoder=True, shared_encoder_actor_grad=True)
+    b = _seq_batch(agent)
+
+    def grads(loss_of) -> list[torch.Tensor | None]:
+        m = copy.deepcopy(agent)
+        target = m.td_target(b, None, (None,))
+        closs, _, enc = m.critic_loss(b, target, (None,))
+        loss_of(m, closs, enc).backward()
+        return [p.grad for p in m.parameters()]
+
+    g_critic = grads(lambda m, closs, enc: closs)
+    g_actor = grads(lambda m, closs, enc: m.actor_loss(b, None, enc))
+    ref = copy.deepcopy(agent)
+    for p, g in zip(ref.parameters(), g_critic):
+        p.grad = g
+    ref.critic_opt.step()
+    for p, g in zip(ref.parameters(), g_actor):
+        p.grad = g
+    ref.actor_opt.step()
+    agent.update(b)
+    for (name, p), q in zip(agent.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, msg=name)
 
 
 def test_shared_encoder_needs_matching_inputs():
