@@ -66,8 +66,19 @@ def _check_sizes(capacity: int, obs_dim: int, action_dim: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 
+def _cpu_copy(x: Tensor) -> Tensor:
+    """A CPU copy of ``x`` that owns its memory (saving a view of a CPU tensor would write its
+    whole storage: the full capacity instead of the filled slots)."""
+    return x.to("cpu", copy=True)
+
+
 class ReplayBuffer:
     """Uniform transition replay in preallocated tensors, wrapping around when full.
+
+    The fields live side by side in one ``(capacity, width)`` tensor, ``data``, of which
+    ``obs``, ``action``, ``reward``, ``next_obs``, ``terminated`` and ``truncated`` are views:
+    an :meth:`add` is one host-to-device copy and one write, a :meth:`sample` one gather (the
+    batch's fields are views of the gathered rows).
 
     Args:
         capacity: number of transitions kept.
@@ -76,6 +87,8 @@ class ReplayBuffer:
         device: where the storage lives and batches are sampled.
         generator: the generator that draws sample indices (on ``device``).
     """
+
+    FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 
     def __init__(
         self,
@@ -88,15 +101,25 @@ class ReplayBuffer:
         _check_sizes(capacity, obs_dim, action_dim)
         self.capacity, self.device = capacity, torch.device(device)
         self.generator = generator or torch.Generator(device=self.device)
-        z = dict(device=self.device, dtype=torch.float32)
-        self.obs = torch.zeros(capacity, obs_dim, **z)
-        self.next_obs = torch.zeros(capacity, obs_dim, **z)
-        self.action = torch.zeros(capacity, action_dim, **z)
-        self.reward = torch.zeros(capacity, **z)
-        self.terminated = torch.zeros(capacity, **z)
-        self.truncated = torch.zeros(capacity, **z)
+        widths = (obs_dim, action_dim, 1, obs_dim, 1, 1)  # per field, in FIELDS order
+        self._cols: dict[str, slice] = {}
+        start = 0
+        for name, w in zip(self.FIELDS, widths):
+            self._cols[name] = slice(start, start + w)
+            start += w
+        self._shapes = {name: (w,) if name in ("obs", "action", "next_obs") else ()
+                        for name, w in zip(self.FIELDS, widths)}
+        self.data = torch.zeros(capacity, start, device=self.device)  # (capacity, width)
+        for name, view in zip(self.FIELDS, self._views(self.data)):
+            setattr(self, name, view)
         self.pos = 0  # next slot to write
         self.size = 0
+
+    def _views(self, rows: Tensor) -> TransitionBatch:
+        """The fields of packed ``rows`` ``(N, width)`` as views (1-D for the scalars)."""
+        return TransitionBatch(*(
+            rows[:, self._cols[name]] if self._shapes[name] else rows[:, self._cols[name].start]
+            for name in self.FIELDS))
 
     def __len__(self) -> int:
         return self.size
@@ -111,29 +134,28 @@ class ReplayBuffer:
         truncated: ArrayLike,
     ) -> None:
         """Store N transitions (one per environment); every argument has N rows."""
-        f = dict(device=self.device, dtype=torch.float32)
-        rows = {
-            "obs": _as_tensor(obs, **f),
-            "action": _as_tensor(action, **f),
-            "reward": _as_tensor(reward, **f).reshape(-1),
-            "next_obs": _as_tensor(next_obs, **f),
-            "terminated": _as_tensor(terminated, **f).reshape(-1),
-            "truncated": _as_tensor(truncated, **f).reshape(-1),
-        }
-        n = rows["obs"].shape[0]
-        for name, value in rows.items():
-            want = (n, *getattr(self, name).shape[1:])
-            if tuple(value.shape) != want:
-                raise ValueError(f"{name} must have shape {want}, got {tuple(value.shape)}")
+        values = (obs, action, reward, next_obs, terminated, truncated)
+        n = len(obs)
+        parts = []
+        for name, value in zip(self.FIELDS, values):
+            if not isinstance(value, Tensor):
+                value = np.asarray(value)
+            want = (n, *self._shapes[name])
+            shape = tuple(value.shape)
+            if shape != want and not (not self._shapes[name] and shape == (n, 1)):
+                raise ValueError(f"{name} must have shape {want}, got {shape}")
+            parts.append(value.reshape(n, -1))
         if n > self.capacity:
             raise ValueError(f"cannot add {n} transitions to a buffer of capacity {self.capacity}")
+        if any(isinstance(x, Tensor) for x in parts):
+            rows = torch.cat([_as_tensor(x, self.device, torch.float32) for x in parts], 1)
+        else:  # one host array, one copy to the device
+            rows = torch.from_numpy(np.concatenate(parts, 1, dtype=np.float32))
+        rows = rows.to(self.device)  # (n, width)
         if self.pos + n <= self.capacity:  # contiguous slots: a plain copy
-            for name, value in rows.items():
-                getattr(self, name)[self.pos : self.pos + n] = value
+            self.data[self.pos : self.pos + n] = rows
         else:  # wraps around the end
-            idx = (self.pos + torch.arange(n, device=self.device)) % self.capacity
-            for name, value in rows.items():
-                getattr(self, name)[idx] = value
+            self.data[(self.pos + torch.arange(n, device=self.device)) % self.capacity] = rows
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
@@ -146,24 +168,13 @@ class ReplayBuffer:
         idx = torch.randint(
             self.size, (batch_size,), device=self.device, generator=self.generator
         )
-        return TransitionBatch(
-            self.obs[idx],
-            self.action[idx],
-            self.reward[idx],
-            self.next_obs[idx],
-            self.terminated[idx],
-            self.truncated[idx],
-        )
+        return self._views(self.data[idx])  # (B, width) -> fields
 
     def state_dict(self) -> dict[str, object]:
+        """The filled slots, field by field, as CPU tensors of their own."""
         n = self.size
         return {
-            "obs": self.obs[:n].cpu(),
-            "next_obs": self.next_obs[:n].cpu(),
-            "action": self.action[:n].cpu(),
-            "reward": self.reward[:n].cpu(),
-            "terminated": self.terminated[:n].cpu(),
-            "truncated": self.truncated[:n].cpu(),
+            **{name: _cpu_copy(getattr(self, name)[:n]) for name in self.FIELDS},
             "pos": self.pos,
             "size": self.size,
             "generator": self.generator.get_state(),
@@ -173,7 +184,7 @@ class ReplayBuffer:
         n = int(state["size"])
         if n > self.capacity:
             raise ValueError(f"checkpoint holds {n} transitions, capacity is {self.capacity}")
-        for name in ("obs", "next_obs", "action", "reward", "terminated", "truncated"):
+        for name in self.FIELDS:
             value = state[name]
             if tuple(value.shape[1:]) != tuple(getattr(self, name).shape[1:]):
                 raise ValueError(
@@ -411,16 +422,16 @@ class SequenceReplayBuffer:
         """The filled slots only (``min(count, per_env)`` steps per environment), on the CPU."""
         n = min(self.count, self.per_env)
         return {
-            "obs": self.obs[:, :n].cpu(),
-            "next_obs": self.next_obs[:, :n].cpu(),
-            "action": self.action[:, :n].cpu(),
-            "reward": self.reward[:, :n].cpu(),
-            "terminated": self.terminated[:, :n].cpu(),
-            "truncated": self.truncated[:, :n].cpu(),
-            "episode_start": self.episode_start[:, :n].cpu(),
-            "states": [[s[:, :n].cpu() for s in g] for g in self.states],
+            "obs": _cpu_copy(self.obs[:, :n]),
+            "next_obs": _cpu_copy(self.next_obs[:, :n]),
+            "action": _cpu_copy(self.action[:, :n]),
+            "reward": _cpu_copy(self.reward[:, :n]),
+            "terminated": _cpu_copy(self.terminated[:, :n]),
+            "truncated": _cpu_copy(self.truncated[:, :n]),
+            "episode_start": _cpu_copy(self.episode_start[:, :n]),
+            "states": [[_cpu_copy(s[:, :n]) for s in g] for g in self.states],
             "count": self.count,
-            "current_start": self._current_start.cpu(),
+            "current_start": _cpu_copy(self._current_start),
             "generator": self.generator.get_state(),
         }
 

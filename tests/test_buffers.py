@@ -1,4 +1,5 @@
 import copy
+import io
 
 import numpy as np
 import pytest
@@ -77,6 +78,50 @@ def test_replay_state_dict_round_trip():
     other = ReplayBuffer(6, 3, 2)
     other.load_state_dict(buf.state_dict())
     assert torch.equal(other.sample(5).reward, buf.sample(5).reward)
+
+
+def _saved_bytes(state) -> int:
+    f = io.BytesIO()
+    torch.save(state, f)
+    return len(f.getvalue())
+
+
+def test_replay_checkpoint_holds_the_filled_slots_only():
+    buf = ReplayBuffer(100_000, 3, 2)  # 3.6 MB of storage
+    for i in range(10):
+        _add(buf, i)
+    state = buf.state_dict()
+    assert state["obs"].shape == (10, 3) and state["reward"].shape == (10,)
+    assert _saved_bytes(state) < 20_000  # not the whole storage behind the views
+
+
+def test_replay_fields_are_views_of_one_storage_and_batches_keep_them_apart():
+    buf = ReplayBuffer(8, 3, 2, generator=torch.Generator().manual_seed(0))
+    # gymnasium gives bool flags, float64 observations and rewards
+    buf.add(np.arange(6.0).reshape(2, 3), np.array([[0.5, -0.5], [1.5, -1.5]]),
+            np.array([1.0, 2.0]), np.arange(6.0).reshape(2, 3) + 10,
+            np.array([True, False]), np.array([False, True]))
+    assert buf.data.shape == (8, 3 + 2 + 1 + 3 + 1 + 1)
+    assert buf.obs.data_ptr() == buf.data.data_ptr()
+    assert buf.data[:2].tolist() == [[0, 1, 2, 0.5, -0.5, 1, 10, 11, 12, 1, 0],
+                                     [3, 4, 5, 1.5, -1.5, 2, 13, 14, 15, 0, 1]]
+    b = buf.sample(32)
+    first = b.reward == 1.0
+    assert torch.equal(b.obs[first][0], torch.tensor([0.0, 1.0, 2.0]))
+    assert torch.equal(b.next_obs, b.obs + 10)
+    assert torch.equal(b.action[:, 0], b.reward - 0.5)
+    assert torch.equal(b.terminated, first.float()) and torch.equal(b.truncated, 1 - b.terminated)
+    # tensors are taken as well as arrays; a (N, 1) reward is a column of N rewards
+    buf.add(torch.zeros(1, 3), torch.zeros(1, 2), torch.tensor([[7.0]]), torch.zeros(1, 3),
+            torch.zeros(1), torch.zeros(1))
+    assert buf.reward[2].item() == 7.0 and len(buf) == 3
+    with pytest.raises(ValueError, match=r"reward must have shape \(1,\), got \(1, 2\)"):
+        buf.add(np.zeros((1, 3)), np.zeros((1, 2)), np.zeros((1, 2)), np.zeros((1, 3)),
+                np.zeros(1), np.zeros(1))
+    with pytest.raises(ValueError, match=r"terminated must have shape \(2,\), got \(1,\)"):
+        buf.add(np.zeros((2, 3)), np.zeros((2, 2)), np.zeros(2), np.zeros((2, 3)),
+                np.zeros(1), np.zeros(2))
+    assert len(buf) == 3  # a refused add writes nothing
 
 
 # ---------------------------------------------------------------------------- sequences
@@ -181,6 +226,11 @@ def _fill(buf, steps):
 
 
 def test_sequence_buffer_checkpoint_keeps_only_filled_slots():
+    big = SequenceReplayBuffer(100_000, 2, 3, 2, seq_len=4)  # 100k steps: about 4 MB
+    for _ in range(10):
+        big.add(np.zeros((2, 3)), np.zeros((2, 2)), np.zeros(2), np.zeros((2, 3)),
+                np.zeros(2), np.zeros(2))
+    assert _saved_bytes(big.state_dict()) < 20_000  # not the whole storage behind the views
     buf = _stored_buffer()
     _fill(buf, 12)  # 12 of 50 slots per env
     state = buf.state_dict()
