@@ -136,9 +136,11 @@ class ReplayBuffer:
         """Store N transitions (one per environment); every argument has N rows."""
         values = (obs, action, reward, next_obs, terminated, truncated)
         n = len(obs)
-        parts = []
+        parts, tensors = [], False
         for name, value in zip(self.FIELDS, values):
-            if not isinstance(value, Tensor):
+            if isinstance(value, Tensor):
+                tensors = True
+            else:
                 value = np.asarray(value)
             want = (n, *self._shapes[name])
             shape = tuple(value.shape)
@@ -147,7 +149,7 @@ class ReplayBuffer:
             parts.append(value.reshape(n, -1))
         if n > self.capacity:
             raise ValueError(f"cannot add {n} transitions to a buffer of capacity {self.capacity}")
-        if any(isinstance(x, Tensor) for x in parts):
+        if tensors:
             rows = torch.cat([_as_tensor(x, self.device, torch.float32) for x in parts], 1)
         else:  # one host array, one copy to the device
             rows = torch.from_numpy(np.concatenate(parts, 1, dtype=np.float32))
