@@ -170,7 +170,8 @@ class ReplayBuffer:
         idx = torch.randint(
             self.size, (batch_size,), device=self.device, generator=self.generator
         )
-        return self._views(self.data[idx])  # (B, width) -> fields
+        # index_select: a plain row gather (advanced indexing costs about 4x more on the CPU)
+        return self._views(torch.index_select(self.data, 0, idx))  # (B, width) -> fields
 
     def state_dict(self) -> dict[str, object]:
         """The filled slots, field by field, as CPU tensors of their own."""
