@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -49,6 +51,19 @@ from rlkit.backbones import BACKBONE_NAMES, BackboneConfig  # noqa: E402
 from rlkit.buffers import SequenceBatch, TransitionBatch  # noqa: E402
 from rlkit.precision import PrecisionConfig  # noqa: E402
 from rlkit.runlog import read_metrics  # noqa: E402
+
+
+def machine() -> str:
+    """The CPU model, torch's CPU kernel level and torch version: the ratios differ by machine
+    (bf16 autocast is faster than fp32 only where the CPU has fast bf16 matmuls)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.backends.cpu.get_cpu_capability()})")
 
 
 def bench_ours(env_id: str, warmup: int, steps: int, device: str,
@@ -355,6 +370,7 @@ def main() -> None:
         device = torch.device(a.device)
         rows = agent_table(device, cfg, a.backbones, a.modes)
         print("\n" + format_agent_table(rows, cfg, device, a.threads))
+        print(f"machine: {machine()}")
         return
     import gymnasium as gym
 
@@ -388,6 +404,7 @@ def main() -> None:
           f"the bare loops in the row's precision; bare: the plain update, bare (same algebra): "
           f"written as the agent's (both losses at the same parameters, the first-layer product "
           f"reused, one backward pass)")
+    print(f"machine: {machine()}")
     print("| env | precision | ours env steps/s | ours updates/s | SB3 updates/s | bare updates/s "
           "| bare (same algebra) updates/s | ours / SB3 | ours / bare | ours / bare (same "
           "algebra) |")
