@@ -248,3 +248,28 @@ def check_state_dict(checkpoint: Mapping[str, Any], expected: Mapping[str, Any],
                             f"{tuple(want.shape)} in this run")
     if problems:
         raise CheckpointError("checkpoint does not fit this run: " + "; ".join(problems))
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)`` keeping this optimizer's kind.
+
+    ``load_state_dict`` takes the ``foreach`` / ``fused`` / ``capturable`` flags from the saved
+    groups; a state saved by an older version (foreach Adam) would switch the kind.
+    The flags are restored and step counters moved where the kind keeps them (the parameter's
+    device for fused / capturable, else the CPU).
+
+    Args:
+        optimizer: the optimizer to load into.
+        state: a state dict from ``optimizer.state_dict()`` of the same parameter layout.
+    """
+    flags = ("foreach", "fused", "capturable")
+    kinds = [{f: g.get(f) for f in flags} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kind in zip(optimizer.param_groups, kinds):
+        group.update({f: v for f, v in kind.items() if f in group})
+        on_device = bool(kind.get("fused") or kind.get("capturable"))
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                device = p.device if on_device else torch.device("cpu")
+                optimizer.state[p]["step"] = step.to(device, torch.float32)

@@ -1,63 +1,88 @@
-"""Evaluate a saved run: ``python -m rlkit.evaluate RUN_DIR --episodes N [--video]``.
+"""Evaluation: the deterministic policy in step mode, episode by episode, with its state carried.
 
-Loads ``RUN_DIR/checkpoint.pt`` (``weights_only=True``), rebuilds the agent named in the run's
-``config.json`` (its ``agent_entry_point``), runs the deterministic policy in step mode with the
-recurrent state carried, and prints return statistics. ``--video`` records MP4s through
-Gymnasium's ``RecordVideo`` (needs ``moviepy``; MuJoCo tasks render headless with
-``MUJOCO_GL=egl`` or ``osmesa``).
+:func:`evaluate` runs any agent with ``initial_state`` and ``act`` (the training loop's periodic
+evaluations and ``python -m agents.evaluate RUN_DIR`` both use it); :func:`make_eval_env`
+builds the env, recording MP4s through Gymnasium's ``RecordVideo`` when asked (needs
+``moviepy``; MuJoCo tasks render headless with ``MUJOCO_GL=egl`` or ``osmesa``).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import json
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import Tensor
 
-from rlkit.checkpoint import load_checkpoint
-from rlkit.trainer import evaluate
+
+class Policy(Protocol):
+    """What evaluation needs of an agent."""
+
+    def initial_state(self, batch_size: int) -> Any: ...
+
+    def act(self, obs: Tensor, state: Any, prev_action: Tensor | None = None,
+            prev_reward: Tensor | None = None) -> tuple[Tensor, Any]: ...
 
 
 class RenderError(RuntimeError):
     """The environment cannot render frames here (no renderer or missing package)."""
 
 
-def _resolve(entry_point: str) -> Any:
-    module, _, attr = entry_point.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+def evaluate(agent: Policy, env: gym.Env, episodes: int, device: torch.device,
+             seed: int | None = None) -> dict[str, float]:
+    """Run the deterministic policy (step mode, state carried) for ``episodes`` episodes.
 
+    Episode ``k`` resets ``env`` with ``seed + k``; nothing here draws from the training loop's
+    generators, so evaluating does not change what training does next.
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """The trained agent of a run and its resolved config.
-
-    Raises:
-        FileNotFoundError: no ``config.json`` in ``run_dir``.
-        rlkit.checkpoint.CheckpointError: the checkpoint is missing, unsafe or corrupt.
+    Returns:
+        ``eval_return_mean``, ``eval_return_std``, ``eval_length_mean`` and, where the env
+        reports ``success`` / ``is_success`` in ``info``, ``eval_success_rate``.
     """
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-    config = json.loads(config_path.read_text())
-    for module in config.get("env_imports", []):
+    returns, lengths, successes = [], [], []
+    act_dim = env.action_space.shape[0]
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=None if seed is None else seed + ep)
+        state = agent.initial_state(1)
+        prev_a = torch.zeros(1, act_dim, device=device)
+        prev_r = torch.zeros(1, device=device)
+        done, ret, length, info = False, 0.0, 0, {}
+        while not done:
+            o = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)[None]
+            a, state = agent.act(o, state, prev_a, prev_r)
+            action = a[0].cpu().numpy()
+            obs, r, term, trunc, info = env.step(action)
+            ret, length, done = ret + float(r), length + 1, bool(term or trunc)
+            prev_a, prev_r = a, torch.tensor([float(r)], device=device)
+        returns.append(ret)
+        lengths.append(length)
+        s = info.get("success", info.get("is_success"))
+        if s is not None:
+            successes.append(float(s))
+    out = {
+        "eval_return_mean": float(np.mean(returns)),
+        "eval_return_std": float(np.std(returns)),
+        "eval_length_mean": float(np.mean(lengths)),
+    }
+    if successes:
+        out["eval_success_rate"] = float(np.mean(successes))
+    return out
+
+
+def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] = ()
+                  ) -> gym.Env:
+    """The evaluation env, recording every episode to ``video_dir`` when given.
+
+    Args:
+        env_id: a registered id (``module:EnvId`` imports ``module`` first).
+        video_dir: where the MP4s go; ``None``: no video.
+        imports: modules to import first (they register ids).
+    """
+    for module in (*imports, *((env_id.partition(":")[0],) if ":" in env_id else ())):
         importlib.import_module(module)
-    agent = _resolve(config["agent_entry_point"])(config)
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt", map_location=device)
-    agent.load_checkpoint_state(ckpt["agent"])
-    return agent.to(device).eval(), config
-
-
-def make_eval_env(env_id: str, video_dir: Path | None) -> gym.Env:
-    """The evaluation env, recording every episode to ``video_dir`` when given."""
     env_id = env_id.partition(":")[2] or env_id
     if video_dir is None:
         return gym.make(env_id)
@@ -80,36 +105,4 @@ def make_eval_env(env_id: str, video_dir: Path | None) -> gym.Env:
                                     name_prefix="eval")
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(prog="python -m rlkit.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
-    p.add_argument("--video", action="store_true", help="write MP4s to RUN_DIR/videos")
-    p.add_argument("--device", default="cpu")
-    a = p.parse_args(argv)
-    if a.episodes <= 0:
-        p.error(f"--episodes must be a positive integer, got {a.episodes}")
-    agent, config = load_run(a.run_dir, a.device)
-    video_dir = a.run_dir / "videos" if a.video else None
-    env = make_eval_env(config["env"], video_dir)
-    try:
-        stats = evaluate(agent, env, a.episodes, torch.device(a.device), a.seed)
-    finally:
-        env.close()
-    print(f"{config['env']} / {config['backbone']}: return {stats['eval_return_mean']:.2f} "
-          f"+- {stats['eval_return_std']:.2f} over {a.episodes} episodes "
-          f"(mean length {stats['eval_length_mean']:.1f})")
-    if "eval_success_rate" in stats:
-        print(f"success rate {stats['eval_success_rate']:.2f}")
-    if video_dir is not None:
-        print(f"videos: {sorted(str(v) for v in video_dir.glob('*.mp4'))}")
-    return stats
-
-
-if __name__ == "__main__":
-    try:
-        main()
-    except (RenderError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+__all__ = ["Policy", "RenderError", "evaluate", "make_eval_env"]

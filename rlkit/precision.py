@@ -1,4 +1,4 @@
-"""Fast paths of the update: mixed precision (autocast, one shared GradScaler) and torch.compile.
+"""Mixed precision of the update: autocast and one GradScaler shared by every optimizer.
 
 Mixed precision (``--precision``):
 
@@ -17,11 +17,6 @@ Parameters (the master weights) and optimizer states stay fp32 in every mode: au
 on the fly, and the SSM backbones keep their ``_keep_fp32`` parameters and their scans in fp32
 inside autocast themselves.
 
-Compilation (``--compile``): :class:`CompiledFunction` runs a function through
-``torch.compile`` with static shapes; on CUDA first with ``mode="reduce-overhead"`` (CUDA
-graphs), then ``"max-autotune-no-cudagraphs"``; on other devices with the default mode. When
-every mode fails it runs the function eagerly and warns once.
-
 Nothing here calls ``.item()`` or otherwise waits for the device (except ``state_dict``).
 """
 
@@ -29,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -238,133 +232,12 @@ class MixedPrecision:
             self._skipped.fill_(int(self._pending.get("skipped_steps", 0)))
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """``optimizer.load_state_dict(state)`` keeping this optimizer's kind.
-
-    ``load_state_dict`` takes the ``foreach`` / ``fused`` / ``capturable`` flags from the saved
-    groups; a state saved by an older version (foreach Adam) would switch the kind.
-    The flags are restored and step counters moved where the kind keeps them (the parameter's
-    device for fused / capturable, else the CPU).
-
-    Args:
-        optimizer: the optimizer to load into.
-        state: a state dict from ``optimizer.state_dict()`` of the same parameter layout.
-    """
-    flags = ("foreach", "fused", "capturable")
-    kinds = [{f: g.get(f) for f in flags} for g in optimizer.param_groups]
-    optimizer.load_state_dict(state)
-    for group, kind in zip(optimizer.param_groups, kinds):
-        group.update({f: v for f, v in kind.items() if f in group})
-        on_device = bool(kind.get("fused") or kind.get("capturable"))
-        for p in group["params"]:
-            step = optimizer.state.get(p, {}).get("step")
-            if isinstance(step, Tensor):
-                device = p.device if on_device else torch.device("cpu")
-                optimizer.state[p]["step"] = step.to(device, torch.float32)
-
-
-# ------------------------------------------------------------------------------------ compile
-_WARNED: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _WARNED:
-        _WARNED.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def compile_modes(device_type: str) -> tuple[str, ...]:
-    """``torch.compile`` modes tried in turn on ``device_type``: CUDA graphs first on CUDA."""
-    if device_type == "cuda":
-        return ("reduce-overhead", "max-autotune-no-cudagraphs")
-    return ("default",)
-
-
-class CompiledFunction:
-    """``fn`` through ``torch.compile`` (static shapes), falling back to eager with one warning.
-
-    The first call on a device type compiles with the first of :func:`compile_modes`; when
-    compiling or running fails, the next mode is tried, and after the last one ``fn`` runs
-    eagerly from then on, with one ``RuntimeWarning`` per device type and process naming the
-    reason. If the eager call fails too, its error is raised (the failure was not the
-    compiler's).
-
-    Args:
-        fn: the function (e.g. a forward pass and loss; its backward is compiled with it).
-        name: what ``fn`` is, for the warning.
-    """
-
-    def __init__(self, fn: Callable[..., Any], name: str) -> None:
-        self.fn, self.name = fn, name
-        self.mode: str | None = None
-        """The mode in use after the first call; ``None`` while eager."""
-        self._compiled: Callable[..., Any] | None = None
-        self._modes: list[str] | None = None
-        self._device_type = "cpu"
-
-    @property
-    def uses_cudagraphs(self) -> bool:
-        """True when the compiled function replays CUDA graphs."""
-        return self.mode == "reduce-overhead"
-
-    def __call__(self, *args: Any) -> Any:
-        if self._modes is None:
-            self._device_type = _device_type(args)
-            self._modes = list(compile_modes(self._device_type))
-            self._next_mode()
-        errors = []
-        while self._compiled is not None:
-            try:
-                return self._compiled(*args)
-            except Exception as e:  # noqa: BLE001  (any compiler failure falls back)
-                errors.append(f"{self.mode}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-                self._next_mode()
-        out = self.fn(*args)
-        if errors:
-            _warn_once(self._device_type, f"torch.compile of {self.name} failed on "
-                       f"{self._device_type} ({'; '.join(errors)}); running it eagerly")
-        return out
-
-    def _next_mode(self) -> None:
-        if self._modes:
-            self.mode = self._modes.pop(0)
-            self._compiled = torch.compile(self.fn, mode=self.mode, dynamic=False)
-        else:
-            self.mode, self._compiled = None, None
-
-
-def mark_step_begin(*fns: Callable[..., Any]) -> None:
-    """Start a new iteration for CUDA graphs when any of ``fns`` replays them (a no-op else).
-
-    Call it once per update, before the first compiled call: outputs of the previous
-    iteration's replays may then be overwritten (clone what must outlive the iteration).
-    """
-    if any(isinstance(f, CompiledFunction) and f.uses_cudagraphs for f in fns):
-        torch.compiler.cudagraph_mark_step_begin()
-
-
-def _device_type(args: tuple[Any, ...]) -> str:
-    """The device type of the first tensor found in ``args`` (nested tuples included)."""
-    stack = list(args)
-    while stack:
-        a = stack.pop(0)
-        if isinstance(a, Tensor):
-            return a.device.type
-        if isinstance(a, (tuple, list)):
-            stack.extend(a)
-    return "cpu"
-
-
 __all__ = [
     "PRECISIONS",
-    "CompiledFunction",
     "MixedPrecision",
     "Precision",
     "PrecisionConfig",
     "autocast_supported",
     "check_precision",
-    "compile_modes",
-    "load_optimizer_state",
-    "mark_step_begin",
     "require_precision",
 ]

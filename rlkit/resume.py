@@ -1,17 +1,17 @@
 """Resuming a run: its saved config merged with the command line, and its last checkpoint.
 
-A run directory holds ``config.json`` (the resolved config), ``metrics.jsonl`` and
-``checkpoint.pt`` (with ``checkpoint.prev.pt``, the one before). :func:`merge_config` rebuilds
-the run's config dataclass from ``config.json``; a value given on the command line (one that
-differs from the dataclass default) must either equal the run's or be one of the fields that
-may change on resume. :func:`load_run_checkpoint` reads the newest readable checkpoint.
+A run directory (:mod:`rlkit.rundir`) holds ``config.json``, ``metrics.jsonl`` and
+``checkpoint.pt`` (with ``checkpoint.prev.pt``, the one before). :func:`merge_config` merges the
+run's config with the command line: a value given there (one that differs from the dataclass
+default) must either equal the run's or be one of the fields that may change on resume.
+:func:`load_run_checkpoint` reads the newest readable checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,50 +21,43 @@ from rlkit.checkpoint import (
     previous_path,
     remove_stale_temp_files,
 )
+from rlkit.rundir import RunPaths
 
 T = TypeVar("T")
-
-
-def _like(default: Any, value: Any) -> Any:
-    """``value`` read from JSON, in the type of ``default`` (dataclasses, tuples)."""
-    if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
-        names = {f.name for f in dataclasses.fields(default)}
-        kwargs = {k: _like(getattr(default, k), v) for k, v in value.items() if k in names}
-        return dataclasses.replace(default, **kwargs)
-    if isinstance(default, tuple) and isinstance(value, list):
-        return tuple(value)
-    return value
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def merge_config(requested: T, saved: Mapping[str, Any], may_change: Collection[str],
+def merge_config(requested: T, saved: T, may_change: Collection[str],
                  keep: Collection[str] = ()) -> T:
-    """The run's saved config as a ``type(requested)`` dataclass, with the changes asked for.
+    """The run's saved config with the changes asked for, section by section.
 
     Args:
-        requested: the config from the command line; a field that differs from the class
-            default counts as given.
-        saved: the run's ``config.json``.
-        may_change: fields a given value replaces (e.g. ``total_steps``).
-        keep: fields taken from ``requested`` as they are (e.g. ``resume``).
+        requested: the config from the command line (a dataclass of sections); a field that
+            differs from the class default counts as given.
+        saved: the run's config, of the same class.
+        may_change: field names a given value replaces (e.g. ``total_steps``).
+        keep: field names taken from ``requested`` as they are (e.g. ``resume``).
 
     Raises:
         ValueError: a given field outside ``may_change`` differs from the run's, e.g.
             ``--resume: run backbone 'gru' != requested backbone 'lstm'``.
     """
-    cls = type(requested)
-    default = cls()
+    return _merge(requested, saved, type(requested)(), may_change, keep)
+
+
+def _merge(requested: Any, saved: Any, default: Any, may_change: Collection[str],
+           keep: Collection[str]) -> Any:
     values = {}
-    for f in dataclasses.fields(cls):
-        asked, base = getattr(requested, f.name), getattr(default, f.name)
-        if f.name in keep or f.name not in saved:  # fields newer than the run: as asked
+    for f in dataclasses.fields(requested):
+        asked, base, old = (getattr(c, f.name) for c in (requested, default, saved))
+        if f.name in keep:
             values[f.name] = asked
-            continue
-        old = _like(base, saved[f.name])
-        if asked == base or asked == old:
+        elif dataclasses.is_dataclass(asked):
+            values[f.name] = _merge(asked, old, base, may_change, keep)
+        elif asked == base or asked == old:
             values[f.name] = old
         elif f.name in may_change:
             values[f.name] = asked
@@ -72,7 +65,7 @@ def merge_config(requested: T, saved: Mapping[str, Any], may_change: Collection[
             allowed = ", ".join(_flag(n) for n in may_change)
             raise ValueError(f"--resume: run {f.name} {old!r} != requested {f.name} {asked!r}; "
                              f"only {allowed} may change when resuming")
-    return cls(**values)
+    return type(requested)(**values)
 
 
 def load_run_checkpoint(run_dir: str | Path, name: str = "checkpoint.pt") -> dict[str, Any]:
@@ -88,9 +81,10 @@ def load_run_checkpoint(run_dir: str | Path, name: str = "checkpoint.pt") -> dic
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"--resume {run_dir}: no such run directory")
-    if not (run_dir / "config.json").is_file():
+    paths = RunPaths(run_dir)
+    if not paths.config.is_file():
         raise ValueError(f"--resume {run_dir}: not a run directory (no config.json)")
-    path = run_dir / name
+    path = paths.root / name
     remove_stale_temp_files(path)
     try:
         return load_checkpoint(path)

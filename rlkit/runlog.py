@@ -1,4 +1,4 @@
-"""Run directories: the resolved config, ``metrics.jsonl``, and W&B without ever blocking.
+"""Metrics of a run: ``metrics.jsonl`` in its run directory, and W&B without ever blocking.
 
 W&B modes: ``disabled``; ``offline`` (written under the run directory, ``wandb sync`` later);
 ``online`` only when an API key is configured and the W&B host answers within a second,
@@ -15,6 +15,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any, Literal
+
+from rlkit.rundir import RunPaths
 
 WandbMode = Literal["disabled", "offline", "online"]
 
@@ -63,11 +65,12 @@ def _jsonable(v: Any) -> Any:
 
 
 class RunLogger:
-    """Writes ``config.json`` and ``metrics.jsonl`` in ``run_dir`` and mirrors to W&B.
+    """Appends to ``metrics.jsonl`` in ``run_dir`` and mirrors to W&B.
 
     Args:
         run_dir: the run directory (created; the caller decides whether it may exist).
-        config: the resolved config, JSON-serialisable.
+        config: the run's config for W&B (JSON-serialisable; ``config.json`` is written by
+            :class:`rlkit.rundir.RunRecord`).
         wandb_mode: see the module docstring.
         project: W&B project.
         group: W&B group (runs of a grid share it).
@@ -91,8 +94,7 @@ class RunLogger:
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        self._metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._metrics = open(RunPaths(self.run_dir).metrics, "a", buffering=1)  # noqa: SIM115
         self._t0 = time.time() - elapsed
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
         self._wandb = None
@@ -140,7 +142,7 @@ class RunLogger:
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """All events of a run's ``metrics.jsonl``."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunPaths(Path(run_dir)).metrics
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -153,7 +155,7 @@ def truncate_metrics(run_dir: str | Path, step: int) -> int:
     Returns:
         The number of lines dropped.
     """
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunPaths(Path(run_dir)).metrics
     if not path.is_file():
         return 0
     kept, dropped = [], 0

@@ -1,0 +1,57 @@
+"""Evaluate a saved run: ``python -m agents.evaluate RUN_DIR --episodes N [--video]``.
+
+Loads ``RUN_DIR/checkpoint.pt`` (``weights_only=True``), rebuilds the agent from the run's
+``config.json`` (:class:`rlkit.rundir.RunRecord`), runs the deterministic policy in step mode
+with the recurrent state carried, and prints return statistics. ``--video`` records MP4s
+through Gymnasium's ``RecordVideo`` (needs ``moviepy``; MuJoCo tasks render headless with
+``MUJOCO_GL=egl`` or ``osmesa``). Exit code 2 on a missing or damaged run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from agents.train import env_modules, load_agent
+from rlkit.checkpoint import CheckpointError
+from rlkit.evaluate import RenderError, evaluate, make_eval_env
+from rlkit.rundir import RunDirError, RunPaths
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    p = argparse.ArgumentParser(prog="python -m agents.evaluate",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    p.add_argument("--video", action="store_true", help="write MP4s to RUN_DIR/videos")
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args(argv)
+    if a.episodes <= 0:
+        p.error(f"--episodes must be a positive integer, got {a.episodes}")
+    agent, record = load_agent(a.run_dir, a.device)
+    video_dir = RunPaths(a.run_dir).videos if a.video else None
+    env = make_eval_env(record.env.gym_id, video_dir, env_modules(record.env))
+    try:
+        stats = evaluate(agent, env, a.episodes, torch.device(a.device), a.seed)
+    finally:
+        env.close()
+    print(f"{record.env.id} / {record.model.backbone}: return {stats['eval_return_mean']:.2f} "
+          f"+- {stats['eval_return_std']:.2f} over {a.episodes} episodes "
+          f"(mean length {stats['eval_length_mean']:.1f})")
+    if "eval_success_rate" in stats:
+        print(f"success rate {stats['eval_success_rate']:.2f}")
+    if video_dir is not None:
+        print(f"videos: {sorted(str(v) for v in video_dir.glob('*.mp4'))}")
+    return stats
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (RenderError, RunDirError, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,128 @@
+"""DDPG's losses as plain functions: they return losses and leave every optimizer step, loss
+scaling and target update to the caller (:meth:`agents.ddpg.DDPG.update`).
+
+Every function works on a :class:`rlkit.buffers.SequenceBatch` of B windows of L steps
+(L = 1 for transitions) and returns per-step quantities masked by ``batch.mask``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from agents.networks import Actor, AgentState, Critic, EncoderInputs
+from rlkit.backbones import Backbone, State
+from rlkit.buffers import SequenceBatch
+from rlkit.losses import masked_mse
+
+
+class CriticEncoding(NamedTuple):
+    """What the actor loss reuses from critic 0's pass over the batch, both detached."""
+
+    h: Tensor
+    """The encoding ``(B, L, H)``."""
+    pre: Tensor
+    """The head's first layer on ``[h, batch action]`` before its activation ``(B, L, hidden)``."""
+
+
+class TargetNoise(NamedTuple):
+    """TD3's target policy smoothing: clipped Gaussian noise on the target actions."""
+
+    std: float
+    """Noise std as a fraction of the action half-range (0: off)."""
+    clip: float
+    """Clip of the noise, same unit."""
+    generator: torch.Generator | None
+
+
+def first_needed(encoder: Backbone) -> int:
+    """The first step of a window ``(B, L + 1, D)`` that the target pass must encode: 0 for a
+    memory encoder (it reads the window from its start state), 1 for a memoryless one (it needs
+    only the next observations)."""
+    return 0 if encoder.has_memory else 1
+
+
+def td_target(actor_target: Actor, critic_targets: nn.ModuleList, batch: SequenceBatch,
+              states: AgentState | None, actor_inputs: EncoderInputs,
+              critic_inputs: EncoderInputs, gamma: float, noise: TargetNoise) -> Tensor:
+    """``r_t + gamma * (1 - terminated_t) * min_i Q'_i(h'_{t+1}, mu'(h'_{t+1}))``, ``(B, L)``.
+
+    Target networks encode the same window as the online ones, from the same start states.
+    ``truncated`` steps bootstrap (the time limit is not part of the task).
+    """
+    a_state = None if states is None else states.actor
+    c_states = (None,) * len(critic_targets) if states is None else states.critics
+    with torch.no_grad():
+        x = actor_inputs(batch.obs, batch.prev_action, batch.prev_reward)  # (B, L + 1, D)
+        first = first_needed(actor_target.encoder)
+        next_action = actor_target(x[:, first:], a_state)[0][:, 1 - first:]  # (B, L, A)
+        if noise.std > 0:
+            scale = actor_target.scale
+            eps = torch.randn(next_action.shape, device=next_action.device,
+                              generator=noise.generator) * noise.std
+            eps = eps.clamp(-noise.clip, noise.clip) * scale
+            low, high = actor_target.center - scale, actor_target.center + scale
+            next_action = torch.max(torch.min(next_action + eps, high), low)  # (B, L, A)
+        x = critic_inputs(batch.obs, batch.prev_action, batch.prev_reward)
+        qs = []
+        for critic, s in zip(critic_targets, c_states):
+            first = first_needed(critic.encoder)
+            h, _ = critic.encoder(x[:, first:], s)
+            qs.append(critic.q(h[:, 1 - first:], next_action))  # (B, L)
+        next_q = torch.stack(qs).min(0).values if len(qs) > 1 else qs[0]
+        return batch.reward + gamma * (1.0 - batch.terminated) * next_q
+
+
+def critic_loss(critics: nn.ModuleList, batch: SequenceBatch, target: Tensor,
+                critic_states: tuple[State | None, ...], critic_inputs: EncoderInputs
+                ) -> tuple[Tensor, Tensor, CriticEncoding]:
+    """Masked mean squared TD error, summed over critics.
+
+    Returns:
+        ``(loss, q, enc)``: the loss, critic 0's Q ``(B, L)`` and its :class:`CriticEncoding`
+        (detached), which the actor loss reuses instead of encoding the window again.
+    """
+    x = critic_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]  # (B, L, D)
+    loss, q0, enc0 = 0.0, None, None
+    for critic, s in zip(critics, critic_states):
+        h, _ = critic.encoder(x, s)  # (B, L, H)
+        pre = critic.pre(h, batch.action)  # (B, L, hidden)
+        q = critic.q_from_pre(pre)  # (B, L)
+        loss = loss + masked_mse(q, target, batch.mask)
+        if enc0 is None:
+            q0, enc0 = q, CriticEncoding(h.detach(), pre.detach())
+    return loss, q0, enc0
+
+
+def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: State | None,
+               critic_enc: CriticEncoding, actor_inputs: EncoderInputs,
+               encode: bool = True) -> Tensor:
+    """``-Q(h, mu(.))`` averaged over masked steps, through ``critic`` held fixed.
+
+    Q is the critic's at the parameters of the critic loss (``critic_enc`` comes from it), at
+    the actor's action, through :meth:`Critic.q_moved`: every critic weight is used detached,
+    so the actor loss gives the critic no gradient.
+
+    Args:
+        actor: the actor.
+        critic: critic 0.
+        batch: the window.
+        actor_state: the actor's state at the window start (``None``: initial).
+        critic_enc: critic 0's pass over the window, from :func:`critic_loss`.
+        actor_inputs: what the actor's encoder sees.
+        encode: run the actor's own encoder; ``False`` (a shared encoder the actor loss does
+            not train): act on the critic's detached encoding.
+    """
+    if encode:
+        x = actor_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]
+        action, _ = actor(x, actor_state)  # (B, L, A)
+    else:
+        action = actor.act_on(critic_enc.h)  # (B, L, A)
+    q = critic.q_moved(critic_enc.pre, action - batch.action)  # (B, L)
+    return -(q * batch.mask).sum() / batch.mask.sum().clamp_min(1.0)
+
+
+__all__ = ["CriticEncoding", "TargetNoise", "actor_loss", "critic_loss", "first_needed",
+           "td_target"]

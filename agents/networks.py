@@ -1,0 +1,144 @@
+"""DDPG's networks: a deterministic actor and a critic, each behind a sequence encoder.
+
+The encoder is any backbone of :mod:`rlkit.backbones`. As in the DDPG paper, the action enters
+the critic after its first layer (here: after the encoder, at the head's first layer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rlkit.backbones import Backbone, State, per_step
+
+
+class AgentState(NamedTuple):
+    """The recurrent state of an agent: its actor's encoder and each critic's encoder."""
+
+    actor: State
+    critics: tuple[State, ...]
+
+
+@dataclass(frozen=True)
+class EncoderInputs:
+    """What an encoder sees at step t besides the observation: the previous action and / or
+    reward (zero at an episode start)."""
+
+    prev_action: bool = False
+    prev_reward: bool = False
+
+    def width(self, obs_dim: int, action_dim: int) -> int:
+        """Input width ``D_in`` of the encoder."""
+        return obs_dim + action_dim * self.prev_action + self.prev_reward
+
+    def __call__(self, obs: Tensor, prev_action: Tensor | None,
+                 prev_reward: Tensor | None) -> Tensor:
+        """``[obs, prev_action?, prev_reward?]`` on the last axis, for ``(..., D)`` inputs."""
+        parts = [obs]
+        if self.prev_action:
+            parts.append(prev_action)
+        if self.prev_reward:
+            parts.append(prev_reward[..., None])
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else obs
+
+
+def mlp(d_in: int, hidden: tuple[int, ...], d_out: int) -> nn.Sequential:
+    """``Linear -> ReLU`` for each hidden width, then a final ``Linear`` to ``d_out``."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(d_in, h), nn.ReLU()]
+        d_in = h
+    layers.append(nn.Linear(d_in, d_out))
+    return nn.Sequential(*layers)
+
+
+def _run(net: nn.Sequential, x: Tensor, first: int = 0, frozen: bool = False) -> Tensor:
+    """``net``'s layers from index ``first`` on ``x`` ``(N, D)``; ``frozen``: with their weights
+    detached, so gradients reach ``x`` but never ``net``."""
+    for layer in list(net)[first:]:
+        if frozen and isinstance(layer, nn.Linear):
+            x = F.linear(x, layer.weight.detach(), layer.bias.detach())
+        else:
+            x = layer(x)
+    return x
+
+
+class Actor(nn.Module):
+    """``a = low + (tanh(head(encoder(obs))) + 1) / 2 * (high - low)``."""
+
+    def __init__(
+        self, encoder: Backbone, action_low: Tensor, action_high: Tensor, hidden: tuple[int, ...]
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = mlp(encoder.d_out, hidden, action_low.numel())
+        self.register_buffer("scale", (action_high - action_low).float() / 2)
+        self.register_buffer("center", (action_high + action_low).float() / 2)
+
+    def squash(self, x: Tensor) -> Tensor:
+        """Pre-activations ``(..., A)`` to actions within the bounds."""
+        return self.center + self.scale * torch.tanh(x.float())
+
+    def act_on(self, h: Tensor) -> Tensor:
+        """Actions ``(B, T, A)`` from encodings ``h`` ``(B, T, H)``."""
+        return self.squash(per_step(self.head, h))
+
+    def forward(self, obs: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Args: obs ``(B, T, D_in)``. Returns actions ``(B, T, act_dim)`` and the state."""
+        h, state = self.encoder(obs, state)  # (B, T, H)
+        return self.act_on(h), state
+
+    def step(self, obs: Tensor, state: State) -> tuple[Tensor, State]:
+        """Args: obs ``(B, D_in)``. Returns actions ``(B, act_dim)`` and the state."""
+        h, state = self.encoder.step(obs, state)  # (B, H)
+        return self.squash(self.head(h)), state
+
+
+class Critic(nn.Module):
+    """``Q(h, a) = head([encoder(obs, prev_action, prev_reward), a])``."""
+
+    def __init__(self, encoder: Backbone, action_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = mlp(encoder.d_out + action_dim, hidden, 1)
+
+    def q(self, h: Tensor, action: Tensor) -> Tensor:
+        """Args: h ``(B, T, H)``, action ``(B, T, A)``. Returns Q ``(B, T)``."""
+        return self.q_from_pre(self.pre(h, action))
+
+    def pre(self, h: Tensor, action: Tensor) -> Tensor:
+        """The head's first layer before its activation, ``W [h, a] + b``: ``(B, T, hidden)``."""
+        x = torch.cat([h, action.to(h.dtype)], dim=-1)  # (B, T, H + A)
+        return per_step(self.head[0], x)
+
+    def q_from_pre(self, pre: Tensor, frozen: bool = False) -> Tensor:
+        """The rest of the head on :meth:`pre`'s output; Q ``(B, T)``. ``frozen``: the
+        layers' weights are used detached (gradients reach ``pre`` only)."""
+        return per_step(lambda x: _run(self.head, x, first=1, frozen=frozen),
+                        pre).squeeze(-1).float()
+
+    def q_moved(self, pre: Tensor, delta: Tensor) -> Tensor:
+        """Q at ``a + delta`` from :meth:`pre` at ``(h, a)``, with every weight detached.
+
+        The head's first layer is linear in ``[h, a]``: with ``W = [W_h, W_a]``,
+        ``W [h, a + delta] + b = pre + W_a delta``. So Q at another action costs only the small
+        ``W_a`` product, and the encoder and the large ``W_h`` product are not run again. The
+        weights are used detached, so gradients reach ``delta`` (the actor) and ``pre`` only.
+
+        Args:
+            pre: :meth:`pre` at ``(h, a)``, ``(B, T, hidden)``.
+            delta: the action change ``(B, T, A)``.
+
+        Returns:
+            Q ``(B, T)``.
+        """
+        w_a = self.head[0].weight[:, self.encoder.d_out:].detach()  # (hidden, A): W_a
+        moved = pre + per_step(lambda d: F.linear(d, w_a), delta.to(pre.dtype))  # (B, T, hidden)
+        return self.q_from_pre(moved, frozen=True)
+
+
+__all__ = ["Actor", "AgentState", "Critic", "EncoderInputs", "mlp"]

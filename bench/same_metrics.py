@@ -1,0 +1,48 @@
+"""Compare two runs' ``metrics.jsonl`` row by row, ignoring timing and memory fields.
+
+    python bench/same_metrics.py RUN_A RUN_B [--max-step 2000] [--min-step 0]
+
+Prints the rows compared and the first difference; exits 1 when a row differs. Used to show
+that a change keeps training bit for bit the same (same seed, same thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rlkit.runlog import read_metrics
+
+TIMING = {"wall_time", "sps", "updates_per_s", "peak_memory_mb"}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--min-step", type=int, default=0)
+    p.add_argument("--max-step", type=int, default=None)
+    args = p.parse_args()
+
+    def rows(run: str) -> list[dict]:
+        keep = [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run)]
+        return [r for r in keep if r["step"] >= args.min_step
+                and (args.max_step is None or r["step"] <= args.max_step)]
+
+    a, b = rows(args.a), rows(args.b)
+    for i, (ra, rb) in enumerate(zip(a, b)):
+        if ra != rb:
+            diff = {k: (ra.get(k), rb.get(k)) for k in ra.keys() | rb.keys()
+                    if ra.get(k) != rb.get(k)}
+            print(f"row {i} (step {ra['step']}) differs: {diff}")
+            return 1
+    if len(a) != len(b):
+        print(f"{len(a)} rows against {len(b)}")
+        return 1
+    print(f"{len(a)} rows identical (steps {a[0]['step']}..{a[-1]['step']}, "
+          f"{sum(len(r) - 1 for r in a)} values; timing fields {sorted(TIMING)} ignored)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

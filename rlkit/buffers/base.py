@@ -1,0 +1,76 @@
+"""The replay contract: the batch type both buffers sample and the calls they take."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ArrayLike = np.ndarray | Tensor
+
+
+class SequenceBatch(NamedTuple):
+    """A batch of B windows of L steps (L = 1 for transitions).
+
+    ``obs`` holds L + 1 observations: ``obs[:, t]`` is the observation at step t and
+    ``obs[:, t + 1]`` the one after it (the episode's final observation where it ended inside
+    the window). ``prev_action[:, t]`` and ``prev_reward[:, t]`` are the action and reward that
+    led to ``obs[:, t]`` (zero at an episode start). ``mask`` is 1 where step t carries a loss:
+    inside the episode and past the burn-in prefix; padded steps hold zeros.
+    """
+
+    obs: Tensor  # (B, L + 1, obs_dim)
+    action: Tensor  # (B, L, act_dim)
+    reward: Tensor  # (B, L)
+    terminated: Tensor  # (B, L) 1.0 where the episode ended in a terminal state
+    truncated: Tensor  # (B, L) 1.0 where the episode was cut (time limit)
+    prev_action: Tensor  # (B, L + 1, act_dim)
+    prev_reward: Tensor  # (B, L + 1)
+    mask: Tensor  # (B, L)
+    states: Any = None
+    """The recurrent states stored at the window start (same tree as given to ``add``), or
+    ``None``: windows start from the initial state."""
+
+
+class Replay(Protocol):
+    """What the loop and the agent use of a replay buffer."""
+
+    wants_states: bool
+    """Whether :meth:`add` takes the recurrent states recorded while acting."""
+
+    def __len__(self) -> int: ...
+
+    def add(self, obs: ArrayLike, action: ArrayLike, reward: ArrayLike, next_obs: ArrayLike,
+            terminated: ArrayLike, truncated: ArrayLike, *, states: Any = None,
+            keep: np.ndarray | None = None) -> int:
+        """Store one step of N envs (``next_obs``: the final observation where an episode
+        ended); rows where ``keep`` is false are dropped. Returns the number of rows dropped."""
+
+    def start_new_episodes(self, mask: ArrayLike) -> None:
+        """The next step of the envs in ``mask`` starts a new episode (a restart)."""
+
+    def sample(self, batch_size: int) -> SequenceBatch: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def as_tensor(x: ArrayLike, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``x`` (array or tensor) as a tensor on ``device`` in ``dtype``."""
+    return torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(device, dtype)
+
+
+def check_sizes(capacity: int, obs_dim: int, action_dim: int) -> None:
+    """Refuse non-positive sizes, naming the value."""
+    for name, v in (("capacity", capacity), ("obs_dim", obs_dim), ("action_dim", action_dim)):
+        if not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def cpu_copy(x: Tensor) -> Tensor:
+    """A CPU copy of ``x`` that owns its memory (saving a view of a CPU tensor would write its
+    whole storage: the full capacity instead of the filled slots)."""
+    return x.to("cpu", copy=True)

@@ -1,0 +1,277 @@
+"""Sequence replay: per-environment step streams, sampled as masked windows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlkit.buffers.base import ArrayLike, SequenceBatch, as_tensor, check_sizes, cpu_copy
+from rlkit.config import ReplayConfig
+from rlkit.tree import tree_flatten, tree_unflatten
+
+
+class SequenceReplayBuffer:
+    """Per-environment step streams with episode bookkeeping; samples masked windows.
+
+    Storage is ``(num_envs, capacity // num_envs, ...)``: each environment's steps are
+    contiguous, so a window is a run of slots of one stream. A window starts at a uniformly drawn
+    stored step and ends at its episode's end or after L steps, whichever comes first; the rest is
+    padding (``valid = 0``). In ``"stored"`` state mode, the states recorded while acting (the
+    state before each step's observation was seen) are kept and returned for the window start;
+    the first ``burn_in`` steps of a window then carry no loss, unless the window starts at its
+    episode's start (where the stored state is the exact initial state).
+
+    Args:
+        cfg: the replay section (``buffer_size`` steps in all, split evenly across the envs;
+            ``seq_len`` resolved; ``state_mode``, ``burn_in``, ``window_start``).
+        num_envs: number of parallel environments feeding the buffer.
+        obs_dim: observation dimension.
+        action_dim: action dimension.
+        device: storage and sampling device.
+        generator: draws window starts.
+        state_example: in ``"stored"`` mode, a state tree (tuples of tensors with one row each,
+            e.g. the agent's initial state) whose shapes are kept per step; a sampled batch's
+            ``states`` is a tree of the same kind.
+    """
+
+    def __init__(
+        self,
+        cfg: ReplayConfig,
+        *,
+        num_envs: int,
+        obs_dim: int,
+        action_dim: int,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        state_example: Any = None,
+    ) -> None:
+        capacity, seq_len, burn_in = cfg.buffer_size, cfg.seq_len, cfg.burn_in
+        state_mode = cfg.state_mode
+        check_sizes(capacity, obs_dim, action_dim)
+        if seq_len is None:
+            raise ValueError("seq_len must be resolved (a positive integer), got None")
+        self.window_start = cfg.window_start
+        if num_envs <= 0:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs}")
+        if burn_in >= seq_len:
+            raise ValueError(f"--burn-in must be in [0, seq_len={seq_len}), got {burn_in}")
+        if state_mode == "zero" and burn_in:
+            raise ValueError(f"--burn-in {burn_in} needs --state-mode stored")
+        if state_mode == "stored" and state_example is None:
+            raise ValueError("state_mode 'stored' needs a state_example to size the stored "
+                             "states")
+        per_env = capacity // num_envs
+        if per_env < seq_len:
+            raise ValueError(
+                f"capacity {capacity} holds {per_env} steps per environment for {num_envs} "
+                f"environments, fewer than seq_len={seq_len}"
+            )
+        self.num_envs, self.per_env = num_envs, per_env
+        self.seq_len, self.burn_in = seq_len, burn_in
+        self.state_mode, self.device = state_mode, torch.device(device)
+        self.generator = generator or torch.Generator(device=self.device)
+        z = dict(device=self.device, dtype=torch.float32)
+        e, c = num_envs, per_env
+        self.obs = torch.zeros(e, c, obs_dim, **z)
+        self.next_obs = torch.zeros(e, c, obs_dim, **z)
+        self.action = torch.zeros(e, c, action_dim, **z)
+        self.reward = torch.zeros(e, c, **z)
+        self.terminated = torch.zeros(e, c, **z)
+        self.truncated = torch.zeros(e, c, **z)
+        # Absolute stream index (per env) of each stored step's episode start.
+        self.episode_start = torch.zeros(e, c, device=self.device, dtype=torch.long)
+        self.states: list[Tensor] = []  # one (E, C, *shape) store per state leaf
+        self._state_spec = None
+        if state_mode == "stored":
+            leaves, self._state_spec = tree_flatten(state_example)
+            self.states = [torch.zeros(e, c, *leaf.shape[1:], **z) for leaf in leaves]
+        self.count = 0  # steps added per environment (absolute stream index of the next step)
+        self._current_start = torch.zeros(e, device=self.device, dtype=torch.long)
+
+    @property
+    def wants_states(self) -> bool:
+        """True in ``"stored"`` mode: :meth:`add` needs the states recorded while acting."""
+        return self.state_mode == "stored"
+
+    def __len__(self) -> int:
+        return min(self.count, self.per_env) * self.num_envs
+
+    def add(self, obs: ArrayLike, action: ArrayLike, reward: ArrayLike, next_obs: ArrayLike,
+            terminated: ArrayLike, truncated: ArrayLike, *, states: Any = None,
+            keep: np.ndarray | None = None) -> int:
+        """Store one step of every environment (each argument has ``num_envs`` rows).
+
+        ``next_obs`` is the observation after the step (the final observation where the episode
+        ended). ``states`` are the recurrent states before the step's observation was seen (a
+        tree like ``state_example``), required in ``"stored"`` mode and refused otherwise.
+        The buffer holds one row per env per step, so a row that ``keep`` drops drops the whole
+        step, and every stream starts a new episode after it (windows never span the gap).
+
+        Returns:
+            The number of rows dropped (0, or ``num_envs``).
+        """
+        if keep is not None and not np.all(keep):
+            self.start_new_episodes(np.ones(self.num_envs, dtype=bool))
+            return self.num_envs
+        f = dict(device=self.device, dtype=torch.float32)
+        rows = {
+            "obs": as_tensor(obs, **f),
+            "action": as_tensor(action, **f),
+            "reward": as_tensor(reward, **f).reshape(-1),
+            "next_obs": as_tensor(next_obs, **f),
+            "terminated": as_tensor(terminated, **f).reshape(-1),
+            "truncated": as_tensor(truncated, **f).reshape(-1),
+        }
+        for name, value in rows.items():
+            want = (self.num_envs, *getattr(self, name).shape[2:])
+            if tuple(value.shape) != want:
+                raise ValueError(f"{name} must have shape {want}, got {tuple(value.shape)}")
+        leaves: list[Tensor] = []
+        if self.state_mode == "stored":
+            leaves = tree_flatten(states)[0] if states is not None else []
+            got = [tuple(s.shape) for s in leaves]
+            want = [(self.num_envs, *s.shape[2:]) for s in self.states]
+            if got != want:
+                raise ValueError(f"states must have shapes {want}, got {got}")
+        elif states is not None:
+            raise ValueError("states were given but the buffer's state_mode is 'zero'")
+        slot = self.count % self.per_env
+        for name, value in rows.items():
+            getattr(self, name)[:, slot] = value
+        self.episode_start[:, slot] = self._current_start
+        for store, s in zip(self.states, leaves):
+            store[:, slot] = s.detach().to(**f)
+        self.count += 1
+        done = (rows["terminated"] > 0) | (rows["truncated"] > 0)
+        self._current_start = torch.where(
+            done, torch.full_like(self._current_start, self.count), self._current_start
+        )
+        return 0
+
+    def start_new_episodes(self, mask: ArrayLike) -> None:
+        """Start a new episode in the streams where ``mask`` (shape ``(num_envs,)``) is true,
+        although the last stored step did not end one: windows never run across the cut (used
+        when an episode is restarted or a step is dropped)."""
+        mask = as_tensor(mask, self.device, torch.bool).reshape(-1)
+        if mask.shape != (self.num_envs,):
+            raise ValueError(f"mask must have shape ({self.num_envs},), got {tuple(mask.shape)}")
+        self._current_start = torch.where(
+            mask, torch.full_like(self._current_start, self.count), self._current_start)
+
+    def sample(self, batch_size: int) -> SequenceBatch:
+        """Draw ``batch_size`` windows with uniformly drawn start steps."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if self.count == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        stored = min(self.count, self.per_env)
+        first = self.count - stored  # oldest absolute index still stored
+        g = self.generator
+        if self.window_start == "episode":
+            # absolute index of every stored slot; keep those that start an episode
+            absolute = first + torch.arange(stored, device=self.device)  # (S,)
+            slots = absolute % self.per_env
+            is_start = self.episode_start[:, slots] == absolute  # (E, S)
+            env_idx, pos = torch.nonzero(is_start, as_tuple=True)
+            if len(env_idx) == 0:
+                raise RuntimeError("no stored step starts an episode (all were overwritten)")
+            pick = torch.randint(len(env_idx), (batch_size,), device=self.device, generator=g)
+            return self._gather(env_idx[pick], absolute[pos[pick]])
+        env = torch.randint(self.num_envs, (batch_size,), device=self.device, generator=g)
+        start = first + torch.randint(stored, (batch_size,), device=self.device, generator=g)
+        return self._gather(env, start)
+
+    def _gather(self, env: Tensor, start: Tensor) -> SequenceBatch:
+        """Windows of ``seq_len`` steps of stream ``env[b]`` from absolute index ``start[b]``."""
+        L = self.seq_len
+        t = start[:, None] + torch.arange(L, device=self.device)  # (B, L) absolute indices
+        slot = t % self.per_env
+        e = env[:, None].expand_as(t)
+        ep = self.episode_start[env, start % self.per_env]  # (B,)
+        # Inside the window's episode: same episode start and already written.
+        valid = (t < self.count) & (self.episode_start[e, slot] == ep[:, None])
+        # The episode may end inside the window: stop at the first terminated/truncated step.
+        done = (self.terminated[e, slot] + self.truncated[e, slot]) > 0
+        ended_before = torch.cumsum(done.long(), dim=1) - done.long()  # dones strictly before t
+        valid = valid & (ended_before == 0)
+        vf = valid.float()
+        n_valid = valid.sum(1)  # (B,) >= 1: the start step itself is always valid
+
+        obs = torch.zeros(len(env), L + 1, self.obs.shape[-1], device=self.device)
+        obs[:, :L] = self.obs[e, slot] * vf[..., None]
+        last = slot.gather(1, (n_valid - 1)[:, None]).squeeze(1)  # slot of the last valid step
+        obs[torch.arange(len(env), device=self.device), n_valid] = self.next_obs[env, last]
+
+        action = self.action[e, slot] * vf[..., None]  # (B, L, A)
+        reward = self.reward[e, slot] * vf
+        at_episode_start = start == ep  # (B,)
+        prev_slot = (start - 1) % self.per_env
+        keep_prev = (~at_episode_start).float()
+        prev0_a = self.action[env, prev_slot] * keep_prev[:, None]  # (B, A)
+        prev0_r = self.reward[env, prev_slot] * keep_prev
+        prev_action = torch.cat([prev0_a[:, None], action], dim=1)  # (B, L + 1, A)
+        prev_reward = torch.cat([prev0_r[:, None], reward], dim=1)  # (B, L + 1)
+
+        mask = vf.clone()
+        if self.burn_in:
+            burn = torch.where(at_episode_start, 0, self.burn_in)  # (B,)
+            mask = mask * (torch.arange(L, device=self.device)[None] >= burn[:, None]).float()
+        states = None if self._state_spec is None else tree_unflatten(
+            [store[env, start % self.per_env] for store in self.states], self._state_spec)
+        return SequenceBatch(
+            obs=obs,
+            action=action,
+            reward=reward,
+            terminated=self.terminated[e, slot] * vf,
+            truncated=self.truncated[e, slot] * vf,
+            prev_action=prev_action,
+            prev_reward=prev_reward,
+            mask=mask,
+            states=states,
+        )
+
+    def state_dict(self) -> dict[str, object]:
+        """The filled slots only (``min(count, per_env)`` steps per environment), on the CPU."""
+        n = min(self.count, self.per_env)
+        return {
+            "obs": cpu_copy(self.obs[:, :n]),
+            "next_obs": cpu_copy(self.next_obs[:, :n]),
+            "action": cpu_copy(self.action[:, :n]),
+            "reward": cpu_copy(self.reward[:, :n]),
+            "terminated": cpu_copy(self.terminated[:, :n]),
+            "truncated": cpu_copy(self.truncated[:, :n]),
+            "episode_start": cpu_copy(self.episode_start[:, :n]),
+            "states": [cpu_copy(s[:, :n]) for s in self.states],
+            "count": self.count,
+            "current_start": cpu_copy(self._current_start),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore from :meth:`state_dict` (the filled slots, or every slot as older versions
+        saved them)."""
+        n = min(int(state["count"]), self.per_env)
+        for name in ("obs", "next_obs", "action", "reward", "terminated", "truncated",
+                     "episode_start"):
+            value, store = state[name], getattr(self, name)
+            filled = (store.shape[0], n, *store.shape[2:])
+            if tuple(value.shape) not in (filled, tuple(store.shape)):
+                raise ValueError(
+                    f"sequence replay field {name} has shape {tuple(value.shape)} in the "
+                    f"checkpoint, expected {filled} (count {state['count']})"
+                )
+            store[:, :n].copy_(value[:, :n])
+        saved = state["states"]
+        if saved and isinstance(saved[0], list | tuple):  # older checkpoints: one list per group
+            saved = [s for group in saved for s in group]
+        if len(saved) != len(self.states):
+            raise ValueError(f"checkpoint holds {len(saved)} stored state tensors, this buffer "
+                             f"{len(self.states)}")
+        for store, s in zip(self.states, saved):
+            store[:, :n].copy_(s[:, :n])
+        self.count = int(state["count"])
+        self._current_start = state["current_start"].to(self.device)
+        self.generator.set_state(state["generator"])

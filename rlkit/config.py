@@ -1,0 +1,315 @@
+"""Typed config sections of a training run, each frozen and validating itself.
+
+A run's config is one object of sections (see ``agents.train.TrainConfig``): :class:`RunConfig`,
+:class:`EnvConfig`, :class:`ReplayConfig`, :class:`ModelConfig`, :class:`NoiseConfig`,
+:class:`LoopConfig`, :class:`GridConfig` and the agent's own. Builders take a section whole;
+nothing is passed positionally across modules.
+
+On the command line the sections are flat (``--total-steps``, ``--seq-len``; only the agent's
+fields keep their ``--agent.`` prefix), so every field name is unique across sections and a
+bad value names its flag: ``--total-steps must be a positive integer, got 0``.
+:func:`replace_fields` changes fields by those same names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+import tyro
+
+from rlkit.backbones import BACKBONE_NAMES
+from rlkit.precision import Precision, check_precision
+
+C = TypeVar("C")
+
+StateMode = Literal["zero", "stored"]
+WindowStart = Literal["any", "episode"]
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a field: ``total_steps`` -> ``--total-steps``."""
+    return "--" + name.replace("_", "-")
+
+
+def _positive(section: Any, *names: str) -> None:
+    for name in names:
+        v = getattr(section, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{flag(name)} must be a positive integer, got {v!r}")
+
+
+def _non_negative(section: Any, *names: str) -> None:
+    for name in names:
+        v = getattr(section, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{flag(name)} must be an integer >= 0, got {v!r}")
+
+
+def _finite(value: float, name: str, low: float = -math.inf, low_open: bool = False) -> None:
+    ok = isinstance(value, int | float) and math.isfinite(value) and (
+        value > low if low_open else value >= low)
+    if not ok:
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Identity and bookkeeping of a run."""
+
+    seed: int = 0
+    """Run seed; every random component derives its own generator from it. Several make a
+    grid (``--seed 0 1 2``)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` picks CUDA when available."""
+    run_dir: str | None = None
+    """Run directory; default ``runs/<env>__<backbone>__s<seed>__<time>``. Never overwritten."""
+    resume: str | None = None
+    """Continue the run in this directory from its last checkpoint, with its ``config.json``;
+    only --total-steps, --checkpoint-every, --drop-nonfinite and --progress may change."""
+    wandb: Literal["disabled", "offline", "online"] = "disabled"
+    """W&B logging; ``online`` falls back to ``offline`` without a key or network."""
+    wandb_project: str = "rlkit"
+    """W&B project."""
+    wandb_group: str | None = None
+    """W&B group; default ``<env>/<backbone>``, or the grid's name for a grid."""
+
+    def __post_init__(self) -> None:
+        _non_negative(self, "seed")
+        if self.seed >= 2**63:
+            raise ValueError(f"--seed must be below 2**63, got {self.seed}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The task."""
+
+    id: Annotated[str, tyro.conf.arg(name="env")] = "Pendulum-v1"
+    """Gymnasium id with a Box action space; ``module:EnvId`` imports ``module`` first."""
+    num_envs: int = 1
+    """Parallel training environments (Gymnasium SyncVectorEnv)."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "num_envs")
+        if not isinstance(self.id, str) or not self.gym_id.strip():
+            raise ValueError(f"--env must name a Gymnasium id (or module:EnvId), got "
+                             f"{self.id!r}")
+
+    @property
+    def imports(self) -> tuple[str, ...]:
+        """Modules to import before ``gym.make`` (the ``module`` of ``module:EnvId``)."""
+        return (self.id.partition(":")[0],) if ":" in self.id else ()
+
+    @property
+    def gym_id(self) -> str:
+        """The id ``gym.make`` takes (without a ``module:`` prefix)."""
+        return self.id.partition(":")[2] if ":" in self.id else self.id
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """What is stored and what an update samples."""
+
+    buffer_size: int = 1_000_000
+    """Replay capacity in steps."""
+    batch_size: int = 256
+    """Transitions (MLP) or windows (sequence backbones) per update."""
+    seq_len: int | None = None
+    """Window length L of sequence training; default 1 for mlp (transitions), 32 otherwise."""
+    burn_in: int = 0
+    """Steps at a window start that refresh a stored state and get no loss (needs stored)."""
+    state_mode: StateMode = "zero"
+    """Window start state: zero (pomdp-baselines) or the state stored while acting (R2D2)."""
+    window_start: WindowStart = "any"
+    """Windows start at any stored step, or at episode starts only (full-episode training)."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "buffer_size", "batch_size")
+        _non_negative(self, "burn_in")
+        if self.seq_len is not None:
+            _positive(self, "seq_len")
+        if self.batch_size > self.buffer_size:
+            raise ValueError(f"--batch-size {self.batch_size} is larger than --buffer-size "
+                             f"{self.buffer_size}; expected batch_size <= buffer_size")
+        if self.state_mode not in ("zero", "stored"):
+            raise ValueError(f"--state-mode must be zero or stored, got {self.state_mode!r}")
+        if self.window_start not in ("any", "episode"):
+            raise ValueError(f"--window-start must be any or episode, got "
+                             f"{self.window_start!r}")
+
+    def window(self, memory: bool) -> int:
+        """The window length L: ``seq_len``, or its default (1 memoryless, 32 with memory)."""
+        return self.seq_len or (32 if memory else 1)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The encoder family, its size, and how the update computes."""
+
+    backbone: str = "mlp"
+    """Encoder family: mlp, rnn, lstm, gru, transformer, s4 or mamba. Several make a grid."""
+    d_model: int = 256
+    """Backbone width."""
+    n_layers: int = 1
+    """Backbone layers."""
+    context: int = 64
+    """Transformer only: attention window K (each step sees itself and the K - 1 before)."""
+    grad_checkpoint: bool = False
+    """Gradient checkpointing in the backbones."""
+    prev_action: bool | None = None
+    """Sequence training: actor and critic encoders also see the previous action. Default: on
+    for memory backbones, off for ``mlp`` (an MLP fed its own previous action can carry
+    information from step to step through its actions: it would not be memoryless)."""
+    prev_reward: bool = False
+    """Sequence training: actor and critic encoders also see the previous reward
+    (``--prev-reward``; ``mlp`` stays memoryless only with it off)."""
+    precision: Precision = "fp32"
+    """Update arithmetic: fp32; bf16 autocast; fp16 autocast with loss scaling (skipped steps
+    are logged as ``skipped_steps``). Weights stay fp32."""
+    compile: bool = False
+    """Compile the update's forward passes and losses with ``torch.compile`` (CUDA graphs on a
+    GPU); falls back to eager with one warning where compiling fails."""
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONE_NAMES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; expected one of "
+                             f"{', '.join(BACKBONE_NAMES)}")
+        _positive(self, "d_model", "n_layers", "context")
+        check_precision(self.precision, "--precision")
+
+    @property
+    def memory(self) -> bool:
+        """Whether the encoder family carries state (every family but ``mlp``)."""
+        return self.backbone != "mlp"
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Exploration noise added to the deterministic policy's actions."""
+
+    kind: Annotated[Literal["ou", "gaussian"], tyro.conf.arg(name="noise")] = "ou"
+    """Exploration noise process."""
+    sigma: Annotated[float, tyro.conf.arg(name="noise_sigma")] = 0.2
+    """Noise scale, as a fraction of the action half-range."""
+    ou_theta: float = 0.15
+    """OU mean-reversion rate."""
+    ou_dt: float = 1e-2
+    """OU time step."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ou", "gaussian"):
+            raise ValueError(f"--noise must be ou or gaussian, got {self.kind!r}")
+        _finite(self.sigma, "--noise-sigma", 0.0)
+        _finite(self.ou_theta, "--ou-theta", 0.0)
+        _finite(self.ou_dt, "--ou-dt", 0.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Schedule of the training loop (counts are env steps summed over the envs)."""
+
+    total_steps: int = 15_000
+    """Environment steps in total (summed over the vector envs)."""
+    learning_starts: int = 1_000
+    """Random actions (and no updates) before this many env steps."""
+    updates_per_step: float = 1.0
+    """Gradient updates per env step; fractions allowed (0.25: one update every 4 steps)."""
+    eval_every: int = 5_000
+    """Evaluate the deterministic policy every this many env steps (0: only at the end)."""
+    eval_episodes: int = 5
+    """Episodes per evaluation."""
+    log_every: int = 1_000
+    """Write training metrics every this many env steps."""
+    checkpoint_every: int = 0
+    """Write ``RUN_DIR/checkpoint.pt`` every this many env steps (0: only at the end and on
+    SIGINT / SIGTERM)."""
+    drop_nonfinite: bool = False
+    """Drop transitions with a NaN / inf observation or reward (logged as
+    ``dropped_transitions``) and restart that env's episode, instead of stopping."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "total_steps", "eval_episodes", "log_every")
+        _non_negative(self, "learning_starts", "eval_every", "checkpoint_every")
+        _finite(self.updates_per_step, "--updates-per-step", 0.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Where the runs of a grid (several ``--backbone`` or ``--seed`` values) go."""
+
+    grid_dir: str | None = None
+    """Grid directory when ``--backbone`` or ``--seed`` take several values (a grid)."""
+    launcher: Literal["local", "ray"] = "local"
+    """Where a grid's runs go: local processes or tasks on a Ray cluster."""
+    jobs: int = 1
+    """Runs of a grid at a time (local), or CPUs of a local Ray instance."""
+    ray_address: str | None = None
+    """Address of an existing Ray cluster; default: start a local Ray instance."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "jobs")
+        if self.launcher not in ("local", "ray"):
+            raise ValueError(f"--launcher must be local or ray, got {self.launcher!r}")
+
+
+def _fields_by_name(cfg: Any) -> dict[str, list[str]]:
+    """Field name -> the sections holding it (dotted paths), for a config of sections."""
+    out: dict[str, list[str]] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            for g in dataclasses.fields(value):
+                out.setdefault(g.name, []).append(f.name)
+        else:
+            out.setdefault(f.name, []).append("")
+    return out
+
+
+def replace_fields(cfg: C, **changes: Any) -> C:
+    """``cfg`` with fields of its sections replaced, named as on the command line.
+
+    A name is a field of one section (``total_steps``, ``backbone``) or a dotted path
+    (``agent.gamma``); a whole section may be given too (``loop=LoopConfig(...)``). Every
+    changed section is rebuilt, so it validates itself again.
+
+    Raises:
+        ValueError: a name that no section has, or that several have.
+    """
+    owners = _fields_by_name(cfg)
+    per_section: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for name, value in changes.items():
+        section, _, field_name = name.rpartition(".")
+        if not section:
+            if name in owners and owners[name] == [""]:
+                top[name] = value
+                continue
+            sections = owners.get(name, [])
+            if len(sections) != 1:
+                what = "no section has" if not sections else f"sections {sections} all have"
+                raise ValueError(f"cannot set {name!r}: {what} a field of that name")
+            section, field_name = sections[0], name
+        per_section.setdefault(section, {})[field_name] = value
+    for section, values in per_section.items():
+        top[section] = dataclasses.replace(getattr(cfg, section), **values)
+    return dataclasses.replace(cfg, **top)
+
+
+__all__ = [
+    "EnvConfig",
+    "GridConfig",
+    "LoopConfig",
+    "ModelConfig",
+    "NoiseConfig",
+    "ReplayConfig",
+    "RunConfig",
+    "flag",
+    "replace_fields",
+]

@@ -1,0 +1,155 @@
+"""What stops a run early: non-finite values, non-finite losses, SIGINT / SIGTERM.
+
+Numerical faults
+    A non-finite observation or reward raises :class:`NonFiniteError` naming the env and the
+    step, unless non-finite transitions are to be dropped (``--drop-nonfinite``). A non-finite
+    loss is recorded on the device by :class:`LossWatch` as the first bad update's index (no
+    host synchronisation per update) and checked at log, evaluation and checkpoint points; the
+    run then stops with :class:`NonFiniteLossError`. Updates that report ``grad_scale`` (fp16
+    with a GradScaler, which skips non-finite steps itself) are not checked.
+
+Signals
+    :func:`stop_signals` makes the first SIGINT or SIGTERM set a flag; the loop finishes the
+    current step, writes a checkpoint and raises :class:`TrainingInterrupted`, whose
+    ``exit_code`` is 128 + the signal number (130 for SIGINT, 143 for SIGTERM). A second signal
+    stops at once with ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class NonFiniteError(RuntimeError):
+    """An environment returned a NaN or infinite observation or reward."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; ``diagnostic.pt`` holds the state where it was seen."""
+
+
+class TrainingInterrupted(Exception):  # noqa: N818 (a stop, not a failure)
+    """SIGINT or SIGTERM stopped the run after a checkpoint was written.
+
+    Attributes:
+        signum: the signal.
+        step: env steps done (the checkpoint's step).
+        path: the checkpoint written, or ``None`` without a run directory.
+        exit_code: 128 + ``signum`` (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, step: int, path: Path | None) -> None:
+        self.signum, self.step, self.path = signum, step, path
+        self.exit_code = 128 + signum
+        where = f"checkpoint written to {path}" if path else "no run directory, no checkpoint"
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}; "
+                         f"{where}; continue with --resume {path.parent if path else 'RUN_DIR'}")
+
+
+def nonfinite_rows(next_obs: np.ndarray, final_obs: np.ndarray, reward: np.ndarray, step: int,
+                   drop: bool) -> np.ndarray:
+    """Rows (envs) of a vector step with a non-finite value, shape ``(N,)``.
+
+    Args:
+        next_obs: the observations after the step ``(N, ...)`` (first ones of new episodes).
+        final_obs: the observations the step led to ``(N, ...)`` (final ones where it ended).
+        reward: ``(N,)``.
+        step: the env step reached, for the message.
+        drop: return the rows instead of raising.
+
+    Raises:
+        NonFiniteError: a row is non-finite and ``drop`` is false.
+    """
+    def bad_rows(x: np.ndarray) -> np.ndarray:
+        return ~np.isfinite(x).reshape(len(x), -1).all(1)
+
+    bad_next, bad_final, bad_reward = bad_rows(next_obs), bad_rows(final_obs), \
+        ~np.isfinite(reward)
+    bad = bad_next | bad_final | bad_reward
+    if bad.any() and not drop:
+        i = int(np.flatnonzero(bad)[0])
+        what = [name for name, b in (("observation", bad_next[i] or bad_final[i]),
+                                     ("reward", bad_reward[i])) if b]
+        raise NonFiniteError(
+            f"env {i} returned a non-finite {' and '.join(what)} at step {step} "
+            f"(reward={reward[i]}); expected finite values (drop_nonfinite / "
+            "--drop-nonfinite drops such transitions instead)"
+        )
+    return bad
+
+
+class LossWatch:
+    """Keeps the index of the first update whose losses were not finite, on the device."""
+
+    def __init__(self) -> None:
+        self.first_bad: Tensor | None = None
+
+    def record(self, metrics: dict[str, Tensor], update: int) -> None:
+        """Note update ``update``'s losses (the metrics ending in ``_loss``); fp16 updates
+        (with ``grad_scale``) are left to their scaler."""
+        if "grad_scale" in metrics:
+            return
+        losses = [v for k, v in metrics.items() if k.endswith("_loss")]
+        if not losses:
+            return
+        total = losses[0].float()
+        for v in losses[1:]:
+            total = total + v.float()  # non-finite iff one of them is
+        if self.first_bad is None:
+            self.first_bad = torch.full((), -1, dtype=torch.long, device=total.device)
+        first = self.first_bad
+        first.masked_fill_(~torch.isfinite(total) & (first < 0), update)
+
+    def first_bad_update(self) -> int | None:
+        """The first bad update's index, or ``None`` (one host synchronisation)."""
+        if self.first_bad is None:
+            return None
+        update = int(self.first_bad)
+        return update if update >= 0 else None
+
+
+class StopFlag:
+    """The signal that asked the run to stop, if any."""
+
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[StopFlag]:
+    """SIGINT / SIGTERM set the yielded flag (main thread only; elsewhere the flag stays
+    unset and signals keep their handlers)."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.signum is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now")
+        flag.signum = signum
+        print(f"\n{signal.Signals(signum).name} received: stopping at the end of this "
+              "step with a checkpoint (send it again to stop at once)", file=sys.stderr,
+              flush=True)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+__all__ = ["LossWatch", "NonFiniteError", "NonFiniteLossError", "StopFlag",
+           "TrainingInterrupted", "nonfinite_rows", "stop_signals"]
