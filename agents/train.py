@@ -28,7 +28,7 @@ import tyro
 from agents.ddpg import DDPG, DDPGConfig
 from rlkit.backbones import backbone_config
 from rlkit.buffers import make_replay
-from rlkit.checkpoint import load_checkpoint
+from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.config import (
     EnvConfig,
     GridConfig,
@@ -173,7 +173,10 @@ def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunRecord, dict]:
     run_dir = Path(cfg.run.resume)
     ckpt = load_run_checkpoint(run_dir)
     record = RunRecord.read(run_dir)
-    record.check_same_run(RunRecord.from_json(ckpt["config"], "checkpoint config"))
+    try:
+        record.check_same_run(RunRecord.from_json(ckpt["config"], "checkpoint config"))
+    except ValueError as e:
+        raise CheckpointError(f"--resume {run_dir}: {e}") from e
     merged = merge_config(cfg, TrainConfig.from_record(record), RESUME_MAY_CHANGE,
                           keep=("resume",))
     merged = dataclasses.replace(

@@ -259,6 +259,10 @@ class GridConfig:
             raise ValueError(f"--launcher must be local or ray, got {self.launcher!r}")
 
 
+FLAG_NAMES = {"env": "env.id", "noise": "noise.kind", "noise_sigma": "noise.sigma"}
+"""Fields whose command-line name is not their field name (``--env`` sets ``env.id``)."""
+
+
 def _fields_by_name(cfg: Any) -> dict[str, list[str]]:
     """Field name -> the sections holding it (dotted paths), for a config of sections."""
     out: dict[str, list[str]] = {}
@@ -275,20 +279,24 @@ def _fields_by_name(cfg: Any) -> dict[str, list[str]]:
 def replace_fields(cfg: C, **changes: Any) -> C:
     """``cfg`` with fields of its sections replaced, named as on the command line.
 
-    A name is a field of one section (``total_steps``, ``backbone``) or a dotted path
-    (``agent.gamma``); a whole section may be given too (``loop=LoopConfig(...)``). Every
+    A name is a field of one section (``total_steps``, ``backbone``), a flag's name
+    (``env``, ``noise_sigma``: :data:`FLAG_NAMES`) or a dotted path (``agent.gamma``); a whole
+    section may be given too (``loop=LoopConfig(...)``). Every
     changed section is rebuilt, so it validates itself again.
 
     Raises:
         ValueError: a name that no section has, or that several have.
     """
     owners = _fields_by_name(cfg)
+    top_level = {f.name for f in dataclasses.fields(cfg)}
     per_section: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
     for name, value in changes.items():
+        if name in FLAG_NAMES and not dataclasses.is_dataclass(value):
+            name = FLAG_NAMES[name]
         section, _, field_name = name.rpartition(".")
         if not section:
-            if name in owners and owners[name] == [""]:
+            if name in top_level:  # a whole section, or a field of the top level
                 top[name] = value
                 continue
             sections = owners.get(name, [])

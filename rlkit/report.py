@@ -38,6 +38,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from rlkit.rundir import RunDirError, RunPaths, RunRecord
+
 try:
     from scipy import stats
 except ImportError as e:  # pragma: no cover - depends on the environment
@@ -111,15 +113,12 @@ def load_run(run_dir: Path, metric: str) -> Run:
     Returns:
         The run; raises :class:`ReportError` naming the file (and line) when one is malformed.
     """
-    cfg_path, met_path = run_dir / "config.json", run_dir / "metrics.jsonl"
+    paths = RunPaths(run_dir)
+    met_path = paths.metrics
     try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{cfg_path}:{e.lineno}: invalid JSON ({e.msg})") from e
-    if not isinstance(config, dict):
-        raise ReportError(f"{cfg_path}: expected a JSON object, got {type(config).__name__}")
-    if missing := [k for k in ("env", "backbone", "seed") if k not in config]:
-        raise ReportError(f"{cfg_path}: missing key(s) {missing} (expected env, backbone, seed)")
+        record = RunRecord.read(run_dir)
+    except RunDirError as e:
+        raise ReportError(str(e)) from e
     rows = []
     for lineno, line in enumerate(met_path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -137,7 +136,7 @@ def load_run(run_dir: Path, metric: str) -> Run:
             if key in row and row[key] is None:
                 raise ReportError(f"{where}: {key!r} must be a number, got {raw[key]!r}")
         rows.append({k: v for k, v in row.items() if v is not None})
-    return Run(run_dir, str(config["env"]), str(config["backbone"]), config["seed"], rows)
+    return Run(run_dir, record.env.id, record.model.backbone, record.run.seed, rows)
 
 
 def find_runs(grid_dir: str | Path, metric: str = "eval_return_mean") -> list[Run]:

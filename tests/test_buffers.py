@@ -4,8 +4,9 @@ import io
 import numpy as np
 import pytest
 import torch
+from helpers import seq_buffer as SequenceReplayBuffer  # noqa: N812
 
-from rlkit.buffers import ReplayBuffer, SequenceReplayBuffer
+from rlkit.buffers import ReplayBuffer
 
 
 def _add(buf, i, n=1, term=0.0, trunc=0.0):
@@ -38,9 +39,12 @@ def test_replay_sample_shapes_and_flags_apart():
     buf = ReplayBuffer(10, 3, 2, generator=torch.Generator().manual_seed(0))
     _add(buf, 0, term=1.0)
     _add(buf, 1, trunc=1.0)
-    b = buf.sample(64)
-    assert b.obs.shape == (64, 3) and b.action.shape == (64, 2) and b.reward.shape == (64,)
-    assert b.next_obs.shape == (64, 3) and b.terminated.shape == (64,)
+    b = buf.sample(64)  # windows of one step: obs holds the observation and the next one
+    assert b.obs.shape == (64, 2, 3) and b.action.shape == (64, 1, 2)
+    assert b.reward.shape == b.terminated.shape == b.mask.shape == (64, 1)
+    assert torch.all(b.mask == 1) and b.states is None
+    assert torch.all(b.prev_action == 0) and b.prev_action.shape == (64, 2, 2)
+    assert torch.all(b.prev_reward == 0) and b.prev_reward.shape == (64, 2)
     # the two flags never coincide and each follows its own transition
     assert torch.all(b.terminated == (b.reward == 0).float())
     assert torch.all(b.truncated == (b.reward == 1).float())
@@ -103,13 +107,14 @@ def test_replay_fields_are_views_of_one_storage_and_batches_keep_them_apart():
             np.array([True, False]), np.array([False, True]))
     assert buf.data.shape == (8, 3 + 2 + 1 + 3 + 1 + 1)
     assert buf.obs.data_ptr() == buf.data.data_ptr()
-    assert buf.data[:2].tolist() == [[0, 1, 2, 0.5, -0.5, 1, 10, 11, 12, 1, 0],
-                                     [3, 4, 5, 1.5, -1.5, 2, 13, 14, 15, 0, 1]]
+    # obs and next_obs side by side: a batch's (B, 2, obs_dim) window is a view, not a copy
+    assert buf.data[:2].tolist() == [[0, 1, 2, 10, 11, 12, 0.5, -0.5, 1, 1, 0],
+                                     [3, 4, 5, 13, 14, 15, 1.5, -1.5, 2, 0, 1]]
     b = buf.sample(32)
     first = b.reward == 1.0
-    assert torch.equal(b.obs[first][0], torch.tensor([0.0, 1.0, 2.0]))
-    assert torch.equal(b.next_obs, b.obs + 10)
-    assert torch.equal(b.action[:, 0], b.reward - 0.5)
+    assert torch.equal(b.obs[:, 0][first[:, 0]][0], torch.tensor([0.0, 1.0, 2.0]))
+    assert torch.equal(b.obs[:, 1], b.obs[:, 0] + 10)
+    assert torch.equal(b.action[:, :, 0], b.reward - 0.5)
     assert torch.equal(b.terminated, first.float()) and torch.equal(b.truncated, 1 - b.terminated)
     # tensors are taken as well as arrays; a (N, 1) reward is a column of N rewards
     buf.add(torch.zeros(1, 3), torch.zeros(1, 2), torch.tensor([[7.0]]), torch.zeros(1, 3),
@@ -143,31 +148,30 @@ def test_windows_never_cross_episodes_and_masks_at_both_ends():
     ep = torch.div(b.obs[:, 0, 0], 100, rounding_mode="floor")
     # every valid step belongs to the start step's episode
     same = torch.div(b.obs[:, :4, 0], 100, rounding_mode="floor") == ep[:, None]
-    assert torch.all(same | (b.valid == 0))
+    assert torch.all(same | (b.mask == 0))
     # valid is a prefix of ones; padding is zero
-    assert torch.all(b.valid[:, 1:] <= b.valid[:, :-1])
-    assert torch.all(b.action[b.valid == 0] == 0) and torch.all(b.reward[b.valid == 0] == 0)
+    assert torch.all(b.mask[:, 1:] <= b.mask[:, :-1])
+    assert torch.all(b.action[b.mask == 0] == 0) and torch.all(b.reward[b.mask == 0] == 0)
     # the step after the last valid one holds the episode's final next observation
-    n = b.valid.sum(1).long()
+    n = b.mask.sum(1).long()
     last_obs = b.obs[torch.arange(256), n - 1, 0]
     assert torch.allclose(b.obs[torch.arange(256), n, 0], last_obs + 1)
     # terminated only at an episode's last step
     t_in_ep = b.obs[:, :4, 0] - 100 * ep[:, None]
     lengths = torch.tensor([3.0, 6.0, 2.0])[ep.long()]
-    assert torch.equal(b.terminated, ((t_in_ep == lengths[:, None] - 1) & (b.valid > 0)).float())
+    assert torch.equal(b.terminated, ((t_in_ep == lengths[:, None] - 1) & (b.mask > 0)).float())
     # previous action is zero at an episode start and the stored action otherwise
     first = t_in_ep[:, 0] == 0
     assert torch.all(b.prev_action[first, 0] == 0)
     assert torch.allclose(b.prev_action[~first, 0, 0], t_in_ep[~first, 0] - 1 + 0.5)
     assert torch.equal(b.prev_action[:, 1:], b.action)
-    assert torch.equal(b.mask, b.valid)
 
 
 def test_truncated_episode_end_is_a_boundary_too():
     buf = SequenceReplayBuffer(50, 1, 1, 1, seq_len=5, generator=torch.Generator().manual_seed(0))
     _episodes(buf, [2, 2], terminal=False)
     b = buf.sample(64)
-    assert torch.all(b.valid.sum(1) <= 2)
+    assert torch.all(b.mask.sum(1) <= 2)
     assert torch.all(b.terminated == 0)
     assert torch.all(b.truncated.sum(1) == 1)
 
@@ -177,7 +181,7 @@ def test_unfinished_episode_windows_stop_at_the_newest_step():
     for t in range(3):
         buf.add([[t]], [[0.0]], [0.0], [[t + 1]], [0.0], [0.0])
     b = buf.sample(32)
-    assert torch.all(b.valid.sum(1) == 3 - b.obs[:, 0, 0])
+    assert torch.all(b.mask.sum(1) == 3 - b.obs[:, 0, 0])
 
 
 def test_wrap_around_keeps_per_env_streams():
@@ -188,7 +192,7 @@ def test_wrap_around_keeps_per_env_streams():
     assert len(buf) == 8
     b = buf.sample(128)
     d = b.obs[:, 1:4, 0] - b.obs[:, 0:3, 0]
-    assert torch.all((d == 1) | (b.valid == 0))  # consecutive steps of one stream
+    assert torch.all((d == 1) | (b.mask == 0))  # consecutive steps of one stream
     assert b.obs[:, 0, 0].remainder(1000).min() >= 6  # only the 4 newest steps per env remain
 
 
@@ -202,14 +206,15 @@ def test_stored_states_and_burn_in_mask():
                 states=((torch.tensor([[t, -t]], dtype=torch.float32),),))
     b = buf.sample(128)
     start = b.obs[:, 0, 0]
-    (s,), = b.states
+    (s,) = b.states.actor
     # the stored state is the one recorded with the window's first step
     assert torch.equal(s, torch.stack([start, -start], 1))
     # burn-in steps get no loss, except for windows at the episode start
     at_start = start == 0
     assert torch.all(b.mask[~at_start, :2] == 0)
-    assert torch.equal(b.mask[at_start], b.valid[at_start])
-    assert torch.equal(b.mask[~at_start, 2:], b.valid[~at_start, 2:])
+    valid = (torch.arange(5)[None] < (12 - start)[:, None]).float()  # inside the episode
+    assert torch.equal(b.mask[at_start], valid[at_start])
+    assert torch.equal(b.mask[~at_start, 2:], valid[~at_start, 2:])
 
 
 def _stored_buffer(seed=0):
@@ -235,11 +240,11 @@ def test_sequence_buffer_checkpoint_keeps_only_filled_slots():
     _fill(buf, 12)  # 12 of 50 slots per env
     state = buf.state_dict()
     assert state["obs"].shape == (2, 12, 1) and state["episode_start"].shape == (2, 12)
-    assert state["states"][0][0].shape == (2, 12, 2)
+    assert state["states"][0].shape == (2, 12, 2)
     other = _stored_buffer(seed=1)
     other.load_state_dict(copy.deepcopy(state))
     a, b = buf.sample(64), other.sample(64)  # the generator state travels with the buffer
-    for name in ("obs", "action", "reward", "mask", "valid", "terminated"):
+    for name in ("obs", "action", "reward", "mask", "terminated"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert torch.equal(a.states[0][0], b.states[0][0])
     # a full buffer saves every slot; a dict of every slot (older versions) loads too
@@ -255,9 +260,9 @@ def test_sequence_buffer_checkpoint_keeps_only_filled_slots():
 
 
 def test_sequence_buffer_bad_input():
-    with pytest.raises(ValueError, match=r"burn_in must be in \[0, seq_len=4\), got 4"):
+    with pytest.raises(ValueError, match=r"--burn-in must be in \[0, seq_len=4\), got 4"):
         SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, state_mode="stored", burn_in=4)
-    with pytest.raises(ValueError, match="burn_in=1 needs state_mode='stored'"):
+    with pytest.raises(ValueError, match="--burn-in 1 needs --state-mode stored"):
         SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, burn_in=1)
     with pytest.raises(ValueError, match="fewer than seq_len=64"):
         SequenceReplayBuffer(100, 4, 1, 1, seq_len=64)
@@ -273,7 +278,7 @@ def test_episode_window_start_samples_whole_episodes_from_their_start():
     b = buf.sample(128)
     assert torch.all(b.obs[:, 0, 0].remainder(100) == 0)  # t = 0 of some episode
     ep = torch.div(b.obs[:, 0, 0], 100, rounding_mode="floor").long()
-    assert torch.equal(b.valid.sum(1).long(), torch.tensor([3, 6, 2])[ep])
+    assert torch.equal(b.mask.sum(1).long(), torch.tensor([3, 6, 2])[ep])
     assert set(ep.tolist()) == {0, 1, 2}
-    with pytest.raises(ValueError, match="window_start must be 'any' or 'episode', got 'mid'"):
+    with pytest.raises(ValueError, match="--window-start must be any or episode, got 'mid'"):
         SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, window_start="mid")

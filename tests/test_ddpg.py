@@ -2,10 +2,11 @@ import copy
 
 import pytest
 import torch
+from helpers import actor_loss, critic_loss, seq_buffer, td_target
 
 from agents.ddpg import DDPG, DDPGConfig
 from rlkit.backbones import BackboneConfig
-from rlkit.buffers import TransitionBatch
+from rlkit.buffers import SequenceBatch
 from rlkit.losses import masked_mse, polyak_update
 
 LOW, HIGH = torch.tensor([-2.0, 0.0]), torch.tensor([2.0, 1.0])
@@ -17,9 +18,9 @@ def make_agent(**kw) -> DDPG:
     return DDPG(3, LOW, HIGH, "mlp", BackboneConfig(d_model=32), cfg)
 
 
-def batch(n=16, seed=0, terminated=0.0, truncated=0.0) -> TransitionBatch:
+def batch(n=16, seed=0, terminated=0.0, truncated=0.0) -> SequenceBatch:
     g = torch.Generator().manual_seed(seed)
-    return TransitionBatch(
+    return SequenceBatch.from_transitions(
         obs=torch.randn(n, 3, generator=g),
         action=torch.rand(n, 2, generator=g) * (HIGH - LOW) + LOW,
         reward=torch.randn(n, generator=g),
@@ -57,10 +58,10 @@ def test_actor_outputs_stay_within_bounds():
 
 def test_actor_loss_gives_critic_no_gradient():
     agent = make_agent()
-    seq = agent.transitions_as_sequences(batch())
-    target = agent.td_target(seq, None, (None,))
-    _, _, h = agent.critic_loss(seq, target, (None,))
-    agent.actor_loss(seq, None, h).backward()
+    seq = batch()
+    target = td_target(agent, seq)
+    _, _, h = critic_loss(agent, seq, target)
+    actor_loss(agent, seq, h).backward()
     assert all(p.grad is None for p in agent.critics.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
 
@@ -68,10 +69,11 @@ def test_actor_loss_gives_critic_no_gradient():
 def _direct_actor_loss(agent: DDPG, seq, actor_state=None) -> torch.Tensor:
     """``-mean Q(h, mu)`` through critic 0 held fixed, computed the plain way."""
     critic = agent.critics[0]
-    x = agent._critic_inputs(seq)[:, :-1]
+    x = agent.cfg.critic_inputs(seq.obs, seq.prev_action, seq.prev_reward)[:, :-1]
     with torch.no_grad():
         h, _ = critic.encoder(x, None)
-    action, _ = agent.actor(agent._actor_inputs(seq)[:, :-1], actor_state)
+    x = agent.cfg.actor_inputs(seq.obs, seq.prev_action, seq.prev_reward)[:, :-1]
+    action, _ = agent.actor(x, actor_state)
     frozen = copy.deepcopy(critic).requires_grad_(False)
     q = frozen.q(h, action)
     return -(q * seq.mask).sum() / seq.mask.sum()
@@ -90,10 +92,10 @@ def test_actor_loss_is_minus_q_of_the_actor_action(kind):
         hidden = (32, 16) if kind == "deep_head" else (32,)
         agent = DDPG(3, LOW, HIGH, "mlp", BackboneConfig(d_model=32),
                      DDPGConfig(head_hidden=hidden, **kw))
-        seq = agent.transitions_as_sequences(batch())
-    target = agent.td_target(seq, None, (None,) * len(agent.critics))
-    _, _, enc = agent.critic_loss(seq, target, (None,) * len(agent.critics))
-    loss = agent.actor_loss(seq, None, enc)
+        seq = batch()
+    target = td_target(agent, seq)
+    _, _, enc = critic_loss(agent, seq, target)
+    loss = actor_loss(agent, seq, enc)
     loss.backward()
     grads = [p.grad.clone() for p in agent.actor.parameters()]
     agent.zero_grad(set_to_none=True)
@@ -111,18 +113,18 @@ def test_update_takes_both_losses_at_the_same_parameters():
     agent = make_agent()
     b = batch()
     ref = copy.deepcopy(agent)
-    seq = ref.transitions_as_sequences(b)
-    actor_loss = _direct_actor_loss(ref, seq)  # before any step
+    seq = b
+    aloss = _direct_actor_loss(ref, seq)  # before any step
     ref.actor_opt.zero_grad()
-    actor_loss.backward()
-    target = ref.td_target(seq, None, (None,))
-    critic_loss, _, _ = ref.critic_loss(seq, target, (None,))
+    aloss.backward()
+    target = td_target(ref, seq)
+    closs, _, _ = critic_loss(ref, seq, target)
     ref.critic_opt.zero_grad()
-    critic_loss.backward()
+    closs.backward()
     ref.critic_opt.step()
     ref.actor_opt.step()
     metrics = agent.update(b)
-    torch.testing.assert_close(metrics["actor_loss"], actor_loss.detach())
+    torch.testing.assert_close(metrics["actor_loss"], aloss.detach())
     for p, q in zip(agent.actor.parameters(), ref.actor.parameters()):
         torch.testing.assert_close(p, q)
     for p, q in zip(agent.critics.parameters(), ref.critics.parameters()):
@@ -134,9 +136,9 @@ def test_update_leaves_critic_untouched_by_actor_step():
     b = batch()
     # what the critic becomes after its own step alone
     ref = copy.deepcopy(agent)
-    seq = ref.transitions_as_sequences(b)
-    target = ref.td_target(seq, None, (None,))
-    loss, _, _ = ref.critic_loss(seq, target, (None,))
+    seq = b
+    target = td_target(ref, seq)
+    loss, _, _ = critic_loss(ref, seq, target)
     ref.critic_opt.zero_grad()
     loss.backward()
     ref.critic_opt.step()
@@ -147,11 +149,11 @@ def test_update_leaves_critic_untouched_by_actor_step():
 
 def test_critic_update_lowers_td_error_on_fixed_batch():
     agent = make_agent(critic_lr=1e-2)
-    seq = agent.transitions_as_sequences(batch(64))
-    target = agent.td_target(seq, None, (None,))
+    seq = batch(64)
+    target = td_target(agent, seq)
     losses = []
     for _ in range(30):
-        loss, _, _ = agent.critic_loss(seq, target, (None,))
+        loss, _, _ = critic_loss(agent, seq, target)
         losses.append(loss.item())
         agent.critic_opt.zero_grad()
         loss.backward()
@@ -162,12 +164,12 @@ def test_critic_update_lowers_td_error_on_fixed_batch():
 
 def test_td_target_bootstraps_through_truncated_not_terminated():
     agent = make_agent(gamma=0.9)
-    b_term = agent.transitions_as_sequences(batch(terminated=1.0))
-    b_trunc = agent.transitions_as_sequences(batch(truncated=1.0))
-    b_none = agent.transitions_as_sequences(batch())
-    y_term = agent.td_target(b_term, None, (None,))
-    y_trunc = agent.td_target(b_trunc, None, (None,))
-    y_none = agent.td_target(b_none, None, (None,))
+    b_term = batch(terminated=1.0)
+    b_trunc = batch(truncated=1.0)
+    b_none = batch()
+    y_term = td_target(agent, b_term)
+    y_trunc = td_target(agent, b_trunc)
+    y_none = td_target(agent, b_none)
     assert torch.equal(y_term, b_term.reward)
     assert torch.equal(y_trunc, y_none)
     with torch.no_grad():
@@ -188,9 +190,9 @@ def test_td3_options_compose():
     m2 = agent.update(batch(seed=1))
     assert "actor_loss" in m2 and torch.isfinite(m2["actor_loss"])
     # the twin target is the minimum of the two target critics
-    seq = agent.transitions_as_sequences(batch(seed=2))
+    seq = batch(seed=2)
     agent.cfg = DDPGConfig(head_hidden=(32,), twin_critics=True)  # no smoothing noise
-    y = agent.td_target(seq, None, (None, None))
+    y = td_target(agent, seq)
     with torch.no_grad():
         a, _ = agent.actor_target(seq.obs)
         qs = [c.q(c.encoder(seq.obs)[0][:, 1:], a[:, 1:]) for c in agent.critic_targets]
@@ -222,9 +224,8 @@ def _seq_agent(**kw) -> DDPG:
 
 
 def _seq_batch(agent: DDPG):
-    from rlkit.buffers import SequenceReplayBuffer
 
-    buf = SequenceReplayBuffer(200, 1, 3, 2, seq_len=5, generator=torch.Generator().manual_seed(0))
+    buf = seq_buffer(200, 1, 3, 2, seq_len=5, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     for t in range(40):
         buf.add(torch.randn(1, 3, generator=g), torch.rand(1, 2, generator=g),
@@ -241,9 +242,9 @@ def test_shared_encoder_is_shared_and_trained_by_the_critic_only():
     assert not any(p is q for p in enc.parameters() for g in agent.actor_opt.param_groups
                    for q in g["params"])
     b = _seq_batch(agent)
-    target = agent.td_target(b, None, (None,))
-    _, _, h = agent.critic_loss(b, target, (None,))
-    agent.actor_loss(b, None, h).backward()
+    target = td_target(agent, b)
+    _, _, h = critic_loss(agent, b, target)
+    actor_loss(agent, b, h).backward()
     assert all(p.grad is None for p in enc.parameters())  # no gradient from the actor loss
     assert all(p.grad is None for p in agent.critics[0].head.parameters())
     assert all(p.grad is not None for p in agent.actor.head.parameters())
@@ -256,9 +257,9 @@ def test_shared_encoder_is_shared_and_trained_by_the_critic_only():
 def test_shared_encoder_actor_grad_goes_through_the_actor_path_only():
     agent = _seq_agent(shared_encoder=True, shared_encoder_actor_grad=True)
     b = _seq_batch(agent)
-    target = agent.td_target(b, None, (None,))
-    _, _, h = agent.critic_loss(b, target, (None,))
-    agent.actor_loss(b, None, h).backward()
+    target = td_target(agent, b)
+    _, _, h = critic_loss(agent, b, target)
+    actor_loss(agent, b, h).backward()
     assert all(p.grad is not None for p in agent.actor.encoder.parameters())
     assert all(p.grad is None for p in agent.critics[0].head.parameters())
     # the same loss with the actor's encoder path cut gives the encoder no gradient: the
@@ -266,7 +267,7 @@ def test_shared_encoder_actor_grad_goes_through_the_actor_path_only():
     agent.zero_grad(set_to_none=True)
     ref = _seq_agent(shared_encoder=True)
     ref.load_state_dict(agent.state_dict())
-    ref.actor_loss(b, None, h).backward()
+    actor_loss(ref, b, h).backward()
     assert all(p.grad is None for p in ref.actor.encoder.parameters())
 
 
@@ -276,13 +277,13 @@ def test_shared_encoder_trained_by_both_losses_steps_each_optimizer_on_its_own_g
 
     def grads(loss_of) -> list[torch.Tensor | None]:
         m = copy.deepcopy(agent)
-        target = m.td_target(b, None, (None,))
-        closs, _, enc = m.critic_loss(b, target, (None,))
+        target = td_target(m, b)
+        closs, _, enc = critic_loss(m, b, target)
         loss_of(m, closs, enc).backward()
         return [p.grad for p in m.parameters()]
 
     g_critic = grads(lambda m, closs, enc: closs)
-    g_actor = grads(lambda m, closs, enc: m.actor_loss(b, None, enc))
+    g_actor = grads(lambda m, closs, enc: actor_loss(m, b, enc))
     ref = copy.deepcopy(agent)
     for p, g in zip(ref.parameters(), g_critic):
         p.grad = g

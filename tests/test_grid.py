@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-import train
-from rlkit.evaluate import RenderError, load_run, make_eval_env
-from rlkit.evaluate import main as evaluate_main
+from agents import cli, train
+from agents.evaluate import main as evaluate_main
+from rlkit.config import replace_fields
+from rlkit.evaluate import RenderError, make_eval_env
 from rlkit.launch import GridRun, launch, threads_per_job
+from rlkit.rundir import RunDirError, RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = replace(train.TrainConfig(), total_steps=150, learning_starts=50, batch_size=8,
-               d_model=16, seq_len=4, eval_every=0, eval_episodes=1, log_every=50,
-               progress=False, device="cpu")
+TINY = replace_fields(train.TrainConfig(), total_steps=150, learning_starts=50, batch_size=8,
+                      d_model=16, seq_len=4, eval_every=0, eval_episodes=1, log_every=50,
+                      progress=False, device="cpu")
 GRID_ARGS = ["--total-steps", "150", "--learning-starts", "50", "--batch-size", "8",
              "--d-model", "16", "--seq-len", "4", "--eval-every", "0", "--eval-episodes", "1",
              "--log-every", "50", "--no-progress", "--device", "cpu"]
@@ -28,10 +28,10 @@ GRID_ARGS = ["--total-steps", "150", "--learning-starts", "50", "--batch-size", 
 def _check_grid(grid: Path, names: list[str]) -> None:
     for name in names:
         run = grid / name
-        config = json.loads((run / "config.json").read_text())
+        record = RunRecord.read(run)
         backbone, seed = name.split("__s")
-        assert config["backbone"] == backbone and config["seed"] == int(seed)
-        assert config["wandb_group"] == grid.name
+        assert record.model.backbone == backbone and record.run.seed == int(seed)
+        assert record.run.wandb_group == grid.name
         assert (run / "checkpoint.pt").is_file()
         assert any("eval_return_mean" in line for line in (run / "metrics.jsonl").open())
     assert (grid / "report" / "report.html").is_file()
@@ -53,7 +53,7 @@ def test_cli_grid_on_local_launcher(tmp_path):
                     reason="Ray is not installed (pip install 'rlkit[ray]')")
 def test_grid_on_local_ray(tmp_path):
     grid = tmp_path / "ray-grid"
-    train.grid(replace(TINY, launcher="ray", jobs=2, grid_dir=str(grid)), ["gru"], [0, 1])
+    cli.grid(replace_fields(TINY, launcher="ray", jobs=2, grid_dir=str(grid)), ["gru"], [0, 1])
     _check_grid(grid, ["gru__s0", "gru__s1"])
 
 
@@ -73,38 +73,38 @@ def test_grid_bad_input(tmp_path):
     with pytest.raises(ValueError, match="run names must be unique"):
         launch(_fails, [GridRun("a", 1), GridRun("a", 2)], tmp_path)
     with pytest.raises(ValueError, match="unknown backbone 'gruu'"):
-        train.grid(replace(TINY, grid_dir=str(tmp_path / "x")), ["gru", "gruu"], [0])
+        cli.grid(replace_fields(TINY, grid_dir=str(tmp_path / "x")), ["gru", "gruu"], [0])
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep").write_text("x")
     with pytest.raises(FileExistsError, match="already exists"):
-        train.grid(replace(TINY, grid_dir=str(tmp_path / "full")), ["gru"], [0, 1])
+        cli.grid(replace_fields(TINY, grid_dir=str(tmp_path / "full")), ["gru"], [0, 1])
     with pytest.raises(ValueError, match="--seed takes non-negative integers, got"):
-        train.cli(["--seed", "0", "x", "--grid-dir", str(tmp_path / "y")])
+        cli.cli(["--seed", "0", "x", "--grid-dir", str(tmp_path / "y")])
 
 
 def test_take_list_parses_several_values():
-    values, rest = train._take_list(["--backbone", "gru", "s4", "--seed", "1", "--x=2"],
+    values, rest = cli.take_list(["--backbone", "gru", "s4", "--seed", "1", "--x=2"],
                                     "--backbone")
     assert values == ["gru", "s4"] and rest == ["--seed", "1", "--x=2"]
-    assert train._take_list(["--backbone=mamba"], "--backbone") == (["mamba"], [])
+    assert cli.take_list(["--backbone=mamba"], "--backbone") == (["mamba"], [])
 
 
 def test_evaluate_saved_run(tmp_path, capsys):
     run = tmp_path / "run"
-    train.main(replace(TINY, backbone="gru", run_dir=str(run)))
-    agent, config = load_run(run)
-    assert config["backbone"] == "gru" and type(agent).__name__ == "DDPG"
+    train.main(replace_fields(TINY, backbone="gru", run_dir=str(run)))
+    agent, record = train.load_agent(run)
+    assert record.model.backbone == "gru" and type(agent).__name__ == "DDPG"
     stats = evaluate_main([str(run), "--episodes", "2"])
     assert stats["eval_length_mean"] == 200.0
     assert "return" in capsys.readouterr().out
-    with pytest.raises(FileNotFoundError, match="is not a run directory"):
-        load_run(tmp_path)
+    with pytest.raises(RunDirError, match="is not a run directory"):
+        train.load_agent(tmp_path)
 
 
 def test_video_without_renderer_is_a_clear_error():
     # MemoryCorridor has no render mode: asking for frames must fail with a message
     with pytest.raises(RenderError, match="cannot render 'rlkit/MemoryCorridor-v0' here"):
-        make_eval_env("rlkit/MemoryCorridor-v0", Path("unused"))
+        make_eval_env("rlkit/MemoryCorridor-v0", Path("unused"), imports=("envs",))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("moviepy") is None
@@ -112,7 +112,7 @@ def test_video_without_renderer_is_a_clear_error():
                     reason="video needs moviepy and pygame (pip install 'rlkit[video]')")
 def test_evaluate_writes_mp4(tmp_path):
     run = tmp_path / "run"
-    train.main(replace(TINY, run_dir=str(run)))
+    train.main(replace_fields(TINY, run_dir=str(run)))
     evaluate_main([str(run), "--episodes", "1", "--video"])
     videos = list((run / "videos").glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000

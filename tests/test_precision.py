@@ -6,23 +6,24 @@ import copy
 import subprocess
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import losses_of
 from torch import nn
 
-import train
+from agents import train
 from agents.ddpg import DDPG, DDPGConfig
-from rlkit import precision as precision_module
+from rlkit import compile as compile_module
 from rlkit.backbones import BACKBONE_NAMES, BackboneConfig
 from rlkit.backbones import mamba as mamba_module
 from rlkit.backbones.s4 import S4DLayer
 from rlkit.buffers import SequenceBatch
+from rlkit.compile import CompiledFunction
+from rlkit.config import replace_fields
 from rlkit.precision import (
     PRECISIONS,
-    CompiledFunction,
     MixedPrecision,
     PrecisionConfig,
     autocast_supported,
@@ -49,8 +50,7 @@ def seq_batch(seed: int = 0, reward: float | None = None) -> SequenceBatch:
         prev_action=torch.rand(B, L + 1, ACT, generator=g) * 2 - 1,
         prev_reward=torch.randn(B, L + 1, generator=g),
         mask=mask,
-        valid=mask.clone(),
-        states=(),
+        states=None,
     )
 
 
@@ -73,7 +73,7 @@ def test_bad_precision_value_names_it():
                                          r"bf16, fp16"):
         PrecisionConfig("fp8")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"unknown --precision 'fp8'; expected one of fp32"):
-        train.validate(replace(train.TrainConfig(), precision="fp8"))  # type: ignore[arg-type]
+        replace_fields(train.TrainConfig(), precision="fp8")
     with pytest.raises(ValueError, match="init_scale must be > 0, got 0"):
         PrecisionConfig("fp16", init_scale=0.0)
 
@@ -250,10 +250,9 @@ def test_grad_checkpointing_leaves_the_agents_gradients_unchanged(backbone):
     grads = []
     for ckpt in (False, True):
         agent = make_agent(backbone, grad_checkpoint=ckpt)  # same seed: same weights
-        target = agent.td_target(batch, None, (None,))
-        closs, _, h = agent.critic_loss(batch, target, (None,))
+        closs, aloss = losses_of(agent, batch)
         closs.backward()
-        agent.actor_loss(batch, None, h).backward()
+        aloss.backward()
         grads.append({n: p.grad for n, p in agent.named_parameters() if p.requires_grad})
     assert grads[0].keys() == grads[1].keys()
     for name, g in grads[0].items():
@@ -289,7 +288,7 @@ def test_compile_failure_falls_back_with_one_warning(monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(precision_module, "_WARNED", set())
+    monkeypatch.setattr(compile_module, "_WARNED", set())
     eager, agent = make_agent("mlp"), make_agent("mlp", compile=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -303,7 +302,7 @@ def test_compile_failure_falls_back_with_one_warning(monkeypatch):
 
 def test_compiled_function_raises_errors_that_are_not_the_compilers(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
-    monkeypatch.setattr(precision_module, "_WARNED", set())
+    monkeypatch.setattr(compile_module, "_WARNED", set())
 
     def bad(x):
         raise ValueError(f"bad input {x.shape}")
@@ -316,11 +315,11 @@ def test_compiled_function_raises_errors_that_are_not_the_compilers(monkeypatch)
 # ------------------------------------------------------------------------------ train.py
 @pytest.mark.parametrize(("backbone", "precision"), [("gru", "bf16"), ("mlp", "fp16")])
 def test_train_py_runs_mixed_precision(tmp_path, backbone, precision):
-    cfg = replace(train.TrainConfig(), env="rlkit/Pendulum-V-v0", backbone=backbone,
-                  total_steps=90, learning_starts=60, batch_size=4, seq_len=6, d_model=16,
-                  eval_every=0, eval_episodes=1, log_every=30, progress=False, device="cpu",
-                  agent=DDPGConfig(head_hidden=(16,)), precision=precision,
-                  run_dir=str(tmp_path / "run"))
+    cfg = replace_fields(train.TrainConfig(), env="rlkit/Pendulum-V-v0", backbone=backbone,
+                         total_steps=90, learning_starts=60, batch_size=4, seq_len=6,
+                         d_model=16, eval_every=0, eval_episodes=1, log_every=30,
+                         progress=False, device="cpu", agent=DDPGConfig(head_hidden=(16,)),
+                         precision=precision, run_dir=str(tmp_path / "run"))
     train.main(cfg)
     rows = [r for r in read_metrics(tmp_path / "run") if "critic_loss" in r]
     assert rows and all(r["critic_loss"] == r["critic_loss"] for r in rows)  # not NaN
@@ -334,8 +333,9 @@ def test_mixed_precision_is_a_pass_through_in_fp32():
 
 
 def test_train_py_passes_precision_and_compile_to_the_agent():
-    cfg = replace(train.TrainConfig(), d_model=16, device="cpu", precision="bf16", compile=True)
-    agent, env, _ = train.build(cfg, torch.device("cpu"))
+    cfg = replace_fields(train.TrainConfig(), d_model=16, device="cpu", precision="bf16",
+                         compile=True)
+    agent, env = train.build(train.resolve(cfg), torch.device("cpu"))
     env.close()
     assert agent.amp.cfg.precision == "bf16"
     assert isinstance(agent._critic_fn, CompiledFunction)

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import faulty_envs
@@ -27,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-import train
+from agents import train
 from agents.ddpg import DDPG, DDPGConfig
 from envs.wrappers import FlickerObservation
 from rlkit.checkpoint import (
@@ -37,6 +36,7 @@ from rlkit.checkpoint import (
     remove_stale_temp_files,
     save_checkpoint,
 )
+from rlkit.config import replace_fields
 from rlkit.envstate import restore_env, snapshot_env
 from rlkit.runlog import read_metrics, truncate_metrics
 from rlkit.seeding import seed_everything
@@ -49,13 +49,13 @@ SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1",
 SUBPROCESS_ENV.pop(faulty_envs.KILL_AT_ENV, None)
 RATES = ("wall_time", "sps", "updates_per_s", "peak_memory_mb")  # differ between runs
 
-MLP = train.TrainConfig(total_steps=400, learning_starts=100, batch_size=32, eval_every=0,
-                        eval_episodes=1, log_every=50, progress=False, d_model=32, device="cpu",
-                        buffer_size=10_000)
-GRU = replace(MLP, env="rlkit/Pendulum-V-v0", backbone="gru", d_model=16, seq_len=8,
-              batch_size=8, num_envs=2, eval_every=200, agent=DDPGConfig(head_hidden=(16,)))
-TINY = replace(MLP, total_steps=60, learning_starts=20, batch_size=8, log_every=20, d_model=16,
-               agent=DDPGConfig(head_hidden=(16,)))
+MLP = replace_fields(train.TrainConfig(), total_steps=400, learning_starts=100, batch_size=32,
+                     eval_every=0, eval_episodes=1, log_every=50, progress=False, d_model=32,
+                     device="cpu", buffer_size=10_000)
+GRU = replace_fields(MLP, env="rlkit/Pendulum-V-v0", backbone="gru", d_model=16, seq_len=8,
+                     batch_size=8, num_envs=2, eval_every=200, agent=DDPGConfig(head_hidden=(16,)))
+TINY = replace_fields(MLP, total_steps=60, learning_starts=20, batch_size=8, log_every=20,
+                      d_model=16, agent=DDPGConfig(head_hidden=(16,)))
 # the CLI flags of MLP (for train.py subprocesses)
 MLP_ARGS = ["--learning-starts", "100", "--batch-size", "32", "--eval-every", "0",
             "--eval-episodes", "1", "--no-progress", "--d-model", "32", "--device", "cpu",
@@ -93,7 +93,7 @@ def _assert_same(a, b, where: str = "") -> None:
 
 
 def _resume(run: Path, **change) -> dict[str, float]:
-    return train.main(replace(train.TrainConfig(), resume=str(run), **change))
+    return train.main(replace_fields(train.TrainConfig(), resume=str(run), **change))
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def tiny_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("tiny") / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    train.main(replace(TINY, checkpoint_every=20, run_dir=str(run)))
+    train.main(replace_fields(TINY, checkpoint_every=20, run_dir=str(run)))
     torch.set_num_threads(threads)
     return run
 
@@ -110,16 +110,16 @@ def tiny_run(tmp_path_factory) -> Path:
 # ----------------------------------------------------------------------------- exact resume
 @pytest.mark.parametrize("base", [MLP, GRU], ids=["mlp-Pendulum-v1", "gru-Pendulum-V-2envs"])
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, base):
-    n = base.total_steps
-    train.main(replace(base, run_dir=str(tmp_path / "full")))
-    train.main(replace(base, total_steps=n // 2, run_dir=str(tmp_path / "split")))
+    n = base.loop.total_steps
+    train.main(replace_fields(base, run_dir=str(tmp_path / "full")))
+    train.main(replace_fields(base, total_steps=n // 2, run_dir=str(tmp_path / "split")))
     first = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
     assert first["kind"] == "final" and first["step"] == n // 2
     _resume(tmp_path / "split", total_steps=n)
 
     full, split = (_strip(read_metrics(tmp_path / d)) for d in ("full", "split"))
     extra = [r for r in split if r not in full]
-    if base.eval_every == 0:
+    if base.loop.eval_every == 0:
         # the first part's final evaluation is the only extra event, and it left training's
         # generators alone: every later event equals the uninterrupted run's
         assert len(extra) == 1 and extra[0]["step"] == n // 2 and "eval_return_mean" in extra[0]
@@ -132,7 +132,7 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, base
     _assert_same(a["agent"], b["agent"], "agent")  # networks, targets, optimizers: exact
     _assert_same(a["buffer"], b["buffer"], "buffer")
     _assert_same(a["loop"], b["loop"], "loop")
-    assert json.loads((tmp_path / "split" / "config.json").read_text())["total_steps"] == n
+    assert json.loads((tmp_path / "split" / "config.json").read_text())["loop"]["total_steps"] == n
 
 
 def test_checkpoint_holds_everything_to_continue(tiny_run):
@@ -177,7 +177,7 @@ def test_env_snapshot_continues_the_episode_exactly(tmp_path, make, before, afte
 
 def test_env_state_that_cannot_be_saved_restarts_the_episode_with_a_warning(tmp_path):
     run = tmp_path / "run"
-    train.main(replace(TINY, env="faulty_envs:rlkit-test/Opaque-v0", run_dir=str(run)))
+    train.main(replace_fields(TINY, env="faulty_envs:rlkit-test/Opaque-v0", run_dir=str(run)))
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["envs"][0]["uncaptured"] == ["FaultyPendulum.handle"]
     with pytest.warns(UserWarning, match=r"env 0 keeps state .*FaultyPendulum.handle.*"
@@ -200,8 +200,8 @@ def test_sigkill_during_training_loses_at_most_one_checkpoint_interval(tmp_path)
     assert max(r["step"] for r in read_metrics(run)) > ckpt["step"]  # events to drop
 
     _resume(run)  # --resume RUN_DIR: the run's own 400 steps
-    cfg = replace(MLP, env="faulty_envs:rlkit-test/Kill-v0", log_every=10,
-                  checkpoint_every=interval, run_dir=str(tmp_path / "uninterrupted"))
+    cfg = replace_fields(MLP, env="faulty_envs:rlkit-test/Kill-v0", log_every=10,
+                         checkpoint_every=interval, run_dir=str(tmp_path / "uninterrupted"))
     train.main(cfg)
     resumed, full = (_strip(read_metrics(d)) for d in (run, tmp_path / "uninterrupted"))
     assert resumed == full  # no duplicated or missing events, same values
@@ -361,18 +361,18 @@ def test_metrics_after_the_checkpoint_and_a_torn_last_line_are_dropped(tmp_path)
 
 # ----------------------------------------------------------------------------- other runs
 def test_checkpoint_of_another_backbone_is_refused(tmp_path):
-    small = replace(TINY, env="rlkit/Pendulum-V-v0", seq_len=4)
-    train.main(replace(small, backbone="gru", run_dir=str(tmp_path / "gru")))
-    train.main(replace(small, backbone="lstm", run_dir=str(tmp_path / "lstm")))
+    small = replace_fields(TINY, env="rlkit/Pendulum-V-v0", seq_len=4)
+    train.main(replace_fields(small, backbone="gru", run_dir=str(tmp_path / "gru")))
+    train.main(replace_fields(small, backbone="lstm", run_dir=str(tmp_path / "lstm")))
     shutil.copy(tmp_path / "gru" / "checkpoint.pt", tmp_path / "lstm" / "checkpoint.pt")
-    with pytest.raises(CheckpointError, match="checkpoint backbone 'gru' != run backbone "
-                                              "'lstm'"):
+    with pytest.raises(CheckpointError, match="checkpoint is of another run: model.backbone is "
+                                              "'gru' there, 'lstm' in this run's config.json"):
         _resume(tmp_path / "lstm", total_steps=80)
 
 
 def test_checkpoint_with_other_shapes_is_refused_naming_the_parameters(tmp_path):
-    train.main(replace(TINY, d_model=16, run_dir=str(tmp_path / "d16")))
-    train.main(replace(TINY, d_model=32, run_dir=str(tmp_path / "d32")))
+    train.main(replace_fields(TINY, d_model=16, run_dir=str(tmp_path / "d16")))
+    train.main(replace_fields(TINY, d_model=32, run_dir=str(tmp_path / "d32")))
     ckpt = load_checkpoint(tmp_path / "d16" / "checkpoint.pt")
     # a checkpoint whose config claims the other run's shapes: the parameters still disagree
     ckpt["config"] = load_checkpoint(tmp_path / "d32" / "checkpoint.pt")["config"]
@@ -416,8 +416,8 @@ def test_resume_of_a_finished_run_asks_for_more_steps(tiny_run):
 
 def test_negative_checkpoint_every_stops_before_training(tmp_path):
     run = tmp_path / "run"
-    with pytest.raises(ValueError, match="--checkpoint-every must be >= 0, got -5"):
-        train.main(replace(TINY, checkpoint_every=-5, run_dir=str(run)))
+    with pytest.raises(ValueError, match="--checkpoint-every must be an integer >= 0, got -5"):
+        train.main(replace_fields(TINY, checkpoint_every=-5, run_dir=str(run)))
     assert not run.exists()
 
 
@@ -430,8 +430,8 @@ def _fault_in_env_1(kind: str) -> str:
 
 @pytest.mark.parametrize(("kind", "what"), [("NaNObs", "observation"), ("NaNReward", "reward")])
 def test_nonfinite_env_output_names_the_env_and_the_step(tmp_path, kind, what):
-    cfg = replace(TINY, env=_fault_in_env_1(kind), num_envs=2, total_steps=600,
-                  run_dir=str(tmp_path / "run"))
+    cfg = replace_fields(TINY, env=_fault_in_env_1(kind), num_envs=2, total_steps=600,
+                         run_dir=str(tmp_path / "run"))
     # the fault fires at sub-env 1's 250th step: 500 steps summed over the 2 envs
     with pytest.raises(NonFiniteError, match=rf"env 1 returned a non-finite {what} at step "
                                              rf"500 .*--drop-nonfinite"):
@@ -440,11 +440,11 @@ def test_nonfinite_env_output_names_the_env_and_the_step(tmp_path, kind, what):
 
 @pytest.mark.parametrize(("backbone", "dropped", "stored"), [("mlp", 1, 599), ("gru", 2, 299)])
 def test_drop_nonfinite_drops_counts_and_goes_on(tmp_path, backbone, dropped, stored):
-    cfg = replace(TINY, env=_fault_in_env_1("NaNObs"), backbone=backbone, num_envs=2,
-                  total_steps=600, log_every=100, drop_nonfinite=True,
-                  run_dir=str(tmp_path / "run"))
+    cfg = replace_fields(TINY, env=_fault_in_env_1("NaNObs"), backbone=backbone, num_envs=2,
+                         total_steps=600, log_every=100, drop_nonfinite=True,
+                         run_dir=str(tmp_path / "run"))
     if backbone == "gru":
-        cfg = replace(cfg, seq_len=4)
+        cfg = replace_fields(cfg, seq_len=4)
     assert np.isfinite(train.main(cfg)["eval_return_mean"])
     rows = [r for r in read_metrics(tmp_path / "run") if "critic_loss" in r]
     assert [r["dropped_transitions"] for r in rows] == [0, 0, 0, 0, dropped, dropped]
@@ -457,9 +457,9 @@ def test_drop_nonfinite_drops_counts_and_goes_on(tmp_path, backbone, dropped, st
 
 def test_nonfinite_loss_stops_with_a_diagnostic_checkpoint(tmp_path):
     run = tmp_path / "run"
-    cfg = replace(TINY, env="faulty_envs:rlkit-test/HugeReward-v0", total_steps=600,
-                  learning_starts=100, batch_size=32, log_every=50, checkpoint_every=100,
-                  run_dir=str(run))
+    cfg = replace_fields(TINY, env="faulty_envs:rlkit-test/HugeReward-v0", total_steps=600,
+                         learning_starts=100, batch_size=32, log_every=50, checkpoint_every=100,
+                         run_dir=str(run))
     with pytest.raises(NonFiniteLossError, match=r"a loss became non-finite at update \d+ "
                                                  r".*diagnostic checkpoint written to .*"
                                                  r"diagnostic.pt; the last good checkpoint"):
@@ -481,7 +481,7 @@ def test_loss_check_leaves_scaler_handled_updates_alone(tmp_path, monkeypatch):
         return metrics
 
     monkeypatch.setattr(DDPG, "update", lambda self, batch: inf_loss(self, batch, True))
-    train.main(replace(TINY, run_dir=str(tmp_path / "fp16")))
+    train.main(replace_fields(TINY, run_dir=str(tmp_path / "fp16")))
     monkeypatch.setattr(DDPG, "update", lambda self, batch: inf_loss(self, batch, False))
     with pytest.raises(NonFiniteLossError, match="at update 1 "):
-        train.main(replace(TINY, run_dir=str(tmp_path / "fp32")))
+        train.main(replace_fields(TINY, run_dir=str(tmp_path / "fp32")))

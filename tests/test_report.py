@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rlkit.config import EnvConfig, ModelConfig, RunConfig
 from rlkit.report import ReportError, aligned_curves, build_report, find_runs
+from rlkit.rundir import SECTIONS, RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -21,13 +23,21 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FINALS = {"mlp": [1.0, 2.0, 3.0, 4.0], "gru": [0.0, 1.0, 2.0, 3.0, 10.0]}
 
 
+def record(env: str, backbone: str, seed: int) -> RunRecord:
+    """A run record of the default sections for (env, backbone, seed)."""
+    sections = {name: cls() for name, cls in SECTIONS.items()}
+    sections["env"] = EnvConfig(id=env)
+    sections["model"] = ModelConfig(backbone=backbone)
+    sections["run"] = RunConfig(seed=seed)
+    return RunRecord(**sections, agent={"gamma": 0.99}, obs_dim=3, action_dim=1,
+                     action_low=(-2.0,), action_high=(2.0,), device="cpu")
+
+
 def write_run(run_dir: Path, env: str, backbone: str, seed: int, evals: list[tuple[int, float]],
               wall_time: float, updates_per_s: float, peak_mb: float | None = None) -> Path:
     """A run directory shaped like train.py's: train rows and eval rows, a train row last."""
     run_dir.mkdir(parents=True)
-    config = {"env": env, "backbone": backbone, "seed": seed, "total_steps": evals[-1][0],
-              "agent": {"max_grad_norm": float("inf")}}
-    (run_dir / "config.json").write_text(json.dumps(config))
+    record(env, backbone, seed).write(run_dir)
     rows = []
     for i, (step, value) in enumerate(evals):
         train = {"step": step, "wall_time": i + 0.5, "critic_loss": "nan", "actor_loss": -1.0,
@@ -174,8 +184,13 @@ def test_errors_name_directory_file_and_line(grid, tmp_path):
         build_report(grid, tmp_path / "o4", metric="success")
 
 
-def test_config_missing_key_is_named(grid, tmp_path):
+def test_config_missing_field_is_named(grid, tmp_path):
     config = grid / "memory" / "s0" / "config.json"
-    config.write_text(json.dumps({"env": "X", "seed": 0}))
-    with fails_with(f"{config}: missing key(s) ['backbone']"):
+    data = json.loads(config.read_text())
+    del data["model"]
+    config.write_text(json.dumps(data))
+    with fails_with(f"{config}: unknown field(s) [], missing field(s) ['model']"):
         build_report(grid, tmp_path / "out")
+    config.write_text("[1, 2]")
+    with fails_with(f"{config}: expected a JSON object, got list"):
+        build_report(grid, tmp_path / "out2")

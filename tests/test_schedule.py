@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from rlkit.buffers import ReplayBuffer
+from rlkit.config import LoopConfig
 from rlkit.noise import GaussianNoise
 from rlkit.runlog import RunLogger
-from rlkit.trainer import LoopConfig, Trainer
+from rlkit.trainer import Trainer
 
 
 class Counter(gym.Env):
@@ -61,14 +62,15 @@ def run_loop(tmp_path, updates_per_step: float, num_envs: int, total: int = 40,
     agent = CountingAgent()
     envs = gym.vector.SyncVectorEnv([Counter] * num_envs,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    cfg = LoopConfig(total_steps=total, learning_starts=starts, batch_size=2,
+    cfg = LoopConfig(total_steps=total, learning_starts=starts,
                      updates_per_step=updates_per_step, eval_every=0, eval_episodes=1,
                      log_every=total, progress=False)
     buffer = ReplayBuffer(100, 1, 1, torch.device("cpu"), torch.Generator().manual_seed(0))
     noise = GaussianNoise(num_envs, 1, 0.1, np.random.default_rng(0))
     logger = RunLogger(tmp_path, {}, "disabled")
-    trainer = Trainer(agent, envs, Counter(), buffer, noise, cfg, logger,
-                      np.random.default_rng(0), torch.device("cpu"), 0, 0)
+    trainer = Trainer(agent, envs=envs, eval_env=Counter(), buffer=buffer, noise=noise, cfg=cfg,
+                      batch_size=2, logger=logger, rng=np.random.default_rng(0),
+                      device=torch.device("cpu"), env_seed=0, eval_seed=0)
     agent.trainer = trainer
     try:
         trainer.run()

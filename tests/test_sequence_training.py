@@ -2,40 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import losses_of
+from helpers import seq_buffer as SequenceReplayBuffer  # noqa: N812
 
-import train
+from agents import train
 from agents.ddpg import DDPG, DDPGConfig
 from rlkit.backbones import BACKBONE_NAMES, BackboneConfig
-from rlkit.buffers import SequenceReplayBuffer
+from rlkit.config import LoopConfig, replace_fields
 from rlkit.noise import OrnsteinUhlenbeckNoise
 from rlkit.runlog import RunLogger
-from rlkit.trainer import LoopConfig, Trainer
+from rlkit.trainer import Trainer
 
-TINY = replace(train.TrainConfig(), env="rlkit/Pendulum-V-v0", total_steps=90,
-               learning_starts=60, batch_size=4, seq_len=6, d_model=16, eval_every=0,
-               eval_episodes=1, log_every=30, progress=False, device="cpu",
-               agent=DDPGConfig(head_hidden=(16,)))
+TINY = replace_fields(train.TrainConfig(), env="rlkit/Pendulum-V-v0", total_steps=90,
+                      learning_starts=60, batch_size=4, seq_len=6, d_model=16, eval_every=0,
+                      eval_episodes=1, log_every=30, progress=False, device="cpu",
+                      agent=DDPGConfig(head_hidden=(16,)))
 
 
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)
 def test_train_py_end_to_end_every_backbone(tmp_path, backbone):
-    cfg = replace(TINY, backbone=backbone, run_dir=str(tmp_path / backbone))
+    cfg = replace_fields(TINY, backbone=backbone, run_dir=str(tmp_path / backbone))
     if backbone == "mlp":
-        cfg = replace(cfg, seq_len=6)  # the memoryless control, trained on the same windows
+        cfg = replace_fields(cfg, seq_len=6)  # the memoryless control, trained on the same windows
     result = train.main(cfg)
     assert np.isfinite(result["eval_return_mean"])
     assert (tmp_path / backbone / "checkpoint.pt").is_file()
 
 
 def test_stored_state_mode_with_burn_in_end_to_end(tmp_path):
-    cfg = replace(TINY, backbone="gru", state_mode="stored", burn_in=2, num_envs=2,
-                  run_dir=str(tmp_path / "r"))
+    cfg = replace_fields(TINY, backbone="gru", state_mode="stored", burn_in=2, num_envs=2,
+                         run_dir=str(tmp_path / "r"))
     assert np.isfinite(train.main(cfg)["eval_return_mean"])
 
 
@@ -89,11 +89,12 @@ def _loop(tmp_path, stored: bool, total: int = 40):
         return sample()
 
     noise.sample = sample_and_record
-    loop = LoopConfig(total, learning_starts=0, batch_size=2, eval_every=0, eval_episodes=1,
+    loop = LoopConfig(total_steps=total, learning_starts=0, eval_every=0, eval_episodes=1,
                       log_every=1000, progress=False)
-    trainer = Trainer(rec, envs, ShortEpisodes(), buf, noise, loop,
-                      RunLogger(tmp_path, {}), np.random.default_rng(0), torch.device("cpu"),
-                      env_seed=3, eval_seed=0)
+    trainer = Trainer(rec, envs=envs, eval_env=ShortEpisodes(), buffer=buf, noise=noise,
+                      cfg=loop, batch_size=2, logger=RunLogger(tmp_path, {}),
+                      rng=np.random.default_rng(0), device=torch.device("cpu"), env_seed=3,
+                      eval_seed=0)
     trainer.run()
     return rec, buf, noise_rows
 
@@ -123,15 +124,15 @@ def test_stored_states_are_the_ones_recorded_while_acting(tmp_path):
     steps = rec.states[: 40 // 2]
     for t, ((a_state, c_states), _, _) in enumerate(steps):
         for i in range(2):
-            assert torch.equal(buf.states[0][0][i, t], a_state[0][i])
-            assert torch.equal(buf.states[1][0][i, t], c_states[0][0][i])
+            assert torch.equal(buf.states[0][i, t], a_state[0][i])  # actor's h
+            assert torch.equal(buf.states[1][i, t], c_states[0][0][i])  # critic's h
     # and a window replays from its stored state: running the actor encoder from it over the
     # window reproduces the states recorded at the following steps of the same episode
     agent = rec.agent
     b = buf._gather(torch.tensor([0]), torch.tensor([3]))
     (a0,), _ = b.states
-    x = agent._actor_inputs(b)[:, :-1]
-    n = int(b.valid.sum())
+    x = agent.cfg.actor_inputs(b.obs, b.prev_action, b.prev_reward)[:, :-1]
+    n = int(b.mask.sum())
     with torch.no_grad():
         _, s = agent.actor.encoder(x[:, :n], (a0,))
     nxt = steps[3 + n][0][0][0][0]
@@ -153,10 +154,7 @@ def test_burn_in_and_padding_steps_carry_no_loss():
     assert b.mask[0].tolist() == [0, 0, 1, 1, 1, 1] and b.mask[1].tolist() == [0, 0, 1, 1, 0, 0]
 
     def losses(batch):
-        a_state, c_states = agent._batch_states(batch)
-        target = agent.td_target(batch, a_state, c_states)
-        closs, _, h = agent.critic_loss(batch, target, c_states)
-        return closs, agent.actor_loss(batch, a_state, h)
+        return losses_of(agent, batch)
 
     base = losses(b)
     # change rewards and actions where mask == 0: burn-in and padding steps
@@ -187,24 +185,26 @@ def test_sequence_update_reaches_every_encoder_parameter():
 
 
 def test_prev_inputs_need_sequence_training(tmp_path):
-    cfg = replace(TINY, env="Pendulum-v1", backbone="mlp", seq_len=1, run_dir=str(tmp_path / "r"),
-                  agent=DDPGConfig(actor_prev_action=True))
+    cfg = replace_fields(TINY, env="Pendulum-v1", backbone="mlp", seq_len=1,
+                         run_dir=str(tmp_path / "r"), agent=DDPGConfig(actor_prev_action=True))
     with pytest.raises(ValueError, match="previous actions/rewards as inputs need sequence"):
         train.main(cfg)
 
 
 def test_shared_encoder_end_to_end(tmp_path):
-    cfg = replace(TINY, backbone="gru", state_mode="stored", burn_in=2,
-                  agent=DDPGConfig(head_hidden=(16,), shared_encoder=True),
-                  run_dir=str(tmp_path / "r"))
+    cfg = replace_fields(TINY, backbone="gru", state_mode="stored", burn_in=2,
+                         agent=DDPGConfig(head_hidden=(16,), shared_encoder=True),
+                         run_dir=str(tmp_path / "r"))
     assert np.isfinite(train.main(cfg)["eval_return_mean"])
 
 
 def test_mlp_control_sees_no_previous_action_by_default():
-    mlp_agent, env, seq_len = train.build(replace(TINY, backbone="mlp"), torch.device("cpu"))
-    gru_agent, _, _ = train.build(replace(TINY, backbone="gru"), torch.device("cpu"))
+    mlp_cfg = train.resolve(replace_fields(TINY, backbone="mlp"))
+    mlp_agent, env = train.build(mlp_cfg, torch.device("cpu"))
+    gru_agent, _ = train.build(train.resolve(replace_fields(TINY, backbone="gru")),
+                                                            torch.device("cpu"))
     env.close()
-    assert seq_len == 6
+    assert mlp_cfg.replay.seq_len == 6
     assert not mlp_agent.cfg.actor_prev_action and not mlp_agent.cfg.critic_prev_action
-    assert mlp_agent.actor_in == mlp_agent.obs_dim
+    assert mlp_agent.actor.encoder.d_in == mlp_agent.obs_dim
     assert gru_agent.cfg.actor_prev_action and gru_agent.cfg.critic_prev_action

@@ -4,28 +4,32 @@ import json
 import shlex
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-import train
+from agents import cli, train
 from rlkit.checkpoint import FORMAT_VERSION, load_checkpoint
+from rlkit.config import replace_fields
+from rlkit.rundir import RunRecord
 from rlkit.runlog import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = train.TrainConfig(total_steps=300, learning_starts=100, batch_size=32, eval_every=0,
-                          eval_episodes=1, log_every=100, progress=False, d_model=32,
-                          device="cpu")
+SMALL = replace_fields(train.TrainConfig(), total_steps=300, learning_starts=100, batch_size=32,
+                       eval_every=0, eval_episodes=1, log_every=100, progress=False,
+                       d_model=32, device="cpu")
 
 
 def test_end_to_end_writes_config_metrics_checkpoint(tmp_path):
-    cfg = replace(SMALL, run_dir=str(tmp_path / "run"))
+    cfg = replace_fields(SMALL, run_dir=str(tmp_path / "run"))
     result = train.main(cfg)
     run = tmp_path / "run"
     config = json.loads((run / "config.json").read_text())
-    assert config["env"] == "Pendulum-v1" and config["total_steps"] == 300
+    assert config["env"]["id"] == "Pendulum-v1" and config["loop"]["total_steps"] == 300
+    record = RunRecord.read(run)  # the typed view of the same file
+    assert record.model.backbone == "mlp" and record.replay.seq_len == 1
+    assert record.obs_dim == 3 and record.action_low == (-2.0,) and record.schema == 2
     rows = read_metrics(run)
     train_rows = [r for r in rows if "critic_loss" in r]
     eval_rows = [r for r in rows if "eval_return_mean" in r]
@@ -42,7 +46,7 @@ def test_end_to_end_writes_config_metrics_checkpoint(tmp_path):
 
 def test_same_seed_same_first_metrics(tmp_path):
     def first_rows(name, seed):
-        train.main(replace(SMALL, total_steps=200, seed=seed, run_dir=str(tmp_path / name)))
+        train.main(replace_fields(SMALL, total_steps=200, seed=seed, run_dir=str(tmp_path / name)))
         return read_metrics(tmp_path / name)
 
     a, b, c = first_rows("a", 0), first_rows("b", 0), first_rows("c", 1)
@@ -57,7 +61,7 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
     run.mkdir()
     (run / "metrics.jsonl").write_text("precious\n")
     with pytest.raises(FileExistsError, match="already exists"):
-        train.main(replace(SMALL, run_dir=str(run)))
+        train.main(replace_fields(SMALL, run_dir=str(run)))
     assert (run / "metrics.jsonl").read_text() == "precious\n"
 
 
@@ -71,21 +75,22 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
         ({"total_steps": -5}, "--total-steps must be a positive integer, got -5"),
         ({"batch_size": 512, "buffer_size": 100}, "--batch-size 512 is larger than --buffer-size"),
         ({"backbone": "lstmx"}, "unknown backbone 'lstmx'; expected one of mlp, rnn"),
-        ({"updates_per_step": 0.0}, "--updates-per-step must be > 0, got 0.0"),
+        ({"updates_per_step": 0.0}, r"--updates-per-step must be a finite number > 0.0, got 0.0"),
+        ({"updates_per_step": float("inf")}, "--updates-per-step must be a finite number"),
         ({"context": 0, "backbone": "transformer"}, "--context must be a positive integer"),
     ],
 )
 def test_bad_input_stops_before_training(tmp_path, change, message):
     run = tmp_path / "run"
     with pytest.raises(ValueError, match=message):
-        train.main(replace(SMALL, run_dir=str(run), **change))
+        train.main(replace_fields(SMALL, run_dir=str(run), **change))
     assert not run.exists()
 
 
 @pytest.mark.parametrize("field", ["actor_lr", "critic_lr"])
 def test_bad_learning_rate(field):
     with pytest.raises(ValueError, match=f"{field} must be > 0, got 0.0"):
-        replace(SMALL.agent, **{field: 0.0})
+        replace_fields(SMALL.agent, **{field: 0.0})
 
 
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
@@ -99,8 +104,8 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
 
 def test_module_colon_env_form(tmp_path):
     # gymnasium.envs.classic_control is importable and registers nothing new; the id resolves
-    cfg = replace(SMALL, env="gymnasium.envs.classic_control:Pendulum-v1", total_steps=120,
-                  run_dir=str(tmp_path / "run"))
+    cfg = replace_fields(SMALL, env="gymnasium.envs.classic_control:Pendulum-v1", total_steps=120,
+                         run_dir=str(tmp_path / "run"))
     train.main(cfg)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 120
 
@@ -123,6 +128,6 @@ def test_every_train_command_in_the_readme_parses():
     for argv in commands:
         if "--help" in argv or "..." in argv:
             continue
-        cfg, _, _ = train.parse_cli(argv)
+        cfg, _, _ = cli.parse_cli(argv)
         if "--prev-reward" in argv:
-            assert cfg.prev_reward is True
+            assert cfg.model.prev_reward is True

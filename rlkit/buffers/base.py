@@ -33,6 +33,26 @@ class SequenceBatch(NamedTuple):
     """The recurrent states stored at the window start (same tree as given to ``add``), or
     ``None``: windows start from the initial state."""
 
+    @classmethod
+    def from_transitions(cls, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor,
+                         terminated: Tensor, truncated: Tensor) -> SequenceBatch:
+        """B transitions as B windows of one step (no previous actions or rewards).
+
+        Args:
+            obs, next_obs: ``(B, obs_dim)``.
+            action: ``(B, act_dim)``.
+            reward, terminated, truncated: ``(B,)``.
+        """
+        b = obs.shape[0]
+        return cls(
+            obs=torch.stack([obs, next_obs], dim=1),  # (B, 2, obs_dim)
+            action=action[:, None], reward=reward[:, None],
+            terminated=terminated[:, None], truncated=truncated[:, None],
+            prev_action=action.new_zeros(b, 2, action.shape[-1]),
+            prev_reward=reward.new_zeros(b, 2),
+            mask=reward.new_ones(b, 1),
+        )
+
 
 class Replay(Protocol):
     """What the loop and the agent use of a replay buffer."""

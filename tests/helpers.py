@@ -1,0 +1,55 @@
+"""Test helpers: the agent's losses called the way ``DDPG.update`` calls them, and a
+sequence buffer built from plain sizes."""
+
+from __future__ import annotations
+
+import torch
+
+from agents import losses
+from agents.ddpg import DDPG
+from agents.networks import AgentState
+from rlkit.buffers import SequenceBatch, SequenceReplayBuffer
+from rlkit.config import ReplayConfig
+
+
+def critic_states(agent: DDPG, batch: SequenceBatch) -> tuple:
+    return (None,) * len(agent.critics) if batch.states is None else batch.states.critics
+
+
+def td_target(agent: DDPG, batch: SequenceBatch) -> torch.Tensor:
+    cfg = agent.cfg
+    noise = losses.TargetNoise(cfg.target_noise, cfg.target_noise_clip, agent.noise_gen)
+    return losses.td_target(agent.actor_target, agent.critic_targets, batch, batch.states,
+                            cfg.actor_inputs, cfg.critic_inputs, cfg.gamma, noise)
+
+
+def critic_loss(agent: DDPG, batch: SequenceBatch, target: torch.Tensor):
+    return losses.critic_loss(agent.critics, batch, target, critic_states(agent, batch),
+                              agent.cfg.critic_inputs)
+
+
+def actor_loss(agent: DDPG, batch: SequenceBatch, enc: losses.CriticEncoding) -> torch.Tensor:
+    cfg = agent.cfg
+    state = None if batch.states is None else batch.states.actor
+    encode = not cfg.shared_encoder or cfg.shared_encoder_actor_grad
+    return losses.actor_loss(agent.actor, agent.critics[0], batch, state, enc, cfg.actor_inputs,
+                             encode=encode)
+
+
+def seq_buffer(capacity, num_envs, obs_dim, action_dim, seq_len, generator=None,
+               state_mode="zero", burn_in=0, state_shapes=(), window_start="any"
+               ) -> SequenceReplayBuffer:
+    """A sequence buffer; stored states are given by their per-row shapes, one tuple of
+    shapes per group: the actor's, then each critic's (an agent's state)."""
+    cfg = ReplayConfig(buffer_size=capacity, batch_size=1, seq_len=seq_len, burn_in=burn_in,
+                       state_mode=state_mode, window_start=window_start)
+    groups = [tuple(torch.zeros(1, *s) for s in g) for g in state_shapes]
+    example = AgentState(groups[0], tuple(groups[1:])) if groups else None
+    return SequenceReplayBuffer(cfg, num_envs=num_envs, obs_dim=obs_dim, action_dim=action_dim,
+                                generator=generator, state_example=example)
+
+
+def losses_of(agent: DDPG, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(critic loss, actor loss) of ``batch`` at the agent's current parameters."""
+    closs, _, enc = critic_loss(agent, batch, td_target(agent, batch))
+    return closs, actor_loss(agent, batch, enc)
