@@ -29,23 +29,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
-from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.profiler import ProfilerActivity, profile
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.backbones import (  # noqa: E402
+from backbones import (  # bench/backbones.py (this script's folder is on the path)
     format_table,
     make_config,
     mamba_scan_lines,
     parse_args,
     run_benchmark,
 )
-from bench.throughput import (  # noqa: E402
+from throughput import (  # bench/throughput.py
     ACT_DIM,
     OBS_DIM,
     AgentBenchConfig,
@@ -56,9 +49,14 @@ from bench.throughput import (  # noqa: E402
     format_agent_table,
     make_bench_agent,
 )
-from rlkit.backbones import BACKBONE_NAMES, Backbone, State, make_backbone  # noqa: E402
-from rlkit.buffers import ReplayBuffer, SequenceReplayBuffer  # noqa: E402
-from rlkit.precision import PRECISIONS  # noqa: E402
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.profiler import ProfilerActivity, profile
+
+from rlkit.backbones import BACKBONE_NAMES, Backbone, State, make_backbone
+from rlkit.buffers import ReplayBuffer, SequenceReplayBuffer
+from rlkit.config import ReplayConfig
+from rlkit.precision import PRECISIONS
 
 B, T, D_IN, D_MODEL, N_LAYERS, K = 8, 48, 16, 64, 2, 16
 TOL_PRECISION = 5e-2  # relative L2 error, bf16 autocast vs fp32
@@ -253,7 +251,9 @@ def _filled_buffers(device: torch.device) -> list[tuple[str, ReplayBuffer | Sequ
     """A transition buffer and a sequence buffer holding 200 random steps of 2 envs."""
     gen = torch.Generator(device=device).manual_seed(0)
     flat = ReplayBuffer(1000, OBS_DIM, ACT_DIM, device, gen)
-    seq = SequenceReplayBuffer(1000, 2, OBS_DIM, ACT_DIM, 16, device, gen)
+    seq = SequenceReplayBuffer(ReplayConfig(buffer_size=1000, batch_size=32, seq_len=16),
+                               num_envs=2, obs_dim=OBS_DIM, action_dim=ACT_DIM, device=device,
+                               generator=gen)
     rng = torch.Generator().manual_seed(0)
     for t in range(200):
         obs, nxt = torch.randn(2, OBS_DIM, generator=rng), torch.randn(2, OBS_DIM, generator=rng)

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import train  # noqa: E402
-from rlkit.runlog import read_metrics  # noqa: E402
+from agents import train
+from rlkit.config import replace_fields
+from rlkit.runlog import read_metrics
 
 
 def run_one(args: tuple[train.TrainConfig, str]) -> list[dict]:
@@ -29,7 +26,7 @@ def run_one(args: tuple[train.TrainConfig, str]) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
-    train.main(replace(cfg, run_dir=run_dir))
+    train.main(replace_fields(cfg, run_dir=run_dir))
     return [r for r in read_metrics(run_dir) if "eval_return_mean" in r]
 
 
@@ -46,10 +43,10 @@ def main() -> None:
     p.add_argument("--out", default=None, help="directory for the runs (default: a temp dir)")
     a = p.parse_args()
     out = Path(a.out or tempfile.mkdtemp(prefix="rlkit-learn-"))
-    base = train.TrainConfig(env=a.env, total_steps=a.total_steps, eval_every=a.eval_every,
-                             eval_episodes=a.eval_episodes, progress=False, device="cpu",
-                             precision=a.precision)
-    jobs = [(replace(base, seed=s), str(out / f"seed{s}")) for s in a.seeds]
+    base = replace_fields(train.TrainConfig(), env=a.env, total_steps=a.total_steps,
+                          eval_every=a.eval_every, eval_episodes=a.eval_episodes,
+                          progress=False, device="cpu", precision=a.precision)
+    jobs = [(replace_fields(base, seed=s), str(out / f"seed{s}")) for s in a.seeds]
     with ProcessPoolExecutor(a.jobs) as pool:
         evals = list(pool.map(run_one, jobs))
     steps = sorted({r["step"] for rows in evals for r in rows})

@@ -21,19 +21,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import train  # noqa: E402
-from agents.ddpg import DDPGConfig  # noqa: E402
-from rlkit.backbones import BACKBONE_NAMES  # noqa: E402
-from rlkit.launch import GridRun, launch  # noqa: E402
-from rlkit.runlog import read_metrics  # noqa: E402
+from agents import train
+from agents.ddpg import DDPGConfig
+from rlkit.backbones import BACKBONE_NAMES
+from rlkit.config import replace_fields
+from rlkit.launch import GridRun, launch
+from rlkit.runlog import read_metrics
 
 
 def summarize(run_dir: Path, last_k: int) -> dict[str, float]:
@@ -88,8 +85,9 @@ def main() -> None:
     p.add_argument("--out", default=None, help="grid directory (default: a temp dir)")
     a = p.parse_args()
     out = Path(a.out or tempfile.mkdtemp(prefix="rlkit-pomdp-"))
-    base = train.TrainConfig(
-        env=a.env, total_steps=a.total_steps, learning_starts=a.learning_starts,
+    base = replace_fields(
+        train.TrainConfig(), env=a.env, total_steps=a.total_steps,
+        learning_starts=a.learning_starts,
         updates_per_step=a.updates_per_step, batch_size=a.batch_size, seq_len=a.seq_len,
         window_start=a.window_start, d_model=a.d_model, prev_reward=a.prev_reward,
         context=a.context, n_layers=a.n_layers,
@@ -98,8 +96,8 @@ def main() -> None:
         agent=DDPGConfig(head_hidden=(a.head,), gamma=a.gamma, actor_lr=a.actor_lr,
                          critic_lr=a.critic_lr, twin_critics=a.td3,
                          target_noise=0.2 if a.td3 else 0.0, policy_delay=2 if a.td3 else 1))
-    runs = [GridRun(f"{b}__s{s}", replace(base, backbone=b, seed=s,
-                                          prev_reward=a.prev_reward and b != "mlp"))
+    runs = [GridRun(f"{b}__s{s}", replace_fields(base, backbone=b, seed=s,
+                                                 prev_reward=a.prev_reward and b != "mlp"))
             for b in a.backbones for s in a.seeds]
     t0 = time.time()
     outcomes = launch(train.run_in, runs, out, jobs=a.jobs)

@@ -43,14 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import train  # noqa: E402
-from agents.ddpg import DDPG, DDPGConfig  # noqa: E402
-from rlkit.backbones import BACKBONE_NAMES, BackboneConfig  # noqa: E402
-from rlkit.buffers import SequenceBatch, TransitionBatch  # noqa: E402
-from rlkit.precision import PrecisionConfig  # noqa: E402
-from rlkit.runlog import read_metrics  # noqa: E402
+from agents import train
+from agents.ddpg import DDPG, DDPGConfig
+from rlkit.backbones import BACKBONE_NAMES, BackboneConfig
+from rlkit.buffers import SequenceBatch
+from rlkit.config import replace_fields
+from rlkit.precision import PrecisionConfig
+from rlkit.runlog import read_metrics
 
 
 def machine() -> str:
@@ -72,9 +71,9 @@ def bench_ours(env_id: str, warmup: int, steps: int, device: str,
     out = Path(tempfile.mkdtemp(prefix="rlkit-tp-")) / "run"
     if warmup % 500 or steps % 500:
         raise ValueError(f"warmup and steps must be multiples of 500, got {warmup}, {steps}")
-    cfg = train.TrainConfig(env=env_id, total_steps=warmup + steps, learning_starts=warmup,
-                            eval_every=0, eval_episodes=1, log_every=500, progress=False,
-                            device=device, run_dir=str(out), precision=precision)
+    cfg = replace_fields(train.TrainConfig(), env=env_id, total_steps=warmup + steps,
+                         learning_starts=warmup, eval_every=0, eval_episodes=1, log_every=500,
+                         progress=False, device=device, run_dir=str(out), precision=precision)
     train.main(cfg)
     # rows every 500 steps; those after the warm-up cover the timed steps, equal intervals
     rows = [r for r in read_metrics(out) if "updates_per_s" in r and r["step"] > warmup]
@@ -252,7 +251,7 @@ def make_bench_agent(backbone: str, cfg: AgentBenchConfig, device: torch.device,
 
 
 def bench_batch(backbone: str, cfg: AgentBenchConfig, device: torch.device,
-                window: int | None = None) -> TransitionBatch | SequenceBatch:
+                window: int | None = None) -> SequenceBatch:
     """A fixed random batch: ``mlp_batch`` transitions, or ``batch`` windows of ``window``."""
     g = torch.Generator().manual_seed(0)
 
@@ -262,14 +261,14 @@ def bench_batch(backbone: str, cfg: AgentBenchConfig, device: torch.device,
     if backbone == "mlp":
         n = cfg.mlp_batch
         zeros = torch.zeros(n, device=device)
-        return TransitionBatch(rand(n, OBS_DIM), rand(n, ACT_DIM).tanh(), rand(n),
-                               rand(n, OBS_DIM), zeros, zeros)
+        return SequenceBatch.from_transitions(rand(n, OBS_DIM), rand(n, ACT_DIM).tanh(), rand(n),
+                                              rand(n, OBS_DIM), zeros, zeros)
     n, L = cfg.batch, window or cfg.window
     ones, zeros = torch.ones(n, L, device=device), torch.zeros(n, L, device=device)
     return SequenceBatch(obs=rand(n, L + 1, OBS_DIM), action=rand(n, L, ACT_DIM).tanh(),
                          reward=rand(n, L), terminated=zeros, truncated=zeros,
                          prev_action=rand(n, L + 1, ACT_DIM).tanh(), prev_reward=rand(n, L + 1),
-                         mask=ones, valid=ones, states=())
+                         mask=ones)
 
 
 def _sync(device: torch.device) -> None:

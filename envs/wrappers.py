@@ -47,6 +47,33 @@ def _generator(seed: int | None, key: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(key,))))
 
 
+class _RandomObservationWrapper(
+    gym.ObservationWrapper[np.ndarray, Any, np.ndarray], gym.utils.RecordConstructorArgs
+):
+    """An observation wrapper with a generator of its own, reseeded by ``reset(seed=...)``."""
+
+    _KEY: int  # the spawn key that keeps this wrapper's stream apart
+
+    def _init_rng(self) -> None:
+        self._rng = _generator(None, self._KEY)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset the env; a given ``seed`` also reseeds this wrapper's generator.
+
+        Args:
+            seed: seed for the wrapped env and for this wrapper's generator.
+            options: forwarded to the wrapped env.
+
+        Returns:
+            The (transformed) first observation and the env's info.
+        """
+        if seed is not None:
+            self._rng = _generator(seed, self._KEY)
+        return super().reset(seed=seed, options=options)
+
+
 class MaskObservation(
     gym.ObservationWrapper[np.ndarray, Any, np.ndarray], gym.utils.RecordConstructorArgs
 ):
@@ -117,14 +144,14 @@ class MaskObservation(
         return np.asarray(observation)[self._index]
 
 
-class FlickerObservation(
-    gym.ObservationWrapper[np.ndarray, Any, np.ndarray], gym.utils.RecordConstructorArgs
-):
+class FlickerObservation(_RandomObservationWrapper):
     """Replace the whole observation by zeros with probability ``p``, independently each time.
 
     Every observation is subject to flicker, the one from ``reset`` included. The observation
     space is unchanged, so its bounds must contain 0.
     """
+
+    _KEY = _FLICKER_KEY
 
     def __init__(self, env: gym.Env[np.ndarray, Any], p: float) -> None:
         """Wrap ``env``.
@@ -150,23 +177,7 @@ class FlickerObservation(
         gym.ObservationWrapper.__init__(self, env)
         self.p: float = prob
         """Probability that an observation is zeroed."""
-        self._rng = _generator(None, _FLICKER_KEY)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset the env; a given ``seed`` also reseeds the flicker generator.
-
-        Args:
-            seed: seed for the wrapped env and for this wrapper's generator.
-            options: forwarded to the wrapped env.
-
-        Returns:
-            The (possibly zeroed) first observation and the env's info.
-        """
-        if seed is not None:
-            self._rng = _generator(seed, _FLICKER_KEY)
-        return super().reset(seed=seed, options=options)
+        self._init_rng()
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         """Return ``observation`` or, with probability ``p``, zeros of its shape and dtype.
@@ -182,14 +193,14 @@ class FlickerObservation(
         return observation
 
 
-class GaussianObservationNoise(
-    gym.ObservationWrapper[np.ndarray, Any, np.ndarray], gym.utils.RecordConstructorArgs
-):
+class GaussianObservationNoise(_RandomObservationWrapper):
     """Add independent ``N(0, std**2)`` noise to every entry of every observation.
 
     The observation space keeps its shape and floating dtype; its bounds become unbounded,
     since Gaussian noise has unbounded support.
     """
+
+    _KEY = _NOISE_KEY
 
     def __init__(self, env: gym.Env[np.ndarray, Any], std: SupportsFloat) -> None:
         """Wrap ``env``.
@@ -220,23 +231,7 @@ class GaussianObservationNoise(
             shape=space.shape,
             dtype=space.dtype,  # type: ignore[arg-type]
         )
-        self._rng = _generator(None, _NOISE_KEY)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset the env; a given ``seed`` also reseeds the noise generator.
-
-        Args:
-            seed: seed for the wrapped env and for this wrapper's generator.
-            options: forwarded to the wrapped env.
-
-        Returns:
-            The noisy first observation and the env's info.
-        """
-        if seed is not None:
-            self._rng = _generator(seed, _NOISE_KEY)
-        return super().reset(seed=seed, options=options)
+        self._init_rng()
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         """Return ``observation`` plus noise, in the observation space's dtype.

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 State = tuple[Tensor, ...]
 
@@ -53,14 +54,25 @@ class BackboneConfig:
 
 
 class Backbone(nn.Module, abc.ABC):
-    """Abstract sequence encoder; see the module docstring for the contract."""
+    """Abstract sequence encoder; see the module docstring for the contract.
 
-    d_in: int
-    d_out: int
+    A family implements :meth:`_forward`, :meth:`_step` and :meth:`initial_state`; the public
+    :meth:`forward` and :meth:`step` check the input's shape first. :meth:`run_blocks` runs a
+    stack of blocks that each carry their own slice of the state.
+
+    Args:
+        d_in: input feature dimension ``D_in``.
+        cfg: the family's config; ``cfg.d_model`` is the output dimension ``D_out``.
+    """
+
     has_memory: bool = True
     """False for families whose output at t depends on x[:, t] alone (the MLP)."""
 
-    @abc.abstractmethod
+    def __init__(self, d_in: int, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.d_in, self.d_out = d_in, cfg.d_model
+
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Encode a sequence.
 
@@ -71,8 +83,10 @@ class Backbone(nn.Module, abc.ABC):
         Returns:
             ``(y, state)``: outputs ``(B, T, D_out)`` and the state after ``x[:, -1]``.
         """
+        if x.dim() != 3 or x.shape[-1] != self.d_in:
+            raise ValueError(f"x must have shape (B, T, {self.d_in}), got {tuple(x.shape)}")
+        return self._forward(x, state)
 
-    @abc.abstractmethod
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """Advance one time step.
 
@@ -83,6 +97,46 @@ class Backbone(nn.Module, abc.ABC):
         Returns:
             ``(y, state)``: output ``(B, D_out)`` and the state after ``x``.
         """
+        if x.dim() != 2 or x.shape[-1] != self.d_in:
+            raise ValueError(f"x must have shape (B, {self.d_in}), got {tuple(x.shape)}")
+        return self._step(x, state)
+
+    @abc.abstractmethod
+    def _forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """:meth:`forward` on a checked ``x`` ``(B, T, D_in)``."""
+
+    @abc.abstractmethod
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """:meth:`step` on a checked ``x`` ``(B, D_in)``."""
+
+    @property
+    def checkpointing(self) -> bool:
+        """Whether this forward pass recomputes activations in the backward pass."""
+        return self.cfg.grad_checkpoint and torch.is_grad_enabled()
+
+    def run_blocks(self, blocks: nn.ModuleList, h: Tensor, state: State, step: bool = False
+                   ) -> tuple[Tensor, State]:
+        """``h`` through ``blocks``; block i takes ``(h, *[s[:, i] for s in state])`` and
+        returns ``(h, *its new states)``, which are stacked back on dim 1.
+
+        Args:
+            blocks: the layers (``forward`` for a sequence, ``step`` for one step).
+            h: ``(B, T, D)`` or, with ``step``, ``(B, D)``.
+            state: tensors of shape ``(B, n_layers, ...)``.
+            step: call each block's ``step`` (never checkpointed).
+        """
+        outs: list[list[Tensor]] = [[] for _ in state]
+        for i, block in enumerate(blocks):
+            layer = [s[:, i] for s in state]
+            if step:
+                h, *new = block.step(h, *layer)
+            elif self.checkpointing:
+                h, *new = checkpoint(block, h, *layer, use_reentrant=False)
+            else:
+                h, *new = block(h, *layer)
+            for out, s in zip(outs, new):
+                out.append(s)
+        return h, tuple(torch.stack(out, dim=1) for out in outs)
 
     @abc.abstractmethod
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:

@@ -31,7 +31,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from rlkit.backbones.base import Backbone, BackboneConfig, State, check_state_shapes
 
@@ -195,8 +194,6 @@ class MambaBlock(nn.Module):
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(d_inner))
         _keep_fp32(self.A_log, self.D, self.dt_proj.bias)
-        self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
-        self.D._no_weight_decay = True  # type: ignore[attr-defined]
 
     def _ssm_inputs(self, xs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Δ (fp32), -exp(A_log), B and C from the conv output ``xs`` (..., E·D)."""
@@ -253,9 +250,7 @@ class MambaBackbone(Backbone):
     """
 
     def __init__(self, d_in: int, cfg: MambaConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.d_in, self.d_out = d_in, cfg.d_model
+        super().__init__(d_in, cfg)
         self.embed = nn.Linear(d_in, cfg.d_model)
         self.blocks = nn.ModuleList(MambaBlock(cfg) for _ in range(cfg.n_layers))
         self.norm_f = nn.RMSNorm(cfg.d_model, eps=1e-5)
@@ -272,51 +267,16 @@ class MambaBackbone(Backbone):
     def _check_state(self, state: State, batch_size: int) -> None:
         check_state_shapes("Mamba", state, self._state_shapes(batch_size))
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """Encode a sequence.
-
-        Args:
-            x: inputs ``(B, T, d_in)``.
-            state: ``(ssm, conv)`` before ``x[:, 0]``, or ``None`` for zeros.
-
-        Returns:
-            ``(y, state)``: outputs ``(B, T, d_model)`` and the state after ``x[:, -1]``.
-        """
-        if x.dim() != 3 or x.shape[-1] != self.d_in:
-            raise ValueError(f"x must have shape (B, T, {self.d_in}), got {tuple(x.shape)}")
+    def _forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """x ``(B, T, d_in)``, state ``(ssm, conv)`` or ``None`` -> y ``(B, T, d_model)``."""
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
         self._check_state(state, x.shape[0])
-        ssm, conv = state
-        h = self.embed(x)  # (B, T, d_model)
-        ssm_out, conv_out = [], []
-        for i, block in enumerate(self.blocks):
-            if self.cfg.grad_checkpoint and torch.is_grad_enabled():
-                h, s, c = checkpoint(block, h, ssm[:, i], conv[:, i], use_reentrant=False)
-            else:
-                h, s, c = block(h, ssm[:, i], conv[:, i])
-            ssm_out.append(s)
-            conv_out.append(c)
-        return self.norm_f(h.float()), (torch.stack(ssm_out, dim=1), torch.stack(conv_out, dim=1))
+        h, state = self.run_blocks(self.blocks, self.embed(x), state)  # h: (B, T, d_model)
+        return self.norm_f(h.float()), state
 
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """Advance one step.
-
-        Args:
-            x: inputs ``(B, d_in)``.
-            state: ``(ssm, conv)`` before ``x``.
-
-        Returns:
-            ``(y, state)``: output ``(B, d_model)`` and the state after ``x``.
-        """
-        if x.dim() != 2 or x.shape[-1] != self.d_in:
-            raise ValueError(f"x must have shape (B, {self.d_in}), got {tuple(x.shape)}")
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """x ``(B, d_in)``, state ``(ssm, conv)`` -> y ``(B, d_model)``."""
         self._check_state(state, x.shape[0])
-        ssm, conv = state
-        h = self.embed(x)  # (B, d_model)
-        ssm_out, conv_out = [], []
-        for i, block in enumerate(self.blocks):
-            h, s, c = block.step(h, ssm[:, i], conv[:, i])
-            ssm_out.append(s)
-            conv_out.append(c)
-        return self.norm_f(h.float()), (torch.stack(ssm_out, dim=1), torch.stack(conv_out, dim=1))
+        h, state = self.run_blocks(self.blocks, self.embed(x), state, step=True)  # (B, d_model)
+        return self.norm_f(h.float()), state

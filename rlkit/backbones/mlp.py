@@ -36,28 +36,16 @@ class MLPBackbone(Backbone):
     has_memory = False
 
     def __init__(self, d_in: int, cfg: MLPConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.d_in, self.d_out = d_in, cfg.d_model
+        super().__init__(d_in, cfg)
         widths = [d_in] + [cfg.d_model] * cfg.n_layers
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
     def _layer(self, i: int, h: Tensor) -> Tensor:
         return torch.relu(self.layers[i](h))
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """Encode a sequence, each step independently.
-
-        Args:
-            x: inputs, shape ``(B, T, D_in)``.
-            state: ignored (must be ``None`` or ``()``); the MLP has no memory.
-
-        Returns:
-            ``(y, ())``: outputs ``(B, T, d_model)`` and the empty state.
-        """
-        if x.dim() != 3:
-            raise ValueError(f"x must have shape (B, T, D_in), got {tuple(x.shape)}")
-        use_ckpt = self.cfg.grad_checkpoint and torch.is_grad_enabled()
+    def _forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """Each step of x ``(B, T, D_in)`` on its own -> ``(B, T, d_model)``; no state."""
+        use_ckpt = self.checkpointing
 
         def layers(h: Tensor) -> Tensor:  # (B·T, D_in) -> (B·T, D): time folded into the batch
             for i in range(len(self.layers)):
@@ -68,17 +56,10 @@ class MLPBackbone(Backbone):
         return per_step(layers, x), ()  # (B, T, D)
 
     def step(self, x: Tensor, state: State = ()) -> tuple[Tensor, State]:
-        """Encode one time step.
+        """One step of x ``(B, D_in)`` -> ``(B, d_model)``; the state is ignored (``()``)."""
+        return super().step(x, state)
 
-        Args:
-            x: inputs, shape ``(B, D_in)``.
-            state: ignored (``()``).
-
-        Returns:
-            ``(y, ())``: output ``(B, d_model)`` and the empty state.
-        """
-        if x.dim() != 2:
-            raise ValueError(f"x must have shape (B, D_in), got {tuple(x.shape)}")
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         h = x  # (B, D_in)
         for i in range(len(self.layers)):
             h = self._layer(i, h)  # (B, D)

@@ -50,9 +50,7 @@ class RNNBackbone(Backbone):
     """
 
     def __init__(self, d_in: int, cfg: RNNConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.d_in, self.d_out = d_in, cfg.d_model
+        super().__init__(d_in, cfg)
         self.in_proj = nn.Linear(d_in, cfg.d_model)
         self.rnn = _CELLS[cfg.cell](cfg.d_model, cfg.d_model, cfg.n_layers, batch_first=True)
         self._n_state = 2 if cfg.cell == "lstm" else 1
@@ -83,33 +81,13 @@ class RNNBackbone(Backbone):
         new_state = tuple(h.transpose(0, 1).to(dt) for h in hn)  # (B, L, H) each
         return y, new_state
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """Encode a sequence with one fused recurrent call.
+    def _forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """One fused recurrent call over x ``(B, T, D_in)``: the last layer's hidden states
+        ``(B, T, d_model)`` and the state after ``x[:, -1]`` (fp32, batch first)."""
+        return self._run(x, state, self.checkpointing)
 
-        Args:
-            x: inputs, shape ``(B, T, D_in)``.
-            state: ``(h,)`` or ``(h, c)``, each ``(B, n_layers, d_model)``; ``None`` for zeros.
-
-        Returns:
-            ``(y, state)``: outputs ``(B, T, d_model)`` (the last layer's hidden states) and the
-            state after ``x[:, -1]`` (fp32, batch first).
-        """
-        if x.dim() != 3:
-            raise ValueError(f"x must have shape (B, T, D_in), got {tuple(x.shape)}")
-        return self._run(x, state, self.cfg.grad_checkpoint and torch.is_grad_enabled())
-
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """Advance one time step (constant cost).
-
-        Args:
-            x: inputs, shape ``(B, D_in)``.
-            state: ``(h,)`` or ``(h, c)``, each ``(B, n_layers, d_model)``.
-
-        Returns:
-            ``(y, state)``: output ``(B, d_model)`` and the state after ``x``.
-        """
-        if x.dim() != 2:
-            raise ValueError(f"x must have shape (B, D_in), got {tuple(x.shape)}")
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """One step of x ``(B, D_in)`` (constant cost) -> ``(B, d_model)``."""
         y, state = self._run(x.unsqueeze(1), state, use_ckpt=False)  # y: (B, 1, H)
         return y[:, 0], state
 

@@ -36,7 +36,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from rlkit.backbones.base import Backbone, BackboneConfig, State, check_state_shapes
 
@@ -185,9 +184,7 @@ class S4Backbone(Backbone):
     """
 
     def __init__(self, d_in: int, cfg: S4Config) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.d_in, self.d_out = d_in, cfg.d_model
+        super().__init__(d_in, cfg)
         self.embed = nn.Linear(d_in, cfg.d_model)
         self.blocks = nn.ModuleList(S4Block(cfg) for _ in range(cfg.n_layers))
         self.norm_f = nn.LayerNorm(cfg.d_model)
@@ -202,47 +199,16 @@ class S4Backbone(Backbone):
     def _check_state(self, state: State, batch_size: int) -> None:
         check_state_shapes("S4", state, [self._state_shape(batch_size)])
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """Encode a sequence.
-
-        Args:
-            x: inputs ``(B, T, d_in)``.
-            state: ``(s,)`` before ``x[:, 0]``, or ``None`` for zeros.
-
-        Returns:
-            ``(y, state)``: outputs ``(B, T, d_model)`` and the state after ``x[:, -1]``.
-        """
-        if x.dim() != 3 or x.shape[-1] != self.d_in:
-            raise ValueError(f"x must have shape (B, T, {self.d_in}), got {tuple(x.shape)}")
+    def _forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """x ``(B, T, d_in)``, state ``(s,)`` or ``None`` for zeros -> y ``(B, T, d_model)``."""
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
         self._check_state(state, x.shape[0])
-        h = self.embed(x)  # (B, T, d_model)
-        out = []
-        for i, block in enumerate(self.blocks):
-            if self.cfg.grad_checkpoint and torch.is_grad_enabled():
-                h, s = checkpoint(block, h, state[0][:, i], use_reentrant=False)
-            else:
-                h, s = block(h, state[0][:, i])
-            out.append(s)
-        return self.norm_f(h), (torch.stack(out, dim=1),)
+        h, state = self.run_blocks(self.blocks, self.embed(x), state)  # h: (B, T, d_model)
+        return self.norm_f(h), state
 
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """Advance one step.
-
-        Args:
-            x: inputs ``(B, d_in)``.
-            state: ``(s,)`` before ``x``.
-
-        Returns:
-            ``(y, state)``: output ``(B, d_model)`` and the state after ``x``.
-        """
-        if x.dim() != 2 or x.shape[-1] != self.d_in:
-            raise ValueError(f"x must have shape (B, {self.d_in}), got {tuple(x.shape)}")
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """x ``(B, d_in)``, state ``(s,)`` -> y ``(B, d_model)``."""
         self._check_state(state, x.shape[0])
-        h = self.embed(x)  # (B, d_model)
-        out = []
-        for i, block in enumerate(self.blocks):
-            h, s = block.step(h, state[0][:, i])
-            out.append(s)
-        return self.norm_f(h), (torch.stack(out, dim=1),)
+        h, state = self.run_blocks(self.blocks, self.embed(x), state, step=True)  # (B, d_model)
+        return self.norm_f(h), state

@@ -178,9 +178,7 @@ class TransformerBackbone(Backbone):
     """
 
     def __init__(self, d_in: int, cfg: TransformerConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.d_in, self.d_out = d_in, cfg.d_model
+        super().__init__(d_in, cfg)
         self.head_dim = cfg.d_model // cfg.n_heads
         self.n_cache = cfg.context - 1
         self.in_proj = nn.Linear(d_in, cfg.d_model)
@@ -238,33 +236,14 @@ class TransformerBackbone(Backbone):
         y = self.ln_f(torch.cat(outs, dim=1))  # (B, T, D)
         return y, (torch.stack(ks, dim=1), torch.stack(vs, dim=1), n_valid, pos)
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """Encode a sequence in parallel (chunks of ``K`` when longer than the window).
+    def _forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """x ``(B, T, D_in)`` in parallel (chunks of ``K`` when longer than the window); a
+        ``None`` state is a fresh start, which takes the FlashAttention-eligible ``is_causal``
+        path. Returns ``(B, T, d_model)`` and the state ``(k, v, n_valid, pos)``."""
+        return self._run(x, state, self.checkpointing)
 
-        Args:
-            x: inputs, shape ``(B, T, D_in)``.
-            state: ``(k, v, n_valid, pos)`` (see the module docstring); ``None`` for a fresh
-                start, which enables the FlashAttention-eligible ``is_causal`` path.
-
-        Returns:
-            ``(y, state)``: outputs ``(B, T, d_model)`` and the state after ``x[:, -1]``.
-        """
-        if x.dim() != 3:
-            raise ValueError(f"x must have shape (B, T, D_in), got {tuple(x.shape)}")
-        return self._run(x, state, self.cfg.grad_checkpoint and torch.is_grad_enabled())
-
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """Advance one time step: one query against the ``K - 1`` cached keys and itself.
-
-        Args:
-            x: inputs, shape ``(B, D_in)``.
-            state: ``(k, v, n_valid, pos)``, from :meth:`initial_state` or a previous call.
-
-        Returns:
-            ``(y, state)``: output ``(B, d_model)`` and the state after ``x``.
-        """
-        if x.dim() != 2:
-            raise ValueError(f"x must have shape (B, D_in), got {tuple(x.shape)}")
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """One query ``(B, D_in)`` against the ``K - 1`` cached keys and itself."""
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
         y, state = self._run(x.unsqueeze(1), state, use_ckpt=False)  # y: (B, 1, D)

@@ -13,13 +13,33 @@ from rlkit.config import ReplayConfig
 from rlkit.tree import tree_flatten, tree_unflatten
 
 
+def _check(cfg: ReplayConfig, num_envs: int, obs_dim: int, action_dim: int,
+           state_example: Any) -> None:
+    """Refuse sizes and modes the buffer cannot hold, naming the value."""
+    capacity, seq_len, burn_in = cfg.buffer_size, cfg.seq_len, cfg.burn_in
+    check_sizes(capacity, obs_dim, action_dim)
+    if seq_len is None:
+        raise ValueError("seq_len must be resolved (a positive integer), got None")
+    if num_envs <= 0:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs}")
+    if burn_in >= seq_len:
+        raise ValueError(f"--burn-in must be in [0, seq_len={seq_len}), got {burn_in}")
+    if cfg.state_mode == "zero" and burn_in:
+        raise ValueError(f"--burn-in {burn_in} needs --state-mode stored")
+    if cfg.state_mode == "stored" and state_example is None:
+        raise ValueError("state_mode 'stored' needs a state_example to size the stored states")
+    if capacity // num_envs < seq_len:
+        raise ValueError(f"capacity {capacity} holds {capacity // num_envs} steps per environment "
+                         f"for {num_envs} environments, fewer than seq_len={seq_len}")
+
+
 class SequenceReplayBuffer:
     """Per-environment step streams with episode bookkeeping; samples masked windows.
 
     Storage is ``(num_envs, capacity // num_envs, ...)``: each environment's steps are
     contiguous, so a window is a run of slots of one stream. A window starts at a uniformly drawn
     stored step and ends at its episode's end or after L steps, whichever comes first; the rest is
-    padding (``valid = 0``). In ``"stored"`` state mode, the states recorded while acting (the
+    padding (``mask = 0``). In ``"stored"`` state mode, the states recorded while acting (the
     state before each step's observation was seen) are kept and returned for the window start;
     the first ``burn_in`` steps of a window then carry no loss, unless the window starts at its
     episode's start (where the stored state is the exact initial state).
@@ -48,33 +68,15 @@ class SequenceReplayBuffer:
         generator: torch.Generator | None = None,
         state_example: Any = None,
     ) -> None:
-        capacity, seq_len, burn_in = cfg.buffer_size, cfg.seq_len, cfg.burn_in
-        state_mode = cfg.state_mode
-        check_sizes(capacity, obs_dim, action_dim)
-        if seq_len is None:
-            raise ValueError("seq_len must be resolved (a positive integer), got None")
+        _check(cfg, num_envs, obs_dim, action_dim, state_example)
+        seq_len, burn_in, state_mode = cfg.seq_len, cfg.burn_in, cfg.state_mode
         self.window_start = cfg.window_start
-        if num_envs <= 0:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs}")
-        if burn_in >= seq_len:
-            raise ValueError(f"--burn-in must be in [0, seq_len={seq_len}), got {burn_in}")
-        if state_mode == "zero" and burn_in:
-            raise ValueError(f"--burn-in {burn_in} needs --state-mode stored")
-        if state_mode == "stored" and state_example is None:
-            raise ValueError("state_mode 'stored' needs a state_example to size the stored "
-                             "states")
-        per_env = capacity // num_envs
-        if per_env < seq_len:
-            raise ValueError(
-                f"capacity {capacity} holds {per_env} steps per environment for {num_envs} "
-                f"environments, fewer than seq_len={seq_len}"
-            )
-        self.num_envs, self.per_env = num_envs, per_env
+        self.num_envs, self.per_env = num_envs, cfg.buffer_size // num_envs
         self.seq_len, self.burn_in = seq_len, burn_in
         self.state_mode, self.device = state_mode, torch.device(device)
         self.generator = generator or torch.Generator(device=self.device)
         z = dict(device=self.device, dtype=torch.float32)
-        e, c = num_envs, per_env
+        e, c = num_envs, self.per_env
         self.obs = torch.zeros(e, c, obs_dim, **z)
         self.next_obs = torch.zeros(e, c, obs_dim, **z)
         self.action = torch.zeros(e, c, action_dim, **z)
