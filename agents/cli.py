@@ -9,7 +9,6 @@ checkpoint.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from agents.train import TrainConfig, check_device, main, make_env, resolve, run
 from rlkit.config import replace_fields
 from rlkit.faults import NonFiniteError, NonFiniteLossError, TrainingInterrupted
 from rlkit.launch import GridRun, launch
+from rlkit.rundir import fresh_dir, slug
 
 
 def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int]) -> Path:
@@ -32,14 +32,8 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int]) -> Pa
     for c in configs:
         check_device(resolve(c))
     make_env(cfg.env).close()  # a bad env id stops the grid before any run starts
-    if cfg.grid.grid_dir is None:
-        env = cfg.env.id.replace("/", "-").replace(":", "-")
-        grid_dir = Path("runs") / f"grid-{env}-{time.strftime('%Y%m%d-%H%M%S')}"
-    else:
-        grid_dir = Path(cfg.grid.grid_dir)
-    if grid_dir.exists() and any(grid_dir.iterdir()):
-        raise FileExistsError(f"grid directory {grid_dir} already exists and is not empty; "
-                              "choose another --grid-dir")
+    grid_dir = fresh_dir(cfg.grid.grid_dir, f"grid-{slug(cfg.env.id)}-", "grid directory",
+                         "--grid-dir")
     group = cfg.run.wandb_group or grid_dir.name
     runs = [GridRun(f"{c.model.backbone}__s{c.run.seed}", replace_fields(c, wandb_group=group))
             for c in configs]

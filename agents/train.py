@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from rlkit.loopstate import check_agent_state
 from rlkit.noise import make_noise
 from rlkit.precision import PrecisionConfig, require_precision
 from rlkit.resume import load_run_checkpoint, merge_config
-from rlkit.rundir import SECTIONS, RunPaths, RunRecord
+from rlkit.rundir import SECTIONS, RunPaths, RunRecord, fresh_dir, slug
 from rlkit.runlog import RunLogger, truncate_metrics
 from rlkit.seeding import seed_everything
 from rlkit.trainer import Trainer
@@ -190,15 +189,8 @@ def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunRecord, dict]:
 
 def new_run_dir(cfg: TrainConfig) -> Path:
     """The run directory; an existing non-empty one is refused, never overwritten."""
-    if cfg.run.run_dir is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        env = cfg.env.id.replace("/", "-").replace(":", "-")
-        path = Path("runs") / f"{env}__{cfg.model.backbone}__s{cfg.run.seed}__{stamp}"
-    else:
-        path = Path(cfg.run.run_dir)
-    if path.exists() and any(path.iterdir()):
-        raise FileExistsError(f"run directory {path} already exists and is not empty; "
-                              f"choose another {flag('run_dir')}")
+    name = f"{slug(cfg.env.id)}__{cfg.model.backbone}__s{cfg.run.seed}__"
+    path = fresh_dir(cfg.run.run_dir, name, "run directory", flag("run_dir"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

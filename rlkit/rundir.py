@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,24 @@ class RunRecord:
                                  f"{mine!r} in this run's config.json")
 
 
+def fresh_dir(given: str | None, default_name: str, what: str, flag: str) -> Path:
+    """``given``, or ``runs/<default_name>-<time>``; refused if it exists and is not empty
+    (nothing is ever overwritten). ``what`` and ``flag`` name it in the message."""
+    if given is None:
+        path = Path("runs") / f"{default_name}{time.strftime('%Y%m%d-%H%M%S')}"
+    else:
+        path = Path(given)
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"{what} {path} already exists and is not empty; choose another "
+                              f"{flag}")
+    return path
+
+
+def slug(env_id: str) -> str:
+    """An env id as a file name: ``rlkit/Pendulum-V-v0`` -> ``rlkit-Pendulum-V-v0``."""
+    return env_id.replace("/", "-").replace(":", "-")
+
+
 def _section(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise RunDirError(f"{where}: expected an object, got {type(data).__name__}")
@@ -216,4 +235,5 @@ def _from_schema1(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["IDENTITY", "SCHEMA", "SECTIONS", "RunDirError", "RunPaths", "RunRecord"]
+__all__ = ["IDENTITY", "SCHEMA", "SECTIONS", "RunDirError", "RunPaths", "RunRecord", "fresh_dir",
+           "slug"]
