@@ -21,13 +21,21 @@ The pieces: networks in :mod:`agents.networks`, losses as plain functions in
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from agents.losses import CriticEncoding, TargetNoise, actor_loss, critic_loss, td_target
+from agents.losses import (
+    ActorLoss,
+    CriticEncoding,
+    TargetNoise,
+    actor_loss,
+    critic_loss,
+    td_target,
+)
 from agents.networks import Actor, AgentState, Critic, EncoderInputs
 from rlkit.backbones import BackboneConfig, backbone_config, make_backbone
 from rlkit.buffers import SequenceBatch
@@ -47,9 +55,15 @@ class DDPGConfig:
     tau: float = 0.005
     """Polyak averaging rate of the target networks."""
     actor_lr: float = 1e-3
-    """Adam learning rate of the actor (encoder included)."""
+    """Adam learning rate of the actor (encoder included unless ``encoder_lr`` is set)."""
     critic_lr: float = 1e-3
-    """Adam learning rate of the critic(s) (encoders included)."""
+    """Adam learning rate of the critic(s) (encoders included unless ``encoder_lr`` is set)."""
+    encoder_lr: float | None = None
+    """Adam learning rate of the actor's and critics' encoders (RESeL: far below the heads');
+    None: the encoders learn at ``actor_lr`` / ``critic_lr`` like their heads."""
+    pre_tanh_penalty: float = 0.0
+    """Weight of ``mean(pre_tanh ** 2)`` added to the actor loss: keeps the actor's tanh out
+    of saturation, where its gradient vanishes (0 = off)."""
     head_hidden: tuple[int, ...] = (256,)
     """Hidden widths of the actor and critic heads after the encoder."""
     twin_critics: bool = False
@@ -78,9 +92,13 @@ class DDPGConfig:
     """Clip gradient norms to this value (None: measure only)."""
 
     def __post_init__(self) -> None:
-        for name in ("actor_lr", "critic_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("actor_lr", "critic_lr", "encoder_lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if not (math.isfinite(self.pre_tanh_penalty) and self.pre_tanh_penalty >= 0):
+            raise ValueError(f"pre_tanh_penalty must be a finite number >= 0, got "
+                             f"{self.pre_tanh_penalty}")
         if not 0 <= self.gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if not 0 < self.tau <= 1:
@@ -136,6 +154,32 @@ def _bounds(low: Any, high: Any) -> tuple[Tensor, Tensor]:
     return low, high
 
 
+def saturation(pre_tanh: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """How saturated the actor's tanh is over the masked steps (0-dim tensors, no sync):
+    ``actor_saturation``, the fraction of action entries within 1% of a bound
+    (``|tanh| > 0.99``, where the tanh's gradient is below 0.02), and ``actor_pre_tanh``,
+    the mean ``|pre_tanh|``."""
+    with torch.no_grad():
+        pre = pre_tanh.float()  # (B, L, A)
+        m = mask[..., None].expand_as(pre)  # (B, L, A)
+        n = m.sum().clamp_min(1.0)
+        at_bound = (pre.tanh().abs() > 0.99).float()
+        return {"actor_saturation": (at_bound * m).sum() / n,
+                "actor_pre_tanh": (pre.abs() * m).sum() / n}
+
+
+def _adam(params: list[nn.Parameter], lr: float, encoder_lr: float | None,
+          *encoders: nn.Module) -> torch.optim.Adam:
+    """Fused Adam over ``params``: one group at ``lr``, or with ``encoder_lr`` two groups (the
+    heads at ``lr``, the parameters of ``encoders`` at ``encoder_lr``)."""
+    if encoder_lr is None:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    enc = {id(p) for e in encoders for p in e.parameters()}
+    groups = [{"params": [p for p in params if id(p) not in enc], "lr": lr},
+              {"params": [p for p in params if id(p) in enc], "lr": encoder_lr}]
+    return torch.optim.Adam([g for g in groups if g["params"]], fused=True)
+
+
 class DDPG(nn.Module):
     """The agent: actor, critic(s), their targets and optimizers, and the update rule.
 
@@ -173,8 +217,10 @@ class DDPG(nn.Module):
         skip = set() if self._actor_encodes else {id(p) for p in self.actor.encoder.parameters()}
         self._actor_params = [p for p in self.actor.parameters() if id(p) not in skip]
         self._critic_params = list(self.critics.parameters())
-        self.actor_opt = torch.optim.Adam(self._actor_params, lr=cfg.actor_lr, fused=True)
-        self.critic_opt = torch.optim.Adam(self._critic_params, lr=cfg.critic_lr, fused=True)
+        self.actor_opt = _adam(self._actor_params, cfg.actor_lr, cfg.encoder_lr,
+                               self.actor.encoder)
+        self.critic_opt = _adam(self._critic_params, cfg.critic_lr, cfg.encoder_lr,
+                                *(c.encoder for c in self.critics))
         self._critic_fn = CompiledFunction(self._critic_losses, "the critic loss") \
             if compile else self._critic_losses
         self._actor_fn = CompiledFunction(self._actor_losses, "the actor loss") \
@@ -239,12 +285,13 @@ class DDPG(nn.Module):
                                cfg.actor_inputs, cfg.critic_inputs, cfg.gamma, noise)
             return critic_loss(self.critics, batch, target, c_states, cfg.critic_inputs)
 
-    def _actor_losses(self, batch: SequenceBatch, enc: CriticEncoding) -> Tensor:
+    def _actor_losses(self, batch: SequenceBatch, enc: CriticEncoding) -> ActorLoss:
         """The actor loss under the precision's autocast (what compiles)."""
         a_state = None if batch.states is None else batch.states.actor
         with self.amp.autocast(self.actor.scale.device.type):
             return actor_loss(self.actor, self.critics[0], batch, a_state, enc,
-                              self.cfg.actor_inputs, encode=self._actor_encodes)
+                              self.cfg.actor_inputs, encode=self._actor_encodes,
+                              pre_tanh_penalty=self.cfg.pre_tanh_penalty)
 
     def update(self, batch: SequenceBatch) -> dict[str, Tensor]:
         """One gradient step of the critic(s), and of the actor and targets when due.
@@ -263,7 +310,8 @@ class DDPG(nn.Module):
         Returns:
             Metrics as 0-dim tensors (no host synchronisation): ``critic_loss``, ``q_mean``,
             ``critic_grad_norm``, when the actor was updated ``actor_loss``,
-            ``actor_grad_norm``, and with fp16 ``skipped_steps`` (cumulative) and
+            ``actor_grad_norm``, ``actor_saturation`` and ``actor_pre_tanh`` (see
+            :func:`saturation`), and with fp16 ``skipped_steps`` (cumulative) and
             ``grad_scale``.
         """
         amp, compiled = self.amp, isinstance(self._critic_fn, CompiledFunction)
@@ -274,7 +322,7 @@ class DDPG(nn.Module):
         closs, q, enc = self._critic_fn(batch)
         self.critic_opt.zero_grad(set_to_none=True)
         if actor_due:
-            aloss = self._actor_fn(batch, enc)
+            aloss, pre = self._actor_fn(batch, enc)
             self.actor_opt.zero_grad(set_to_none=True)
             if self._encoder_in_both:
                 actor_grads = torch.autograd.grad(amp.scale(aloss), self._actor_params)
@@ -302,6 +350,7 @@ class DDPG(nn.Module):
             polyak_update(self._target_params, self._online_params, self.cfg.tau)
             metrics["actor_loss"] = aloss.detach().clone() if compiled else aloss.detach()
             metrics["actor_grad_norm"] = anorm.detach()
+            metrics.update(saturation(pre.detach(), m))
         metrics.update(amp.update())
         return metrics
 

@@ -96,14 +96,24 @@ def critic_loss(critics: nn.ModuleList, batch: SequenceBatch, target: Tensor,
     return loss, q0, enc0
 
 
+class ActorLoss(NamedTuple):
+    """The actor loss and the actor's pre-tanh outputs it was taken at."""
+
+    loss: Tensor
+    """``-Q(h, mu)`` (plus the pre-tanh penalty) averaged over masked steps."""
+    pre_tanh: Tensor
+    """The actor head's outputs before the tanh ``(B, L, A)`` (for saturation metrics)."""
+
+
 def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: State | None,
                critic_enc: CriticEncoding, actor_inputs: EncoderInputs,
-               encode: bool = True) -> Tensor:
+               encode: bool = True, pre_tanh_penalty: float = 0.0) -> ActorLoss:
     """``-Q(h, mu(.))`` averaged over masked steps, through ``critic`` held fixed.
 
     Q is the critic's at the parameters of the critic loss (``critic_enc`` comes from it), at
     the actor's action, through :meth:`Critic.q_moved`: every critic weight is used detached,
-    so the actor loss gives the critic no gradient.
+    so the actor loss gives the critic no gradient. ``pre_tanh_penalty`` adds
+    ``w * mean(pre_tanh ** 2)`` over masked steps, which keeps the tanh out of saturation.
 
     Args:
         actor: the actor.
@@ -114,15 +124,22 @@ def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: 
         actor_inputs: what the actor's encoder sees.
         encode: run the actor's own encoder; ``False`` (a shared encoder the actor loss does
             not train): act on the critic's detached encoding.
+        pre_tanh_penalty: weight ``w`` of the penalty (0: off).
     """
     if encode:
         x = actor_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]
-        action, _ = actor(x, actor_state)  # (B, L, A)
+        h, _ = actor.encoder(x, actor_state)  # (B, L, H)
     else:
-        action = actor.act_on(critic_enc.h)  # (B, L, A)
-    q = critic.q_moved(critic_enc.pre, action - batch.action)  # (B, L)
-    return -(q * batch.mask).sum() / batch.mask.sum().clamp_min(1.0)
+        h = critic_enc.h  # (B, L, H)
+    pre = actor.pre_tanh(h)  # (B, L, A)
+    q = critic.q_moved(critic_enc.pre, actor.squash(pre) - batch.action)  # (B, L)
+    n = batch.mask.sum().clamp_min(1.0)
+    loss = -(q * batch.mask).sum() / n
+    if pre_tanh_penalty > 0:
+        sq = pre.float().pow(2).mean(-1)  # (B, L)
+        loss = loss + pre_tanh_penalty * (sq * batch.mask).sum() / n
+    return ActorLoss(loss, pre)
 
 
-__all__ = ["CriticEncoding", "TargetNoise", "actor_loss", "critic_loss", "first_needed",
-           "td_target"]
+__all__ = ["ActorLoss", "CriticEncoding", "TargetNoise", "actor_loss", "critic_loss",
+           "first_needed", "td_target"]

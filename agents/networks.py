@@ -83,9 +83,13 @@ class Actor(nn.Module):
         """Pre-activations ``(..., A)`` to actions within the bounds."""
         return self.center + self.scale * torch.tanh(x.float())
 
+    def pre_tanh(self, h: Tensor) -> Tensor:
+        """The head's output before the tanh, ``(B, T, A)``, from encodings ``(B, T, H)``."""
+        return per_step(self.head, h)
+
     def act_on(self, h: Tensor) -> Tensor:
         """Actions ``(B, T, A)`` from encodings ``h`` ``(B, T, H)``."""
-        return self.squash(per_step(self.head, h))
+        return self.squash(self.pre_tanh(h))
 
     def forward(self, obs: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Args: obs ``(B, T, D_in)``. Returns actions ``(B, T, act_dim)`` and the state."""

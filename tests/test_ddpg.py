@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import actor_loss, critic_loss, seq_buffer, td_target
 
-from agents.ddpg import DDPG, DDPGConfig
+from agents.ddpg import DDPG, DDPGConfig, saturation
 from rlkit.backbones import BackboneConfig
 from rlkit.buffers import SequenceBatch
 from rlkit.losses import masked_mse, polyak_update
@@ -202,14 +202,14 @@ def test_td3_options_compose():
 def test_update_returns_metrics():
     m = make_agent().update(batch())
     assert set(m) == {"critic_loss", "q_mean", "critic_grad_norm", "actor_loss",
-                      "actor_grad_norm"}
+                      "actor_grad_norm", "actor_saturation", "actor_pre_tanh"}
     assert all(v.dim() == 0 and torch.isfinite(v) for v in m.values())
 
 
 def test_agent_bad_config():
-    with pytest.raises(ValueError, match="actor_lr must be > 0, got 0"):
+    with pytest.raises(ValueError, match="actor_lr must be a finite number > 0, got 0.0"):
         DDPGConfig(actor_lr=0.0)
-    with pytest.raises(ValueError, match="critic_lr must be > 0, got -1"):
+    with pytest.raises(ValueError, match="critic_lr must be a finite number > 0, got -1"):
         DDPGConfig(critic_lr=-1.0)
     with pytest.raises(ValueError, match="action_high must exceed action_low"):
         DDPG(3, torch.tensor([1.0]), torch.tensor([1.0]))
@@ -300,3 +300,44 @@ def test_shared_encoder_needs_matching_inputs():
     with pytest.raises(ValueError, match="a shared encoder needs the same inputs"):
         DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=16),
              DDPGConfig(shared_encoder=True, critic_prev_action=True))
+
+
+def test_saturation_metrics_count_masked_actions_at_the_bounds():
+    pre = torch.tensor([[[0.0, 10.0], [-3.0, 0.5]], [[20.0, 20.0], [0.1, 0.1]]])  # (2, 2, 2)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])  # the last step is padding
+    m = saturation(pre, mask)
+    # |tanh| > 0.99 for 10, -3 (0.995), 20, 20: 4 of the 6 masked entries
+    torch.testing.assert_close(m["actor_saturation"], torch.tensor(4 / 6))
+    torch.testing.assert_close(m["actor_pre_tanh"], torch.tensor((10 + 3 + 0.5 + 40) / 6))
+
+
+def test_pre_tanh_penalty_is_added_to_the_actor_loss_and_pulls_pre_tanh_to_zero():
+    b = batch()
+    plain, penalised = make_agent(), make_agent(pre_tanh_penalty=0.5)
+    enc = critic_loss(plain, b, td_target(plain, b))[2]
+    base = actor_loss(plain, b, enc)
+    with_pen = actor_loss(penalised, b, enc)
+    pre = plain.actor.pre_tanh(plain.actor.encoder(b.obs[:, :1])[0])
+    torch.testing.assert_close(with_pen, base + 0.5 * pre.pow(2).mean())
+    with pytest.raises(ValueError, match="pre_tanh_penalty must be a finite number >= 0"):
+        DDPGConfig(pre_tanh_penalty=-1.0)
+
+
+def test_encoder_lr_puts_encoders_in_their_own_optimizer_group():
+    agent = make_agent(encoder_lr=1e-5, twin_critics=True)
+    heads, enc = agent.actor_opt.param_groups
+    assert enc["lr"] == 1e-5 and heads["lr"] == agent.cfg.actor_lr
+    assert {id(p) for p in enc["params"]} == {id(p) for p in agent.actor.encoder.parameters()}
+    c_heads, c_enc = agent.critic_opt.param_groups
+    assert {id(p) for p in c_enc["params"]} == {
+        id(p) for c in agent.critics for p in c.encoder.parameters()}
+    assert c_heads["lr"] == agent.cfg.critic_lr
+    # an update moves an encoder weight by about encoder_lr (Adam's first step is lr * sign)
+    w = agent.actor.encoder.layers[0].weight
+    before = w.detach().clone()
+    agent.update(batch())
+    step = (w.detach() - before).abs().max().item()
+    assert 0 < step <= 1.01e-5
+    assert len(make_agent().actor_opt.param_groups) == 1  # without it: one group, as before
+    with pytest.raises(ValueError, match="encoder_lr must be a finite number > 0, got 0.0"):
+        DDPGConfig(encoder_lr=0.0)
