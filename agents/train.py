@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import sys
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -76,15 +77,22 @@ class TrainConfig:
         return cls(**sections, agent=DDPGConfig(**agent))
 
 
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with the defaults that depend on the backbone filled in: the window length
-    (1 for ``mlp``, 32 otherwise) and the encoders' inputs (previous actions for memory
-    backbones; previous rewards with ``--prev-reward``). The one place that decides whether a
-    run trains on transitions (``mlp`` with windows of one step) or on windows."""
-    seq_len = cfg.replay.window(cfg.model.memory)
-    replay = dataclasses.replace(cfg.replay, seq_len=seq_len)
-    a, m = cfg.agent, cfg.model
-    if m.memory or seq_len > 1:
+def episode_steps(env: gym.Env) -> int | None:
+    """The task's longest episode: its time limit, or what the env says of itself
+    (``max_episode_steps``); ``None`` when unknown."""
+    limit = env.spec.max_episode_steps if env.spec is not None else None
+    return limit or getattr(env.unwrapped, "max_episode_steps", None)
+
+
+def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConfig:
+    """``cfg`` with the defaults that depend on the backbone and the task filled in: the
+    replay windows (:meth:`rlkit.config.ReplayConfig.resolved`: transitions for ``mlp``,
+    whole episodes for memory backbones when they fit) and the encoders' inputs (previous
+    actions for memory backbones; previous rewards with ``--prev-reward``). The one place that
+    decides whether a run trains on transitions or on windows."""
+    m, a = cfg.model, cfg.agent
+    replay = cfg.replay.resolved(m.memory, max_episode_steps)
+    if m.memory or replay.seq_len > 1:
         prev_action = m.prev_action if m.prev_action is not None else m.memory
         agent = dataclasses.replace(
             a, actor_prev_action=a.actor_prev_action or prev_action,
@@ -145,9 +153,15 @@ def check_device(cfg: TrainConfig) -> torch.device:
     return device
 
 
-def build(cfg: TrainConfig, device: torch.device) -> tuple[DDPG, gym.Env]:
-    """The agent for a resolved ``cfg`` (see :func:`resolve`) and a probe env of the task."""
+def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gym.Env]:
+    """The resolved config (:func:`resolve`, with the task's episode length), the agent, and a
+    probe env of the task. Warns when the resolved config trains a memory encoder on other
+    histories than it acts on (:meth:`rlkit.config.ReplayConfig.act_gap`)."""
     env = make_env(cfg.env)
+    steps = episode_steps(env)
+    cfg = resolve(cfg, steps)
+    if gap := cfg.replay.act_gap(cfg.model.memory, steps):
+        warnings.warn(f"train != act: {gap}", UserWarning, stacklevel=2)
     m = cfg.model
     agent = DDPG(
         obs_dim=int(np.prod(env.observation_space.shape)),
@@ -160,7 +174,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[DDPG, gym.Env]:
         precision=PrecisionConfig(m.precision),
         compile=m.compile,
     ).to(device)
-    return agent, env
+    return cfg, agent, env
 
 
 RESUME_MAY_CHANGE = ("total_steps", "checkpoint_every", "drop_nonfinite", "progress")
@@ -211,10 +225,9 @@ def main(cfg: TrainConfig) -> dict[str, float]:
     ckpt = None
     if cfg.run.resume is not None:
         cfg, _, ckpt = resume_config(cfg)
-    cfg = resolve(cfg)
-    device = check_device(cfg)
+    device = check_device(resolve(cfg))
     seeds = seed_everything(cfg.run.seed, buffer_device=device)
-    agent, eval_env = build(cfg, device)
+    cfg, agent, eval_env = build(cfg, device)
     buffer = make_replay(cfg.replay, cfg.model, num_envs=cfg.env.num_envs,
                          obs_dim=agent.obs_dim, action_dim=agent.action_dim, device=device,
                          generator=seeds.buffer, state_example=agent.initial_state(1))

@@ -74,6 +74,11 @@ class MemoryCorridorEnv(gym.Env[np.ndarray, np.ndarray]):
         self._t: int | None = None  # None: needs a reset
 
     @property
+    def max_episode_steps(self) -> int:
+        """Every episode's length, ``L + 1`` (the env terminates; no time limit is needed)."""
+        return self.length + 1
+
+    @property
     def cue(self) -> int:
         """The current episode's cue, +1 or -1 (0 before the first reset)."""
         return self._cue

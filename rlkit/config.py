@@ -113,38 +113,93 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    """What is stored and what an update samples."""
+    """What is stored and what an update samples.
+
+    Memory backbones train on whole episodes by default (pomdp-baselines, RESeL) when the
+    task's episodes fit in ``max_window`` steps: windows start at episode starts, span the
+    longest episode, and start from the initial state, so training computes exactly what acting
+    computes. Otherwise windows of 64 steps start anywhere; ``--state-mode stored --burn-in B``
+    then starts them from the states recorded while acting.
+    """
 
     buffer_size: int = 1_000_000
     """Replay capacity in steps."""
-    batch_size: int = 256
-    """Transitions (MLP) or windows (sequence backbones) per update."""
+    batch_size: int | None = None
+    """Transitions (MLP) or windows (sequence backbones) per update; default 256 transitions,
+    32 windows."""
     seq_len: int | None = None
-    """Window length L of sequence training; default 1 for mlp (transitions), 32 otherwise."""
+    """Window length L of sequence training; default 1 for mlp (transitions); for memory
+    backbones the task's episode length when it is at most --max-window (whole episodes),
+    else 64."""
+    max_window: int = 256
+    """Longest episode that memory backbones train on whole by default."""
     burn_in: int = 0
     """Steps at a window start that refresh a stored state and get no loss (needs stored)."""
     state_mode: StateMode = "zero"
     """Window start state: zero (pomdp-baselines) or the state stored while acting (R2D2)."""
-    window_start: WindowStart = "any"
-    """Windows start at any stored step, or at episode starts only (full-episode training)."""
+    window_start: WindowStart | None = None
+    """Windows start at any stored step, or at episode starts only (whole episodes); default
+    episode for memory backbones whose episodes fit in --max-window, else any."""
+    episode_sampling: Literal["episodes", "steps"] = "episodes"
+    """With --window-start episode: every stored episode equally likely (episodes), or in
+    proportion to its length, so that every stored step is equally likely (steps)."""
 
     def __post_init__(self) -> None:
-        _positive(self, "buffer_size", "batch_size")
+        _positive(self, "buffer_size", "max_window")
         _non_negative(self, "burn_in")
-        if self.seq_len is not None:
-            _positive(self, "seq_len")
-        if self.batch_size > self.buffer_size:
+        for name in ("seq_len", "batch_size"):
+            if getattr(self, name) is not None:
+                _positive(self, name)
+        if self.batch_size is not None and self.batch_size > self.buffer_size:
             raise ValueError(f"--batch-size {self.batch_size} is larger than --buffer-size "
                              f"{self.buffer_size}; expected batch_size <= buffer_size")
         if self.state_mode not in ("zero", "stored"):
             raise ValueError(f"--state-mode must be zero or stored, got {self.state_mode!r}")
-        if self.window_start not in ("any", "episode"):
+        if self.window_start not in ("any", "episode", None):
             raise ValueError(f"--window-start must be any or episode, got "
                              f"{self.window_start!r}")
+        if self.episode_sampling not in ("episodes", "steps"):
+            raise ValueError(f"--episode-sampling must be episodes or steps, got "
+                             f"{self.episode_sampling!r}")
 
-    def window(self, memory: bool) -> int:
-        """The window length L: ``seq_len``, or its default (1 memoryless, 32 with memory)."""
-        return self.seq_len or (32 if memory else 1)
+    def resolved(self, memory: bool, episode_steps: int | None) -> ReplayConfig:
+        """Every default filled in (see the class docstring).
+
+        Args:
+            memory: the encoder carries state.
+            episode_steps: the task's longest episode (its time limit), if known.
+        """
+        if not memory and self.seq_len in (None, 1) and self.window_start != "episode":
+            return dataclasses.replace(self, seq_len=1, window_start="any",
+                                       batch_size=self.batch_size or 256)
+        whole = self.window_start == "episode" or (
+            self.window_start is None and memory and self.state_mode == "zero"
+            and episode_steps is not None and episode_steps <= self.max_window
+            and (self.seq_len is None or self.seq_len >= episode_steps))
+        if whole:
+            seq_len = self.seq_len or episode_steps or 64
+            return dataclasses.replace(self, seq_len=seq_len, window_start="episode",
+                                       batch_size=self.batch_size or 32)
+        return dataclasses.replace(self, seq_len=self.seq_len or 64, window_start="any",
+                                   batch_size=self.batch_size or 32)
+
+    def act_gap(self, memory: bool, episode_steps: int | None) -> str | None:
+        """Why a resolved config trains a memory encoder on other histories than it acts on
+        (``None`` when training computes what acting computes)."""
+        if not memory or self.state_mode == "stored":
+            return None
+        longest = f"up to {episode_steps} steps" if episode_steps else "of unknown length"
+        fix = ("Train on whole episodes (--window-start episode with --seq-len at least the "
+               "episode length, the default when episodes fit in --max-window) or start "
+               "windows from the states stored while acting (--state-mode stored --burn-in B)")
+        if self.window_start == "episode":
+            if episode_steps is not None and self.seq_len >= episode_steps:
+                return None
+            return (f"windows cover the first {self.seq_len} steps of each episode ({longest}): "
+                    f"the agent acts on the later steps but never trains on them. {fix}")
+        return (f"windows of {self.seq_len} steps start at any step from the initial state, "
+                f"but the agent acts with its state carried over whole episodes ({longest}): "
+                f"it acts on histories it never trained on. {fix}")
 
 
 @dataclass(frozen=True)

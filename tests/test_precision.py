@@ -335,7 +335,7 @@ def test_mixed_precision_is_a_pass_through_in_fp32():
 def test_train_py_passes_precision_and_compile_to_the_agent():
     cfg = replace_fields(train.TrainConfig(), d_model=16, device="cpu", precision="bf16",
                          compile=True)
-    agent, env = train.build(train.resolve(cfg), torch.device("cpu"))
+    _, agent, env = train.build(cfg, torch.device("cpu"))
     env.close()
     assert agent.amp.cfg.precision == "bf16"
     assert isinstance(agent._critic_fn, CompiledFunction)

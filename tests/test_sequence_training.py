@@ -199,10 +199,9 @@ def test_shared_encoder_end_to_end(tmp_path):
 
 
 def test_mlp_control_sees_no_previous_action_by_default():
-    mlp_cfg = train.resolve(replace_fields(TINY, backbone="mlp"))
-    mlp_agent, env = train.build(mlp_cfg, torch.device("cpu"))
-    gru_agent, _ = train.build(train.resolve(replace_fields(TINY, backbone="gru")),
-                                                            torch.device("cpu"))
+    mlp_cfg, mlp_agent, env = train.build(replace_fields(TINY, backbone="mlp"),
+                                          torch.device("cpu"))
+    _, gru_agent, _ = train.build(replace_fields(TINY, backbone="gru"), torch.device("cpu"))
     env.close()
     assert mlp_cfg.replay.seq_len == 6
     assert not mlp_agent.cfg.actor_prev_action and not mlp_agent.cfg.critic_prev_action

@@ -33,6 +33,19 @@ def _check(cfg: ReplayConfig, num_envs: int, obs_dim: int, action_dim: int,
                          f"for {num_envs} environments, fewer than seq_len={seq_len}")
 
 
+def _trim(batch: SequenceBatch) -> SequenceBatch:
+    """``batch`` without the trailing steps that are padding in every window."""
+    n = int(batch.mask.sum(1).max().item()) if batch.mask.numel() else 0
+    length = batch.mask.shape[1]
+    if n == 0 or n == length:
+        return batch
+    return batch._replace(
+        obs=batch.obs[:, : n + 1], action=batch.action[:, :n], reward=batch.reward[:, :n],
+        terminated=batch.terminated[:, :n], truncated=batch.truncated[:, :n],
+        prev_action=batch.prev_action[:, : n + 1], prev_reward=batch.prev_reward[:, : n + 1],
+        mask=batch.mask[:, :n])
+
+
 class SequenceReplayBuffer:
     """Per-environment step streams with episode bookkeeping; samples masked windows.
 
@@ -70,7 +83,7 @@ class SequenceReplayBuffer:
     ) -> None:
         _check(cfg, num_envs, obs_dim, action_dim, state_example)
         seq_len, burn_in, state_mode = cfg.seq_len, cfg.burn_in, cfg.state_mode
-        self.window_start = cfg.window_start
+        self.window_start, self.episode_sampling = cfg.window_start, cfg.episode_sampling
         self.num_envs, self.per_env = num_envs, cfg.buffer_size // num_envs
         self.seq_len, self.burn_in = seq_len, burn_in
         self.state_mode, self.device = state_mode, torch.device(device)
@@ -164,7 +177,10 @@ class SequenceReplayBuffer:
             mask, torch.full_like(self._current_start, self.count), self._current_start)
 
     def sample(self, batch_size: int) -> SequenceBatch:
-        """Draw ``batch_size`` windows with uniformly drawn start steps."""
+        """Draw ``batch_size`` windows: from uniformly drawn stored steps, or (``window_start``
+        episode) from episode starts, each stored episode equally likely or in proportion to
+        its length (``episode_sampling``). Episode windows are cut after the longest episode
+        drawn, so a batch of short episodes carries no padding beyond its longest one."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         if self.count == 0:
@@ -180,8 +196,18 @@ class SequenceReplayBuffer:
             env_idx, pos = torch.nonzero(is_start, as_tuple=True)
             if len(env_idx) == 0:
                 raise RuntimeError("no stored step starts an episode (all were overwritten)")
-            pick = torch.randint(len(env_idx), (batch_size,), device=self.device, generator=g)
-            return self._gather(env_idx[pick], absolute[pos[pick]])
+            starts = absolute[pos]  # (N,) one per stored episode
+            if self.episode_sampling == "steps":  # in proportion to the stored length
+                span = self.count + 1
+                keys = torch.arange(self.num_envs, device=self.device)[:, None] * span \
+                    + self.episode_start[:, slots]  # (E, S) one key per episode
+                counts = torch.bincount(keys.flatten(), minlength=self.num_envs * span)
+                lengths = counts[env_idx * span + starts].float()  # (N,)
+                pick = torch.multinomial(lengths, batch_size, replacement=True, generator=g)
+            else:
+                pick = torch.randint(len(env_idx), (batch_size,), device=self.device,
+                                     generator=g)
+            return _trim(self._gather(env_idx[pick], starts[pick]))
         env = torch.randint(self.num_envs, (batch_size,), device=self.device, generator=g)
         start = first + torch.randint(stored, (batch_size,), device=self.device, generator=g)
         return self._gather(env, start)

@@ -1,0 +1,177 @@
+"""Train == act: for a recorded episode stream (two envs, episodes of several lengths, resets),
+the actions the agent computes while acting step by step equal the actions its training path
+computes for the same steps, for every backbone and every training mode that promises it; the
+mode that cannot (zero-start windows from any step) is shown to differ and is named by a
+warning."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.ddpg import DDPG, DDPGConfig
+from rlkit.backbones import BACKBONE_NAMES, backbone_config
+from rlkit.buffers import SequenceReplayBuffer
+from rlkit.config import LoopConfig, ReplayConfig
+from rlkit.noise import GaussianNoise
+from rlkit.runlog import RunLogger
+from rlkit.trainer import Trainer
+
+MEMORY = [b for b in BACKBONE_NAMES if b != "mlp"]
+STEPS = 60  # vector steps of 2 envs: about 8 episodes of 5 to 11 steps each
+CONTEXT = 4  # the transformer's window, shorter than most episodes
+
+
+class Episodes(gym.Env):
+    """Random observations; episodes of 5 to 11 steps; some end terminated, some truncated."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.n = 0, int(self.np_random.integers(5, 12))
+        return self.np_random.normal(size=3).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = self.np_random.normal(size=3).astype(np.float32)
+        end = self.t >= self.n
+        return obs, float(self.np_random.normal()), end and self.n % 2 == 0, \
+            end and self.n % 2 == 1, {}
+
+
+class Recorder:
+    """The agent, recording the deterministic action of every ``act`` call."""
+
+    def __init__(self, agent: DDPG) -> None:
+        self.agent, self.actions = agent, []
+
+    def __getattr__(self, name):
+        return getattr(self.agent, name)
+
+    def act(self, obs, state, prev_action=None, prev_reward=None, track_critic=False):
+        action, state = self.agent.act(obs, state, prev_action, prev_reward, track_critic)
+        self.actions.append(action.clone())
+        return action, state
+
+
+def acted(backbone: str, replay: ReplayConfig, tmp_path) -> tuple[DDPG, SequenceReplayBuffer,
+                                                                 torch.Tensor]:
+    """Run the training loop without updates (the parameters stay fixed); returns the agent,
+    the filled buffer and the acted actions ``(2, STEPS, 2)`` by env and stream index."""
+    torch.manual_seed(0)
+    cfg = DDPGConfig(head_hidden=(16,), actor_prev_action=True, critic_prev_action=True,
+                     actor_prev_reward=True, critic_prev_reward=True)
+    bcfg = backbone_config(backbone, 16, 2, context=CONTEXT)
+    agent = DDPG(3, -2 * torch.ones(2), 2 * torch.ones(2), backbone, bcfg, cfg)
+    rec = Recorder(agent)
+    envs = gym.vector.SyncVectorEnv([Episodes, Episodes],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    buffer = SequenceReplayBuffer(replay, num_envs=2, obs_dim=3, action_dim=2,
+                                  generator=torch.Generator().manual_seed(0),
+                                  state_example=agent.initial_state(1))
+    loop = LoopConfig(total_steps=2 * STEPS, learning_starts=10**6, eval_every=0,
+                      eval_episodes=1, log_every=10**6, progress=False)
+    trainer = Trainer(rec, envs=envs, eval_env=Episodes(), buffer=buffer,
+                      noise=GaussianNoise(2, 2, 0.1, np.random.default_rng(0)), cfg=loop,
+                      batch_size=4, logger=RunLogger(tmp_path, {}),
+                      rng=np.random.default_rng(0), device=torch.device("cpu"), env_seed=0,
+                      eval_seed=0)
+    trainer.run()
+    actions = torch.stack(rec.actions[:STEPS], dim=1)  # (2, STEPS, 2): training steps only
+    return agent, buffer, actions
+
+
+@torch.no_grad()
+def trained_on(agent: DDPG, buffer: SequenceReplayBuffer, env: int, start: int
+               ) -> tuple[torch.Tensor, int]:
+    """The training path's actions ``(L, 2)`` for the window of stream ``env`` from
+    ``start`` (what the actor loss differentiates), and how many of its steps lie in the
+    episode."""
+    b = buffer._gather(torch.tensor([env]), torch.tensor([start]))
+    x = agent.cfg.actor_inputs(b.obs, b.prev_action, b.prev_reward)[:, :-1]
+    state = None if b.states is None else b.states.actor
+    actions, _ = agent.actor(x, state)  # (1, L, 2)
+    return actions[0], _valid(buffer, env, start)
+
+
+def _valid(buffer: SequenceReplayBuffer, env: int, start: int) -> int:
+    """Steps of the window from ``start`` inside its episode."""
+    ep = buffer.episode_start[env, start]
+    n = 0
+    for t in range(start, min(start + buffer.seq_len, buffer.count)):
+        if buffer.episode_start[env, t] != ep:
+            break
+        n += 1
+        if buffer.terminated[env, t] or buffer.truncated[env, t]:
+            break
+    return n
+
+
+def episode_starts(buffer: SequenceReplayBuffer, env: int) -> list[int]:
+    return [t for t in range(buffer.count) if int(buffer.episode_start[env, t]) == t]
+
+
+def compare(agent, buffer, actions, starts_of) -> int:
+    """Assert train == act on every valid step of the windows from ``starts_of(env)``;
+    returns the number of steps compared."""
+    compared = 0
+    for env in range(2):
+        for start in starts_of(env):
+            out, n = trained_on(agent, buffer, env, start)
+            torch.testing.assert_close(out[:n], actions[env, start:start + n], atol=2e-5,
+                                       rtol=0, msg=f"env {env}, window from step {start}")
+            compared += n
+    return compared
+
+
+@pytest.mark.parametrize("backbone", BACKBONE_NAMES)
+def test_whole_episode_windows_train_on_what_the_agent_acts_on(backbone, tmp_path):
+    replay = ReplayConfig(buffer_size=1000, seq_len=12, window_start="episode")
+    agent, buffer, actions = acted(backbone, replay, tmp_path)
+    assert replay.act_gap(True, 11) is None
+    assert compare(agent, buffer, actions, lambda env: episode_starts(buffer, env)) \
+        >= 2 * STEPS - 12  # every step of every finished episode
+
+
+@pytest.mark.parametrize("backbone", MEMORY)
+def test_stored_state_windows_train_on_what_the_agent_acts_on(backbone, tmp_path):
+    """Windows from any step, started from the state stored while acting (and the stored
+    critic states too), give the acted actions at every step, burn-in included."""
+    replay = ReplayConfig(buffer_size=1000, seq_len=6, state_mode="stored", burn_in=2,
+                          window_start="any")
+    agent, buffer, actions = acted(backbone, replay, tmp_path)
+    assert replay.act_gap(True, 11) is None
+    assert compare(agent, buffer, actions, lambda env: range(0, STEPS - 6, 3)) > 60
+
+
+@pytest.mark.parametrize("backbone", MEMORY)
+def test_zero_start_windows_inside_episodes_do_not_and_are_named(backbone, tmp_path):
+    """The mode that cannot promise it: a zero state in the middle of an episode."""
+    replay = ReplayConfig(buffer_size=1000, seq_len=6, window_start="any")
+    agent, buffer, actions = acted(backbone, replay, tmp_path)
+    mid = [(env, s) for env in range(2) for s in range(1, STEPS - 6)
+           if int(buffer.episode_start[env, s]) < s][:6]
+    differ = []
+    for env, start in mid:
+        out, n = trained_on(agent, buffer, env, start)
+        differ.append((out[:n] - actions[env, start:start + n]).abs().max().item())
+    assert max(differ) > 1e-3
+    gap = replay.resolved(True, 11).act_gap(True, 11)
+    assert gap is not None and "acts on histories it never trained on" in gap
+
+
+def test_whole_episodes_are_the_default_for_memory_backbones_when_they_fit():
+    r = ReplayConfig().resolved(memory=True, episode_steps=200)
+    assert (r.window_start, r.seq_len, r.batch_size) == ("episode", 200, 32)
+    assert r.act_gap(True, 200) is None
+    long = ReplayConfig().resolved(memory=True, episode_steps=1000)  # beyond --max-window
+    assert (long.window_start, long.seq_len) == ("any", 64)
+    assert "never trained on" in long.act_gap(True, 1000)
+    mlp = ReplayConfig().resolved(memory=False, episode_steps=200)
+    assert (mlp.seq_len, mlp.batch_size) == (1, 256) and mlp.act_gap(False, 200) is None
+    cut = ReplayConfig(seq_len=50, window_start="episode").resolved(True, 200)
+    assert "first 50 steps of each episode" in cut.act_gap(True, 200)
