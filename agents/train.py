@@ -92,7 +92,7 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
     decides whether a run trains on transitions or on windows."""
     m, a = cfg.model, cfg.agent
     replay = cfg.replay.resolved(m.memory, max_episode_steps)
-    if m.memory or replay.seq_len > 1:
+    if not replay.transitions(m.memory):
         prev_action = m.prev_action if m.prev_action is not None else m.memory
         agent = dataclasses.replace(
             a, actor_prev_action=a.actor_prev_action or prev_action,

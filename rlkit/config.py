@@ -171,7 +171,7 @@ class ReplayConfig:
         """
         if not memory and self.seq_len in (None, 1) and self.window_start != "episode":
             return dataclasses.replace(self, seq_len=1, window_start="any",
-                                       batch_size=self.batch_size or 256)
+                                       batch_size=self.batch_size or 256)  # transitions
         whole = self.window_start == "episode" or (
             self.window_start is None and memory and self.state_mode == "zero"
             and episode_steps is not None and episode_steps <= self.max_window
@@ -182,6 +182,11 @@ class ReplayConfig:
                                        batch_size=self.batch_size or 32)
         return dataclasses.replace(self, seq_len=self.seq_len or 64, window_start="any",
                                    batch_size=self.batch_size or 32)
+
+    def transitions(self, memory: bool) -> bool:
+        """Whether a resolved config trains on single transitions (a memoryless encoder on
+        windows of one step) rather than on windows of a step stream."""
+        return not memory and self.seq_len == 1
 
     def act_gap(self, memory: bool, episode_steps: int | None) -> str | None:
         """Why a resolved config trains a memory encoder on other histories than it acts on

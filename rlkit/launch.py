@@ -1,10 +1,10 @@
 """Run a grid of training runs: as local processes (default) or as tasks on a Ray cluster.
 
-The launcher knows nothing of agents or environments: it calls ``fn(config, run_dir)`` for each
-run (``train.run_in`` from the command line) and keeps one run directory per run under the grid
-directory. On Ray, each task trains in a scratch directory on its worker and sends the run
-directory's files back, so the runs are gathered where the user asked whatever the cluster's
-file systems.
+The launcher knows nothing of agents or environments: it calls ``fn(config, run_dir)`` for
+each run (``agents.train.run_in`` from the command line) and keeps one run directory per run
+under the grid directory. On Ray, each task trains in a scratch directory on its worker and
+sends the run directory's files back, so the runs are gathered where the user asked whatever
+the cluster's file systems.
 """
 
 from __future__ import annotations
@@ -159,10 +159,10 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
         import ray
     except ImportError as e:
         raise RuntimeError("--launcher ray needs Ray: pip install 'rlkit[ray]'") from e
-    # The run function's module may be a script (train.py) that workers cannot import:
-    # ship it by value. Everything it imports (rlkit, agents, envs) must be installed there.
+    # A run function defined in a script (``__main__``) cannot be imported by the workers:
+    # ship that module by value. Everything it imports must be installed there.
     module = sys.modules.get(getattr(fn, "__module__", ""), None)
-    if module is not None and module.__name__ in ("__main__", "train"):
+    if module is not None and module.__name__ == "__main__":
         cloudpickle.register_pickle_by_value(module)
     started_here = not ray.is_initialized()
     if started_here:

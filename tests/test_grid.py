@@ -38,6 +38,7 @@ def _check_grid(grid: Path, names: list[str]) -> None:
     assert (grid / "report" / "report.md").is_file()
 
 
+@pytest.mark.slow
 def test_cli_grid_on_local_launcher(tmp_path):
     grid = tmp_path / "g"
     out = subprocess.run(
@@ -51,6 +52,7 @@ def test_cli_grid_on_local_launcher(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                     reason="Ray is not installed (pip install 'rlkit[ray]')")
+@pytest.mark.slow
 def test_grid_on_local_ray(tmp_path):
     grid = tmp_path / "ray-grid"
     cli.grid(replace_fields(TINY, launcher="ray", jobs=2, grid_dir=str(grid)), ["gru"], [0, 1])

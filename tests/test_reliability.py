@@ -187,6 +187,7 @@ def test_env_state_that_cannot_be_saved_restarts_the_episode_with_a_warning(tmp_
 
 
 # ----------------------------------------------------------------------------- kills, signals
+@pytest.mark.slow
 def test_sigkill_during_training_loses_at_most_one_checkpoint_interval(tmp_path):
     run, killed_at, interval = tmp_path / "run", 250, 100
     args = [sys.executable, "train.py", "--env", "faulty_envs:rlkit-test/Kill-v0",
@@ -210,6 +211,7 @@ def test_sigkill_during_training_loses_at_most_one_checkpoint_interval(tmp_path)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.slow
 def test_signal_writes_a_checkpoint_of_the_latest_step_and_exits_128_plus_signal(tmp_path, sig):
     run = tmp_path / "run"
     args = [sys.executable, "train.py", "--total-steps", "1000000", "--log-every", "10",

@@ -41,7 +41,7 @@ def make_replay(replay: ReplayConfig, model: ModelConfig, *, num_envs: int, obs_
     """
     if replay.seq_len is None:
         raise ValueError("replay.seq_len must be resolved before the buffer is built")
-    if not model.memory and replay.seq_len == 1:
+    if replay.transitions(model.memory):
         return ReplayBuffer(replay.buffer_size, obs_dim, action_dim, device, generator)
     return SequenceReplayBuffer(replay, num_envs=num_envs, obs_dim=obs_dim, action_dim=action_dim,
                           device=device, generator=generator, state_example=state_example)
