@@ -14,6 +14,7 @@ from pathlib import Path
 
 import tyro
 
+from agents import recipes
 from agents.train import TrainConfig, check_device, main, make_env, resolve, run_in
 from rlkit.config import replace_fields
 from rlkit.faults import NonFiniteError, NonFiniteLossError, TrainingInterrupted
@@ -74,6 +75,21 @@ def take_list(argv: list[str], flag: str) -> tuple[list[str], list[str]]:
     return values, rest
 
 
+def parse_config(args: list[str]) -> TrainConfig:
+    """The config of ``args``: the defaults, then the recipe (:mod:`agents.recipes`) chosen by
+    ``--recipe`` and ``--env``, then the flags given (a resumed run takes its own config)."""
+    description = f"{TrainConfig.__doc__}\n\n{recipes.describe()}"
+    cfg = tyro.cli(TrainConfig, args=args, description=description)
+    if cfg.run.resume is not None:
+        return cfg
+    recipe = recipes.choose(cfg.run.recipe, cfg.env.id)
+    if recipe is None:
+        return replace_fields(cfg, recipe="none")
+    cfg = tyro.cli(TrainConfig, args=args, default=recipe.apply(TrainConfig()),
+                   description=description)
+    return replace_fields(cfg, recipe=recipe.name)
+
+
 def parse_cli(argv: Sequence[str]) -> tuple[TrainConfig, list[str], list[int]]:
     """The config of the first run, and every backbone and seed asked for (``--backbone`` and
     ``--seed`` take several values)."""
@@ -81,7 +97,7 @@ def parse_cli(argv: Sequence[str]) -> tuple[TrainConfig, list[str], list[int]]:
     seeds, rest = take_list(rest, "--seed")
     extra = [f"--backbone={backbones[0]}"] if backbones else []
     extra += [f"--seed={seeds[0]}"] if seeds else []
-    cfg = tyro.cli(TrainConfig, args=rest + extra)
+    cfg = parse_config(rest + extra)
     try:
         seed_values = [int(s) for s in seeds] or [cfg.run.seed]
     except ValueError as e:

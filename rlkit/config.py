@@ -76,6 +76,9 @@ class RunConfig:
     """W&B project."""
     wandb_group: str | None = None
     """W&B group; default ``<env>/<backbone>``, or the grid's name for a grid."""
+    recipe: str = "auto"
+    """Named settings for the task (listed above); auto: the recipe made for --env, if any;
+    none: the plain defaults. Flags given here win over a recipe's values."""
 
     def __post_init__(self) -> None:
         _non_negative(self, "seed")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents import cli, train
+from agents import cli, recipes, train
 from rlkit.checkpoint import FORMAT_VERSION, load_checkpoint
 from rlkit.config import replace_fields
 from rlkit.rundir import RunRecord
@@ -131,3 +131,28 @@ def test_every_train_command_in_the_readme_parses():
         cfg, _, _ = cli.parse_cli(argv)
         if "--prev-reward" in argv:
             assert cfg.model.prev_reward is True
+
+
+def test_recipe_is_chosen_by_env_and_flags_win_over_it():
+    cfg, _, _ = cli.parse_cli(["--env", "rlkit/Pendulum-V-v0", "--backbone", "gru",
+                               "--total-steps", "1234"])
+    recipe = recipes.recipes()["pendulum-pomdp"]
+    assert cfg.run.recipe == "pendulum-pomdp" and "rlkit/Pendulum-V-v0" in recipe.envs
+    assert cfg.loop.total_steps == 1234  # given on the command line
+    assert cfg.model.d_model == recipe.values["d_model"]  # from the recipe
+    assert cfg.agent.pre_tanh_penalty == recipe.values["agent.pre_tanh_penalty"]
+    plain, _, _ = cli.parse_cli(["--env", "rlkit/Pendulum-V-v0", "--recipe", "none"])
+    assert plain.run.recipe == "none" and plain.model.d_model == train.TrainConfig().model.d_model
+    mlp, _, _ = cli.parse_cli([])  # Pendulum-v1 has no recipe
+    assert mlp.run.recipe == "none" and mlp.loop.total_steps == 15_000
+    chosen, _, _ = cli.parse_cli(["--recipe", "pendulum-pomdp"])
+    assert chosen.env.id == "Pendulum-v1" and chosen.model.d_model == recipe.values["d_model"]
+    with pytest.raises(ValueError, match="unknown --recipe 'nope'; expected auto, none or one "
+                                         "of pendulum-pomdp"):
+        cli.parse_cli(["--recipe", "nope"])
+
+
+def test_every_shipped_recipe_applies_to_the_config():
+    for recipe in recipes.recipes().values():
+        cfg = recipe.apply(train.TrainConfig())  # every value names a field and is valid
+        assert cfg.run.recipe == recipe.name and recipe.description and recipe.envs
