@@ -140,6 +140,10 @@ class ReplayConfig:
     """Steps at a window start that refresh a stored state and get no loss (needs stored)."""
     state_mode: StateMode = "zero"
     """Window start state: zero (pomdp-baselines) or the state stored while acting (R2D2)."""
+    state_every: int | None = None
+    """--state-mode stored: keep the state of every K-th step of a stream (default
+    seq_len - burn_in); windows start there or at an episode start, so that the stored states
+    cost 1/K of the buffer and consecutive windows cover every step."""
     window_start: WindowStart | None = None
     """Windows start at any stored step, or at episode starts only (whole episodes); default
     episode for memory backbones whose episodes fit in --max-window, else any."""
@@ -150,7 +154,7 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         _positive(self, "buffer_size", "max_window")
         _non_negative(self, "burn_in")
-        for name in ("seq_len", "batch_size"):
+        for name in ("seq_len", "batch_size", "state_every"):
             if getattr(self, name) is not None:
                 _positive(self, name)
         if self.batch_size is not None and self.batch_size > self.buffer_size:

@@ -37,12 +37,13 @@ def actor_loss(agent: DDPG, batch: SequenceBatch, enc: losses.CriticEncoding) ->
 
 
 def seq_buffer(capacity, num_envs, obs_dim, action_dim, seq_len, generator=None,
-               state_mode="zero", burn_in=0, state_shapes=(), window_start="any"
-               ) -> SequenceReplayBuffer:
+               state_mode="zero", burn_in=0, state_shapes=(), window_start="any",
+               state_every=None) -> SequenceReplayBuffer:
     """A sequence buffer; stored states are given by their per-row shapes, one tuple of
     shapes per group: the actor's, then each critic's (an agent's state)."""
     cfg = ReplayConfig(buffer_size=capacity, batch_size=1, seq_len=seq_len, burn_in=burn_in,
-                       state_mode=state_mode, window_start=window_start)
+                       state_mode=state_mode, window_start=window_start,
+                       state_every=state_every)
     groups = [tuple(torch.zeros(1, *s) for s in g) for g in state_shapes]
     example = AgentState(groups[0], tuple(groups[1:])) if groups else None
     return SequenceReplayBuffer(cfg, num_envs=num_envs, obs_dim=obs_dim, action_dim=action_dim,

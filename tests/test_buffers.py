@@ -207,6 +207,9 @@ def test_stored_states_and_burn_in_mask():
     b = buf.sample(128)
     start = b.obs[:, 0, 0]
     (s,) = b.states.actor
+    # windows start where a state is kept: every K = seq_len - burn_in = 3 steps
+    assert buf.state_every == 3 and torch.all(start % 3 == 0)
+    assert set(start.tolist()) == {0.0, 3.0, 6.0, 9.0}
     # the stored state is the one recorded with the window's first step
     assert torch.equal(s, torch.stack([start, -start], 1))
     # burn-in steps get no loss, except for windows at the episode start
@@ -240,7 +243,7 @@ def test_sequence_buffer_checkpoint_keeps_only_filled_slots():
     _fill(buf, 12)  # 12 of 50 slots per env
     state = buf.state_dict()
     assert state["obs"].shape == (2, 12, 1) and state["episode_start"].shape == (2, 12)
-    assert state["states"][0].shape == (2, 12, 2)
+    assert state["states"][0].shape == (2, 4, 2)  # one state per K = 3 steps
     other = _stored_buffer(seed=1)
     other.load_state_dict(copy.deepcopy(state))
     a, b = buf.sample(64), other.sample(64)  # the generator state travels with the buffer
@@ -282,3 +285,26 @@ def test_episode_window_start_samples_whole_episodes_from_their_start():
     assert set(ep.tolist()) == {0, 1, 2}
     with pytest.raises(ValueError, match="--window-start must be any or episode, got 'mid'"):
         SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, window_start="mid")
+
+
+def test_stored_states_cost_one_per_chunk_and_older_per_step_checkpoints_load():
+    big = SequenceReplayBuffer(100_000, 2, 1, 1, seq_len=64, state_mode="stored", burn_in=16,
+                               state_shapes=(((8,),),))
+    assert big.states[0].shape == (2, -(-50_000 // 48), 8)  # not one per buffer step
+    buf = _stored_buffer()
+    _fill(buf, 60)  # wraps: 50 slots per env
+    # the older layout: one state per step at the step's slot
+    per_step = torch.zeros(2, 50, 2)
+    for t in range(10, 60):
+        per_step[:, t % 50] = torch.tensor([[t, -t], [t, t]], dtype=torch.float32)
+    old = {k: v for k, v in buf.state_dict().items() if k != "state_every"}
+    old["states"] = [[per_step]]  # and grouped per network
+    other = _stored_buffer()
+    other.load_state_dict(old)
+    for chunk in range(-(-10 // 3), -(-60 // 3)):  # the chunks still stored
+        t = chunk * 3
+        assert torch.equal(other.states[0][:, chunk % other.state_slots],
+                           torch.tensor([[t, -t], [t, t]], dtype=torch.float32))
+    with pytest.raises(ValueError, match="--state-every 5 leaves steps no window trains on"):
+        SequenceReplayBuffer(100, 1, 1, 1, seq_len=5, state_mode="stored", burn_in=2,
+                             state_shapes=(((2,),),), state_every=5)

@@ -28,6 +28,9 @@ def _check(cfg: ReplayConfig, num_envs: int, obs_dim: int, action_dim: int,
         raise ValueError(f"--burn-in {burn_in} needs --state-mode stored")
     if cfg.state_mode == "stored" and state_example is None:
         raise ValueError("state_mode 'stored' needs a state_example to size the stored states")
+    if cfg.state_every is not None and cfg.state_every > seq_len - burn_in:
+        raise ValueError(f"--state-every {cfg.state_every} leaves steps no window trains on; "
+                         f"expected at most seq_len - burn_in = {seq_len - burn_in}")
     if capacity // num_envs < seq_len:
         raise ValueError(f"capacity {capacity} holds {capacity // num_envs} steps per environment "
                          f"for {num_envs} environments, fewer than seq_len={seq_len}")
@@ -98,11 +101,16 @@ class SequenceReplayBuffer:
         self.truncated = torch.zeros(e, c, **z)
         # Absolute stream index (per env) of each stored step's episode start.
         self.episode_start = torch.zeros(e, c, device=self.device, dtype=torch.long)
-        self.states: list[Tensor] = []  # one (E, C, *shape) store per state leaf
+        # Stored states: the state before every K-th step of a stream (absolute index t with
+        # t % K == 0) in a ring of S = ceil(per_env / K) slots, which outlives the steps.
+        self.state_every = cfg.state_every or seq_len - burn_in  # K
+        self.state_slots = -(-c // self.state_every)  # S
+        self.states: list[Tensor] = []  # one (E, S, *shape) store per state leaf
         self._state_spec = None
         if state_mode == "stored":
             leaves, self._state_spec = tree_flatten(state_example)
-            self.states = [torch.zeros(e, c, *leaf.shape[1:], **z) for leaf in leaves]
+            self.states = [torch.zeros(e, self.state_slots, *leaf.shape[1:], **z)
+                           for leaf in leaves]
         self.count = 0  # steps added per environment (absolute stream index of the next step)
         self._current_start = torch.zeros(e, device=self.device, dtype=torch.long)
 
@@ -157,8 +165,10 @@ class SequenceReplayBuffer:
         for name, value in rows.items():
             getattr(self, name)[:, slot] = value
         self.episode_start[:, slot] = self._current_start
-        for store, s in zip(self.states, leaves):
-            store[:, slot] = s.detach().to(**f)
+        if self.count % self.state_every == 0:
+            for store, s in zip(self.states, leaves):
+                store[:, (self.count // self.state_every) % self.state_slots] = \
+                    s.detach().to(**f)
         self.count += 1
         done = (rows["terminated"] > 0) | (rows["truncated"] > 0)
         self._current_start = torch.where(
@@ -209,8 +219,19 @@ class SequenceReplayBuffer:
                                      generator=g)
             return _trim(self._gather(env_idx[pick], starts[pick]))
         env = torch.randint(self.num_envs, (batch_size,), device=self.device, generator=g)
-        start = first + torch.randint(stored, (batch_size,), device=self.device, generator=g)
-        return self._gather(env, start)
+        if self.state_mode == "zero":
+            start = first + torch.randint(stored, (batch_size,), device=self.device, generator=g)
+            return self._gather(env, start)
+        # stored states: a uniformly drawn step's window starts at its chunk start (a step with
+        # a stored state) or at its episode start, whichever is later
+        k = self.state_every
+        oldest = -(-first // k) * k  # the oldest chunk start still stored
+        if oldest >= self.count:
+            raise RuntimeError("no stored step has a stored state yet")
+        step = oldest + torch.randint(self.count - oldest, (batch_size,), device=self.device,
+                                      generator=g)
+        ep = self.episode_start[env, step % self.per_env]
+        return self._gather(env, torch.maximum(torch.div(step, k, rounding_mode="floor") * k, ep))
 
     def _gather(self, env: Tensor, start: Tensor) -> SequenceBatch:
         """Windows of ``seq_len`` steps of stream ``env[b]`` from absolute index ``start[b]``."""
@@ -247,8 +268,13 @@ class SequenceReplayBuffer:
         if self.burn_in:
             burn = torch.where(at_episode_start, 0, self.burn_in)  # (B,)
             mask = mask * (torch.arange(L, device=self.device)[None] >= burn[:, None]).float()
-        states = None if self._state_spec is None else tree_unflatten(
-            [store[env, start % self.per_env] for store in self.states], self._state_spec)
+        states = None
+        if self._state_spec is not None:  # initial (zero) states at episode starts
+            chunk = torch.div(start, self.state_every, rounding_mode="floor") % self.state_slots
+            fresh = at_episode_start.float()
+            states = tree_unflatten([
+                store[env, chunk] * (1 - fresh).view(-1, *[1] * (store.dim() - 2))
+                for store in self.states], self._state_spec)
         return SequenceBatch(
             obs=obs,
             action=action,
@@ -261,6 +287,29 @@ class SequenceReplayBuffer:
             states=states,
         )
 
+    def _load_states(self, state: dict[str, object]) -> None:
+        """The stored states of a checkpoint; older versions kept one per step (and grouped
+        them per network): their chunk starts are picked out."""
+        saved = state["states"]
+        if saved and isinstance(saved[0], list | tuple):  # one list per group
+            saved = [s for group in saved for s in group]
+        if len(saved) != len(self.states):
+            raise ValueError(f"checkpoint holds {len(saved)} stored state tensors, this buffer "
+                             f"{len(self.states)}")
+        if not saved:
+            return
+        k, slots = self.state_every, self.state_slots
+        chunks = torch.arange(-(-max(self.count - self.per_env, 0) // k), -(-self.count // k))
+        if "state_every" in state:  # one per chunk, in the ring
+            if int(state["state_every"]) != k:
+                raise ValueError(f"checkpoint keeps a state every {state['state_every']} steps, "
+                                 f"this buffer every {k}")
+            rows = chunks % slots
+        else:  # one per step, at the step's slot
+            rows = (chunks * k) % self.per_env
+        for store, s in zip(self.states, saved):
+            store[:, chunks % slots] = s[:, rows].to(store)
+
     def state_dict(self) -> dict[str, object]:
         """The filled slots only (``min(count, per_env)`` steps per environment), on the CPU."""
         n = min(self.count, self.per_env)
@@ -272,7 +321,9 @@ class SequenceReplayBuffer:
             "terminated": cpu_copy(self.terminated[:, :n]),
             "truncated": cpu_copy(self.truncated[:, :n]),
             "episode_start": cpu_copy(self.episode_start[:, :n]),
-            "states": [cpu_copy(s[:, :n]) for s in self.states],
+            "states": [cpu_copy(s[:, : min(-(-self.count // self.state_every),
+                                              self.state_slots)]) for s in self.states],
+            "state_every": self.state_every,
             "count": self.count,
             "current_start": cpu_copy(self._current_start),
             "generator": self.generator.get_state(),
@@ -292,14 +343,7 @@ class SequenceReplayBuffer:
                     f"checkpoint, expected {filled} (count {state['count']})"
                 )
             store[:, :n].copy_(value[:, :n])
-        saved = state["states"]
-        if saved and isinstance(saved[0], list | tuple):  # older checkpoints: one list per group
-            saved = [s for group in saved for s in group]
-        if len(saved) != len(self.states):
-            raise ValueError(f"checkpoint holds {len(saved)} stored state tensors, this buffer "
-                             f"{len(self.states)}")
-        for store, s in zip(self.states, saved):
-            store[:, :n].copy_(s[:, :n])
         self.count = int(state["count"])
+        self._load_states(state)
         self._current_start = state["current_start"].to(self.device)
         self.generator.set_state(state["generator"])
