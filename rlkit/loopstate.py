@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,9 +26,6 @@ from rlkit.checkpoint import CheckpointError, check_state_dict
 from rlkit.envstate import restore_env, snapshot_env, sub_envs
 from rlkit.seeding import global_rng_state, set_global_rng_state
 from rlkit.tree import tree_map
-
-if TYPE_CHECKING:
-    from rlkit.trainer import Trainer
 
 
 @dataclass
@@ -71,6 +68,26 @@ class LoopState:
                    recent_returns=[float(r) for r in d["recent_returns"]], **dev)
 
 
+class Loop(Protocol):
+    """What a checkpoint reads from and writes to the training loop (``rlkit.trainer``)."""
+
+    agent: Any
+    buffer: Any
+    noise: Any
+    envs: Any
+    logger: Any
+    rng: np.random.Generator
+    device: torch.device
+    env_seed: int
+    loop: LoopState | None
+    step: int
+    episodes: int
+    num_updates: int
+    dropped_transitions: int
+    last_eval: dict[str, float]
+    checkpoint_step: int | None
+
+
 def check_agent_state(agent: Any, state: dict[str, Any]) -> None:
     """Refuse an agent checkpoint whose module parameters differ from ``agent``'s in keys or
     shapes (named by key).
@@ -86,8 +103,8 @@ def check_agent_state(agent: Any, state: dict[str, Any]) -> None:
             check_state_dict(state[name], sd, name)
 
 
-def loop_checkpoint(tr: Trainer) -> dict[str, Any]:
-    """Everything :meth:`Trainer.run` needs to continue exactly (see the module docstring)."""
+def loop_checkpoint(tr: Loop) -> dict[str, Any]:
+    """Everything the loop (``rlkit.trainer.Trainer.run``) needs to continue exactly (see the module docstring)."""
     if tr.loop is None:
         raise RuntimeError("the loop has not started: nothing to save")
     subs = sub_envs(tr.envs)
@@ -112,7 +129,7 @@ def loop_checkpoint(tr: Trainer) -> dict[str, Any]:
     }
 
 
-def restore_loop(tr: Trainer, ckpt: dict[str, Any]) -> None:
+def restore_loop(tr: Loop, ckpt: dict[str, Any]) -> None:
     """Put ``tr`` (built like the saved run) in the state of :func:`loop_checkpoint`'s ``ckpt``.
 
     Raises:
@@ -144,7 +161,7 @@ def restore_loop(tr: Trainer, ckpt: dict[str, Any]) -> None:
     set_global_rng_state(rng["global"])
 
 
-def _restore_envs(tr: Trainer, snapshots: list[dict[str, Any]] | None) -> None:
+def _restore_envs(tr: Loop, snapshots: list[dict[str, Any]] | None) -> None:
     """Reset the envs as a new run would, then put each in its saved state; an env that
     cannot be restored exactly restarts its episode."""
     tr.envs.reset(seed=tr.env_seed)
@@ -170,7 +187,7 @@ def _restore_envs(tr: Trainer, snapshots: list[dict[str, Any]] | None) -> None:
         _restart_on_resume(tr, restart)
 
 
-def _restart_on_resume(tr: Trainer, mask: np.ndarray) -> None:
+def _restart_on_resume(tr: Loop, mask: np.ndarray) -> None:
     loop, dev = tr.loop, tr.device
     subs = sub_envs(tr.envs)
     if subs is None:
