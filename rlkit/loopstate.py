@@ -104,7 +104,8 @@ def check_agent_state(agent: Any, state: dict[str, Any]) -> None:
 
 
 def loop_checkpoint(tr: Loop) -> dict[str, Any]:
-    """Everything the loop (``rlkit.trainer.Trainer.run``) needs to continue exactly (see the module docstring)."""
+    """Everything the loop (``rlkit.trainer.Trainer.run``) needs to continue exactly (see the
+    module docstring)."""
     if tr.loop is None:
         raise RuntimeError("the loop has not started: nothing to save")
     subs = sub_envs(tr.envs)
