@@ -235,80 +235,7 @@ class SequenceReplayBuffer:
 
     def _gather(self, env: Tensor, start: Tensor) -> SequenceBatch:
         """Windows of ``seq_len`` steps of stream ``env[b]`` from absolute index ``start[b]``."""
-        L = self.seq_len
-        t = start[:, None] + torch.arange(L, device=self.device)  # (B, L) absolute indices
-        slot = t % self.per_env
-        e = env[:, None].expand_as(t)
-        ep = self.episode_start[env, start % self.per_env]  # (B,)
-        # Inside the window's episode: same episode start and already written.
-        valid = (t < self.count) & (self.episode_start[e, slot] == ep[:, None])
-        # The episode may end inside the window: stop at the first terminated/truncated step.
-        done = (self.terminated[e, slot] + self.truncated[e, slot]) > 0
-        ended_before = torch.cumsum(done.long(), dim=1) - done.long()  # dones strictly before t
-        valid = valid & (ended_before == 0)
-        vf = valid.float()
-        n_valid = valid.sum(1)  # (B,) >= 1: the start step itself is always valid
-
-        obs = torch.zeros(len(env), L + 1, self.obs.shape[-1], device=self.device)
-        obs[:, :L] = self.obs[e, slot] * vf[..., None]
-        last = slot.gather(1, (n_valid - 1)[:, None]).squeeze(1)  # slot of the last valid step
-        obs[torch.arange(len(env), device=self.device), n_valid] = self.next_obs[env, last]
-
-        action = self.action[e, slot] * vf[..., None]  # (B, L, A)
-        reward = self.reward[e, slot] * vf
-        at_episode_start = start == ep  # (B,)
-        prev_slot = (start - 1) % self.per_env
-        keep_prev = (~at_episode_start).float()
-        prev0_a = self.action[env, prev_slot] * keep_prev[:, None]  # (B, A)
-        prev0_r = self.reward[env, prev_slot] * keep_prev
-        prev_action = torch.cat([prev0_a[:, None], action], dim=1)  # (B, L + 1, A)
-        prev_reward = torch.cat([prev0_r[:, None], reward], dim=1)  # (B, L + 1)
-
-        mask = vf.clone()
-        if self.burn_in:
-            burn = torch.where(at_episode_start, 0, self.burn_in)  # (B,)
-            mask = mask * (torch.arange(L, device=self.device)[None] >= burn[:, None]).float()
-        states = None
-        if self._state_spec is not None:  # initial (zero) states at episode starts
-            chunk = torch.div(start, self.state_every, rounding_mode="floor") % self.state_slots
-            fresh = at_episode_start.float()
-            states = tree_unflatten([
-                store[env, chunk] * (1 - fresh).view(-1, *[1] * (store.dim() - 2))
-                for store in self.states], self._state_spec)
-        return SequenceBatch(
-            obs=obs,
-            action=action,
-            reward=reward,
-            terminated=self.terminated[e, slot] * vf,
-            truncated=self.truncated[e, slot] * vf,
-            prev_action=prev_action,
-            prev_reward=prev_reward,
-            mask=mask,
-            states=states,
-        )
-
-    def _load_states(self, state: dict[str, object]) -> None:
-        """The stored states of a checkpoint; older versions kept one per step (and grouped
-        them per network): their chunk starts are picked out."""
-        saved = state["states"]
-        if saved and isinstance(saved[0], list | tuple):  # one list per group
-            saved = [s for group in saved for s in group]
-        if len(saved) != len(self.states):
-            raise ValueError(f"checkpoint holds {len(saved)} stored state tensors, this buffer "
-                             f"{len(self.states)}")
-        if not saved:
-            return
-        k, slots = self.state_every, self.state_slots
-        chunks = torch.arange(-(-max(self.count - self.per_env, 0) // k), -(-self.count // k))
-        if "state_every" in state:  # one per chunk, in the ring
-            if int(state["state_every"]) != k:
-                raise ValueError(f"checkpoint keeps a state every {state['state_every']} steps, "
-                                 f"this buffer every {k}")
-            rows = chunks % slots
-        else:  # one per step, at the step's slot
-            rows = (chunks * k) % self.per_env
-        for store, s in zip(self.states, saved):
-            store[:, chunks % slots] = s[:, rows].to(store)
+        return gather_windows(self, env, start)
 
     def state_dict(self) -> dict[str, object]:
         """The filled slots only (``min(count, per_env)`` steps per environment), on the CPU."""
@@ -344,6 +271,88 @@ class SequenceReplayBuffer:
                 )
             store[:, :n].copy_(value[:, :n])
         self.count = int(state["count"])
-        self._load_states(state)
+        _load_states(self, state)
         self._current_start = state["current_start"].to(self.device)
         self.generator.set_state(state["generator"])
+
+
+def gather_windows(buf: SequenceReplayBuffer, env: Tensor, start: Tensor) -> SequenceBatch:
+    """Windows of ``buf.seq_len`` steps of stream ``env[b]`` from absolute index ``start[b]``:
+    padded and masked after the episode's end, previous action and reward at the start (zero
+    at an episode start), burn-in steps without loss, and the stored (or, at an episode start,
+    initial) states."""
+    L = buf.seq_len
+    t = start[:, None] + torch.arange(L, device=buf.device)  # (B, L) absolute indices
+    slot = t % buf.per_env
+    e = env[:, None].expand_as(t)
+    ep = buf.episode_start[env, start % buf.per_env]  # (B,)
+    # Inside the window's episode: same episode start and already written.
+    valid = (t < buf.count) & (buf.episode_start[e, slot] == ep[:, None])
+    # The episode may end inside the window: stop at the first terminated/truncated step.
+    done = (buf.terminated[e, slot] + buf.truncated[e, slot]) > 0
+    ended_before = torch.cumsum(done.long(), dim=1) - done.long()  # dones strictly before t
+    valid = valid & (ended_before == 0)
+    vf = valid.float()
+    n_valid = valid.sum(1)  # (B,) >= 1: the start step itself is always valid
+
+    obs = torch.zeros(len(env), L + 1, buf.obs.shape[-1], device=buf.device)
+    obs[:, :L] = buf.obs[e, slot] * vf[..., None]
+    last = slot.gather(1, (n_valid - 1)[:, None]).squeeze(1)  # slot of the last valid step
+    obs[torch.arange(len(env), device=buf.device), n_valid] = buf.next_obs[env, last]
+
+    action = buf.action[e, slot] * vf[..., None]  # (B, L, A)
+    reward = buf.reward[e, slot] * vf
+    at_episode_start = start == ep  # (B,)
+    prev_slot = (start - 1) % buf.per_env
+    keep_prev = (~at_episode_start).float()
+    prev0_a = buf.action[env, prev_slot] * keep_prev[:, None]  # (B, A)
+    prev0_r = buf.reward[env, prev_slot] * keep_prev
+    prev_action = torch.cat([prev0_a[:, None], action], dim=1)  # (B, L + 1, A)
+    prev_reward = torch.cat([prev0_r[:, None], reward], dim=1)  # (B, L + 1)
+
+    mask = vf.clone()
+    if buf.burn_in:
+        burn = torch.where(at_episode_start, 0, buf.burn_in)  # (B,)
+        mask = mask * (torch.arange(L, device=buf.device)[None] >= burn[:, None]).float()
+    states = None
+    if buf._state_spec is not None:  # initial (zero) states at episode starts
+        chunk = torch.div(start, buf.state_every, rounding_mode="floor") % buf.state_slots
+        fresh = at_episode_start.float()
+        states = tree_unflatten([
+            store[env, chunk] * (1 - fresh).view(-1, *[1] * (store.dim() - 2))
+            for store in buf.states], buf._state_spec)
+    return SequenceBatch(
+        obs=obs,
+        action=action,
+        reward=reward,
+        terminated=buf.terminated[e, slot] * vf,
+        truncated=buf.truncated[e, slot] * vf,
+        prev_action=prev_action,
+        prev_reward=prev_reward,
+        mask=mask,
+        states=states,
+    )
+
+
+def _load_states(buf: SequenceReplayBuffer, state: dict[str, object]) -> None:
+    """The stored states of a checkpoint; older versions kept one per step (and grouped
+    them per network): their chunk starts are picked out."""
+    saved = state["states"]
+    if saved and isinstance(saved[0], list | tuple):  # one list per group
+        saved = [s for group in saved for s in group]
+    if len(saved) != len(buf.states):
+        raise ValueError(f"checkpoint holds {len(saved)} stored state tensors, this buffer "
+                         f"{len(buf.states)}")
+    if not saved:
+        return
+    k, slots = buf.state_every, buf.state_slots
+    chunks = torch.arange(-(-max(buf.count - buf.per_env, 0) // k), -(-buf.count // k))
+    if "state_every" in state:  # one per chunk, in the ring
+        if int(state["state_every"]) != k:
+            raise ValueError(f"checkpoint keeps a state every {state['state_every']} steps, "
+                             f"this buffer every {k}")
+        rows = chunks % slots
+    else:  # one per step, at the step's slot
+        rows = (chunks * k) % buf.per_env
+    for store, s in zip(buf.states, saved):
+        store[:, chunks % slots] = s[:, rows].to(store)
