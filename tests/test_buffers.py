@@ -184,6 +184,23 @@ def test_unfinished_episode_windows_stop_at_the_newest_step():
     assert torch.all(b.mask.sum(1) == 3 - b.obs[:, 0, 0])
 
 
+@pytest.mark.parametrize("mode", ["zero", "stored"])
+def test_after_a_wrap_windows_read_their_previous_action_from_their_own_stream(mode):
+    """Once a stream has wrapped, the oldest stored step's previous action is gone (its slot
+    holds the newest step): no window may start there and read it."""
+    shapes = (((1,),),) if mode == "stored" else ()
+    buf = SequenceReplayBuffer(8, 1, 1, 1, seq_len=3, generator=torch.Generator().manual_seed(0),
+                               state_mode=mode, state_shapes=shapes, state_every=1)
+    for t in range(11):  # one endless episode; action t and reward 10 t at step t
+        buf.add([[t]], [[float(t)]], [10.0 * t], [[t + 1]], [0.0], [0.0],
+                states=((torch.tensor([[float(t)]]),),) if shapes else None)
+    b = buf.sample(256)
+    start = b.obs[:, 0, 0]
+    assert start.min() == 4  # steps 3 .. 10 are stored; 3 lost its previous step
+    assert torch.equal(b.prev_action[:, 0, 0], start - 1)
+    assert torch.equal(b.prev_reward[:, 0], 10 * (start - 1))
+
+
 def test_wrap_around_keeps_per_env_streams():
     buf = SequenceReplayBuffer(8, 2, 1, 1, seq_len=3, generator=torch.Generator().manual_seed(0))
     for t in range(10):  # one endless episode per env, env 1 offset by 1000

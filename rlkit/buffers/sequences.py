@@ -219,13 +219,17 @@ class SequenceReplayBuffer:
                                      generator=g)
             return _trim(self._gather(env_idx[pick], starts[pick]))
         env = torch.randint(self.num_envs, (batch_size,), device=self.device, generator=g)
+        # after a wrap, the oldest stored step's previous action and reward are gone: no window
+        # starts there (unless it starts an episode, which the episode mode above handles)
+        lost = int(first > 0)
         if self.state_mode == "zero":
-            start = first + torch.randint(stored, (batch_size,), device=self.device, generator=g)
+            start = first + lost + torch.randint(stored - lost, (batch_size,),
+                                                 device=self.device, generator=g)
             return self._gather(env, start)
         # stored states: a uniformly drawn step's window starts at its chunk start (a step with
         # a stored state) or at its episode start, whichever is later
         k = self.state_every
-        oldest = -(-first // k) * k  # the oldest chunk start still stored
+        oldest = -(-(first + lost) // k) * k  # the oldest chunk start still usable
         if oldest >= self.count:
             raise RuntimeError("no stored step has a stored state yet")
         step = oldest + torch.randint(self.count - oldest, (batch_size,), device=self.device,
