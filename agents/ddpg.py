@@ -92,21 +92,32 @@ class DDPGConfig:
     """Clip gradient norms to this value (None: measure only)."""
 
     def __post_init__(self) -> None:
+        def check(name: str, ok: bool, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"--agent.{name.replace('_', '-')} must be {expected}, got "
+                                 f"{getattr(self, name)!r}")
+
+        def finite(v: object) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
         for name in ("actor_lr", "critic_lr", "encoder_lr"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value}")
-        if not (math.isfinite(self.pre_tanh_penalty) and self.pre_tanh_penalty >= 0):
-            raise ValueError(f"pre_tanh_penalty must be a finite number >= 0, got "
-                             f"{self.pre_tanh_penalty}")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
-        if not 0 < self.tau <= 1:
-            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
-        if self.policy_delay < 1:
-            raise ValueError(f"policy_delay must be >= 1, got {self.policy_delay}")
-        if self.target_noise < 0:
-            raise ValueError(f"target_noise must be >= 0, got {self.target_noise}")
+            v = getattr(self, name)
+            check(name, v is None or finite(v) and 0 < v <= 1, "a number in (0, 1]")
+        check("pre_tanh_penalty", finite(self.pre_tanh_penalty) and self.pre_tanh_penalty >= 0,
+              "a finite number >= 0")
+        check("gamma", finite(self.gamma) and 0 <= self.gamma <= 1, "in [0, 1]")
+        check("tau", finite(self.tau) and 0 < self.tau <= 1, "in (0, 1]")
+        check("policy_delay", isinstance(self.policy_delay, int) and self.policy_delay >= 1,
+              "an integer >= 1")
+        check("target_noise", finite(self.target_noise) and self.target_noise >= 0,
+              "a finite number >= 0")
+        check("target_noise_clip", finite(self.target_noise_clip) and self.target_noise_clip > 0,
+              "a finite number > 0")
+        check("max_grad_norm", self.max_grad_norm is None or finite(self.max_grad_norm)
+              and self.max_grad_norm > 0, "None (no clipping) or a finite number > 0")
+        check("head_hidden", len(self.head_hidden) > 0 and all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.head_hidden),
+              "one or more positive integers")
         if self.shared_encoder and (self.actor_prev_action, self.actor_prev_reward) != \
                 (self.critic_prev_action, self.critic_prev_reward):
             raise ValueError(

@@ -305,6 +305,9 @@ class LoopConfig:
         _positive(self, "total_steps", "eval_episodes", "log_every")
         _non_negative(self, "learning_starts", "eval_every", "checkpoint_every")
         _finite(self.updates_per_step, "--updates-per-step", 0.0, low_open=True)
+        if self.updates_per_step > 1000:
+            raise ValueError(f"--updates-per-step must be at most 1000, got "
+                             f"{self.updates_per_step}")
 
 
 @dataclass(frozen=True)

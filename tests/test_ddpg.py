@@ -207,9 +207,9 @@ def test_update_returns_metrics():
 
 
 def test_agent_bad_config():
-    with pytest.raises(ValueError, match="actor_lr must be a finite number > 0, got 0.0"):
+    with pytest.raises(ValueError, match=r"--agent.actor-lr must be a number in \(0, 1\], got 0.0"):
         DDPGConfig(actor_lr=0.0)
-    with pytest.raises(ValueError, match="critic_lr must be a finite number > 0, got -1"):
+    with pytest.raises(ValueError, match=r"--agent.critic-lr must be a number in \(0, 1\], got -1"):
         DDPGConfig(critic_lr=-1.0)
     with pytest.raises(ValueError, match="action_high must exceed action_low"):
         DDPG(3, torch.tensor([1.0]), torch.tensor([1.0]))
@@ -319,7 +319,7 @@ def test_pre_tanh_penalty_is_added_to_the_actor_loss_and_pulls_pre_tanh_to_zero(
     with_pen = actor_loss(penalised, b, enc)
     pre = plain.actor.pre_tanh(plain.actor.encoder(b.obs[:, :1])[0])
     torch.testing.assert_close(with_pen, base + 0.5 * pre.pow(2).mean())
-    with pytest.raises(ValueError, match="pre_tanh_penalty must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="--agent.pre-tanh-penalty must be a finite number >= 0"):
         DDPGConfig(pre_tanh_penalty=-1.0)
 
 
@@ -339,5 +339,23 @@ def test_encoder_lr_puts_encoders_in_their_own_optimizer_group():
     step = (w.detach() - before).abs().max().item()
     assert 0 < step <= 1.01e-5
     assert len(make_agent().actor_opt.param_groups) == 1  # without it: one group, as before
-    with pytest.raises(ValueError, match="encoder_lr must be a finite number > 0, got 0.0"):
+    with pytest.raises(ValueError, match=r"--agent.encoder-lr must be a number in \(0, 1\]"):
         DDPGConfig(encoder_lr=0.0)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("actor_lr", float("inf"), r"--agent.actor-lr must be a number in \(0, 1\], got inf"),
+    ("critic_lr", 1e300, r"--agent.critic-lr must be a number in \(0, 1\], got 1e\+300"),
+    ("max_grad_norm", float("nan"), "--agent.max-grad-norm must be None .* got nan"),
+    ("max_grad_norm", -1.0, "--agent.max-grad-norm must be None .* got -1.0"),
+    ("max_grad_norm", 0.0, "--agent.max-grad-norm must be None .* got 0.0"),
+    ("target_noise", float("nan"), "--agent.target-noise must be a finite number >= 0"),
+    ("target_noise_clip", 0.0, "--agent.target-noise-clip must be a finite number > 0"),
+    ("head_hidden", (0,), r"--agent.head-hidden must be one or more positive integers, got \(0,\)"),
+    ("head_hidden", (), r"--agent.head-hidden must be one or more positive integers, got \(\)"),
+    ("gamma", float("nan"), r"--agent.gamma must be in \[0, 1\], got nan"),
+    ("policy_delay", 0, "--agent.policy-delay must be an integer >= 1, got 0"),
+])
+def test_bad_agent_values_name_their_flag(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        DDPGConfig(**{field: value})

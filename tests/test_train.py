@@ -89,7 +89,8 @@ def test_bad_input_stops_before_training(tmp_path, change, message):
 
 @pytest.mark.parametrize("field", ["actor_lr", "critic_lr"])
 def test_bad_learning_rate(field):
-    with pytest.raises(ValueError, match=f"{field} must be a finite number > 0, got 0.0"):
+    flag = "--agent." + field.replace("_", "-")
+    with pytest.raises(ValueError, match=rf"{flag} must be a number in \(0, 1\], got 0.0"):
         replace_fields(SMALL.agent, **{field: 0.0})
 
 
