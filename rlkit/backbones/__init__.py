@@ -20,6 +20,7 @@ _REGISTRY: dict[str, tuple[str, str, str, dict[str, object]]] = {
     "transformer": ("rlkit.backbones.transformer", "TransformerBackbone", "TransformerConfig", {}),
     "s4": ("rlkit.backbones.s4", "S4Backbone", "S4Config", {}),
     "mamba": ("rlkit.backbones.mamba", "MambaBackbone", "MambaConfig", {}),
+    "mamba2": ("rlkit.backbones.mamba2", "Mamba2Backbone", "Mamba2Config", {}),
 }
 
 BACKBONE_NAMES: tuple[str, ...] = tuple(_REGISTRY)
