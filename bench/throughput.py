@@ -5,6 +5,7 @@
     python bench/throughput.py --threads 1 --precision fp32 bf16   # also bf16 autocast
     python bench/throughput.py --threads 1 --precision fp32 bf16 --rounds 3   # medians
     python bench/throughput.py --sequence              # agent updates/s: fp32, bf16, compiled
+    python bench/throughput.py --sequence --modes fp32 --windows 64 256   # and / the GRU's
 
 All three use the same networks (two hidden layers of 256: the encoder layer and one head layer;
 the action enters the critic after its first layer, as in the DDPG paper), batch 256 and one
@@ -333,12 +334,18 @@ def format_agent_table(rows: list[dict[str, float | str]], cfg: AgentBenchConfig
              + (" | bf16 / fp32 | compile / fp32 | compile warm-up s |" if "compile" in modes
                 else " |"),
              "|---|" + "---:|" * len(modes) + ("---:|---:|---:|" if "compile" in modes else "")]
+    gru = next((r for r in rows if r["backbone"] == "gru"), None)
+    if gru is not None:
+        lines[1] = lines[1].rstrip(" |") + " | fp32 / gru fp32 |"
+        lines[2] += "---:|"
     for r in rows:
         cells = [f"{r[m]:.1f}" for m in modes]
         if "compile" in modes:
             bf16 = f"{r['bf16'] / r['fp32']:.2f}x" if "bf16" in r else "-"
             note = "" if r.get("compiled") == "yes" else " (eager fallback)"
             cells += [bf16, f"{r['compile'] / r['fp32']:.2f}x{note}", f"{r['compile_s']:.0f}"]
+        if gru is not None:
+            cells.append(f"{r['fp32'] / gru['fp32']:.2f}x" if "fp32" in r else "-")
         lines.append(f"| {r['backbone']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -360,15 +367,18 @@ def main() -> None:
     p.add_argument("--backbones", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
     p.add_argument("--modes", nargs="+", default=list(AGENT_MODES), choices=AGENT_MODES)
     p.add_argument("--updates", type=int, default=AgentBenchConfig.updates)
+    p.add_argument("--windows", type=int, nargs="+", default=[AgentBenchConfig.window],
+                   help="--sequence: window lengths L (one table each)")
     a = p.parse_args()
     if a.rounds < 1:
         p.error(f"--rounds must be a positive integer, got {a.rounds}")
     torch.set_num_threads(a.threads)
     if a.sequence:
-        cfg = AgentBenchConfig(updates=a.updates)
         device = torch.device(a.device)
-        rows = agent_table(device, cfg, a.backbones, a.modes)
-        print("\n" + format_agent_table(rows, cfg, device, a.threads))
+        for window in a.windows:
+            cfg = AgentBenchConfig(updates=a.updates, window=window)
+            rows = agent_table(device, cfg, a.backbones, a.modes)
+            print("\n" + format_agent_table(rows, cfg, device, a.threads))
         print(f"machine: {machine()}")
         return
     import gymnasium as gym
