@@ -15,7 +15,8 @@ Glossary (paper symbol -> code name, shapes with B = batch, T = time, E·D = ``d
     conv state     the last ``d_conv - 1`` inputs of the causal convolution, so that windows
                    (and single steps) can be chained.
     ZOH            zero-order hold: ``dA = exp(Δ·A)``; B is discretised as ``Δ·B`` (Euler), as in
-                   Mamba. The scans take ``dA_log = Δ·A`` (the log of ``dA``, always <= 0).
+                   Mamba. The reference scans take ``dA_log = Δ·A`` (the log of ``dA``, always
+                   <= 0); the fused scan takes Δ, A, B, C and x and forms ``dA`` chunk by chunk.
 
 Precision: ``A_log``, ``D`` and ``dt_proj.bias`` carry ``_keep_fp32 = True`` so that a
 mixed-precision wrapper can leave them in fp32; Δ, the discretisation and the scan run in fp32
@@ -33,6 +34,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlkit.backbones.base import Backbone, BackboneConfig, State, check_state_shapes
+from rlkit.backbones.scan import (
+    selective_scan_fused,
+    selective_scan_parallel,
+    selective_scan_sequential,
+)
 
 _DT_MIN, _DT_MAX = 1e-3, 1e-1  # range of the initial step sizes Δ
 
@@ -51,11 +57,12 @@ class MambaConfig(BackboneConfig):
     """Rank of the Δ projection; ``None`` for ``ceil(d_model / 16)``."""
     chunk: int = 32
     """Chunk length L of the parallel scan: 2 L + T / L sequential steps, fewest at sqrt(T/2)."""
-    scan: Literal["auto", "parallel", "sequential"] = "auto"
-    """Which scan ``forward`` uses; both give the same result up to rounding. ``auto``: the
-    parallel scan on CUDA (fewer sequential steps, each a cheap launch) and the sequential one
-    on the CPU, where each step is bound by memory traffic and the parallel scan's extra pass
-    costs more than it saves (see ``bench/backbones.py``)."""
+    scan: Literal["auto", "fused", "parallel", "sequential"] = "auto"
+    """Which scan ``forward`` uses; all give the same result up to rounding. ``auto``: the
+    parallel scan on CUDA (fewer sequential steps, each a cheap launch) and the fused one on the
+    CPU, where each step is bound by memory traffic: it never builds the (B, T, E·D, N) decays
+    and inputs, and its backward is written by hand. ``sequential`` (autograd through a loop
+    over T) is the reference for both."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,101 +72,10 @@ class MambaConfig(BackboneConfig):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.dt_rank is not None and (not isinstance(self.dt_rank, int) or self.dt_rank <= 0):
             raise ValueError(f"dt_rank must be a positive integer or None, got {self.dt_rank!r}")
-        if self.scan not in ("auto", "parallel", "sequential"):
+        if self.scan not in ("auto", "fused", "parallel", "sequential"):
             raise ValueError(
-                f"scan must be 'auto', 'parallel' or 'sequential', got {self.scan!r}"
+                f"scan must be 'auto', 'fused', 'parallel' or 'sequential', got {self.scan!r}"
             )
-
-
-def selective_scan_sequential(
-    dA_log: Tensor, dBx: Tensor, C: Tensor, h0: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Reference scan, one time step at a time: ``h_t = exp(dA_log_t) h_{t-1} + dBx_t``,
-    ``y_t = sum_n C_t[n] h_t[:, n]``.
-
-    Args:
-        dA_log: log of the discretised decay, ``Δ·A`` (<= 0), shape ``(B, T, D, N)``.
-        dBx: discretised input ``Δ·B·x``, shape ``(B, T, D, N)``.
-        C: output matrices, shape ``(B, T, N)``.
-        h0: state before the first step, shape ``(B, D, N)``.
-
-    Returns:
-        ``(y, h_T)``: outputs ``(B, T, D)`` and the state after the last step ``(B, D, N)``.
-    """
-    h = h0
-    ys = []
-    for dA_t, dBx_t, C_t in zip(dA_log.exp().unbind(1), dBx.unbind(1), C.unbind(1)):
-        h = dA_t * h + dBx_t  # (B, D, N)
-        ys.append(torch.matmul(h, C_t.unsqueeze(-1)).squeeze(-1))  # (B, D)
-    if not ys:
-        return dBx.new_zeros(dBx.shape[:3]), h0
-    return torch.stack(ys, dim=1), h  # (B, T, D), (B, D, N)
-
-
-def selective_scan_parallel(
-    dA_log: Tensor, dBx: Tensor, C: Tensor, h0: Tensor, chunk: int = 32
-) -> tuple[Tensor, Tensor]:
-    """Chunked scan with the same inputs and outputs as :func:`selective_scan_sequential`.
-
-    Time is cut into ``n_c`` chunks of length ``L = chunk`` (the last one padded with
-    ``dA_log = 0, dBx = 0``, which leaves the state unchanged). Three phases, each a Python loop
-    of vectorised ops, so ``2 L + n_c`` sequential steps instead of ``T``:
-
-    1. every chunk but the last is scanned from a zero state, all chunks at once, giving its
-       local end state;
-    2. chunk start states are carried across chunks: ``s_{c+1} = exp(sum_c dA_log) s_c + end_c``
-       (the chunk's cumulative decay taken in log space);
-    3. every chunk is scanned again from its true start state, all chunks at once, giving ``y``.
-
-    All decays are products of ``exp(dA_log) <= 1`` (no division and no exponential of a
-    positive number), so the scan is as stable as the sequential one for any Δ.
-
-    Args:
-        dA_log: ``Δ·A`` (<= 0), shape ``(B, T, D, N)``.
-        dBx: ``Δ·B·x``, shape ``(B, T, D, N)``.
-        C: shape ``(B, T, N)``.
-        h0: shape ``(B, D, N)``.
-        chunk: chunk length ``L``, a positive integer.
-
-    Returns:
-        ``(y, h_T)``: ``(B, T, D)`` and ``(B, D, N)``.
-    """
-    if not isinstance(chunk, int) or chunk <= 0:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-    bsz, T, D, N = dBx.shape
-    if T == 0:
-        return dBx.new_zeros(bsz, 0, D), h0
-    L = min(chunk, T)
-    n_c = -(-T // L)
-    pad = n_c * L - T
-    if pad:
-        dA_log = F.pad(dA_log, (0, 0, 0, 0, 0, pad))  # (B, n_c * L, D, N)
-        dBx = F.pad(dBx, (0, 0, 0, 0, 0, pad))
-        C = F.pad(C, (0, 0, 0, pad))  # (B, n_c * L, N)
-    dA_log = dA_log.view(bsz, n_c, L, D, N)
-    dA = dA_log.exp().unbind(2)  # L x (B, n_c, D, N)
-    dBx_l = dBx.view(bsz, n_c, L, D, N).unbind(2)  # L x (B, n_c, D, N)
-    C_l = C.view(bsz, n_c, L, N, 1).unbind(2)  # L x (B, n_c, N, 1)
-
-    # 1. local end states of chunks 0 .. n_c - 2 (the last chunk's is never needed)
-    starts = [h0]
-    if n_c > 1:
-        end = dBx_l[0][:, :-1]  # (B, n_c - 1, D, N)
-        for dA_t, dBx_t in zip(dA[1:], dBx_l[1:]):
-            end = dA_t[:, :-1] * end + dBx_t[:, :-1]
-        decay = dA_log[:, :-1].sum(dim=2).exp()  # (B, n_c - 1, D, N)
-        # 2. carry the state across chunks
-        for decay_c, end_c in zip(decay.unbind(1), end.unbind(1)):
-            starts.append(decay_c * starts[-1] + end_c)  # (B, D, N)
-    h = torch.stack(starts, dim=1)  # (B, n_c, D, N)
-
-    # 3. all chunks from their start states
-    ys = []
-    for dA_t, dBx_t, C_t in zip(dA, dBx_l, C_l):
-        h = dA_t * h + dBx_t  # (B, n_c, D, N)
-        ys.append(torch.matmul(h, C_t).squeeze(-1))  # (B, n_c, D)
-    y = torch.stack(ys, dim=2).reshape(bsz, n_c * L, D)  # (B, n_c * L, D)
-    return y[:, :T], h[:, -1]
 
 
 def _keep_fp32(*params: nn.Parameter) -> None:
@@ -213,15 +129,17 @@ class MambaBlock(nn.Module):
         xs = F.silu(self.conv1d(window)).transpose(1, 2)  # (B, T, E·D)
         delta, A, B_ssm, C_ssm = self._ssm_inputs(xs)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            xs = xs.float()
-            dA_log = delta.unsqueeze(-1) * A  # (B, T, E·D, N)
-            dBx = (delta * xs).unsqueeze(-1) * B_ssm.unsqueeze(2)  # (B, T, E·D, N)
-            h0 = h0.float()
-            parallel = self.scan == "parallel" or (self.scan == "auto" and dBx.is_cuda)
-            if parallel:
-                y, h = selective_scan_parallel(dA_log, dBx, C_ssm, h0, self.chunk)
+            xs, h0 = xs.float(), h0.float()
+            scan = self.scan if self.scan != "auto" else ("parallel" if xs.is_cuda else "fused")
+            if scan == "fused":
+                y, h = selective_scan_fused(delta, A, B_ssm, C_ssm, xs, h0)
             else:
-                y, h = selective_scan_sequential(dA_log, dBx, C_ssm, h0)
+                dA_log = delta.unsqueeze(-1) * A  # (B, T, E·D, N)
+                dBx = (delta * xs).unsqueeze(-1) * B_ssm.unsqueeze(2)  # (B, T, E·D, N)
+                if scan == "parallel":
+                    y, h = selective_scan_parallel(dA_log, dBx, C_ssm, h0, self.chunk)
+                else:
+                    y, h = selective_scan_sequential(dA_log, dBx, C_ssm, h0)
             y = y + self.D.float() * xs  # (B, T, E·D)
         y = y * F.silu(z)
         return x + self.out_proj(y), h, conv_state
