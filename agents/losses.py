@@ -54,10 +54,20 @@ def td_target(actor_target: Actor, critic_targets: nn.ModuleList, batch: Sequenc
     """
     a_state = None if states is None else states.actor
     c_states = (None,) * len(critic_targets) if states is None else states.critics
+    encoded: dict[tuple[int, int], Tensor] = {}
+
+    def encode(encoder: Backbone, x: Tensor, state: State | None) -> Tensor:
+        """Encodings of steps 1 .. L, ``(B, L, H)``; a target encoder shared by actor and
+        critics (``shared_encoder``) encodes the window once."""
+        key = (id(encoder), id(state))
+        if key not in encoded:
+            first = first_needed(encoder)
+            encoded[key] = encoder(x[:, first:], state)[0][:, 1 - first:]
+        return encoded[key]
+
     with torch.no_grad():
         x = actor_inputs(batch.obs, batch.prev_action, batch.prev_reward)  # (B, L + 1, D)
-        first = first_needed(actor_target.encoder)
-        next_action = actor_target(x[:, first:], a_state)[0][:, 1 - first:]  # (B, L, A)
+        next_action = actor_target.act_on(encode(actor_target.encoder, x, a_state))  # (B, L, A)
         if noise.std > 0:
             scale = actor_target.scale
             eps = torch.randn(next_action.shape, device=next_action.device,
@@ -66,11 +76,8 @@ def td_target(actor_target: Actor, critic_targets: nn.ModuleList, batch: Sequenc
             low, high = actor_target.center - scale, actor_target.center + scale
             next_action = torch.max(torch.min(next_action + eps, high), low)  # (B, L, A)
         x = critic_inputs(batch.obs, batch.prev_action, batch.prev_reward)
-        qs = []
-        for critic, s in zip(critic_targets, c_states):
-            first = first_needed(critic.encoder)
-            h, _ = critic.encoder(x[:, first:], s)
-            qs.append(critic.q(h[:, 1 - first:], next_action))  # (B, L)
+        qs = [critic.q(encode(critic.encoder, x, s), next_action)  # (B, L)
+              for critic, s in zip(critic_targets, c_states)]
         next_q = torch.stack(qs).min(0).values if len(qs) > 1 else qs[0]
         return batch.reward + gamma * (1.0 - batch.terminated) * next_q
 
