@@ -62,8 +62,11 @@ class DDPGConfig:
     """Adam learning rate of the actor's and critics' encoders (RESeL: far below the heads');
     None: the encoders learn at ``actor_lr`` / ``critic_lr`` like their heads."""
     pre_tanh_penalty: float = 0.0
-    """Weight of ``mean(pre_tanh ** 2)`` added to the actor loss: keeps the actor's tanh out
-    of saturation, where its gradient vanishes (0 = off)."""
+    """Weight of ``mean(max(|pre_tanh| - pre_tanh_margin, 0) ** 2)`` added to the actor loss:
+    keeps the actor's tanh out of deep saturation, where its gradient vanishes (0 = off)."""
+    pre_tanh_margin: float = 0.0
+    """Pre-tanh magnitude the penalty leaves free (3: tanh 0.995, so actions up to 99.5% of a
+    bound cost nothing; 0: a plain L2 penalty)."""
     head_hidden: tuple[int, ...] = (256,)
     """Hidden widths of the actor and critic heads after the encoder."""
     twin_critics: bool = False
@@ -104,6 +107,8 @@ class DDPGConfig:
             v = getattr(self, name)
             check(name, v is None or finite(v) and 0 < v <= 1, "a number in (0, 1]")
         check("pre_tanh_penalty", finite(self.pre_tanh_penalty) and self.pre_tanh_penalty >= 0,
+              "a finite number >= 0")
+        check("pre_tanh_margin", finite(self.pre_tanh_margin) and self.pre_tanh_margin >= 0,
               "a finite number >= 0")
         check("gamma", finite(self.gamma) and 0 <= self.gamma <= 1, "in [0, 1]")
         check("tau", finite(self.tau) and 0 < self.tau <= 1, "in (0, 1]")
@@ -302,7 +307,8 @@ class DDPG(nn.Module):
         with self.amp.autocast(self.actor.scale.device.type):
             return actor_loss(self.actor, self.critics[0], batch, a_state, enc,
                               self.cfg.actor_inputs, encode=self._actor_encodes,
-                              pre_tanh_penalty=self.cfg.pre_tanh_penalty)
+                              pre_tanh_penalty=self.cfg.pre_tanh_penalty,
+                              pre_tanh_margin=self.cfg.pre_tanh_margin)
 
     def update(self, batch: SequenceBatch) -> dict[str, Tensor]:
         """One gradient step of the critic(s), and of the actor and targets when due.

@@ -114,13 +114,15 @@ class ActorLoss(NamedTuple):
 
 def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: State | None,
                critic_enc: CriticEncoding, actor_inputs: EncoderInputs,
-               encode: bool = True, pre_tanh_penalty: float = 0.0) -> ActorLoss:
+               encode: bool = True, pre_tanh_penalty: float = 0.0,
+               pre_tanh_margin: float = 0.0) -> ActorLoss:
     """``-Q(h, mu(.))`` averaged over masked steps, through ``critic`` held fixed.
 
     Q is the critic's at the parameters of the critic loss (``critic_enc`` comes from it), at
     the actor's action, through :meth:`Critic.q_moved`: every critic weight is used detached,
     so the actor loss gives the critic no gradient. ``pre_tanh_penalty`` adds
-    ``w * mean(pre_tanh ** 2)`` over masked steps, which keeps the tanh out of saturation.
+    ``w * mean(max(|pre_tanh| - margin, 0) ** 2)`` over masked steps, which keeps the tanh out of
+    deep saturation (where its gradient vanishes and the policy stops learning).
 
     Args:
         actor: the actor.
@@ -132,6 +134,7 @@ def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: 
         encode: run the actor's own encoder; ``False`` (a shared encoder the actor loss does
             not train): act on the critic's detached encoding.
         pre_tanh_penalty: weight ``w`` of the penalty (0: off).
+        pre_tanh_margin: the magnitude the penalty leaves free.
     """
     if encode:
         x = actor_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]
@@ -143,7 +146,7 @@ def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: 
     n = batch.mask.sum().clamp_min(1.0)
     loss = -(q * batch.mask).sum() / n
     if pre_tanh_penalty > 0:
-        sq = pre.float().pow(2).mean(-1)  # (B, L)
+        sq = (pre.float().abs() - pre_tanh_margin).clamp_min(0).pow(2).mean(-1)  # (B, L)
         loss = loss + pre_tanh_penalty * (sq * batch.mask).sum() / n
     return ActorLoss(loss, pre)
 

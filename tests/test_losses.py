@@ -52,3 +52,21 @@ def test_a_shared_target_encoder_encodes_the_window_once():
         qs = [c.q(h, shared.actor_target.act_on(h)) for c in shared.critic_targets]
         want = batch.reward + shared.cfg.gamma * (1 - batch.terminated) * torch.minimum(*qs)
     torch.testing.assert_close(y_shared, want)
+
+
+def test_pre_tanh_penalty_leaves_the_margin_free():
+    from helpers import actor_loss, critic_loss
+
+    batch = _batch()
+    agents = {m: _agent(pre_tanh_penalty=0.5, pre_tanh_margin=m) for m in (0.0, 1e6)}
+    plain = _agent()
+    enc = critic_loss(plain, batch, td_target(plain, batch))[2]
+    base = actor_loss(plain, batch, enc)
+    torch.testing.assert_close(actor_loss(agents[1e6], batch, enc), base)  # all inside
+    x = plain.cfg.actor_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]
+    pre = plain.actor.pre_tanh(plain.actor.encoder(x)[0])
+    margin = float(pre.abs().median())
+    half = _agent(pre_tanh_penalty=0.5, pre_tanh_margin=margin)
+    excess = (pre.abs() - margin).clamp_min(0).pow(2).mean(-1)
+    want = base + 0.5 * (excess * batch.mask).sum() / batch.mask.sum()
+    torch.testing.assert_close(actor_loss(half, batch, enc), want)
