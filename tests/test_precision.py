@@ -132,8 +132,16 @@ def test_ssm_fp32_islands_hold_inside_the_agent(backbone, monkeypatch):
             return fn(dA_log, dBx, C, h0, *args)
         return wrapped
 
+    def spy_fused(fn):
+        def wrapped(*tensors, **kw):  # delta, A, B, C, x, h0
+            seen["ssm"].update(t.dtype for t in tensors)
+            return fn(*tensors, **kw)
+        return wrapped
+
     for name in ("selective_scan_sequential", "selective_scan_parallel"):
         monkeypatch.setattr(mamba_module, name, spy(getattr(mamba_module, name)))
+    monkeypatch.setattr(mamba_module, "selective_scan_fused",
+                        spy_fused(mamba_module.selective_scan_fused))
     agent = make_agent(backbone, "bf16")
     hooks = []
     for mod in agent.modules():
