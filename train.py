@@ -6,12 +6,17 @@
     python train.py --backbone mlp gru --seed 0 1 2    # a grid of runs, then a report
     python train.py --help                             # every flag, with its documentation
 
-Every run writes ``RUN_DIR/config.json``, ``metrics.jsonl`` and ``checkpoint.pt``.
+Every run writes ``RUN_DIR/config.json``, ``metrics.jsonl`` and ``checkpoint.pt`` (at the
+start, every 5 minutes by default, at the end, and on SIGINT / SIGTERM), so that a stopped or
+killed run continues with ``--resume``:
 
-    python train.py --checkpoint-every 10000 --run-dir runs/a   # checkpoint every 10k steps
+    python train.py --checkpoint-every 10000 --run-dir runs/a   # also every 10k steps
     python train.py --resume runs/a --total-steps 50000          # continue it (and extend)
 
-Exit codes: 0 done; 1 non-finite value or loss; 2 bad input or unreadable checkpoint;
+Exit codes: 0 done; 1 non-finite value or loss; 2 bad input (a bad flag, a run directory
+that is a file or in use, an edited or malformed run file, an unreadable checkpoint, not
+enough memory for the replay buffer, a failed grid run); 3 file-system error (read-only or
+full, named with the path); 4 the environment raised an exception (its traceback is printed);
 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint. The program itself is
 ``agents.train`` (one run) and ``agents.cli`` (the command line and grids).
 """

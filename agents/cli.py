@@ -1,13 +1,27 @@
 """The command line of ``train.py``: one run, or a grid of runs when ``--backbone`` or ``--seed``
 take several values.
 
-Exit codes of :func:`run`: 0 done; 1 non-finite value or loss (``diagnostic.pt`` for a loss);
-2 bad input or unreadable checkpoint; 130 / 143 stopped by SIGINT / SIGTERM after writing a
-checkpoint.
+Exit codes of :func:`run`:
+
+- 0 done;
+- 1 non-finite value or loss (``diagnostic.pt`` for a loss);
+- 2 bad input: a bad flag or value, a run directory that is a file, not empty, or in use by
+  another process, an edited or malformed ``config.json`` / ``metrics.jsonl``, an unreadable
+  checkpoint, not enough memory for the replay buffer; a grid with a failed run;
+- 3 file-system error: a run file that cannot be written or read (read-only or full file
+  system, a directory where a file should be), named with the cause; what was written before
+  stays, and the run continues with ``--resume`` once the file system is fixed;
+- 4 the environment raised an exception (its own traceback is printed after the message);
+- 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint (for a grid: every run that
+  was going wrote one, and the report of the finished runs was written).
+
+Errors are one line on stderr, starting with ``error:`` (``stopped:`` for a signal).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,11 +29,27 @@ from pathlib import Path
 import tyro
 
 from agents import recipes
-from agents.train import TrainConfig, check_device, main, make_env, resolve, run_in
-from rlkit.config import replace_fields
-from rlkit.faults import NonFiniteError, NonFiniteLossError, TrainingInterrupted
-from rlkit.launch import GridRun, launch
-from rlkit.rundir import fresh_dir, slug
+from agents.train import (
+    RESUME_MAY_CHANGE,
+    TrainConfig,
+    check_device,
+    main,
+    make_env,
+    resolve,
+    run_in,
+)
+from rlkit.config import GridConfig, LoopConfig, flag, replace_fields
+from rlkit.faults import (
+    EnvError,
+    FileSystemError,
+    NonFiniteError,
+    NonFiniteLossError,
+    TrainingInterrupted,
+    file_errors,
+)
+from rlkit.launch import GridInterrupted, GridRun, RunOutcome, launch
+from rlkit.rundir import RunDirError, RunRecord, fresh_dir, make_dir, slug
+from rlkit.runlog import read_metrics
 
 
 def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int]) -> Path:
@@ -27,7 +57,13 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int]) -> Pa
 
     The grid directory is ``--grid-dir`` (default ``runs/grid-<env>-<time>``); runs are
     ``<grid>/<backbone>__s<seed>`` and share the W&B group ``<grid name>``. Every combination
-    is validated before the first run starts.
+    is validated before the first run starts. ``<grid>/grid.json`` lists the runs and their
+    configs, so that ``--resume <grid>`` continues the grid (:func:`resume_grid`). The report
+    covers the runs that finished and lists the others with their error.
+
+    Raises:
+        GridInterrupted: SIGINT / SIGTERM stopped the grid (after the report was written).
+        RuntimeError: a run failed (after the report was written).
     """
     configs = [replace_fields(cfg, backbone=b, seed=s) for b in backbones for s in seeds]
     for c in configs:
@@ -38,22 +74,132 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int]) -> Pa
     group = cfg.run.wandb_group or grid_dir.name
     runs = [GridRun(f"{c.model.backbone}__s{c.run.seed}", replace_fields(c, wandb_group=group))
             for c in configs]
-    g = cfg.grid
-    outcomes = launch(run_in, runs, grid_dir, g.launcher, g.jobs, g.ray_address,
-                      progress=cfg.loop.progress)
+    write_manifest(grid_dir, runs)
+    return _launch_grid(cfg.grid, cfg.loop.progress, runs, grid_dir)
+
+
+GRID_MANIFEST = "grid.json"
+"""The file of a grid directory that lists its runs and their configs (for ``--resume``)."""
+
+
+def write_manifest(grid_dir: Path, runs: Sequence[GridRun]) -> None:
+    """Write ``GRID_DIR/grid.json``: every run's name and config."""
+    path = grid_dir / GRID_MANIFEST
+    data = {"schema": 1, "runs": {r.name: r.config.to_json() for r in runs}}
+    with file_errors("write", path):
+        make_dir(grid_dir, "grid directory")
+        path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def read_manifest(grid_dir: Path) -> dict[str, TrainConfig]:
+    """The runs of a grid directory by name (see :func:`write_manifest`).
+
+    Raises:
+        RunDirError: a missing or malformed ``grid.json`` (named).
+    """
+    path = grid_dir / GRID_MANIFEST
+    try:
+        with file_errors("read", path):
+            data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict) or data.get("schema") != 1 or \
+            not isinstance(data.get("runs"), dict):
+        raise RunDirError(f"{path}: expected an object with schema 1 and runs")
+    return {name: TrainConfig.from_json(c, f"{path}: run {name}")
+            for name, c in data["runs"].items()}
+
+
+def is_grid_dir(path: str | Path) -> bool:
+    """A grid directory (holding ``grid.json``), not a run directory."""
+    path = Path(path)
+    return (path / GRID_MANIFEST).is_file() and not (path / "config.json").exists()
+
+
+def _finished(run_dir: Path, total_steps: int | None) -> dict | None:
+    """The final evaluation of a run that reached its ``--total-steps`` (``total_steps`` when
+    given, else its config's), else ``None``."""
+    try:
+        total = total_steps or RunRecord.read(run_dir).loop.total_steps
+        evals = [r for r in read_metrics(run_dir) if "eval_return_mean" in r]
+    except (ValueError, OSError):
+        return None  # resuming it says what is wrong
+    return evals[-1] if evals and evals[-1]["step"] >= total else None
+
+
+def resume_grid(cfg: TrainConfig) -> Path:
+    """``--resume GRID_DIR``: every run of the grid that has not reached its ``--total-steps``
+    continues (``--resume`` of its run directory, from its last checkpoint), one that never
+    started starts, then the report is written as for :func:`grid`. The grid section
+    (``--jobs``, ``--launcher``, ...) and the fields that may change on resume
+    (``--total-steps``, ...) may be given; they apply to every run.
+
+    Raises:
+        ValueError: other flags given.
+        GridInterrupted, RuntimeError: as :func:`grid`.
+    """
+    grid_dir = Path(cfg.run.resume)
+    given = {name: getattr(cfg.loop, name) for name in RESUME_MAY_CHANGE
+             if getattr(cfg.loop, name) != getattr(LoopConfig(), name)}
+    rest = dataclasses.replace(cfg.loop, **{n: getattr(LoopConfig(), n) for n in given})
+    if replace_fields(cfg, resume=None, grid=GridConfig(), loop=rest) != TrainConfig():
+        raise ValueError(f"--resume {grid_dir} (a grid) takes only the grid flags (--jobs, "
+                         f"--launcher, ...) and {', '.join(flag(n) for n in RESUME_MAY_CHANGE)}"
+                         "; every run keeps the rest of its config")
+    runs, done = [], []
+    for name, run_cfg in read_manifest(grid_dir).items():
+        run_dir = grid_dir / name
+        if not (run_dir / "config.json").is_file():  # never started
+            runs.append(GridRun(name, replace_fields(run_cfg, **given)))
+        elif (final := _finished(run_dir, given.get("total_steps"))) is not None:
+            done.append(RunOutcome(name, run_dir, result=final))
+        else:
+            runs.append(GridRun(name, replace_fields(TrainConfig(), resume=str(run_dir),
+                                                     **given)))
+    print(f"resuming grid {grid_dir}: {len(done)} runs finished, {len(runs)} to go",
+          file=sys.stderr)
+    return _launch_grid(cfg.grid, cfg.loop.progress, runs, grid_dir, done)
+
+
+def _launch_grid(g: GridConfig, progress: bool, runs: Sequence[GridRun], grid_dir: Path,
+                 done: Sequence[RunOutcome] = ()) -> Path:
+    stopped = None
+    try:
+        outcomes = launch(run_in, runs, grid_dir, g.launcher, g.jobs, g.ray_address,
+                          progress=progress)
+    except GridInterrupted as e:
+        outcomes, stopped = e.outcomes, e
+    outcomes = [*done, *outcomes]
+    summarize(grid_dir, outcomes)
+    if stopped is not None:
+        raise stopped
+    if any(o.error for o in outcomes):
+        raise RuntimeError(f"{sum(bool(o.error) for o in outcomes)} of {len(outcomes)} runs "
+                           f"failed; see above; continue with --resume {grid_dir}")
+    return grid_dir
+
+
+def summarize(grid_dir: Path, outcomes: Sequence[RunOutcome]) -> None:
+    """Print each run's outcome to stderr, then write the report of the runs that finished
+    (the others are listed in it with their error)."""
     for o in outcomes:
         status = f"error: {o.error}" if o.error else \
             f"eval return {o.result['eval_return_mean']:.1f}"
         print(f"{o.name}: {status}", file=sys.stderr)
-    if any(o.error is None for o in outcomes):
-        from rlkit.report import build_report
+    if not any(o.error is None for o in outcomes):
+        print("report: none written (no run finished)", file=sys.stderr)
+        return
+    from rlkit.report import ReportError, build_report
 
-        report = build_report(grid_dir)
-        print(f"report: {report.html}", file=sys.stderr)
-    if any(o.error for o in outcomes):
-        raise RuntimeError(f"{sum(bool(o.error) for o in outcomes)} of {len(outcomes)} runs "
-                           f"failed; see above")
-    return grid_dir
+    try:
+        report = build_report(grid_dir, exclude={o.run_dir: f"did not finish: {o.error}"
+                                                 for o in outcomes if o.error})
+    except ReportError as e:
+        print(f"report: none written ({e})", file=sys.stderr)
+        return
+    for skip in report.skipped:
+        print(f"report: skipped {skip.path}: {skip.reason}", file=sys.stderr)
+    print(f"report: {report.html}", file=sys.stderr)
 
 
 def take_list(argv: list[str], flag: str) -> tuple[list[str], list[str]]:
@@ -108,7 +254,12 @@ def parse_cli(argv: Sequence[str]) -> tuple[TrainConfig, list[str], list[int]]:
 def cli(argv: Sequence[str]) -> None:
     """One run, or a grid when there is more than one (backbone, seed) combination."""
     cfg, backbone_values, seed_values = parse_cli(argv)
-    if len(backbone_values) * len(seed_values) == 1:
+    if cfg.run.resume is not None and is_grid_dir(cfg.run.resume):
+        if len(backbone_values) * len(seed_values) > 1:
+            raise ValueError(f"--resume {cfg.run.resume} continues the grid's own runs; "
+                             "--backbone and --seed take one value at most with it")
+        resume_grid(cfg)
+    elif len(backbone_values) * len(seed_values) == 1:
         main(cfg)
     else:
         grid(cfg, backbone_values, seed_values)
@@ -118,15 +269,26 @@ def run(argv: Sequence[str] | None = None) -> None:
     """:func:`cli` with the documented exit codes (see the module docstring)."""
     try:
         cli(sys.argv[1:] if argv is None else argv)
-    except TrainingInterrupted as e:
+    except (TrainingInterrupted, GridInterrupted) as e:
         print(f"stopped: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except (NonFiniteError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    except (ValueError, FileExistsError, RuntimeError) as e:
+    except EnvError as e:
+        print(f"error: {e}\nthe env's traceback:\n{e.env_traceback.rstrip()}", file=sys.stderr)
+        sys.exit(4)
+    except FileExistsError as e:  # a run or grid directory that is not empty: bad input
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        print(f"error: {e}" if isinstance(e, FileSystemError) else
+              f"error: file system: {e}", file=sys.stderr)
+        sys.exit(3)
+    except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
-__all__ = ["cli", "grid", "parse_cli", "run", "take_list"]
+__all__ = ["GRID_MANIFEST", "cli", "grid", "is_grid_dir", "parse_cli", "read_manifest",
+           "resume_grid", "run", "summarize", "take_list", "write_manifest"]

@@ -4,7 +4,11 @@ Loads ``RUN_DIR/checkpoint.pt`` (``weights_only=True``), rebuilds the agent from
 ``config.json`` (:class:`rlkit.rundir.RunRecord`), runs the deterministic policy in step mode
 with the recurrent state carried, and prints return statistics. ``--video`` records MP4s
 through Gymnasium's ``RecordVideo`` (needs ``moviepy``; MuJoCo tasks render headless with
-``MUJOCO_GL=egl`` or ``osmesa``). Exit code 2 on a missing or damaged run directory.
+``MUJOCO_GL=egl`` or ``osmesa``).
+
+Exit codes: 0 done; 2 a missing or damaged run directory (``config.json``, checkpoint) or no
+renderer; 3 a file-system error; 4 the environment raised an exception (its traceback is
+printed after the one-line message).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from agents.train import env_modules, load_agent
 from rlkit.checkpoint import CheckpointError
 from rlkit.evaluate import RenderError, evaluate, make_eval_env
+from rlkit.faults import EnvError, GuardedEnv
 from rlkit.rundir import RunDirError, RunPaths
 
 
@@ -34,7 +39,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         p.error(f"--episodes must be a positive integer, got {a.episodes}")
     agent, record = load_agent(a.run_dir, a.device)
     video_dir = RunPaths(a.run_dir).videos if a.video else None
-    env = make_eval_env(record.env.gym_id, video_dir, env_modules(record.env))
+    env = GuardedEnv(make_eval_env(record.env.gym_id, video_dir, env_modules(record.env)),
+                     "evaluation")
     try:
         stats = evaluate(agent, env, a.episodes, torch.device(a.device), a.seed)
     finally:
@@ -49,9 +55,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return stats
 
 
-if __name__ == "__main__":
+def run(argv: list[str] | None = None) -> int:
+    """:func:`main` with the exit codes of the module docstring."""
     try:
-        main()
+        main(argv)
+    except EnvError as e:
+        print(f"error: {e}\nthe env's traceback:\n{e.env_traceback.rstrip()}", file=sys.stderr)
+        return 4
     except (RenderError, RunDirError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -5,20 +5,24 @@
     main(replace_fields(TrainConfig(), env="rlkit/Pendulum-V-v0", backbone="gru"))
 
 Every run writes ``RUN_DIR/config.json`` (a :class:`rlkit.rundir.RunRecord`),
-``metrics.jsonl`` and ``checkpoint.pt``. Grids of runs and the command line are in
+``metrics.jsonl`` and ``checkpoint.pt``, and holds ``RUN_DIR/run.lock`` while it runs (one
+process per run directory). Before the replay buffer is built its memory is compared with the
+memory available (:func:`check_memory`). Grids of runs and the command line are in
 :mod:`agents.cli`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import json
 import sys
 import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
@@ -27,8 +31,13 @@ import tyro
 
 from agents.ddpg import DDPG, DDPGConfig
 from rlkit.backbones import backbone_config
-from rlkit.buffers import make_replay
-from rlkit.checkpoint import CheckpointError, load_checkpoint
+from rlkit.buffers import ReplayMemory, make_replay, replay_memory
+from rlkit.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    previous_path,
+    remove_stale_temp_files,
+)
 from rlkit.config import (
     EnvConfig,
     GridConfig,
@@ -39,12 +48,22 @@ from rlkit.config import (
     RunConfig,
     flag,
 )
+from rlkit.faults import EnvError
 from rlkit.loopstate import check_agent_state
 from rlkit.noise import make_noise
 from rlkit.precision import PrecisionConfig, require_precision
-from rlkit.resume import load_run_checkpoint, merge_config
-from rlkit.rundir import SECTIONS, RunPaths, RunRecord, fresh_dir, slug
-from rlkit.runlog import RunLogger, truncate_metrics
+from rlkit.resume import check_run_dir, load_run_checkpoint, merge_config
+from rlkit.rundir import (
+    SECTIONS,
+    RunDirError,
+    RunLock,
+    RunPaths,
+    RunRecord,
+    fresh_dir,
+    make_dir,
+    slug,
+)
+from rlkit.runlog import RunLogger, read_metrics, truncate_metrics
 from rlkit.seeding import seed_everything
 from rlkit.trainer import Trainer
 
@@ -75,6 +94,31 @@ class TrainConfig:
         agent["head_hidden"] = tuple(agent["head_hidden"])
         sections = {name: getattr(record, name) for name in SECTIONS}
         return cls(**sections, agent=DDPGConfig(**agent))
+
+    def to_json(self) -> dict[str, Any]:
+        """Every section as plain JSON data (tuples as lists); :meth:`from_json` reads it."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> TrainConfig:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            RunDirError: not such data, or a value a section refuses; the message starts with
+                ``where``.
+        """
+        names = {*SECTIONS, "agent"}
+        if not isinstance(data, dict) or set(data) != names:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise RunDirError(f"{where}: expected an object with the sections {sorted(names)}, "
+                              f"got {got}")
+        try:
+            sections = {name: section(**data[name]) for name, section in SECTIONS.items()}
+            agent = dict(data["agent"])
+            agent["head_hidden"] = tuple(agent["head_hidden"])
+            return cls(**sections, agent=DDPGConfig(**agent))
+        except (TypeError, ValueError, KeyError) as e:
+            raise RunDirError(f"{where}: {e}") from e
 
 
 def episode_steps(env: gym.Env) -> int | None:
@@ -129,6 +173,8 @@ def make_env(env: EnvConfig | str) -> gym.Env:
     except gym.error.Error as e:
         raise ValueError(f"unknown env id {env.gym_id!r} ({e}); expected a registered "
                          "Gymnasium id such as Pendulum-v1 or rlkit/Pendulum-V-v0") from e
+    except Exception as e:  # noqa: BLE001  (the env's own code failed)
+        raise EnvError.wrap(e, env.id, "construction") from e
     for kind, space in (("action", made.action_space), ("observation", made.observation_space)):
         if not isinstance(space, gym.spaces.Box):
             made.close()
@@ -177,36 +223,139 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     return cfg, agent, env
 
 
-RESUME_MAY_CHANGE = ("total_steps", "checkpoint_every", "drop_nonfinite", "progress")
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 2**10:.1f} KiB"
+
+
+def available_memory(device: torch.device) -> tuple[int, str] | None:
+    """Bytes of memory free for new allocations on ``device``, and where that figure comes
+    from: CUDA's free memory on a GPU, ``MemAvailable`` of ``/proc/meminfo`` on a Linux CPU;
+    ``None`` where it is unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), f"free on {device}"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(cfg: TrainConfig, agent: DDPG, device: torch.device) -> ReplayMemory:
+    """The replay's memory (:func:`rlkit.buffers.replay_memory`) for a resolved ``cfg``,
+    refused when it exceeds :func:`available_memory` (not checked where that is unknown).
+
+    Raises:
+        ValueError: giving the estimate, what is available and the flag to change.
+    """
+    r = cfg.replay
+    need = replay_memory(r, cfg.model, num_envs=cfg.env.num_envs, obs_dim=agent.obs_dim,
+                         action_dim=agent.action_dim, state_example=agent.initial_state(1))
+    available = available_memory(device)
+    if available is None or need.total <= available[0]:
+        return need
+    free, source = available
+    if need.batch > need.buffer:
+        fix = f"lower --batch-size ({r.batch_size}) or --seq-len ({r.seq_len})"
+    else:
+        per_step = need.buffer / need.rows
+        fit = max(0, int((free - need.batch) / per_step))
+        fix = f"lower --buffer-size (about {fit:,} steps would fit)"
+        if need.states > need.rows * need.row_bytes:
+            fix += ", or store fewer states (a larger --state-every, or --state-mode zero)"
+    states = f" + {_size(need.states)} of stored states" if need.states else ""
+    raise ValueError(
+        f"not enough memory for the replay buffer: it needs about {_size(need.buffer)} "
+        f"(--buffer-size {r.buffer_size:,} steps x {need.row_bytes:,} bytes{states}) and a "
+        f"sampled batch about {_size(need.batch)} (--batch-size {r.batch_size} windows of "
+        f"--seq-len {r.seq_len} steps), {_size(need.total)} in all, but {_size(free)} is "
+        f"available ({source}); {fix}")
+
+
+RESUME_MAY_CHANGE = ("total_steps", "checkpoint_every", "checkpoint_minutes", "drop_nonfinite",
+                     "progress")
 """Fields a command line may change when resuming a run (others must match the run's)."""
 
+RESUME_MAY_DIFFER = (*(f"loop.{name}" for name in RESUME_MAY_CHANGE), "run.resume",
+                     "run.run_dir", "run.device")
+"""Entries of ``config.json`` that may differ from a checkpoint's own record of the run: the
+fields a resume may change, where the run directory is, and ``run.device`` (a resume writes it
+resolved, ``auto`` -> ``cpu``; the resolved ``device`` itself must match)."""
 
-def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunRecord, dict]:
-    """The config, record and last checkpoint of the run in ``--resume`` (see there)."""
-    run_dir = Path(cfg.run.resume)
-    ckpt = load_run_checkpoint(run_dir)
-    record = RunRecord.read(run_dir)
+
+def _with_agent_defaults(record: RunRecord) -> RunRecord:
+    """``record`` with every agent field, defaults included (a record written before a field
+    existed builds the same agent as one that holds its default)."""
     try:
-        record.check_same_run(RunRecord.from_json(ckpt["config"], "checkpoint config"))
-    except ValueError as e:
-        raise CheckpointError(f"--resume {run_dir}: {e}") from e
+        agent = TrainConfig.from_record(record).agent
+    except (TypeError, ValueError) as e:
+        raise RunDirError(f"agent: {e}") from e
+    return dataclasses.replace(record, agent=dataclasses.asdict(agent))
+
+
+def _never_checkpointed(run_dir: Path) -> bool:
+    """The run stopped before writing its first checkpoint (and logged nothing)."""
+    paths = RunPaths(run_dir)
+    if paths.checkpoint.exists() or previous_path(paths.checkpoint).exists():
+        return False
+    return not paths.metrics.is_file() or not read_metrics(run_dir)
+
+
+def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunRecord, dict | None]:
+    """The config, record and last checkpoint of the run in ``--resume`` (see there).
+
+    The checkpoint is ``None`` for a run that stopped before it wrote its first one (killed
+    while starting): it then starts again from step 0, which is the same run.
+
+    Raises:
+        ValueError: not a run directory, or a run that has reached ``--total-steps``.
+        rlkit.rundir.RunDirError: ``config.json`` or ``metrics.jsonl`` is malformed.
+        CheckpointError: no readable checkpoint, or one whose own record of the run differs
+            from ``config.json`` beyond :data:`RESUME_MAY_DIFFER` (named by field).
+    """
+    run_dir = Path(cfg.run.resume)
+    check_run_dir(run_dir)
+    record = RunRecord.read(run_dir)
+    if _never_checkpointed(run_dir):
+        remove_stale_temp_files(RunPaths(run_dir).checkpoint)
+        ckpt = None
+    else:
+        ckpt = load_run_checkpoint(run_dir)
+        saved = RunRecord.from_json(ckpt["config"], f"{run_dir}: the checkpoint's record")
+        try:
+            _with_agent_defaults(record).check_same_run(_with_agent_defaults(saved),
+                                                        may_differ=RESUME_MAY_DIFFER)
+        except ValueError as e:
+            raise CheckpointError(f"--resume {run_dir}: {e}") from e
     merged = merge_config(cfg, TrainConfig.from_record(record), RESUME_MAY_CHANGE,
                           keep=("resume",))
     merged = dataclasses.replace(
         merged, run=dataclasses.replace(merged.run, run_dir=str(run_dir), device=record.device))
-    if merged.loop.total_steps <= ckpt["step"]:
-        raise ValueError(f"--resume {run_dir}: the run is at step {ckpt['step']} of "
+    step = 0 if ckpt is None else ckpt["step"]
+    if merged.loop.total_steps <= step:
+        raise ValueError(f"--resume {run_dir}: the run is at step {step} of "
                          f"--total-steps {merged.loop.total_steps}; pass a larger "
                          "--total-steps to continue it")
     return merged, record, ckpt
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:
-    """The run directory; an existing non-empty one is refused, never overwritten."""
+    """The run directory; an existing non-empty one is refused, never overwritten.
+
+    Raises:
+        FileExistsError: it exists and is not empty.
+        rlkit.rundir.RunDirError: it is a file.
+        rlkit.faults.FileSystemError: it cannot be created (read-only file system, ...).
+    """
     name = f"{slug(cfg.env.id)}__{cfg.model.backbone}__s{cfg.run.seed}__"
     path = fresh_dir(cfg.run.run_dir, name, "run directory", flag("run_dir"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_dir(path, "run directory")
 
 
 def _record(cfg: TrainConfig, agent: DDPG, device: torch.device, wandb_id: str | None
@@ -221,13 +370,37 @@ def _record(cfg: TrainConfig, agent: DDPG, device: torch.device, wandb_id: str |
 
 
 def main(cfg: TrainConfig) -> dict[str, float]:
-    """Validate, build, train (or resume), save; returns the final evaluation."""
-    ckpt = None
-    if cfg.run.resume is not None:
-        cfg, _, ckpt = resume_config(cfg)
+    """Validate, build, train (or resume), save; returns the final evaluation.
+
+    The run directory is locked for the whole run (:class:`rlkit.rundir.RunLock`); a resumed
+    one before anything in it is read or changed.
+
+    Raises:
+        ValueError: bad input (flags, env, not enough memory, ...), named by flag.
+        rlkit.rundir.RunDirBusy: another process runs in the run directory.
+        CheckpointError: ``--resume`` found no readable checkpoint of this run.
+        rlkit.faults.NonFiniteError, rlkit.faults.NonFiniteLossError: see the loop.
+        rlkit.faults.FileSystemError: a run file could not be written.
+        rlkit.faults.EnvError: the env raised an exception (its traceback kept).
+        rlkit.faults.TrainingInterrupted: SIGINT / SIGTERM, after a checkpoint.
+    """
+    with contextlib.ExitStack() as held:
+        run_dir = ckpt = record = None
+        if cfg.run.resume is not None:
+            run_dir = Path(cfg.run.resume)
+            check_run_dir(run_dir)
+            held.enter_context(RunLock(run_dir))  # before anything in it is read or changed
+            cfg, record, ckpt = resume_config(cfg)
+        return _run(cfg, run_dir, record, ckpt, held)
+
+
+def _run(cfg: TrainConfig, run_dir: Path | None, resumed: RunRecord | None, ckpt: dict | None,
+         held: contextlib.ExitStack) -> dict[str, float]:
     device = check_device(resolve(cfg))
     seeds = seed_everything(cfg.run.seed, buffer_device=device)
     cfg, agent, eval_env = build(cfg, device)
+    held.callback(eval_env.close)
+    check_memory(cfg, agent, device)
     buffer = make_replay(cfg.replay, cfg.model, num_envs=cfg.env.num_envs,
                          obs_dim=agent.obs_dim, action_dim=agent.action_dim, device=device,
                          generator=seeds.buffer, state_example=agent.initial_state(1))
@@ -236,39 +409,45 @@ def main(cfg: TrainConfig) -> dict[str, float]:
         [lambda: make_env(cfg.env) for _ in range(cfg.env.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
+    held.callback(envs_vec.close)
     n = cfg.noise
     noise = make_noise(n.kind, cfg.env.num_envs, agent.action_dim, n.sigma, seeds.noise,
                        theta=n.ou_theta, dt=n.ou_dt)
-    run_dir = new_run_dir(cfg) if ckpt is None else Path(cfg.run.run_dir)
-    wandb_id = ckpt.get("wandb_run_id") if ckpt is not None else None
+    if run_dir is None:
+        run_dir = new_run_dir(cfg)
+        held.enter_context(RunLock(run_dir))
+    if ckpt is not None:
+        wandb_id = ckpt.get("wandb_run_id")
+    else:
+        wandb_id = resumed.wandb_run_id if resumed is not None else None
     if wandb_id is None and cfg.run.wandb != "disabled":
         wandb_id = uuid.uuid4().hex[:12]
     record = _record(dataclasses.replace(
         cfg, run=dataclasses.replace(cfg.run, run_dir=str(run_dir))), agent, device, wandb_id)
     if ckpt is not None:  # refuse a misfit before the run directory is touched
         check_agent_state(agent, ckpt["agent"])
-        truncate_metrics(run_dir, ckpt["step"])  # events after the checkpoint are logged again
+    if resumed is not None:  # events after the checkpoint are logged again
+        truncate_metrics(run_dir, 0 if ckpt is None else ckpt["step"])
     record.write(run_dir)
     r = cfg.run
     logger = RunLogger(run_dir, record.to_json(), r.wandb, project=r.wandb_project,
                        group=r.wandb_group or f"{cfg.env.id}/{cfg.model.backbone}",
                        name=run_dir.name, tags=(cfg.env.id, cfg.model.backbone, f"seed{r.seed}"),
                        resume_id=wandb_id, elapsed=0.0 if ckpt is None else ckpt["wall_time"])
+    held.callback(logger.close)
     trainer = Trainer(agent, envs=envs_vec, eval_env=eval_env, buffer=buffer, noise=noise,
                       cfg=cfg.loop, batch_size=cfg.replay.batch_size, logger=logger,
                       rng=seeds.noise, device=device, env_seed=seeds.env_seed,
                       eval_seed=seeds.eval_env_seed, run_dir=run_dir,
                       checkpoint_meta={"config": record.to_json(), "wandb_run_id": wandb_id})
-    try:
-        if ckpt is not None:
-            trainer.load_state_dict(ckpt)
-            print(f"resuming {run_dir} at step {trainer.step} of {cfg.loop.total_steps}",
-                  file=sys.stderr)
-        result = trainer.run()  # writes checkpoint.pt (periodic, final, on SIGINT / SIGTERM)
-    finally:
-        logger.close()
-        envs_vec.close()
-        eval_env.close()
+    if ckpt is not None:
+        trainer.load_state_dict(ckpt)
+        print(f"resuming {run_dir} at step {trainer.step} of {cfg.loop.total_steps}",
+              file=sys.stderr)
+    elif resumed is not None:
+        print(f"resuming {run_dir}: it stopped before its first checkpoint; starting it again "
+              f"from step 0 of {cfg.loop.total_steps}", file=sys.stderr)
+    result = trainer.run()  # writes checkpoint.pt (start, periodic, final, on SIGINT / SIGTERM)
     print(f"run dir: {run_dir}  final eval return: {result['eval_return_mean']:.1f} "
           f"+- {result['eval_return_std']:.1f}", file=sys.stderr)
     return result
@@ -295,4 +474,6 @@ def run_in(cfg: TrainConfig, run_dir: str) -> dict[str, float]:
         loop=dataclasses.replace(cfg.loop, progress=False)))
 
 
-__all__ = ["TrainConfig", "build", "load_agent", "main", "make_env", "resolve", "run_in"]
+__all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "TrainConfig", "available_memory", "build",
+           "check_memory", "load_agent", "main", "make_env", "resolve", "resume_config",
+           "run_in"]

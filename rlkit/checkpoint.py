@@ -15,6 +15,7 @@ tagged with their dtype and come back as NumPy values.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from rlkit.faults import FileSystemError
 
 FORMAT_VERSION = 2
 """Bumped whenever the layout of a checkpoint changes (2: integrity footer, trainer state)."""
@@ -85,13 +88,35 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], keep_previous: bo
         payload: plain data (see the module docstring); NumPy values are converted.
         keep_previous: first hard-link the current ``path`` (if any) to ``NAME.prev.EXT``, so
             the checkpoint before the newest survives too.
+
+    Raises:
+        rlkit.faults.FileSystemError: the file system refused (read-only, full, ``path`` is a
+            directory, ...); the file at ``path`` before the call is left as it was.
     """
     path = Path(path)
+    try:
+        return _save(path, payload, keep_previous)
+    except FileSystemError:
+        raise
+    except OSError as e:
+        note = "the checkpoint written before is kept" if path.is_file() else ""
+        raise FileSystemError("write the checkpoint", path, e, note) from e
+
+
+def _save(path: Path, payload: dict[str, Any], keep_previous: bool) -> Path:
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w+b") as f:
-            torch.save(to_plain({"format_version": FORMAT_VERSION, **payload}), f)
+            writer = _Writer(f)
+            try:
+                torch.save(to_plain({"format_version": FORMAT_VERSION, **payload}), writer)
+            except RuntimeError as e:  # torch reports a failed write as a RuntimeError
+                if writer.error is not None:
+                    raise writer.error from e
+                raise
             f.flush()
             f.seek(0)
             digest = hashlib.sha256()
@@ -108,6 +133,24 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], keep_previous: bo
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class _Writer:
+    """A file for ``torch.save`` that keeps the ``OSError`` of a failed write (torch raises a
+    ``RuntimeError`` in its place)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def previous_path(path: str | Path) -> Path:
@@ -160,10 +203,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     version.
 
     Raises:
-        CheckpointError: if the file is missing, truncated or altered (digest mismatch),
-            carries code (a pickle that is not plain data), or has another format version.
+        CheckpointError: if the file is missing, is a directory, cannot be read, is truncated
+            or altered (digest mismatch), carries code (a pickle that is not plain data), or
+            has another format version.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file; move it away "
+                              "(a checkpoint is a file written by rlkit.checkpoint)")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:

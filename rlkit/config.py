@@ -293,8 +293,11 @@ class LoopConfig:
     log_every: int = 1_000
     """Write training metrics every this many env steps."""
     checkpoint_every: int = 0
-    """Write ``RUN_DIR/checkpoint.pt`` every this many env steps (0: only at the end and on
-    SIGINT / SIGTERM)."""
+    """Also write ``RUN_DIR/checkpoint.pt`` every this many env steps (0: off). A checkpoint is
+    always written at the start, at the end and on SIGINT / SIGTERM."""
+    checkpoint_minutes: float = 5.0
+    """Also write ``RUN_DIR/checkpoint.pt`` when this many minutes of wall-clock time have
+    passed since the last one (0: off), so that a killed run loses at most that much."""
     drop_nonfinite: bool = False
     """Drop transitions with a NaN / inf observation or reward (logged as
     ``dropped_transitions``) and restart that env's episode, instead of stopping."""
@@ -305,6 +308,7 @@ class LoopConfig:
         _positive(self, "total_steps", "eval_episodes", "log_every")
         _non_negative(self, "learning_starts", "eval_every", "checkpoint_every")
         _finite(self.updates_per_step, "--updates-per-step", 0.0, low_open=True)
+        _finite(self.checkpoint_minutes, "--checkpoint-minutes", 0.0)
         if self.updates_per_step > 1000:
             raise ValueError(f"--updates-per-step must be at most 1000, got "
                              f"{self.updates_per_step}")

@@ -13,21 +13,105 @@ Signals
     current step, writes a checkpoint and raises :class:`TrainingInterrupted`, whose
     ``exit_code`` is 128 + the signal number (130 for SIGINT, 143 for SIGTERM). A second signal
     stops at once with ``KeyboardInterrupt``.
+
+File system
+    A run's files that cannot be written or read (a read-only or full file system, a path that
+    is not a directory) raise :class:`FileSystemError`, naming the path and the cause; what
+    was written before stays (checkpoints are replaced atomically, metrics are appended).
+
+Environments
+    An exception raised by an environment's construction, ``reset`` or ``step`` is raised again
+    as :class:`EnvError`, which keeps the env's own traceback (``env_traceback``) for the
+    command line to print.
+
+``agents.cli`` maps each to an exit code of ``train.py`` (1 non-finite, 3 file system, 4 env,
+128 + signal).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
+
+from rlkit.envstate import sub_envs
+
+
+class FileSystemError(OSError):
+    """A run's file could not be written (or read) by the file system: read-only, full, a
+    path that is not a directory, a directory where a file should be, ...
+
+    Attributes:
+        path: the file or directory concerned.
+        cause: the ``OSError`` the file system raised.
+    """
+
+    def __init__(self, action: str, path: str | Path, cause: OSError, note: str = "") -> None:
+        self.path, self.cause = Path(path), cause
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        name = errno.errorcode.get(cause.errno) if cause.errno is not None else None
+        self.message = (f"cannot {action} {path}: {reason}" + (f" [{name}]" if name else "")
+                        + (f"; {note}" if note else ""))
+        super().__init__(self.message)
+        self.errno, self.strerror, self.filename = cause.errno, reason, str(path)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple:  # pickled as its message (e.g. to a grid's launcher)
+        return (_restore, (self.message, self.path, self.errno))
+
+
+def _restore(message: str, path: Path, code: int | None) -> FileSystemError:
+    error = FileSystemError("use", path, OSError(code, message))
+    error.message = message
+    return error
+
+
+@contextlib.contextmanager
+def file_errors(action: str, path: str | Path, note: str = "") -> Iterator[None]:
+    """Raise an ``OSError`` of the block as :class:`FileSystemError` (``action path``)."""
+    try:
+        yield
+    except FileSystemError:
+        raise
+    except OSError as e:
+        raise FileSystemError(action, path, e, note) from e
+
+
+class EnvError(RuntimeError):
+    """An environment raised an exception in its construction, ``reset`` or ``step``.
+
+    Attributes:
+        env_traceback: the env's own traceback, formatted (ends with the original exception).
+    """
+
+    def __init__(self, message: str, env_traceback: str = "") -> None:
+        super().__init__(message)
+        self.env_traceback = env_traceback
+
+    @classmethod
+    def wrap(cls, error: BaseException, env: str, call: str, step: int | None = None
+             ) -> EnvError:
+        """An :class:`EnvError` for ``error``, raised by ``env``'s ``call``."""
+        at = f" at env step {step}" if step is not None else ""
+        first = f": {str(error).splitlines()[0]}" if str(error).strip() else ""
+        return cls(f"env {env} raised {type(error).__name__} in {call}{at}{first}",
+                   "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self), self.env_traceback))
 
 
 class NonFiniteError(RuntimeError):
@@ -151,5 +235,47 @@ def stop_signals() -> Iterator[StopFlag]:
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
-__all__ = ["LossWatch", "NonFiniteError", "NonFiniteLossError", "StopFlag",
-           "TrainingInterrupted", "nonfinite_rows", "stop_signals"]
+def env_name(env: Any) -> str:
+    """An env's id (its spec's, or its first sub-env's for a vector env), else its type."""
+    spec = getattr(env, "spec", None)
+    if spec is None and sub_envs(env):
+        spec = getattr(sub_envs(env)[0], "spec", None)
+    return spec.id if spec is not None else type(env).__name__
+
+
+@contextlib.contextmanager
+def env_calls(env: Any, call: str, step: int | None = None) -> Iterator[None]:
+    """Raise an exception of the env's ``call`` in the block as :class:`EnvError` (its
+    traceback kept); errors of the loop itself pass."""
+    try:
+        yield
+    except (EnvError, NonFiniteError, TrainingInterrupted):
+        raise
+    except Exception as e:  # noqa: BLE001  (whatever the env raised)
+        raise EnvError.wrap(e, env_name(env), call, step) from e
+
+
+class GuardedEnv(gym.Wrapper):
+    """An env whose ``reset`` / ``step`` exceptions come out as :class:`EnvError`.
+
+    Args:
+        env: the env.
+        role: what the env is used for, in the message (``evaluation``).
+    """
+
+    def __init__(self, env: gym.Env, role: str) -> None:
+        super().__init__(env)
+        self.role = role
+
+    def reset(self, **kwargs: Any) -> Any:
+        with env_calls(self.env, f"reset ({self.role})"):
+            return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> Any:
+        with env_calls(self.env, f"step ({self.role})"):
+            return self.env.step(action)
+
+
+__all__ = ["EnvError", "FileSystemError", "GuardedEnv", "LossWatch", "NonFiniteError",
+           "NonFiniteLossError", "StopFlag", "TrainingInterrupted", "env_calls", "env_name",
+           "file_errors", "nonfinite_rows", "stop_signals"]

@@ -5,18 +5,33 @@ each run (``agents.train.run_in`` from the command line) and keeps one run direc
 under the grid directory. On Ray, each task trains in a scratch directory on its worker and
 sends the run directory's files back, so the runs are gathered where the user asked whatever
 the cluster's file systems.
+
+Local runs are one process each (``jobs`` at a time), in their own process group. Stopping:
+
+- SIGINT or SIGTERM to the launcher is passed on to every running run, which writes its
+  interrupt checkpoint and ends as a single run does; runs not yet started are not started;
+  :func:`launch` then raises :class:`GridInterrupted` holding every outcome (a second signal
+  is passed on too: the runs then stop at once);
+- a run whose launcher died without passing a signal on (``kill -9``) notices within a second
+  that its parent is gone and sends itself SIGTERM (so it checkpoints and ends, instead of
+  training on for nobody).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import signal
 import sys
 import tempfile
+import threading
+import time
 import traceback
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,12 +61,62 @@ class RunOutcome:
     error: str | None = None
 
 
-def _run_local(fn: RunFn, config: Any, run_dir: str, threads: int) -> dict[str, float]:
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch
+class GridInterrupted(Exception):  # noqa: N818 (a stop, not a failure)
+    """SIGINT or SIGTERM stopped a grid; each run that was going wrote its checkpoint.
 
-    torch.set_num_threads(threads)
-    return fn(config, run_dir)
+    Attributes:
+        signum: the signal.
+        outcomes: every run's outcome, in the order given (stopped and not started ones carry
+            an error saying so).
+        exit_code: 128 + ``signum``.
+    """
+
+    def __init__(self, signum: int, outcomes: list[RunOutcome], grid_dir: Path) -> None:
+        self.signum, self.outcomes, self.exit_code = signum, outcomes, 128 + signum
+        stopped = sum(o.error is not None and o.result is None for o in outcomes)
+        super().__init__(f"grid interrupted by {signal.Signals(signum).name}; {stopped} of "
+                         f"{len(outcomes)} runs did not finish (each run that was going wrote "
+                         f"a checkpoint); continue with --resume {grid_dir}")
+
+
+PARENT_CHECK_S = 1.0
+"""How often a local run checks that its launcher is alive (seconds)."""
+
+
+def _watch_parent(parent: int, period: float = PARENT_CHECK_S, grace: float = 600.0) -> None:
+    """In a run's process: once the launcher ``parent`` is gone, SIGTERM this process (it then
+    checkpoints and ends); SIGKILL it if it is still there ``grace`` seconds later."""
+    while os.getppid() == parent:
+        time.sleep(period)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _run_local(fn: RunFn, config: Any, run_dir: str, threads: int, conn: Connection,
+               parent: int) -> None:
+    """Body of a local run's process: run ``fn`` and send ``("ok", result)`` or
+    ``("error", message)`` back to the launcher."""
+    with contextlib.suppress(OSError):
+        os.setpgrp()  # a terminal's Ctrl-C reaches the launcher only, which passes it on once
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                     name="rlkit-parent-watch").start()
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        message: tuple[str, Any] = ("ok", fn(config, run_dir))
+    except BaseException as e:  # noqa: BLE001  (reported per run)
+        message = ("error", _one_line(e))
+    with contextlib.suppress(OSError):  # the launcher may be gone
+        conn.send(message)
+    conn.close()
+
+
+def _one_line(e: BaseException) -> str:
+    """``Type: message`` of an exception (the class name without its module)."""
+    return f"{type(e).__name__}: {e}".strip().rstrip(":")
 
 
 def _run_remote(fn: RunFn, config: Any, name: str) -> tuple[dict[str, float], dict[str, bytes]]:
@@ -90,6 +155,9 @@ def launch(
         progress: show a progress bar over the whole grid.
 
     A failing run does not stop the others; its outcome carries the error.
+
+    Raises:
+        GridInterrupted: SIGINT / SIGTERM stopped a local grid (see the module docstring).
     """
     if launcher not in ("local", "ray"):
         raise ValueError(f"launcher must be 'local' or 'ray', got {launcher!r}")
@@ -102,11 +170,13 @@ def launch(
     grid_dir.mkdir(parents=True, exist_ok=True)
     outcomes = {r.name: RunOutcome(r.name, grid_dir / r.name) for r in runs}
     bar = tqdm(total=len(runs), desc=f"grid {grid_dir.name}", unit="run", disable=not progress)
-    if launcher == "local":
-        _launch_local(fn, runs, outcomes, jobs, bar)
-    else:
-        _launch_ray(fn, runs, outcomes, jobs, ray_address, bar)
-    bar.close()
+    try:
+        if launcher == "local":
+            _launch_local(fn, runs, outcomes, jobs, bar, grid_dir)
+        else:
+            _launch_ray(fn, runs, outcomes, jobs, ray_address, bar)
+    finally:
+        bar.close()
     return [outcomes[n] for n in names]
 
 
@@ -132,24 +202,110 @@ def threads_per_job(jobs: int, cpu_count: int | None = None,
     return threads
 
 
+@dataclass
+class _Running:
+    name: str
+    process: Any  # multiprocessing.Process
+    conn: Connection
+    message: tuple[str, Any] | None = None
+
+
+class _Relay:
+    """SIGINT / SIGTERM handlers that pass the signal on to the running runs (main thread
+    only; elsewhere signals keep their handlers)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.running: dict[str, _Running] = {}
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        print(f"\n{signal.Signals(signum).name} received: "
+              + ("passing it on to the running runs, which checkpoint and stop; no new run "
+                 "starts" if first else "passing it on again: the runs stop at once"),
+              file=sys.stderr, flush=True)
+        for r in list(self.running.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(r.process.pid, signum)
+
+
+@contextlib.contextmanager
+def _relay_signals() -> Iterator[_Relay]:
+    relay = _Relay()
+    if threading.current_thread() is not threading.main_thread():
+        yield relay
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, relay)
+    try:
+        yield relay
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
 def _launch_local(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutcome],
-                  jobs: int, bar: tqdm) -> None:
+                  jobs: int, bar: tqdm, grid_dir: Path) -> None:
     threads = threads_per_job(jobs)
     ctx = mp.get_context("spawn")  # no forked torch state
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        pending: dict[Future, str] = {
-            pool.submit(_run_local, fn, r.config, str(outcomes[r.name].run_dir), threads): r.name
-            for r in runs
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                name = pending.pop(fut)
-                try:
-                    outcomes[name].result = fut.result()
-                except BaseException as e:  # noqa: BLE001  (reported per run)
-                    outcomes[name].error = "".join(traceback.format_exception_only(e)).strip()
-                _finish(bar, outcomes)
+    queue = list(runs)
+    with _relay_signals() as relay:
+        running = relay.running
+        while queue or running:
+            while queue and len(running) < jobs and relay.signum is None:
+                r = queue.pop(0)
+                receive, send = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=_run_local, name=f"rlkit-{r.name}", args=(
+                    fn, r.config, str(outcomes[r.name].run_dir), threads, send, os.getpid()))
+                p.start()
+                send.close()
+                running[r.name] = _Running(r.name, p, receive)
+            if not running:
+                break
+            waits = {**{x.conn: x for x in running.values() if x.message is None},
+                     **{x.process.sentinel: x for x in running.values()}}
+            for ready in wait_any(list(waits)):
+                x = waits[ready]
+                if ready is x.conn:
+                    if x.message is None and not x.conn.closed:
+                        x.message = _receive(x.conn)
+                elif x.name in running:
+                    _collect(x, outcomes[x.name])
+                    del running[x.name]
+                    _finish(bar, outcomes)
+        for r in queue:
+            outcomes[r.name].error = (f"not started: the grid was stopped by "
+                                      f"{signal.Signals(relay.signum).name}")
+    if relay.signum is not None:
+        raise GridInterrupted(relay.signum, [outcomes[r.name] for r in runs], grid_dir)
+
+
+def _receive(conn: Connection) -> tuple[str, Any]:
+    """The message of a run, or ``("gone", None)`` when its process closed the pipe first."""
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return ("gone", None)
+
+
+def _collect(x: _Running, outcome: RunOutcome) -> None:
+    """The outcome of a run whose process has ended."""
+    x.process.join()
+    if x.message is None and not x.conn.closed:
+        with contextlib.suppress(OSError):
+            x.message = _receive(x.conn) if x.conn.poll() else None
+    x.conn.close()
+    code = x.process.exitcode
+    if x.message is not None and x.message[0] == "ok":
+        outcome.result = x.message[1]
+    elif x.message is not None and x.message[0] == "error":
+        outcome.error = x.message[1]
+    else:
+        how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 \
+            else f"exit code {code}"
+        outcome.error = f"the run's process died ({how}) before it reported"
 
 
 def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutcome], jobs: int,
@@ -190,3 +346,6 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
     finally:
         if started_here:
             ray.shutdown()
+
+
+__all__ = ["GridInterrupted", "GridRun", "RunOutcome", "launch", "threads_per_job"]

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from rlkit.checkpoint import CheckpointError, check_state_dict
 from rlkit.envstate import restore_env, snapshot_env, sub_envs
+from rlkit.faults import env_calls
 from rlkit.seeding import global_rng_state, set_global_rng_state
 from rlkit.tree import tree_map
 
@@ -165,7 +166,8 @@ def restore_loop(tr: Loop, ckpt: dict[str, Any]) -> None:
 def _restore_envs(tr: Loop, snapshots: list[dict[str, Any]] | None) -> None:
     """Reset the envs as a new run would, then put each in its saved state; an env that
     cannot be restored exactly restarts its episode."""
-    tr.envs.reset(seed=tr.env_seed)
+    with env_calls(tr.envs, "reset"):
+        tr.envs.reset(seed=tr.env_seed)
     subs = sub_envs(tr.envs)
     n = tr.envs.num_envs
     if subs is None or snapshots is None:
@@ -192,10 +194,12 @@ def _restart_on_resume(tr: Loop, mask: np.ndarray) -> None:
     loop, dev = tr.loop, tr.device
     subs = sub_envs(tr.envs)
     if subs is None:
-        loop.obs, _ = tr.envs.reset()
+        with env_calls(tr.envs, "reset"):
+            loop.obs, _ = tr.envs.reset()
     else:
         for i in np.flatnonzero(mask):
-            loop.obs[i] = subs[i].reset()[0]
+            with env_calls(subs[i], "reset"):
+                loop.obs[i] = subs[i].reset()[0]
     mask_t = torch.as_tensor(mask, device=dev)
     loop.state = tr.agent.reset_state(loop.state, mask_t)
     tr.noise.reset(mask)

@@ -1,10 +1,15 @@
 """Comparison reports from run directories: learning curves and a final-performance table.
 
 ``python -m rlkit.report GRID_DIR [--out DIR] [--metric M] [--last-k K] [--title T]`` finds
-every run directory below ``GRID_DIR`` (a folder holding ``config.json`` and
-``metrics.jsonl``), groups the runs by ``(env, backbone)`` and writes, to ``--out``
-(default ``GRID_DIR/report``): one ``curves_<env>.png`` per env, ``report.md`` and one
-self-contained ``report.html`` (plots as base64 data URIs, inline CSS, no external link).
+every run directory below ``GRID_DIR`` (a folder holding ``config.json``), groups the runs by
+``(env, backbone)`` and writes, to ``--out`` (default ``GRID_DIR/report``): one
+``curves_<env>.png`` per env, ``report.md`` and one self-contained ``report.html`` (plots as
+base64 data URIs, inline CSS, no external link).
+
+A run it cannot use (a malformed or missing ``config.json`` or ``metrics.jsonl``, no value of
+the metric: a run that failed before its first evaluation) is skipped: the report covers the
+others and lists the skipped ones with the reason, as does the command line on stderr. Only
+when no run is usable is it an error (exit code 2).
 
 Statistics, all over seeds (one run = one seed):
 - final value of a run: mean of its last ``k`` evaluations of the metric (fewer if it has
@@ -30,6 +35,7 @@ import re
 import sys
 import warnings
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +90,14 @@ class TableRow:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A run directory the report left out, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
 class ReportResult:
     """What :func:`build_report` wrote."""
 
@@ -93,6 +107,9 @@ class ReportResult:
     plots: dict[str, Path]
     """env id -> its learning-curve PNG."""
     rows: list[TableRow]
+    skipped: list[Skipped]
+    """Runs left out (malformed, failed before their first evaluation, or excluded by the
+    caller), sorted by path."""
 
 
 def _number(value: Any) -> float | None:
@@ -117,10 +134,16 @@ def load_run(run_dir: Path, metric: str) -> Run:
     met_path = paths.metrics
     try:
         record = RunRecord.read(run_dir)
-    except RunDirError as e:
+    except (RunDirError, OSError) as e:
         raise ReportError(str(e)) from e
+    try:
+        text = met_path.read_text()
+    except FileNotFoundError as e:
+        raise ReportError(f"{met_path}: no such file (the run stopped before it logged)") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f"{met_path}: cannot read it ({e})") from e
     rows = []
-    for lineno, line in enumerate(met_path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{met_path}:{lineno}"
@@ -139,27 +162,70 @@ def load_run(run_dir: Path, metric: str) -> Run:
     return Run(run_dir, record.env.id, record.model.backbone, record.run.seed, rows)
 
 
-def find_runs(grid_dir: str | Path, metric: str = "eval_return_mean") -> list[Run]:
-    """All run directories at any depth below ``grid_dir`` (itself included), sorted by path.
+def scan_runs(grid_dir: str | Path, metric: str = "eval_return_mean",
+              exclude: Mapping[Path, str] | None = None) -> tuple[list[Run], list[Skipped]]:
+    """Every run directory at any depth below ``grid_dir`` (itself included), sorted by path:
+    the usable runs, and the skipped ones with the reason.
+
+    Args:
+        grid_dir: the folder searched.
+        metric: a run without any value of it is skipped.
+        exclude: run directories to leave out, with the reason (e.g. failed grid runs);
+            they are listed as skipped whether or not they exist.
 
     Raises:
-        ReportError: when there is none, or when one is malformed.
+        ReportError: ``grid_dir`` is not a directory, or holds no ``config.json``.
     """
     grid = Path(grid_dir)
     if not grid.is_dir():
         raise ReportError(f"{grid}: not a directory")
-    dirs = sorted({p.parent for p in grid.rglob("config.json")
-                   if (p.parent / "metrics.jsonl").is_file()})
+    dirs = sorted({p.parent for p in grid.rglob("config.json")})
     if not dirs:
         raise ReportError(f"{grid}: no run directory found (a folder with config.json and "
                           "metrics.jsonl) at any depth")
-    return [load_run(d, metric) for d in dirs]
+    excluded = {Path(p).resolve(): why for p, why in (exclude or {}).items()}
+    runs, skipped = [], []
+    for d in dirs:
+        if d.resolve() in excluded:
+            skipped.append(Skipped(d, excluded[d.resolve()]))
+            continue
+        try:
+            run = load_run(d, metric)
+            _series(run, metric)
+        except ReportError as e:
+            skipped.append(Skipped(d, str(e)))
+            continue
+        runs.append(run)
+    found = {d.resolve() for d in dirs}
+    skipped += [Skipped(Path(p), why) for p, why in (exclude or {}).items()
+                if Path(p).resolve() not in found]  # excluded runs that never started
+    return runs, sorted(skipped, key=lambda s: str(s.path))
+
+
+def find_runs(grid_dir: str | Path, metric: str = "eval_return_mean") -> list[Run]:
+    """The usable runs below ``grid_dir`` (see :func:`scan_runs`), sorted by path.
+
+    Raises:
+        ReportError: when there is none (the message gives each skipped run's reason).
+    """
+    runs, skipped = scan_runs(grid_dir, metric)
+    if not runs:
+        raise ReportError(_none_usable(Path(grid_dir), skipped))
+    return runs
+
+
+def _none_usable(grid: Path, skipped: list[Skipped]) -> str:
+    reasons = "; ".join(f"{s.path}: {s.reason}" if not s.reason.startswith(str(s.path))
+                        else s.reason for s in skipped[:5])
+    more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+    return f"{grid}: no usable run among {len(skipped)}: {reasons}{more}"
 
 
 def _series(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray]:
     by_step = {r["step"]: r[metric] for r in run.rows if metric in r}  # later row wins
     if not by_step:
-        raise ReportError(f"{run.path / 'metrics.jsonl'}: no row has the metric {metric!r}")
+        raise ReportError(f"{run.path / 'metrics.jsonl'}: no row has the metric {metric!r} "
+                          "(a run that stopped before its first evaluation?)")
     steps = np.array(sorted(by_step))
     return steps, np.array([by_step[s] for s in steps])
 
@@ -272,13 +338,16 @@ def table_cells(row: TableRow) -> list[str]:
             _fmt(row.updates_per_s, 1), _fmt(row.peak_memory_mb, 0)]
 
 
-def _markdown(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path]) -> str:
+def _markdown(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path],
+              skipped: list[Skipped]) -> str:
     lines = [f"# {title}", "", notes, "", "| " + " | ".join(HEADER) + " |",
              "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in table_cells(r)) + " |"
               for r in rows]
     for env, png in plots.items():
         lines += ["", f"## {env}", "", f"![learning curves on {env}]({png.name})"]
+    if skipped:
+        lines += ["", "## Skipped runs", ""] + [f"- `{s.path}`: {s.reason}" for s in skipped]
     return "\n".join(lines) + "\n"
 
 
@@ -288,7 +357,8 @@ th{background:#f0f0f0}td{text-align:right}td:nth-child(-n+2){text-align:left}
 img{max-width:100%;border:1px solid #eee}p.notes{color:#555}"""
 
 
-def _html(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path]) -> str:
+def _html(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path],
+          skipped: list[Skipped]) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(h)}</th>" for h in HEADER)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in table_cells(r)) + "</tr>"
@@ -297,16 +367,19 @@ def _html(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path]) 
         f"<h2>{esc(env)}</h2><img alt=\"learning curves on {esc(env)}\" "
         f"src=\"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}\">"
         for env, png in plots.items())
+    skips = "" if not skipped else "<h2>Skipped runs</h2><ul>" + "".join(
+        f"<li><code>{esc(str(s.path))}</code>: {esc(s.reason)}</li>" for s in skipped) + "</ul>"
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
             f"<h1>{esc(title)}</h1><p class=\"notes\">{esc(notes)}</p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            f"{imgs}</body></html>\n")
+            f"{imgs}{skips}</body></html>\n")
 
 
 def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
                  metric: str = "eval_return_mean", *, last_k: int = 1, title: str | None = None,
-                 seed: int = 0, n_resamples: int = 2000) -> ReportResult:
+                 seed: int = 0, n_resamples: int = 2000,
+                 exclude: Mapping[Path, str] | None = None) -> ReportResult:
     """Compare every (env, backbone) group of runs below ``grid_dir``.
 
     Args:
@@ -317,16 +390,20 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         title: report title; default "Backbone comparison: <metric>".
         seed: seed of the bootstrap generators.
         n_resamples: bootstrap resamples per confidence interval.
+        exclude: run directories to leave out, with the reason (listed with the skipped runs).
 
     Returns:
-        The paths written and the table rows, sorted by env then backbone.
+        The paths written, the table rows (sorted by env then backbone) and the runs skipped
+        (see the module docstring).
 
     Raises:
-        ReportError: no run found, a malformed file, or a run without ``metric``.
+        ReportError: no usable run (the message gives each skipped run's reason).
     """
     if last_k < 1:
         raise ValueError(f"last_k must be >= 1, got {last_k}")
-    runs = find_runs(grid_dir, metric)
+    runs, skipped = scan_runs(grid_dir, metric, exclude)
+    if not runs:
+        raise ReportError(_none_usable(Path(grid_dir), skipped))
     groups: dict[str, dict[str, list[Run]]] = {}
     for run in runs:
         groups.setdefault(run.env, {}).setdefault(run.backbone, []).append(run)
@@ -344,13 +421,15 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         png = out / f"curves_{_safe_name(env, taken)}.png"
         plots[env] = plot_env(env, groups[env], metric, png, seed, n_resamples)
     final = "last value" if last_k == 1 else f"mean of the last {last_k} values"
-    notes = (f"{len(runs)} runs. Metric: {metric}; final value of a run: {final}. Mean, IQM "
+    left_out = f" ({len(skipped)} more skipped: see the end)" if skipped else ""
+    notes = (f"{len(runs)} runs{left_out}. Metric: {metric}; final value of a run: {final}. "
+             "Mean, IQM "
              f"(interquartile mean) and {CONFIDENCE:.0%} percentile-bootstrap CIs over seeds. "
              "Wall time and updates/s: last logged value, mean over seeds; peak memory: max.")
     md, page = out / "report.md", out / "report.html"
-    md.write_text(_markdown(title, notes, rows, plots))
-    page.write_text(_html(title, notes, rows, plots))
-    return ReportResult(out, md, page, plots, rows)
+    md.write_text(_markdown(title, notes, rows, plots, skipped))
+    page.write_text(_html(title, notes, rows, plots, skipped))
+    return ReportResult(out, md, page, plots, rows, skipped)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ReportError, ValueError) as e:
         print(f"rlkit.report: error: {e}", file=sys.stderr)
         return 2
+    for skip in res.skipped:
+        print(f"rlkit.report: skipped {skip.path}: {skip.reason}", file=sys.stderr)
     for path in (*res.plots.values(), res.markdown, res.html):
         print(path)
     return 0

@@ -68,28 +68,43 @@ def _merge(requested: Any, saved: Any, default: Any, may_change: Collection[str]
     return type(requested)(**values)
 
 
+def check_run_dir(run_dir: str | Path) -> None:
+    """Refuse a ``--resume`` path that is not a run directory.
+
+    Raises:
+        ValueError: it does not exist, is not a directory, or has no ``config.json``.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ValueError(f"--resume {run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise ValueError(f"--resume {run_dir}: is a file, not a run directory")
+    if not RunPaths(run_dir).config.is_file():
+        raise ValueError(f"--resume {run_dir}: not a run directory (no config.json)")
+
+
 def load_run_checkpoint(run_dir: str | Path, name: str = "checkpoint.pt") -> dict[str, Any]:
     """The newest readable checkpoint of a run (``name``, else the one kept before it).
 
-    Deletes temporary files that a killed write left behind. When ``name`` cannot be read but
-    the previous checkpoint can, warns and returns the previous one.
+    Deletes temporary files that a killed write left behind (call it only while holding the
+    run's lock). When ``name`` cannot be read but the previous checkpoint can, warns and
+    returns the previous one; a directory in place of ``name`` is refused outright (the run
+    could not write its next checkpoint there).
 
     Raises:
         ValueError: ``run_dir`` is not a run directory (missing, or no ``config.json``).
         CheckpointError: no readable checkpoint (the message says why, for each file tried).
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ValueError(f"--resume {run_dir}: no such run directory")
-    paths = RunPaths(run_dir)
-    if not paths.config.is_file():
-        raise ValueError(f"--resume {run_dir}: not a run directory (no config.json)")
-    path = paths.root / name
+    check_run_dir(run_dir)
+    path = run_dir / name
     remove_stale_temp_files(path)
     try:
         return load_checkpoint(path)
     except CheckpointError as newest:
         prev = previous_path(path)
+        if path.is_dir():  # it could not be written over either: refuse now, not mid-run
+            raise CheckpointError(f"--resume {run_dir}: {newest}") from newest
         if not prev.is_file():
             raise CheckpointError(f"--resume {run_dir}: {newest}") from newest
         try:
@@ -99,3 +114,6 @@ def load_run_checkpoint(run_dir: str | Path, name: str = "checkpoint.pt") -> dic
         warnings.warn(f"{newest}; resuming from {prev.name} (step {ckpt.get('step')}) instead",
                       stacklevel=2)
         return ckpt
+
+
+__all__ = ["check_run_dir", "load_run_checkpoint", "merge_config"]

@@ -7,6 +7,7 @@
       metrics.jsonl        one JSON object per log event (step, wall_time, metrics)
       checkpoint.pt        the newest checkpoint (rlkit.checkpoint); checkpoint.prev.pt before it
       diagnostic.pt        written when a loss became non-finite
+      run.lock             locked by the process that runs it (its PID and host inside)
       videos/              evaluation videos
       wandb/               W&B's offline files
 
@@ -16,16 +17,30 @@ and what building the run fixed (window length, dimensions, action bounds, devic
 Training writes it, resume and evaluation rebuild the run from it, reports group runs by it.
 ``config.json`` files written before the sections existed (schema 1, flat keys) are read and
 converted.
+
+One process at a time runs in a run directory: :class:`RunLock` holds an exclusive
+``flock`` on ``run.lock`` for the whole run (a second process is refused with
+:class:`RunDirBusy`, naming the holder); the kernel drops the lock when the holder ends, however
+it ends, so the lock of a killed process is taken over by the next one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
+import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: runs are not locked
+    fcntl = None
 
 from rlkit.config import (
     EnvConfig,
@@ -36,6 +51,7 @@ from rlkit.config import (
     ReplayConfig,
     RunConfig,
 )
+from rlkit.faults import FileSystemError, file_errors
 
 SCHEMA = 2
 """Version of ``config.json`` (1: flat keys; 2: sections)."""
@@ -54,8 +70,17 @@ IDENTITY = ("env.id", "model.backbone", "run.seed", "env.num_envs", "model.d_mod
 _SCHEMA1_NAMES = {"env.id": "env", "noise.kind": "noise", "noise.sigma": "noise_sigma"}
 
 
+LOCK_NAME = "run.lock"
+"""The lock file of a run directory (see :class:`RunLock`)."""
+
+
 class RunDirError(ValueError):
-    """A run directory's ``config.json`` is missing or malformed (the message names it)."""
+    """A run directory's ``config.json`` or ``metrics.jsonl`` is missing or malformed, or
+    disagrees with its checkpoint (the message names the file and the field)."""
+
+
+class RunDirBusy(RunDirError):
+    """Another live process runs in this run directory (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +108,77 @@ class RunPaths:
     @property
     def videos(self) -> Path:
         return self.root / "videos"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_NAME
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held by one process for the whole run.
+
+    ``fcntl.flock`` on ``RUN_DIR/run.lock``, which then holds the holder's PID, host and start
+    time. A second process (or a second lock in the same process) is refused; the kernel
+    releases the lock when its holder exits, however it exits (``kill -9`` included), so a
+    stale lock is taken over without any cleanup. The file stays behind (its content names
+    the last holder). Where the file system has no ``flock`` the run goes on unlocked, with a
+    warning.
+
+    Raises:
+        RunDirBusy: another live process holds the lock (from :meth:`acquire`).
+        rlkit.faults.FileSystemError: the lock file cannot be created.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = RunPaths(Path(run_dir)).lock
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        with file_errors("create the lock file", self.path):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            os.close(fd)
+            return self
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise RunDirBusy(
+                f"run directory {self.path.parent} is in use by another process "
+                f"({' '.join(holder.split()) or 'holder unknown'}); one process at a time "
+                "may run in it: wait for that one to end, or stop it (SIGTERM writes a "
+                "checkpoint) and then --resume") from None
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                os.close(fd)
+                raise FileSystemError("lock", self.path, e) from e
+            warnings.warn(f"{self.path}: the file system does not support locks ({e}); "
+                          "the run directory is not protected from a second process",
+                          stacklevel=2)
+        stamp = (f"pid {os.getpid()} on host {socket.gethostname()} since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode()
+        try:
+            with file_errors("write the lock file", self.path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, stamp, 0)
+        except FileSystemError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Release the lock (the file stays)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)
@@ -152,9 +248,16 @@ class RunRecord:
             raise RunDirError(f"{where}: {e}") from e
 
     def write(self, run_dir: str | Path) -> None:
-        """Write ``run_dir/config.json``."""
-        RunPaths(Path(run_dir)).config.write_text(
-            json.dumps(self.to_json(), indent=2, sort_keys=True))
+        """Write ``run_dir/config.json`` (atomically: a temporary file renamed over it).
+
+        Raises:
+            rlkit.faults.FileSystemError: it cannot be written.
+        """
+        path = RunPaths(Path(run_dir)).config
+        tmp = path.with_name(f".{path.name}.tmp")
+        with file_errors("write", path):
+            tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
+            os.replace(tmp, path)
 
     @classmethod
     def read(cls, run_dir: str | Path) -> RunRecord:
@@ -167,7 +270,8 @@ class RunRecord:
         if not path.is_file():
             raise RunDirError(f"{run_dir} is not a run directory (no config.json)")
         try:
-            data = json.loads(path.read_text())
+            with file_errors("read", path):
+                data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RunDirError(f"{path}: not valid JSON ({e})") from e
         return cls.from_json(data, str(path))
@@ -179,14 +283,56 @@ class RunRecord:
             value = getattr(value, part)
         return value
 
-    def check_same_run(self, other: RunRecord, what: str = "checkpoint") -> None:
-        """Raise ``ValueError`` naming the first :data:`IDENTITY` entry where ``other`` (e.g.
-        a checkpoint's record) differs from this one."""
+    def flat(self) -> dict[str, Any]:
+        """Every value by dotted path (``"loop.total_steps"``, ``"agent.gamma"``), as JSON
+        holds it."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.to_json())
+        return out
+
+    def differences(self, other: RunRecord) -> list[str]:
+        """Dotted paths whose values differ between this record and ``other``, sorted."""
+        mine, theirs = self.flat(), other.flat()
+        return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+
+    def check_same_run(self, other: RunRecord, what: str = "checkpoint",
+                       may_differ: tuple[str, ...] = ()) -> None:
+        """Refuse ``other`` (e.g. a checkpoint's own record) unless it records this run.
+
+        Args:
+            other: the record to compare with.
+            what: what ``other`` is, for the message.
+            may_differ: dotted paths allowed to differ (the fields that may change on resume).
+
+        Raises:
+            RunDirError: an :data:`IDENTITY` entry differs (``checkpoint is of another run:
+                model.backbone is 'gru' there, 'lstm' in this run's config.json``), or any
+                other field outside ``may_differ`` (``agent.gamma is 0.5 in config.json, 0.99
+                in the checkpoint``: config.json was edited).
+        """
+        diff = [k for k in self.differences(other) if k not in may_differ]
+        mine, theirs = self.flat(), other.flat()
         for key in IDENTITY:
-            mine, theirs = self.get(key), other.get(key)
-            if mine != theirs:
-                raise ValueError(f"{what} is of another run: {key} is {theirs!r} there, "
-                                 f"{mine!r} in this run's config.json")
+            if key != "agent" and key in diff:
+                raise RunDirError(f"{what} is of another run: {key} is {theirs.get(key)!r} "
+                                  f"there, {mine.get(key)!r} in this run's config.json")
+        if diff:
+            key = diff[0]
+            more = f" (and {', '.join(diff[1:4])}{', ...' if len(diff) > 4 else ''})" \
+                if len(diff) > 1 else ""
+            raise RunDirError(
+                f"config.json disagrees with the {what}'s own record of the run: {key} is "
+                f"{mine.get(key, '(absent)')!r} in config.json, {theirs.get(key, '(absent)')!r} "
+                f"in the {what}{more}; config.json must not be edited (the {what} was trained "
+                f"with its values)")
 
 
 def fresh_dir(given: str | None, default_name: str, what: str, flag: str) -> Path:
@@ -196,9 +342,22 @@ def fresh_dir(given: str | None, default_name: str, what: str, flag: str) -> Pat
         path = Path("runs") / f"{default_name}{time.strftime('%Y%m%d-%H%M%S')}"
     else:
         path = Path(given)
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{flag} {path} is a file, not a directory; expected a new or empty "
+                          "directory")
+    with file_errors("read", path):
+        # a lone lock file: a run that was stopped before it wrote anything
+        taken = path.exists() and any(p.name != LOCK_NAME for p in path.iterdir())
+    if taken:
         raise FileExistsError(f"{what} {path} already exists and is not empty; choose another "
                               f"{flag}")
+    return path
+
+
+def make_dir(path: Path, what: str) -> Path:
+    """``mkdir -p path``, or :class:`rlkit.faults.FileSystemError` naming it and the cause."""
+    with file_errors(f"create the {what}", path):
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -235,5 +394,5 @@ def _from_schema1(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["IDENTITY", "SCHEMA", "SECTIONS", "RunDirError", "RunPaths", "RunRecord", "fresh_dir",
-           "slug"]
+__all__ = ["IDENTITY", "LOCK_NAME", "SCHEMA", "SECTIONS", "RunDirBusy", "RunDirError", "RunLock",
+           "RunPaths", "RunRecord", "fresh_dir", "make_dir", "slug"]

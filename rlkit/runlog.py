@@ -16,7 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from rlkit.rundir import RunPaths
+from rlkit.faults import FileSystemError, file_errors
+from rlkit.rundir import RunDirError, RunPaths
 
 WandbMode = Literal["disabled", "offline", "online"]
 
@@ -93,8 +94,11 @@ class RunLogger:
         elapsed: float = 0.0,
     ) -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics = open(RunPaths(self.run_dir).metrics, "a", buffering=1)  # noqa: SIM115
+        self.path = RunPaths(self.run_dir).metrics
+        with file_errors("open", self.path):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._metrics = open(self.path, "a", buffering=1)  # noqa: SIM115
+        self._failed = False  # a write failed: closing must not raise a second error
         self._t0 = time.time() - elapsed
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
         self._wandb = None
@@ -125,25 +129,79 @@ class RunLogger:
         return None if self._wandb is None else self._wandb.id
 
     def log(self, step: int, metrics: dict[str, Any], wall_time: float | None = None) -> None:
-        """Append one event: ``{"step", "wall_time", **metrics}``."""
+        """Append one event: ``{"step", "wall_time", **metrics}``.
+
+        Raises:
+            rlkit.faults.FileSystemError: the line cannot be written (the rows before it stay;
+                a line cut short is dropped on resume).
+        """
         wall = time.time() - self._t0 if wall_time is None else wall_time
         row = {"step": int(step), "wall_time": round(wall, 3)}
         row.update({k: _jsonable(v) for k, v in metrics.items()})
-        self._metrics.write(json.dumps(row) + "\n")
+        try:
+            self._metrics.write(json.dumps(row) + "\n")
+        except OSError as e:
+            self._failed = True
+            raise FileSystemError("write", self.path, e, "the rows written before are kept"
+                                  ) from e
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=int(step))
 
     def close(self) -> None:
-        self._metrics.close()
+        try:
+            self._metrics.close()
+        except OSError as e:
+            if not self._failed:  # after a failed write the error was raised already
+                raise FileSystemError("write", self.path, e) from e
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
 
 
+def _rows(path: Path) -> list[tuple[str, dict[str, Any] | None]]:
+    """``(line, row)`` of every non-blank line of a metrics file; ``row`` is ``None`` for a last
+    line cut short (no newline, not JSON: a write that a crash interrupted).
+
+    Raises:
+        RunDirError: any other line that is not a JSON object with an integer ``step``
+            (named by file and line).
+    """
+    with file_errors("read", path):
+        data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise RunDirError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                          "expected one JSON object per line") from e
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):  # the last line, without its newline: cut short
+                out.append((line, None))
+                continue
+            raise RunDirError(f"{path}:{i}: not valid JSON ({e.msg}); expected one JSON "
+                              "object per line") from e
+        step = row.get("step") if isinstance(row, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise RunDirError(f"{path}:{i}: expected a JSON object with an integer 'step', "
+                              f"got {line.strip()[:80]!r}")
+        out.append((line, row))
+    return out
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All events of a run's ``metrics.jsonl``."""
-    path = RunPaths(Path(run_dir)).metrics
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """All events of a run's ``metrics.jsonl`` (a last line cut short by a crash left out).
+
+    Raises:
+        RunDirError: a malformed line (named by file and line).
+    """
+    return [row for _, row in _rows(RunPaths(Path(run_dir)).metrics) if row is not None]
 
 
 def truncate_metrics(run_dir: str | Path, step: int) -> int:
@@ -154,24 +212,19 @@ def truncate_metrics(run_dir: str | Path, step: int) -> int:
 
     Returns:
         The number of lines dropped.
+
+    Raises:
+        RunDirError: a malformed line elsewhere (named by file and line; the file is left
+            as it was).
+        rlkit.faults.FileSystemError: the file cannot be read or rewritten.
     """
     path = RunPaths(Path(run_dir)).metrics
     if not path.is_file():
         return 0
-    kept, dropped = [], 0
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            dropped += 1
-            continue
-        if int(row.get("step", 0)) <= step:
-            kept.append(line)
-        else:
-            dropped += 1
+    rows = _rows(path)
+    kept = [line for line, row in rows if row is not None and row["step"] <= step]
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, path)
-    return dropped
+    with file_errors("rewrite", path):
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, path)
+    return len(rows) - len(kept)

@@ -7,12 +7,17 @@ stored apart.
 
 Around the loop: evaluation in :mod:`rlkit.evaluate`, the loop's state and its checkpoint in
 :mod:`rlkit.loopstate`, non-finite values and signals in :mod:`rlkit.faults`. With a run
-directory, ``checkpoint.pt`` is written every ``checkpoint_every`` env steps, at the end, and
-when SIGINT or SIGTERM arrive; each write is atomic and the one before is kept as
-``checkpoint.prev.pt``. A non-finite loss stops the run with ``diagnostic.pt`` written and
-``checkpoint.pt`` kept at the last good state. With ``drop_nonfinite``, a non-finite transition
-is dropped (the buffer says how many rows that costs), its env's episode restarts, and the
-count is logged as ``dropped_transitions``.
+directory, ``checkpoint.pt`` is written when the loop starts (so that a run killed at any
+moment can be resumed), every ``checkpoint_every`` env steps, whenever ``checkpoint_minutes``
+of wall-clock time have passed since the last one, at the end, and when SIGINT or SIGTERM
+arrive; each write is atomic and the one before is kept as ``checkpoint.prev.pt``. Writing a
+checkpoint only reads the loop's state: training computes the same with or without them.
+An exception raised by an env's ``reset`` or ``step`` is raised as
+:class:`rlkit.faults.EnvError`, which keeps the env's traceback; a checkpoint that cannot be
+written, as :class:`rlkit.faults.FileSystemError`. A non-finite loss stops the run with
+``diagnostic.pt`` written and ``checkpoint.pt`` kept at the last good state. With
+``drop_nonfinite``, a non-finite transition is dropped (the buffer says how many rows that
+costs), its env's episode restarts, and the count is logged as ``dropped_transitions``.
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ from rlkit.config import LoopConfig
 from rlkit.envstate import sub_envs
 from rlkit.evaluate import evaluate
 from rlkit.faults import (
+    FileSystemError,
+    GuardedEnv,
     LossWatch,
     NonFiniteError,
     NonFiniteLossError,
     TrainingInterrupted,
+    env_calls,
     nonfinite_rows,
     stop_signals,
 )
@@ -99,7 +107,8 @@ class Trainer:
                  logger: RunLogger, rng: np.random.Generator, device: torch.device,
                  env_seed: int, eval_seed: int, run_dir: str | Path | None = None,
                  checkpoint_meta: dict[str, Any] | None = None) -> None:
-        self.agent, self.envs, self.eval_env, self.buffer = agent, envs, eval_env, buffer
+        self.agent, self.envs, self.buffer = agent, envs, buffer
+        self.eval_env = GuardedEnv(eval_env, "evaluation")
         self.noise, self.cfg, self.logger, self.rng, self.device = noise, cfg, logger, rng, device
         self.batch_size, self.env_seed, self.eval_seed = batch_size, env_seed, eval_seed
         self.paths = None if run_dir is None else RunPaths(Path(run_dir))
@@ -128,11 +137,15 @@ class Trainer:
             self.loop = self._initial_loop_state()
         every = cfg.checkpoint_every
         next_checkpoint = (self.step // every + 1) * every if every > 0 else None
+        period = cfg.checkpoint_minutes * 60.0
         self._rates = (time.time(), self.step, self.num_updates)
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not cfg.progress,
                    dynamic_ncols=True, unit="step")
         try:
             with stop_signals() as stop:
+                if self.checkpoint_step is None:  # from here on a killed run can resume
+                    self.save("start")
+                last_save = time.monotonic()
                 while self.step < cfg.total_steps:
                     self._env_step()
                     bar.update(self.envs.num_envs)
@@ -141,10 +154,13 @@ class Trainer:
                     self._maybe_evaluate(bar)
                     if stop.signum is not None:
                         raise TrainingInterrupted(stop.signum, self.step, self.save("interrupt"))
+                    due = period > 0 and time.monotonic() - last_save >= period
                     if next_checkpoint is not None and self.step >= next_checkpoint:
                         next_checkpoint += every
-                        if self.step < cfg.total_steps:  # the last step gets the final one
-                            self.save("periodic")
+                        due = True
+                    if due and self.step < cfg.total_steps:  # the last step gets the final one
+                        self.save("periodic")
+                        last_save = time.monotonic()
                 self._check_losses()
                 if not self.last_eval or self.last_eval.get("step") != self.step:
                     self._evaluate()
@@ -155,7 +171,8 @@ class Trainer:
 
     def _initial_loop_state(self) -> LoopState:
         n, dev, cfg = self.envs.num_envs, self.device, self.cfg
-        obs, _ = self.envs.reset(seed=self.env_seed)
+        with env_calls(self.envs, "reset"):
+            obs, _ = self.envs.reset(seed=self.env_seed)
         return LoopState(
             obs=obs, state=self.agent.initial_state(n),
             prev_action=torch.zeros(n, len(self.low), device=dev),
@@ -174,7 +191,8 @@ class Trainer:
         else:
             action = a.cpu().numpy() + self.noise.sample() * self.half_range
             action = np.clip(action, self.low, self.high)
-        next_obs, reward, term, trunc, info = self.envs.step(action.astype(np.float32))
+        with env_calls(self.envs, "step", self.step + n):
+            next_obs, reward, term, trunc, info = self.envs.step(action.astype(np.float32))
         done = term | trunc
         real_next = next_obs.copy()
         for i in np.flatnonzero(done):
@@ -211,7 +229,8 @@ class Trainer:
             raise NonFiniteError(f"cannot restart single envs of a {type(self.envs).__name__} "
                                  "(it does not expose its sub-envs); use SyncVectorEnv")
         for i in np.flatnonzero(mask):
-            first, _ = subs[i].reset()
+            with env_calls(subs[i], "reset"):
+                first, _ = subs[i].reset()
             if not np.isfinite(first).all():
                 raise NonFiniteError(f"env {i} returned a non-finite observation from reset "
                                      f"at step {self.step + self.envs.num_envs}")
@@ -297,9 +316,16 @@ class Trainer:
         self._check_losses()
         if self.paths is None:
             return None
-        path = save_checkpoint(self.paths.checkpoint,
-                               {**self.checkpoint_meta, "kind": kind, **self.state_dict()},
-                               keep_previous=True)
+        try:
+            path = save_checkpoint(self.paths.checkpoint,
+                                   {**self.checkpoint_meta, "kind": kind, **self.state_dict()},
+                                   keep_previous=True)
+        except FileSystemError as e:
+            kept = (f"the checkpoint of step {self.checkpoint_step} is kept"
+                    if self.checkpoint_step is not None else "no checkpoint was written before")
+            raise FileSystemError(f"write the {kind} checkpoint of step {self.step} to",
+                                  e.path, e.cause, f"{kept}; once the file system is fixed, "
+                                  f"continue with --resume {self.paths.root}") from e
         self.checkpoint_step = self.step
         return path
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 import gymnasium as gym
@@ -18,6 +19,9 @@ import numpy as np
 KILL_AT_ENV = "RLKIT_TEST_KILL_AT"
 """``kill`` fault: SIGKILL this process at that many training steps of the process (counted
 over every env instance), when the variable is set."""
+
+SLOW_STEP_S = 0.02
+"""``slow`` fault: seconds each step of an armed env sleeps."""
 
 _process_steps = 0
 
@@ -28,8 +32,10 @@ class FaultyPendulum(gym.Wrapper):
     Args:
         env: the wrapped env.
         fault: ``nan_obs``, ``nan_reward``, ``huge_reward`` (1e30: finite, but its squared TD
-            error overflows float32), ``kill`` (see :data:`KILL_AT_ENV`) or ``opaque`` (no
-            fault; holds state in an object a checkpoint cannot capture).
+            error overflows float32), ``kill`` (see :data:`KILL_AT_ENV`), ``raise`` (the env's
+            own code raises ``RuntimeError("simulator diverged")``), ``slow`` (every step
+            sleeps :data:`SLOW_STEP_S`) or ``opaque`` (no fault; holds state in an object a
+            checkpoint cannot capture).
         at: the wrapper's step at which the fault fires.
         parity: fire only in the env whose first seeded reset had a seed of this parity.
     """
@@ -57,7 +63,11 @@ class FaultyPendulum(gym.Wrapper):
         if self.fault == "kill" and os.environ.get(KILL_AT_ENV) and \
                 _process_steps >= int(os.environ[KILL_AT_ENV]):
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.armed and self.fault == "slow":
+            time.sleep(SLOW_STEP_S)
         if self.armed and self.t == self.at:
+            if self.fault == "raise":
+                _integrate(obs)
             if self.fault == "nan_obs":
                 obs = np.full_like(obs, np.nan)
             elif self.fault == "nan_reward":
@@ -67,12 +77,38 @@ class FaultyPendulum(gym.Wrapper):
         return obs, reward, term, trunc, info
 
 
+def _integrate(obs: np.ndarray) -> None:
+    """Stands for a simulator's own code failing deep inside a step."""
+    raise RuntimeError(f"simulator diverged at state {obs.round(3).tolist()}")
+
+
 class _Opaque:
     """Stands for a simulator handle: state no snapshot can hold."""
 
 
 def make(fault: str, at: int = 0, parity: int | None = None) -> gym.Env:
     return FaultyPendulum(gym.make("Pendulum-v1"), fault, at, parity)
+
+
+class ImageEnv(gym.Env):
+    """Image observations (64 x 64 x 3 floats) and one action; for memory estimates only."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (64, 64, 3), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        return np.zeros((64, 64, 3), np.float32), {}
+
+    def step(self, action):
+        return np.zeros((64, 64, 3), np.float32), 0.0, False, False, {}
+
+
+class BrokenInit(gym.Env):
+    """An env whose constructor fails."""
+
+    def __init__(self) -> None:
+        raise KeyError("missing asset 'pendulum.xml'")
 
 
 IDS = {
@@ -84,7 +120,17 @@ IDS = {
     "rlkit-test/NaNRewardOdd-v0": {"fault": "nan_reward", "at": 250, "parity": 1},
     "rlkit-test/NaNRewardEven-v0": {"fault": "nan_reward", "at": 250, "parity": 0},
     "rlkit-test/HugeReward-v0": {"fault": "huge_reward", "at": 150},
+    "rlkit-test/Raise-v0": {"fault": "raise", "at": 30},
+    "rlkit-test/RaiseOdd-v0": {"fault": "raise", "at": 30, "parity": 1},
+    "rlkit-test/RaiseEven-v0": {"fault": "raise", "at": 30, "parity": 0},
+    "rlkit-test/Slow-v0": {"fault": "slow"},
+    "rlkit-test/SlowOdd-v0": {"fault": "slow", "parity": 1},
+    "rlkit-test/SlowEven-v0": {"fault": "slow", "parity": 0},
 }
 for _id, _kwargs in IDS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point="faulty_envs:make", kwargs=_kwargs)
+for _id, _entry in {"rlkit-test/Image-v0": "faulty_envs:ImageEnv",
+                    "rlkit-test/BrokenInit-v0": "faulty_envs:BrokenInit"}.items():
+    if _id not in gym.registry:
+        gym.register(_id, entry_point=_entry, max_episode_steps=200)

@@ -359,3 +359,80 @@ def test_encoder_lr_puts_encoders_in_their_own_optimizer_group():
 def test_bad_agent_values_name_their_flag(field, value, message):
     with pytest.raises(ValueError, match=message):
         DDPGConfig(**{field: value})
+
+
+# ------------------------------------------------------------------------------ targets in update
+def _target_pairs(agent: DDPG) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(target parameter, online parameter) pairs, actor then critics."""
+    return list(zip([*agent.actor_target.parameters(), *agent.critic_targets.parameters()],
+                    [*agent.actor.parameters(), *agent.critics.parameters()], strict=True))
+
+
+def test_update_moves_every_target_by_exactly_tau_toward_the_online_weights():
+    tau = 0.1
+    agent = make_agent(tau=tau)
+    agent.update(batch())  # targets and online weights now differ
+    before = [t.detach().clone() for t, _ in _target_pairs(agent)]
+    agent.update(batch(seed=1))
+    moved = 0
+    for b, (t, o) in zip(before, _target_pairs(agent)):
+        # target' = target + tau * (online' - target), with the online weights after the step
+        torch.testing.assert_close(t, b + tau * (o - b), rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(t, (1 - tau) * b + tau * o, rtol=1e-6, atol=1e-7)
+        gap = (o - b).abs() > 1e-3
+        if gap.any():  # the step covers the fraction tau of the gap, not more, not less
+            ratio = ((t - b)[gap] / (o - b)[gap])
+            torch.testing.assert_close(ratio, torch.full_like(ratio, tau), rtol=1e-3, atol=0)
+            moved += 1
+    assert moved >= 4  # weights of actor and critic
+
+
+def test_delayed_policy_update_leaves_every_target_frozen_until_its_step():
+    agent = make_agent(twin_critics=True, target_noise=0.2, policy_delay=2)
+    agent.noise_gen = torch.Generator().manual_seed(0)
+    agent.update(batch(seed=3))  # update 1: critics only
+    agent.update(batch())  # update 2: actor and targets step, so targets differ from online
+    targets = [t.detach().clone() for t, _ in _target_pairs(agent)]
+    actor = [p.detach().clone() for p in agent.actor.parameters()]
+    critics = [p.detach().clone() for p in agent.critics.parameters()]
+    m = agent.update(batch(seed=1))  # update 3: critics only
+    assert "actor_loss" not in m
+    assert all(torch.equal(b, t) for b, (t, _) in zip(targets, _target_pairs(agent)))
+    assert all(torch.equal(b, p) for b, p in zip(actor, agent.actor.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(critics, agent.critics.parameters()))
+    agent.update(batch(seed=2))  # update 4: the delayed step moves them
+    assert all(not torch.equal(b, t) for b, (t, _) in zip(targets, _target_pairs(agent)))
+
+
+def test_first_update_with_policy_delay_2_changes_no_target():
+    agent = make_agent(policy_delay=2)
+    targets = [t.detach().clone() for t, _ in _target_pairs(agent)]
+    assert "actor_loss" not in agent.update(batch())
+    assert all(torch.equal(b, t) for b, (t, _) in zip(targets, _target_pairs(agent)))
+
+
+def test_target_policy_noise_is_clipped_to_clip_times_the_half_range():
+    clip = 0.05
+    agent = make_agent(target_noise=10.0, target_noise_clip=clip)
+    agent.noise_gen = torch.Generator().manual_seed(0)
+    seq = batch(256)
+    with torch.no_grad():
+        plain = agent.actor_target(seq.obs[:, 1:])[0]  # (B, 1, A): the target action, no noise
+    seen = []
+    q = agent.critic_targets[0].q
+
+    def recording(h, action):  # the target critic's input: the smoothed target action
+        seen.append(action.detach().clone())
+        return q(h, action)
+
+    agent.critic_targets[0].q = recording
+    agent.update(seq)
+    (noisy,) = seen
+    half = (HIGH - LOW) / 2  # [2.0, 0.5]
+    shift = (noisy - plain).abs()  # (B, 1, A)
+    assert torch.all(shift <= clip * half + 1e-6)
+    # with std 10 >> clip nearly every draw is clipped: the shift is clip * half-range exactly,
+    # except where the action bound cut it shorter
+    at_clip = (shift - clip * half).abs() < 1e-5
+    inside = (plain - LOW > clip * half) & (HIGH - plain > clip * half)
+    assert at_clip[inside].float().mean() > 0.95 and inside.float().mean() > 0.5

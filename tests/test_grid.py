@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from agents import cli, train
 from agents.evaluate import main as evaluate_main
+from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.config import replace_fields
 from rlkit.evaluate import RenderError, make_eval_env
 from rlkit.launch import GridRun, launch, threads_per_job
 from rlkit.rundir import RunDirError, RunRecord
+from rlkit.runlog import read_metrics
+from rlkit.seeding import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = replace_fields(train.TrainConfig(), total_steps=150, learning_starts=50, batch_size=8,
@@ -129,3 +135,182 @@ def test_threads_per_job_shares_cores_and_respects_omp_num_threads():
     for bad in ("0", "-1", "two"):
         with pytest.raises(ValueError, match=f"OMP_NUM_THREADS.*{bad!r}"):
             threads_per_job(1, cpu_count=8, omp_num_threads=bad)
+
+
+# ----------------------------------------------------------------------------- faults
+TESTS = Path(__file__).resolve().parent
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1",
+                  "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
+
+
+def _dies(config: int, run_dir: str) -> dict[str, float]:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}
+
+
+def test_a_run_whose_process_dies_is_reported(tmp_path):
+    outcomes = launch(_dies, [GridRun("a", 1)], tmp_path, progress=False)
+    assert outcomes[0].error == "the run's process died (signal SIGKILL) before it reported"
+
+
+def _pair() -> tuple[str, int, int]:
+    """A faulty env id whose fault fires in the training env of seed 0 only (not in seed 3's,
+    nor in either's evaluation env)."""
+    a, b = seed_everything(0), seed_everything(3)
+    parity = a.env_seed % 2
+    assert {b.env_seed % 2, a.eval_env_seed % 2, b.eval_env_seed % 2} == {1 - parity}
+    return ("Odd" if parity else "Even"), 0, 3
+
+
+@pytest.mark.slow
+def test_grid_with_a_run_that_fails_before_its_first_evaluation_reports_the_others(tmp_path,
+                                                                                   capsys):
+    kind, bad, good = _pair()
+    grid = tmp_path / "g"
+    cfg = replace_fields(TINY, env=f"faulty_envs:rlkit-test/Raise{kind}-v0", grid_dir=str(grid),
+                         jobs=2)
+    with pytest.raises(RuntimeError, match="1 of 2 runs failed; see above"):
+        cli.grid(cfg, ["mlp"], [bad, good])
+    err = capsys.readouterr().err
+    assert f"mlp__s{bad}: error: EnvError: env rlkit-test/Raise{kind}-v0 raised RuntimeError " \
+           "in step at env step 30" in err
+    assert f"report: skipped {grid / f'mlp__s{bad}'}: did not finish: EnvError:" in err
+    md = (grid / "report" / "report.md").read_text()
+    assert "| mlp | 1 |" in md and "## Skipped runs" in md and f"mlp__s{bad}" in md
+
+
+def _wait(what: str, ok, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while not ok():
+        assert proc.poll() is None, f"the launcher ended before {what}: {proc.returncode}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _kind(run: Path) -> str | None:
+    try:
+        return load_checkpoint(run / "checkpoint.pt")["kind"]
+    except CheckpointError:
+        return None
+
+
+def _holder(run: Path) -> int | None:
+    text = (run / "run.lock").read_text() if (run / "run.lock").is_file() else ""
+    return int(text.split()[1]) if text.startswith("pid ") else None
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_checkpoints_the_running_runs_then_reports(tmp_path):
+    """Seed 0's env is slow, seed 3's is not: SIGTERM once seed 3 has finished; seed 0 writes
+    its interrupt checkpoint, the report covers seed 3 and lists seed 0, exit 143, and the
+    stopped run continues with --resume."""
+    kind, slow, fast = _pair()
+    grid = tmp_path / "g"
+    args = [sys.executable, "train.py", "--env", f"faulty_envs:rlkit-test/Slow{kind}-v0",
+            "--seed", str(slow), str(fast), "--jobs", "2", "--grid-dir", str(grid),
+            *GRID_ARGS, "--total-steps", "1500"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(f"mlp__s{fast} to finish", lambda: _kind(grid / f"mlp__s{fast}") == "final", proc)
+        assert _kind(grid / f"mlp__s{slow}") is not None  # going, with its start checkpoint
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    ckpt = load_checkpoint(grid / f"mlp__s{slow}" / "checkpoint.pt")
+    assert ckpt["kind"] == "interrupt" and 0 < ckpt["step"] < 1500
+    assert f"mlp__s{slow}: error: TrainingInterrupted: interrupted by SIGTERM" in err
+    assert f"report: skipped {grid / f'mlp__s{slow}'}: did not finish:" in err
+    assert err.strip().splitlines()[-1].startswith("stopped: grid interrupted by SIGTERM; 1 of 2 "
+                                                   "runs did not finish")
+    md = (grid / "report" / "report.md").read_text()
+    assert "| mlp | 1 |" in md and f"mlp__s{slow}" in md
+    resumed = subprocess.run([sys.executable, "train.py", "--resume", str(grid / f"mlp__s{slow}")],
+                             cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _kind(grid / f"mlp__s{slow}") == "final"
+
+
+@pytest.mark.slow
+def test_runs_of_a_launcher_killed_by_sigkill_checkpoint_and_end(tmp_path):
+    grid = tmp_path / "g"
+    args = [sys.executable, "train.py", "--env", "faulty_envs:rlkit-test/Slow-v0", "--seed",
+            "0", "1", "--jobs", "2", "--grid-dir", str(grid), *GRID_ARGS, "--total-steps",
+            "100000"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    runs = [grid / "mlp__s0", grid / "mlp__s1"]
+    try:
+        _wait("both runs to start", lambda: all(_kind(r) and _holder(r) for r in runs), proc)
+        pids = [_holder(r) for r in runs]
+        proc.kill()  # SIGKILL: nothing is passed on
+        proc.wait()
+        deadline = time.time() + 120
+        for pid in pids:
+            while _alive(pid):
+                assert time.time() < deadline, f"run process {pid} outlived its launcher"
+                time.sleep(0.2)
+    finally:
+        proc.kill()
+    for run in runs:
+        assert _kind(run) == "interrupt"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_a_stopped_grid_continues_with_resume_grid_dir(tmp_path):
+    """One run at a time: SIGTERM during the first run; --resume GRID continues it from its
+    checkpoint (to the same end as an uninterrupted run) and starts the one never started."""
+    grid = tmp_path / "g"
+    args = [sys.executable, "train.py", "--env", "faulty_envs:rlkit-test/Slow-v0", "--seed", "0",
+            "1", "--jobs", "1", "--grid-dir", str(grid), *GRID_ARGS, "--total-steps", "300"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait("the first run to log", lambda: (grid / "mlp__s0" / "metrics.jsonl").is_file()
+              and (grid / "mlp__s0" / "metrics.jsonl").stat().st_size > 0, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "mlp__s1: error: not started: the grid was stopped by SIGTERM" in err
+    assert "report: none written (no run finished)" in err
+    assert _kind(grid / "mlp__s0") == "interrupt" and not (grid / "mlp__s1").exists()
+    out = subprocess.run([sys.executable, "train.py", "--resume", str(grid), "--jobs", "2"],
+                         cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "resuming grid" in out.stderr and "0 runs finished, 2 to go" in out.stderr
+    assert _kind(grid / "mlp__s0") == _kind(grid / "mlp__s1") == "final"
+    assert "| mlp | 2 |" in (grid / "report" / "report.md").read_text()
+    again = subprocess.run([sys.executable, "train.py", "--resume", str(grid)], cwd=ROOT,
+                           env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "2 runs finished, 0 to go" in again.stderr, again.stderr
+    cfg = cli.read_manifest(grid)["mlp__s0"]
+    train.main(replace_fields(cfg, run_dir=str(tmp_path / "whole"), progress=False))
+    timing = ("wall_time", "sps", "updates_per_s", "peak_memory_mb")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(grid / "mlp__s0")
+            ] == [{k: v for k, v in r.items() if k not in timing}
+                  for r in read_metrics(tmp_path / "whole")]
+
+
+def test_resume_of_a_grid_refuses_flags_that_would_change_its_runs(tmp_path):
+    grid = tmp_path / "g"
+    cli.write_manifest(grid, [GridRun("mlp__s0", TINY)])
+    for flags in (["--batch-size", "64"], ["--eval-every", "7"], ["--backbone", "gru"]):
+        with pytest.raises(ValueError, match=r"--resume \S+ \(a grid\) takes only the grid "
+                                             r"flags \(--jobs, --launcher, ...\) and "
+                                             r"--total-steps, --checkpoint-every"):
+            cli.cli(["--resume", str(grid), *flags])
+    assert cli.read_manifest(grid) == {"mlp__s0": TINY}

@@ -7,6 +7,7 @@ subprocess, and bad flags. Exactness needs one thread: every test here runs sing
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import pickle
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,9 +28,12 @@ import numpy as np
 import pytest
 import torch
 
-from agents import train
+from agents import cli, train
 from agents.ddpg import DDPG, DDPGConfig
+from agents.evaluate import run as evaluate_run
 from envs.wrappers import FlickerObservation
+from rlkit import checkpoint as checkpoint_module
+from rlkit.buffers import make_replay, replay_memory
 from rlkit.checkpoint import (
     FOOTER_MAGIC,
     CheckpointError,
@@ -36,11 +41,13 @@ from rlkit.checkpoint import (
     remove_stale_temp_files,
     save_checkpoint,
 )
-from rlkit.config import replace_fields
+from rlkit.config import LoopConfig, ModelConfig, ReplayConfig, replace_fields
 from rlkit.envstate import restore_env, snapshot_env
-from rlkit.runlog import read_metrics, truncate_metrics
+from rlkit.faults import EnvError
+from rlkit.rundir import RunDirBusy, RunLock
+from rlkit.runlog import RunLogger, read_metrics, truncate_metrics
 from rlkit.seeding import seed_everything
-from rlkit.trainer import NonFiniteError, NonFiniteLossError
+from rlkit.trainer import NonFiniteError, NonFiniteLossError, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -406,8 +413,24 @@ def test_resume_of_a_directory_without_checkpoint(tiny_run, tmp_path):
     run = tmp_path / "no_ckpt"
     run.mkdir()
     shutil.copy(tiny_run / "config.json", run / "config.json")
+    (run / "metrics.jsonl").write_text('{"step": 20, "wall_time": 1.0}\n')  # it had logged
     with pytest.raises(CheckpointError, match=r"no checkpoint at \S+checkpoint.pt"):
         _resume(run)
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(tiny_run, tmp_path):
+    """config.json written, nothing logged, no checkpoint: the run starts again from step 0,
+    which is the same run."""
+    run = tmp_path / "killed_early"
+    run.mkdir()
+    shutil.copy(tiny_run / "config.json", run / "config.json")
+    (run / "metrics.jsonl").write_text('{"step": 20, "wall')  # a torn first line
+    (run / ".checkpoint.pt.x1.tmp").write_bytes(b"half")  # the first write, killed
+    _resume(run)
+    assert _strip(read_metrics(run)) == _strip(read_metrics(tiny_run))
+    _assert_same(load_checkpoint(run / "checkpoint.pt")["agent"],
+                 load_checkpoint(tiny_run / "checkpoint.pt")["agent"])
+    assert not list(run.glob(".checkpoint.pt.*.tmp"))
 
 
 def test_resume_of_a_finished_run_asks_for_more_steps(tiny_run):
@@ -487,3 +510,465 @@ def test_loss_check_leaves_scaler_handled_updates_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(DDPG, "update", lambda self, batch: inf_loss(self, batch, False))
     with pytest.raises(NonFiniteLossError, match="at update 1 "):
         train.main(replace_fields(TINY, run_dir=str(tmp_path / "fp32")))
+
+
+# ============================================================================ faults, issue 15
+# Each class of fault ends with a documented exit code and a one-line message naming the
+# file, field or flag (agents.cli: 2 bad input, 3 file system, 4 env exception), and keeps
+# what was written before.
+TINY_ARGS = ["--total-steps", "60", "--learning-starts", "20", "--batch-size", "8",
+             "--log-every", "20", "--d-model", "16", "--agent.head-hidden", "16",
+             "--eval-every", "0", "--eval-episodes", "1", "--no-progress", "--device", "cpu",
+             "--buffer-size", "10000"]
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    """``train.py ARGS`` in this process: (exit code, stderr)."""
+    capsys.readouterr()
+    try:
+        cli.run([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def _first_error(err: str) -> str:
+    return next(line for line in err.splitlines() if line.startswith(("error:", "stopped:")))
+
+
+# ----------------------------------------------------------------------------- file system
+def test_run_dir_that_is_a_file_is_bad_input(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    code, err = _cli([*TINY_ARGS, "--run-dir", tmp_path / "f"], capsys)
+    assert code == 2
+    assert _first_error(err) == (f"error: --run-dir {tmp_path / 'f'} is a file, not a "
+                                 "directory; expected a new or empty directory")
+    assert (tmp_path / "f").read_text() == "x"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_run_dir_that_cannot_be_created_is_a_file_system_error(capsys):
+    code, err = _cli([*TINY_ARGS, "--run-dir", "/proc/rlkit-test/run"], capsys)
+    assert code == 3
+    assert _first_error(err).startswith(
+        "error: cannot create the run directory /proc/rlkit-test/run: ")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_run_dir_under_a_read_only_directory_is_a_file_system_error(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code, err = _cli([*TINY_ARGS, "--run-dir", ro / "run"], capsys)
+    finally:
+        ro.chmod(0o755)
+    assert code == 3
+    assert _first_error(err) == (f"error: cannot create the run directory {ro / 'run'}: "
+                                 "Permission denied [EACCES]")
+
+
+def _refuse_writes_from(monkeypatch, step: int, code: int, what: str) -> None:
+    """Checkpoint writes of ``step`` and later fail as the file system would refuse them."""
+    save = checkpoint_module._save
+
+    def refusing(path, payload, keep_previous):
+        if payload["step"] >= step:
+            raise OSError(code, what, str(path.parent / f".{path.name}.x.tmp"))
+        return save(path, payload, keep_previous)
+
+    monkeypatch.setattr(checkpoint_module, "_save", refusing)
+
+
+@pytest.mark.parametrize(("code", "what", "name"), [
+    (errno.EROFS, "Read-only file system", "EROFS"),  # run directory made read-only
+    (errno.ENOSPC, "No space left on device", "ENOSPC"),  # disk full
+])
+def test_checkpoint_that_cannot_be_written_stops_with_exit_3_keeping_what_was_written(
+        tmp_path, capsys, monkeypatch, tiny_run, code, what, name):
+    run = tmp_path / "run"
+    _refuse_writes_from(monkeypatch, 40, code, what)
+    status, err = _cli([*TINY_ARGS, "--checkpoint-every", "20", "--run-dir", run], capsys)
+    assert status == 3
+    assert _first_error(err) == (
+        f"error: cannot write the periodic checkpoint of step 40 to {run / 'checkpoint.pt'}: "
+        f"{what} [{name}]; the checkpoint of step 20 is kept; once the file system is fixed, "
+        f"continue with --resume {run}")
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 20  # the previous one stays
+    assert [r["step"] for r in read_metrics(run)] == [20, 40]  # and every row written
+    monkeypatch.undo()  # the file system is fixed
+    _resume(run)
+    assert _strip(read_metrics(run)) == _strip(read_metrics(tiny_run))
+    _assert_same(load_checkpoint(run / "checkpoint.pt")["agent"],
+                 load_checkpoint(tiny_run / "checkpoint.pt")["agent"])
+
+
+def test_metrics_that_cannot_be_written_stop_with_exit_3(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    log = RunLogger.log
+
+    def full(self, step, metrics, wall_time=None):
+        if step >= 40 and not isinstance(self._metrics, _FullFile):
+            self._metrics.close()
+            self._metrics = _FullFile()  # writes now fail as on a full disk
+        return log(self, step, metrics, wall_time)
+
+    monkeypatch.setattr(RunLogger, "log", full)
+    status, err = _cli([*TINY_ARGS, "--run-dir", run], capsys)
+    assert status == 3
+    assert _first_error(err) == (f"error: cannot write {run / 'metrics.jsonl'}: No space left "
+                                 "on device [ENOSPC]; the rows written before are kept")
+    assert [r["step"] for r in read_metrics(run)] == [20]
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 0  # the start checkpoint
+
+
+class _FullFile:
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.slow
+def test_full_disk_during_a_checkpoint_stops_with_exit_3_and_the_run_resumes(tmp_path):
+    """A real write failure: the file size limit (RLIMIT_FSIZE) makes the checkpoint write
+    fail with EFBIG once the buffer has grown; the checkpoint before stays, and once the
+    limit is gone the run resumes to the same end as an uninterrupted one."""
+    import resource
+
+    run = tmp_path / "run"
+    args = [sys.executable, "train.py", "--total-steps", "1000", "--log-every", "50",
+            "--checkpoint-every", "100", "--run-dir", str(run), *MLP_ARGS]
+    limit = 200_000  # bytes: the first checkpoints fit, those of a fuller buffer do not
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=SUBPROCESS_ENV, preexec_fn=limited)
+    assert out.returncode == 3, out.stderr
+    m = re.fullmatch(rf"error: cannot write the periodic checkpoint of step (\d+) to "
+                     rf"{re.escape(str(run / 'checkpoint.pt'))}: File too large \[EFBIG\]; the "
+                     rf"checkpoint of step (\d+) is kept; once the file system is fixed, "
+                     rf"continue with --resume {re.escape(str(run))}", _first_error(out.stderr))
+    assert m, out.stderr
+    failed, kept = int(m.group(1)), int(m.group(2))
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == kept == failed - 100
+    assert max(r["step"] for r in read_metrics(run)) == failed
+    _resume(run)
+    train.main(replace_fields(MLP, total_steps=1000, log_every=50, checkpoint_every=100,
+                              run_dir=str(tmp_path / "full")))
+    assert _strip(read_metrics(run)) == _strip(read_metrics(tmp_path / "full"))
+
+
+def test_checkpoint_replaced_by_a_directory(tmp_path, capsys, monkeypatch):
+    """Mid-run: exit 3 naming the path; on --resume: an unreadable checkpoint (exit 2)."""
+    run = tmp_path / "run"
+    save = Trainer.save
+
+    def replaced(self, kind):
+        if self.step >= 40:
+            (run / "checkpoint.pt").unlink()
+            (run / "checkpoint.pt").mkdir()
+        return save(self, kind)
+
+    monkeypatch.setattr(Trainer, "save", replaced)
+    status, err = _cli([*TINY_ARGS, "--checkpoint-every", "20", "--run-dir", run], capsys)
+    assert status == 3
+    assert _first_error(err).startswith(
+        f"error: cannot write the periodic checkpoint of step 40 to {run / 'checkpoint.pt'}: "
+        "Is a directory [EISDIR]")
+    monkeypatch.undo()
+    status, err = _cli(["--resume", run, "--total-steps", "80"], capsys)
+    assert status == 2
+    assert _first_error(err) == (f"error: --resume {run}: {run / 'checkpoint.pt'} is a "
+                                 "directory, not a checkpoint file; move it away (a checkpoint "
+                                 "is a file written by rlkit.checkpoint)")
+    assert load_checkpoint(run / "checkpoint.prev.pt")["step"] == 0  # still there
+
+
+# ----------------------------------------------------------------------------- one process
+def test_a_locked_run_directory_is_refused_naming_the_holder(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.name != "run.lock"}
+    with RunLock(run):
+        holder = f"pid {os.getpid()} on host {socket.gethostname()} since "
+        with pytest.raises(RunDirBusy, match=rf"run directory {re.escape(str(run))} is in use "
+                                             rf"by another process \({holder}"):
+            _resume(run, total_steps=80)
+        status, err = _cli(["--resume", run, "--total-steps", "80"], capsys)
+        assert status == 2 and f"is in use by another process ({holder}" in err
+        empty = tmp_path / "new"
+        empty.mkdir()
+        with RunLock(empty):  # a new run in an empty directory that another process holds
+            status, err = _cli([*TINY_ARGS, "--run-dir", empty], capsys)
+        assert status == 2 and "is in use by another process" in err
+    assert files == {p.name: p.read_bytes() for p in run.iterdir() if p.name != "run.lock"}
+    _resume(run, total_steps=80)  # released: it resumes
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 80
+
+
+@pytest.mark.slow
+def test_resume_while_the_run_goes_on_is_refused_and_a_killed_holder_is_taken_over(tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "train.py", "--total-steps", "1000000", "--log-every", "10",
+            "--run-dir", str(run), *MLP_ARGS]
+    proc = subprocess.Popen(args, cwd=ROOT, env=SUBPROCESS_ENV, stderr=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while not (run / "checkpoint.pt").is_file() or len(read_metrics(run)) < 3:
+            assert proc.poll() is None and time.time() < deadline, "the run did not start"
+            time.sleep(0.1)
+        rows = len(read_metrics(run))
+        second = subprocess.run([sys.executable, "train.py", "--resume", str(run),
+                                 "--total-steps", "3000"], cwd=ROOT, env=SUBPROCESS_ENV,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"is in use by another process (pid {proc.pid} on host " in second.stderr
+        assert proc.poll() is None and len(read_metrics(run)) >= rows  # nothing rewritten
+    finally:
+        proc.kill()  # SIGKILL: the lock is left behind, stale
+        proc.wait()
+    assert f"pid {proc.pid} " in (run / "run.lock").read_text()
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    _resume(run, total_steps=ckpt["step"] + 200)  # the stale lock is taken over
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == ckpt["step"] + 200
+    assert f"pid {os.getpid()} " in (run / "run.lock").read_text()
+
+
+# ----------------------------------------------------------------------------- default checkpoints
+def test_a_run_writes_a_checkpoint_when_it_starts(tmp_path):
+    train.main(replace_fields(TINY, run_dir=str(tmp_path / "run")))  # default checkpointing
+    start = load_checkpoint(tmp_path / "run" / "checkpoint.prev.pt")
+    assert start["kind"] == "start" and start["step"] == 0 and start["num_updates"] == 0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["kind"] == "final"
+    assert LoopConfig().checkpoint_minutes == 5.0 and LoopConfig().checkpoint_every == 0
+
+
+@pytest.mark.parametrize("base", [TINY, GRU], ids=["mlp", "gru-2envs"])
+def test_checkpoints_do_not_change_what_training_computes(tmp_path, base):
+    """A checkpoint at every step (by steps and by time) against none but the start's and the
+    end's: the same metrics and weights, bit for bit."""
+    train.main(replace_fields(base, checkpoint_every=0, checkpoint_minutes=0.0,
+                              run_dir=str(tmp_path / "few")))
+    train.main(replace_fields(base, checkpoint_every=3, checkpoint_minutes=1e-9,
+                              run_dir=str(tmp_path / "many")))
+    few, many = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("few", "many"))
+    assert load_checkpoint(tmp_path / "many" / "checkpoint.prev.pt")["kind"] == "periodic"
+    assert _strip(read_metrics(tmp_path / "few")) == _strip(read_metrics(tmp_path / "many"))
+    _assert_same(few["agent"], many["agent"], "agent")
+    _assert_same(few["buffer"], many["buffer"], "buffer")
+
+
+def test_checkpoint_minutes_is_validated_naming_the_flag():
+    with pytest.raises(ValueError, match="--checkpoint-minutes must be a finite number >= 0.0, "
+                                         "got -1"):
+        LoopConfig(checkpoint_minutes=-1)
+    with pytest.raises(ValueError, match="--checkpoint-minutes must be a finite number"):
+        LoopConfig(checkpoint_minutes=float("nan"))
+
+
+@pytest.mark.parametrize("minutes", [None, 0.001], ids=["default", "every-0.06s"])
+@pytest.mark.slow
+def test_sigkill_with_default_checkpointing_resumes_exactly(tmp_path, minutes):
+    """No --checkpoint-every: the start checkpoint (and, with a short --checkpoint-minutes, a
+    periodic one) is enough to resume a killed run exactly."""
+    run, killed_at = tmp_path / "run", 250
+    timed = [] if minutes is None else ["--checkpoint-minutes", str(minutes)]
+    args = [sys.executable, "train.py", "--env", "faulty_envs:rlkit-test/Kill-v0",
+            "--total-steps", "400", "--log-every", "10", "--run-dir", str(run), *timed,
+            *MLP_ARGS]
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**SUBPROCESS_ENV, faulty_envs.KILL_AT_ENV: str(killed_at)})
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    if minutes is None:
+        assert ckpt["kind"] == "start" and ckpt["step"] == 0
+    else:
+        assert ckpt["kind"] == "periodic" and 0 < ckpt["step"] < killed_at
+    _resume(run)
+    cfg = replace_fields(MLP, env="faulty_envs:rlkit-test/Kill-v0", log_every=10,
+                         run_dir=str(tmp_path / "uninterrupted"))
+    train.main(cfg)
+    assert _strip(read_metrics(run)) == _strip(read_metrics(tmp_path / "uninterrupted"))
+    _assert_same(load_checkpoint(run / "checkpoint.pt")["agent"],
+                 load_checkpoint(tmp_path / "uninterrupted" / "checkpoint.pt")["agent"])
+
+
+# ----------------------------------------------------------------------------- memory
+def _available(monkeypatch, n: int | None) -> None:
+    monkeypatch.setattr(train, "available_memory",
+                        lambda device: None if n is None else (n, "test"))
+
+
+def test_replay_memory_estimate_is_the_buffer_size():
+    def allocated(buf) -> int:
+        storages = {}
+        for v in vars(buf).values():
+            for t in v if isinstance(v, list) else [v]:
+                if isinstance(t, torch.Tensor):
+                    storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return sum(storages.values())
+
+    example = DDPG(3, -torch.ones(1), torch.ones(1), "gru", cfg=DDPGConfig(head_hidden=(8,))
+                   ).initial_state(1)
+    cases = [(ReplayConfig(buffer_size=1000, batch_size=8, seq_len=1), "mlp"),
+             (ReplayConfig(buffer_size=1000, batch_size=8, seq_len=10), "gru"),
+             (ReplayConfig(buffer_size=1000, batch_size=8, seq_len=10, state_mode="stored",
+                           burn_in=2), "gru"),
+             (ReplayConfig(buffer_size=1001, batch_size=8, seq_len=10, state_mode="stored",
+                           burn_in=2, state_every=3), "gru")]
+    for replay, backbone in cases:
+        model = ModelConfig(backbone=backbone)
+        buf = make_replay(replay, model, num_envs=2, obs_dim=3, action_dim=1,
+                          device=torch.device("cpu"), generator=torch.Generator(),
+                          state_example=example)
+        need = replay_memory(replay, model, num_envs=2, obs_dim=3, action_dim=1,
+                             state_example=example)
+        assert 0 <= allocated(buf) - need.buffer <= 64, (replay, backbone)  # small counters
+        assert (need.states > 0) == (replay.state_mode == "stored")
+
+
+@pytest.mark.parametrize(("change", "available", "message"), [
+    ({}, 16 * 2**20, r"it needs about 38\.1 MiB \(--buffer-size 1,000,000 steps x 40 bytes\) "
+                     r"and a sampled batch about 22\.0 KiB \(--batch-size 256 windows of "
+                     r"--seq-len 1 steps\), 38\.2 MiB in all, but 16\.0 MiB is available "
+                     r"\(test\); lower --buffer-size \(about 418,867 steps would fit\)$"),
+    ({"env": "faulty_envs:rlkit-test/Image-v0"}, 64 * 2**30,  # 64 x 64 x 3 observations
+     r"it needs about 91\.6 GiB \(--buffer-size 1,000,000 steps x 98,320 bytes\) and a sampled "
+     r"batch about 48\.0 MiB .* but 64\.0 GiB is available \(test\); lower --buffer-size "
+     r"\(about 698,424 steps would fit\)$"),
+    ({"env": "rlkit/Pendulum-V-v0", "backbone": "gru", "seq_len": 1_000_000}, 2**30,
+     r"it needs about 30\.5 MiB \(--buffer-size 1,000,000 steps x 32 bytes\) and a sampled "
+     r"batch about 3\.9 GiB \(--batch-size 32 windows of --seq-len 1000000 steps\), 4\.0 GiB "
+     r"in all, but 1\.0 GiB is available \(test\); lower --batch-size \(32\) or --seq-len "
+     r"\(1000000\)$"),
+    ({"env": "rlkit/Pendulum-V-v0", "backbone": "gru", "seq_len": 8, "burn_in": 4,
+      "state_mode": "stored", "state_every": 1}, 2**30,  # 2 x 256 floats every step
+     r"it needs about 1\.9 GiB \(--buffer-size 1,000,000 steps x 32 bytes \+ 1\.9 GiB of "
+     r"stored states\) .* but 1\.0 GiB is available \(test\); lower --buffer-size \(about "
+     r"516,203 steps would fit\), or store fewer states \(a larger --state-every, or "
+     r"--state-mode zero\)$"),
+], ids=["buffer", "image-obs", "seq-len", "stored-states"])
+def test_replay_that_does_not_fit_in_memory_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch, change, available, message):
+    _available(monkeypatch, available)
+    cfg = replace_fields(train.TrainConfig(), device="cpu", progress=False, d_model=256,
+                         run_dir=str(tmp_path / "run"), **change)
+    with pytest.raises(ValueError, match=r"not enough memory for the replay buffer: " + message):
+        train.main(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_memory_check_is_skipped_where_memory_is_unknown(tmp_path, monkeypatch, capsys):
+    _available(monkeypatch, 1)
+    code, err = _cli([*TINY_ARGS, "--run-dir", tmp_path / "a"], capsys)
+    assert code == 2 and _first_error(err).startswith("error: not enough memory for the replay")
+    _available(monkeypatch, None)
+    assert _cli([*TINY_ARGS, "--run-dir", tmp_path / "b"], capsys)[0] == 0
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").is_file(), reason="needs Linux's /proc/meminfo")
+def test_available_memory_is_memavailable_on_linux():
+    free, source = train.available_memory(torch.device("cpu"))
+    assert 0 < free <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert source == "MemAvailable in /proc/meminfo"
+
+
+# ----------------------------------------------------------------------------- edited files
+@pytest.mark.parametrize(("key", "value", "shown"), [
+    ("agent.gamma", 0.5, "agent.gamma is 0.5 in config.json, 0.99 in the checkpoint"),
+    ("loop.eval_every", 7, "loop.eval_every is 7 in config.json, 0 in the checkpoint"),
+    ("noise.sigma", 0.3, "noise.sigma is 0.3 in config.json, 0.2 in the checkpoint"),
+])
+def test_resume_refuses_an_edited_config_naming_the_field(tiny_run, tmp_path, key, value,
+                                                          shown):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = json.loads((run / "config.json").read_text())
+    section, name = key.split(".")
+    data[section][name] = value
+    (run / "config.json").write_text(json.dumps(data))
+    metrics = (run / "metrics.jsonl").read_text()
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"--resume {run}: config.json disagrees with the checkpoint's own record of the "
+            f"run: {shown}; config.json must not be edited")):
+        _resume(run, total_steps=80)
+    assert (run / "metrics.jsonl").read_text() == metrics
+
+
+def test_resume_accepts_a_config_edited_in_fields_that_may_change(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = json.loads((run / "config.json").read_text())
+    data["loop"]["total_steps"] = 80
+    (run / "config.json").write_text(json.dumps(data))
+    _resume(run)
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 80
+
+
+def test_resume_accepts_a_checkpoint_written_before_an_agent_field_existed(tiny_run, tmp_path):
+    """A checkpoint of an older version has no entry for a newer agent field; the rewritten
+    config.json has its default: the same agent, so resume goes on."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    del ckpt["config"]["agent"]["pre_tanh_penalty"]
+    save_checkpoint(run / "checkpoint.pt", ckpt)
+    _resume(run, total_steps=80)
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 80
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("config.json", b"[1, 2]", "{config}: expected a JSON object, got list"),
+    ("config.json", b"\xff\xfe{", "{config}: not valid JSON ('utf-8' codec can't decode"),
+    ("metrics.jsonl", b'{"step": 20, "wall_time": 1}\n[1]\n{"step": 40, "wall_time": 2}\n',
+     "{metrics}:2: expected a JSON object with an integer 'step', got '[1]'"),
+    ("metrics.jsonl", b'{"step": 20, "wall_time": 1}\n{"step": 40\n{"step": 60}\n',
+     "{metrics}:2: not valid JSON"),
+    ("metrics.jsonl", b'{"step": 20, "wall_time": 1}\n\xff\n', "{metrics}:2: not UTF-8 text"),
+], ids=["config-list", "config-not-utf8", "metrics-not-a-row", "metrics-bad-json",
+        "metrics-not-utf8"])
+def test_resume_of_a_damaged_run_file_is_one_line_with_exit_2(tiny_run, tmp_path, capsys, name,
+                                                              content, message):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / name).write_bytes(content)
+    code, err = _cli(["--resume", run, "--total-steps", "80"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    expected = message.format(config=run / "config.json", metrics=run / "metrics.jsonl")
+    assert err.startswith("error: ") and expected in err, err
+    assert (run / name).read_bytes() == content  # left as it was
+    if name == "config.json":
+        assert evaluate_run([str(run), "--episodes", "1"]) == 2
+        assert expected in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- env exceptions
+def test_env_exception_keeps_the_envs_traceback(tmp_path, capsys):
+    with pytest.raises(EnvError, match=r"env rlkit-test/Raise-v0 raised RuntimeError in step at "
+                                       r"env step 30: simulator diverged at state") as e:
+        train.main(replace_fields(TINY, env="faulty_envs:rlkit-test/Raise-v0",
+                                  run_dir=str(tmp_path / "run")))
+    assert "faulty_envs.py" in e.value.env_traceback and "in _integrate" in \
+        e.value.env_traceback
+    assert e.value.env_traceback.rstrip().endswith("RuntimeError: simulator diverged at state "
+                                                   + str(e.value).split("at state ")[1])
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["kind"] == "start"
+    code, err = _cli([*TINY_ARGS, "--env", "faulty_envs:rlkit-test/Raise-v0", "--run-dir",
+                      tmp_path / "cli"], capsys)
+    assert code == 4
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("error: env rlkit-test/Raise-v0 raised RuntimeError in step")
+    assert lines[1] == "the env's traceback:" and lines[2] == "Traceback (most recent call last):"
+    assert any("faulty_envs.py" in line for line in lines) and \
+        lines[-1].startswith("RuntimeError: simulator diverged")
+    code, err = _cli([*TINY_ARGS, "--env", "faulty_envs:rlkit-test/BrokenInit-v0", "--run-dir",
+                      tmp_path / "init"], capsys)
+    assert code == 4 and err.startswith("error: env faulty_envs:rlkit-test/BrokenInit-v0 raised "
+                                        "KeyError in construction: \"missing asset")
+    assert "in __init__" in err and not (tmp_path / "init").exists()

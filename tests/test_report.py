@@ -1,5 +1,6 @@
 """Comparison reports: exact table values on synthetic runs, plots, Markdown/HTML, CLI, errors."""
 
+import html
 import json
 import re
 import subprocess
@@ -161,6 +162,13 @@ def test_cli_empty_dir_fails_with_message(tmp_path):
     assert f"{tmp_path}: no run directory found" in proc.stderr
 
 
+def skipped(result) -> dict[Path, str]:
+    return {skip.path: skip.reason for skip in result.skipped}
+
+
+PENDULUM_ROWS = [("Pendulum-v1", "gru"), ("Pendulum-v1", "mlp")]
+
+
 def test_errors_name_directory_file_and_line(grid, tmp_path):
     with pytest.raises(ReportError, match="not a directory"):
         build_report(tmp_path / "missing")
@@ -168,29 +176,69 @@ def test_errors_name_directory_file_and_line(grid, tmp_path):
     empty.mkdir()
     with fails_with(f"{empty}: no run directory found"):
         build_report(empty)
-    metrics = grid / "memory" / "s0" / "metrics.jsonl"
-    lines = metrics.read_text().splitlines()
-    metrics.write_text("\n".join(lines[:2] + ['{"step": 3, "wall_time": '] + lines[2:]))
-    with fails_with(f"{metrics}:3: invalid JSON"):
-        build_report(grid, tmp_path / "o1")
-    metrics.write_text("\n".join(lines[:3] + ['{"wall_time": 1.0}']))
-    with fails_with(f"{metrics}:4: expected an object with 'step'"):
-        build_report(grid, tmp_path / "o2")
-    metrics.write_text("\n".join(lines[:1] + ['{"step": 1, "wall_time": 1, '
-                                              '"eval_return_mean": "high"}']))
-    with fails_with(f"{metrics}:2: 'eval_return_mean' must be a number"):
-        build_report(grid, tmp_path / "o3")
-    with pytest.raises(ReportError, match="no row has the metric 'success'"):
+    with pytest.raises(ReportError, match=r"no usable run among 10: .*no row has the metric "
+                                          r"'success'"):
         build_report(grid, tmp_path / "o4", metric="success")
 
 
+def test_unusable_runs_are_skipped_and_listed_with_the_reason(grid, tmp_path):
+    """A malformed or half-written run (one that failed before its first evaluation) is left
+    out and listed with the reason; the report covers every other run."""
+    run = grid / "memory" / "s0"
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    cases = [
+        (lines[:2] + ['{"step": 3, "wall_time": '] + lines[2:], f"{metrics}:3: invalid JSON"),
+        (lines[:3] + ['{"wall_time": 1.0}'], f"{metrics}:4: expected an object with 'step'"),
+        (lines[:1] + ['{"step": 1, "wall_time": 1, "eval_return_mean": "high"}'],
+         f"{metrics}:2: 'eval_return_mean' must be a number"),
+        (lines[:1], "no row has the metric 'eval_return_mean' (a run that stopped before its "
+                    "first evaluation?)"),
+        (None, f"{metrics}: no such file (the run stopped before it logged)"),
+    ]
+    for i, (text, reason) in enumerate(cases):
+        if text is None:
+            metrics.unlink()
+        else:
+            metrics.write_text("\n".join(text))
+        res = build_report(grid, tmp_path / f"o{i}")
+        assert [(r.env, r.backbone) for r in res.rows] == PENDULUM_ROWS, reason
+        assert list(skipped(res)) == [run] and reason in skipped(res)[run]
+        md, page = res.markdown.read_text(), res.html.read_text()
+        assert "(1 more skipped: see the end)" in md and "## Skipped runs" in md
+        assert f"- `{run}`: " in md and reason in md
+        assert "<h2>Skipped runs</h2>" in page and html.escape(reason) in page
+
+
+def test_excluded_runs_are_listed_as_skipped(grid, tmp_path):
+    gone = grid / "pendulum" / "mlp" / "s3"
+    res = build_report(grid, tmp_path / "out", exclude={gone: "did not finish: killed"})
+    assert skipped(res) == {gone: "did not finish: killed"}
+    assert {(r.backbone, r.n_seeds) for r in res.rows if r.env == "Pendulum-v1"} == \
+        {("mlp", 3), ("gru", 5)}
+
+
+@pytest.mark.slow
+def test_cli_reports_what_it_can_and_lists_skipped_runs_on_stderr(grid, tmp_path):
+    bad = grid / "memory" / "s0" / "metrics.jsonl"
+    bad.write_text(bad.read_text().splitlines()[0] + "\n")
+    proc = subprocess.run([sys.executable, "-m", "rlkit.report", str(grid), "--out",
+                           str(tmp_path / "cli")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"rlkit.report: skipped {grid / 'memory' / 's0'}: {bad}: no row has the metric" \
+        in proc.stderr
+    assert (tmp_path / "cli" / "report.html").is_file()
+
+
 def test_config_missing_field_is_named(grid, tmp_path):
-    config = grid / "memory" / "s0" / "config.json"
+    run = grid / "memory" / "s0"
+    config = run / "config.json"
     data = json.loads(config.read_text())
     del data["model"]
     config.write_text(json.dumps(data))
-    with fails_with(f"{config}: unknown field(s) [], missing field(s) ['model']"):
-        build_report(grid, tmp_path / "out")
+    res = build_report(grid, tmp_path / "out")
+    assert skipped(res) == {run: f"{config}: unknown field(s) [], missing field(s) ['model']"}
     config.write_text("[1, 2]")
-    with fails_with(f"{config}: expected a JSON object, got list"):
-        build_report(grid, tmp_path / "out2")
+    res = build_report(grid, tmp_path / "out2")
+    assert skipped(res) == {run: f"{config}: expected a JSON object, got list"}
