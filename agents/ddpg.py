@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,9 +33,10 @@ from agents.losses import (
     TargetNoise,
     actor_loss,
     critic_loss,
+    saturation,
     td_target,
 )
-from agents.networks import Actor, AgentState, Critic, EncoderInputs
+from agents.networks import Actor, AgentState, Critic, EncoderInputs, action_bounds
 from rlkit.backbones import BackboneConfig, backbone_config, make_backbone
 from rlkit.buffers import SequenceBatch
 from rlkit.checkpoint import load_optimizer_state
@@ -158,32 +158,6 @@ def build_networks(obs_dim: int, action_low: Tensor, action_high: Tensor, backbo
     return actor, critics
 
 
-def _bounds(low: Any, high: Any) -> tuple[Tensor, Tensor]:
-    low = torch.as_tensor(low, dtype=torch.float32).reshape(-1)
-    high = torch.as_tensor(high, dtype=torch.float32).reshape(-1)
-    if not torch.all(torch.isfinite(low) & torch.isfinite(high)):
-        raise ValueError(f"action bounds must be finite, got low={low.tolist()} "
-                         f"high={high.tolist()}")
-    if not torch.all(high > low):
-        raise ValueError(f"action_high must exceed action_low, got low={low.tolist()} "
-                         f"high={high.tolist()}")
-    return low, high
-
-
-def saturation(pre_tanh: Tensor, mask: Tensor) -> dict[str, Tensor]:
-    """How saturated the actor's tanh is over the masked steps (0-dim tensors, no sync):
-    ``actor_saturation``, the fraction of action entries within 1% of a bound
-    (``|tanh| > 0.99``, where the tanh's gradient is below 0.02), and ``actor_pre_tanh``,
-    the mean ``|pre_tanh|``."""
-    with torch.no_grad():
-        pre = pre_tanh.float()  # (B, L, A)
-        m = mask[..., None].expand_as(pre)  # (B, L, A)
-        n = m.sum().clamp_min(1.0)
-        at_bound = (pre.tanh().abs() > 0.99).float()
-        return {"actor_saturation": (at_bound * m).sum() / n,
-                "actor_pre_tanh": (pre.abs() * m).sum() / n}
-
-
 def _adam(params: list[nn.Parameter], lr: float, encoder_lr: float | None,
           *encoders: nn.Module) -> torch.optim.Adam:
     """Fused Adam over ``params``: one group at ``lr``, or with ``encoder_lr`` two groups (the
@@ -218,7 +192,7 @@ class DDPG(nn.Module):
         super().__init__()
         self.cfg, self.backbone_name = cfg or DDPGConfig(), backbone
         cfg = self.cfg
-        low, high = _bounds(action_low, action_high)
+        low, high = action_bounds(action_low, action_high)
         self.obs_dim, self.action_dim = obs_dim, low.numel()
         self.actor, self.critics = build_networks(obs_dim, low, high, backbone, backbone_cfg, cfg)
         # One deepcopy of both keeps a shared encoder shared in the targets too.

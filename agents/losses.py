@@ -151,5 +151,19 @@ def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: 
     return ActorLoss(loss, pre)
 
 
-__all__ = ["ActorLoss", "CriticEncoding", "TargetNoise", "actor_loss", "critic_loss",
+def saturation(pre_tanh: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """How saturated the actor's tanh is over the masked steps (0-dim tensors, no sync):
+    ``actor_saturation``, the fraction of action entries within 1% of a bound
+    (``|tanh| > 0.99``, where the tanh's gradient is below 0.02), and ``actor_pre_tanh``,
+    the mean ``|pre_tanh|``."""
+    with torch.no_grad():
+        pre = pre_tanh.float()  # (B, L, A)
+        m = mask[..., None].expand_as(pre)  # (B, L, A)
+        n = m.sum().clamp_min(1.0)
+        at_bound = (pre.tanh().abs() > 0.99).float()
+        return {"actor_saturation": (at_bound * m).sum() / n,
+                "actor_pre_tanh": (pre.abs() * m).sum() / n}
+
+
+__all__ = ["ActorLoss", "CriticEncoding", "TargetNoise", "actor_loss", "critic_loss", "saturation",
            "first_needed", "td_target"]

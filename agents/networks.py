@@ -145,4 +145,17 @@ class Critic(nn.Module):
         return self.q_from_pre(moved, frozen=True)
 
 
-__all__ = ["Actor", "AgentState", "Critic", "EncoderInputs", "mlp"]
+def action_bounds(low: object, high: object) -> tuple[Tensor, Tensor]:
+    """The action bounds as flat float32 tensors, checked finite and ``high > low``."""
+    low = torch.as_tensor(low, dtype=torch.float32).reshape(-1)
+    high = torch.as_tensor(high, dtype=torch.float32).reshape(-1)
+    if not torch.all(torch.isfinite(low) & torch.isfinite(high)):
+        raise ValueError(f"action bounds must be finite, got low={low.tolist()} "
+                         f"high={high.tolist()}")
+    if not torch.all(high > low):
+        raise ValueError(f"action_high must exceed action_low, got low={low.tolist()} "
+                         f"high={high.tolist()}")
+    return low, high
+
+
+__all__ = ["Actor", "AgentState", "Critic", "EncoderInputs", "action_bounds", "mlp"]

@@ -7,8 +7,9 @@
 Every run writes ``RUN_DIR/config.json`` (a :class:`rlkit.rundir.RunRecord`),
 ``metrics.jsonl`` and ``checkpoint.pt``, and holds ``RUN_DIR/run.lock`` while it runs (one
 process per run directory). Before the replay buffer is built its memory is compared with the
-memory available (:func:`check_memory`). Grids of runs and the command line are in
-:mod:`agents.cli`.
+memory available (:func:`rlkit.buffers.check_replay_memory`). The config is
+:class:`agents.config.TrainConfig`; resuming is :mod:`agents.resume`. Grids of runs and the
+command line are in :mod:`agents.cli`.
 """
 
 from __future__ import annotations
@@ -16,46 +17,34 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import json
 import sys
 import uuid
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-import tyro
 
-from agents.ddpg import DDPG, DDPGConfig
+from agents.config import TrainConfig
+from agents.ddpg import DDPG
+from agents.resume import RESUME_MAY_CHANGE, RESUME_MAY_DIFFER, resume_config
 from rlkit.backbones import backbone_config
-from rlkit.buffers import ReplayMemory, make_replay, replay_memory
+from rlkit.buffers import check_replay_memory, make_replay
 from rlkit.checkpoint import (
-    CheckpointError,
     load_checkpoint,
-    previous_path,
-    remove_stale_temp_files,
 )
 from rlkit.config import (
     EnvConfig,
-    GridConfig,
-    LoopConfig,
-    ModelConfig,
-    NoiseConfig,
-    ReplayConfig,
-    RunConfig,
     flag,
 )
 from rlkit.faults import EnvError
 from rlkit.loopstate import check_agent_state
 from rlkit.noise import make_noise
 from rlkit.precision import PrecisionConfig, require_precision
-from rlkit.resume import check_run_dir, load_run_checkpoint, merge_config
+from rlkit.resume import check_run_dir
 from rlkit.rundir import (
     SECTIONS,
-    RunDirError,
     RunLock,
     RunPaths,
     RunRecord,
@@ -63,62 +52,12 @@ from rlkit.rundir import (
     make_dir,
     slug,
 )
-from rlkit.runlog import RunLogger, read_metrics, truncate_metrics
+from rlkit.runlog import RunLogger, truncate_metrics
 from rlkit.seeding import seed_everything
 from rlkit.trainer import Trainer
 
-Flat = tyro.conf.OmitArgPrefixes
-
 ENV_REGISTRY = "envs"
 """The module that registers the ``rlkit/`` ids (imported before ``gym.make`` of one)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Train DDPG with a swappable sequence backbone."""
-
-    run: Annotated[RunConfig, Flat] = field(default_factory=RunConfig)
-    env: Annotated[EnvConfig, Flat] = field(default_factory=EnvConfig)
-    replay: Annotated[ReplayConfig, Flat] = field(default_factory=ReplayConfig)
-    model: Annotated[ModelConfig, Flat] = field(default_factory=ModelConfig)
-    noise: Annotated[NoiseConfig, Flat] = field(default_factory=NoiseConfig)
-    loop: Annotated[LoopConfig, Flat] = field(default_factory=LoopConfig)
-    grid: Annotated[GridConfig, Flat] = field(default_factory=GridConfig)
-    agent: DDPGConfig = field(default_factory=DDPGConfig)
-    """Agent hyper-parameters (``--agent.gamma``, ``--agent.twin-critics``, ...)."""
-
-    @classmethod
-    def from_record(cls, record: RunRecord) -> TrainConfig:
-        """The (resolved) config of a run directory's record."""
-        agent = dict(record.agent)
-        agent["head_hidden"] = tuple(agent["head_hidden"])
-        sections = {name: getattr(record, name) for name in SECTIONS}
-        return cls(**sections, agent=DDPGConfig(**agent))
-
-    def to_json(self) -> dict[str, Any]:
-        """Every section as plain JSON data (tuples as lists); :meth:`from_json` reads it."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> TrainConfig:
-        """Inverse of :meth:`to_json`.
-
-        Raises:
-            RunDirError: not such data, or a value a section refuses; the message starts with
-                ``where``.
-        """
-        names = {*SECTIONS, "agent"}
-        if not isinstance(data, dict) or set(data) != names:
-            got = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise RunDirError(f"{where}: expected an object with the sections {sorted(names)}, "
-                              f"got {got}")
-        try:
-            sections = {name: section(**data[name]) for name, section in SECTIONS.items()}
-            agent = dict(data["agent"])
-            agent["head_hidden"] = tuple(agent["head_hidden"])
-            return cls(**sections, agent=DDPGConfig(**agent))
-        except (TypeError, ValueError, KeyError) as e:
-            raise RunDirError(f"{where}: {e}") from e
 
 
 def episode_steps(env: gym.Env) -> int | None:
@@ -223,128 +162,6 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     return cfg, agent, env
 
 
-def _size(n: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n / 2**10:.1f} KiB"
-
-
-def available_memory(device: torch.device) -> tuple[int, str] | None:
-    """Bytes of memory free for new allocations on ``device``, and where that figure comes
-    from: CUDA's free memory on a GPU, ``MemAvailable`` of ``/proc/meminfo`` on a Linux CPU;
-    ``None`` where it is unknown."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free), f"free on {device}"
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def check_memory(cfg: TrainConfig, agent: DDPG, device: torch.device) -> ReplayMemory:
-    """The replay's memory (:func:`rlkit.buffers.replay_memory`) for a resolved ``cfg``,
-    refused when it exceeds :func:`available_memory` (not checked where that is unknown).
-
-    Raises:
-        ValueError: giving the estimate, what is available and the flag to change.
-    """
-    r = cfg.replay
-    need = replay_memory(r, cfg.model, num_envs=cfg.env.num_envs, obs_dim=agent.obs_dim,
-                         action_dim=agent.action_dim, state_example=agent.initial_state(1))
-    available = available_memory(device)
-    if available is None or need.total <= available[0]:
-        return need
-    free, source = available
-    if need.batch > need.buffer:
-        fix = f"lower --batch-size ({r.batch_size}) or --seq-len ({r.seq_len})"
-    else:
-        per_step = need.buffer / need.rows
-        fit = max(0, int((free - need.batch) / per_step))
-        fix = f"lower --buffer-size (about {fit:,} steps would fit)"
-        if need.states > need.rows * need.row_bytes:
-            fix += ", or store fewer states (a larger --state-every, or --state-mode zero)"
-    states = f" + {_size(need.states)} of stored states" if need.states else ""
-    raise ValueError(
-        f"not enough memory for the replay buffer: it needs about {_size(need.buffer)} "
-        f"(--buffer-size {r.buffer_size:,} steps x {need.row_bytes:,} bytes{states}) and a "
-        f"sampled batch about {_size(need.batch)} (--batch-size {r.batch_size} windows of "
-        f"--seq-len {r.seq_len} steps), {_size(need.total)} in all, but {_size(free)} is "
-        f"available ({source}); {fix}")
-
-
-RESUME_MAY_CHANGE = ("total_steps", "checkpoint_every", "checkpoint_minutes", "drop_nonfinite",
-                     "progress")
-"""Fields a command line may change when resuming a run (others must match the run's)."""
-
-RESUME_MAY_DIFFER = (*(f"loop.{name}" for name in RESUME_MAY_CHANGE), "run.resume",
-                     "run.run_dir", "run.device")
-"""Entries of ``config.json`` that may differ from a checkpoint's own record of the run: the
-fields a resume may change, where the run directory is, and ``run.device`` (a resume writes it
-resolved, ``auto`` -> ``cpu``; the resolved ``device`` itself must match)."""
-
-
-def _with_agent_defaults(record: RunRecord) -> RunRecord:
-    """``record`` with every agent field, defaults included (a record written before a field
-    existed builds the same agent as one that holds its default)."""
-    try:
-        agent = TrainConfig.from_record(record).agent
-    except (TypeError, ValueError) as e:
-        raise RunDirError(f"agent: {e}") from e
-    return dataclasses.replace(record, agent=dataclasses.asdict(agent))
-
-
-def _never_checkpointed(run_dir: Path) -> bool:
-    """The run stopped before writing its first checkpoint (and logged nothing)."""
-    paths = RunPaths(run_dir)
-    if paths.checkpoint.exists() or previous_path(paths.checkpoint).exists():
-        return False
-    return not paths.metrics.is_file() or not read_metrics(run_dir)
-
-
-def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunRecord, dict | None]:
-    """The config, record and last checkpoint of the run in ``--resume`` (see there).
-
-    The checkpoint is ``None`` for a run that stopped before it wrote its first one (killed
-    while starting): it then starts again from step 0, which is the same run.
-
-    Raises:
-        ValueError: not a run directory, or a run that has reached ``--total-steps``.
-        rlkit.rundir.RunDirError: ``config.json`` or ``metrics.jsonl`` is malformed.
-        CheckpointError: no readable checkpoint, or one whose own record of the run differs
-            from ``config.json`` beyond :data:`RESUME_MAY_DIFFER` (named by field).
-    """
-    run_dir = Path(cfg.run.resume)
-    check_run_dir(run_dir)
-    record = RunRecord.read(run_dir)
-    if _never_checkpointed(run_dir):
-        remove_stale_temp_files(RunPaths(run_dir).checkpoint)
-        ckpt = None
-    else:
-        ckpt = load_run_checkpoint(run_dir)
-        saved = RunRecord.from_json(ckpt["config"], f"{run_dir}: the checkpoint's record")
-        try:
-            _with_agent_defaults(record).check_same_run(_with_agent_defaults(saved),
-                                                        may_differ=RESUME_MAY_DIFFER)
-        except ValueError as e:
-            raise CheckpointError(f"--resume {run_dir}: {e}") from e
-    merged = merge_config(cfg, TrainConfig.from_record(record), RESUME_MAY_CHANGE,
-                          keep=("resume",))
-    merged = dataclasses.replace(
-        merged, run=dataclasses.replace(merged.run, run_dir=str(run_dir), device=record.device))
-    step = 0 if ckpt is None else ckpt["step"]
-    if merged.loop.total_steps <= step:
-        raise ValueError(f"--resume {run_dir}: the run is at step {step} of "
-                         f"--total-steps {merged.loop.total_steps}; pass a larger "
-                         "--total-steps to continue it")
-    return merged, record, ckpt
-
-
 def new_run_dir(cfg: TrainConfig) -> Path:
     """The run directory; an existing non-empty one is refused, never overwritten.
 
@@ -400,7 +217,9 @@ def _run(cfg: TrainConfig, run_dir: Path | None, resumed: RunRecord | None, ckpt
     seeds = seed_everything(cfg.run.seed, buffer_device=device)
     cfg, agent, eval_env = build(cfg, device)
     held.callback(eval_env.close)
-    check_memory(cfg, agent, device)
+    check_replay_memory(cfg.replay, cfg.model, num_envs=cfg.env.num_envs, obs_dim=agent.obs_dim,
+                        action_dim=agent.action_dim, state_example=agent.initial_state(1),
+                        device=device)
     buffer = make_replay(cfg.replay, cfg.model, num_envs=cfg.env.num_envs,
                          obs_dim=agent.obs_dim, action_dim=agent.action_dim, device=device,
                          generator=seeds.buffer, state_example=agent.initial_state(1))
@@ -474,6 +293,5 @@ def run_in(cfg: TrainConfig, run_dir: str) -> dict[str, float]:
         loop=dataclasses.replace(cfg.loop, progress=False)))
 
 
-__all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "TrainConfig", "available_memory", "build",
-           "check_memory", "load_agent", "main", "make_env", "resolve", "resume_config",
-           "run_in"]
+__all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "TrainConfig", "build", "load_agent", "main",
+           "make_env", "resolve", "resume_config", "run_in"]

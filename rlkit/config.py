@@ -1,6 +1,6 @@
 """Typed config sections of a training run, each frozen and validating itself.
 
-A run's config is one object of sections (see ``agents.train.TrainConfig``): :class:`RunConfig`,
+A run's config is one object of sections (see ``agents.config.TrainConfig``): :class:`RunConfig`,
 :class:`EnvConfig`, :class:`ReplayConfig`, :class:`ModelConfig`, :class:`NoiseConfig`,
 :class:`LoopConfig`, :class:`GridConfig` and the agent's own. Builders take a section whole;
 nothing is passed positionally across modules.

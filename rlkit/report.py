@@ -11,6 +11,8 @@ the metric: a run that failed before its first evaluation) is skipped: the repor
 others and lists the skipped ones with the reason, as does the command line on stderr. Only
 when no run is usable is it an error (exit code 2).
 
+Reading the run directories is :mod:`rlkit.gridruns`.
+
 Statistics, all over seeds (one run = one seed):
 - final value of a run: mean of its last ``k`` evaluations of the metric (fewer if it has
   fewer); when a step was logged twice (a resumed run) the later row wins;
@@ -29,7 +31,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
 import math
 import re
 import sys
@@ -44,7 +45,16 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from rlkit.rundir import RunDirError, RunPaths, RunRecord
+from rlkit.gridruns import (
+    ReportError,
+    Run,
+    Skipped,
+    find_runs,
+    load_run,
+    none_usable,
+    scan_runs,
+    series,
+)
 
 try:
     from scipy import stats
@@ -52,22 +62,6 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("rlkit.report needs scipy: pip install 'rlkit[report]'") from e
 
 CONFIDENCE = 0.95
-
-
-class ReportError(ValueError):
-    """No run was found, or a run's files are malformed (the message names file and line)."""
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run directory, parsed."""
-
-    path: Path
-    env: str
-    backbone: str
-    seed: Any
-    rows: list[dict[str, Any]]
-    """The rows of ``metrics.jsonl`` in file order, numbers as floats."""
 
 
 @dataclass(frozen=True)
@@ -90,14 +84,6 @@ class TableRow:
 
 
 @dataclass(frozen=True)
-class Skipped:
-    """A run directory the report left out, and why."""
-
-    path: Path
-    reason: str
-
-
-@dataclass(frozen=True)
 class ReportResult:
     """What :func:`build_report` wrote."""
 
@@ -111,123 +97,6 @@ class ReportResult:
     """Runs left out (malformed, failed before their first evaluation, or excluded by the
     caller), sorted by path."""
 
-
-def _number(value: Any) -> float | None:
-    # RunLogger writes non-finite floats as the strings "nan", "inf", "-inf".
-    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "infinity"):
-        return float(value)
-    return None if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
-
-
-def load_run(run_dir: Path, metric: str) -> Run:
-    """Parse one run directory; fields other than step, wall_time and ``metric`` that are not
-    numbers are dropped.
-
-    Args:
-        run_dir: a folder holding ``config.json`` and ``metrics.jsonl``.
-        metric: a field that must be a number wherever it appears.
-
-    Returns:
-        The run; raises :class:`ReportError` naming the file (and line) when one is malformed.
-    """
-    paths = RunPaths(run_dir)
-    met_path = paths.metrics
-    try:
-        record = RunRecord.read(run_dir)
-    except (RunDirError, OSError) as e:
-        raise ReportError(str(e)) from e
-    try:
-        text = met_path.read_text()
-    except FileNotFoundError as e:
-        raise ReportError(f"{met_path}: no such file (the run stopped before it logged)") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ReportError(f"{met_path}: cannot read it ({e})") from e
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{met_path}:{lineno}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ReportError(f"{where}: invalid JSON ({e.msg})") from e
-        if not isinstance(raw, dict) or "step" not in raw or "wall_time" not in raw:
-            raise ReportError(f"{where}: expected an object with 'step' and 'wall_time', "
-                              f"got {line.strip()[:80]!r}")
-        row = {k: _number(v) for k, v in raw.items()}
-        for key in ("step", "wall_time", metric):
-            if key in row and row[key] is None:
-                raise ReportError(f"{where}: {key!r} must be a number, got {raw[key]!r}")
-        rows.append({k: v for k, v in row.items() if v is not None})
-    return Run(run_dir, record.env.id, record.model.backbone, record.run.seed, rows)
-
-
-def scan_runs(grid_dir: str | Path, metric: str = "eval_return_mean",
-              exclude: Mapping[Path, str] | None = None) -> tuple[list[Run], list[Skipped]]:
-    """Every run directory at any depth below ``grid_dir`` (itself included), sorted by path:
-    the usable runs, and the skipped ones with the reason.
-
-    Args:
-        grid_dir: the folder searched.
-        metric: a run without any value of it is skipped.
-        exclude: run directories to leave out, with the reason (e.g. failed grid runs);
-            they are listed as skipped whether or not they exist.
-
-    Raises:
-        ReportError: ``grid_dir`` is not a directory, or holds no ``config.json``.
-    """
-    grid = Path(grid_dir)
-    if not grid.is_dir():
-        raise ReportError(f"{grid}: not a directory")
-    dirs = sorted({p.parent for p in grid.rglob("config.json")})
-    if not dirs:
-        raise ReportError(f"{grid}: no run directory found (a folder with config.json and "
-                          "metrics.jsonl) at any depth")
-    excluded = {Path(p).resolve(): why for p, why in (exclude or {}).items()}
-    runs, skipped = [], []
-    for d in dirs:
-        if d.resolve() in excluded:
-            skipped.append(Skipped(d, excluded[d.resolve()]))
-            continue
-        try:
-            run = load_run(d, metric)
-            _series(run, metric)
-        except ReportError as e:
-            skipped.append(Skipped(d, str(e)))
-            continue
-        runs.append(run)
-    found = {d.resolve() for d in dirs}
-    skipped += [Skipped(Path(p), why) for p, why in (exclude or {}).items()
-                if Path(p).resolve() not in found]  # excluded runs that never started
-    return runs, sorted(skipped, key=lambda s: str(s.path))
-
-
-def find_runs(grid_dir: str | Path, metric: str = "eval_return_mean") -> list[Run]:
-    """The usable runs below ``grid_dir`` (see :func:`scan_runs`), sorted by path.
-
-    Raises:
-        ReportError: when there is none (the message gives each skipped run's reason).
-    """
-    runs, skipped = scan_runs(grid_dir, metric)
-    if not runs:
-        raise ReportError(_none_usable(Path(grid_dir), skipped))
-    return runs
-
-
-def _none_usable(grid: Path, skipped: list[Skipped]) -> str:
-    reasons = "; ".join(f"{s.path}: {s.reason}" if not s.reason.startswith(str(s.path))
-                        else s.reason for s in skipped[:5])
-    more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
-    return f"{grid}: no usable run among {len(skipped)}: {reasons}{more}"
-
-
-def _series(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    by_step = {r["step"]: r[metric] for r in run.rows if metric in r}  # later row wins
-    if not by_step:
-        raise ReportError(f"{run.path / 'metrics.jsonl'}: no row has the metric {metric!r} "
-                          "(a run that stopped before its first evaluation?)")
-    steps = np.array(sorted(by_step))
-    return steps, np.array([by_step[s] for s in steps])
 
 
 def _ci(x: np.ndarray, statistic: Any, rng: np.random.Generator, n_resamples: int) -> Any:
@@ -249,7 +118,7 @@ def _rng(seed: int, *names: str) -> np.random.Generator:
 
 def _table_row(env: str, backbone: str, runs: list[Run], metric: str, last_k: int, seed: int,
                n_resamples: int) -> TableRow:
-    finals = np.array([_series(r, metric)[1][-last_k:].mean() for r in runs])
+    finals = np.array([series(r, metric)[1][-last_k:].mean() for r in runs])
     rng = _rng(seed, "table", env, backbone)
     mean_ci, iqm_ci = (_ci(finals, f, rng, n_resamples) for f in (np.mean, _iqm))
     ups = [rows[-1]["updates_per_s"] for r in runs
@@ -274,11 +143,11 @@ def aligned_curves(runs: list[Run], metric: str) -> tuple[np.ndarray, np.ndarray
         ``steps`` ``[S]`` and ``values`` ``[n_seeds, S]``; ``S`` is 0 when the seeds' step
         ranges do not overlap.
     """
-    series = [_series(r, metric) for r in runs]
-    lo, hi = max(s[0] for s, _ in series), min(s[-1] for s, _ in series)
-    grid = np.unique(np.concatenate([s for s, _ in series]))
+    curves = [series(r, metric) for r in runs]
+    lo, hi = max(s[0] for s, _ in curves), min(s[-1] for s, _ in curves)
+    grid = np.unique(np.concatenate([s for s, _ in curves]))
     grid = grid[(grid >= lo) & (grid <= hi)]
-    return grid, np.stack([np.interp(grid, s, v) for s, v in series])
+    return grid, np.stack([np.interp(grid, s, v) for s, v in curves])
 
 
 def _safe_name(env: str, taken: set[str]) -> str:
@@ -403,7 +272,7 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         raise ValueError(f"last_k must be >= 1, got {last_k}")
     runs, skipped = scan_runs(grid_dir, metric, exclude)
     if not runs:
-        raise ReportError(_none_usable(Path(grid_dir), skipped))
+        raise ReportError(none_usable(Path(grid_dir), skipped))
     groups: dict[str, dict[str, list[Run]]] = {}
     for run in runs:
         groups.setdefault(run.env, {}).setdefault(run.backbone, []).append(run)
@@ -457,3 +326,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = ["CONFIDENCE", "ReportError", "ReportResult", "Run", "Skipped", "TableRow",
+           "aligned_curves", "build_report", "find_runs", "load_run", "main", "plot_env",
+           "scan_runs", "table_cells"]

@@ -4,7 +4,8 @@ import pytest
 import torch
 from helpers import actor_loss, critic_loss, seq_buffer, td_target
 
-from agents.ddpg import DDPG, DDPGConfig, saturation
+from agents.ddpg import DDPG, DDPGConfig
+from agents.losses import saturation
 from rlkit.backbones import BackboneConfig
 from rlkit.buffers import SequenceBatch
 from rlkit.losses import masked_mse, polyak_update

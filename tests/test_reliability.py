@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import torch
 
+import rlkit.buffers.memory
 from agents import cli, train
 from agents.ddpg import DDPG, DDPGConfig
 from agents.evaluate import run as evaluate_run
@@ -801,7 +802,7 @@ def test_sigkill_with_default_checkpointing_resumes_exactly(tmp_path, minutes):
 
 # ----------------------------------------------------------------------------- memory
 def _available(monkeypatch, n: int | None) -> None:
-    monkeypatch.setattr(train, "available_memory",
+    monkeypatch.setattr(rlkit.buffers.memory, "available_memory",
                         lambda device: None if n is None else (n, "test"))
 
 
@@ -874,7 +875,7 @@ def test_memory_check_is_skipped_where_memory_is_unknown(tmp_path, monkeypatch, 
 
 @pytest.mark.skipif(not Path("/proc/meminfo").is_file(), reason="needs Linux's /proc/meminfo")
 def test_available_memory_is_memavailable_on_linux():
-    free, source = train.available_memory(torch.device("cpu"))
+    free, source = rlkit.buffers.memory.available_memory(torch.device("cpu"))
     assert 0 < free <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert source == "MemAvailable in /proc/meminfo"
 

@@ -1,0 +1,88 @@
+"""Resuming a run: :func:`resume_config` reads the run directory of ``--resume``, checks its
+``config.json`` against the checkpoint's own record of the run (an edited field is refused by
+name) and merges the few fields a command line may change (:data:`RESUME_MAY_CHANGE`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from agents.config import TrainConfig
+from rlkit.checkpoint import (
+    CheckpointError,
+    previous_path,
+    remove_stale_temp_files,
+)
+from rlkit.resume import check_run_dir, load_run_checkpoint, merge_config
+from rlkit.rundir import RunDirError, RunPaths, RunRecord
+from rlkit.runlog import read_metrics
+
+RESUME_MAY_CHANGE = ("total_steps", "checkpoint_every", "checkpoint_minutes", "drop_nonfinite",
+                     "progress")
+"""Fields a command line may change when resuming a run (others must match the run's)."""
+
+RESUME_MAY_DIFFER = (*(f"loop.{name}" for name in RESUME_MAY_CHANGE), "run.resume",
+                     "run.run_dir", "run.device")
+"""Entries of ``config.json`` that may differ from a checkpoint's own record of the run: the
+fields a resume may change, where the run directory is, and ``run.device`` (a resume writes it
+resolved, ``auto`` -> ``cpu``; the resolved ``device`` itself must match)."""
+
+
+def _with_agent_defaults(record: RunRecord) -> RunRecord:
+    """``record`` with every agent field, defaults included (a record written before a field
+    existed builds the same agent as one that holds its default)."""
+    try:
+        agent = TrainConfig.from_record(record).agent
+    except (TypeError, ValueError) as e:
+        raise RunDirError(f"agent: {e}") from e
+    return dataclasses.replace(record, agent=dataclasses.asdict(agent))
+
+
+def _never_checkpointed(run_dir: Path) -> bool:
+    """The run stopped before writing its first checkpoint (and logged nothing)."""
+    paths = RunPaths(run_dir)
+    if paths.checkpoint.exists() or previous_path(paths.checkpoint).exists():
+        return False
+    return not paths.metrics.is_file() or not read_metrics(run_dir)
+
+
+def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunRecord, dict | None]:
+    """The config, record and last checkpoint of the run in ``--resume`` (see there).
+
+    The checkpoint is ``None`` for a run that stopped before it wrote its first one (killed
+    while starting): it then starts again from step 0, which is the same run.
+
+    Raises:
+        ValueError: not a run directory, or a run that has reached ``--total-steps``.
+        rlkit.rundir.RunDirError: ``config.json`` or ``metrics.jsonl`` is malformed.
+        CheckpointError: no readable checkpoint, or one whose own record of the run differs
+            from ``config.json`` beyond :data:`RESUME_MAY_DIFFER` (named by field).
+    """
+    run_dir = Path(cfg.run.resume)
+    check_run_dir(run_dir)
+    record = RunRecord.read(run_dir)
+    if _never_checkpointed(run_dir):
+        remove_stale_temp_files(RunPaths(run_dir).checkpoint)
+        ckpt = None
+    else:
+        ckpt = load_run_checkpoint(run_dir)
+        saved = RunRecord.from_json(ckpt["config"], f"{run_dir}: the checkpoint's record")
+        try:
+            _with_agent_defaults(record).check_same_run(_with_agent_defaults(saved),
+                                                        may_differ=RESUME_MAY_DIFFER)
+        except ValueError as e:
+            raise CheckpointError(f"--resume {run_dir}: {e}") from e
+    merged = merge_config(cfg, TrainConfig.from_record(record), RESUME_MAY_CHANGE,
+                          keep=("resume",))
+    merged = dataclasses.replace(
+        merged, run=dataclasses.replace(merged.run, run_dir=str(run_dir), device=record.device))
+    step = 0 if ckpt is None else ckpt["step"]
+    if merged.loop.total_steps <= step:
+        raise ValueError(f"--resume {run_dir}: the run is at step {step} of "
+                         f"--total-steps {merged.loop.total_steps}; pass a larger "
+                         "--total-steps to continue it")
+    return merged, record, ckpt
+
+
+__all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "resume_config"]
