@@ -1,9 +1,10 @@
 """Compare two runs' ``metrics.jsonl`` row by row, ignoring timing and memory fields.
 
-    python bench/same_metrics.py RUN_A RUN_B [--max-step 2000] [--min-step 0]
+    python bench/same_metrics.py RUN_A RUN_B [--max-step 2000] [--min-step 0] [--ignore KEY ...]
 
 Prints the rows compared and the first difference; exits 1 when a row differs. Used to show
-that a change keeps training bit for bit the same (same seed, same thread count).
+that a change keeps training bit for bit the same (same seed, same thread count). ``--ignore``
+leaves out fields one side does not log (a metric added later).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ def main() -> int:
     p.add_argument("b")
     p.add_argument("--min-step", type=int, default=0)
     p.add_argument("--max-step", type=int, default=None)
+    p.add_argument("--ignore", nargs="*", default=[], help="fields to leave out as well")
     args = p.parse_args()
 
     def rows(run: str) -> list[dict]:
-        keep = [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run)]
+        skip = TIMING | set(args.ignore)
+        keep = [{k: v for k, v in r.items() if k not in skip} for r in read_metrics(run)]
         return [r for r in keep if r["step"] >= args.min_step
                 and (args.max_step is None or r["step"] <= args.max_step)]
 
@@ -40,7 +43,7 @@ def main() -> int:
         print(f"{len(a)} rows against {len(b)}")
         return 1
     print(f"{len(a)} rows identical (steps {a[0]['step']}..{a[-1]['step']}, "
-          f"{sum(len(r) - 1 for r in a)} values; timing fields {sorted(TIMING)} ignored)")
+          f"{sum(len(r) - 1 for r in a)} values; {sorted(TIMING | set(args.ignore))} ignored)")
     return 0
 
 
