@@ -14,6 +14,7 @@ from an uninterrupted one).
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -209,4 +210,27 @@ def _restart_on_resume(tr: Loop, mask: np.ndarray) -> None:
     tr.buffer.start_new_episodes(mask)
 
 
-__all__ = ["LoopState", "check_agent_state", "loop_checkpoint", "restore_loop"]
+class CheckpointClock:
+    """When the loop writes its periodic checkpoints: every ``every`` env steps (0: never) and
+    whenever ``minutes`` of wall-clock time have passed since the last write (0: never)."""
+
+    def __init__(self, every: int, minutes: float, step: int) -> None:
+        self.every, self.period = every, minutes * 60.0
+        self.next_step = (step // every + 1) * every if every > 0 else None
+        self.last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        """Whether a checkpoint is due at ``step`` (call once per loop step: it advances the
+        step schedule)."""
+        due = self.period > 0 and time.monotonic() - self.last >= self.period
+        if self.next_step is not None and step >= self.next_step:
+            self.next_step += self.every
+            due = True
+        return due
+
+    def saved(self) -> None:
+        """A checkpoint was written now."""
+        self.last = time.monotonic()
+
+
+__all__ = ["CheckpointClock", "LoopState", "check_agent_state", "loop_checkpoint", "restore_loop"]

@@ -48,7 +48,7 @@ from rlkit.faults import (
     nonfinite_rows,
     stop_signals,
 )
-from rlkit.loopstate import LoopState, loop_checkpoint, restore_loop
+from rlkit.loopstate import CheckpointClock, LoopState, loop_checkpoint, restore_loop
 from rlkit.noise import ActionNoise
 from rlkit.rundir import RunPaths
 from rlkit.runlog import RunLogger
@@ -135,9 +135,7 @@ class Trainer:
         cfg = self.cfg
         if self.loop is None:
             self.loop = self._initial_loop_state()
-        every = cfg.checkpoint_every
-        next_checkpoint = (self.step // every + 1) * every if every > 0 else None
-        period = cfg.checkpoint_minutes * 60.0
+        clock = CheckpointClock(cfg.checkpoint_every, cfg.checkpoint_minutes, self.step)
         self._rates = (time.time(), self.step, self.num_updates)
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not cfg.progress,
                    dynamic_ncols=True, unit="step")
@@ -145,7 +143,7 @@ class Trainer:
             with stop_signals() as stop:
                 if self.checkpoint_step is None:  # from here on a killed run can resume
                     self.save("start")
-                last_save = time.monotonic()
+                clock.saved()
                 while self.step < cfg.total_steps:
                     self._env_step()
                     bar.update(self.envs.num_envs)
@@ -154,13 +152,10 @@ class Trainer:
                     self._maybe_evaluate(bar)
                     if stop.signum is not None:
                         raise TrainingInterrupted(stop.signum, self.step, self.save("interrupt"))
-                    due = period > 0 and time.monotonic() - last_save >= period
-                    if next_checkpoint is not None and self.step >= next_checkpoint:
-                        next_checkpoint += every
-                        due = True
-                    if due and self.step < cfg.total_steps:  # the last step gets the final one
+                    # (the last step gets the final checkpoint)
+                    if clock.due(self.step) and self.step < cfg.total_steps:
                         self.save("periodic")
-                        last_save = time.monotonic()
+                        clock.saved()
                 self._check_losses()
                 if not self.last_eval or self.last_eval.get("step") != self.step:
                     self._evaluate()
