@@ -138,6 +138,25 @@ def check_device(cfg: TrainConfig) -> torch.device:
     return device
 
 
+def stale_stored_state(cfg: TrainConfig) -> str | None:
+    """Why stored Transformer states reach the trained steps unrefreshed (``None`` otherwise).
+
+    A stored state is what the online networks computed while acting; the target networks
+    start from it too. A recurrent state is refreshed step by step over the burn-in; the
+    Transformer's cached keys and values are not recomputed at all, and they reach a trained
+    step through attention until ``n_layers * (context - 1)`` steps have passed. A burn-in that
+    long recomputes every key and value the trained steps see, online and target alike.
+    """
+    m, r = cfg.model, cfg.replay
+    reach = m.n_layers * (m.context - 1)
+    if m.backbone != "transformer" or r.state_mode != "stored" or r.burn_in >= reach:
+        return None
+    return (f"stored states: the Transformer's cached keys and values were computed by the "
+            f"online network while acting and are given to the target networks as they are; "
+            f"--burn-in {r.burn_in} does not recompute them. A burn-in of at least "
+            f"--n-layers x (--context - 1) = {reach} steps does (or train on whole episodes)")
+
+
 def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gym.Env]:
     """The resolved config (:func:`resolve`, with the task's episode length), the agent, and a
     probe env of the task. Warns when the resolved config trains a memory encoder on other
@@ -147,6 +166,8 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     cfg = resolve(cfg, steps)
     if gap := cfg.replay.act_gap(cfg.model.memory, steps):
         warnings.warn(f"train != act: {gap}", UserWarning, stacklevel=2)
+    if stale := stale_stored_state(cfg):
+        warnings.warn(stale, UserWarning, stacklevel=2)
     m = cfg.model
     agent = DDPG(
         obs_dim=int(np.prod(env.observation_space.shape)),

@@ -177,3 +177,18 @@ def test_whole_episodes_are_the_default_for_memory_backbones_when_they_fit():
     assert (mlp.seq_len, mlp.batch_size) == (1, 256) and mlp.act_gap(False, 200) is None
     cut = ReplayConfig(seq_len=50, window_start="episode").resolved(True, 200)
     assert "first 50 steps of each episode" in cut.act_gap(True, 200)
+
+
+def test_stored_transformer_states_without_a_full_burn_in_are_named():
+    """The Transformer's stored keys and values (online network, acting time) reach trained
+    steps for n_layers * (context - 1) steps; a shorter burn-in is named with that length."""
+    from agents.train import TrainConfig, stale_stored_state
+    from rlkit.config import replace_fields
+
+    cfg = replace_fields(TrainConfig(), backbone="transformer", context=8, n_layers=2,
+                         state_mode="stored", burn_in=4, seq_len=20)
+    msg = stale_stored_state(cfg)
+    assert msg is not None and "--burn-in 4 does not recompute them" in msg and "= 14 steps" in msg
+    assert stale_stored_state(replace_fields(cfg, burn_in=14)) is None
+    assert stale_stored_state(replace_fields(cfg, backbone="gru")) is None
+    assert stale_stored_state(replace_fields(cfg, state_mode="zero", burn_in=0)) is None
