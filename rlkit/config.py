@@ -272,8 +272,11 @@ class NoiseConfig:
         if self.kind not in ("ou", "gaussian"):
             raise ValueError(f"--noise must be ou or gaussian, got {self.kind!r}")
         _finite(self.sigma, "--noise-sigma", 0.0)
-        _finite(self.ou_theta, "--ou-theta", 0.0)
+        _finite(self.ou_theta, "--ou-theta", 0.0, low_open=True)
         _finite(self.ou_dt, "--ou-dt", 0.0, low_open=True)
+        if self.ou_theta * self.ou_dt >= 2.0:  # x += theta * (mu - x) * dt overshoots and grows
+            raise ValueError(f"--ou-theta x --ou-dt must be below 2 for the OU process to stay "
+                             f"bounded, got {self.ou_theta} x {self.ou_dt}")
 
 
 @dataclass(frozen=True)

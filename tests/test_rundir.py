@@ -93,6 +93,9 @@ def test_record_refuses_unknown_and_bad_fields(tmp_path):
     (LoopConfig, {"updates_per_step": 1e300 * 1e10}, "--updates-per-step must be a finite"),
     (NoiseConfig, {"sigma": float("nan")}, "--noise-sigma must be a finite number >= 0.0"),
     (NoiseConfig, {"ou_dt": 0.0}, "--ou-dt must be a finite number > 0.0"),
+    (NoiseConfig, {"ou_theta": 0.0}, "--ou-theta must be a finite number > 0.0"),
+    (NoiseConfig, {"ou_theta": 1e300}, "--ou-theta x --ou-dt must be below 2"),
+    (NoiseConfig, {"ou_theta": 100.0, "ou_dt": 0.05}, "--ou-theta x --ou-dt must be below 2"),
     (ReplayConfig, {"max_window": 0}, "--max-window must be a positive integer"),
     (ReplayConfig, {"episode_sampling": "x"}, "--episode-sampling must be episodes or steps"),
 ])
