@@ -7,10 +7,12 @@ take a minute at one thread) the script first trains an uninterrupted reference 
 ``--kills`` kills are spent (cases taken in turn), it starts the same run in a fresh directory,
 sends SIGKILL at a uniformly random moment of the reference's wall time, and resumes it with
 ``--resume`` (each resumed process may itself be killed again, with probability ``--again``)
-until it ends with exit code 0. The finished run must log the same ``metrics.jsonl`` rows as the
-reference (timing fields left out) and end with the same weights, bit for bit. Prints one row
-per kill (when it came, the step its resume started from) and a summary table; exits 1 if any
-run differs or does not resume.
+until it ends with exit code 0. A run killed before it wrote ``config.json`` has nothing to
+resume and is started again with its first command (what ``--resume`` tells the user to do);
+one killed after its final checkpoint is finished (``--resume`` says so). The finished run
+must log the same ``metrics.jsonl`` rows as the reference (timing fields left out) and end
+with the same weights, bit for bit. Prints one row per process (when it was killed, the step
+it started from) and a summary table; exits 1 if any run differs or does not resume.
 
 ``--checkpoint-minutes`` is passed to every run (by default the runs use the package default,
 a checkpoint at the start, every 5 minutes and at the end); a small value makes kills land
@@ -114,7 +116,10 @@ def main() -> int:
         args = [*CASES[case], *extra, "--run-dir", str(run)]
         n = 0
         while True:
-            proc = _start(args if n == 0 else ["--resume", str(run), *extra])
+            # killed before it wrote config.json: nothing to resume, start it again (the
+            # message of --resume says so); else resume
+            fresh = n == 0 or not (run / "config.json").exists()
+            proc = _start(args if fresh else ["--resume", str(run), *extra])
             at = None
             if kills < a.kills and (n == 0 or rng.random() < a.again):
                 wait = rng.uniform(0.2, ref_time[case])
@@ -126,11 +131,13 @@ def main() -> int:
                     summary[case][0] += 1
             _, err = proc.communicate()
             m = re.search(r"resuming \S+ at step (\d+)", err or "")
-            start = "0" if n == 0 else (m.group(1) if m else "0 (again)")
+            start = "0 (new)" if fresh else (m.group(1) if m else "0 (again)")
             print(f"{case:>4} {trial:>5} {n:>4} {start:>14} "
                   f"{'-' if at is None else f'{at:.1f}':>11} {proc.returncode:>5}", flush=True)
             n += 1
-            if proc.returncode == 0:
+            finished = proc.returncode == 2 and "of --total-steps" in (err or "") \
+                and "the run is at step" in (err or "")  # killed after its final checkpoint
+            if proc.returncode == 0 or finished:
                 break
             if proc.returncode != -signal.SIGKILL:
                 print(f"run {run} ended with {proc.returncode}: {(err or '').strip()[-500:]}")
@@ -138,7 +145,8 @@ def main() -> int:
         trial += 1
         summary[case][1] += 1
         ref = a.out / f"{case}_ref"
-        same = proc.returncode == 0 and _rows(run) == _rows(ref) and _same_weights(run, ref)
+        same = (proc.returncode == 0 or finished) and _rows(run) == _rows(ref) \
+            and _same_weights(run, ref)
         summary[case][2] += same
         if not same:
             failures += 1

@@ -346,8 +346,10 @@ def fresh_dir(given: str | None, default_name: str, what: str, flag: str) -> Pat
         raise RunDirError(f"{flag} {path} is a file, not a directory; expected a new or empty "
                           "directory")
     with file_errors("read", path):
-        # a lone lock file: a run that was stopped before it wrote anything
-        taken = path.exists() and any(p.name != LOCK_NAME for p in path.iterdir())
+        # a lock file, and temporary files: a run stopped before it wrote anything
+        taken = path.exists() and any(
+            p.name != LOCK_NAME and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+            for p in path.iterdir())
     if taken:
         raise FileExistsError(f"{what} {path} already exists and is not empty; choose another "
                               f"{flag}")

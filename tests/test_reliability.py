@@ -407,6 +407,23 @@ def test_resume_of_a_missing_directory(tmp_path):
         _resume(tmp_path / "nowhere")
 
 
+def test_a_run_stopped_while_starting_is_started_again_in_its_directory(tmp_path):
+    """Killed after making its directory but before config.json: --resume says to start it
+    again, and the same --run-dir is accepted (it holds only the lock and a temporary file)."""
+    from rlkit.rundir import fresh_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.lock").write_text("pid 1 on host h since 2026-01-01 00:00:00\n")
+    (run / ".config.json.tmp").write_text('{"run": ')
+    with pytest.raises(ValueError, match="start it again with the same --run-dir"):
+        _resume(run)
+    assert fresh_dir(str(run), "x", "run directory", "--run-dir") == run
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(FileExistsError, match="already exists and is not empty"):
+        fresh_dir(str(run), "x", "run directory", "--run-dir")
+
+
 def test_resume_of_a_directory_without_checkpoint(tiny_run, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"not a run directory \(no config.json\)"):
