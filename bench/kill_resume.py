@@ -131,7 +131,7 @@ def main() -> int:
                     summary[case][0] += 1
             _, err = proc.communicate()
             m = re.search(r"resuming \S+ at step (\d+)", err or "")
-            start = "0 (new)" if fresh else (m.group(1) if m else "0 (again)")
+            start = "0 (new)" if fresh else (m.group(1) if m else "? (killed first)")
             print(f"{case:>4} {trial:>5} {n:>4} {start:>14} "
                   f"{'-' if at is None else f'{at:.1f}':>11} {proc.returncode:>5}", flush=True)
             n += 1
