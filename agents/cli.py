@@ -33,6 +33,7 @@ from agents.train import (
     RESUME_MAY_CHANGE,
     TrainConfig,
     check_device,
+    check_fits,
     main,
     make_env,
     resolve,
@@ -57,7 +58,8 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int]) -> Pa
 
     The grid directory is ``--grid-dir`` (default ``runs/grid-<env>-<time>``); runs are
     ``<grid>/<backbone>__s<seed>`` and share the W&B group ``<grid name>``. Every combination
-    is validated before the first run starts. ``<grid>/grid.json`` lists the runs and their
+    is validated before the first run starts (on the local launcher, with its replay's
+    memory estimate). ``<grid>/grid.json`` lists the runs and their
     configs, so that ``--resume <grid>`` continues the grid (:func:`resume_grid`). The report
     covers the runs that finished and lists the others with their error.
 
@@ -69,6 +71,12 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int]) -> Pa
     for c in configs:
         check_device(resolve(c))
     make_env(cfg.env).close()  # a bad env id stops the grid before any run starts
+    if cfg.grid.launcher == "local":  # so does a backbone whose replay would not fit here
+        for b, c in {c.model.backbone: c for c in configs}.items():
+            try:
+                check_fits(c)
+            except ValueError as e:
+                raise ValueError(f"--backbone {b}: {e}") from e
     grid_dir = fresh_dir(cfg.grid.grid_dir, f"grid-{slug(cfg.env.id)}-", "grid directory",
                          "--grid-dir")
     group = cfg.run.wandb_group or grid_dir.name

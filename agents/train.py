@@ -183,6 +183,28 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     return cfg, agent, env
 
 
+def check_memory(cfg: TrainConfig, agent: DDPG, device: torch.device) -> None:
+    """:func:`rlkit.buffers.check_replay_memory` for a resolved ``cfg`` and its agent."""
+    check_replay_memory(cfg.replay, cfg.model, num_envs=cfg.env.num_envs, obs_dim=agent.obs_dim,
+                        action_dim=agent.action_dim, state_example=agent.initial_state(1),
+                        device=device)
+
+
+def check_fits(cfg: TrainConfig) -> None:
+    """Build ``cfg``'s agent and refuse it as a run would if its replay does not fit in memory
+    (a grid checks each backbone before any run starts; the runs warn for themselves).
+
+    Raises:
+        ValueError: see :func:`rlkit.buffers.check_replay_memory`.
+    """
+    device = check_device(resolve(cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg, agent, env = build(cfg, device)
+    env.close()
+    check_memory(cfg, agent, device)
+
+
 def new_run_dir(cfg: TrainConfig) -> Path:
     """The run directory; an existing non-empty one is refused, never overwritten.
 
@@ -238,9 +260,7 @@ def _run(cfg: TrainConfig, run_dir: Path | None, resumed: RunRecord | None, ckpt
     seeds = seed_everything(cfg.run.seed, buffer_device=device)
     cfg, agent, eval_env = build(cfg, device)
     held.callback(eval_env.close)
-    check_replay_memory(cfg.replay, cfg.model, num_envs=cfg.env.num_envs, obs_dim=agent.obs_dim,
-                        action_dim=agent.action_dim, state_example=agent.initial_state(1),
-                        device=device)
+    check_memory(cfg, agent, device)
     buffer = make_replay(cfg.replay, cfg.model, num_envs=cfg.env.num_envs,
                          obs_dim=agent.obs_dim, action_dim=agent.action_dim, device=device,
                          generator=seeds.buffer, state_example=agent.initial_state(1))
@@ -314,5 +334,5 @@ def run_in(cfg: TrainConfig, run_dir: str) -> dict[str, float]:
         loop=dataclasses.replace(cfg.loop, progress=False)))
 
 
-__all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "TrainConfig", "build", "load_agent", "main",
-           "make_env", "resolve", "resume_config", "run_in"]
+__all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "TrainConfig", "build", "check_fits",
+           "check_memory", "load_agent", "main", "make_env", "resolve", "resume_config", "run_in"]

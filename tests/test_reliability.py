@@ -890,6 +890,20 @@ def test_memory_check_is_skipped_where_memory_is_unknown(tmp_path, monkeypatch, 
     assert _cli([*TINY_ARGS, "--run-dir", tmp_path / "b"], capsys)[0] == 0
 
 
+def test_grid_backbone_that_does_not_fit_stops_the_grid_before_any_run(tmp_path, monkeypatch,
+                                                                        capsys):
+    """A state stored every step: mlp (no state) fits in 100 MiB, gru (2 x 16 floats a step
+    more) does not; nothing starts, and the message names gru."""
+    _available(monkeypatch, 100 * 2**20)
+    grid = tmp_path / "g"
+    code, err = _cli([*TINY_ARGS, "--env", "Pendulum-v1", "--backbone", "mlp", "gru",
+                      "--buffer-size", "1000000", "--state-mode", "stored", "--burn-in", "4",
+                      "--seq-len", "8", "--state-every", "1", "--grid-dir", grid], capsys)
+    assert code == 2
+    assert _first_error(err).startswith("error: --backbone gru: not enough memory for the replay")
+    assert not grid.exists()
+
+
 @pytest.mark.skipif(not Path("/proc/meminfo").is_file(), reason="needs Linux's /proc/meminfo")
 def test_available_memory_is_memavailable_on_linux():
     free, source = rlkit.buffers.memory.available_memory(torch.device("cpu"))
