@@ -34,7 +34,6 @@ import contextlib
 import errno
 import signal
 import sys
-import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +45,7 @@ import torch
 from torch import Tensor
 
 from rlkit.envstate import sub_envs
+from rlkit.signals import on_stop_signals
 
 
 class FileSystemError(OSError):
@@ -213,9 +213,6 @@ def stop_signals() -> Iterator[StopFlag]:
     """SIGINT / SIGTERM set the yielded flag (main thread only; elsewhere the flag stays
     unset and signals keep their handlers)."""
     flag = StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
 
     def handler(signum: int, frame: Any) -> None:
         if flag.signum is not None:
@@ -225,14 +222,8 @@ def stop_signals() -> Iterator[StopFlag]:
               "step with a checkpoint (send it again to stop at once)", file=sys.stderr,
               flush=True)
 
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, handler)
-    try:
+    with on_stop_signals(handler):
         yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def env_name(env: Any) -> str:

@@ -37,6 +37,8 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from rlkit.signals import on_stop_signals
+
 Launcher = Literal["local", "ray"]
 RunFn = Callable[[Any, str], dict[str, float]]
 
@@ -233,17 +235,8 @@ class _Relay:
 @contextlib.contextmanager
 def _relay_signals() -> Iterator[_Relay]:
     relay = _Relay()
-    if threading.current_thread() is not threading.main_thread():
+    with on_stop_signals(relay):
         yield relay
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, relay)
-    try:
-        yield relay
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def _launch_local(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutcome],
