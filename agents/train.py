@@ -72,8 +72,15 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
     replay windows (:meth:`rlkit.config.ReplayConfig.resolved`: transitions for ``mlp``,
     whole episodes for memory backbones when they fit) and the encoders' inputs (previous
     actions for memory backbones; previous rewards with ``--prev-reward``). The one place that
-    decides whether a run trains on transitions or on windows."""
+    decides whether a run trains on transitions or on windows.
+
+    Raises:
+        ValueError: inputs that need sequence training on transitions, or stored Transformer
+            states that the burn-in does not recompute (:func:`stale_stored_state`).
+    """
     m, a = cfg.model, cfg.agent
+    if stale := stale_stored_state(cfg):
+        raise ValueError(stale)
     replay = cfg.replay.resolved(m.memory, max_episode_steps)
     if not replay.transitions(m.memory):
         prev_action = m.prev_action if m.prev_action is not None else m.memory
@@ -90,6 +97,29 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
     else:
         agent = a
     return dataclasses.replace(cfg, replay=replay, agent=agent)
+
+
+def stale_stored_state(cfg: TrainConfig) -> str | None:
+    """Why stored Transformer states would reach the trained steps unrefreshed (``None``
+    otherwise).
+
+    A stored state is what the online networks computed while acting; the target networks
+    start from it too. A recurrent state is refreshed step by step over the burn-in; the
+    Transformer's cached keys and values are not recomputed at all, and they reach a trained
+    step through attention until ``n_layers * (context - 1)`` steps have passed. A burn-in that
+    long recomputes every key and value the trained steps see, online and target alike; so does
+    ``--state-mode prefix`` with that burn-in, which stores nothing.
+    """
+    m, r = cfg.model, cfg.replay
+    reach = m.reach
+    if m.backbone != "transformer" or r.state_mode != "stored" or r.burn_in >= reach:
+        return None
+    return (f"--state-mode stored --burn-in {r.burn_in}: the Transformer's stored keys and "
+            f"values were computed by the online network while acting and would reach the "
+            f"target networks as they are. Use --state-mode prefix --burn-in {reach} "
+            f"(--n-layers x (--context - 1): the trained steps see only recomputed keys and "
+            f"values, and nothing is stored), or a --burn-in of at least {reach} with stored "
+            f"states, or whole episodes")
 
 
 def env_modules(env: EnvConfig) -> tuple[str, ...]:
@@ -138,25 +168,6 @@ def check_device(cfg: TrainConfig) -> torch.device:
     return device
 
 
-def stale_stored_state(cfg: TrainConfig) -> str | None:
-    """Why stored Transformer states reach the trained steps unrefreshed (``None`` otherwise).
-
-    A stored state is what the online networks computed while acting; the target networks
-    start from it too. A recurrent state is refreshed step by step over the burn-in; the
-    Transformer's cached keys and values are not recomputed at all, and they reach a trained
-    step through attention until ``n_layers * (context - 1)`` steps have passed. A burn-in that
-    long recomputes every key and value the trained steps see, online and target alike.
-    """
-    m, r = cfg.model, cfg.replay
-    reach = m.n_layers * (m.context - 1)
-    if m.backbone != "transformer" or r.state_mode != "stored" or r.burn_in >= reach:
-        return None
-    return (f"stored states: the Transformer's cached keys and values were computed by the "
-            f"online network while acting and are given to the target networks as they are; "
-            f"--burn-in {r.burn_in} does not recompute them. A burn-in of at least "
-            f"--n-layers x (--context - 1) = {reach} steps does (or train on whole episodes)")
-
-
 def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gym.Env]:
     """The resolved config (:func:`resolve`, with the task's episode length), the agent, and a
     probe env of the task. Warns when the resolved config trains a memory encoder on other
@@ -164,10 +175,8 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     env = make_env(cfg.env)
     steps = episode_steps(env)
     cfg = resolve(cfg, steps)
-    if gap := cfg.replay.act_gap(cfg.model.memory, steps):
+    if gap := cfg.replay.act_gap(cfg.model.memory, steps, reach=cfg.model.reach):
         warnings.warn(f"train != act: {gap}", UserWarning, stacklevel=2)
-    if stale := stale_stored_state(cfg):
-        warnings.warn(stale, UserWarning, stacklevel=2)
     m = cfg.model
     agent = DDPG(
         obs_dim=int(np.prod(env.observation_space.shape)),

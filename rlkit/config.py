@@ -16,16 +16,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import tyro
 
 from rlkit.backbones import BACKBONE_NAMES
+from rlkit.fields import FLAG_NAMES, replace_fields
 from rlkit.precision import Precision, check_precision
 
-C = TypeVar("C")
-
-StateMode = Literal["zero", "stored"]
+StateMode = Literal["zero", "stored", "prefix"]
 WindowStart = Literal["any", "episode"]
 
 
@@ -122,7 +121,9 @@ class ReplayConfig:
     task's episodes fit in ``max_window`` steps: windows start at episode starts, span the
     longest episode, and start from the initial state, so training computes exactly what acting
     computes. Otherwise windows of 64 steps start anywhere; ``--state-mode stored --burn-in B``
-    then starts them from the states recorded while acting.
+    then starts them from the states recorded while acting, and ``--state-mode prefix
+    --burn-in B`` from the initial state B steps earlier (exact for an encoder that sees at most
+    B steps back, such as the Transformer with B = n_layers x (context - 1); nothing stored).
     """
 
     buffer_size: int = 1_000_000
@@ -137,9 +138,11 @@ class ReplayConfig:
     max_window: int = 256
     """Longest episode that memory backbones train on whole by default."""
     burn_in: int = 0
-    """Steps at a window start that refresh a stored state and get no loss (needs stored)."""
+    """Steps at a window start that get no loss: they refresh a stored state (stored), or
+    replay the steps before the trained ones from the initial state (prefix)."""
     state_mode: StateMode = "zero"
-    """Window start state: zero (pomdp-baselines) or the state stored while acting (R2D2)."""
+    """Window start state: zero (pomdp-baselines), the state stored while acting (R2D2), or
+    zero --burn-in steps before the trained steps (prefix; clipped at the episode start)."""
     state_every: int | None = None
     """--state-mode stored: keep the state of every K-th step of a stream (default
     seq_len - burn_in); windows start there or at an episode start, so that the stored states
@@ -160,8 +163,12 @@ class ReplayConfig:
         if self.batch_size is not None and self.batch_size > self.buffer_size:
             raise ValueError(f"--batch-size {self.batch_size} is larger than --buffer-size "
                              f"{self.buffer_size}; expected batch_size <= buffer_size")
-        if self.state_mode not in ("zero", "stored"):
-            raise ValueError(f"--state-mode must be zero or stored, got {self.state_mode!r}")
+        if self.state_mode not in ("zero", "stored", "prefix"):
+            raise ValueError(f"--state-mode must be zero, stored or prefix, got "
+                             f"{self.state_mode!r}")
+        if self.state_mode == "prefix" and self.burn_in == 0:
+            raise ValueError("--state-mode prefix needs --burn-in B > 0 (the steps replayed "
+                             "before the trained ones); got --burn-in 0")
         if self.window_start not in ("any", "episode", None):
             raise ValueError(f"--window-start must be any or episode, got "
                              f"{self.window_start!r}")
@@ -195,23 +202,39 @@ class ReplayConfig:
         windows of one step) rather than on windows of a step stream."""
         return not memory and self.seq_len == 1
 
-    def act_gap(self, memory: bool, episode_steps: int | None) -> str | None:
+    def act_gap(self, memory: bool, episode_steps: int | None,
+                reach: int | None = None) -> str | None:
         """Why a resolved config trains a memory encoder on other histories than it acts on
-        (``None`` when training computes what acting computes)."""
+        (``None`` when training computes what acting computes).
+
+        Args:
+            reach: how many past steps the encoder's output can depend on, when that is finite
+                (the Transformer's n_layers x (context - 1)); ``None``: the whole episode.
+        """
         if not memory or self.state_mode == "stored":
             return None
         longest = f"up to {episode_steps} steps" if episode_steps else "of unknown length"
         fix = ("Train on whole episodes (--window-start episode with --seq-len at least the "
                "episode length, the default when episodes fit in --max-window) or start "
                "windows from the states stored while acting (--state-mode stored --burn-in B)")
+        if reach is not None:  # a finite reach: replaying it is exact and stores nothing
+            fix = (f"Train on whole episodes, or replay the {reach} steps the encoder sees "
+                   f"before each window (--state-mode prefix --burn-in {reach})")
+        sees = (f"the encoder sees {reach} steps back" if reach is not None else
+                f"the agent acts with its state carried over whole episodes ({longest})")
+        if self.state_mode == "prefix" and self.window_start != "episode":
+            if reach is not None and self.burn_in >= reach:
+                return None
+            return (f"windows replay {self.burn_in} steps (--burn-in) from the initial state "
+                    f"before the trained steps, but {sees}: it acts on histories it never "
+                    f"trained on. {fix}")
         if self.window_start == "episode":
             if episode_steps is not None and self.seq_len >= episode_steps:
                 return None
             return (f"windows cover the first {self.seq_len} steps of each episode ({longest}): "
                     f"the agent acts on the later steps but never trains on them. {fix}")
         return (f"windows of {self.seq_len} steps start at any step from the initial state, "
-                f"but the agent acts with its state carried over whole episodes ({longest}): "
-                f"it acts on histories it never trained on. {fix}")
+                f"but {sees}: it acts on histories it never trained on. {fix}")
 
 
 @dataclass(frozen=True)
@@ -253,6 +276,15 @@ class ModelConfig:
     def memory(self) -> bool:
         """Whether the encoder family carries state (every family but ``mlp``)."""
         return self.backbone != "mlp"
+
+    @property
+    def reach(self) -> int | None:
+        """How many past steps the encoder's output can depend on: ``n_layers x (context - 1)``
+        for the Transformer (each layer attends ``context - 1`` steps back), 0 for ``mlp``,
+        ``None`` (the whole episode) for the recurrent and state-space families."""
+        if self.backbone == "transformer":
+            return self.n_layers * (self.context - 1)
+        return 0 if self.backbone == "mlp" else None
 
 
 @dataclass(frozen=True)
@@ -336,58 +368,8 @@ class GridConfig:
             raise ValueError(f"--launcher must be local or ray, got {self.launcher!r}")
 
 
-FLAG_NAMES = {"env": "env.id", "noise": "noise.kind", "noise_sigma": "noise.sigma"}
-"""Fields whose command-line name is not their field name (``--env`` sets ``env.id``)."""
-
-
-def _fields_by_name(cfg: Any) -> dict[str, list[str]]:
-    """Field name -> the sections holding it (dotted paths), for a config of sections."""
-    out: dict[str, list[str]] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            for g in dataclasses.fields(value):
-                out.setdefault(g.name, []).append(f.name)
-        else:
-            out.setdefault(f.name, []).append("")
-    return out
-
-
-def replace_fields(cfg: C, **changes: Any) -> C:
-    """``cfg`` with fields of its sections replaced, named as on the command line.
-
-    A name is a field of one section (``total_steps``, ``backbone``), a flag's name
-    (``env``, ``noise_sigma``: :data:`FLAG_NAMES`) or a dotted path (``agent.gamma``); a whole
-    section may be given too (``loop=LoopConfig(...)``). Every
-    changed section is rebuilt, so it validates itself again.
-
-    Raises:
-        ValueError: a name that no section has, or that several have.
-    """
-    owners = _fields_by_name(cfg)
-    top_level = {f.name for f in dataclasses.fields(cfg)}
-    per_section: dict[str, dict[str, Any]] = {}
-    top: dict[str, Any] = {}
-    for name, value in changes.items():
-        if name in FLAG_NAMES and not dataclasses.is_dataclass(value):
-            name = FLAG_NAMES[name]
-        section, _, field_name = name.rpartition(".")
-        if not section:
-            if name in top_level:  # a whole section, or a field of the top level
-                top[name] = value
-                continue
-            sections = owners.get(name, [])
-            if len(sections) != 1:
-                what = "no section has" if not sections else f"sections {sections} all have"
-                raise ValueError(f"cannot set {name!r}: {what} a field of that name")
-            section, field_name = sections[0], name
-        per_section.setdefault(section, {})[field_name] = value
-    for section, values in per_section.items():
-        top[section] = dataclasses.replace(getattr(cfg, section), **values)
-    return dataclasses.replace(cfg, **top)
-
-
 __all__ = [
+    "FLAG_NAMES",
     "EnvConfig",
     "GridConfig",
     "LoopConfig",

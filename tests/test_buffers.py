@@ -237,6 +237,32 @@ def test_stored_states_and_burn_in_mask():
     assert torch.equal(b.mask[~at_start, 2:], valid[~at_start, 2:])
 
 
+def test_prefix_windows_replay_up_to_burn_in_steps_of_their_episode_before_the_trained_ones():
+    """Prefix mode: a window starts from the initial state up to ``burn_in`` steps before a
+    uniformly drawn step, never before its episode's start (nor, after a wrap, at the oldest
+    step, whose previous action is gone); only the drawn step and those after it get a loss."""
+    buf = SequenceReplayBuffer(30, 1, 1, 1, seq_len=6, state_mode="prefix", burn_in=3,
+                               generator=torch.Generator().manual_seed(0))
+    _episodes(buf, [7, 2, 9, 12, 5])  # 35 steps: the 5 oldest were overwritten
+    assert not buf.wants_states and buf.states == []
+    b = buf.sample(512)
+    ep = torch.div(b.obs[:, 0, 0], 100, rounding_mode="floor")
+    t0 = b.obs[:, 0, 0] - 100 * ep  # step in its episode at the window start
+    burn = (b.mask == 0).long().cumprod(1).sum(1)  # loss-free steps before the first trained
+    drawn = t0 + burn  # the drawn step, in its episode
+    assert torch.all(burn <= 3)
+    # the prefix is burn_in steps long, or reaches back to the episode start
+    assert torch.all((burn == 3) | (t0 == 0) | ((ep == 0) & (t0 == 6)))
+    # episode 0 lost steps 0..4, and step 5 its previous action: nothing starts before 6
+    assert torch.all((ep > 0) | (t0 >= 6))
+    assert set(drawn[ep == 3].tolist()) == set(range(12))  # every step is drawn
+    # after the first trained step the mask is the episode's remainder within the window
+    lengths = torch.tensor([7.0, 2.0, 9.0, 12.0, 5.0])[ep.long()]
+    inside = (t0[:, None] + torch.arange(6)[None]) < lengths[:, None]
+    assert torch.equal(b.mask, (inside & (torch.arange(6)[None] >= burn[:, None])).float())
+    assert b.states is None
+
+
 def _stored_buffer(seed=0):
     return SequenceReplayBuffer(100, 2, 1, 1, seq_len=5,
                                 generator=torch.Generator().manual_seed(seed),
@@ -282,7 +308,7 @@ def test_sequence_buffer_checkpoint_keeps_only_filled_slots():
 def test_sequence_buffer_bad_input():
     with pytest.raises(ValueError, match=r"--burn-in must be in \[0, seq_len=4\), got 4"):
         SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, state_mode="stored", burn_in=4)
-    with pytest.raises(ValueError, match="--burn-in 1 needs --state-mode stored"):
+    with pytest.raises(ValueError, match="--burn-in 1 needs --state-mode stored or prefix"):
         SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, burn_in=1)
     with pytest.raises(ValueError, match="fewer than seq_len=64"):
         SequenceReplayBuffer(100, 4, 1, 1, seq_len=64)

@@ -839,7 +839,9 @@ def test_replay_memory_estimate_is_the_buffer_size():
              (ReplayConfig(buffer_size=1000, batch_size=8, seq_len=10, state_mode="stored",
                            burn_in=2), "gru"),
              (ReplayConfig(buffer_size=1001, batch_size=8, seq_len=10, state_mode="stored",
-                           burn_in=2, state_every=3), "gru")]
+                           burn_in=2, state_every=3), "gru"),
+             (ReplayConfig(buffer_size=1000, batch_size=8, seq_len=10, state_mode="prefix",
+                           burn_in=6), "gru")]  # replays a prefix: nothing stored
     for replay, backbone in cases:
         model = ModelConfig(backbone=backbone)
         buf = make_replay(replay, model, num_envs=2, obs_dim=3, action_dim=1,

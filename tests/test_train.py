@@ -78,6 +78,10 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
         ({"updates_per_step": 0.0}, r"--updates-per-step must be a finite number > 0.0, got 0.0"),
         ({"updates_per_step": float("inf")}, "--updates-per-step must be a finite number"),
         ({"context": 0, "backbone": "transformer"}, "--context must be a positive integer"),
+        ({"state_mode": "bogus"}, "--state-mode must be zero, stored or prefix, got 'bogus'"),
+        ({"state_mode": "prefix"}, "--state-mode prefix needs --burn-in B > 0"),
+        ({"backbone": "transformer", "state_mode": "stored", "burn_in": 4, "seq_len": 16},
+         r"Use --state-mode prefix --burn-in 63 \(--n-layers x \(--context - 1\)"),
     ],
 )
 def test_bad_input_stops_before_training(tmp_path, change, message):

@@ -6,6 +6,8 @@ warning."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import torch
 from agents.ddpg import DDPG, DDPGConfig
 from rlkit.backbones import BACKBONE_NAMES, backbone_config
 from rlkit.buffers import SequenceReplayBuffer
+from rlkit.buffers.sequences import gather_windows
 from rlkit.config import LoopConfig, ReplayConfig
 from rlkit.noise import GaussianNoise
 from rlkit.runlog import RunLogger
@@ -179,16 +182,60 @@ def test_whole_episodes_are_the_default_for_memory_backbones_when_they_fit():
     assert "first 50 steps of each episode" in cut.act_gap(True, 200)
 
 
-def test_stored_transformer_states_without_a_full_burn_in_are_named():
+def test_stored_transformer_states_without_a_full_burn_in_are_refused():
     """The Transformer's stored keys and values (online network, acting time) reach trained
-    steps for n_layers * (context - 1) steps; a shorter burn-in is named with that length."""
-    from agents.train import TrainConfig, stale_stored_state
+    steps for n_layers * (context - 1) steps; a shorter burn-in is refused, naming that length
+    and prefix mode."""
+    from agents.train import TrainConfig, resolve, stale_stored_state
     from rlkit.config import replace_fields
 
     cfg = replace_fields(TrainConfig(), backbone="transformer", context=8, n_layers=2,
                          state_mode="stored", burn_in=4, seq_len=20)
     msg = stale_stored_state(cfg)
-    assert msg is not None and "--burn-in 4 does not recompute them" in msg and "= 14 steps" in msg
+    assert msg is not None and "--state-mode prefix --burn-in 14" in msg
+    with pytest.raises(ValueError, match="--state-mode stored --burn-in 4: the Transformer"):
+        resolve(cfg, 200)
     assert stale_stored_state(replace_fields(cfg, burn_in=14)) is None
     assert stale_stored_state(replace_fields(cfg, backbone="gru")) is None
-    assert stale_stored_state(replace_fields(cfg, state_mode="zero", burn_in=0)) is None
+    assert stale_stored_state(replace_fields(cfg, state_mode="prefix")) is None
+    resolve(replace_fields(cfg, state_mode="prefix", burn_in=14), 200)
+
+
+def prefix_compare(agent, buffer, actions, burn_in: int) -> tuple[float, int]:
+    """Largest |train - act| over every trained step of the prefix windows of every stored
+    step (a window from the initial state ``burn_in`` steps earlier, or from the episode
+    start), and how many steps were compared."""
+    worst, compared = 0.0, 0
+    for env in range(2):
+        for s in range(STEPS):
+            begin = max(s - burn_in, int(buffer.episode_start[env, s]))
+            b = gather_windows(buffer, torch.tensor([env]), torch.tensor([begin]),
+                               trained_from=torch.tensor([s]))
+            assert torch.all(b.mask[0, : s - begin] == 0) and b.mask[0, s - begin] == 1
+            x = agent.cfg.actor_inputs(b.obs, b.prev_action, b.prev_reward)[:, :-1]
+            with torch.no_grad():
+                out = agent.actor(x, None)[0][0]  # (L, 2)
+            n = _valid(buffer, env, begin)
+            diff = out[s - begin:n] - actions[env, s:begin + n]
+            worst, compared = max(worst, diff.abs().max().item()), compared + len(diff)
+    return worst, compared
+
+
+def test_prefix_windows_train_on_what_the_transformer_acts_on(tmp_path):
+    """Prefix mode with a burn-in of the Transformer's reach, n_layers x (context - 1): every
+    trained step of every window equals the acted step, with nothing stored. A shorter prefix,
+    and the same prefix for a recurrent family, differ and are named."""
+    reach = 2 * (CONTEXT - 1)
+    replay = ReplayConfig(buffer_size=1000, seq_len=reach + 4, state_mode="prefix",
+                          burn_in=reach, window_start="any")
+    agent, buffer, actions = acted("transformer", replay, tmp_path)
+    assert replay.act_gap(True, 11, reach=reach) is None and buffer.states == []
+    worst, compared = prefix_compare(agent, buffer, actions, reach)
+    assert compared >= 2 * STEPS - 12 and worst < 2e-5
+    short, _ = prefix_compare(agent, buffer, actions, reach - 2)
+    assert short > 1e-3
+    gap = dataclasses.replace(replay, burn_in=reach - 2).act_gap(True, 11, reach=reach)
+    assert gap is not None and f"--burn-in {reach}" in gap
+    gru, gru_buffer, gru_actions = acted("gru", replay, tmp_path / "gru")
+    assert prefix_compare(gru, gru_buffer, gru_actions, reach)[0] > 1e-3
+    assert "state carried over whole episodes" in replay.act_gap(True, 11, reach=None)

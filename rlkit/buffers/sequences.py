@@ -25,7 +25,7 @@ def _check(cfg: ReplayConfig, num_envs: int, obs_dim: int, action_dim: int,
     if burn_in >= seq_len:
         raise ValueError(f"--burn-in must be in [0, seq_len={seq_len}), got {burn_in}")
     if cfg.state_mode == "zero" and burn_in:
-        raise ValueError(f"--burn-in {burn_in} needs --state-mode stored")
+        raise ValueError(f"--burn-in {burn_in} needs --state-mode stored or prefix")
     if cfg.state_mode == "stored" and state_example is None:
         raise ValueError("state_mode 'stored' needs a state_example to size the stored states")
     if cfg.state_every is not None and cfg.state_every > seq_len - burn_in:
@@ -58,7 +58,10 @@ class SequenceReplayBuffer:
     padding (``mask = 0``). In ``"stored"`` state mode, the states recorded while acting (the
     state before each step's observation was seen) are kept and returned for the window start;
     the first ``burn_in`` steps of a window then carry no loss, unless the window starts at its
-    episode's start (where the stored state is the exact initial state).
+    episode's start (where the stored state is the exact initial state). In ``"prefix"`` mode
+    nothing is stored: a window starts from the initial state ``burn_in`` steps before a
+    uniformly drawn step (or at its episode's start, if later), and only the steps from the
+    drawn one on carry a loss.
 
     Args:
         cfg: the replay section (``buffer_size`` steps in all, split evenly across the envs;
@@ -160,7 +163,8 @@ class SequenceReplayBuffer:
             if got != want:
                 raise ValueError(f"states must have shapes {want}, got {got}")
         elif states is not None:
-            raise ValueError("states were given but the buffer's state_mode is 'zero'")
+            raise ValueError(f"states were given but the buffer's state_mode is "
+                             f"{self.state_mode!r}")
         slot = self.count % self.per_env
         for name, value in rows.items():
             getattr(self, name)[:, slot] = value
@@ -222,10 +226,16 @@ class SequenceReplayBuffer:
         # after a wrap, the oldest stored step's previous action and reward are gone: no window
         # starts there (unless it starts an episode, which the episode mode above handles)
         lost = int(first > 0)
-        if self.state_mode == "zero":
+        if self.state_mode != "stored":
             start = first + lost + torch.randint(stored - lost, (batch_size,),
                                                  device=self.device, generator=g)
-            return self._gather(env, start)
+            if self.state_mode == "zero":
+                return self._gather(env, start)
+            # prefix: replay up to burn_in earlier steps of the episode (still stored) first
+            ep = self.episode_start[env, start % self.per_env]
+            lo = torch.where(ep >= first, ep, first + lost)  # earliest usable start
+            begin = torch.maximum(start - self.burn_in, lo)
+            return gather_windows(self, env, begin, trained_from=start)
         # stored states: a uniformly drawn step's window starts at its chunk start (a step with
         # a stored state) or at its episode start, whichever is later
         k = self.state_every
@@ -280,11 +290,12 @@ class SequenceReplayBuffer:
         self.generator.set_state(state["generator"])
 
 
-def gather_windows(buf: SequenceReplayBuffer, env: Tensor, start: Tensor) -> SequenceBatch:
+def gather_windows(buf: SequenceReplayBuffer, env: Tensor, start: Tensor,
+                   trained_from: Tensor | None = None) -> SequenceBatch:
     """Windows of ``buf.seq_len`` steps of stream ``env[b]`` from absolute index ``start[b]``:
     padded and masked after the episode's end, previous action and reward at the start (zero
-    at an episode start), burn-in steps without loss, and the stored (or, at an episode start,
-    initial) states."""
+    at an episode start), burn-in steps without loss (those before ``trained_from[b]`` when
+    given), and the stored (or, at an episode start, initial) states."""
     L = buf.seq_len
     t = start[:, None] + torch.arange(L, device=buf.device)  # (B, L) absolute indices
     slot = t % buf.per_env
@@ -315,7 +326,10 @@ def gather_windows(buf: SequenceReplayBuffer, env: Tensor, start: Tensor) -> Seq
     prev_reward = torch.cat([prev0_r[:, None], reward], dim=1)  # (B, L + 1)
 
     mask = vf.clone()
-    if buf.burn_in:
+    if trained_from is not None:
+        burn = trained_from - start  # (B,) prefix steps
+        mask = mask * (torch.arange(L, device=buf.device)[None] >= burn[:, None]).float()
+    elif buf.burn_in:
         burn = torch.where(at_episode_start, 0, buf.burn_in)  # (B,)
         mask = mask * (torch.arange(L, device=buf.device)[None] >= burn[:, None]).float()
     states = None

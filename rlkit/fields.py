@@ -1,0 +1,63 @@
+"""Changing fields of a config of sections by their command-line names.
+
+A config of sections (``agents.config.TrainConfig``) is flat on the command line: every field
+name is unique across its sections. :func:`replace_fields` changes fields by those names and
+rebuilds each changed section, so that it validates itself again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+
+FLAG_NAMES = {"env": "env.id", "noise": "noise.kind", "noise_sigma": "noise.sigma"}
+"""Fields whose command-line name is not their field name (``--env`` sets ``env.id``)."""
+
+
+def _fields_by_name(cfg: Any) -> dict[str, list[str]]:
+    """Field name -> the sections holding it (dotted paths), for a config of sections."""
+    out: dict[str, list[str]] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            for g in dataclasses.fields(value):
+                out.setdefault(g.name, []).append(f.name)
+        else:
+            out.setdefault(f.name, []).append("")
+    return out
+
+
+def replace_fields(cfg: C, **changes: Any) -> C:
+    """``cfg`` with fields of its sections replaced, named as on the command line.
+
+    A name is a field of one section (``total_steps``, ``backbone``), a flag's name
+    (``env``, ``noise_sigma``: :data:`FLAG_NAMES`) or a dotted path (``agent.gamma``); a whole
+    section may be given too (``loop=LoopConfig(...)``). Every
+    changed section is rebuilt, so it validates itself again.
+
+    Raises:
+        ValueError: a name that no section has, or that several have.
+    """
+    owners = _fields_by_name(cfg)
+    top_level = {f.name for f in dataclasses.fields(cfg)}
+    per_section: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name in FLAG_NAMES and not dataclasses.is_dataclass(value):
+            name = FLAG_NAMES[name]
+        section, _, field_name = name.rpartition(".")
+        if not section:
+            if name in top_level:  # a whole section, or a field of the top level
+                top[name] = value
+                continue
+            sections = owners.get(name, [])
+            if len(sections) != 1:
+                what = "no section has" if not sections else f"sections {sections} all have"
+                raise ValueError(f"cannot set {name!r}: {what} a field of that name")
+            section, field_name = sections[0], name
+        per_section.setdefault(section, {})[field_name] = value
+    for section, values in per_section.items():
+        top[section] = dataclasses.replace(getattr(cfg, section), **values)
+    return dataclasses.replace(cfg, **top)
