@@ -81,7 +81,7 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
     m, a = cfg.model, cfg.agent
     if stale := stale_stored_state(cfg):
         raise ValueError(stale)
-    replay = cfg.replay.resolved(m.memory, max_episode_steps)
+    replay = cfg.replay.resolved(m.memory, max_episode_steps, reach=m.reach)
     if not replay.transitions(m.memory):
         prev_action = m.prev_action if m.prev_action is not None else m.memory
         agent = dataclasses.replace(

@@ -124,6 +124,8 @@ class ReplayConfig:
     then starts them from the states recorded while acting, and ``--state-mode prefix
     --burn-in B`` from the initial state B steps earlier (exact for an encoder that sees at most
     B steps back, such as the Transformer with B = n_layers x (context - 1); nothing stored).
+    An encoder with such a finite reach R gets prefix windows by default: ``--burn-in R`` and
+    64 trained steps after it.
     """
 
     buffer_size: int = 1_000_000
@@ -140,9 +142,10 @@ class ReplayConfig:
     burn_in: int = 0
     """Steps at a window start that get no loss: they refresh a stored state (stored), or
     replay the steps before the trained ones from the initial state (prefix)."""
-    state_mode: StateMode = "zero"
+    state_mode: StateMode | None = None
     """Window start state: zero (pomdp-baselines), the state stored while acting (R2D2), or
-    zero --burn-in steps before the trained steps (prefix; clipped at the episode start)."""
+    zero --burn-in steps before the trained steps (prefix; clipped at the episode start).
+    Default zero; prefix for the Transformer on windows shorter than its episodes."""
     state_every: int | None = None
     """--state-mode stored: keep the state of every K-th step of a stream (default
     seq_len - burn_in); windows start there or at an episode start, so that the stored states
@@ -163,7 +166,7 @@ class ReplayConfig:
         if self.batch_size is not None and self.batch_size > self.buffer_size:
             raise ValueError(f"--batch-size {self.batch_size} is larger than --buffer-size "
                              f"{self.buffer_size}; expected batch_size <= buffer_size")
-        if self.state_mode not in ("zero", "stored", "prefix"):
+        if self.state_mode not in ("zero", "stored", "prefix", None):
             raise ValueError(f"--state-mode must be zero, stored or prefix, got "
                              f"{self.state_mode!r}")
         if self.state_mode == "prefix" and self.burn_in == 0:
@@ -176,26 +179,34 @@ class ReplayConfig:
             raise ValueError(f"--episode-sampling must be episodes or steps, got "
                              f"{self.episode_sampling!r}")
 
-    def resolved(self, memory: bool, episode_steps: int | None) -> ReplayConfig:
+    def resolved(self, memory: bool, episode_steps: int | None,
+                 reach: int | None = None) -> ReplayConfig:
         """Every default filled in (see the class docstring).
 
         Args:
             memory: the encoder carries state.
             episode_steps: the task's longest episode (its time limit), if known.
+            reach: how many past steps the encoder sees, when finite (:meth:`act_gap`).
         """
+        mode = self.state_mode or "zero"
         if not memory and self.seq_len in (None, 1) and self.window_start != "episode":
-            return dataclasses.replace(self, seq_len=1, window_start="any",
+            return dataclasses.replace(self, seq_len=1, window_start="any", state_mode=mode,
                                        batch_size=self.batch_size or 256)  # transitions
         whole = self.window_start == "episode" or (
-            self.window_start is None and memory and self.state_mode == "zero"
+            self.window_start is None and memory and mode == "zero"
             and episode_steps is not None and episode_steps <= self.max_window
             and (self.seq_len is None or self.seq_len >= episode_steps))
         if whole:
             seq_len = self.seq_len or episode_steps or 64
             return dataclasses.replace(self, seq_len=seq_len, window_start="episode",
+                                       state_mode=mode, batch_size=self.batch_size or 32)
+        if (self.state_mode is None and memory and reach and not self.burn_in
+                and (self.seq_len is None or self.seq_len > reach)):  # replay what it sees
+            return dataclasses.replace(self, seq_len=self.seq_len or 64 + reach, burn_in=reach,
+                                       window_start="any", state_mode="prefix",
                                        batch_size=self.batch_size or 32)
         return dataclasses.replace(self, seq_len=self.seq_len or 64, window_start="any",
-                                   batch_size=self.batch_size or 32)
+                                   state_mode=mode, batch_size=self.batch_size or 32)
 
     def transitions(self, memory: bool) -> bool:
         """Whether a resolved config trains on single transitions (a memoryless encoder on

@@ -182,6 +182,26 @@ def test_whole_episodes_are_the_default_for_memory_backbones_when_they_fit():
     assert "first 50 steps of each episode" in cut.act_gap(True, 200)
 
 
+def test_the_transformer_replays_its_reach_by_default_when_episodes_do_not_fit():
+    """Windows shorter than the episodes: the Transformer (reach R = 63 at the defaults) gets
+    prefix windows of R + 64 steps, which train on what it acts on; an explicit
+    ``--state-mode zero`` or a window too short for the prefix is kept, and named."""
+    from agents.train import TrainConfig, resolve
+    from rlkit.config import replace_fields
+
+    r = resolve(replace_fields(TrainConfig(), backbone="transformer"), 1000).replay
+    assert (r.state_mode, r.burn_in, r.seq_len, r.window_start) == ("prefix", 63, 127, "any")
+    assert r.act_gap(True, 1000, reach=63) is None
+    whole = resolve(replace_fields(TrainConfig(), backbone="transformer"), 200).replay
+    assert (whole.state_mode, whole.burn_in, whole.window_start) == ("zero", 0, "episode")
+    for change in ({"state_mode": "zero"}, {"seq_len": 40}):
+        kept = resolve(replace_fields(TrainConfig(), backbone="transformer", **change), 1000)
+        assert (kept.replay.state_mode, kept.replay.burn_in) == ("zero", 0)
+        assert "--state-mode prefix --burn-in 63" in kept.replay.act_gap(True, 1000, reach=63)
+    gru = resolve(replace_fields(TrainConfig(), backbone="gru"), 1000).replay
+    assert (gru.state_mode, gru.burn_in, gru.seq_len) == ("zero", 0, 64)
+
+
 def test_stored_transformer_states_without_a_full_burn_in_are_refused():
     """The Transformer's stored keys and values (online network, acting time) reach trained
     steps for n_layers * (context - 1) steps; a shorter burn-in is refused, naming that length

@@ -24,7 +24,7 @@ def _check(cfg: ReplayConfig, num_envs: int, obs_dim: int, action_dim: int,
         raise ValueError(f"num_envs must be a positive integer, got {num_envs}")
     if burn_in >= seq_len:
         raise ValueError(f"--burn-in must be in [0, seq_len={seq_len}), got {burn_in}")
-    if cfg.state_mode == "zero" and burn_in:
+    if cfg.state_mode in ("zero", None) and burn_in:
         raise ValueError(f"--burn-in {burn_in} needs --state-mode stored or prefix")
     if cfg.state_mode == "stored" and state_example is None:
         raise ValueError("state_mode 'stored' needs a state_example to size the stored states")
@@ -88,7 +88,7 @@ class SequenceReplayBuffer:
         state_example: Any = None,
     ) -> None:
         _check(cfg, num_envs, obs_dim, action_dim, state_example)
-        seq_len, burn_in, state_mode = cfg.seq_len, cfg.burn_in, cfg.state_mode
+        seq_len, burn_in, state_mode = cfg.seq_len, cfg.burn_in, cfg.state_mode or "zero"
         self.window_start, self.episode_sampling = cfg.window_start, cfg.episode_sampling
         self.num_envs, self.per_env = num_envs, cfg.buffer_size // num_envs
         self.seq_len, self.burn_in = seq_len, burn_in
