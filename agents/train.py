@@ -31,9 +31,8 @@ from agents.ddpg import DDPG
 from agents.resume import RESUME_MAY_CHANGE, RESUME_MAY_DIFFER, resume_config
 from rlkit.backbones import backbone_config
 from rlkit.buffers import check_replay_memory, make_replay
-from rlkit.checkpoint import (
-    load_checkpoint,
-)
+from rlkit.checkpoint import load_checkpoint
+from rlkit.compile import choose_compile
 from rlkit.config import (
     EnvConfig,
     flag,
@@ -177,7 +176,9 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     cfg = resolve(cfg, steps)
     if gap := cfg.replay.act_gap(cfg.model.memory, steps, reach=cfg.model.reach):
         warnings.warn(f"train != act: {gap}", UserWarning, stacklevel=2)
-    m = cfg.model
+    m = dataclasses.replace(cfg.model, compile="on" if choose_compile(
+        cfg.model.compile, cfg.model.backbone, device.type) else "off")
+    cfg = dataclasses.replace(cfg, model=m)  # config.json records the choice
     agent = DDPG(
         obs_dim=int(np.prod(env.observation_space.shape)),
         action_low=torch.as_tensor(env.action_space.low),
@@ -187,7 +188,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
                                      m.context),
         cfg=cfg.agent,
         precision=PrecisionConfig(m.precision),
-        compile=m.compile,
+        compile=m.compile == "on",
     ).to(device)
     return cfg, agent, env
 

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from rlkit.backbones import BACKBONE_NAMES
+from rlkit.compile import CompileSetting
 from rlkit.fields import FLAG_NAMES, replace_fields
 from rlkit.precision import Precision, check_precision
 
@@ -272,9 +273,11 @@ class ModelConfig:
     precision: Precision = "fp32"
     """Update arithmetic: fp32; bf16 autocast; fp16 autocast with loss scaling (skipped steps
     are logged as ``skipped_steps``). Weights stay fp32."""
-    compile: bool = False
+    compile: CompileSetting = "off"
     """Compile the update's forward passes and losses with ``torch.compile`` (CUDA graphs on a
-    GPU); falls back to eager with one warning where compiling fails."""
+    GPU); falls back to eager with one warning where compiling fails. auto: only for the
+    families where it was measured to pay on the device (``rlkit.compile.COMPILE_PAYS``);
+    config.json records the choice (on or off)."""
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONE_NAMES:
@@ -282,6 +285,10 @@ class ModelConfig:
                              f"{', '.join(BACKBONE_NAMES)}")
         _positive(self, "d_model", "n_layers", "context")
         check_precision(self.precision, "--precision")
+        if isinstance(self.compile, bool):  # config.json before auto recorded a bool
+            object.__setattr__(self, "compile", "on" if self.compile else "off")
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"--compile must be auto, on or off, got {self.compile!r}")
 
     @property
     def memory(self) -> bool:

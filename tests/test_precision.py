@@ -349,9 +349,29 @@ def test_mixed_precision_is_a_pass_through_in_fp32():
     assert mp.scale(loss) is loss and mp.update() == {} and mp.scaler is None
 
 
+def test_compile_auto_picks_by_family_and_device_and_config_records_the_choice():
+    from rlkit.compile import COMPILE_PAYS
+    from rlkit.config import ModelConfig
+
+    pays, not_pays = sorted(COMPILE_PAYS["cpu"])[0], "gru"
+    assert not_pays not in COMPILE_PAYS["cpu"] and "cuda" not in COMPILE_PAYS
+    for setting, backbone, want in [("auto", pays, True), ("auto", not_pays, False),
+                                    ("on", not_pays, True), ("off", pays, False)]:
+        cfg = replace_fields(train.TrainConfig(), d_model=16, device="cpu", backbone=backbone,
+                             compile=setting)
+        resolved, agent, env = train.build(cfg, torch.device("cpu"))
+        env.close()
+        assert resolved.model.compile == ("on" if want else "off"), (setting, backbone)
+        assert isinstance(agent._critic_fn, CompiledFunction) == want, (setting, backbone)
+    assert ModelConfig(compile=True).compile == "on"  # a config.json that recorded a bool
+    assert ModelConfig(compile=False).compile == "off"
+    with pytest.raises(ValueError, match="--compile must be auto, on or off, got 'yes'"):
+        ModelConfig(compile="yes")
+
+
 def test_train_py_passes_precision_and_compile_to_the_agent():
     cfg = replace_fields(train.TrainConfig(), d_model=16, device="cpu", precision="bf16",
-                         compile=True)
+                         compile="on")
     _, agent, env = train.build(cfg, torch.device("cpu"))
     env.close()
     assert agent.amp.cfg.precision == "bf16"
