@@ -331,6 +331,11 @@ def estimate_shown(ctx: Ctx, r: Result) -> Kept:
     return both(("it needs about" in first_line(r), "estimate shown"), no_dir("run")(ctx, r))
 
 
+def prefix_named(ctx: Ctx, r: Result) -> Kept:
+    named = "Use --state-mode prefix --burn-in 63" in first_line(r)
+    return both((named, "names prefix mode and R = 63"), no_dir("run")(ctx, r))
+
+
 # ----------------------------------------------------------------------------- scenarios
 def read_only_dir(ctx: Ctx) -> None:
     (ctx.d / "ro").mkdir()
@@ -427,8 +432,12 @@ def scenarios() -> list[Scenario]:
         # --- memory
         Scenario("stored transformer states, one per step, default buffer size",
                  ["train.py", "$FAST", *t300, "--backbone", "transformer", "--state-mode",
-                  "stored", "--burn-in", "8", "--state-every", "1", "--run-dir", "$D/run"], 2,
-                 check=estimate_shown),
+                  "stored", "--burn-in", "63", "--seq-len", "80", "--state-every", "1",
+                  "--run-dir", "$D/run"], 2, check=estimate_shown),
+        Scenario("stored transformer states with a burn-in shorter than its reach",
+                 ["train.py", "$FAST", *t300, "--backbone", "transformer", "--state-mode",
+                  "stored", "--burn-in", "8", "--run-dir", "$D/run"], 2,
+                 check=prefix_named),
         Scenario("--seq-len 100000000 with a GRU (its sampled batch)",
                  ["train.py", "$FAST", *t300, "--env", "rlkit/Pendulum-V-v0", "--backbone",
                   "gru", "--seq-len", "100000000", "--run-dir", "$D/run"], 2,
