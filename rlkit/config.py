@@ -27,6 +27,7 @@ from rlkit.precision import Precision, check_precision
 
 StateMode = Literal["zero", "stored", "prefix"]
 WindowStart = Literal["any", "episode"]
+STORED_BURN_IN = 16  # default burn-in of stored-state windows (episodes over --max-window)
 
 
 def flag(name: str) -> str:
@@ -120,13 +121,12 @@ class ReplayConfig:
 
     Memory backbones train on whole episodes by default (pomdp-baselines, RESeL) when the
     task's episodes fit in ``max_window`` steps: windows start at episode starts, span the
-    longest episode, and start from the initial state, so training computes exactly what acting
-    computes. Otherwise windows of 64 steps start anywhere; ``--state-mode stored --burn-in B``
-    then starts them from the states recorded while acting, and ``--state-mode prefix
-    --burn-in B`` from the initial state B steps earlier (exact for an encoder that sees at most
-    B steps back, such as the Transformer with B = n_layers x (context - 1); nothing stored).
-    An encoder with such a finite reach R gets prefix windows by default: ``--burn-in R`` and
-    64 trained steps after it.
+    longest episode and start from the initial state, so training computes what acting
+    computes. Longer episodes get windows from any step: by default the Transformer replays its
+    reach R = n_layers x (context - 1) before 64 trained steps from the initial state (prefix;
+    exact, nothing stored), and the other memory families start from the state stored while
+    acting, refreshed over a burn-in of 16 (stored; R2D2). ``--state-mode zero`` starts them
+    from the initial state (the agent then acts on histories it never trained on).
     """
 
     buffer_size: int = 1_000_000
@@ -146,7 +146,7 @@ class ReplayConfig:
     state_mode: StateMode | None = None
     """Window start state: zero (pomdp-baselines), the state stored while acting (R2D2), or
     zero --burn-in steps before the trained steps (prefix; clipped at the episode start).
-    Default zero; prefix for the Transformer on windows shorter than its episodes."""
+    Default zero; beyond --max-window, prefix (Transformer) or stored (other memory)."""
     state_every: int | None = None
     """--state-mode stored: keep the state of every K-th step of a stream (default
     seq_len - burn_in); windows start there or at an episode start, so that the stored states
@@ -201,17 +201,18 @@ class ReplayConfig:
             seq_len = self.seq_len or episode_steps or 64
             return dataclasses.replace(self, seq_len=seq_len, window_start="episode",
                                        state_mode=mode, batch_size=self.batch_size or 32)
-        if (self.state_mode is None and memory and reach and not self.burn_in
-                and (self.seq_len is None or self.seq_len > reach)):  # replay what it sees
-            return dataclasses.replace(self, seq_len=self.seq_len or 64 + reach, burn_in=reach,
-                                       window_start="any", state_mode="prefix",
-                                       batch_size=self.batch_size or 32)
+        burn = reach if reach is not None else STORED_BURN_IN
+        if (self.state_mode is None and self.window_start is None and memory and burn
+                and not self.burn_in and (self.seq_len is None or self.seq_len > burn)):
+            return dataclasses.replace(  # replay what it sees, or refresh a stored state
+                self, seq_len=self.seq_len or 64 + burn, burn_in=burn, window_start="any",
+                state_mode="prefix" if reach is not None else "stored",
+                batch_size=self.batch_size or 32)
         return dataclasses.replace(self, seq_len=self.seq_len or 64, window_start="any",
                                    state_mode=mode, batch_size=self.batch_size or 32)
 
     def transitions(self, memory: bool) -> bool:
-        """Whether a resolved config trains on single transitions (a memoryless encoder on
-        windows of one step) rather than on windows of a step stream."""
+        """Whether a resolved config trains on single transitions, not on windows."""
         return not memory and self.seq_len == 1
 
     def act_gap(self, memory: bool, episode_steps: int | None,
@@ -220,8 +221,7 @@ class ReplayConfig:
         (``None`` when training computes what acting computes).
 
         Args:
-            reach: how many past steps the encoder's output can depend on, when that is finite
-                (the Transformer's n_layers x (context - 1)); ``None``: the whole episode.
+            reach: past steps the encoder sees, when finite (the Transformer's); else ``None``.
         """
         if not memory or self.state_mode == "stored":
             return None

@@ -174,8 +174,14 @@ def test_whole_episodes_are_the_default_for_memory_backbones_when_they_fit():
     assert (r.window_start, r.seq_len, r.batch_size) == ("episode", 200, 32)
     assert r.act_gap(True, 200) is None
     long = ReplayConfig().resolved(memory=True, episode_steps=1000)  # beyond --max-window
-    assert (long.window_start, long.seq_len) == ("any", 64)
-    assert "never trained on" in long.act_gap(True, 1000)
+    assert (long.window_start, long.seq_len, long.state_mode, long.burn_in) == \
+        ("any", 80, "stored", 16)  # 64 trained steps after a burn-in of 16 (R2D2)
+    assert long.act_gap(True, 1000) is None
+    zero = ReplayConfig(state_mode="zero").resolved(memory=True, episode_steps=1000)
+    assert (zero.window_start, zero.seq_len, zero.burn_in) == ("any", 64, 0)
+    assert "never trained on" in zero.act_gap(True, 1000)
+    asked = ReplayConfig(window_start="any").resolved(memory=True, episode_steps=1000)
+    assert (asked.state_mode, asked.seq_len) == ("zero", 64)  # windows chosen: no default
     mlp = ReplayConfig().resolved(memory=False, episode_steps=200)
     assert (mlp.seq_len, mlp.batch_size) == (1, 256) and mlp.act_gap(False, 200) is None
     cut = ReplayConfig(seq_len=50, window_start="episode").resolved(True, 200)
@@ -184,8 +190,9 @@ def test_whole_episodes_are_the_default_for_memory_backbones_when_they_fit():
 
 def test_the_transformer_replays_its_reach_by_default_when_episodes_do_not_fit():
     """Windows shorter than the episodes: the Transformer (reach R = 63 at the defaults) gets
-    prefix windows of R + 64 steps, which train on what it acts on; an explicit
-    ``--state-mode zero`` or a window too short for the prefix is kept, and named."""
+    prefix windows of R + 64 steps, which train on what it acts on (the other memory families
+    stored states); an explicit ``--state-mode zero`` or a window too short for the prefix is
+    kept, and named."""
     from agents.train import TrainConfig, resolve
     from rlkit.config import replace_fields
 
@@ -199,7 +206,7 @@ def test_the_transformer_replays_its_reach_by_default_when_episodes_do_not_fit()
         assert (kept.replay.state_mode, kept.replay.burn_in) == ("zero", 0)
         assert "--state-mode prefix --burn-in 63" in kept.replay.act_gap(True, 1000, reach=63)
     gru = resolve(replace_fields(TrainConfig(), backbone="gru"), 1000).replay
-    assert (gru.state_mode, gru.burn_in, gru.seq_len) == ("zero", 0, 64)
+    assert (gru.state_mode, gru.burn_in, gru.seq_len) == ("stored", 16, 80)
 
 
 def test_stored_transformer_states_without_a_full_burn_in_are_refused():
