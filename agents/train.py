@@ -109,10 +109,9 @@ def stale_stored_state(cfg: TrainConfig) -> str | None:
     long recomputes every key and value the trained steps see, online and target alike; so does
     ``--state-mode prefix`` with that burn-in, which stores nothing.
     """
-    m, r = cfg.model, cfg.replay
-    reach = m.reach
-    if m.backbone != "transformer" or r.state_mode != "stored" or r.burn_in >= reach:
-        return None
+    reach, r = cfg.model.reach, cfg.replay
+    if reach is None or r.state_mode != "stored" or r.burn_in >= reach:
+        return None  # a recurrent state, refreshed over the burn-in; or a reach replayed
     return (f"--state-mode stored --burn-in {r.burn_in}: the Transformer's stored keys and "
             f"values were computed by the online network while acting and would reach the "
             f"target networks as they are. Use --state-mode prefix --burn-in {reach} "

@@ -326,11 +326,12 @@ def gather_windows(buf: SequenceReplayBuffer, env: Tensor, start: Tensor,
     prev_reward = torch.cat([prev0_r[:, None], reward], dim=1)  # (B, L + 1)
 
     mask = vf.clone()
+    burn = None  # (B,) loss-free steps at the window start
     if trained_from is not None:
-        burn = trained_from - start  # (B,) prefix steps
-        mask = mask * (torch.arange(L, device=buf.device)[None] >= burn[:, None]).float()
+        burn = trained_from - start  # prefix steps
     elif buf.burn_in:
-        burn = torch.where(at_episode_start, 0, buf.burn_in)  # (B,)
+        burn = torch.where(at_episode_start, 0, buf.burn_in)
+    if burn is not None:
         mask = mask * (torch.arange(L, device=buf.device)[None] >= burn[:, None]).float()
     states = None
     if buf._state_spec is not None:  # initial (zero) states at episode starts
