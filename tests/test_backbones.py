@@ -33,7 +33,7 @@ FAMILY_OPTIONS: dict[str, dict[str, object]] = {
     "lstm": {"cell": "lstm"},
     "gru": {"cell": "gru"},
     "transformer": {"n_heads": 4, "context": K},
-    "mamba2": {"chunk": 5},  # T=12: chunks 5, 5, 2 (a tail); 2 heads of 16 at d_model=16
+    "mamba2": {"chunk": 5},  # T=12: 3 chunks of 4; 2 heads of 16 at d_model=16
 }
 families = pytest.mark.parametrize("name", BACKBONE_NAMES)
 

@@ -47,8 +47,8 @@ def ssd_inputs(T: int, seed: int, dtype: torch.dtype) -> list[Tensor]:
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize(
-    ("T", "chunk"), [(1, 16), (7, 16), (32, 16), (45, 16), (50, 8)],
-    ids=["T=1", "T<Q", "T=2Q", "T%Q!=0", "7 chunks"],
+    ("T", "chunk"), [(1, 16), (7, 16), (32, 16), (45, 16), (47, 16), (50, 8)],
+    ids=["T=1", "T<Q", "T=2Q", "3 chunks of 15", "3 of 16, 1 padded", "7 of 8, 6 padded"],
 )
 def test_chunked_matches_sequential(T: int, chunk: int, dtype: torch.dtype) -> None:
     """y, h_T and the gradients w.r.t. x, dt, A, B, C, D, h0 agree within TOLERANCE."""

@@ -20,7 +20,7 @@ Glossary (paper symbol -> code name, shapes with B = batch, T = time):
     Δ (dt)         step size ``dt = softplus(dt_raw + dt_bias)`` (B, T, H), one per head.
     a_t            decay ``exp(dt_t A)``; the scans take its log ``dA_log = dt A`` (<= 0).
     D              skip ``D`` (H,).
-    Q              chunk length ``chunk``; L is the (Q, Q) segment-sum decay matrix of a chunk.
+    Q              chunk length (at most ``chunk``); L: the (Q, Q) segment-sum decay matrix.
     conv state     the last ``d_conv - 1`` inputs (x, B, C) of the causal convolution.
 
 Precision: ``A_log``, ``D`` and ``dt_bias`` carry ``_keep_fp32 = True``; dt, the decays, their
@@ -61,7 +61,8 @@ class Mamba2Config(BackboneConfig):
     head_dim: int = 16
     """Head dim P; ``expand * d_model`` must be a multiple of it (H = d_inner / P heads)."""
     chunk: int = 32
-    """Chunk length Q of the SSD: (Q, Q) products inside chunks, a recurrence of T / Q steps."""
+    """Longest chunk of the SSD: T is cut into ``n_c = ceil(T / chunk)`` chunks of the same length
+    ``Q = ceil(T / n_c)`` ((Q, Q) products inside chunks, a recurrence of n_c steps)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,8 +134,10 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
                 chunk: int = 32) -> tuple[Tensor, Tensor]:
     """Chunked SSD with the inputs and outputs of :func:`ssd_sequential`.
 
-    Time is cut into ``n_c`` chunks of length ``Q = min(chunk, T)``, the last padded with
-    ``dt = 0`` (decay 1, no input), which leaves the state unchanged. Per chunk, with
+    Time is cut into ``n_c = ceil(T / chunk)`` chunks of length ``Q = ceil(T / n_c)`` (at most
+    ``chunk``; T = 65 and chunk 32 give 3 chunks of 22, not 32 + 32 + 1 padded to 96), the end
+    padded by fewer than ``n_c`` steps with ``dt = 0`` (decay 1, no input), which leaves the
+    state unchanged. Per chunk, with
     ``s = cumsum(dt A)`` over the chunk and ``h_-`` the state before it:
 
     1. inside: ``y = (L ∘ C B^T) (dt x)``, ``L[i, j] = exp(s_i - s_j)`` for ``i >= j``, else 0;
@@ -151,8 +154,8 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
     N = B.shape[-1]
     if T == 0:
         return x.clone(), h0
-    Q = min(chunk, T)
-    n_c = -(-T // Q)
+    n_c = -(-T // chunk)
+    Q = -(-T // n_c)
     pad = n_c * Q - T
     dA_log, B_c, C_c = dt * A, B, C  # dA_log: (B, T, H)
     xdt = x * dt.unsqueeze(-1)  # (B, T, H, P)
