@@ -157,6 +157,22 @@ def test_recipe_is_chosen_by_env_and_flags_win_over_it():
         cli.parse_cli(["--recipe", "nope"])
 
 
+def test_the_pendulum_recipe_trains_every_family_on_what_it_acts_on():
+    """Windows shorter than the 200-step episodes: each memory family starts them the way it
+    acts (stored states and a burn-in, the Transformer replaying its reach), with no gap."""
+    starts = {"gru": ("stored", 16, 80), "s4": ("stored", 16, 80), "mamba2": ("stored", 16, 80),
+              "transformer": ("prefix", 63, 127)}
+    for backbone, start in starts.items():
+        cfg, _, _ = cli.parse_cli(["--env", "rlkit/Pendulum-V-v0", "--backbone", backbone])
+        cfg = train.resolve(cfg, 200)
+        r, m = cfg.replay, cfg.model
+        assert (r.state_mode, r.burn_in, r.seq_len, r.batch_size) == (*start, 16)
+        assert r.seq_len - r.burn_in == 64 and r.window_start == "any"
+        assert r.act_gap(m.memory, 200, reach=m.reach) is None
+    mlp, _, _ = cli.parse_cli(["--env", "rlkit/Pendulum-V-v0", "--backbone", "mlp"])
+    assert train.resolve(mlp, 200).replay.seq_len == 1  # transitions
+
+
 def test_every_shipped_recipe_applies_to_the_config():
     for recipe in recipes.recipes().values():
         cfg = recipe.apply(train.TrainConfig())  # every value names a field and is valid
