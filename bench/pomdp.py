@@ -18,6 +18,15 @@ gamma 0.9, tau 0.005, 5 random episodes first, TD3's twin critics and target smo
 (clip 0.5), Gaussian exploration 0.1; their encoders also embed observation, action and reward
 separately, ours project their concatenation) and prints our return at 6k, 12k and 18k env steps
 beside their reported figure (read off their published curves: about -139 by 12k steps).
+
+On Pendulum tasks a last row gives the full-state optimum (:mod:`envs.reference`, dynamic
+programming) on each seed's own evaluation episodes: where an episode starts matters as much as
+the policy, and the best possible return differs by tens of points from one seed's ten starts to
+another's (-170, -161 and -141 for seeds 0, 1 and 2). ``--no-reference`` leaves it out.
+``--common-episodes N`` also evaluates every run's final checkpoint on the same N episodes
+(from ``--common-seed``), with the optimum on those, so that seeds and families are compared
+on equal starts. ``--summarize DIR`` prints the tables of a grid already run into DIR (pass the
+flags it was run with), without training.
 """
 
 from __future__ import annotations
@@ -30,10 +39,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import gymnasium as gym
+import torch
+
 from agents import cli, train
+from envs.reference import PendulumOptimum, optimum_returns
 from rlkit.backbones import BACKBONE_NAMES
-from rlkit.launch import GridRun, launch
+from rlkit.evaluate import evaluate, make_eval_env
+from rlkit.launch import GridRun, RunOutcome, launch
 from rlkit.runlog import read_metrics
+from rlkit.seeding import eval_env_seed
 
 ANCHORS = {
     "pomdp-baselines": {
@@ -73,6 +88,16 @@ def summarize(run_dir: Path, last_k: int, at: list[int]) -> dict[str, object]:
     return out
 
 
+def common_return(run_dir: Path, episodes: int, seed: int) -> float:
+    """Mean return of a run's final policy (its checkpoint) on episodes ``seed .. seed + N-1``."""
+    agent, record = train.load_agent(run_dir)
+    env = make_eval_env(record.env.gym_id, None, train.env_modules(record.env))
+    try:
+        return evaluate(agent, env, episodes, torch.device("cpu"), seed)["eval_return_mean"]
+    finally:
+        env.close()
+
+
 def _cell(values: list[float | None]) -> str:
     ok = [v for v in values if v is not None]
     return f"{statistics.mean(ok):.1f}" if ok else "n/a"
@@ -95,13 +120,23 @@ def main() -> None:
     p.add_argument("--anchor", choices=sorted(ANCHORS), default=None)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", default=None, help="grid directory (default: a temp dir)")
+    p.add_argument("--summarize", metavar="DIR", default=None,
+                   help="print the tables of the grid in DIR (same flags as its run); no training")
+    p.add_argument("--common-episodes", type=int, default=0,
+                   help="also evaluate each final policy on these many common episodes")
+    p.add_argument("--common-seed", type=int, default=1_000_000,
+                   help="seed of the first common episode")
+    p.add_argument("--no-reference", action="store_true",
+                   help="leave out the full-state optimum row (Pendulum tasks)")
     a = p.parse_args(own)
     anchor = ANCHORS[a.anchor] if a.anchor else None
     env = anchor["env"] if anchor else a.env
     backbones = anchor["backbones"] if anchor and "--backbones" not in own else a.backbones
     at = a.at or (anchor["at"] if anchor else [])
     flags = (anchor["flags"] if anchor else []) + extra
-    out = Path(a.out or tempfile.mkdtemp(prefix="rlkit-pomdp-"))
+    if a.common_episodes < 0:
+        p.error(f"--common-episodes must be >= 0, got {a.common_episodes}")
+    out = Path(a.summarize or a.out or tempfile.mkdtemp(prefix="rlkit-pomdp-"))
     runs = []
     for b in backbones:
         for s in a.seeds:
@@ -110,9 +145,14 @@ def main() -> None:
             runs.append(GridRun(f"{b}__s{s}", cfg))
     first = train.resolve(runs[0].config, 200 if "Pendulum" in env else None)
     t0 = time.time()
-    outcomes = launch(train.run_in, runs, out, jobs=a.jobs)
-    print(f"\n{env}, {len(a.seeds)} seeds, grid {time.time() - t0:.0f} s with {a.jobs} jobs, "
-          f"runs in {out}")
+    if a.summarize:
+        outcomes = [RunOutcome(r.name, out / r.name, error=None if (out / r.name).is_dir()
+                               else "not in the grid directory") for r in runs]
+        print(f"\n{env}, {len(a.seeds)} seeds, runs in {out}")
+    else:
+        outcomes = launch(train.run_in, runs, out, jobs=a.jobs)
+        print(f"\n{env}, {len(a.seeds)} seeds, grid {time.time() - t0:.0f} s with {a.jobs} "
+              f"jobs, runs in {out}")
     print(f"settings (recipe {first.run.recipe!r}{', ' + ' '.join(flags) if flags else ''}): "
           f"{first.loop.total_steps} env steps, {first.loop.updates_per_step} updates/step, "
           f"batch {first.replay.batch_size}, d_model {first.model.d_model}, "
@@ -143,6 +183,28 @@ def main() -> None:
               f"| {min(finals):.1f} | {max(finals):.1f} | {at_cells + ' | ' if at else ''}"
               f"{sat_cell} | {succ_cell} | {statistics.mean(x['wall'] for x in s):.0f} | "
               f"{statistics.mean(x['ups'] for x in s):.1f} |")
+    reference = "Pendulum" in env and not a.no_reference
+    if reference:
+        ref_env = gym.make(env)
+        solver = PendulumOptimum.for_env(ref_env)
+        ref_env.close()
+        best = [float(optimum_returns(env, eval_env_seed(s), first.loop.eval_episodes,
+                                      solver).mean()) for s in a.seeds]
+        print(f"| optimum, full state, same episodes | {', '.join(f'{v:.1f}' for v in best)} | "
+              f"{statistics.mean(best):.1f} | {min(best):.1f} | {max(best):.1f} |")
+    if a.common_episodes:
+        n, s0 = a.common_episodes, a.common_seed
+        print(f"\nfinal policies on the same {n} episodes (seeds {s0}..{s0 + n - 1}):")
+        print("| backbone | per seed | mean | min | max |\n|---|---|---:|---:|---:|")
+        for b in backbones:
+            mine = [o for o in outcomes if o.name.startswith(f"{b}__") and not o.error]
+            if not mine:
+                continue
+            rets = [common_return(o.run_dir, n, s0) for o in mine]
+            print(f"| {b} | {', '.join(f'{v:.1f}' for v in rets)} | {statistics.mean(rets):.1f} "
+                  f"| {min(rets):.1f} | {max(rets):.1f} |")
+        if reference:
+            print(f"| optimum, full state | | {optimum_returns(env, s0, n, solver).mean():.1f} |")
     if anchor:
         pub = anchor["published"]
         print(f"\n{a.anchor} (published, read off their curves): " + ", ".join(

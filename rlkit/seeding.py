@@ -24,6 +24,12 @@ class Seeds:
     """Seed for the evaluation env."""
 
 
+def eval_env_seed(seed: int) -> int:
+    """The evaluation seed :func:`seed_everything` derives from the run ``seed`` (evaluation
+    episode ``k`` resets with it ``+ k``), without seeding anything."""
+    return int(np.random.SeedSequence(seed).spawn(4)[3].generate_state(1)[0])
+
+
 def seed_everything(seed: int, buffer_device: torch.device | str = "cpu") -> Seeds:
     """Seed Python, NumPy and torch (for code we do not own, e.g. weight init), then derive
     one generator per component.

@@ -1,0 +1,159 @@
+"""What the best controller can get on a Pendulum episode: a reference for reading returns.
+
+Pendulum returns depend as much on where an episode starts as on the policy: from the bottom at
+rest even the best controller pays for a long swing-up (about -230 to -290), from near the top it
+pays almost nothing. Ten evaluation episodes therefore differ by tens of points from one seed's
+set of starts to another's. :class:`PendulumOptimum` solves the task from the *full* state
+(angle and velocity, which the P and V variants hide) by dynamic programming over the episode's
+200 steps, so that ``optimum_returns(env_id, seed, n)`` is the return to compare an agent's
+evaluation on the same ``n`` episodes with: an agent that sees less cannot do better, up to the
+grid's small error.
+
+Method: finite-horizon value iteration on a periodic grid of angle x velocity (bilinear
+interpolation, the env's own dynamics, cost and constants read from ``env.unwrapped``), then a
+one-step look-ahead over a finer set of torques when acting. Solving takes a few seconds.
+
+Glossary (Pendulum-v1): theta = angle from upright (``th``), theta_dot = angular velocity
+(``w``), u = torque in [-max_torque, max_torque], cost = theta^2 + 0.1 theta_dot^2 + 0.001 u^2;
+V_k = optimal cost-to-go with k steps left.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
+
+__all__ = ["PendulumOptimum", "optimum_returns"]
+
+
+def _wrap(theta: np.ndarray) -> np.ndarray:
+    return ((theta + np.pi) % (2 * np.pi)) - np.pi
+
+
+class PendulumOptimum:
+    """Full-state finite-horizon optimal control of Pendulum-v1 by dynamic programming.
+
+    Args:
+        horizon: steps per episode (Pendulum-v1's time limit, 200).
+        n_theta: grid points over the angle (periodic).
+        n_omega: grid points over the velocity, from -max_speed to max_speed.
+        n_actions: torques tried per grid point while solving (acting tries twice as many).
+        g, m, l, dt, max_speed, max_torque: the env's constants (Pendulum-v1's defaults).
+    """
+
+    def __init__(self, horizon: int = 200, n_theta: int = 256, n_omega: int = 257,
+                 n_actions: int = 41, *, g: float = 10.0, m: float = 1.0, l: float = 1.0,
+                 dt: float = 0.05, max_speed: float = 8.0, max_torque: float = 2.0) -> None:
+        for name, v, least in (("horizon", horizon, 1), ("n_theta", n_theta, 4),
+                               ("n_omega", n_omega, 4), ("n_actions", n_actions, 2)):
+            if not isinstance(v, int) or v < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
+        self.horizon, self.n_theta, self.n_omega = horizon, n_theta, n_omega
+        self.g, self.m, self.l, self.dt = g, m, l, dt
+        self.max_speed, self.max_torque = max_speed, max_torque
+        self._acts = np.linspace(-max_torque, max_torque, 2 * n_actions - 1)
+        theta = np.linspace(-np.pi, np.pi, n_theta, endpoint=False)
+        omega = np.linspace(-max_speed, max_speed, n_omega)
+        th, w = np.meshgrid(theta, omega, indexing="ij")  # (n_theta, n_omega)
+        torques = np.linspace(-max_torque, max_torque, n_actions)
+        stage = _wrap(th) ** 2 + 0.1 * w**2  # cost of the state part, (n_theta, n_omega)
+        # Where each (state, torque) lands does not change with k: interpolate once.
+        lands = [self._weights(*self._next(th, w, u)) for u in torques]
+        values = [np.zeros_like(stage)]  # V_0 = 0; values[k] = V_k, (n_theta, n_omega)
+        for _ in range(horizon):
+            v = values[-1]
+            q = np.stack([stage + 0.001 * u**2 + self._gather(v, lw)
+                          for u, lw in zip(torques, lands, strict=True)])  # (A, n_theta, n_omega)
+            values.append(q.min(axis=0))
+        self._values = values
+
+    @classmethod
+    def for_env(cls, env: gym.Env, **grid: int) -> PendulumOptimum:
+        """A solver with ``env``'s constants (any wrapper of Pendulum-v1)."""
+        base = env.unwrapped
+        if not isinstance(base, PendulumEnv):
+            raise ValueError(f"expected a Pendulum-v1 task, got "
+                             f"{env.spec.id if env.spec else env!r} ({type(base).__name__})")
+        horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 200
+        return cls(horizon, **grid, g=float(base.g), m=float(base.m), l=float(base.l),
+                   dt=float(base.dt), max_speed=float(base.max_speed),
+                   max_torque=float(base.max_torque))
+
+    def _next(self, th: np.ndarray, w: np.ndarray, u: np.ndarray | float
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Pendulum-v1's step: velocity first (clipped), then the angle with the new velocity."""
+        acc = 3 * self.g / (2 * self.l) * np.sin(th) + 3.0 / (self.m * self.l**2) * u
+        w2 = np.clip(w + acc * self.dt, -self.max_speed, self.max_speed)
+        return th + w2 * self.dt, w2
+
+    def _weights(self, th: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Grid corners and bilinear weights of the points ``(th, w)``."""
+        x = (_wrap(th) + np.pi) / (2 * np.pi) * self.n_theta
+        i0 = np.floor(x).astype(np.int64)
+        fx = x - i0
+        i0 %= self.n_theta
+        i1 = (i0 + 1) % self.n_theta
+        y = (w + self.max_speed) / (2 * self.max_speed) * (self.n_omega - 1)
+        j0 = np.clip(np.floor(y).astype(np.int64), 0, self.n_omega - 2)
+        fy = y - j0
+        return i0, i1, j0, j0 + 1, fx, fy
+
+    @staticmethod
+    def _gather(v: np.ndarray, lw: tuple[np.ndarray, ...]) -> np.ndarray:
+        i0, i1, j0, j1, fx, fy = lw
+        return ((v[i0, j0] * (1 - fx) + v[i1, j0] * fx) * (1 - fy)
+                + (v[i0, j1] * (1 - fx) + v[i1, j1] * fx) * fy)
+
+    def _q(self, state: np.ndarray, steps_left: int) -> np.ndarray:
+        if not 1 <= steps_left <= self.horizon:
+            raise ValueError(f"steps_left must be in [1, {self.horizon}], got {steps_left}")
+        th, w = float(state[0]), float(state[1])
+        u = self._acts
+        th2, w2 = self._next(np.full_like(u, th), np.full_like(u, w), u)
+        return 0.001 * u**2 + self._gather(self._values[steps_left - 1], self._weights(th2, w2))
+
+    def action(self, state: np.ndarray, steps_left: int) -> float:
+        """The torque for the full ``state`` = (theta, theta_dot) with ``steps_left`` to go."""
+        return float(self._acts[int(np.argmin(self._q(state, steps_left)))])
+
+    def value(self, state: np.ndarray, steps_left: int) -> float:
+        """Predicted return (minus the cost-to-go) from ``state`` with ``steps_left`` to go."""
+        th, w = float(state[0]), float(state[1])
+        stage = _wrap(np.array(th)) ** 2 + 0.1 * w**2
+        return -float(stage + self._q(state, steps_left).min())
+
+
+def optimum_returns(env_id: str, seed: int, episodes: int,
+                    solver: PendulumOptimum | None = None) -> np.ndarray:
+    """Returns of the full-state optimum on ``env_id``'s episodes reset with ``seed + k``.
+
+    These are the episodes an evaluation with the same ``seed`` runs (``rlkit.evaluate``
+    resets episode ``k`` with ``seed + k``), so the two can be compared episode by episode.
+
+    Args:
+        env_id: a Pendulum task: ``Pendulum-v1``, ``rlkit/Pendulum-P-v0``, ``rlkit/Pendulum-V-v0``.
+        seed: seed of the first episode.
+        episodes: how many episodes, a positive integer.
+        solver: a solved :class:`PendulumOptimum` to reuse (default: solved for the env).
+
+    Raises:
+        ValueError: ``episodes`` is not positive, or ``env_id`` is not a Pendulum task.
+    """
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    env = gym.make(env_id)
+    try:
+        solver = solver or PendulumOptimum.for_env(env)
+        out = np.zeros(episodes)
+        for k in range(episodes):
+            env.reset(seed=seed + k)
+            for t in range(solver.horizon):
+                u = solver.action(np.asarray(env.unwrapped.state), solver.horizon - t)
+                _, r, terminated, truncated, _ = env.step(np.array([u], dtype=np.float32))
+                out[k] += float(r)
+                if terminated or truncated:
+                    break
+        return out
+    finally:
+        env.close()

@@ -1,0 +1,97 @@
+"""The full-state Pendulum optimum used as a reference for evaluation returns."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers the rlkit/ ids)
+from envs.reference import PendulumOptimum, optimum_returns
+from rlkit.seeding import eval_env_seed, seed_everything
+
+COARSE = {"n_theta": 128, "n_omega": 129, "n_actions": 21}
+
+
+@pytest.fixture(scope="module")
+def solver() -> PendulumOptimum:
+    return PendulumOptimum(200, **COARSE)
+
+
+def _rollout(solver: PendulumOptimum, start: tuple[float, float], torque=None) -> tuple[float,
+                                                                                         float]:
+    env = gym.make("Pendulum-v1")
+    env.reset(seed=0)
+    env.unwrapped.state = np.array(start)
+    total = 0.0
+    for t in range(200):
+        state = np.asarray(env.unwrapped.state)
+        u = solver.action(state, 200 - t) if torque is None else torque
+        _, r, _, _, _ = env.step(np.array([u], dtype=np.float32))
+        total += float(r)
+    theta = float(env.unwrapped.state[0])
+    env.close()
+    return total, float(np.cos(theta))
+
+
+def test_it_swings_up_from_the_bottom_and_holds_the_pendulum_upright(solver):
+    ret, cos_end = _rollout(solver, (np.pi, 0.0))
+    idle, _ = _rollout(solver, (np.pi, 0.0), torque=0.0)
+    assert cos_end > 0.99  # upright at the end
+    assert ret > -400 and idle < -1900  # resting at the bottom costs pi^2 per step
+    near_top, _ = _rollout(solver, (0.1, 0.0))
+    assert -5 < near_top < 0
+
+
+def test_its_value_predicts_the_return_it_gets(solver):
+    for start in [(np.pi, 0.0), (2.0, -1.0), (-0.7, 0.5)]:
+        ret, _ = _rollout(solver, start)
+        assert solver.value(np.array(start), 200) == pytest.approx(ret, rel=0.05, abs=2.0)
+
+
+def test_it_beats_or_ties_a_swing_up_heuristic_on_every_start(solver):
+    def heuristic(th: float, w: float) -> float:
+        th = (th + np.pi) % (2 * np.pi) - np.pi
+        if np.cos(th) > 0.92:
+            return float(np.clip(-(10 * th + 2 * w), -2, 2))
+        return (2.0 if w >= 0 else -2.0) if 0.5 * w**2 + 15 * (np.cos(th) - 1) < 0 else 0.0
+
+    env = gym.make("Pendulum-v1")
+    for k in range(5):
+        got = optimum_returns("Pendulum-v1", 100 + k, 1, solver)[0]
+        env.reset(seed=100 + k)
+        ret = 0.0
+        for _ in range(200):
+            u = heuristic(*env.unwrapped.state)
+            ret += float(env.step(np.array([u], dtype=np.float32))[1])
+        assert got >= ret - 5.0
+    env.close()
+
+
+def test_the_p_and_v_tasks_start_where_pendulum_v1_starts(solver):
+    base = optimum_returns("Pendulum-v1", 7, 3, solver)
+    for env_id in ("rlkit/Pendulum-P-v0", "rlkit/Pendulum-V-v0"):
+        np.testing.assert_allclose(optimum_returns(env_id, 7, 3, solver), base)
+
+
+def test_for_env_reads_the_envs_constants():
+    env = gym.make("Pendulum-v1", g=9.81)
+    solver = PendulumOptimum.for_env(env, **COARSE)
+    assert solver.g == pytest.approx(9.81) and solver.horizon == 200
+    env.close()
+
+
+def test_eval_env_seed_is_the_seed_a_run_evaluates_with():
+    for s in (0, 1, 2, 17):
+        assert eval_env_seed(s) == seed_everything(s).eval_env_seed
+
+
+def test_bad_input_is_refused_with_the_value_named(solver):
+    with pytest.raises(ValueError, match="episodes must be a positive integer, got 0"):
+        optimum_returns("Pendulum-v1", 0, 0, solver)
+    with pytest.raises(ValueError, match="expected a Pendulum-v1 task, got 'MountainCarContinuous"):
+        optimum_returns("MountainCarContinuous-v0", 0, 1)
+    with pytest.raises(ValueError, match=r"steps_left must be in \[1, 200\], got 0"):
+        solver.action(np.zeros(2), 0)
+    with pytest.raises(ValueError, match="n_theta must be an integer >= 4, got 2"):
+        PendulumOptimum(200, n_theta=2)
