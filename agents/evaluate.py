@@ -23,7 +23,20 @@ from agents.train import env_modules, load_agent
 from rlkit.checkpoint import CheckpointError
 from rlkit.evaluate import RenderError, evaluate, make_eval_env
 from rlkit.faults import EnvError, GuardedEnv
-from rlkit.rundir import RunDirError, RunPaths
+from rlkit.rundir import RunDirError, RunPaths, RunRecord
+
+
+def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
+                 video_dir: Path | None = None) -> tuple[dict[str, float], RunRecord]:
+    """A run's final policy (its checkpoint) on episodes ``seed .. seed + episodes - 1``:
+    the statistics of :func:`rlkit.evaluate.evaluate` and the run's record."""
+    agent, record = load_agent(run_dir, device)
+    env = GuardedEnv(make_eval_env(record.env.gym_id, video_dir, env_modules(record.env)),
+                     "evaluation")
+    try:
+        return evaluate(agent, env, episodes, torch.device(device), seed), record
+    finally:
+        env.close()
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -37,14 +50,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     a = p.parse_args(argv)
     if a.episodes <= 0:
         p.error(f"--episodes must be a positive integer, got {a.episodes}")
-    agent, record = load_agent(a.run_dir, a.device)
     video_dir = RunPaths(a.run_dir).videos if a.video else None
-    env = GuardedEnv(make_eval_env(record.env.gym_id, video_dir, env_modules(record.env)),
-                     "evaluation")
-    try:
-        stats = evaluate(agent, env, a.episodes, torch.device(a.device), a.seed)
-    finally:
-        env.close()
+    stats, record = evaluate_run(a.run_dir, a.episodes, a.seed, a.device, video_dir)
     print(f"{record.env.id} / {record.model.backbone}: return {stats['eval_return_mean']:.2f} "
           f"+- {stats['eval_return_std']:.2f} over {a.episodes} episodes "
           f"(mean length {stats['eval_length_mean']:.1f})")

@@ -40,12 +40,11 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
-import torch
 
 from agents import cli, train
+from agents.evaluate import evaluate_run
 from envs.reference import PendulumOptimum, optimum_returns
 from rlkit.backbones import BACKBONE_NAMES
-from rlkit.evaluate import evaluate, make_eval_env
 from rlkit.launch import GridRun, RunOutcome, launch
 from rlkit.runlog import read_metrics
 from rlkit.seeding import eval_env_seed
@@ -86,16 +85,6 @@ def summarize(run_dir: Path, last_k: int, at: list[int]) -> dict[str, object]:
     if "eval_success_rate" in evals[-1]:
         out["success"] = statistics.mean(r["eval_success_rate"] for r in evals[-last_k:])
     return out
-
-
-def common_return(run_dir: Path, episodes: int, seed: int) -> float:
-    """Mean return of a run's final policy (its checkpoint) on episodes ``seed .. seed + N-1``."""
-    agent, record = train.load_agent(run_dir)
-    env = make_eval_env(record.env.gym_id, None, train.env_modules(record.env))
-    try:
-        return evaluate(agent, env, episodes, torch.device("cpu"), seed)["eval_return_mean"]
-    finally:
-        env.close()
 
 
 def _cell(values: list[float | None]) -> str:
@@ -200,7 +189,7 @@ def main() -> None:
             mine = [o for o in outcomes if o.name.startswith(f"{b}__") and not o.error]
             if not mine:
                 continue
-            rets = [common_return(o.run_dir, n, s0) for o in mine]
+            rets = [evaluate_run(o.run_dir, n, s0)[0]["eval_return_mean"] for o in mine]
             print(f"| {b} | {', '.join(f'{v:.1f}' for v in rets)} | {statistics.mean(rets):.1f} "
                   f"| {min(rets):.1f} | {max(rets):.1f} |")
         if reference:

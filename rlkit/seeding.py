@@ -44,7 +44,7 @@ def seed_everything(seed: int, buffer_device: torch.device | str = "cpu") -> See
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     ss = np.random.SeedSequence(seed)
-    noise_ss, buf_ss, env_ss, eval_ss = ss.spawn(4)
+    noise_ss, buf_ss, env_ss, _ = ss.spawn(4)
     buffer = torch.Generator(device=buffer_device)
     buffer.manual_seed(int(buf_ss.generate_state(1, dtype=np.uint64)[0] % 2**63))
     return Seeds(
@@ -52,7 +52,7 @@ def seed_everything(seed: int, buffer_device: torch.device | str = "cpu") -> See
         noise=np.random.default_rng(noise_ss),
         buffer=buffer,
         env_seed=int(env_ss.generate_state(1)[0]),
-        eval_env_seed=int(eval_ss.generate_state(1)[0]),
+        eval_env_seed=eval_env_seed(seed),
     )
 
 

@@ -82,6 +82,8 @@ def test_for_env_reads_the_envs_constants():
 
 
 def test_eval_env_seed_is_the_seed_a_run_evaluates_with():
+    # The values runs have always evaluated with: changing them changes every published figure.
+    assert [eval_env_seed(s) for s in (0, 1, 2)] == [3685993406, 3056722145, 2854122131]
     for s in (0, 1, 2, 17):
         assert eval_env_seed(s) == seed_everything(s).eval_env_seed
 
