@@ -124,7 +124,7 @@ def is_grid_dir(path: str | Path) -> bool:
     return (path / GRID_MANIFEST).is_file() and not (path / "config.json").exists()
 
 
-def _finished(run_dir: Path, total_steps: int | None) -> dict | None:
+def finished_result(run_dir: Path, total_steps: int | None = None) -> dict | None:
     """The final evaluation of a run that reached its ``--total-steps`` (``total_steps`` when
     given, else its config's), else ``None``."""
     try:
@@ -159,7 +159,7 @@ def resume_grid(cfg: TrainConfig) -> Path:
         run_dir = grid_dir / name
         if not (run_dir / "config.json").is_file():  # never started
             runs.append(GridRun(name, replace_fields(run_cfg, **given)))
-        elif (final := _finished(run_dir, given.get("total_steps"))) is not None:
+        elif (final := finished_result(run_dir, given.get("total_steps"))) is not None:
             done.append(RunOutcome(name, run_dir, result=final))
         else:
             runs.append(GridRun(name, replace_fields(TrainConfig(), resume=str(run_dir),
@@ -299,4 +299,4 @@ def run(argv: Sequence[str] | None = None) -> None:
 
 
 __all__ = ["GRID_MANIFEST", "cli", "grid", "is_grid_dir", "parse_cli", "read_manifest",
-           "resume_grid", "run", "summarize", "take_list", "write_manifest"]
+           "finished_result", "resume_grid", "run", "summarize", "take_list", "write_manifest"]

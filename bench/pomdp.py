@@ -26,13 +26,15 @@ another's (-170, -161 and -141 for seeds 0, 1 and 2). ``--no-reference`` leaves 
 ``--common-episodes N`` also evaluates every run's final checkpoint on the same N episodes
 (from ``--common-seed``), with the optimum on those, so that seeds and families are compared
 on equal starts. ``--summarize DIR`` prints the tables of a grid already run into DIR (pass the
-flags it was run with), without training.
+flags it was run with), without training. ``--resume`` continues an interrupted grid in
+``--out`` (same flags): finished runs are kept, the others go on from their last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -45,7 +47,8 @@ from agents import cli, train
 from agents.evaluate import evaluate_run
 from envs.reference import PendulumOptimum, optimum_returns
 from rlkit.backbones import BACKBONE_NAMES
-from rlkit.launch import GridRun, RunOutcome, launch
+from rlkit.config import replace_fields
+from rlkit.launch import GridInterrupted, GridRun, RunOutcome, launch
 from rlkit.runlog import read_metrics
 from rlkit.seeding import eval_env_seed
 
@@ -92,6 +95,42 @@ def _cell(values: list[float | None]) -> str:
     return f"{statistics.mean(ok):.1f}" if ok else "n/a"
 
 
+def _run_grid(runs: list[GridRun], out: Path, jobs: int, resume: bool, own: list[str],
+              extra: list[str]) -> list[RunOutcome]:
+    """Train the runs into ``out``; with ``resume``, keep the finished ones and continue the
+    interrupted ones from their checkpoints. An interrupted grid exits with the command that
+    continues it."""
+    done = [RunOutcome(r.name, out / r.name, result=res) for r in runs
+            if resume and (res := cli.finished_result(out / r.name)) is not None]
+    todo = [GridRun(r.name, replace_fields(train.TrainConfig(), resume=str(out / r.name)))
+            if resume and (out / r.name / "config.json").is_file() else r
+            for r in runs if r.name not in {o.name for o in done}]
+    try:
+        return [*done, *launch(train.run_in, todo, out, jobs=jobs)]
+    except GridInterrupted as e:
+        again = [*own, *([] if resume else ["--resume"]), *(["--", *extra] if extra else [])]
+        print(f"grid interrupted by {signal.Signals(e.signum).name}; the runs that were going "
+              f"wrote a checkpoint; continue with: python bench/pomdp.py {' '.join(again)}",
+              file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
+def _common_table(outcomes: list[RunOutcome], backbones: list[str], env: str, n: int, s0: int,
+                  solver: PendulumOptimum | None) -> None:
+    """Every final checkpoint on the same ``n`` episodes (from seed ``s0``), with the optimum."""
+    print(f"\nfinal policies on the same {n} episodes (seeds {s0}..{s0 + n - 1}):")
+    print("| backbone | per seed | mean | min | max |\n|---|---|---:|---:|---:|")
+    for b in backbones:
+        mine = [o for o in outcomes if o.name.startswith(f"{b}__") and not o.error]
+        if not mine:
+            continue
+        rets = [evaluate_run(o.run_dir, n, s0)[0]["eval_return_mean"] for o in mine]
+        print(f"| {b} | {', '.join(f'{v:.1f}' for v in rets)} | {statistics.mean(rets):.1f} "
+              f"| {min(rets):.1f} | {max(rets):.1f} |")
+    if solver is not None:
+        print(f"| optimum, full state | | {optimum_returns(env, s0, n, solver).mean():.1f} |")
+
+
 def main() -> None:
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -109,6 +148,9 @@ def main() -> None:
     p.add_argument("--anchor", choices=sorted(ANCHORS), default=None)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", default=None, help="grid directory (default: a temp dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the grid in --out (same flags): finished runs are kept, "
+                        "interrupted ones go on from their last checkpoint")
     p.add_argument("--summarize", metavar="DIR", default=None,
                    help="print the tables of the grid in DIR (same flags as its run); no training")
     p.add_argument("--common-episodes", type=int, default=0,
@@ -125,6 +167,8 @@ def main() -> None:
     flags = (anchor["flags"] if anchor else []) + extra
     if a.common_episodes < 0:
         p.error(f"--common-episodes must be >= 0, got {a.common_episodes}")
+    if a.resume and (a.out is None or a.summarize):
+        p.error("--resume continues the grid in --out DIR: give --out, not --summarize")
     out = Path(a.summarize or a.out or tempfile.mkdtemp(prefix="rlkit-pomdp-"))
     runs = []
     for b in backbones:
@@ -139,7 +183,7 @@ def main() -> None:
                                else "not in the grid directory") for r in runs]
         print(f"\n{env}, {len(a.seeds)} seeds, runs in {out}")
     else:
-        outcomes = launch(train.run_in, runs, out, jobs=a.jobs)
+        outcomes = _run_grid(runs, out, a.jobs, a.resume, own, extra)
         print(f"\n{env}, {len(a.seeds)} seeds, grid {time.time() - t0:.0f} s with {a.jobs} "
               f"jobs, runs in {out}")
     print(f"settings (recipe {first.run.recipe!r}{', ' + ' '.join(flags) if flags else ''}): "
@@ -182,18 +226,8 @@ def main() -> None:
         print(f"| optimum, full state, same episodes | {', '.join(f'{v:.1f}' for v in best)} | "
               f"{statistics.mean(best):.1f} | {min(best):.1f} | {max(best):.1f} |")
     if a.common_episodes:
-        n, s0 = a.common_episodes, a.common_seed
-        print(f"\nfinal policies on the same {n} episodes (seeds {s0}..{s0 + n - 1}):")
-        print("| backbone | per seed | mean | min | max |\n|---|---|---:|---:|---:|")
-        for b in backbones:
-            mine = [o for o in outcomes if o.name.startswith(f"{b}__") and not o.error]
-            if not mine:
-                continue
-            rets = [evaluate_run(o.run_dir, n, s0)[0]["eval_return_mean"] for o in mine]
-            print(f"| {b} | {', '.join(f'{v:.1f}' for v in rets)} | {statistics.mean(rets):.1f} "
-                  f"| {min(rets):.1f} | {max(rets):.1f} |")
-        if reference:
-            print(f"| optimum, full state | | {optimum_returns(env, s0, n, solver).mean():.1f} |")
+        _common_table(outcomes, backbones, env, a.common_episodes, a.common_seed,
+                      solver if reference else None)
     if anchor:
         pub = anchor["published"]
         print(f"\n{a.anchor} (published, read off their curves): " + ", ".join(
