@@ -1,0 +1,72 @@
+"""bench/pomdp.py: its flags, and ``--resume`` of an interrupted grid."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import faulty_envs
+import pytest
+import torch
+
+from agents import train
+from agents.ddpg import DDPGConfig
+from rlkit.config import replace_fields
+from rlkit.launch import GridRun
+from rlkit.runlog import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = importlib.util.spec_from_file_location("bench_pomdp", ROOT / "bench" / "pomdp.py")
+pomdp = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(pomdp)
+
+TINY = replace_fields(train.TrainConfig(), total_steps=60, learning_starts=20, batch_size=8,
+                      eval_every=0, eval_episodes=1, log_every=20, progress=False, d_model=16,
+                      device="cpu", buffer_size=1000, agent=DDPGConfig(head_hidden=(16,)))
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--common-episodes", "-1"], "--common-episodes must be >= 0, got -1"),
+    (["--resume"], "--resume continues the grid in --out DIR"),
+    (["--resume", "--out", "x", "--summarize", "x"], "give --out, not --summarize"),
+])
+def test_bad_flags_are_refused_with_the_value_named(monkeypatch, capsys, argv, named):
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", *argv])
+    with pytest.raises(SystemExit) as e:
+        pomdp.main()
+    assert e.value.code == 2 and named in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_keeps_finished_runs_continues_interrupted_ones_and_starts_missing_ones(
+        tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train.main(replace_fields(TINY, run_dir=str(tmp_path / "finished")))
+    finally:
+        torch.set_num_threads(threads)
+    # a run killed (SIGKILL) at step 250 of 400, after a checkpoint at 200
+    env = {**os.environ, "OMP_NUM_THREADS": "1", faulty_envs.KILL_AT_ENV: "250",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    out = subprocess.run(
+        [sys.executable, "train.py", "--env", "faulty_envs:rlkit-test/Kill-v0", "--total-steps",
+         "400", "--learning-starts", "100", "--batch-size", "8", "--eval-every", "0",
+         "--checkpoint-every", "100", "--no-progress", "--d-model", "16", "--device", "cpu",
+         "--run-dir", str(tmp_path / "killed")], cwd=ROOT, capture_output=True, text=True,
+        timeout=120, env=env)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+
+    runs = [GridRun(n, replace_fields(TINY, seed=i))
+            for i, n in enumerate(["finished", "killed", "missing"])]
+    done, todo = pomdp.resume_plan(runs, tmp_path)
+    assert [o.name for o in done] == ["finished"]
+    assert done[0].result == [r for r in read_metrics(tmp_path / "finished")
+                              if "eval_return_mean" in r][-1]
+    assert [r.name for r in todo] == ["killed", "missing"]
+    assert todo[0].config == replace_fields(train.TrainConfig(), resume=str(tmp_path / "killed"))
+    assert todo[1].config is runs[2].config  # never started: starts as given
