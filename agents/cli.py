@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import tyro
@@ -53,8 +53,12 @@ from rlkit.rundir import RunDirError, RunRecord, fresh_dir, make_dir, slug
 from rlkit.runlog import read_metrics
 
 
-def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int]) -> Path:
+def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
+         per_backbone: Mapping[str, TrainConfig] | None = None) -> Path:
     """Every (backbone, seed) combination, each in its own run directory, then a report.
+
+    Each backbone's runs take ``per_backbone[b]`` (from :func:`backbone_config`, so that a
+    recipe's values for that backbone apply) or else ``cfg`` with ``--backbone b``.
 
     The grid directory is ``--grid-dir`` (default ``runs/grid-<env>-<time>``); runs are
     ``<grid>/<backbone>__s<seed>`` and share the W&B group ``<grid name>``. Every combination
@@ -67,7 +71,9 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int]) -> Pa
         GridInterrupted: SIGINT / SIGTERM stopped the grid (after the report was written).
         RuntimeError: a run failed (after the report was written).
     """
-    configs = [replace_fields(cfg, backbone=b, seed=s) for b in backbones for s in seeds]
+    per_backbone = per_backbone or {}
+    configs = [replace_fields(per_backbone.get(b, cfg), backbone=b, seed=s)
+               for b in backbones for s in seeds]
     for c in configs:
         check_device(resolve(c))
     make_env(cfg.env).close()  # a bad env id stops the grid before any run starts
@@ -239,8 +245,8 @@ def parse_config(args: list[str]) -> TrainConfig:
     recipe = recipes.choose(cfg.run.recipe, cfg.env.id)
     if recipe is None:
         return replace_fields(cfg, recipe="none")
-    cfg = tyro.cli(TrainConfig, args=args, default=recipe.apply(TrainConfig()),
-                   description=description)
+    default = recipe.apply(replace_fields(TrainConfig(), backbone=cfg.model.backbone))
+    cfg = tyro.cli(TrainConfig, args=args, default=default, description=description)
     return replace_fields(cfg, recipe=recipe.name)
 
 
@@ -259,6 +265,13 @@ def parse_cli(argv: Sequence[str]) -> tuple[TrainConfig, list[str], list[int]]:
     return cfg, backbones or [cfg.model.backbone], seed_values
 
 
+def backbone_config(argv: Sequence[str], backbone: str) -> TrainConfig:
+    """The config of a grid's runs of ``backbone``: ``argv`` parsed as if ``--backbone backbone``
+    were its only backbone, so that the recipe's values for that backbone apply."""
+    _, rest = take_list(list(argv), "--backbone")
+    return parse_cli([*rest, f"--backbone={backbone}"])[0]
+
+
 def cli(argv: Sequence[str]) -> None:
     """One run, or a grid when there is more than one (backbone, seed) combination."""
     cfg, backbone_values, seed_values = parse_cli(argv)
@@ -270,7 +283,8 @@ def cli(argv: Sequence[str]) -> None:
     elif len(backbone_values) * len(seed_values) == 1:
         main(cfg)
     else:
-        grid(cfg, backbone_values, seed_values)
+        grid(cfg, backbone_values, seed_values,
+             {b: backbone_config(argv, b) for b in backbone_values})
 
 
 def run(argv: Sequence[str] | None = None) -> None:
@@ -298,5 +312,6 @@ def run(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
 
 
-__all__ = ["GRID_MANIFEST", "cli", "grid", "is_grid_dir", "parse_cli", "read_manifest",
-           "finished_result", "resume_grid", "run", "summarize", "take_list", "write_manifest"]
+__all__ = ["GRID_MANIFEST", "backbone_config", "cli", "finished_result", "grid", "is_grid_dir",
+           "parse_cli", "read_manifest", "resume_grid", "run", "summarize", "take_list",
+           "write_manifest"]

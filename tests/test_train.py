@@ -177,3 +177,38 @@ def test_every_shipped_recipe_applies_to_the_config():
     for recipe in recipes.recipes().values():
         cfg = recipe.apply(train.TrainConfig())  # every value names a field and is valid
         assert cfg.run.recipe == recipe.name and recipe.description and recipe.envs
+        for backbone in recipe.backbones:  # so does every backbone's own value
+            own = recipe.apply(replace_fields(train.TrainConfig(), backbone=backbone))
+            assert own.model.backbone == backbone and own != cfg
+
+
+def test_a_recipes_backbone_values_reach_that_backbone_only_and_flags_win(tmp_path,
+                                                                         monkeypatch):
+    pv = ["--env", "rlkit/Pendulum-V-v0"]
+    gru, _, _ = cli.parse_cli([*pv, "--backbone", "gru"])
+    tf, _, _ = cli.parse_cli([*pv, "--backbone", "transformer"])
+    assert gru.agent.encoder_lr is None and tf.agent.encoder_lr == 3e-4
+    assert replace_fields(tf, backbone="gru", encoder_lr=None) == gru  # nothing else differs
+    given, _, _ = cli.parse_cli([*pv, "--backbone", "transformer", "--agent.encoder-lr", "1e-4"])
+    assert given.agent.encoder_lr == 1e-4
+    # a grid of several backbones: each backbone's runs get that backbone's values
+    launched = {}
+    monkeypatch.setattr(cli, "_launch_grid", lambda g, p, runs, d, done=(): launched.update(
+        {r.name: r.config for r in runs}))
+    cli.cli([*pv, "--backbone", "gru", "transformer", "--seed", "0", "1",
+             "--grid-dir", str(tmp_path / "grid")])
+    assert sorted(launched) == ["gru__s0", "gru__s1", "transformer__s0", "transformer__s1"]
+    assert [launched[f"transformer__s{s}"].agent.encoder_lr for s in (0, 1)] == [3e-4, 3e-4]
+    assert [launched[f"gru__s{s}"].agent.encoder_lr for s in (0, 1)] == [None, None]
+    manifest = cli.read_manifest(tmp_path / "grid")  # what --resume of the grid reads
+    assert manifest["transformer__s1"].agent.encoder_lr == 3e-4
+
+
+def test_a_malformed_recipe_file_is_refused_with_its_path(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"description": "x", "envs": [], "values": {},
+                               "backbones": {"gru": 3}}))
+    monkeypatch.setattr(recipes, "_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"recipe .*bad.json: expected keys description, envs, "
+                                         r"values .* and optionally backbones"):
+        recipes.recipes()

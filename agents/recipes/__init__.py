@@ -7,13 +7,15 @@ recipe whose ``envs`` list ``ID`` (``--recipe auto``, the default), ``--recipe N
 one, ``--recipe none`` none. Flags given on the command line win over a recipe's values, and
 ``config.json`` records the resolved values and the recipe's name (``run.recipe``).
 Every backbone gets the same values, so that a comparison of backbones is a comparison of
-backbones. ``python train.py --help`` lists the recipes.
+backbones, except where the file's ``backbones`` section gives one family its own values (on top
+of ``values``; flags still win), each measured to be what that family needs to learn there.
+``python train.py --help`` lists the recipes.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +34,31 @@ class Recipe:
     """Env ids this recipe is the default for."""
     values: dict[str, Any]
     """Field values by flag name (``total_steps``, ``agent.gamma``)."""
+    backbones: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Values for one backbone only, by backbone name, applied on top of :attr:`values`."""
+
+    def values_for(self, backbone: str) -> dict[str, Any]:
+        """The values a run of ``backbone`` gets: :attr:`values`, then that backbone's own."""
+        return {**self.values, **self.backbones.get(backbone, {})}
 
     def apply(self, cfg: Any) -> Any:
-        """``cfg`` with this recipe's values and ``run.recipe`` set to its name."""
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.values.items()}
+        """``cfg`` with this recipe's values for ``cfg``'s backbone and ``run.recipe`` set to
+        its name."""
+        values = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in self.values_for(cfg.model.backbone).items()}
         return replace_fields(cfg, **values, recipe=self.name)
 
 
 def _load(path: Path) -> Recipe:
     data = json.loads(path.read_text())
-    unknown = set(data) - {"description", "envs", "values"}
-    if unknown or not isinstance(data.get("values"), dict):
-        raise ValueError(f"recipe {path}: expected keys description, envs, values; got "
-                         f"{sorted(data)}")
+    unknown = set(data) - {"description", "envs", "values", "backbones"}
+    backbones = data.get("backbones", {})
+    if unknown or not isinstance(data.get("values"), dict) or not isinstance(backbones, dict) \
+            or not all(isinstance(v, dict) for v in backbones.values()):
+        raise ValueError(f"recipe {path}: expected keys description, envs, values (an object) "
+                         f"and optionally backbones (an object of objects); got {sorted(data)}")
     return Recipe(path.stem, str(data.get("description", "")), tuple(data.get("envs", ())),
-                  dict(data["values"]))
+                  dict(data["values"]), {b: dict(v) for b, v in backbones.items()})
 
 
 def recipes() -> dict[str, Recipe]:
@@ -75,6 +87,8 @@ def choose(name: str, env_id: str) -> Recipe | None:
 def describe() -> str:
     """One line per recipe, for ``--help``."""
     lines = [f"  {r.name}: {r.description} (default for {', '.join(r.envs) or 'no env'})"
+             + "".join(f"; {b}: " + ", ".join(f"{k}={v}" for k, v in own.items())
+                       for b, own in r.backbones.items())
              for r in recipes().values()]
     return "recipes (--recipe NAME; auto: the one made for --env):\n" + "\n".join(lines)
 
