@@ -184,10 +184,16 @@ def test_every_shipped_recipe_applies_to_the_config():
 
 def test_a_recipes_backbone_values_reach_that_backbone_only_and_flags_win(tmp_path,
                                                                          monkeypatch):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "pv.json").write_text(json.dumps({
+        "description": "test", "envs": ["rlkit/Pendulum-V-v0"], "values": {"d_model": 8},
+        "backbones": {"transformer": {"agent.encoder_lr": 3e-4}}}))
+    monkeypatch.setattr(recipes, "_DIR", tmp_path / "recipes")
     pv = ["--env", "rlkit/Pendulum-V-v0"]
     gru, _, _ = cli.parse_cli([*pv, "--backbone", "gru"])
     tf, _, _ = cli.parse_cli([*pv, "--backbone", "transformer"])
     assert gru.agent.encoder_lr is None and tf.agent.encoder_lr == 3e-4
+    assert gru.model.d_model == tf.model.d_model == 8 and tf.run.recipe == "pv"
     assert replace_fields(tf, backbone="gru", encoder_lr=None) == gru  # nothing else differs
     given, _, _ = cli.parse_cli([*pv, "--backbone", "transformer", "--agent.encoder-lr", "1e-4"])
     assert given.agent.encoder_lr == 1e-4
