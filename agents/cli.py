@@ -130,7 +130,7 @@ def is_grid_dir(path: str | Path) -> bool:
     return (path / GRID_MANIFEST).is_file() and not (path / "config.json").exists()
 
 
-def finished_result(run_dir: Path, total_steps: int | None = None) -> dict | None:
+def _finished(run_dir: Path, total_steps: int | None) -> dict | None:
     """The final evaluation of a run that reached its ``--total-steps`` (``total_steps`` when
     given, else its config's), else ``None``."""
     try:
@@ -139,6 +139,27 @@ def finished_result(run_dir: Path, total_steps: int | None = None) -> dict | Non
     except (ValueError, OSError):
         return None  # resuming it says what is wrong
     return evals[-1] if evals and evals[-1]["step"] >= total else None
+
+
+def resume_runs(grid_dir: Path, runs: Sequence[GridRun], given: dict | None = None,
+                ) -> tuple[list[RunOutcome], list[GridRun]]:
+    """What resuming the grid in ``grid_dir`` does with each of its ``runs``: one that never
+    started starts from its config, one that reached its ``--total-steps`` is kept (an outcome
+    with its last evaluation), any other continues from its last checkpoint (``--resume`` of
+    its run directory, its own config). ``given``: fields that change on resume, for every run.
+    Returns the kept outcomes and the runs to launch."""
+    given = given or {}
+    done, todo = [], []
+    for r in runs:
+        run_dir = grid_dir / r.name
+        if not (run_dir / "config.json").is_file():  # never started
+            todo.append(GridRun(r.name, replace_fields(r.config, **given)) if given else r)
+        elif (final := _finished(run_dir, given.get("total_steps"))) is not None:
+            done.append(RunOutcome(r.name, run_dir, result=final))
+        else:
+            todo.append(GridRun(r.name, replace_fields(TrainConfig(), resume=str(run_dir),
+                                                       **given)))
+    return done, todo
 
 
 def resume_grid(cfg: TrainConfig) -> Path:
@@ -160,16 +181,8 @@ def resume_grid(cfg: TrainConfig) -> Path:
         raise ValueError(f"--resume {grid_dir} (a grid) takes only the grid flags (--jobs, "
                          f"--launcher, ...) and {', '.join(flag(n) for n in RESUME_MAY_CHANGE)}"
                          "; every run keeps the rest of its config")
-    runs, done = [], []
-    for name, run_cfg in read_manifest(grid_dir).items():
-        run_dir = grid_dir / name
-        if not (run_dir / "config.json").is_file():  # never started
-            runs.append(GridRun(name, replace_fields(run_cfg, **given)))
-        elif (final := finished_result(run_dir, given.get("total_steps"))) is not None:
-            done.append(RunOutcome(name, run_dir, result=final))
-        else:
-            runs.append(GridRun(name, replace_fields(TrainConfig(), resume=str(run_dir),
-                                                     **given)))
+    done, runs = resume_runs(grid_dir, [GridRun(name, c) for name, c in
+                                        read_manifest(grid_dir).items()], given)
     print(f"resuming grid {grid_dir}: {len(done)} runs finished, {len(runs)} to go",
           file=sys.stderr)
     return _launch_grid(cfg.grid, cfg.loop.progress, runs, grid_dir, done)
@@ -312,6 +325,6 @@ def run(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
 
 
-__all__ = ["GRID_MANIFEST", "backbone_config", "cli", "finished_result", "grid", "is_grid_dir",
-           "parse_cli", "read_manifest", "resume_grid", "run", "summarize", "take_list",
+__all__ = ["GRID_MANIFEST", "backbone_config", "cli", "grid", "is_grid_dir", "parse_cli",
+           "read_manifest", "resume_grid", "resume_runs", "run", "summarize", "take_list",
            "write_manifest"]

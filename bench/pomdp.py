@@ -47,7 +47,6 @@ from agents import cli, train
 from agents.evaluate import evaluate_run
 from envs.reference import PendulumOptimum, optimum_returns
 from rlkit.backbones import BACKBONE_NAMES
-from rlkit.config import replace_fields
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, launch
 from rlkit.runlog import read_metrics
 from rlkit.seeding import eval_env_seed
@@ -95,24 +94,12 @@ def _cell(values: list[float | None]) -> str:
     return f"{statistics.mean(ok):.1f}" if ok else "n/a"
 
 
-def resume_plan(runs: list[GridRun], out: Path) -> tuple[list[RunOutcome], list[GridRun]]:
-    """What ``--resume`` does with each run of the grid in ``out``: one that reached its
-    ``--total-steps`` is kept (an outcome with its last evaluation), one with a run directory
-    continues from its last checkpoint (its own config), one without starts as given."""
-    done = [RunOutcome(r.name, out / r.name, result=res) for r in runs
-            if (res := cli.finished_result(out / r.name)) is not None]
-    todo = [GridRun(r.name, replace_fields(train.TrainConfig(), resume=str(out / r.name)))
-            if (out / r.name / "config.json").is_file() else r
-            for r in runs if r.name not in {o.name for o in done}]
-    return done, todo
-
-
 def _run_grid(runs: list[GridRun], out: Path, jobs: int, resume: bool, own: list[str],
               extra: list[str]) -> list[RunOutcome]:
     """Train the runs into ``out``; with ``resume``, keep the finished ones and continue the
     interrupted ones from their checkpoints. An interrupted grid exits with the command that
     continues it."""
-    done, todo = resume_plan(runs, out) if resume else ([], runs)
+    done, todo = cli.resume_runs(out, runs) if resume else ([], runs)
     try:
         return [*done, *launch(train.run_in, todo, out, jobs=jobs)]
     except GridInterrupted as e:

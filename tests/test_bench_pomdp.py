@@ -1,4 +1,4 @@
-"""bench/pomdp.py: its flags, and ``--resume`` of an interrupted grid."""
+"""bench/pomdp.py: its flags, and ``--resume`` of an interrupted grid (cli.resume_runs)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import faulty_envs
 import pytest
 import torch
 
-from agents import train
+from agents import cli, train
 from agents.ddpg import DDPGConfig
 from rlkit.config import replace_fields
 from rlkit.launch import GridRun
@@ -63,7 +63,7 @@ def test_resume_keeps_finished_runs_continues_interrupted_ones_and_starts_missin
 
     runs = [GridRun(n, replace_fields(TINY, seed=i))
             for i, n in enumerate(["finished", "killed", "missing"])]
-    done, todo = pomdp.resume_plan(runs, tmp_path)
+    done, todo = cli.resume_runs(tmp_path, runs)
     assert [o.name for o in done] == ["finished"]
     assert done[0].result == [r for r in read_metrics(tmp_path / "finished")
                               if "eval_return_mean" in r][-1]
