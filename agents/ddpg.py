@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +68,11 @@ class DDPGConfig:
     pre_tanh_margin: float = 0.0
     """Pre-tanh magnitude the penalty leaves free (3: tanh 0.995, so actions up to 99.5% of a
     bound cost nothing; 0: a plain L2 penalty)."""
+    squash_grad: Literal["tanh", "inverting"] = "tanh"
+    """Gradient of the actor loss through the tanh squash. ``tanh``: its derivative
+    ``(1 - y)(1 + y)``, which vanishes at both bounds. ``inverting`` (Hausknecht & Stone 2016's
+    inverting gradients): ``1 - y`` when the loss pushes ``y`` up, ``1 + y`` when down, so a
+    saturated actor still moves away from its bound at full rate when the critic asks."""
     head_hidden: tuple[int, ...] = (256,)
     """Hidden widths of the actor and critic heads after the encoder."""
     twin_critics: bool = False
@@ -110,6 +116,7 @@ class DDPGConfig:
               "a finite number >= 0")
         check("pre_tanh_margin", finite(self.pre_tanh_margin) and self.pre_tanh_margin >= 0,
               "a finite number >= 0")
+        check("squash_grad", self.squash_grad in ("tanh", "inverting"), "'tanh' or 'inverting'")
         check("gamma", finite(self.gamma) and 0 <= self.gamma <= 1, "in [0, 1]")
         check("tau", finite(self.tau) and 0 < self.tau <= 1, "in (0, 1]")
         check("policy_delay", isinstance(self.policy_delay, int) and self.policy_delay >= 1,
@@ -282,7 +289,8 @@ class DDPG(nn.Module):
             return actor_loss(self.actor, self.critics[0], batch, a_state, enc,
                               self.cfg.actor_inputs, encode=self._actor_encodes,
                               pre_tanh_penalty=self.cfg.pre_tanh_penalty,
-                              pre_tanh_margin=self.cfg.pre_tanh_margin)
+                              pre_tanh_margin=self.cfg.pre_tanh_margin,
+                              squash_grad=self.cfg.squash_grad)
 
     def update(self, batch: SequenceBatch) -> dict[str, Tensor]:
         """One gradient step of the critic(s), and of the actor and targets when due.
