@@ -112,33 +112,6 @@ class ActorLoss(NamedTuple):
     """The actor head's outputs before the tanh ``(B, L, A)`` (for saturation metrics)."""
 
 
-class _InvertingTanh(torch.autograd.Function):
-    """``tanh`` forward; backward scales the incoming gradient ``g`` by the distance to the
-    bound that a descent step moves towards: ``1 - y`` if ``g < 0`` (``y`` goes up), ``1 + y``
-    if ``g > 0``, i.e. ``1 + y * sign(g)`` (inverting gradients, Hausknecht & Stone 2016)."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
-        y = torch.tanh(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, g: Tensor) -> Tensor:
-        (y,) = ctx.saved_tensors
-        return g * (1 + y * torch.sign(g))
-
-
-def squash(actor: Actor, pre: Tensor, grad: str = "tanh") -> Tensor:
-    """``actor.squash(pre)``, with the gradient ``grad`` names (see ``DDPGConfig.squash_grad``)
-    through the tanh; the forward value is the same for both."""
-    if grad == "tanh":
-        return actor.squash(pre)
-    if grad == "inverting":
-        return actor.center + actor.scale * _InvertingTanh.apply(pre.float())
-    raise ValueError(f"squash grad must be 'tanh' or 'inverting', got {grad!r}")
-
-
 def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: State | None,
                critic_enc: CriticEncoding, actor_inputs: EncoderInputs,
                encode: bool = True, pre_tanh_penalty: float = 0.0,
@@ -162,7 +135,8 @@ def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: 
             not train): act on the critic's detached encoding.
         pre_tanh_penalty: weight ``w`` of the penalty (0: off).
         pre_tanh_margin: the magnitude the penalty leaves free.
-        squash_grad: the gradient through the tanh, ``tanh`` or ``inverting`` (:func:`squash`).
+        squash_grad: the gradient through the tanh, ``tanh`` or ``inverting``
+            (:meth:`Actor.squash`).
     """
     if encode:
         x = actor_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]
@@ -170,7 +144,7 @@ def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: 
     else:
         h = critic_enc.h  # (B, L, H)
     pre = actor.pre_tanh(h)  # (B, L, A)
-    q = critic.q_moved(critic_enc.pre, squash(actor, pre, squash_grad) - batch.action)  # (B, L)
+    q = critic.q_moved(critic_enc.pre, actor.squash(pre, squash_grad) - batch.action)  # (B, L)
     n = batch.mask.sum().clamp_min(1.0)
     loss = -(q * batch.mask).sum() / n
     if pre_tanh_penalty > 0:
@@ -194,4 +168,4 @@ def saturation(pre_tanh: Tensor, mask: Tensor) -> dict[str, Tensor]:
 
 
 __all__ = ["ActorLoss", "CriticEncoding", "TargetNoise", "actor_loss", "critic_loss", "saturation",
-           "squash", "first_needed", "td_target"]
+           "first_needed", "td_target"]

@@ -67,6 +67,26 @@ def _run(net: nn.Sequential, x: Tensor, first: int = 0, frozen: bool = False) ->
     return x
 
 
+class _InvertingTanh(torch.autograd.Function):
+    """``tanh`` forward; backward scales the incoming gradient ``g`` by the distance to the
+    bound that a descent step moves towards: ``1 - y`` if ``g < 0`` (``y`` goes up), ``1 + y``
+    if ``g > 0``, i.e. ``1 + y * sign(g)`` (inverting gradients, Hausknecht & Stone 2016)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, g: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return g * (1 + y * torch.sign(g))
+
+
+_TANH = {"tanh": torch.tanh, "inverting": _InvertingTanh.apply}
+
+
 class Actor(nn.Module):
     """``a = low + (tanh(head(encoder(obs))) + 1) / 2 * (high - low)``."""
 
@@ -79,9 +99,13 @@ class Actor(nn.Module):
         self.register_buffer("scale", (action_high - action_low).float() / 2)
         self.register_buffer("center", (action_high + action_low).float() / 2)
 
-    def squash(self, x: Tensor) -> Tensor:
-        """Pre-activations ``(..., A)`` to actions within the bounds."""
-        return self.center + self.scale * torch.tanh(x.float())
+    def squash(self, x: Tensor, grad: str = "tanh") -> Tensor:
+        """Pre-activations ``(..., A)`` to actions within the bounds. ``grad``: the gradient
+        through the tanh (same value either way): ``tanh`` its derivative, ``inverting``
+        :class:`_InvertingTanh`'s (``DDPGConfig.squash_grad``)."""
+        if grad not in _TANH:
+            raise ValueError(f"squash grad must be 'tanh' or 'inverting', got {grad!r}")
+        return self.center + self.scale * _TANH[grad](x.float())
 
     def pre_tanh(self, h: Tensor) -> Tensor:
         """The head's output before the tanh, ``(B, T, A)``, from encodings ``(B, T, H)``."""

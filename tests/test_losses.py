@@ -75,14 +75,12 @@ def test_pre_tanh_penalty_leaves_the_margin_free():
 def test_inverting_squash_keeps_the_value_and_lets_a_saturated_action_leave_its_bound():
     import pytest
 
-    from agents.losses import squash
-
     actor = _agent().actor  # bounds [-1, 1]
     pre = torch.tensor([[0.0, 0.0], [6.0, 6.0], [-6.0, -6.0]])  # (3, A): centre, +bound, -bound
     grads = {}
     for mode in ("tanh", "inverting"):
         x = pre.clone().requires_grad_(True)
-        a = squash(actor, x, mode)
+        a = actor.squash(x, mode)
         torch.testing.assert_close(a, actor.squash(pre))  # same action either way
         # the loss asks for a lower first action and a higher second one, in every row
         (a[:, 0] - a[:, 1]).sum().backward()
@@ -99,7 +97,7 @@ def test_inverting_squash_keeps_the_value_and_lets_a_saturated_action_leave_its_
                                          "got 'relu'"):
         DDPGConfig(squash_grad="relu")
     with pytest.raises(ValueError, match="squash grad must be 'tanh' or 'inverting', got 'x'"):
-        squash(actor, pre, "x")
+        actor.squash(pre, "x")
 
 
 def test_inverting_squash_reaches_a_saturated_actor_through_the_actor_loss():
