@@ -62,6 +62,10 @@ class DDPGConfig:
     encoder_lr: float | None = None
     """Adam learning rate of the actor's and critics' encoders (RESeL: far below the heads');
     None: the encoders learn at ``actor_lr`` / ``critic_lr`` like their heads."""
+    lr_warmup: int = 0
+    """Updates over which every learning rate rises linearly to its value: update ``k``
+    (1-based) steps at ``lr * min(1, k / lr_warmup)`` (0 = off). A function of the update
+    count alone, so a resumed run continues the same schedule."""
     pre_tanh_penalty: float = 0.0
     """Weight of ``mean(max(|pre_tanh| - pre_tanh_margin, 0) ** 2)`` added to the actor loss:
     keeps the actor's tanh out of deep saturation, where its gradient vanishes (0 = off)."""
@@ -112,6 +116,8 @@ class DDPGConfig:
         for name in ("actor_lr", "critic_lr", "encoder_lr"):
             v = getattr(self, name)
             check(name, v is None or finite(v) and 0 < v <= 1, "a number in (0, 1]")
+        check("lr_warmup", isinstance(self.lr_warmup, int) and not isinstance(
+            self.lr_warmup, bool) and self.lr_warmup >= 0, "an integer >= 0")
         check("pre_tanh_penalty", finite(self.pre_tanh_penalty) and self.pre_tanh_penalty >= 0,
               "a finite number >= 0")
         check("pre_tanh_margin", finite(self.pre_tanh_margin) and self.pre_tanh_margin >= 0,
@@ -218,6 +224,9 @@ class DDPG(nn.Module):
                                self.actor.encoder)
         self.critic_opt = _adam(self._critic_params, cfg.critic_lr, cfg.encoder_lr,
                                 *(c.encoder for c in self.critics))
+        # each group's own rate, which lr_warmup scales (a loaded optimizer keeps a scaled one)
+        self._base_lrs = {opt: [g["lr"] for g in opt.param_groups]
+                          for opt in (self.actor_opt, self.critic_opt)}
         self._critic_fn = CompiledFunction(self._critic_losses, "the critic loss") \
             if compile else self._critic_losses
         self._actor_fn = CompiledFunction(self._actor_losses, "the actor loss") \
@@ -317,6 +326,8 @@ class DDPG(nn.Module):
         if compiled:
             mark_step_begin(self._critic_fn, self._actor_fn)
         self.num_updates += 1
+        if self.cfg.lr_warmup:
+            self._warm_up()
         actor_due = self.num_updates % self.cfg.policy_delay == 0
         closs, q, enc = self._critic_fn(batch)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -352,6 +363,13 @@ class DDPG(nn.Module):
             metrics.update(saturation(pre.detach(), m))
         metrics.update(amp.update())
         return metrics
+
+    def _warm_up(self) -> None:
+        """Set every group's rate for update ``num_updates`` of the linear warm-up."""
+        f = min(1.0, self.num_updates / self.cfg.lr_warmup)
+        for opt, lrs in self._base_lrs.items():
+            for g, lr in zip(opt.param_groups, lrs):
+                g["lr"] = lr * f
 
     # ----------------------------------------------------------------------------- saving
     def checkpoint_state(self) -> dict[str, dict]:

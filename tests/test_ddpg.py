@@ -344,7 +344,38 @@ def test_encoder_lr_puts_encoders_in_their_own_optimizer_group():
         DDPGConfig(encoder_lr=0.0)
 
 
+def test_lr_warmup_scales_every_group_by_the_update_count_and_resumes_on_schedule():
+    agent = make_agent(lr_warmup=4, encoder_lr=1e-4, actor_lr=2e-3, critic_lr=3e-3)
+    bases = {id(opt): [g["lr"] for g in opt.param_groups]
+             for opt in (agent.actor_opt, agent.critic_opt)}
+    assert bases[id(agent.actor_opt)] == [2e-3, 1e-4]
+    assert bases[id(agent.critic_opt)] == [3e-3, 1e-4]
+    w = agent.actor.head[0].weight
+    for k in range(1, 7):
+        before = w.detach().clone()
+        agent.update(batch(seed=k))
+        for opt in (agent.actor_opt, agent.critic_opt):
+            got = [g["lr"] for g in opt.param_groups]
+            assert got == pytest.approx([b * min(1.0, k / 4) for b in bases[id(opt)]], rel=1e-12)
+        if k == 1:  # Adam's first step is lr * sign: a quarter of the actor's rate
+            assert 0 < (w.detach() - before).abs().max().item() <= 1.01 * 2e-3 / 4
+        if k == 2:
+            saved = copy.deepcopy(agent.checkpoint_state())
+    # a fresh agent loaded after update 2 continues at 3/4, 4/4, ... and lands on the same weights
+    resumed = make_agent(lr_warmup=4, encoder_lr=1e-4, actor_lr=2e-3, critic_lr=3e-3)
+    resumed.load_checkpoint_state(saved)
+    resumed.update(batch(seed=3))
+    assert [g["lr"] for g in resumed.actor_opt.param_groups] == pytest.approx([1.5e-3, 7.5e-5])
+    for k in range(4, 7):
+        resumed.update(batch(seed=k))
+    for a, b in zip(agent.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [g["lr"] for g in make_agent().actor_opt.param_groups] == [1e-3]  # off by default
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
+    ("lr_warmup", -1, "--agent.lr-warmup must be an integer >= 0, got -1"),
+    ("lr_warmup", 2.5, "--agent.lr-warmup must be an integer >= 0, got 2.5"),
     ("actor_lr", float("inf"), r"--agent.actor-lr must be a number in \(0, 1\], got inf"),
     ("critic_lr", 1e300, r"--agent.critic-lr must be a number in \(0, 1\], got 1e\+300"),
     ("max_grad_norm", float("nan"), "--agent.max-grad-norm must be None .* got nan"),
