@@ -326,7 +326,7 @@ class DDPG(nn.Module):
         if compiled:
             mark_step_begin(self._critic_fn, self._actor_fn)
         self.num_updates += 1
-        if self.cfg.lr_warmup:
+        if self.num_updates <= self.cfg.lr_warmup:  # the last call sets the full rates
             self._warm_up()
         actor_due = self.num_updates % self.cfg.policy_delay == 0
         closs, q, enc = self._critic_fn(batch)
