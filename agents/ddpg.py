@@ -103,6 +103,10 @@ class DDPGConfig:
     (never through the critic's: the critic's encoding is detached in the actor loss)."""
     max_grad_norm: float | None = None
     """Clip gradient norms to this value (None: measure only)."""
+    spike_clip: float | None = None
+    """Clip each gradient norm (the critics', the actor's) at this multiple of its running mean,
+    an exponential average over about 100 updates of the norms after clipping: only spikes
+    are cut, at any scale of the usual norms (None: off). Applied after ``max_grad_norm``."""
 
     def __post_init__(self) -> None:
         def check(name: str, ok: bool, expected: str) -> None:
@@ -133,6 +137,8 @@ class DDPGConfig:
               "a finite number > 0")
         check("max_grad_norm", self.max_grad_norm is None or finite(self.max_grad_norm)
               and self.max_grad_norm > 0, "None (no clipping) or a finite number > 0")
+        check("spike_clip", self.spike_clip is None or finite(self.spike_clip)
+              and self.spike_clip >= 1, "None (off) or a finite number >= 1")
         check("head_hidden", len(self.head_hidden) > 0 and all(
             isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.head_hidden),
               "one or more positive integers")
@@ -239,6 +245,9 @@ class DDPG(nn.Module):
         self._target_params = list(targets.parameters())
         self.noise_gen: torch.Generator | None = None  # TD3 target smoothing draws from it
         self.num_updates = 0
+        # running means of the critics' and the actor's clipped gradient norms (spike_clip);
+        # 0 until the first update sets them
+        self.register_buffer("grad_norm_mean", torch.zeros(2), persistent=False)
 
     # ----------------------------------------------------------------------------- acting
     def initial_state(self, batch_size: int) -> AgentState:
@@ -342,7 +351,7 @@ class DDPG(nn.Module):
         else:
             amp.scale(closs).backward()
         amp.unscale_(self.critic_opt)
-        cnorm = grad_norm(self._critic_params, self.cfg.max_grad_norm)
+        cnorm = self._clip(self._critic_params, 0)
         amp.step(self.critic_opt)
         m = batch.mask
         metrics = {  # compiled outputs may live in CUDA graph memory, reused by later replays
@@ -355,7 +364,7 @@ class DDPG(nn.Module):
                 for p, g in zip(self._actor_params, actor_grads):
                     p.grad = g
             amp.unscale_(self.actor_opt)
-            anorm = grad_norm(self._actor_params, self.cfg.max_grad_norm)
+            anorm = self._clip(self._actor_params, 1)
             amp.step(self.actor_opt)
             polyak_update(self._target_params, self._online_params, self.cfg.tau)
             metrics["actor_loss"] = aloss.detach().clone() if compiled else aloss.detach()
@@ -363,6 +372,23 @@ class DDPG(nn.Module):
             metrics.update(saturation(pre.detach(), m))
         metrics.update(amp.update())
         return metrics
+
+    def _clip(self, params: list[nn.Parameter], i: int) -> Tensor:
+        """The gradient norm of ``params`` (before clipping), clipped to ``max_grad_norm`` and
+        then to ``spike_clip`` times running mean ``i`` of :attr:`grad_norm_mean`, which it
+        updates (no host synchronisation; a non-finite norm leaves the mean as it was)."""
+        norm = grad_norm(params, self.cfg.max_grad_norm)
+        if self.cfg.spike_clip is None:
+            return norm
+        clipped = norm if self.cfg.max_grad_norm is None else norm.clamp(
+            max=self.cfg.max_grad_norm)
+        mean = self.grad_norm_mean[i]
+        limit = torch.where(mean > 0, self.cfg.spike_clip * mean, clipped)
+        coef = (limit / (clipped + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_([p.grad for p in params if p.grad is not None], coef)
+        new = torch.where(mean > 0, mean + 0.01 * (clipped.clamp(max=limit) - mean), clipped)
+        self.grad_norm_mean[i] = torch.where(torch.isfinite(clipped), new, mean)
+        return norm
 
     def _warm_up(self) -> None:
         """Set every group's rate for update ``num_updates`` of the linear warm-up."""
@@ -382,6 +408,8 @@ class DDPG(nn.Module):
             "actor_opt": self.actor_opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
             "counters": {"num_updates": self.num_updates},
+            "grad_norm_mean": {"critic": self.grad_norm_mean[0].item(),
+                               "actor": self.grad_norm_mean[1].item()},
             "precision": self.amp.state_dict(),
         }
 
@@ -394,6 +422,9 @@ class DDPG(nn.Module):
         load_optimizer_state(self.actor_opt, state["actor_opt"])
         load_optimizer_state(self.critic_opt, state["critic_opt"])
         self.num_updates = int(state["counters"]["num_updates"])
+        if "grad_norm_mean" in state:  # absent in checkpoints saved before spike_clip
+            m = state["grad_norm_mean"]
+            self.grad_norm_mean.copy_(torch.tensor([m["critic"], m["actor"]]))
         if "precision" in state:  # absent in checkpoints saved before mixed precision
             self.amp.load_state_dict(state["precision"])
 

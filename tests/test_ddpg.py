@@ -373,6 +373,67 @@ def test_lr_warmup_scales_every_group_by_the_update_count_and_resumes_on_schedul
     assert [g["lr"] for g in make_agent().actor_opt.param_groups] == [1e-3]  # off by default
 
 
+def _set_grads(params, norm: float) -> None:
+    """Gradients of total norm ``norm`` on ``params``, all entries equal."""
+    n = sum(p.numel() for p in params)
+    for p in params:
+        p.grad = torch.full_like(p, norm / n ** 0.5)
+
+
+def _total(params) -> float:
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item()
+
+
+def test_spike_clip_cuts_only_norms_above_its_multiple_of_the_running_mean():
+    agent = make_agent(spike_clip=2.0)
+    params = agent._critic_params
+    _set_grads(params, 10.0)  # first update: sets the mean, clips nothing
+    assert agent._clip(params, 0).item() == pytest.approx(10.0, rel=1e-5)
+    assert _total(params) == pytest.approx(10.0, rel=1e-5)
+    assert agent.grad_norm_mean.tolist() == pytest.approx([10.0, 0.0], rel=1e-5)
+    _set_grads(params, 15.0)  # below 2 x 10: untouched, the mean moves 1% of the way
+    assert agent._clip(params, 0).item() == pytest.approx(15.0, rel=1e-5)
+    assert _total(params) == pytest.approx(15.0, rel=1e-5)
+    assert agent.grad_norm_mean[0].item() == pytest.approx(10.05, rel=1e-5)
+    _set_grads(params, 500.0)  # a spike: cut to 2 x 10.05, reported before clipping
+    assert agent._clip(params, 0).item() == pytest.approx(500.0, rel=1e-5)
+    assert _total(params) == pytest.approx(20.1, rel=1e-4)
+    assert agent.grad_norm_mean[0].item() == pytest.approx(10.05 + 0.01 * 10.05, rel=1e-5)
+    mean = agent.grad_norm_mean.clone()
+    _set_grads(params, float("inf"))  # a non-finite norm (an fp16 step to skip) keeps the mean
+    agent._clip(params, 0)
+    assert torch.equal(agent.grad_norm_mean, mean)
+    # with max_grad_norm as well: that clip first, then the spike clip on what it left
+    agent = make_agent(spike_clip=2.0, max_grad_norm=5.0)
+    _set_grads(params := agent._actor_params, 8.0)
+    assert agent._clip(params, 1).item() == pytest.approx(8.0, rel=1e-5)
+    assert agent.grad_norm_mean.tolist() == pytest.approx([0.0, 5.0], rel=1e-5)
+    # off by default: nothing but the measured norm
+    agent = make_agent()
+    _set_grads(params := agent._critic_params, 500.0)
+    assert agent._clip(params, 0).item() == pytest.approx(500.0, rel=1e-5)
+    assert _total(params) == pytest.approx(500.0, rel=1e-5)
+    assert agent.grad_norm_mean.tolist() == [0.0, 0.0]
+
+
+def test_spike_clip_means_are_saved_and_resume_exactly():
+    agent = make_agent(spike_clip=1.5)
+    for k in range(3):
+        agent.update(batch(seed=k))
+    saved = copy.deepcopy(agent.checkpoint_state())
+    assert saved["grad_norm_mean"]["critic"] > 0 and saved["grad_norm_mean"]["actor"] > 0
+    resumed = make_agent(spike_clip=1.5)
+    resumed.load_checkpoint_state(saved)
+    assert torch.equal(resumed.grad_norm_mean, agent.grad_norm_mean)
+    for k in range(3, 6):
+        agent.update(batch(seed=k))
+        resumed.update(batch(seed=k))
+    for a, b in zip(agent.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    old = {k: v for k, v in saved.items() if k != "grad_norm_mean"}  # a checkpoint from before
+    make_agent(spike_clip=1.5).load_checkpoint_state(old)
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("lr_warmup", -1, "--agent.lr-warmup must be an integer >= 0, got -1"),
     ("lr_warmup", 2.5, "--agent.lr-warmup must be an integer >= 0, got 2.5"),
@@ -381,6 +442,8 @@ def test_lr_warmup_scales_every_group_by_the_update_count_and_resumes_on_schedul
     ("max_grad_norm", float("nan"), "--agent.max-grad-norm must be None .* got nan"),
     ("max_grad_norm", -1.0, "--agent.max-grad-norm must be None .* got -1.0"),
     ("max_grad_norm", 0.0, "--agent.max-grad-norm must be None .* got 0.0"),
+    ("spike_clip", 0.5, r"--agent.spike-clip must be None \(off\) or a finite number >= 1, got 0.5"),
+    ("spike_clip", float("inf"), "--agent.spike-clip must be None .* got inf"),
     ("target_noise", float("nan"), "--agent.target-noise must be a finite number >= 0"),
     ("target_noise_clip", 0.0, "--agent.target-noise-clip must be a finite number > 0"),
     ("head_hidden", (0,), r"--agent.head-hidden must be one or more positive integers, got \(0,\)"),
