@@ -258,7 +258,8 @@ def parse_config(args: list[str]) -> TrainConfig:
     recipe = recipes.choose(cfg.run.recipe, cfg.env.id)
     if recipe is None:
         return replace_fields(cfg, recipe="none")
-    default = recipe.apply(replace_fields(TrainConfig(), backbone=cfg.model.backbone))
+    default = recipe.apply(replace_fields(TrainConfig(), backbone=cfg.model.backbone,
+                                          env=cfg.env.id))
     cfg = tyro.cli(TrainConfig, args=args, default=default, description=description)
     return replace_fields(cfg, recipe=recipe.name)
 

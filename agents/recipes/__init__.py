@@ -8,7 +8,9 @@ one, ``--recipe none`` none. Flags given on the command line win over a recipe's
 ``config.json`` records the resolved values and the recipe's name (``run.recipe``).
 Every backbone gets the same values, so that a comparison of backbones is a comparison of
 backbones, except where the file's ``backbones`` section gives one family its own values (on top
-of ``values``; flags still win), each measured to be what that family needs to learn there.
+of ``values``; flags still win), each measured to be what that family needs to learn there, and
+``env_backbones`` (env id -> family -> values, on top of both) gives a family values for one of
+the recipe's envs only, where a setting measured to help it on one task hurts it on another.
 ``python train.py --help`` lists the recipes.
 """
 
@@ -36,29 +38,45 @@ class Recipe:
     """Field values by flag name (``total_steps``, ``agent.gamma``)."""
     backbones: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Values for one backbone only, by backbone name, applied on top of :attr:`values`."""
+    env_backbones: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """Values for one backbone on one env only (env id -> backbone -> values), applied last."""
 
-    def values_for(self, backbone: str) -> dict[str, Any]:
-        """The values a run of ``backbone`` gets: :attr:`values`, then that backbone's own."""
-        return {**self.values, **self.backbones.get(backbone, {})}
+    def values_for(self, backbone: str, env_id: str = "") -> dict[str, Any]:
+        """The values a run of ``backbone`` on ``env_id`` gets: :attr:`values`, then that
+        backbone's own, then its own on that env."""
+        gym_id = env_id.partition(":")[2] or env_id
+        return {**self.values, **self.backbones.get(backbone, {}),
+                **self.env_backbones.get(gym_id, {}).get(backbone, {})}
 
     def apply(self, cfg: Any) -> Any:
-        """``cfg`` with this recipe's values for ``cfg``'s backbone and ``run.recipe`` set to
-        its name."""
+        """``cfg`` with this recipe's values for ``cfg``'s backbone and env and ``run.recipe``
+        set to its name."""
         values = {k: tuple(v) if isinstance(v, list) else v
-                  for k, v in self.values_for(cfg.model.backbone).items()}
+                  for k, v in self.values_for(cfg.model.backbone, cfg.env.id).items()}
         return replace_fields(cfg, **values, recipe=self.name)
 
 
 def _load(path: Path) -> Recipe:
     data = json.loads(path.read_text())
-    unknown = set(data) - {"description", "envs", "values", "backbones"}
-    backbones = data.get("backbones", {})
-    if unknown or not isinstance(data.get("values"), dict) or not isinstance(backbones, dict) \
-            or not all(isinstance(v, dict) for v in backbones.values()):
+    unknown = set(data) - {"description", "envs", "values", "backbones", "env_backbones"}
+    backbones, envs = data.get("backbones", {}), tuple(data.get("envs", ()))
+    per_env = data.get("env_backbones", {})
+    if unknown or not isinstance(data.get("values"), dict) or not _objects(backbones) \
+            or not isinstance(per_env, dict) or not all(map(_objects, per_env.values())):
         raise ValueError(f"recipe {path}: expected keys description, envs, values (an object) "
-                         f"and optionally backbones (an object of objects); got {sorted(data)}")
-    return Recipe(path.stem, str(data.get("description", "")), tuple(data.get("envs", ())),
-                  dict(data["values"]), {b: dict(v) for b, v in backbones.items()})
+                         f"and optionally backbones (an object of objects) and env_backbones "
+                         f"(env id -> an object of objects); got {sorted(data)}")
+    if set(per_env) - set(envs):
+        raise ValueError(f"recipe {path}: env_backbones names envs the recipe is not for: "
+                         f"{sorted(set(per_env) - set(envs))}; expected some of {list(envs)}")
+    return Recipe(path.stem, str(data.get("description", "")), envs, dict(data["values"]),
+                  {b: dict(v) for b, v in backbones.items()},
+                  {e: {b: dict(v) for b, v in own.items()} for e, own in per_env.items()})
+
+
+def _objects(value: Any) -> bool:
+    """Whether ``value`` is a dict of dicts."""
+    return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
 
 
 def recipes() -> dict[str, Recipe]:
@@ -89,6 +107,8 @@ def describe() -> str:
     lines = [f"  {r.name}: {r.description} (default for {', '.join(r.envs) or 'no env'})"
              + "".join(f"; {b}: " + ", ".join(f"{k}={v}" for k, v in own.items())
                        for b, own in r.backbones.items())
+             + "".join(f"; {b} on {e}: " + ", ".join(f"{k}={v}" for k, v in own.items())
+                       for e, fams in r.env_backbones.items() for b, own in fams.items())
              for r in recipes().values()]
     return "recipes (--recipe NAME; auto: the one made for --env):\n" + "\n".join(lines)
 
