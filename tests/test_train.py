@@ -180,6 +180,11 @@ def test_every_shipped_recipe_applies_to_the_config():
         for backbone in recipe.backbones:  # so does every backbone's own value
             own = recipe.apply(replace_fields(train.TrainConfig(), backbone=backbone))
             assert own.model.backbone == backbone and own != cfg
+        for env, families in recipe.env_backbones.items():  # and every one on one env
+            for backbone in families:
+                base = replace_fields(train.TrainConfig(), backbone=backbone, env=env)
+                assert recipe.apply(base) != replace_fields(recipe.apply(
+                    replace_fields(base, env="Pendulum-v1")), env=env)
 
 
 def test_a_recipes_backbone_values_reach_that_backbone_only_and_flags_win(tmp_path,
@@ -208,6 +213,61 @@ def test_a_recipes_backbone_values_reach_that_backbone_only_and_flags_win(tmp_pa
     assert [launched[f"gru__s{s}"].agent.encoder_lr for s in (0, 1)] == [None, None]
     manifest = cli.read_manifest(tmp_path / "grid")  # what --resume of the grid reads
     assert manifest["transformer__s1"].agent.encoder_lr == 3e-4
+
+
+def test_a_recipes_env_backbone_values_reach_that_backbone_on_that_env_only(tmp_path,
+                                                                           monkeypatch):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "pend.json").write_text(json.dumps({
+        "description": "test", "envs": ["rlkit/Pendulum-V-v0", "rlkit/Pendulum-P-v0"],
+        "values": {"d_model": 8}, "backbones": {"transformer": {"agent.encoder_lr": 3e-4}},
+        "env_backbones": {"rlkit/Pendulum-V-v0": {"transformer": {"agent.spike_clip": 3.0,
+                                                                  "agent.encoder_lr": 1e-4}}}}))
+    monkeypatch.setattr(recipes, "_DIR", tmp_path / "recipes")
+
+    def parse(*argv: str) -> train.TrainConfig:
+        return cli.parse_cli(list(argv))[0]
+
+    v_tf = parse("--env", "rlkit/Pendulum-V-v0", "--backbone", "transformer")
+    p_tf = parse("--env", "rlkit/Pendulum-P-v0", "--backbone", "transformer")
+    v_gru = parse("--env", "rlkit/Pendulum-V-v0", "--backbone", "gru")
+    assert (v_tf.agent.spike_clip, v_tf.agent.encoder_lr) == (3.0, 1e-4)  # env layer wins
+    assert (p_tf.agent.spike_clip, p_tf.agent.encoder_lr) == (None, 3e-4)  # family layer only
+    assert (v_gru.agent.spike_clip, v_gru.agent.encoder_lr) == (None, None)
+    assert v_tf.model.d_model == p_tf.model.d_model == v_gru.model.d_model == 8
+    assert replace_fields(v_tf, env="rlkit/Pendulum-P-v0", spike_clip=None,
+                          encoder_lr=3e-4) == p_tf  # nothing else differs
+    given = parse("--env", "rlkit/Pendulum-V-v0", "--backbone", "transformer",
+                  "--agent.spike-clip", "None")
+    assert given.agent.spike_clip is None and given.agent.encoder_lr == 1e-4  # flags win
+    # a recipe chosen by name for an env it does not list: no env layer
+    other = parse("--recipe", "pend", "--backbone", "transformer")
+    assert other.env.id == "Pendulum-v1" and other.agent.spike_clip is None
+    launched = {}
+    monkeypatch.setattr(cli, "_launch_grid", lambda g, p, runs, d, done=(): launched.update(
+        {r.name: r.config for r in runs}))
+    cli.cli(["--env", "rlkit/Pendulum-V-v0", "--backbone", "gru", "transformer", "--seed", "0",
+             "--grid-dir", str(tmp_path / "grid")])
+    assert launched["transformer__s0"].agent.spike_clip == 3.0
+    assert launched["gru__s0"].agent.spike_clip is None
+    assert "transformer on rlkit/Pendulum-V-v0: agent.spike_clip=3.0" in recipes.describe()
+
+
+def test_a_recipe_naming_an_env_it_is_not_for_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "odd.json").write_text(json.dumps({
+        "description": "x", "envs": ["rlkit/Pendulum-P-v0"], "values": {},
+        "env_backbones": {"rlkit/Pendulum-V-v0": {"gru": {"d_model": 8}}}}))
+    monkeypatch.setattr(recipes, "_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"odd.json: env_backbones names envs the recipe is not "
+                                         r"for: \['rlkit/Pendulum-V-v0'\]; expected some of "
+                                         r"\['rlkit/Pendulum-P-v0'\]"):
+        recipes.recipes()
+    (tmp_path / "odd.json").write_text(json.dumps({
+        "description": "x", "envs": ["rlkit/Pendulum-P-v0"], "values": {},
+        "env_backbones": {"rlkit/Pendulum-P-v0": {"gru": 8}}}))
+    with pytest.raises(ValueError, match=r"odd.json: expected keys .* and env_backbones "
+                                         r"\(env id -> an object of objects\)"):
+        recipes.recipes()
 
 
 def test_a_malformed_recipe_file_is_refused_with_its_path(tmp_path, monkeypatch):
