@@ -438,7 +438,7 @@ class DDPG(nn.Module):
         return cls(record.obs_dim, torch.tensor(record.action_low),
                    torch.tensor(record.action_high), m.backbone,
                    backbone_config(m.backbone, m.d_model, m.n_layers, m.grad_checkpoint,
-                                   m.context),
+                                   m.context, m.branch_init),
                    DDPGConfig(**agent), precision, compile)
 
 

@@ -184,7 +184,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         action_high=torch.as_tensor(env.action_space.high),
         backbone=m.backbone,
         backbone_cfg=backbone_config(m.backbone, m.d_model, m.n_layers, m.grad_checkpoint,
-                                     m.context),
+                                     m.context, m.branch_init),
         cfg=cfg.agent,
         precision=PrecisionConfig(m.precision),
         compile=m.compile == "on",

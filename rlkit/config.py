@@ -261,6 +261,9 @@ class ModelConfig:
     """Backbone layers."""
     context: int = 64
     """Transformer only: attention window K (each step sees itself and the K - 1 before)."""
+    branch_init: float = 1.0
+    """Transformer only: its residual branches' last layers start at this times the default
+    (0: every block starts as the identity)."""
     grad_checkpoint: bool = False
     """Gradient checkpointing in the backbones."""
     prev_action: bool | None = None
@@ -284,6 +287,7 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of "
                              f"{', '.join(BACKBONE_NAMES)}")
         _positive(self, "d_model", "n_layers", "context")
+        _finite(self.branch_init, "--branch-init", 0.0)
         check_precision(self.precision, "--precision")
         if isinstance(self.compile, bool):  # config.json before auto recorded a bool
             object.__setattr__(self, "compile", "on" if self.compile else "off")

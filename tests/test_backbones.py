@@ -284,6 +284,8 @@ def test_config_rejects_nonpositive_d_model(name: str) -> None:
         ({"d_model": 12, "n_heads": 4}, "even head_dim.*3"),
         ({"context": 0}, "context.*0"),
         ({"n_heads": 0}, "n_heads.*0"),
+        ({"branch_init": -0.5}, r"branch_init must be a finite number >= 0, got -0.5"),
+        ({"branch_init": float("nan")}, r"branch_init must be a finite number >= 0, got nan"),
     ],
 )
 def test_transformer_config_errors(kwargs: dict[str, int], match: str) -> None:
@@ -300,6 +302,38 @@ def test_rnn_config_rejects_unknown_cell() -> None:
 
 
 @torch.no_grad()
+def test_transformer_branch_init_scales_the_residual_branches_last_layers() -> None:
+    torch.manual_seed(0)
+    default = make_backbone("transformer", 3, TransformerConfig(d_model=16, n_layers=2, context=4))
+    torch.manual_seed(0)
+    tenth = make_backbone("transformer", 3, TransformerConfig(d_model=16, n_layers=2, context=4,
+                                                               branch_init=0.1))
+    for (name, p), q in zip(default.named_parameters(), tenth.parameters(), strict=True):
+        scaled = ".proj." in name or ".mlp.2." in name
+        torch.testing.assert_close(q, 0.1 * p if scaled else p, rtol=0, atol=0)
+    assert sum(".proj." in n or ".mlp.2." in n for n, _ in default.named_parameters()) == 8
+
+
+def test_transformer_branch_init_zero_starts_as_a_per_step_network() -> None:
+    """Every block starts as the identity: each output depends on its own step only, and the
+    first gradients reach the branches' last layers (and the embedding) but no attention or
+    MLP input weights, since the branches' outputs are multiplied by zero."""
+    torch.manual_seed(0)
+    model = make_backbone("transformer", 3, TransformerConfig(d_model=16, n_layers=2, context=4,
+                                                               branch_init=0.0))
+    x = torch.randn(2, 7, 3)  # (B, T, D_in)
+    y, _ = model(x)  # (B, T, D)
+    torch.testing.assert_close(y, model.ln_f(model.in_proj(x)))
+    x2 = x.clone()
+    x2[:, :6] += 1.0  # change every step but the last
+    torch.testing.assert_close(model(x2)[0][:, 6], y[:, 6])
+    y.square().sum().backward()
+    for block in model.blocks:
+        assert block.qkv.weight.grad.abs().max() == 0 and block.mlp[0].weight.grad.abs().max() == 0
+        assert block.proj.weight.grad.abs().max() > 0 and block.mlp[2].weight.grad.abs().max() > 0
+    assert model.in_proj.weight.grad.abs().max() > 0
+
+
 def test_transformer_flash_backend_matches_default() -> None:
     """Forcing FLASH_ATTENTION (fresh state, T <= K) runs and equals the default and the math
     backend (atol 1e-5 fp32); the CPU flash kernel also takes bf16 (rel. error < 5e-2)."""

@@ -78,6 +78,8 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
         ({"updates_per_step": 0.0}, r"--updates-per-step must be a finite number > 0.0, got 0.0"),
         ({"updates_per_step": float("inf")}, "--updates-per-step must be a finite number"),
         ({"context": 0, "backbone": "transformer"}, "--context must be a positive integer"),
+        ({"branch_init": -1.0, "backbone": "transformer"},
+         r"--branch-init must be a finite number >= 0.0, got -1.0"),
         ({"state_mode": "bogus"}, "--state-mode must be zero, stored or prefix, got 'bogus'"),
         ({"state_mode": "prefix"}, "--state-mode prefix needs --burn-in B > 0"),
         ({"backbone": "transformer", "state_mode": "stored", "burn_in": 4, "seq_len": 16},
@@ -89,6 +91,22 @@ def test_bad_input_stops_before_training(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         train.main(replace_fields(SMALL, run_dir=str(run), **change))
     assert not run.exists()
+
+
+def test_branch_init_reaches_every_transformer_block_of_the_agent():
+    from rlkit.backbones.transformer import Block
+
+    cfg = replace_fields(SMALL, backbone="transformer", d_model=8, context=4, branch_init=0.0)
+    _, agent, env = train.build(cfg, torch.device("cpu"))
+    env.close()
+    blocks = [m for m in agent.modules() if isinstance(m, Block)]
+    assert len(blocks) >= 2  # the actor's and the critic's encoders (and their targets)
+    for block in blocks:
+        assert block.proj.weight.abs().max() == 0 and block.mlp[2].bias.abs().max() == 0
+        assert block.qkv.weight.abs().max() > 0
+    _, default, env = train.build(replace_fields(cfg, branch_init=1.0), torch.device("cpu"))
+    env.close()
+    assert all(m.proj.weight.abs().max() > 0 for m in default.modules() if isinstance(m, Block))
 
 
 @pytest.mark.parametrize("field", ["actor_lr", "critic_lr"])

@@ -62,6 +62,10 @@ class TransformerConfig(BackboneConfig):
     """Hidden width of each block's MLP, as a multiple of ``d_model``."""
     rope_base: float = 10000.0
     """Base of the rotary frequencies ``theta_i = base ** (-2 i / head_dim)``."""
+    branch_init: float = 1.0
+    """Scale of each residual branch's last layer (``proj`` and the MLP's output) at
+    initialisation, times PyTorch's default: 0 starts every block as the identity (ReZero,
+    Fixup, GTrXL), so that the untrained Transformer is a per-step network."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -83,6 +87,8 @@ class TransformerConfig(BackboneConfig):
             raise ValueError(f"mlp_ratio must be a positive integer, got {self.mlp_ratio}")
         if self.rope_base <= 1.0:
             raise ValueError(f"rope_base must be greater than 1, got {self.rope_base}")
+        if not 0.0 <= self.branch_init < float("inf"):
+            raise ValueError(f"branch_init must be a finite number >= 0, got {self.branch_init}")
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -125,6 +131,10 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(), nn.Linear(cfg.mlp_ratio * d, d)
         )
+        if cfg.branch_init != 1.0:  # the residual branches' last layers, scaled at the start
+            with torch.no_grad():
+                for p in (*self.proj.parameters(), *self.mlp[2].parameters()):
+                    p.mul_(cfg.branch_init)
 
     def forward(
         self,
