@@ -44,9 +44,8 @@ class Recipe:
     def values_for(self, backbone: str, env_id: str = "") -> dict[str, Any]:
         """The values a run of ``backbone`` on ``env_id`` gets: :attr:`values`, then that
         backbone's own, then its own on that env."""
-        gym_id = env_id.partition(":")[2] or env_id
         return {**self.values, **self.backbones.get(backbone, {}),
-                **self.env_backbones.get(gym_id, {}).get(backbone, {})}
+                **self.env_backbones.get(_gym_id(env_id), {}).get(backbone, {})}
 
     def apply(self, cfg: Any) -> Any:
         """``cfg`` with this recipe's values for ``cfg``'s backbone and env and ``run.recipe``
@@ -74,6 +73,11 @@ def _load(path: Path) -> Recipe:
                   {e: {b: dict(v) for b, v in own.items()} for e, own in per_env.items()})
 
 
+def _gym_id(env_id: str) -> str:
+    """The registered id of ``--env``: ``module:Id`` -> ``Id``."""
+    return env_id.partition(":")[2] or env_id
+
+
 def _objects(value: Any) -> bool:
     """Whether ``value`` is a dict of dicts."""
     return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
@@ -94,8 +98,7 @@ def choose(name: str, env_id: str) -> Recipe | None:
     if name == "none":
         return None
     if name == "auto":
-        gym_id = env_id.partition(":")[2] or env_id
-        return next((r for r in known.values() if gym_id in r.envs), None)
+        return next((r for r in known.values() if _gym_id(env_id) in r.envs), None)
     if name not in known:
         raise ValueError(f"unknown --recipe {name!r}; expected auto, none or one of "
                          f"{', '.join(known) or '(none shipped)'}")
