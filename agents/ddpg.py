@@ -37,8 +37,9 @@ from agents.losses import (
     saturation,
     td_target,
 )
-from agents.networks import Actor, AgentState, Critic, EncoderInputs, action_bounds
-from rlkit.backbones import BackboneConfig, backbone_config, make_backbone
+from agents.networks import (Actor, AgentState, Critic, EncoderInputs, ObsShortcut,
+                             action_bounds)
+from rlkit.backbones import Backbone, BackboneConfig, backbone_config, make_backbone
 from rlkit.buffers import SequenceBatch
 from rlkit.checkpoint import load_optimizer_state
 from rlkit.compile import CompiledFunction, mark_step_begin
@@ -79,6 +80,9 @@ class DDPGConfig:
     saturated actor still moves away from its bound at full rate when the critic asks."""
     head_hidden: tuple[int, ...] = (256,)
     """Hidden widths of the actor and critic heads after the encoder."""
+    head_obs: bool = False
+    """The heads also see the current observation beside the encoder's output, ``[h_t, o_t]``
+    (pomdp-baselines' shortcut; :class:`agents.networks.ObsShortcut`)."""
     twin_critics: bool = False
     """TD3: two critics, the target takes their minimum."""
     target_noise: float = 0.0
@@ -167,11 +171,15 @@ def build_networks(obs_dim: int, action_low: Tensor, action_high: Tensor, backbo
     actor_in = cfg.actor_inputs.width(obs_dim, a)
     critic_in = cfg.critic_inputs.width(obs_dim, a)
     n_critics = 2 if cfg.twin_critics else 1
+
+    def encoder(d_in: int) -> Backbone | ObsShortcut:
+        net = make_backbone(backbone, d_in, backbone_cfg)
+        return ObsShortcut(net, obs_dim) if cfg.head_obs else net
+
     if cfg.shared_encoder:
-        encoders = [make_backbone(backbone, actor_in, backbone_cfg)] * (1 + n_critics)
+        encoders = [encoder(actor_in)] * (1 + n_critics)
     else:
-        encoders = [make_backbone(backbone, actor_in, backbone_cfg)] + [
-            make_backbone(backbone, critic_in, backbone_cfg) for _ in range(n_critics)]
+        encoders = [encoder(actor_in)] + [encoder(critic_in) for _ in range(n_critics)]
     actor = Actor(encoders[0], action_low, action_high, cfg.head_hidden)
     critics = nn.ModuleList(Critic(enc, a, cfg.head_hidden) for enc in encoders[1:])
     return actor, critics

@@ -67,6 +67,47 @@ def _run(net: nn.Sequential, x: Tensor, first: int = 0, frozen: bool = False) ->
     return x
 
 
+class ObsShortcut(nn.Module):
+    """An encoder whose encoding at step t also carries that step's observation: ``[h_t, o_t]``
+    with ``h = backbone(x)`` and ``o_t = x_t[:obs_dim]`` (the encoder's input starts with the
+    observation). The heads then see the current observation directly, beside the memory, as
+    in pomdp-baselines' recurrent actor and critic. It owns no parameters; state, ``step`` and
+    ``forward`` are the backbone's, so the backbone contract holds for it unchanged.
+
+    Args:
+        backbone: the sequence encoder.
+        obs_dim: width of the observation at the start of the encoder's input.
+    """
+
+    def __init__(self, backbone: Backbone, obs_dim: int) -> None:
+        super().__init__()
+        if not 0 < obs_dim <= backbone.d_in:
+            raise ValueError(f"obs_dim must be in [1, {backbone.d_in}] (the encoder's input "
+                             f"width), got {obs_dim}")
+        self.backbone, self.obs_dim = backbone, obs_dim
+        self.d_in, self.d_out = backbone.d_in, backbone.d_out + obs_dim
+        self.has_memory = backbone.has_memory
+
+    def _join(self, h: Tensor, x: Tensor) -> Tensor:
+        return torch.cat([h, x[..., :self.obs_dim].to(h.dtype)], dim=-1)  # (..., H + obs_dim)
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """``x`` ``(B, T, D_in)`` -> ``([h, o]`` ``(B, T, H + obs_dim)``, state)."""
+        h, state = self.backbone(x, state)
+        return self._join(h, x), state
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """``x`` ``(B, D_in)`` -> ``([h, o]`` ``(B, H + obs_dim)``, state)."""
+        h, state = self.backbone.step(x, state)
+        return self._join(h, x), state
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        return self.backbone.initial_state(batch_size, device)
+
+    def reset_state(self, state: State, done_mask: Tensor) -> State:
+        return self.backbone.reset_state(state, done_mask)
+
+
 class _InvertingTanh(torch.autograd.Function):
     """``tanh`` forward; backward scales the incoming gradient ``g`` by the distance to the
     bound that a descent step moves towards: ``1 - y`` if ``g < 0`` (``y`` goes up), ``1 + y``
@@ -91,7 +132,8 @@ class Actor(nn.Module):
     """``a = low + (tanh(head(encoder(obs))) + 1) / 2 * (high - low)``."""
 
     def __init__(
-        self, encoder: Backbone, action_low: Tensor, action_high: Tensor, hidden: tuple[int, ...]
+        self, encoder: Backbone | ObsShortcut, action_low: Tensor, action_high: Tensor,
+        hidden: tuple[int, ...]
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -129,7 +171,8 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """``Q(h, a) = head([encoder(obs, prev_action, prev_reward), a])``."""
 
-    def __init__(self, encoder: Backbone, action_dim: int, hidden: tuple[int, ...]) -> None:
+    def __init__(self, encoder: Backbone | ObsShortcut, action_dim: int,
+                 hidden: tuple[int, ...]) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = mlp(encoder.d_out + action_dim, hidden, 1)

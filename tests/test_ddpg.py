@@ -5,8 +5,9 @@ import torch
 from helpers import actor_loss, critic_loss, seq_buffer, td_target
 
 from agents.ddpg import DDPG, DDPGConfig
+from agents.networks import ObsShortcut
 from agents.losses import saturation
-from rlkit.backbones import BackboneConfig
+from rlkit.backbones import BackboneConfig, make_backbone
 from rlkit.buffers import SequenceBatch
 from rlkit.losses import grad_norm, masked_mse, polyak_update
 
@@ -529,3 +530,50 @@ def test_target_policy_noise_is_clipped_to_clip_times_the_half_range():
     at_clip = (shift - clip * half).abs() < 1e-5
     inside = (plain - LOW > clip * half) & (HIGH - plain > clip * half)
     assert at_clip[inside].float().mean() > 0.95 and inside.float().mean() > 0.5
+
+
+def test_head_obs_gives_the_heads_the_current_observation_beside_the_encoding():
+    plain, short = _seq_agent(), _seq_agent(head_obs=True)
+    assert plain.actor.head[0].in_features == 16 and plain.critics[0].head[0].in_features == 18
+    assert isinstance(short.actor.encoder, ObsShortcut)
+    assert short.actor.head[0].in_features == 16 + 3  # [h, obs]
+    assert short.critics[0].head[0].in_features == 16 + 3 + 2  # [h, obs, action]
+    # the encoding is the backbone's output with the observation (the input's first 3 columns)
+    x = torch.randn(4, 7, 5)  # (B, T, obs 3 + previous action 2)
+    h, state = short.actor.encoder(x)
+    ref, ref_state = short.actor.encoder.backbone(x)
+    torch.testing.assert_close(h, torch.cat([ref, x[..., :3]], dim=-1), rtol=0, atol=0)
+    torch.testing.assert_close(state, ref_state, rtol=0, atol=0)
+    # step equals forward, from the same state, step by step
+    s = short.actor.encoder.initial_state(4)
+    for t in range(7):
+        y, s = short.actor.encoder.step(x[:, t], s)
+        torch.testing.assert_close(y, h[:, t], rtol=0, atol=1e-6)
+    # the action moves with the current observation alone (the memory held fixed)
+    obs = torch.zeros(1, 1, 5)
+    a0, _ = short.actor(obs)
+    a1, _ = short.actor(obs + torch.tensor([[[1.0, 0, 0, 0, 0]]]))
+    assert not torch.allclose(a0, a1)
+    # an update reaches the observation's columns of both heads' first layers
+    before = (short.actor.head[0].weight[:, 16:].clone(),
+              short.critics[0].head[0].weight[:, 16:19].clone())
+    short.update(_seq_batch(short))
+    assert not torch.equal(before[0], short.actor.head[0].weight[:, 16:])
+    assert not torch.equal(before[1], short.critics[0].head[0].weight[:, 16:19])
+
+
+def test_head_obs_weights_do_not_load_into_an_agent_without_it():
+    agent = _seq_agent(head_obs=True)
+    twin = _seq_agent(head_obs=True)
+    twin.load_state_dict(agent.state_dict())
+    assert all(torch.equal(v, twin.state_dict()[k]) for k, v in agent.state_dict().items())
+    with pytest.raises(RuntimeError, match="Missing key"):
+        _seq_agent().load_state_dict(agent.state_dict())
+
+
+def test_obs_shortcut_refuses_an_observation_wider_than_the_input():
+    gru = make_backbone("gru", 5, BackboneConfig(d_model=8))
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match=rf"obs_dim must be in \[1, 5\] \(the encoder's "
+                                             rf"input width\), got {bad}"):
+            ObsShortcut(gru, bad)

@@ -11,6 +11,7 @@ from helpers import seq_buffer as SequenceReplayBuffer  # noqa: N812
 
 from agents import train
 from agents.ddpg import DDPG, DDPGConfig
+from agents.networks import ObsShortcut
 from rlkit.backbones import BACKBONE_NAMES, BackboneConfig
 from rlkit.config import LoopConfig, replace_fields
 from rlkit.noise import OrnsteinUhlenbeckNoise
@@ -202,3 +203,16 @@ def test_mlp_control_sees_no_previous_action_by_default():
     assert not mlp_agent.cfg.actor_prev_action and not mlp_agent.cfg.critic_prev_action
     assert mlp_agent.actor.encoder.d_in == mlp_agent.obs_dim
     assert gru_agent.cfg.actor_prev_action and gru_agent.cfg.critic_prev_action
+
+
+def test_head_obs_end_to_end_and_rebuilt_from_the_run(tmp_path):
+    run = tmp_path / "r"
+    cfg = replace_fields(TINY, backbone="gru", run_dir=str(run),
+                         agent=DDPGConfig(head_hidden=(16,), head_obs=True))
+    assert np.isfinite(train.main(cfg)["eval_return_mean"])
+    agent, record = train.load_agent(run)
+    assert record.agent["head_obs"] is True
+    assert isinstance(agent.actor.encoder, ObsShortcut)
+    assert agent.actor.head[0].in_features == 16 + 1  # Pendulum-V: one observed value
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert any(k.startswith("encoder.backbone.") for k in saved["agent"]["actor"])

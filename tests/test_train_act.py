@@ -61,13 +61,13 @@ class Recorder:
         return action, state
 
 
-def acted(backbone: str, replay: ReplayConfig, tmp_path) -> tuple[DDPG, SequenceReplayBuffer,
-                                                                 torch.Tensor]:
+def acted(backbone: str, replay: ReplayConfig, tmp_path, head_obs: bool = False
+          ) -> tuple[DDPG, SequenceReplayBuffer, torch.Tensor]:
     """Run the training loop without updates (the parameters stay fixed); returns the agent,
     the filled buffer and the acted actions ``(2, STEPS, 2)`` by env and stream index."""
     torch.manual_seed(0)
     cfg = DDPGConfig(head_hidden=(16,), actor_prev_action=True, critic_prev_action=True,
-                     actor_prev_reward=True, critic_prev_reward=True)
+                     actor_prev_reward=True, critic_prev_reward=True, head_obs=head_obs)
     bcfg = backbone_config(backbone, 16, 2, context=CONTEXT)
     agent = DDPG(3, -2 * torch.ones(2), 2 * torch.ones(2), backbone, bcfg, cfg)
     rec = Recorder(agent)
@@ -149,6 +149,22 @@ def test_stored_state_windows_train_on_what_the_agent_acts_on(backbone, tmp_path
     agent, buffer, actions = acted(backbone, replay, tmp_path)
     assert replay.act_gap(True, 11) is None
     k = buffer.state_every  # windows start where a state is kept, or at an episode start
+    starts = lambda env: sorted(set(range(0, STEPS - 1, k)) | set(episode_starts(buffer, env)))  # noqa: E731
+    assert compare(agent, buffer, actions, starts) > 60
+
+
+@pytest.mark.parametrize("backbone", ["gru", "mamba2"])
+def test_heads_that_see_the_observation_train_on_what_the_agent_acts_on(backbone, tmp_path):
+    """``--agent.head-obs``: the same invariant, whole episodes and stored states."""
+    whole = ReplayConfig(buffer_size=1000, seq_len=12, window_start="episode")
+    agent, buffer, actions = acted(backbone, whole, tmp_path / "whole", head_obs=True)
+    assert agent.actor.head[0].in_features == 16 + 3
+    assert compare(agent, buffer, actions, lambda env: episode_starts(buffer, env)) \
+        >= 2 * STEPS - 12
+    stored = ReplayConfig(buffer_size=1000, seq_len=6, state_mode="stored", burn_in=2,
+                          window_start="any")
+    agent, buffer, actions = acted(backbone, stored, tmp_path / "stored", head_obs=True)
+    k = buffer.state_every
     starts = lambda env: sorted(set(range(0, STEPS - 1, k)) | set(episode_starts(buffer, env)))  # noqa: E731
     assert compare(agent, buffer, actions, starts) > 60
 
