@@ -37,8 +37,7 @@ from agents.losses import (
     saturation,
     td_target,
 )
-from agents.networks import (Actor, AgentState, Critic, EncoderInputs, ObsShortcut,
-                             action_bounds)
+from agents.networks import Actor, AgentState, Critic, EncoderInputs, ObsShortcut, action_bounds
 from rlkit.backbones import Backbone, BackboneConfig, backbone_config, make_backbone
 from rlkit.buffers import SequenceBatch
 from rlkit.checkpoint import load_optimizer_state

@@ -5,8 +5,8 @@ import torch
 from helpers import actor_loss, critic_loss, seq_buffer, td_target
 
 from agents.ddpg import DDPG, DDPGConfig
-from agents.networks import ObsShortcut
 from agents.losses import saturation
+from agents.networks import ObsShortcut
 from rlkit.backbones import BackboneConfig, make_backbone
 from rlkit.buffers import SequenceBatch
 from rlkit.losses import grad_norm, masked_mse, polyak_update
