@@ -118,6 +118,12 @@ def episode_starts(buffer: SequenceReplayBuffer, env: int) -> list[int]:
     return [t for t in range(buffer.count) if int(buffer.episode_start[env, t]) == t]
 
 
+def stored_starts(buffer: SequenceReplayBuffer, env: int) -> list[int]:
+    """Where stored-state windows start: every ``state_every``-th step (a state is kept
+    there) and every episode start."""
+    return sorted(set(range(0, STEPS - 1, buffer.state_every)) | set(episode_starts(buffer, env)))
+
+
 def compare(agent, buffer, actions, starts_of) -> int:
     """Assert train == act on every valid step of the windows from ``starts_of(env)``;
     returns the number of steps compared."""
@@ -148,9 +154,7 @@ def test_stored_state_windows_train_on_what_the_agent_acts_on(backbone, tmp_path
                           window_start="any")
     agent, buffer, actions = acted(backbone, replay, tmp_path)
     assert replay.act_gap(True, 11) is None
-    k = buffer.state_every  # windows start where a state is kept, or at an episode start
-    starts = lambda env: sorted(set(range(0, STEPS - 1, k)) | set(episode_starts(buffer, env)))  # noqa: E731
-    assert compare(agent, buffer, actions, starts) > 60
+    assert compare(agent, buffer, actions, lambda env: stored_starts(buffer, env)) > 60
 
 
 @pytest.mark.parametrize("backbone", ["gru", "mamba2"])
@@ -164,9 +168,7 @@ def test_heads_that_see_the_observation_train_on_what_the_agent_acts_on(backbone
     stored = ReplayConfig(buffer_size=1000, seq_len=6, state_mode="stored", burn_in=2,
                           window_start="any")
     agent, buffer, actions = acted(backbone, stored, tmp_path / "stored", head_obs=True)
-    k = buffer.state_every
-    starts = lambda env: sorted(set(range(0, STEPS - 1, k)) | set(episode_starts(buffer, env)))  # noqa: E731
-    assert compare(agent, buffer, actions, starts) > 60
+    assert compare(agent, buffer, actions, lambda env: stored_starts(buffer, env)) > 60
 
 
 @pytest.mark.parametrize("backbone", MEMORY)
