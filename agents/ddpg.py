@@ -445,7 +445,7 @@ class DDPG(nn.Module):
         return cls(record.obs_dim, torch.tensor(record.action_low),
                    torch.tensor(record.action_high), m.backbone,
                    backbone_config(m.backbone, m.d_model, m.n_layers, m.grad_checkpoint,
-                                   m.context, m.branch_init),
+                                   m.context, m.branch_init, m.chrono),
                    DDPGConfig(**agent), precision, compile)
 
 

@@ -169,12 +169,16 @@ def check_device(cfg: TrainConfig) -> torch.device:
 def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gym.Env]:
     """The resolved config (:func:`resolve`, with the task's episode length), the agent, and a
     probe env of the task. Warns when the resolved config trains a memory encoder on other
-    histories than it acts on (:meth:`rlkit.config.ReplayConfig.act_gap`)."""
+    histories than it acts on (:meth:`rlkit.config.ReplayConfig.act_gap`), and when a
+    Transformer trained on whole episodes cannot see all of them
+    (:meth:`rlkit.config.ModelConfig.reach_gap`)."""
     env = make_env(cfg.env)
     steps = episode_steps(env)
     cfg = resolve(cfg, steps)
     if gap := cfg.replay.act_gap(cfg.model.memory, steps, reach=cfg.model.reach):
         warnings.warn(f"train != act: {gap}", UserWarning, stacklevel=2)
+    if short := cfg.model.reach_gap(steps, cfg.replay.seq_len):
+        warnings.warn(f"short reach: {short}", UserWarning, stacklevel=2)
     m = dataclasses.replace(cfg.model, compile="on" if choose_compile(
         cfg.model.compile, cfg.model.backbone, device.type) else "off")
     cfg = dataclasses.replace(cfg, model=m)  # config.json records the choice
@@ -184,7 +188,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         action_high=torch.as_tensor(env.action_space.high),
         backbone=m.backbone,
         backbone_cfg=backbone_config(m.backbone, m.d_model, m.n_layers, m.grad_checkpoint,
-                                     m.context, m.branch_init),
+                                     m.context, m.branch_init, m.chrono),
         cfg=cfg.agent,
         precision=PrecisionConfig(m.precision),
         compile=m.compile == "on",

@@ -264,6 +264,9 @@ class ModelConfig:
     branch_init: float = 1.0
     """Transformer only: its residual branches' last layers start at this times the default
     (0: every block starts as the identity)."""
+    chrono: int = 0
+    """LSTM and GRU only: chrono initialisation of their gate biases for memories of up to this
+    many steps (Tallec & Ollivier, 2018; ``rlkit.backbones.rnn``); 0 keeps torch's default."""
     grad_checkpoint: bool = False
     """Gradient checkpointing in the backbones."""
     prev_action: bool | None = None
@@ -287,6 +290,10 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of "
                              f"{', '.join(BACKBONE_NAMES)}")
         _positive(self, "d_model", "n_layers", "context")
+        if isinstance(self.chrono, bool) or not isinstance(self.chrono, int) or \
+                self.chrono < 0 or self.chrono == 1:
+            raise ValueError(f"--chrono must be 0 (off) or an integer >= 2 (the longest "
+                             f"memory in steps), got {self.chrono!r}")
         _finite(self.branch_init, "--branch-init", 0.0)
         check_precision(self.precision, "--precision")
         if isinstance(self.compile, bool):  # config.json before auto recorded a bool
@@ -307,6 +314,30 @@ class ModelConfig:
         if self.backbone == "transformer":
             return self.n_layers * (self.context - 1)
         return 0 if self.backbone == "mlp" else None
+
+    def reach_gap(self, episode_steps: int | None, seq_len: int) -> str | None:
+        """Why a Transformer trained on whole episodes cannot see all of them (``None`` when
+        its reach covers the episode, or when it does not train on whole episodes).
+
+        Training on whole episodes asks the encoder to use the whole episode; with a reach
+        ``R`` shorter than ``episode_steps - 1`` the last steps of an episode cannot depend on
+        its first ones, in training and in acting alike (no train/act gap, but a task that
+        needs them cannot be learned).
+
+        Args:
+            episode_steps: the task's longest episode, if known.
+            seq_len: the resolved replay window (``>= episode_steps`` for whole episodes).
+        """
+        reach = self.reach
+        if not reach or episode_steps is None or seq_len < episode_steps \
+                or reach >= episode_steps - 1:
+            return None
+        context = -(-(episode_steps - 1) // self.n_layers) + 1  # n_layers x (K - 1) >= T - 1
+        return (f"the Transformer sees {reach} steps back (--n-layers {self.n_layers} x "
+                f"(--context {self.context} - 1)) but trains on whole episodes of "
+                f"{episode_steps} steps: the last step of an episode cannot see its first "
+                f"{episode_steps - 1 - reach}. --context {context} lets every step see its "
+                f"whole episode")
 
 
 @dataclass(frozen=True)

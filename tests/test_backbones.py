@@ -393,3 +393,59 @@ def test_transformer_step_slides_past_window() -> None:
     field = N_LAYERS * (K - 1)
     torch.testing.assert_close(y2[:, field + 1 :], y[:, field + 1 :], atol=1e-6, rtol=0)
     assert (y2[:, field] - y[:, field]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_chrono_sets_the_memory_gate_biases_and_nothing_else(cell: str) -> None:
+    """``chrono = T_max``: per layer, the LSTM's forget-gate biases (GRU: update gate) are
+    ``log(u)``, u evenly over [1, T_max - 1], the LSTM's input-gate biases minus that, their
+    recurrent biases 0; every other parameter is torch's default (same seed)."""
+    plain, chrono = build(cell), build(cell, chrono=100)
+    H = D_MODEL
+    want = torch.log(torch.linspace(1.0, 99.0, H))
+    changed = set()
+    for k in range(N_LAYERS):
+        b_ih, b_hh = chrono.rnn.get_parameter(f"bias_ih_l{k}"), chrono.rnn.get_parameter(
+            f"bias_hh_l{k}")
+        torch.testing.assert_close(b_ih[H:2 * H], want)
+        assert torch.equal(b_hh[H:2 * H], torch.zeros(H))
+        if cell == "lstm":
+            torch.testing.assert_close(b_ih[:H], -want)
+            assert torch.equal(b_hh[:H], torch.zeros(H))
+        gates = slice(0, 2 * H) if cell == "lstm" else slice(H, 2 * H)
+        for name in (f"bias_ih_l{k}", f"bias_hh_l{k}"):
+            a, b = plain.rnn.get_parameter(name), chrono.rnn.get_parameter(name)
+            keep = torch.ones(a.shape[0], dtype=torch.bool)
+            keep[gates] = False
+            assert torch.equal(a[keep], b[keep])
+            changed.add(name)
+    for name, p in plain.named_parameters():
+        if name.removeprefix("rnn.") not in changed:
+            assert torch.equal(p, chrono.get_parameter(name)), name
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_chrono_lets_a_gradient_cross_a_hundred_steps_at_init(cell: str) -> None:
+    """The last output's gradient with respect to the first input of 101 steps: near 1e-20 at
+    torch's init (the memory halves at every step), above 1e-4 with ``chrono = 100``."""
+    x = randn(4, 101, D_IN, seed=1)
+
+    def reach(model: Backbone) -> float:
+        xs = x.clone().requires_grad_(True)
+        y, _ = model(xs)
+        y[:, -1].sum().backward()
+        return float(xs.grad[:, 0].norm())
+
+    assert reach(build(cell, n_layers=1, d_model=64)) < 1e-12
+    assert reach(build(cell, n_layers=1, d_model=64, chrono=100)) > 1e-4
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"cell": "rnn", "chrono": 100}, "needs cell lstm or gru, got cell rnn"),
+    ({"cell": "lstm", "chrono": 1}, "chrono must be 0 .* or an integer >= 2 .*got 1"),
+    ({"cell": "gru", "chrono": -5}, "got -5"),
+    ({"cell": "gru", "chrono": True}, "got True"),
+])
+def test_chrono_refuses_what_it_cannot_initialise(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RNNConfig(**options)

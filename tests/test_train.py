@@ -296,3 +296,24 @@ def test_a_malformed_recipe_file_is_refused_with_its_path(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match=r"recipe .*bad.json: expected keys description, envs, "
                                          r"values .* and optionally backbones"):
         recipes.recipes()
+
+
+def test_chrono_reaches_the_lstm_and_gru_encoders_and_is_ignored_by_the_others():
+    """``--chrono`` initialises the gate biases of both the actor's and the critic's encoders
+    of an LSTM / GRU run, twin critics included; other families ignore it,
+    like ``--context``; a bad value is refused naming the flag."""
+    from agents.train import build
+    from rlkit.backbones import backbone_config
+
+    want = torch.log(torch.linspace(1.0, 49.0, 8))
+    for name in ("lstm", "gru"):
+        cfg = replace_fields(train.TrainConfig(), backbone=name, d_model=8, chrono=50,
+                             **{"agent.twin_critics": True})
+        cfg, agent, _ = build(cfg, torch.device("cpu"))
+        assert cfg.model.chrono == 50
+        for enc in (agent.actor.encoder, *(c.encoder for c in agent.critics)):
+            torch.testing.assert_close(enc.rnn.bias_ih_l0[8:16], want)
+    assert not hasattr(backbone_config("s4", 8, 1, chrono=50), "chrono")
+    assert backbone_config("gru", 8, 1).chrono == 0
+    with pytest.raises(ValueError, match="--chrono must be 0 .*got 1"):
+        replace_fields(train.TrainConfig(), chrono=1)

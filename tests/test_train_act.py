@@ -284,3 +284,37 @@ def test_prefix_windows_train_on_what_the_transformer_acts_on(tmp_path):
     gru, gru_buffer, gru_actions = acted("gru", replay, tmp_path / "gru")
     assert prefix_compare(gru, gru_buffer, gru_actions, reach)[0] > 1e-3
     assert "state carried over whole episodes" in replay.act_gap(True, 11, reach=None)
+
+
+def test_a_transformer_that_cannot_see_its_whole_training_episodes_is_named():
+    """Whole episodes of 101 steps with the default reach (63): the last step cannot see the
+    first 37, which a long-memory task needs; ``build`` warns with the context that covers the
+    episode, and stays quiet once it is given (or when windows are not whole episodes, or for a
+    family whose state carries the whole episode)."""
+    from agents.train import TrainConfig, build, resolve
+    from rlkit.config import replace_fields
+
+    corridor = "rlkit/MemoryCorridor-L100-v0"  # 101 steps, trained whole by default
+    cfg = replace_fields(TrainConfig(), backbone="transformer", id=corridor, d_model=8)
+    m = cfg.model
+    assert resolve(cfg, 101).replay.seq_len == 101
+    gap = m.reach_gap(101, 101)
+    assert "sees 63 steps back" in gap and "cannot see its first 37" in gap
+    assert "--context 101 lets every step see" in gap
+    two = dataclasses.replace(m, n_layers=2, context=32)  # reach 62; 2 x (K - 1) >= 100: 51
+    assert "sees 62 steps back" in two.reach_gap(101, 101)
+    assert "--context 51 lets" in two.reach_gap(101, 101)
+    assert dataclasses.replace(m, n_layers=2).reach_gap(101, 101) is None  # reach 126
+    assert dataclasses.replace(two, context=51).reach_gap(101, 101) is None
+    assert dataclasses.replace(m, context=101).reach_gap(101, 101) is None
+    assert m.reach_gap(101, 64) is None  # windows, not whole episodes: the reach is a choice
+    assert m.reach_gap(None, 101) is None  # episode length unknown
+    for name in ("gru", "mlp"):
+        assert dataclasses.replace(m, backbone=name).reach_gap(101, 101) is None
+    with pytest.warns(UserWarning, match=r"short reach: .*--context 101"):
+        build(cfg, torch.device("cpu"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build(replace_fields(cfg, context=101), torch.device("cpu"))

@@ -10,7 +10,16 @@ for ``lstm``, each of shape ``(B, n_layers, d_model)``; zeros at an episode star
 torch's layout ``(n_layers, B, d_model)`` is used.
 
 Glossary: ``h_t`` (hidden state) -> ``h``, ``c_t`` (LSTM cell state) -> ``c``, ``L`` (layers) ->
-``cfg.n_layers``, ``H`` (hidden width, also ``D_out``) -> ``cfg.d_model``.
+``cfg.n_layers``, ``H`` (hidden width, also ``D_out``) -> ``cfg.d_model``, ``b_f`` / ``b_i``
+(LSTM forget / input gate biases) -> the second / first ``H`` rows of ``rnn.bias_ih_l{k}``,
+``b_z`` (GRU update gate bias) -> the second ``H`` rows, ``T_max`` (chrono) -> ``cfg.chrono``.
+
+Chrono initialisation (Tallec & Ollivier, 2018; ``chrono = T_max > 0``): at torch's default
+init the gates sit near 1/2, so a step's memory halves at every step and a cue 100 steps back
+reaches the output with a gradient near 1e-20. Chrono sets ``b_f = log(u)`` (GRU: ``b_z``) with
+``u`` spread evenly over ``[1, T_max - 1]`` across the ``H`` units (the paper draws ``u`` at
+random; an even spread needs no generator), ``b_i = -b_f`` for the LSTM, and the recurrent
+biases of those gates to 0, so that the units keep their memory over 1 to ``T_max`` steps.
 """
 
 from __future__ import annotations
@@ -34,11 +43,21 @@ class RNNConfig(BackboneConfig):
 
     cell: Cell = "gru"
     """Recurrent cell: ``"rnn"`` (tanh Elman), ``"lstm"`` or ``"gru"``."""
+    chrono: int = 0
+    """Chrono initialisation of the gate biases for memories of up to ``chrono`` steps (see
+    the module docstring); 0 keeps torch's default. LSTM and GRU only (the RNN has no gates)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.cell not in _CELLS:
             raise ValueError(f"cell must be one of {', '.join(_CELLS)}, got {self.cell!r}")
+        if isinstance(self.chrono, bool) or not isinstance(self.chrono, int) or \
+                self.chrono < 0 or self.chrono == 1:
+            raise ValueError(f"chrono must be 0 (off) or an integer >= 2 (the longest memory "
+                             f"in steps), got {self.chrono!r}")
+        if self.chrono and self.cell == "rnn":
+            raise ValueError(f"chrono initialises gate biases: it needs cell lstm or gru, got "
+                             f"cell rnn (with chrono={self.chrono})")
 
 
 class RNNBackbone(Backbone):
@@ -54,6 +73,20 @@ class RNNBackbone(Backbone):
         self.in_proj = nn.Linear(d_in, cfg.d_model)
         self.rnn = _CELLS[cfg.cell](cfg.d_model, cfg.d_model, cfg.n_layers, batch_first=True)
         self._n_state = 2 if cfg.cell == "lstm" else 1
+        if cfg.chrono:
+            self._chrono_init(cfg.chrono)
+
+    @torch.no_grad()
+    def _chrono_init(self, t_max: int) -> None:
+        """Gate biases for memories of 1 to ``t_max`` steps (torch's gate order: LSTM i, f, g,
+        o; GRU r, z, n; each a block of H rows)."""
+        H = self.cfg.d_model
+        b = torch.log(torch.linspace(1.0, t_max - 1.0, H))  # (H,) in [0, log(T_max - 1)]
+        for k in range(self.cfg.n_layers):
+            b_ih, b_hh = getattr(self.rnn, f"bias_ih_l{k}"), getattr(self.rnn, f"bias_hh_l{k}")
+            b_ih[H:2 * H], b_hh[H:2 * H] = b, 0.0  # LSTM forget gate / GRU update gate
+            if self.cfg.cell == "lstm":
+                b_ih[:H], b_hh[:H] = -b, 0.0  # input gate
 
     def _state_dtype(self) -> torch.dtype:
         return torch.promote_types(self.in_proj.weight.dtype, torch.float32)
