@@ -143,7 +143,8 @@ class ReplayConfig:
     burn_in: int = 0
     """Steps at a window start that get no loss: they refresh a stored state (stored), or
     replay the steps before the trained ones from the initial state (prefix)."""
-    state_mode: StateMode | None = None
+    state_mode: Annotated[StateMode | None,  # None: the task's default, not a choice
+                          tyro.conf.arg(metavar="{zero,stored,prefix}")] = None
     """Window start state: zero (pomdp-baselines), the state stored while acting (R2D2), or
     zero --burn-in steps before the trained steps (prefix; clipped at the episode start).
     Default zero; beyond --max-window, prefix (Transformer) or stored (other memory)."""
@@ -151,7 +152,8 @@ class ReplayConfig:
     """--state-mode stored: keep the state of every K-th step of a stream (default
     seq_len - burn_in); windows start there or at an episode start, so that the stored states
     cost 1/K of the buffer and consecutive windows cover every step."""
-    window_start: WindowStart | None = None
+    window_start: Annotated[WindowStart | None,
+                            tyro.conf.arg(metavar="{any,episode}")] = None
     """Windows start at any stored step, or at episode starts only (whole episodes); default
     episode for memory backbones whose episodes fit in --max-window, else any."""
     episode_sampling: Literal["episodes", "steps"] = "episodes"

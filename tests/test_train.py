@@ -1,6 +1,7 @@
 """End-to-end runs of train.py and the checks it makes before training."""
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -317,3 +318,14 @@ def test_chrono_reaches_the_lstm_and_gru_encoders_and_is_ignored_by_the_others()
     assert backbone_config("gru", 8, 1).chrono == 0
     with pytest.raises(ValueError, match="--chrono must be 0 .*got 1"):
         replace_fields(train.TrainConfig(), chrono=1)
+
+
+def test_help_lists_only_real_choices_for_the_options_whose_default_depends_on_the_task():
+    """``--state-mode`` and ``--window-start`` default to None (chosen from the task and the
+    backbone); ``--help`` lists the values a user can give, not None."""
+    out = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[1],
+                         env={**os.environ, "COLUMNS": "200"}).stdout
+    assert "--state-mode {zero,stored,prefix}" in out
+    assert "--window-start {any,episode}" in out
+    assert "None,zero" not in out and "None,any" not in out
