@@ -338,8 +338,8 @@ class ModelConfig:
         return (f"the Transformer sees {reach} steps back (--n-layers {self.n_layers} x "
                 f"(--context {self.context} - 1)) but trains on whole episodes of "
                 f"{episode_steps} steps: the last step of an episode cannot see its first "
-                f"{episode_steps - 1 - reach}. --context {context} lets every step see its "
-                f"whole episode")
+                f"{episode_steps - 1 - reach}. --context {context} or more lets every step see "
+                f"its whole episode")
 
 
 @dataclass(frozen=True)

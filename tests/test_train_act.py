@@ -300,10 +300,10 @@ def test_a_transformer_that_cannot_see_its_whole_training_episodes_is_named():
     assert resolve(cfg, 101).replay.seq_len == 101
     gap = m.reach_gap(101, 101)
     assert "sees 63 steps back" in gap and "cannot see its first 37" in gap
-    assert "--context 101 lets every step see" in gap
+    assert "--context 101 or more lets every step see" in gap
     two = dataclasses.replace(m, n_layers=2, context=32)  # reach 62; 2 x (K - 1) >= 100: 51
     assert "sees 62 steps back" in two.reach_gap(101, 101)
-    assert "--context 51 lets" in two.reach_gap(101, 101)
+    assert "--context 51 or more" in two.reach_gap(101, 101)
     assert dataclasses.replace(m, n_layers=2).reach_gap(101, 101) is None  # reach 126
     assert dataclasses.replace(two, context=51).reach_gap(101, 101) is None
     assert dataclasses.replace(m, context=101).reach_gap(101, 101) is None
