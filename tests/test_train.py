@@ -194,8 +194,9 @@ def test_the_pendulum_recipe_trains_every_family_on_what_it_acts_on():
 
 def test_the_long_corridor_recipe_lets_every_family_reach_the_cue():
     """Memory corridor L100 (101-step episodes, the cue 100 steps back), trained whole: the
-    Transformer's reach covers the episode (no short-reach warning), the LSTM gets chrono gates
-    for 100 steps, every family twin critics; the other families keep the defaults."""
+    Transformer's reach covers the episode (no short-reach warning) and its encoders learn at
+    3e-4, the LSTM gets chrono gates for 100 steps, every family twin critics; the other
+    families keep the defaults."""
     env = "rlkit/MemoryCorridor-L100-v0"
     for backbone in ("transformer", "lstm", "gru", "s4"):
         cfg, _, _ = cli.parse_cli(["--env", env, "--backbone", backbone])
@@ -206,6 +207,7 @@ def test_the_long_corridor_recipe_lets_every_family_reach_the_cue():
         assert m.reach_gap(101, cfg.replay.seq_len) is None
         assert m.chrono == (100 if backbone == "lstm" else 0)
         assert m.context == (102 if backbone == "transformer" else 64)
+        assert cfg.agent.encoder_lr == (3e-4 if backbone == "transformer" else None)
     short, _, _ = cli.parse_cli(["--env", env, "--backbone", "transformer", "--context", "64"])
     assert "--context 101 or more" in short.model.reach_gap(101, 101)  # the flag wins
 
