@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from rlkit.backbones import BACKBONE_NAMES
+from rlkit.backbones.rnn import check_chrono
 from rlkit.compile import CompileSetting
 from rlkit.fields import FLAG_NAMES, replace_fields
 from rlkit.precision import Precision, check_precision
@@ -292,10 +293,7 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of "
                              f"{', '.join(BACKBONE_NAMES)}")
         _positive(self, "d_model", "n_layers", "context")
-        if isinstance(self.chrono, bool) or not isinstance(self.chrono, int) or \
-                self.chrono < 0 or self.chrono == 1:
-            raise ValueError(f"--chrono must be 0 (off) or an integer >= 2 (the longest "
-                             f"memory in steps), got {self.chrono!r}")
+        check_chrono(self.chrono, "--chrono")
         _finite(self.branch_init, "--branch-init", 0.0)
         check_precision(self.precision, "--precision")
         if isinstance(self.compile, bool):  # config.json before auto recorded a bool

@@ -7,6 +7,7 @@ warning."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -313,8 +314,6 @@ def test_a_transformer_that_cannot_see_its_whole_training_episodes_is_named():
         assert dataclasses.replace(m, backbone=name).reach_gap(101, 101) is None
     with pytest.warns(UserWarning, match=r"short reach: .*--context 101"):
         build(cfg, torch.device("cpu"))
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build(replace_fields(cfg, context=101), torch.device("cpu"))

@@ -37,6 +37,13 @@ Cell = Literal["rnn", "lstm", "gru"]
 _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
+def check_chrono(value: object, name: str) -> None:
+    """Refuse a chrono setting that is not 0 (off) or an integer >= 2, naming it as ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value == 1:
+        raise ValueError(f"{name} must be 0 (off) or an integer >= 2 (the longest memory in "
+                         f"steps), got {value!r}")
+
+
 @dataclass(frozen=True)
 class RNNConfig(BackboneConfig):
     """Options of :class:`RNNBackbone` (the common ones plus the cell type)."""
@@ -51,10 +58,7 @@ class RNNConfig(BackboneConfig):
         super().__post_init__()
         if self.cell not in _CELLS:
             raise ValueError(f"cell must be one of {', '.join(_CELLS)}, got {self.cell!r}")
-        if isinstance(self.chrono, bool) or not isinstance(self.chrono, int) or \
-                self.chrono < 0 or self.chrono == 1:
-            raise ValueError(f"chrono must be 0 (off) or an integer >= 2 (the longest memory "
-                             f"in steps), got {self.chrono!r}")
+        check_chrono(self.chrono, "chrono")
         if self.chrono and self.cell == "rnn":
             raise ValueError(f"chrono initialises gate biases: it needs cell lstm or gru, got "
                              f"cell rnn (with chrono={self.chrono})")
