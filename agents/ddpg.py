@@ -66,6 +66,13 @@ class DDPGConfig:
     """Updates over which every learning rate rises linearly to its value: update ``k``
     (1-based) steps at ``lr * min(1, k / lr_warmup)`` (0 = off). A function of the update
     count alone, so a resumed run continues the same schedule."""
+    lr_decay: int = 0
+    """Updates over which every learning rate falls linearly from its value to ``lr_decay_to``
+    times it: update ``k`` steps at ``lr * (1 - (1 - lr_decay_to) * min(1, k / lr_decay))``,
+    and at ``lr * lr_decay_to`` after them (0 = off). Multiplies ``lr_warmup``'s factor. A run
+    of S env steps makes about ``(S - learning_starts) * updates_per_step`` updates."""
+    lr_decay_to: float = 0.1
+    """Fraction of each learning rate left at the end of ``lr_decay``."""
     pre_tanh_penalty: float = 0.0
     """Weight of ``mean(max(|pre_tanh| - pre_tanh_margin, 0) ** 2)`` added to the actor loss:
     keeps the actor's tanh out of deep saturation, where its gradient vanishes (0 = off)."""
@@ -125,6 +132,10 @@ class DDPGConfig:
             check(name, v is None or finite(v) and 0 < v <= 1, "a number in (0, 1]")
         check("lr_warmup", isinstance(self.lr_warmup, int) and not isinstance(
             self.lr_warmup, bool) and self.lr_warmup >= 0, "an integer >= 0")
+        check("lr_decay", isinstance(self.lr_decay, int) and not isinstance(
+            self.lr_decay, bool) and self.lr_decay >= 0, "an integer >= 0")
+        check("lr_decay_to", finite(self.lr_decay_to) and 0 <= self.lr_decay_to <= 1,
+              "a number in [0, 1]")
         check("pre_tanh_penalty", finite(self.pre_tanh_penalty) and self.pre_tanh_penalty >= 0,
               "a finite number >= 0")
         check("pre_tanh_margin", finite(self.pre_tanh_margin) and self.pre_tanh_margin >= 0,
@@ -237,7 +248,8 @@ class DDPG(nn.Module):
                                self.actor.encoder)
         self.critic_opt = _adam(self._critic_params, cfg.critic_lr, cfg.encoder_lr,
                                 *(c.encoder for c in self.critics))
-        # each group's own rate, which lr_warmup scales (a loaded optimizer keeps a scaled one)
+        # each group's own rate, which lr_warmup and lr_decay scale (a loaded optimizer keeps a
+        # scaled one)
         self._base_lrs = {opt: [g["lr"] for g in opt.param_groups]
                           for opt in (self.actor_opt, self.critic_opt)}
         self._critic_fn = CompiledFunction(self._critic_losses, "the critic loss") \
@@ -342,8 +354,8 @@ class DDPG(nn.Module):
         if compiled:
             mark_step_begin(self._critic_fn, self._actor_fn)
         self.num_updates += 1
-        if self.num_updates <= self.cfg.lr_warmup:  # the last call sets the full rates
-            self._warm_up()
+        if self.num_updates <= max(self.cfg.lr_warmup, self.cfg.lr_decay):
+            self._schedule()  # the last call sets the rates that stay
         actor_due = self.num_updates % self.cfg.policy_delay == 0
         closs, q, enc = self._critic_fn(batch)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -397,9 +409,13 @@ class DDPG(nn.Module):
         self.grad_norm_mean[i] = torch.where(torch.isfinite(clipped), new, mean)
         return norm
 
-    def _warm_up(self) -> None:
-        """Set every group's rate for update ``num_updates`` of the linear warm-up."""
-        f = min(1.0, self.num_updates / self.cfg.lr_warmup)
+    def _schedule(self) -> None:
+        """Set every group's rate for update ``num_updates``: its base rate times the linear
+        warm-up's factor and the linear decay's."""
+        k, cfg = self.num_updates, self.cfg
+        f = min(1.0, k / cfg.lr_warmup) if cfg.lr_warmup else 1.0
+        if cfg.lr_decay:
+            f *= 1.0 - (1.0 - cfg.lr_decay_to) * min(1.0, k / cfg.lr_decay)
         for opt, lrs in self._base_lrs.items():
             for g, lr in zip(opt.param_groups, lrs):
                 g["lr"] = lr * f

@@ -374,6 +374,36 @@ def test_lr_warmup_scales_every_group_by_the_update_count_and_resumes_on_schedul
     assert [g["lr"] for g in make_agent().actor_opt.param_groups] == [1e-3]  # off by default
 
 
+def test_lr_decay_falls_linearly_to_its_fraction_composes_with_warmup_and_resumes_on_schedule():
+    kw = dict(lr_warmup=2, lr_decay=4, lr_decay_to=0.25, encoder_lr=1e-4, actor_lr=2e-3)
+    agent = make_agent(**kw)
+    bases = {id(opt): [g["lr"] for g in opt.param_groups]
+             for opt in (agent.actor_opt, agent.critic_opt)}
+    # warm-up factor min(1, k/2) times decay factor 1 - 0.75 * min(1, k/4)
+    factors = [0.5 * 0.8125, 1.0 * 0.625, 0.4375, 0.25, 0.25, 0.25]
+    for k, f in enumerate(factors, start=1):
+        agent.update(batch(seed=k))
+        for opt in (agent.actor_opt, agent.critic_opt):
+            assert [g["lr"] for g in opt.param_groups] == pytest.approx(
+                [b * f for b in bases[id(opt)]], rel=1e-12)
+        if k == 2:
+            saved = copy.deepcopy(agent.checkpoint_state())
+    resumed = make_agent(**kw)
+    resumed.load_checkpoint_state(saved)
+    for k in range(3, 7):
+        resumed.update(batch(seed=k))
+    assert [g["lr"] for g in resumed.actor_opt.param_groups] == pytest.approx([5e-4, 2.5e-5])
+    for a, b in zip(agent.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # decay to 0 stops learning after its last update: no parameter moves
+    frozen = make_agent(lr_decay=1, lr_decay_to=0.0)
+    frozen.update(batch(seed=1))
+    before = [p.detach().clone() for p in frozen.parameters()]
+    frozen.update(batch(seed=2))
+    for p, b in zip(frozen.parameters(), before, strict=True):
+        torch.testing.assert_close(p, b, rtol=0, atol=0)
+
+
 def _set_grads(params, norm: float) -> None:
     """Gradients of total norm ``norm`` on ``params``, all entries equal."""
     n = sum(p.numel() for p in params)
@@ -436,6 +466,10 @@ def test_spike_clip_means_are_saved_and_resume_exactly():
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("lr_warmup", -1, "--agent.lr-warmup must be an integer >= 0, got -1"),
     ("lr_warmup", 2.5, "--agent.lr-warmup must be an integer >= 0, got 2.5"),
+    ("lr_decay", -3, "--agent.lr-decay must be an integer >= 0, got -3"),
+    ("lr_decay", True, "--agent.lr-decay must be an integer >= 0, got True"),
+    ("lr_decay_to", 1.5, r"--agent.lr-decay-to must be a number in \[0, 1\], got 1.5"),
+    ("lr_decay_to", float("nan"), r"--agent.lr-decay-to must be a number in \[0, 1\], got nan"),
     ("actor_lr", float("inf"), r"--agent.actor-lr must be a number in \(0, 1\], got inf"),
     ("critic_lr", 1e300, r"--agent.critic-lr must be a number in \(0, 1\], got 1e\+300"),
     ("max_grad_norm", float("nan"), "--agent.max-grad-norm must be None .* got nan"),
