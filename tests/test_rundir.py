@@ -47,7 +47,10 @@ def test_schema_1_config_of_version_0_1_0_is_read():
 
 def test_checkpoint_of_version_0_1_0_resumes_exactly(tmp_path):
     """A run directory written by 0.1.0 (flat config.json) resumes, and the resumed run logs
-    what 0.1.0 itself logged when it resumed the same directory."""
+    what 0.1.0 itself logged when it resumed the same directory: counts exactly, losses and
+    returns to 1e-5 relative (0.1.0 logged them on one CPU; another instruction set, AVX-512
+    against AVX2, rounds a sum differently in the 7th digit). Resuming is bitwise exact on
+    one machine (``test_reliability.py``)."""
     run = tmp_path / "run"
     shutil.copytree(OLD_RUN, run)
     with pytest.warns(UserWarning, match="train != act"):  # its windows start anywhere
@@ -58,8 +61,14 @@ def test_checkpoint_of_version_0_1_0_resumes_exactly(tmp_path):
     timing = {"wall_time", "sps", "updates_per_s", "peak_memory_mb"}
     assert len(got) == len(expected)
     for want, row in zip(expected, got):
-        assert {k: row[k] for k in want if k not in timing} == \
-            {k: v for k, v in want.items() if k not in timing}
+        assert set(want) <= set(row)  # later versions log more
+        for k, v in want.items():
+            if k in timing:
+                continue
+            if isinstance(v, float):
+                assert row[k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+            else:
+                assert row[k] == v, k
 
 
 @pytest.mark.parametrize(("text", "message"), [
