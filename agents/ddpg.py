@@ -130,10 +130,10 @@ class DDPGConfig:
         for name in ("actor_lr", "critic_lr", "encoder_lr"):
             v = getattr(self, name)
             check(name, v is None or finite(v) and 0 < v <= 1, "a number in (0, 1]")
-        check("lr_warmup", isinstance(self.lr_warmup, int) and not isinstance(
-            self.lr_warmup, bool) and self.lr_warmup >= 0, "an integer >= 0")
-        check("lr_decay", isinstance(self.lr_decay, int) and not isinstance(
-            self.lr_decay, bool) and self.lr_decay >= 0, "an integer >= 0")
+        for name in ("lr_warmup", "lr_decay"):
+            v = getattr(self, name)
+            check(name, isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                  "an integer >= 0")
         check("lr_decay_to", finite(self.lr_decay_to) and 0 <= self.lr_decay_to <= 1,
               "a number in [0, 1]")
         check("pre_tanh_penalty", finite(self.pre_tanh_penalty) and self.pre_tanh_penalty >= 0,
