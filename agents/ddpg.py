@@ -38,7 +38,7 @@ from agents.losses import (
     td_target,
 )
 from agents.networks import Actor, AgentState, Critic, EncoderInputs, ObsShortcut, action_bounds
-from rlkit.backbones import Backbone, BackboneConfig, backbone_config, make_backbone
+from rlkit.backbones import Backbone, BackboneConfig, State, backbone_config, make_backbone
 from rlkit.buffers import SequenceBatch
 from rlkit.checkpoint import load_optimizer_state
 from rlkit.compile import CompiledFunction, mark_step_begin
@@ -308,6 +308,19 @@ class DDPG(nn.Module):
                 c.encoder.step(x, s)[1] for c, s in zip(self.critics, state.critics))
         return action, AgentState(actor_state, critic_states)
 
+    def policy(self, which: str = "actor") -> DDPG | TargetActorPolicy:
+        """The deterministic policy named by ``LoopConfig.eval_policy``: ``"actor"`` (this
+        agent) or ``"target"`` (:class:`TargetActorPolicy`).
+
+        Raises:
+            ValueError: ``which`` is neither.
+        """
+        if which == "actor":
+            return self
+        if which == "target":
+            return TargetActorPolicy(self)
+        raise ValueError(f"the evaluated policy must be 'actor' or 'target', got {which!r}")
+
     # ----------------------------------------------------------------------------- learning
     def _critic_losses(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, CriticEncoding]:
         """TD target and critic loss under the precision's autocast (what compiles)."""
@@ -465,4 +478,31 @@ class DDPG(nn.Module):
                    DDPGConfig(**agent), precision, compile)
 
 
-__all__ = ["DDPG", "AgentState", "DDPGConfig", "build_networks"]
+
+class TargetActorPolicy:
+    """A DDPG agent's target actor as a policy to evaluate.
+
+    The target actor is the Polyak average of the actor's recent weights
+    (``target <- tau * actor + (1 - tau) * target`` after every update, an average over about
+    1/tau updates), trained for the critic's targets. Evaluated instead of the actor, it reads
+    the same policy with the noise of the last few hundred updates averaged out. It acts as
+    :meth:`DDPG.act` does, with the target actor's encoder and its own recurrent state; it
+    follows the agent's target weights as they are updated.
+    """
+
+    def __init__(self, agent: DDPG) -> None:
+        self.agent = agent
+
+    def initial_state(self, batch_size: int) -> State:
+        return self.agent.actor_target.encoder.initial_state(
+            batch_size, self.agent.actor_target.scale.device)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, state: State, prev_action: Tensor | None = None,
+            prev_reward: Tensor | None = None) -> tuple[Tensor, State]:
+        """Actions ``(N, act_dim)`` for one step of N environments, and the new state."""
+        x = self.agent.cfg.actor_inputs(obs, prev_action, prev_reward)
+        return self.agent.actor_target.step(x, state)
+
+
+__all__ = ["DDPG", "AgentState", "DDPGConfig", "TargetActorPolicy", "build_networks"]

@@ -2,9 +2,10 @@
 
 Loads ``RUN_DIR/checkpoint.pt`` (``weights_only=True``), rebuilds the agent from the run's
 ``config.json`` (:class:`rlkit.rundir.RunRecord`), runs the deterministic policy in step mode
-with the recurrent state carried, and prints return statistics. ``--video`` records MP4s
-through Gymnasium's ``RecordVideo`` (needs ``moviepy``; MuJoCo tasks render headless with
-``MUJOCO_GL=egl`` or ``osmesa``).
+with the recurrent state carried, and prints return statistics. The policy is the one the run
+evaluated (its ``--eval-policy``) unless ``--policy actor`` or ``--policy target`` names it.
+``--video`` records MP4s through Gymnasium's ``RecordVideo`` (needs ``moviepy``; MuJoCo tasks
+render headless with ``MUJOCO_GL=egl`` or ``osmesa``).
 
 Exit codes: 0 done; 2 a missing or damaged run directory (``config.json``, checkpoint) or no
 renderer; 3 a file-system error; 4 the environment raised an exception (its traceback is
@@ -27,14 +28,17 @@ from rlkit.rundir import RunDirError, RunPaths, RunRecord
 
 
 def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
-                 video_dir: Path | None = None) -> tuple[dict[str, float], RunRecord]:
+                 video_dir: Path | None = None, policy: str | None = None
+                 ) -> tuple[dict[str, float], RunRecord]:
     """A run's final policy (its checkpoint) on episodes ``seed .. seed + episodes - 1``:
-    the statistics of :func:`rlkit.evaluate.evaluate` and the run's record."""
+    the statistics of :func:`rlkit.evaluate.evaluate` and the run's record. ``policy``:
+    ``actor`` or ``target`` (default: the run's ``--eval-policy``)."""
     agent, record = load_agent(run_dir, device)
+    which = record.loop.eval_policy if policy is None else policy
     env = GuardedEnv(make_eval_env(record.env.gym_id, video_dir, env_modules(record.env)),
                      "evaluation")
     try:
-        return evaluate(agent, env, episodes, torch.device(device), seed), record
+        return evaluate(agent.policy(which), env, episodes, torch.device(device), seed), record
     finally:
         env.close()
 
@@ -47,14 +51,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     p.add_argument("--video", action="store_true", help="write MP4s to RUN_DIR/videos")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--policy", choices=("actor", "target"), default=None,
+                   help="the actor or the target actor (default: the run's --eval-policy)")
     a = p.parse_args(argv)
     if a.episodes <= 0:
         p.error(f"--episodes must be a positive integer, got {a.episodes}")
     video_dir = RunPaths(a.run_dir).videos if a.video else None
-    stats, record = evaluate_run(a.run_dir, a.episodes, a.seed, a.device, video_dir)
-    print(f"{record.env.id} / {record.model.backbone}: return {stats['eval_return_mean']:.2f} "
-          f"+- {stats['eval_return_std']:.2f} over {a.episodes} episodes "
-          f"(mean length {stats['eval_length_mean']:.1f})")
+    stats, record = evaluate_run(a.run_dir, a.episodes, a.seed, a.device, video_dir, a.policy)
+    which = a.policy or record.loop.eval_policy
+    print(f"{record.env.id} / {record.model.backbone} ({which}): return "
+          f"{stats['eval_return_mean']:.2f} +- {stats['eval_return_std']:.2f} over {a.episodes} "
+          f"episodes (mean length {stats['eval_length_mean']:.1f})")
     if "eval_success_rate" in stats:
         print(f"success rate {stats['eval_success_rate']:.2f}")
     if video_dir is not None:

@@ -312,7 +312,8 @@ def _run(cfg: TrainConfig, run_dir: Path | None, resumed: RunRecord | None, ckpt
                       cfg=cfg.loop, batch_size=cfg.replay.batch_size, logger=logger,
                       rng=seeds.noise, device=device, env_seed=seeds.env_seed,
                       eval_seed=seeds.eval_env_seed, run_dir=run_dir,
-                      checkpoint_meta={"config": record.to_json(), "wandb_run_id": wandb_id})
+                      checkpoint_meta={"config": record.to_json(), "wandb_run_id": wandb_id},
+                      eval_policy=agent.policy(cfg.loop.eval_policy))
     if ckpt is not None:
         trainer.load_state_dict(ckpt)
         print(f"resuming {run_dir} at step {trainer.step} of {cfg.loop.total_steps}",

@@ -378,6 +378,11 @@ class LoopConfig:
     """Evaluate the deterministic policy every this many env steps (0: only at the end)."""
     eval_episodes: int = 5
     """Episodes per evaluation."""
+    eval_policy: Literal["actor", "target"] = "actor"
+    """The policy evaluations run and log: ``actor``, the one trained and acting, or ``target``,
+    the target actor (the Polyak average of the actor's recent weights, over about 1/tau
+    updates). Exploration always acts with the actor; evaluating draws from no training
+    generator, so the choice changes what is logged, not what is trained."""
     log_every: int = 1_000
     """Write training metrics every this many env steps."""
     checkpoint_every: int = 0
@@ -397,6 +402,8 @@ class LoopConfig:
         _non_negative(self, "learning_starts", "eval_every", "checkpoint_every")
         _finite(self.updates_per_step, "--updates-per-step", 0.0, low_open=True)
         _finite(self.checkpoint_minutes, "--checkpoint-minutes", 0.0)
+        if self.eval_policy not in ("actor", "target"):
+            raise ValueError(f"--eval-policy must be actor or target, got {self.eval_policy!r}")
         if self.updates_per_step > 1000:
             raise ValueError(f"--updates-per-step must be at most 1000, got "
                              f"{self.updates_per_step}")

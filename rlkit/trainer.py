@@ -36,7 +36,7 @@ from rlkit.buffers import Replay, SequenceBatch
 from rlkit.checkpoint import save_checkpoint
 from rlkit.config import LoopConfig
 from rlkit.envstate import sub_envs
-from rlkit.evaluate import evaluate
+from rlkit.evaluate import Policy, evaluate
 from rlkit.faults import (
     FileSystemError,
     GuardedEnv,
@@ -100,14 +100,18 @@ class Trainer:
         eval_seed: seed of the evaluation episodes.
         run_dir: where checkpoints go; ``None``: no checkpoints.
         checkpoint_meta: plain data stored in every checkpoint (the run's record, W&B id, ...).
+        eval_policy: the policy evaluations run (default: ``agent`` itself; see
+            ``LoopConfig.eval_policy``).
     """
 
     def __init__(self, agent: Agent, *, envs: gym.vector.VectorEnv, eval_env: gym.Env,
                  buffer: Replay, noise: ActionNoise, cfg: LoopConfig, batch_size: int,
                  logger: RunLogger, rng: np.random.Generator, device: torch.device,
                  env_seed: int, eval_seed: int, run_dir: str | Path | None = None,
-                 checkpoint_meta: dict[str, Any] | None = None) -> None:
+                 checkpoint_meta: dict[str, Any] | None = None,
+                 eval_policy: Policy | None = None) -> None:
         self.agent, self.envs, self.buffer = agent, envs, buffer
+        self.eval_policy: Policy = agent if eval_policy is None else eval_policy
         self.eval_env = GuardedEnv(eval_env, "evaluation")
         self.noise, self.cfg, self.logger, self.rng, self.device = noise, cfg, logger, rng, device
         self.batch_size, self.env_seed, self.eval_seed = batch_size, env_seed, eval_seed
@@ -277,7 +281,7 @@ class Trainer:
         bar.set_postfix(eval=f"{self.last_eval['eval_return_mean']:.1f}")
 
     def _evaluate(self) -> None:
-        res = evaluate(self.agent, self.eval_env, self.cfg.eval_episodes, self.device,
+        res = evaluate(self.eval_policy, self.eval_env, self.cfg.eval_episodes, self.device,
                        self.eval_seed)
         self.logger.log(self.step, res)
         self.last_eval = {**res, "step": self.step}

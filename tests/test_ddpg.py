@@ -611,3 +611,35 @@ def test_obs_shortcut_refuses_an_observation_wider_than_the_input():
         with pytest.raises(ValueError, match=rf"obs_dim must be in \[1, 5\] \(the encoder's "
                                              rf"input width\), got {bad}"):
             ObsShortcut(gru, bad)
+
+
+def test_target_policy_acts_with_the_target_actor_and_follows_its_updates():
+    torch.manual_seed(0)
+    agent = DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=16), DDPGConfig(head_hidden=(32,)))
+    with torch.no_grad():  # the actor moves away from its target
+        for p in agent.actor.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    assert agent.policy("actor") is agent
+    target = agent.policy("target")
+    g = torch.Generator().manual_seed(1)
+    obs, prev_a, prev_r = (torch.randn(6, 2, 3, generator=g), torch.rand(6, 2, 2, generator=g),
+                           torch.randn(6, 2, generator=g))
+
+    def actions(policy) -> torch.Tensor:
+        state, out = policy.initial_state(2), []
+        for t in range(6):  # the recurrent state is carried from step to step
+            a, state = policy.act(obs[t], state, prev_a[t], prev_r[t])
+            out.append(a)
+        return torch.stack(out)
+
+    def with_target_as_actor() -> DDPG:
+        ref = copy.deepcopy(agent)
+        ref.actor.load_state_dict(agent.actor_target.state_dict())
+        return ref
+
+    torch.testing.assert_close(actions(target), actions(with_target_as_actor()), rtol=0, atol=0)
+    assert (actions(target) - actions(agent)).abs().max() > 1e-3  # not the actor's actions
+    polyak_update(list(agent.actor_target.parameters()), list(agent.actor.parameters()), 0.5)
+    torch.testing.assert_close(actions(target), actions(with_target_as_actor()), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="must be 'actor' or 'target', got 'best'"):
+        agent.policy("best")

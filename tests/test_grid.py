@@ -20,7 +20,7 @@ from rlkit.evaluate import RenderError, make_eval_env
 from rlkit.launch import GridRun, launch, threads_per_job
 from rlkit.rundir import RunDirError, RunRecord
 from rlkit.runlog import read_metrics
-from rlkit.seeding import seed_everything
+from rlkit.seeding import eval_env_seed, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = replace_fields(train.TrainConfig(), total_steps=150, learning_starts=50, batch_size=8,
@@ -107,6 +107,27 @@ def test_evaluate_saved_run(tmp_path, capsys):
     assert "return" in capsys.readouterr().out
     with pytest.raises(RunDirError, match="is not a run directory"):
         train.load_agent(tmp_path)
+
+
+def test_eval_policy_target_logs_and_evaluates_the_target_actor(tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = replace_fields(TINY, backbone="gru", run_dir=str(run), eval_episodes=2,
+                         eval_policy="target")
+    result = train.main(cfg)
+    record = RunRecord.read(run)
+    assert record.loop.eval_policy == "target"
+    logged = [r for r in read_metrics(run) if "eval_return_mean" in r][-1]
+    assert logged["eval_return_mean"] == result["eval_return_mean"]
+    seed = str(eval_env_seed(record.run.seed))
+    # the run's own evaluation episodes, with its policy (the target actor) by default
+    own = evaluate_main([str(run), "--episodes", "2", "--seed", seed])
+    assert own["eval_return_mean"] == pytest.approx(logged["eval_return_mean"], rel=1e-6)
+    assert "(target)" in capsys.readouterr().out
+    target = evaluate_main([str(run), "--episodes", "2", "--seed", seed, "--policy", "target"])
+    actor = evaluate_main([str(run), "--episodes", "2", "--seed", seed, "--policy", "actor"])
+    assert target == own and actor["eval_return_mean"] != own["eval_return_mean"]
+    with pytest.raises(ValueError, match="--eval-policy must be actor or target, got 'best'"):
+        replace_fields(TINY, eval_policy="best")
 
 
 def test_video_without_renderer_is_a_clear_error():
