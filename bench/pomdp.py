@@ -25,9 +25,13 @@ the policy, and the best possible return differs by tens of points from one seed
 another's (-170, -161 and -141 for seeds 0, 1 and 2). ``--no-reference`` leaves it out.
 ``--common-episodes N`` also evaluates every run's final checkpoint on the same N episodes
 (from ``--common-seed``), with the optimum on those, so that seeds and families are compared
-on equal starts. ``--summarize DIR`` prints the tables of a grid already run into DIR (pass the
-flags it was run with), without training. ``--resume`` continues an interrupted grid in
-``--out`` (same flags): finished runs are kept, the others go on from their last checkpoint.
+on equal starts. ``--final-policy actor|target`` takes each run's final return from its final
+checkpoint instead of its log: that policy (the actor, or the target actor of ``--eval-policy
+target``) on the run's own evaluation episodes, so that runs logged with either can be read
+both ways (the common episodes then use it too). ``--summarize DIR`` prints the tables of a grid
+already run into DIR (pass the flags it was run with), without training. ``--resume`` continues
+an interrupted grid in ``--out`` (same flags): finished runs are kept, the others go on from
+their last checkpoint.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from agents.evaluate import evaluate_run
 from envs.reference import PendulumOptimum, optimum_returns
 from rlkit.backbones import BACKBONE_NAMES
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, launch
+from rlkit.rundir import RunRecord
 from rlkit.runlog import read_metrics
 from rlkit.seeding import eval_env_seed
 
@@ -89,6 +94,31 @@ def summarize(run_dir: Path, last_k: int, at: list[int]) -> dict[str, object]:
     return out
 
 
+def final_of(run_dir: Path, policy: str) -> float:
+    """The return of ``policy`` (``actor`` / ``target``) of a run's final checkpoint on the
+    run's own evaluation episodes: what its last evaluation logs when it evaluates ``policy``."""
+    record = RunRecord.read(run_dir)
+    stats, _ = evaluate_run(run_dir, record.loop.eval_episodes, eval_env_seed(record.run.seed),
+                            policy=policy)
+    return stats["eval_return_mean"]
+
+
+def _settings(first: train.TrainConfig, flags: list[str], outcomes: list[RunOutcome],
+              final_policy: str | None, last_k: int) -> str:
+    """The settings line above the table: the runs' configuration, the policy their
+    evaluations logged (read from the runs where they exist) and what "final" means."""
+    logged = sorted({RunRecord.read(o.run_dir).loop.eval_policy for o in outcomes
+                     if (o.run_dir / "config.json").is_file()}) or [first.loop.eval_policy]
+    final = (f"the final checkpoint's {final_policy} on each run's own "
+             f"{first.loop.eval_episodes} evaluation episodes" if final_policy else
+             f"mean of the last {last_k} evaluation(s) of {first.loop.eval_episodes} episodes")
+    return (f"settings (recipe {first.run.recipe!r}{', ' + ' '.join(flags) if flags else ''}): "
+            f"{first.loop.total_steps} env steps, {first.loop.updates_per_step} updates/step, "
+            f"batch {first.replay.batch_size}, d_model {first.model.d_model}, "
+            f"head {first.agent.head_hidden}, gamma {first.agent.gamma}, evaluations logged of "
+            f"the {' and the '.join(logged)}, final = {final}")
+
+
 def _cell(values: list[float | None]) -> str:
     ok = [v for v in values if v is not None]
     return f"{statistics.mean(ok):.1f}" if ok else "n/a"
@@ -111,7 +141,7 @@ def _run_grid(runs: list[GridRun], out: Path, jobs: int, resume: bool, own: list
 
 
 def _common_table(outcomes: list[RunOutcome], backbones: list[str], env: str, n: int, s0: int,
-                  solver: PendulumOptimum | None) -> None:
+                  solver: PendulumOptimum | None, policy: str | None) -> None:
     """Every final checkpoint on the same ``n`` episodes (from seed ``s0``), with the optimum."""
     print(f"\nfinal policies on the same {n} episodes (seeds {s0}..{s0 + n - 1}):")
     print("| backbone | per seed | mean | min | max |\n|---|---|---:|---:|---:|")
@@ -119,11 +149,23 @@ def _common_table(outcomes: list[RunOutcome], backbones: list[str], env: str, n:
         mine = [o for o in outcomes if o.name.startswith(f"{b}__") and not o.error]
         if not mine:
             continue
-        rets = [evaluate_run(o.run_dir, n, s0)[0]["eval_return_mean"] for o in mine]
+        rets = [evaluate_run(o.run_dir, n, s0, policy=policy)[0]["eval_return_mean"]
+                for o in mine]
         print(f"| {b} | {', '.join(f'{v:.1f}' for v in rets)} | {statistics.mean(rets):.1f} "
               f"| {min(rets):.1f} | {max(rets):.1f} |")
     if solver is not None:
         print(f"| optimum, full state | | {optimum_returns(env, s0, n, solver).mean():.1f} |")
+
+
+def _check_flags(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Refuse flags that cannot go together (exit 2, the value named)."""
+    if a.common_episodes < 0:
+        p.error(f"--common-episodes must be >= 0, got {a.common_episodes}")
+    if a.final_policy and a.last_k != 1:
+        p.error(f"--final-policy evaluates the final checkpoint only: it needs --last-k 1, got "
+                f"{a.last_k}")
+    if a.resume and (a.out is None or a.summarize):
+        p.error("--resume continues the grid in --out DIR: give --out, not --summarize")
 
 
 def main() -> None:
@@ -152,6 +194,9 @@ def main() -> None:
                    help="also evaluate each final policy on these many common episodes")
     p.add_argument("--common-seed", type=int, default=1_000_000,
                    help="seed of the first common episode")
+    p.add_argument("--final-policy", choices=("actor", "target"), default=None,
+                   help="final = this policy of each final checkpoint on the run's own "
+                        "evaluation episodes (default: the run's logged last evaluations)")
     p.add_argument("--no-reference", action="store_true",
                    help="leave out the full-state optimum row (Pendulum tasks)")
     a = p.parse_args(own)
@@ -160,10 +205,7 @@ def main() -> None:
     backbones = anchor["backbones"] if anchor and "--backbones" not in own else a.backbones
     at = a.at or (anchor["at"] if anchor else [])
     flags = (anchor["flags"] if anchor else []) + extra
-    if a.common_episodes < 0:
-        p.error(f"--common-episodes must be >= 0, got {a.common_episodes}")
-    if a.resume and (a.out is None or a.summarize):
-        p.error("--resume continues the grid in --out DIR: give --out, not --summarize")
+    _check_flags(p, a)
     out = Path(a.summarize or a.out or tempfile.mkdtemp(prefix="rlkit-pomdp-"))
     runs = []
     for b in backbones:
@@ -181,11 +223,7 @@ def main() -> None:
         outcomes = _run_grid(runs, out, a.jobs, a.resume, own, extra)
         print(f"\n{env}, {len(a.seeds)} seeds, grid {time.time() - t0:.0f} s with {a.jobs} "
               f"jobs, runs in {out}")
-    print(f"settings (recipe {first.run.recipe!r}{', ' + ' '.join(flags) if flags else ''}): "
-          f"{first.loop.total_steps} env steps, {first.loop.updates_per_step} updates/step, "
-          f"batch {first.replay.batch_size}, d_model {first.model.d_model}, "
-          f"head {first.agent.head_hidden}, gamma {first.agent.gamma}, final = mean of the "
-          f"last {a.last_k} evaluation(s) of {first.loop.eval_episodes} episodes")
+    print(_settings(first, flags, outcomes, a.final_policy, a.last_k))
     head = " | ".join(f"at {s / 1000:g}k" for s in at)
     print(f"| backbone | final per seed | mean | min | max | {head + ' | ' if at else ''}"
           "saturation | success | wall s | updates/s |")
@@ -199,6 +237,9 @@ def main() -> None:
             memory_ok = False
             continue
         s = [summarize(o.run_dir, a.last_k, at) for o in mine]
+        if a.final_policy:
+            for x, o in zip(s, mine):
+                x["final"] = final_of(o.run_dir, a.final_policy)
         finals = [x["final"] for x in s]
         if b != "mlp" and a.threshold is not None:
             memory_ok &= min(finals) >= a.threshold
@@ -222,7 +263,7 @@ def main() -> None:
               f"{statistics.mean(best):.1f} | {min(best):.1f} | {max(best):.1f} |")
     if a.common_episodes:
         _common_table(outcomes, backbones, env, a.common_episodes, a.common_seed,
-                      solver if reference else None)
+                      solver if reference else None, a.final_policy)
     if anchor:
         pub = anchor["published"]
         print(f"\n{a.anchor} (published, read off their curves): " + ", ".join(

@@ -33,6 +33,7 @@ TINY = replace_fields(train.TrainConfig(), total_steps=60, learning_starts=20, b
     (["--common-episodes", "-1"], "--common-episodes must be >= 0, got -1"),
     (["--resume"], "--resume continues the grid in --out DIR"),
     (["--resume", "--out", "x", "--summarize", "x"], "give --out, not --summarize"),
+    (["--final-policy", "target", "--last-k", "2"], "it needs --last-k 1, got 2"),
 ])
 def test_bad_flags_are_refused_with_the_value_named(monkeypatch, capsys, argv, named):
     monkeypatch.setattr(sys, "argv", ["pomdp.py", *argv])
@@ -70,3 +71,19 @@ def test_resume_keeps_finished_runs_continues_interrupted_ones_and_starts_missin
     assert [r.name for r in todo] == ["killed", "missing"]
     assert todo[0].config == replace_fields(train.TrainConfig(), resume=str(tmp_path / "killed"))
     assert todo[1].config is runs[2].config  # never started: starts as given
+
+
+def test_final_policy_reads_the_final_checkpoint_on_the_runs_own_episodes(tmp_path, monkeypatch,
+                                                                            capsys):
+    run = tmp_path / "grid" / "gru__s3"
+    cfg = replace_fields(TINY, env="rlkit/Pendulum-V-v0", backbone="gru", seed=3,
+                         run_dir=str(run), total_steps=120, eval_episodes=2)
+    logged = train.main(cfg)["eval_return_mean"]  # the actor's, at the end
+    actor, target = pomdp.final_of(run, "actor"), pomdp.final_of(run, "target")
+    assert actor == pytest.approx(logged, rel=1e-6) and target != pytest.approx(actor)
+    monkeypatch.setattr(sys, "argv", [
+        "pomdp.py", "--env", "rlkit/Pendulum-V-v0", "--backbones", "gru", "--seeds", "3",
+        "--summarize", str(tmp_path / "grid"), "--no-reference", "--final-policy", "target"])
+    pomdp.main()
+    out = capsys.readouterr().out
+    assert "evaluations logged of the actor" in out and f"| gru | {target:.1f} |" in out
