@@ -33,6 +33,8 @@ class Run:
     seed: Any
     rows: list[dict[str, Any]]
     """The rows of ``metrics.jsonl`` in file order, numbers as floats."""
+    eval_policy: str = "actor"
+    """The policy its evaluations ran (``LoopConfig.eval_policy``)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,8 @@ def load_run(run_dir: Path, metric: str) -> Run:
             if key in row and row[key] is None:
                 raise ReportError(f"{where}: {key!r} must be a number, got {raw[key]!r}")
         rows.append({k: v for k, v in row.items() if v is not None})
-    return Run(run_dir, record.env.id, record.model.backbone, record.run.seed, rows)
+    return Run(run_dir, record.env.id, record.model.backbone, record.run.seed, rows,
+               record.loop.eval_policy)
 
 
 def scan_runs(grid_dir: str | Path, metric: str = "eval_return_mean",

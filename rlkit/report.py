@@ -290,8 +290,16 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         png = out / f"curves_{_safe_name(env, taken)}.png"
         plots[env] = plot_env(env, groups[env], metric, png, seed, n_resamples)
     final = "last value" if last_k == 1 else f"mean of the last {last_k} values"
+    policies = sorted({r.eval_policy for r in runs})
+    names = {"actor": "actor", "target": "target actor"}
+    if len(policies) > 1:
+        counts = ", ".join(f"{sum(r.eval_policy == p for r in runs)} the {names[p]}"
+                           for p in policies)
+        warnings.warn(f"the runs evaluated different policies ({counts}): their evaluation "
+                      f"metrics are not of the same policy", stacklevel=2)
     left_out = f" ({len(skipped)} more skipped: see the end)" if skipped else ""
-    notes = (f"{len(runs)} runs{left_out}. Metric: {metric}; final value of a run: {final}. "
+    notes = (f"{len(runs)} runs{left_out}. Metric: {metric}; final value of a run: {final}; "
+             f"evaluations of the {' and the '.join(names[p] for p in policies)}. "
              "Mean, IQM "
              f"(interquartile mean) and {CONFIDENCE:.0%} percentile-bootstrap CIs over seeds. "
              "Wall time and updates/s: last logged value, mean over seeds; peak memory: max.")

@@ -1,5 +1,6 @@
 """Comparison reports: exact table values on synthetic runs, plots, Markdown/HTML, CLI, errors."""
 
+import dataclasses
 import html
 import json
 import re
@@ -242,3 +243,14 @@ def test_config_missing_field_is_named(grid, tmp_path):
     config.write_text("[1, 2]")
     res = build_report(grid, tmp_path / "out2")
     assert skipped(res) == {run: f"{config}: expected a JSON object, got list"}
+
+
+def test_the_notes_name_the_evaluated_policy_and_a_mix_is_warned(grid, tmp_path):
+    md = build_report(grid, tmp_path / "a").markdown.read_text()
+    assert "evaluations of the actor." in md
+    run = grid / "pendulum" / "mlp" / "s0"
+    rec = RunRecord.read(run)  # rewritten with the target actor
+    dataclasses.replace(rec, loop=dataclasses.replace(rec.loop, eval_policy="target")).write(run)
+    with pytest.warns(UserWarning, match=r"different policies \(9 the actor, 1 the target actor\)"):
+        md = build_report(grid, tmp_path / "b").markdown.read_text()
+    assert "evaluations of the actor and the target actor." in md
