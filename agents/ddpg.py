@@ -478,7 +478,6 @@ class DDPG(nn.Module):
                    DDPGConfig(**agent), precision, compile)
 
 
-
 class TargetActorPolicy:
     """A DDPG agent's target actor as a policy to evaluate.
 
