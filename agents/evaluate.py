@@ -3,7 +3,8 @@
 Loads ``RUN_DIR/checkpoint.pt`` (``weights_only=True``), rebuilds the agent from the run's
 ``config.json`` (:class:`rlkit.rundir.RunRecord`), runs the deterministic policy in step mode
 with the recurrent state carried, and prints return statistics. The policy is the one the run
-evaluated (its ``--eval-policy``) unless ``--policy actor`` or ``--policy target`` names it.
+evaluated (its ``--eval-policy``) unless ``--policy actor`` or ``--policy target`` names it;
+``--own-episodes`` runs the run's own evaluation episodes (those its evaluations logged).
 ``--video`` records MP4s through Gymnasium's ``RecordVideo`` (needs ``moviepy``; MuJoCo tasks
 render headless with ``MUJOCO_GL=egl`` or ``osmesa``).
 
@@ -25,6 +26,7 @@ from rlkit.checkpoint import CheckpointError
 from rlkit.evaluate import RenderError, evaluate, make_eval_env
 from rlkit.faults import EnvError, GuardedEnv
 from rlkit.rundir import RunDirError, RunPaths, RunRecord
+from rlkit.seeding import eval_env_seed
 
 
 def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
@@ -47,13 +49,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(prog="python -m agents.evaluate",
                                 description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    p.add_argument("--episodes", type=int, default=None, help="episodes (default 10)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first episode (default 0)")
+    p.add_argument("--own-episodes", action="store_true",
+                   help="the run's own evaluation episodes (its evaluation seed and "
+                        "--eval-episodes): what its evaluations logged")
     p.add_argument("--video", action="store_true", help="write MP4s to RUN_DIR/videos")
     p.add_argument("--device", default="cpu")
     p.add_argument("--policy", choices=("actor", "target"), default=None,
                    help="the actor or the target actor (default: the run's --eval-policy)")
     a = p.parse_args(argv)
+    if a.own_episodes:
+        if a.episodes is not None or a.seed is not None:
+            p.error("--own-episodes sets the episodes and their seed: give neither --episodes "
+                    "nor --seed with it")
+        record = RunRecord.read(a.run_dir)
+        a.episodes, a.seed = record.loop.eval_episodes, eval_env_seed(record.run.seed)
+    a.episodes = 10 if a.episodes is None else a.episodes
+    a.seed = 0 if a.seed is None else a.seed
     if a.episodes <= 0:
         p.error(f"--episodes must be a positive integer, got {a.episodes}")
     video_dir = RunPaths(a.run_dir).videos if a.video else None

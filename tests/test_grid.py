@@ -123,9 +123,13 @@ def test_eval_policy_target_logs_and_evaluates_the_target_actor(tmp_path, capsys
     own = evaluate_main([str(run), "--episodes", "2", "--seed", seed])
     assert own["eval_return_mean"] == pytest.approx(logged["eval_return_mean"], rel=1e-6)
     assert "(target)" in capsys.readouterr().out
-    target = evaluate_main([str(run), "--episodes", "2", "--seed", seed, "--policy", "target"])
-    actor = evaluate_main([str(run), "--episodes", "2", "--seed", seed, "--policy", "actor"])
+    assert evaluate_main([str(run), "--own-episodes"]) == own  # the same two episodes
+    target = evaluate_main([str(run), "--own-episodes", "--policy", "target"])
+    actor = evaluate_main([str(run), "--own-episodes", "--policy", "actor"])
     assert target == own and actor["eval_return_mean"] != own["eval_return_mean"]
+    with pytest.raises(SystemExit):
+        evaluate_main([str(run), "--own-episodes", "--seed", "1"])
+    assert "give neither --episodes nor --seed with it" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--eval-policy must be actor or target, got 'best'"):
         replace_fields(TINY, eval_policy="best")
 
