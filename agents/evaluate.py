@@ -23,10 +23,17 @@ import torch
 
 from agents.train import env_modules, load_agent
 from rlkit.checkpoint import CheckpointError
+from rlkit.config import EVAL_POLICIES
 from rlkit.evaluate import RenderError, evaluate, make_eval_env
 from rlkit.faults import EnvError, GuardedEnv
 from rlkit.rundir import RunDirError, RunPaths, RunRecord
 from rlkit.seeding import eval_env_seed
+
+
+def own_episodes(run_dir: Path) -> tuple[int, int]:
+    """A run's own evaluation episodes, ``(count, seed of the first)``: those it logged."""
+    record = RunRecord.read(run_dir)
+    return record.loop.eval_episodes, eval_env_seed(record.run.seed)
 
 
 def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
@@ -56,15 +63,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                         "--eval-episodes): what its evaluations logged")
     p.add_argument("--video", action="store_true", help="write MP4s to RUN_DIR/videos")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--policy", choices=("actor", "target"), default=None,
+    p.add_argument("--policy", choices=EVAL_POLICIES, default=None,
                    help="the actor or the target actor (default: the run's --eval-policy)")
     a = p.parse_args(argv)
     if a.own_episodes:
         if a.episodes is not None or a.seed is not None:
             p.error("--own-episodes sets the episodes and their seed: give neither --episodes "
                     "nor --seed with it")
-        record = RunRecord.read(a.run_dir)
-        a.episodes, a.seed = record.loop.eval_episodes, eval_env_seed(record.run.seed)
+        a.episodes, a.seed = own_episodes(a.run_dir)
     a.episodes = 10 if a.episodes is None else a.episodes
     a.seed = 0 if a.seed is None else a.seed
     if a.episodes <= 0:

@@ -48,9 +48,10 @@ from pathlib import Path
 import gymnasium as gym
 
 from agents import cli, train
-from agents.evaluate import evaluate_run
+from agents.evaluate import evaluate_run, own_episodes
 from envs.reference import PendulumOptimum, optimum_returns
 from rlkit.backbones import BACKBONE_NAMES
+from rlkit.config import EVAL_POLICIES
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, launch
 from rlkit.rundir import RunRecord
 from rlkit.runlog import read_metrics
@@ -97,9 +98,7 @@ def summarize(run_dir: Path, last_k: int, at: list[int]) -> dict[str, object]:
 def final_of(run_dir: Path, policy: str) -> float:
     """The return of ``policy`` (``actor`` / ``target``) of a run's final checkpoint on the
     run's own evaluation episodes: what its last evaluation logs when it evaluates ``policy``."""
-    record = RunRecord.read(run_dir)
-    stats, _ = evaluate_run(run_dir, record.loop.eval_episodes, eval_env_seed(record.run.seed),
-                            policy=policy)
+    stats, _ = evaluate_run(run_dir, *own_episodes(run_dir), policy=policy)
     return stats["eval_return_mean"]
 
 
@@ -194,7 +193,7 @@ def main() -> None:
                    help="also evaluate each final policy on these many common episodes")
     p.add_argument("--common-seed", type=int, default=1_000_000,
                    help="seed of the first common episode")
-    p.add_argument("--final-policy", choices=("actor", "target"), default=None,
+    p.add_argument("--final-policy", choices=EVAL_POLICIES, default=None,
                    help="final = this policy of each final checkpoint on the run's own "
                         "evaluation episodes (default: the run's logged last evaluations)")
     p.add_argument("--no-reference", action="store_true",

@@ -27,6 +27,8 @@ from rlkit.fields import FLAG_NAMES, replace_fields
 from rlkit.precision import Precision, check_precision
 
 StateMode = Literal["zero", "stored", "prefix"]
+EVAL_POLICIES = ("actor", "target")
+"""The policies an evaluation can run (``LoopConfig.eval_policy``)."""
 WindowStart = Literal["any", "episode"]
 STORED_BURN_IN = 16  # default burn-in of stored-state windows (episodes over --max-window)
 
@@ -402,7 +404,7 @@ class LoopConfig:
         _non_negative(self, "learning_starts", "eval_every", "checkpoint_every")
         _finite(self.updates_per_step, "--updates-per-step", 0.0, low_open=True)
         _finite(self.checkpoint_minutes, "--checkpoint-minutes", 0.0)
-        if self.eval_policy not in ("actor", "target"):
+        if self.eval_policy not in EVAL_POLICIES:
             raise ValueError(f"--eval-policy must be actor or target, got {self.eval_policy!r}")
         if self.updates_per_step > 1000:
             raise ValueError(f"--updates-per-step must be at most 1000, got "
