@@ -86,6 +86,11 @@ class DDPGConfig:
     saturated actor still moves away from its bound at full rate when the critic asks."""
     head_hidden: tuple[int, ...] = (256,)
     """Hidden widths of the actor and critic heads after the encoder."""
+    final_init: float | None = None
+    """The last layers of the actor's and the critics' heads start with weights and biases
+    drawn uniformly from ``[-final_init, final_init]`` (the DDPG paper's 3e-3): the untrained
+    actor then acts near the middle of its range and Q starts near 0. None: PyTorch's default
+    for every layer."""
     head_obs: bool = False
     """The heads also see the current observation beside the encoder's output, ``[h_t, o_t]``
     (pomdp-baselines' shortcut; :class:`agents.networks.ObsShortcut`)."""
@@ -143,6 +148,8 @@ class DDPGConfig:
         check("squash_grad", self.squash_grad in ("tanh", "inverting"), "'tanh' or 'inverting'")
         check("gamma", finite(self.gamma) and 0 <= self.gamma <= 1, "in [0, 1]")
         check("tau", finite(self.tau) and 0 < self.tau <= 1, "in (0, 1]")
+        check("final_init", self.final_init is None or finite(self.final_init)
+              and self.final_init > 0, "None (PyTorch's default) or a finite number > 0")
         check("policy_delay", isinstance(self.policy_delay, int) and self.policy_delay >= 1,
               "an integer >= 1")
         check("target_noise", finite(self.target_noise) and self.target_noise >= 0,
@@ -192,6 +199,11 @@ def build_networks(obs_dim: int, action_low: Tensor, action_high: Tensor, backbo
         encoders = [encoder(actor_in)] + [encoder(critic_in) for _ in range(n_critics)]
     actor = Actor(encoders[0], action_low, action_high, cfg.head_hidden)
     critics = nn.ModuleList(Critic(enc, a, cfg.head_hidden) for enc in encoders[1:])
+    if cfg.final_init is not None:  # drawn after every default init, so None changes nothing
+        with torch.no_grad():
+            for head in (actor.head, *(c.head for c in critics)):
+                for p in head[-1].parameters():
+                    p.uniform_(-cfg.final_init, cfg.final_init)
     return actor, critics
 
 

@@ -483,10 +483,32 @@ def test_spike_clip_means_are_saved_and_resume_exactly():
     ("head_hidden", (), r"--agent.head-hidden must be one or more positive integers, got \(\)"),
     ("gamma", float("nan"), r"--agent.gamma must be in \[0, 1\], got nan"),
     ("policy_delay", 0, "--agent.policy-delay must be an integer >= 1, got 0"),
+    ("final_init", 0.0, r"--agent.final-init must be None \(PyTorch's default\) or a finite "
+                        r"number > 0, got 0.0"),
+    ("final_init", float("inf"), "--agent.final-init must be None .* got inf"),
 ])
 def test_bad_agent_values_name_their_flag(field, value, message):
     with pytest.raises(ValueError, match=message):
         DDPGConfig(**{field: value})
+
+
+def test_final_init_draws_only_the_heads_last_layers_and_starts_the_actor_mid_range():
+    w = 3e-3
+    default, small = make_agent(), make_agent(final_init=w)
+    nets = (small.actor, *small.critics, small.actor_target, *small.critic_targets)
+    last = {id(p) for net in nets for p in net.head[-1].parameters()}
+    for (name, p), q in zip(small.named_parameters(), default.parameters(), strict=True):
+        if id(p) in last:  # within [-w, w], distinct draws, not the default's
+            assert p.abs().max() <= w and p.unique().numel() == p.numel(), name
+            assert not torch.equal(p, q), name
+        else:  # every other layer: the default's weights, draw for draw
+            assert torch.equal(p, q), name
+    # the targets start as copies of the online networks
+    assert torch.equal(small.actor_target.head[-1].weight, small.actor.head[-1].weight)
+    obs = torch.randn(4, 7, small.actor.encoder.d_in, generator=torch.Generator().manual_seed(0))
+    h, _ = small.actor.encoder(obs)
+    pre_small, pre_default = small.actor.pre_tanh(h), default.actor.pre_tanh(h)
+    assert pre_small.abs().max() < 0.1 < pre_default.abs().max()
 
 
 # ------------------------------------------------------------------------------ targets in update
