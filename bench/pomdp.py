@@ -80,14 +80,16 @@ ANCHORS = {
 
 def summarize(run_dir: Path, last_k: int, at: list[int]) -> dict[str, object]:
     """Final return (mean of the last ``last_k`` evaluations), returns at the steps ``at``
-    (the last evaluation at or before each), success, saturation, wall time, updates/s."""
+    (the last evaluation at or before each; None for a step the run never reached), success,
+    saturation, wall time, updates/s."""
     rows = read_metrics(run_dir)
     evals = [r for r in rows if "eval_return_mean" in r]
     train_rows = [r for r in rows if r.get("updates_per_s", 0) > 0]
+    reached = max(r["step"] for r in rows)
     out: dict[str, object] = {
         "final": statistics.mean(r["eval_return_mean"] for r in evals[-last_k:]),
         "at": {s: next((r["eval_return_mean"] for r in reversed(evals) if r["step"] <= s),
-                       None) for s in at},
+                       None) if s <= reached else None for s in at},
         "wall": max(r["wall_time"] for r in rows),
         "ups": statistics.mean(r["updates_per_s"] for r in train_rows) if train_rows else 0.0,
         "saturation": train_rows[-1].get("actor_saturation") if train_rows else None,

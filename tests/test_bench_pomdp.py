@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -87,3 +88,13 @@ def test_final_policy_reads_the_final_checkpoint_on_the_runs_own_episodes(tmp_pa
     pomdp.main()
     out = capsys.readouterr().out
     assert "evaluations logged of the actor" in out and f"| gru | {target:.1f} |" in out
+
+
+def test_returns_at_steps_are_the_last_evaluation_before_and_none_past_the_runs_end(tmp_path):
+    rows = [{"step": 3000, "wall_time": 1.0, "eval_return_mean": -900.0},
+            {"step": 6000, "wall_time": 2.0, "updates_per_s": 4.0, "actor_saturation": 0.5},
+            {"step": 6000, "wall_time": 2.5, "eval_return_mean": -400.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = pomdp.summarize(tmp_path, 1, [2000, 4500, 6000, 9000])
+    assert out["at"] == {2000: None, 4500: -900.0, 6000: -400.0, 9000: None}
+    assert out["final"] == -400.0 and out["saturation"] == 0.5
