@@ -17,8 +17,8 @@ pomdp-baselines (Ni et al. 2022, ``configs/pomdp/pendulum/v/rnn.yml``: LSTM 128,
 gamma 0.9, tau 0.005, 5 random episodes first, TD3's twin critics and target smoothing 0.2
 (clip 0.5), Gaussian exploration 0.1, the heads' last layers uniform in [-3e-3, 3e-3]; their
 encoders also embed observation, action and reward separately, ours project their
-concatenation) and prints our return at 6k, 12k and 18k env steps
-beside their reported figure (read off their published curves: about -139 by 12k steps).
+concatenation) and prints our return at 6k, 12k and 18k env steps beside their reported figure
+(read off their published curves: about -139 by 12k steps).
 
 On Pendulum tasks a last row gives the full-state optimum (:mod:`envs.reference`, dynamic
 programming) on each seed's own evaluation episodes: where an episode starts matters as much as
@@ -71,9 +71,8 @@ ANCHORS = {
                   "--agent.critic-lr", "3e-4", "--agent.gamma", "0.9", "--agent.tau", "0.005",
                   "--agent.twin-critics", "--agent.target-noise", "0.2",
                   "--agent.target-noise-clip", "0.5", "--agent.final-init", "3e-3",
-                  "--noise", "gaussian",
-                  "--noise-sigma", "0.1", "--prev-reward", "--eval-every", "3000",
-                  "--eval-episodes", "10"],
+                  "--noise", "gaussian", "--noise-sigma", "0.1", "--prev-reward",
+                  "--eval-every", "3000", "--eval-episodes", "10"],
     },
 }
 
