@@ -41,6 +41,11 @@ class TrainConfig:
     agent: DDPGConfig = field(default_factory=DDPGConfig)
     """Agent hyper-parameters (``--agent.gamma``, ``--agent.twin-critics``, ...)."""
 
+    def __post_init__(self) -> None:
+        if self.loop.eval_policy == "average" and self.agent.average_tau is None:
+            raise ValueError("--eval-policy average evaluates the actor's average, which only "
+                             "--agent.average-tau keeps: got --agent.average-tau None")
+
     @classmethod
     def from_record(cls, record: RunRecord) -> TrainConfig:
         """The (resolved) config of a run directory's record."""

@@ -55,6 +55,11 @@ class DDPGConfig:
     """Discount factor."""
     tau: float = 0.005
     """Polyak averaging rate of the target networks."""
+    average_tau: float | None = None
+    """Polyak rate of a second average of the actor, kept for evaluation only
+    (``--eval-policy average``): ``average <- average_tau * actor + (1 - average_tau) *
+    average`` after every actor update, an average over about ``1 / average_tau`` updates.
+    It trains nothing and draws from no generator. None: not kept."""
     actor_lr: float = 1e-3
     """Adam learning rate of the actor (encoder included unless ``encoder_lr`` is set)."""
     critic_lr: float = 1e-3
@@ -148,6 +153,8 @@ class DDPGConfig:
         check("squash_grad", self.squash_grad in ("tanh", "inverting"), "'tanh' or 'inverting'")
         check("gamma", finite(self.gamma) and 0 <= self.gamma <= 1, "in [0, 1]")
         check("tau", finite(self.tau) and 0 < self.tau <= 1, "in (0, 1]")
+        check("average_tau", self.average_tau is None or finite(self.average_tau)
+              and 0 < self.average_tau <= 1, "None (not kept) or a number in (0, 1]")
         check("final_init", self.final_init is None or finite(self.final_init)
               and self.final_init > 0, "None (PyTorch's default) or a finite number > 0")
         check("policy_delay", isinstance(self.policy_delay, int) and self.policy_delay >= 1,
@@ -248,6 +255,9 @@ class DDPG(nn.Module):
         targets = copy.deepcopy(nn.ModuleDict({"actor": self.actor, "critics": self.critics}))
         self.actor_target = targets["actor"].requires_grad_(False)
         self.critic_targets = targets["critics"].requires_grad_(False)
+        # the evaluation-only average of the actor (its own copy of a shared encoder)
+        self.actor_average = None if cfg.average_tau is None else \
+            copy.deepcopy(self.actor).requires_grad_(False)
         self.amp = MixedPrecision(precision or PrecisionConfig())
         # Fused Adam: one kernel per parameter (faster than foreach on the CPU too), and with
         # fp16 it takes the scaler's inf flag on the device (no host sync to skip a step).
@@ -274,6 +284,8 @@ class DDPG(nn.Module):
         self._online_params = list(
             nn.ModuleDict({"actor": self.actor, "critics": self.critics}).parameters())
         self._target_params = list(targets.parameters())
+        self._average_pairs = None if self.actor_average is None else (
+            list(self.actor_average.parameters()), list(self.actor.parameters()))
         self.noise_gen: torch.Generator | None = None  # TD3 target smoothing draws from it
         self.num_updates = 0
         # running means of the critics' and the actor's clipped gradient norms (spike_clip);
@@ -320,18 +332,25 @@ class DDPG(nn.Module):
                 c.encoder.step(x, s)[1] for c, s in zip(self.critics, state.critics))
         return action, AgentState(actor_state, critic_states)
 
-    def policy(self, which: str = "actor") -> DDPG | TargetActorPolicy:
+    def policy(self, which: str = "actor") -> DDPG | ActorCopyPolicy:
         """The deterministic policy named by ``LoopConfig.eval_policy``: ``"actor"`` (this
-        agent) or ``"target"`` (:class:`TargetActorPolicy`).
+        agent), ``"target"`` (the target actor) or ``"average"`` (the evaluation average of
+        ``DDPGConfig.average_tau``), the last two as an :class:`ActorCopyPolicy`.
 
         Raises:
-            ValueError: ``which`` is neither.
+            ValueError: ``which`` is none of them, or ``"average"`` without an average kept.
         """
         if which == "actor":
             return self
         if which == "target":
-            return TargetActorPolicy(self)
-        raise ValueError(f"the evaluated policy must be 'actor' or 'target', got {which!r}")
+            return ActorCopyPolicy(self, self.actor_target)
+        if which == "average":
+            if self.actor_average is None:
+                raise ValueError("--eval-policy average evaluates the actor's average, which "
+                                 "only --agent.average-tau keeps: got --agent.average-tau None")
+            return ActorCopyPolicy(self, self.actor_average)
+        raise ValueError(f"the evaluated policy must be 'actor', 'target' or 'average', got "
+                         f"{which!r}")
 
     # ----------------------------------------------------------------------------- learning
     def _critic_losses(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, CriticEncoding]:
@@ -411,6 +430,8 @@ class DDPG(nn.Module):
             anorm = self._clip(self._actor_params, 1)
             amp.step(self.actor_opt)
             polyak_update(self._target_params, self._online_params, self.cfg.tau)
+            if self._average_pairs is not None:
+                polyak_update(*self._average_pairs, self.cfg.average_tau)
             metrics["actor_loss"] = aloss.detach().clone() if compiled else aloss.detach()
             metrics["actor_grad_norm"] = anorm.detach()
             metrics.update(saturation(pre.detach(), m))
@@ -448,7 +469,9 @@ class DDPG(nn.Module):
     # ----------------------------------------------------------------------------- saving
     def checkpoint_state(self) -> dict[str, dict]:
         """State dicts of every network and optimizer (a dict of state dicts)."""
-        return {
+        average = {} if self.actor_average is None else {
+            "actor_average": self.actor_average.state_dict()}
+        return {**average,
             "actor": self.actor.state_dict(),
             "critics": self.critics.state_dict(),
             "actor_target": self.actor_target.state_dict(),
@@ -467,6 +490,11 @@ class DDPG(nn.Module):
         self.critics.load_state_dict(state["critics"])
         self.actor_target.load_state_dict(state["actor_target"])
         self.critic_targets.load_state_dict(state["critic_targets"])
+        if self.actor_average is not None:
+            if "actor_average" not in state:
+                raise ValueError("this agent keeps an average of the actor (--agent.average-tau "
+                                 f"{self.cfg.average_tau}) but the checkpoint has none")
+            self.actor_average.load_state_dict(state["actor_average"])
         load_optimizer_state(self.actor_opt, state["actor_opt"])
         load_optimizer_state(self.critic_opt, state["critic_opt"])
         self.num_updates = int(state["counters"]["num_updates"])
@@ -490,30 +518,33 @@ class DDPG(nn.Module):
                    DDPGConfig(**agent), precision, compile)
 
 
-class TargetActorPolicy:
-    """A DDPG agent's target actor as a policy to evaluate.
+class ActorCopyPolicy:
+    """An average of a DDPG agent's actor as a policy to evaluate: the target actor or the
+    evaluation average (``DDPGConfig.average_tau``).
 
-    The target actor is the Polyak average of the actor's recent weights
-    (``target <- tau * actor + (1 - tau) * target`` after every update, an average over about
-    1/tau updates), trained for the critic's targets. Evaluated instead of the actor, it reads
-    the same policy with the noise of the last few hundred updates averaged out. It acts as
-    :meth:`DDPG.act` does, with the target actor's encoder and its own recurrent state; it
-    follows the agent's target weights as they are updated.
+    Both are Polyak averages of the actor's recent weights (``copy <- tau * actor + (1 - tau)
+    * copy`` after every actor update, an average over about 1/tau updates). Evaluated instead
+    of the actor, such a copy reads the same policy with the noise of its last updates averaged
+    out. It acts as :meth:`DDPG.act` does, with the copy's encoder and its own recurrent state,
+    and follows the copy's weights as they are updated.
+
+    Args:
+        agent: the agent (its input settings).
+        actor: the copy that acts (``agent.actor_target`` or ``agent.actor_average``).
     """
 
-    def __init__(self, agent: DDPG) -> None:
-        self.agent = agent
+    def __init__(self, agent: DDPG, actor: Actor) -> None:
+        self.agent, self.actor = agent, actor
 
     def initial_state(self, batch_size: int) -> State:
-        return self.agent.actor_target.encoder.initial_state(
-            batch_size, self.agent.actor_target.scale.device)
+        return self.actor.encoder.initial_state(batch_size, self.actor.scale.device)
 
     @torch.no_grad()
     def act(self, obs: Tensor, state: State, prev_action: Tensor | None = None,
             prev_reward: Tensor | None = None) -> tuple[Tensor, State]:
         """Actions ``(N, act_dim)`` for one step of N environments, and the new state."""
         x = self.agent.cfg.actor_inputs(obs, prev_action, prev_reward)
-        return self.agent.actor_target.step(x, state)
+        return self.actor.step(x, state)
 
 
-__all__ = ["DDPG", "AgentState", "DDPGConfig", "TargetActorPolicy", "build_networks"]
+__all__ = ["DDPG", "ActorCopyPolicy", "AgentState", "DDPGConfig", "build_networks"]

@@ -3,14 +3,15 @@
 Loads ``RUN_DIR/checkpoint.pt`` (``weights_only=True``), rebuilds the agent from the run's
 ``config.json`` (:class:`rlkit.rundir.RunRecord`), runs the deterministic policy in step mode
 with the recurrent state carried, and prints return statistics. The policy is the one the run
-evaluated (its ``--eval-policy``) unless ``--policy actor`` or ``--policy target`` names it;
+evaluated (its ``--eval-policy``) unless ``--policy actor``, ``target`` or ``average`` names
+it (``average`` needs a run that kept one: ``--agent.average-tau``);
 ``--own-episodes`` runs the run's own evaluation episodes (those its evaluations logged).
 ``--video`` records MP4s through Gymnasium's ``RecordVideo`` (needs ``moviepy``; MuJoCo tasks
 render headless with ``MUJOCO_GL=egl`` or ``osmesa``).
 
-Exit codes: 0 done; 2 a missing or damaged run directory (``config.json``, checkpoint) or no
-renderer; 3 a file-system error; 4 the environment raised an exception (its traceback is
-printed after the one-line message).
+Exit codes: 0 done; 2 a missing or damaged run directory (``config.json``, checkpoint), no
+renderer, or ``--policy average`` for a run without an average; 3 a file-system error; 4 the
+environment raised an exception (its traceback is printed after the one-line message).
 """
 
 from __future__ import annotations
@@ -41,13 +42,17 @@ def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
                  ) -> tuple[dict[str, float], RunRecord]:
     """A run's final policy (its checkpoint) on episodes ``seed .. seed + episodes - 1``:
     the statistics of :func:`rlkit.evaluate.evaluate` and the run's record. ``policy``:
-    ``actor`` or ``target`` (default: the run's ``--eval-policy``)."""
+    ``actor``, ``target`` or ``average`` (default: the run's ``--eval-policy``).
+
+    Raises:
+        ValueError: ``average`` for a run that kept no average of its actor."""
     agent, record = load_agent(run_dir, device)
     which = record.loop.eval_policy if policy is None else policy
+    chosen = agent.policy(which)  # refuses before an env is made
     env = GuardedEnv(make_eval_env(record.env.gym_id, video_dir, env_modules(record.env)),
                      "evaluation")
     try:
-        return evaluate(agent.policy(which), env, episodes, torch.device(device), seed), record
+        return evaluate(chosen, env, episodes, torch.device(device), seed), record
     finally:
         env.close()
 
@@ -64,7 +69,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--video", action="store_true", help="write MP4s to RUN_DIR/videos")
     p.add_argument("--device", default="cpu")
     p.add_argument("--policy", choices=EVAL_POLICIES, default=None,
-                   help="the actor or the target actor (default: the run's --eval-policy)")
+                   help="the actor, the target actor or the actor's average (--agent.average-tau) "
+                        "(default: the run's --eval-policy)")
     a = p.parse_args(argv)
     if a.own_episodes:
         if a.episodes is not None or a.seed is not None:
@@ -95,7 +101,7 @@ def run(argv: list[str] | None = None) -> int:
     except EnvError as e:
         print(f"error: {e}\nthe env's traceback:\n{e.env_traceback.rstrip()}", file=sys.stderr)
         return 4
-    except (RenderError, RunDirError, CheckpointError, FileNotFoundError) as e:
+    except (RenderError, RunDirError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -27,7 +27,7 @@ from rlkit.fields import FLAG_NAMES, replace_fields
 from rlkit.precision import Precision, check_precision
 
 StateMode = Literal["zero", "stored", "prefix"]
-EVAL_POLICIES = ("actor", "target")
+EVAL_POLICIES = ("actor", "target", "average")
 """The policies an evaluation can run (``LoopConfig.eval_policy``)."""
 WindowStart = Literal["any", "episode"]
 STORED_BURN_IN = 16  # default burn-in of stored-state windows (episodes over --max-window)
@@ -380,11 +380,13 @@ class LoopConfig:
     """Evaluate the deterministic policy every this many env steps (0: only at the end)."""
     eval_episodes: int = 5
     """Episodes per evaluation."""
-    eval_policy: Literal["actor", "target"] = "actor"
-    """The policy evaluations run and log: ``actor``, the one trained and acting, or ``target``,
+    eval_policy: Literal["actor", "target", "average"] = "actor"
+    """The policy evaluations run and log: ``actor``, the one trained and acting, ``target``,
     the target actor (the Polyak average of the actor's recent weights, over about 1/tau
-    updates). Exploration always acts with the actor; evaluating draws from no training
-    generator, so the choice changes what is logged, not what is trained."""
+    updates), or ``average``, a second such average kept for evaluation at its own rate
+    (``--agent.average-tau``, which it needs). Exploration always acts with the actor;
+    evaluating draws from no training generator, so the choice changes what is logged, not
+    what is trained."""
     log_every: int = 1_000
     """Write training metrics every this many env steps."""
     checkpoint_every: int = 0
@@ -405,7 +407,8 @@ class LoopConfig:
         _finite(self.updates_per_step, "--updates-per-step", 0.0, low_open=True)
         _finite(self.checkpoint_minutes, "--checkpoint-minutes", 0.0)
         if self.eval_policy not in EVAL_POLICIES:
-            raise ValueError(f"--eval-policy must be actor or target, got {self.eval_policy!r}")
+            raise ValueError(f"--eval-policy must be actor, target or average, got "
+                             f"{self.eval_policy!r}")
         if self.updates_per_step > 1000:
             raise ValueError(f"--updates-per-step must be at most 1000, got "
                              f"{self.updates_per_step}")

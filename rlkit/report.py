@@ -291,7 +291,7 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         plots[env] = plot_env(env, groups[env], metric, png, seed, n_resamples)
     final = "last value" if last_k == 1 else f"mean of the last {last_k} values"
     policies = sorted({r.eval_policy for r in runs})
-    names = {"actor": "actor", "target": "target actor"}
+    names = {"actor": "actor", "target": "target actor", "average": "actor's average"}
     if len(policies) > 1:
         counts = ", ".join(f"{sum(r.eval_policy == p for r in runs)} the {names[p]}"
                            for p in policies)

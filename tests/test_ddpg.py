@@ -635,14 +635,17 @@ def test_obs_shortcut_refuses_an_observation_wider_than_the_input():
             ObsShortcut(gru, bad)
 
 
-def test_target_policy_acts_with_the_target_actor_and_follows_its_updates():
+@pytest.mark.parametrize("which", ["target", "average"])
+def test_copy_policies_act_with_their_copy_and_follow_its_updates(which):
     torch.manual_seed(0)
-    agent = DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=16), DDPGConfig(head_hidden=(32,)))
-    with torch.no_grad():  # the actor moves away from its target
+    agent = DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=16),
+                 DDPGConfig(head_hidden=(32,), average_tau=0.1))
+    copy_of = {"target": agent.actor_target, "average": agent.actor_average}[which]
+    with torch.no_grad():  # the actor moves away from its copies
         for p in agent.actor.parameters():
             p.add_(0.3 * torch.randn_like(p))
     assert agent.policy("actor") is agent
-    target = agent.policy("target")
+    policy = agent.policy(which)
     g = torch.Generator().manual_seed(1)
     obs, prev_a, prev_r = (torch.randn(6, 2, 3, generator=g), torch.rand(6, 2, 2, generator=g),
                            torch.randn(6, 2, generator=g))
@@ -654,14 +657,67 @@ def test_target_policy_acts_with_the_target_actor_and_follows_its_updates():
             out.append(a)
         return torch.stack(out)
 
-    def with_target_as_actor() -> DDPG:
+    def with_copy_as_actor() -> DDPG:
         ref = copy.deepcopy(agent)
-        ref.actor.load_state_dict(agent.actor_target.state_dict())
+        ref.actor.load_state_dict(copy_of.state_dict())
         return ref
 
-    torch.testing.assert_close(actions(target), actions(with_target_as_actor()), rtol=0, atol=0)
-    assert (actions(target) - actions(agent)).abs().max() > 1e-3  # not the actor's actions
-    polyak_update(list(agent.actor_target.parameters()), list(agent.actor.parameters()), 0.5)
-    torch.testing.assert_close(actions(target), actions(with_target_as_actor()), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="must be 'actor' or 'target', got 'best'"):
+    torch.testing.assert_close(actions(policy), actions(with_copy_as_actor()), rtol=0, atol=0)
+    assert (actions(policy) - actions(agent)).abs().max() > 1e-3  # not the actor's actions
+    polyak_update(list(copy_of.parameters()), list(agent.actor.parameters()), 0.5)
+    torch.testing.assert_close(actions(policy), actions(with_copy_as_actor()), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="must be 'actor', 'target' or 'average', got 'best'"):
         agent.policy("best")
+
+
+def test_actor_average_moves_at_its_own_rate_and_changes_no_training():
+    plain, averaged = _seq_agent(), _seq_agent(average_tau=0.2)
+    assert plain.actor_average is None
+    start = copy.deepcopy(averaged.actor.state_dict())
+    assert all(torch.equal(v, averaged.actor_average.state_dict()[k]) for k, v in start.items())
+    assert not any(p.requires_grad for p in averaged.actor_average.parameters())
+    seq = _seq_batch(plain)
+    for _ in range(3):
+        expected = {k: v.clone() for k, v in averaged.actor_average.state_dict().items()}
+        m_plain, m_avg = plain.update(seq), averaged.update(seq)
+        actor = averaged.actor.state_dict()
+        for k, v in averaged.actor_average.state_dict().items():  # 0.8 * old + 0.2 * actor
+            if v.is_floating_point() and k.split(".")[-1] not in ("scale", "center"):
+                torch.testing.assert_close(v, 0.8 * expected[k] + 0.2 * actor[k])
+        assert m_plain.keys() == m_avg.keys()
+        assert all(torch.equal(m_plain[k], m_avg[k]) for k in m_plain)
+    # the same training draw for draw: every trained weight and target is equal
+    for name in ("actor", "critics", "actor_target", "critic_targets"):
+        a, b = getattr(plain, name).state_dict(), getattr(averaged, name).state_dict()
+        assert all(torch.equal(v, b[k]) for k, v in a.items())
+    moved = sum((v - start[k]).abs().sum() for k, v in averaged.actor_average.state_dict().items())
+    assert moved > 0
+    with pytest.raises(ValueError, match=r"--eval-policy average evaluates the actor's average, "
+                                         r"which only --agent.average-tau keeps"):
+        plain.policy("average")
+
+
+def test_actor_average_is_saved_and_resumes_exactly():
+    agent = _seq_agent(average_tau=0.3)
+    seq = _seq_batch(agent)
+    agent.update(seq)
+    saved = copy.deepcopy(agent.checkpoint_state())
+    assert "actor_average" in saved and "actor_average" not in _seq_agent().checkpoint_state()
+    resumed = _seq_agent(average_tau=0.3)
+    resumed.load_checkpoint_state(saved)
+    for _ in range(2):
+        agent.update(seq)
+        resumed.update(seq)
+    for k, v in agent.actor_average.state_dict().items():
+        torch.testing.assert_close(v, resumed.actor_average.state_dict()[k], rtol=0, atol=0)
+    old = {k: v for k, v in saved.items() if k != "actor_average"}
+    with pytest.raises(ValueError, match=r"keeps an average of the actor \(--agent.average-tau "
+                                         r"0.3\) but the checkpoint has none"):
+        _seq_agent(average_tau=0.3).load_checkpoint_state(old)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1, 1.5, float("nan"), True])
+def test_average_tau_out_of_range_is_refused(value):
+    with pytest.raises(ValueError, match=rf"--agent.average-tau must be None \(not kept\) or a "
+                                         rf"number in \(0, 1\], got {value!r}"):
+        DDPGConfig(average_tau=value)

@@ -14,6 +14,7 @@ import pytest
 
 from agents import cli, train
 from agents.evaluate import main as evaluate_main
+from agents.evaluate import run as evaluate_run
 from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.config import replace_fields
 from rlkit.evaluate import RenderError, make_eval_env
@@ -130,8 +131,32 @@ def test_eval_policy_target_logs_and_evaluates_the_target_actor(tmp_path, capsys
     with pytest.raises(SystemExit):
         evaluate_main([str(run), "--own-episodes", "--seed", "1"])
     assert "give neither --episodes nor --seed with it" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--eval-policy must be actor or target, got 'best'"):
+    with pytest.raises(ValueError, match="--eval-policy must be actor, target or average, got "
+                                         "'best'"):
         replace_fields(TINY, eval_policy="best")
+    # this run kept no average of its actor
+    assert evaluate_run([str(run), "--own-episodes", "--policy", "average"]) == 2
+    assert "only --agent.average-tau keeps" in capsys.readouterr().err
+
+
+def test_eval_policy_average_logs_and_evaluates_the_actors_average(tmp_path, capsys):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="--eval-policy average evaluates the actor's average, "
+                                         "which only --agent.average-tau keeps"):
+        replace_fields(TINY, eval_policy="average")
+    cfg = replace_fields(TINY, backbone="gru", run_dir=str(run), eval_episodes=2,
+                         eval_policy="average", **{"agent.average_tau": 0.05})
+    result = train.main(cfg)
+    assert RunRecord.read(run).agent["average_tau"] == 0.05
+    logged = [r for r in read_metrics(run) if "eval_return_mean" in r][-1]
+    assert logged["eval_return_mean"] == result["eval_return_mean"]
+    own = evaluate_main([str(run), "--own-episodes"])
+    assert own["eval_return_mean"] == pytest.approx(logged["eval_return_mean"], rel=1e-6)
+    assert "(average)" in capsys.readouterr().out
+    assert evaluate_main([str(run), "--own-episodes", "--policy", "average"]) == own
+    for other in ("actor", "target"):
+        got = evaluate_main([str(run), "--own-episodes", "--policy", other])
+        assert got["eval_return_mean"] != own["eval_return_mean"]
 
 
 def test_video_without_renderer_is_a_clear_error():
