@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import tyro
 
-from agents.ddpg import DDPGConfig
+from agents.ddpg import NO_AVERAGE, DDPGConfig
 from rlkit.config import (
     EnvConfig,
     GridConfig,
@@ -43,8 +43,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.loop.eval_policy == "average" and self.agent.average_tau is None:
-            raise ValueError("--eval-policy average evaluates the actor's average, which only "
-                             "--agent.average-tau keeps: got --agent.average-tau None")
+            raise ValueError(NO_AVERAGE)
 
     @classmethod
     def from_record(cls, record: RunRecord) -> TrainConfig:

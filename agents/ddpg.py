@@ -46,6 +46,10 @@ from rlkit.losses import grad_norm, polyak_update
 from rlkit.precision import MixedPrecision, PrecisionConfig
 from rlkit.rundir import RunRecord
 
+NO_AVERAGE = ("--eval-policy average evaluates the actor's average, which only "
+              "--agent.average-tau keeps: got --agent.average-tau None")
+"""The refusal of ``average`` as the evaluated policy of an agent that keeps no average."""
+
 
 @dataclass(frozen=True)
 class DDPGConfig:
@@ -346,8 +350,7 @@ class DDPG(nn.Module):
             return ActorCopyPolicy(self, self.actor_target)
         if which == "average":
             if self.actor_average is None:
-                raise ValueError("--eval-policy average evaluates the actor's average, which "
-                                 "only --agent.average-tau keeps: got --agent.average-tau None")
+                raise ValueError(NO_AVERAGE)
             return ActorCopyPolicy(self, self.actor_average)
         raise ValueError(f"the evaluated policy must be 'actor', 'target' or 'average', got "
                          f"{which!r}")
@@ -547,4 +550,5 @@ class ActorCopyPolicy:
         return self.actor.step(x, state)
 
 
-__all__ = ["DDPG", "ActorCopyPolicy", "AgentState", "DDPGConfig", "build_networks"]
+__all__ = ["DDPG", "NO_AVERAGE", "ActorCopyPolicy", "AgentState", "DDPGConfig",
+           "build_networks"]

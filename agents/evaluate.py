@@ -45,10 +45,13 @@ def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
     ``actor``, ``target`` or ``average`` (default: the run's ``--eval-policy``).
 
     Raises:
-        ValueError: ``average`` for a run that kept no average of its actor."""
+        RunDirError: ``average`` for a run that kept no average of its actor."""
     agent, record = load_agent(run_dir, device)
     which = record.loop.eval_policy if policy is None else policy
-    chosen = agent.policy(which)  # refuses before an env is made
+    try:  # refused before an env is made
+        chosen = agent.policy(which)
+    except ValueError as e:
+        raise RunDirError(f"{run_dir}: {e}") from e
     env = GuardedEnv(make_eval_env(record.env.gym_id, video_dir, env_modules(record.env)),
                      "evaluation")
     try:
@@ -101,7 +104,7 @@ def run(argv: list[str] | None = None) -> int:
     except EnvError as e:
         print(f"error: {e}\nthe env's traceback:\n{e.env_traceback.rstrip()}", file=sys.stderr)
         return 4
-    except (RenderError, RunDirError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (RenderError, RunDirError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
