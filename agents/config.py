@@ -48,10 +48,8 @@ class TrainConfig:
     @classmethod
     def from_record(cls, record: RunRecord) -> TrainConfig:
         """The (resolved) config of a run directory's record."""
-        agent = dict(record.agent)
-        agent["head_hidden"] = tuple(agent["head_hidden"])
         sections = {name: getattr(record, name) for name in SECTIONS}
-        return cls(**sections, agent=DDPGConfig(**agent))
+        return cls(**sections, agent=DDPGConfig.from_json(record.agent))
 
     def to_json(self) -> dict[str, Any]:
         """Every section as plain JSON data (tuples as lists); :meth:`from_json` reads it."""
@@ -72,9 +70,7 @@ class TrainConfig:
                               f"got {got}")
         try:
             sections = {name: section(**data[name]) for name, section in SECTIONS.items()}
-            agent = dict(data["agent"])
-            agent["head_hidden"] = tuple(agent["head_hidden"])
-            return cls(**sections, agent=DDPGConfig(**agent))
+            return cls(**sections, agent=DDPGConfig.from_json(dict(data["agent"])))
         except (TypeError, ValueError, KeyError) as e:
             raise RunDirError(f"{where}: {e}") from e
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +37,15 @@ from agents.losses import (
     saturation,
     td_target,
 )
-from agents.networks import Actor, AgentState, Critic, EncoderInputs, ObsShortcut, action_bounds
+from agents.networks import (
+    Actor,
+    AgentState,
+    Critic,
+    EncoderInputs,
+    InputEmbed,
+    ObsShortcut,
+    action_bounds,
+)
 from rlkit.backbones import Backbone, BackboneConfig, State, backbone_config, make_backbone
 from rlkit.buffers import SequenceBatch
 from rlkit.checkpoint import load_optimizer_state
@@ -103,6 +111,10 @@ class DDPGConfig:
     head_obs: bool = False
     """The heads also see the current observation beside the encoder's output, ``[h_t, o_t]``
     (pomdp-baselines' shortcut; :class:`agents.networks.ObsShortcut`)."""
+    input_embed: tuple[int, ...] = ()
+    """Widths ``(observation, action, reward)`` of separate ``Linear -> ReLU`` embedders of the
+    encoders' inputs before the backbone (pomdp-baselines' 32, 8, 8;
+    :class:`agents.networks.InputEmbed`); empty: the backbone takes the inputs as they are."""
     twin_critics: bool = False
     """TD3: two critics, the target takes their minimum."""
     target_noise: float = 0.0
@@ -174,6 +186,9 @@ class DDPGConfig:
         check("head_hidden", len(self.head_hidden) > 0 and all(
             isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.head_hidden),
               "one or more positive integers")
+        check("input_embed", self.input_embed == () or len(self.input_embed) == 3 and all(
+            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in self.input_embed),
+              "empty (off) or three positive integers (observation, action, reward)")
         if self.shared_encoder and (self.actor_prev_action, self.actor_prev_reward) != \
                 (self.critic_prev_action, self.critic_prev_reward):
             raise ValueError(
@@ -181,6 +196,30 @@ class DDPGConfig:
                 f"actor_prev_action={self.actor_prev_action}, actor_prev_reward="
                 f"{self.actor_prev_reward}, critic_prev_action={self.critic_prev_action}, "
                 f"critic_prev_reward={self.critic_prev_reward}")
+
+    @classmethod
+    def from_json(cls, data: dict) -> DDPGConfig:
+        """The config from its JSON form (``dataclasses.asdict``, tuples as lists)."""
+        return cls(**{**data, "head_hidden": tuple(data["head_hidden"]),
+                      "input_embed": tuple(data.get("input_embed", ()))})
+
+    def check_embed_inputs(self) -> None:
+        """Refuse :attr:`input_embed` widths for an input that no encoder sees (they would not
+        be used). Checked once the encoders' inputs are resolved (``agents.train.resolve``).
+
+        Raises:
+            ValueError: naming the widths and the unseen input(s).
+        """
+        if not self.input_embed:
+            return
+        seen = {"action": self.actor_prev_action or self.critic_prev_action,
+                "reward": self.actor_prev_reward or self.critic_prev_reward}
+        if unused := [k for k, v in seen.items() if not v]:
+            raise ValueError(f"--agent.input-embed {' '.join(map(str, self.input_embed))}: no "
+                             f"encoder sees the previous {' or '.join(unused)}, so its width "
+                             f"would not be used; expected encoders that see them (memory "
+                             f"backbones see the previous action; --prev-reward adds the "
+                             f"reward)")
 
     @property
     def actor_inputs(self) -> EncoderInputs:
@@ -196,18 +235,23 @@ def build_networks(obs_dim: int, action_low: Tensor, action_high: Tensor, backbo
                    ) -> tuple[Actor, nn.ModuleList]:
     """The actor and the critic(s), each with its own encoder (or one shared encoder)."""
     a = action_low.numel()
-    actor_in = cfg.actor_inputs.width(obs_dim, a)
-    critic_in = cfg.critic_inputs.width(obs_dim, a)
     n_critics = 2 if cfg.twin_critics else 1
+    cfg.check_embed_inputs()
 
-    def encoder(d_in: int) -> Backbone | ObsShortcut:
-        net = make_backbone(backbone, d_in, backbone_cfg)
+    def encoder(inputs: EncoderInputs) -> Backbone | InputEmbed | ObsShortcut:
+        if cfg.input_embed:
+            widths = cast(tuple[int, int, int], cfg.input_embed)
+            net = InputEmbed(make_backbone(backbone, InputEmbed.width(inputs, widths),
+                                           backbone_cfg), obs_dim, a, inputs, widths)
+        else:
+            net = make_backbone(backbone, inputs.width(obs_dim, a), backbone_cfg)
         return ObsShortcut(net, obs_dim) if cfg.head_obs else net
 
     if cfg.shared_encoder:
-        encoders = [encoder(actor_in)] * (1 + n_critics)
+        encoders = [encoder(cfg.actor_inputs)] * (1 + n_critics)
     else:
-        encoders = [encoder(actor_in)] + [encoder(critic_in) for _ in range(n_critics)]
+        encoders = [encoder(cfg.actor_inputs)] + [encoder(cfg.critic_inputs)
+                                                  for _ in range(n_critics)]
     actor = Actor(encoders[0], action_low, action_high, cfg.head_hidden)
     critics = nn.ModuleList(Critic(enc, a, cfg.head_hidden) for enc in encoders[1:])
     if cfg.final_init is not None:  # drawn after every default init, so None changes nothing
@@ -511,14 +555,12 @@ class DDPG(nn.Module):
     def from_record(cls, record: RunRecord, precision: PrecisionConfig | None = None,
                     compile: bool = False) -> DDPG:
         """The (untrained) agent a run directory's record describes."""
-        agent = dict(record.agent)
-        agent["head_hidden"] = tuple(agent["head_hidden"])
         m = record.model
         return cls(record.obs_dim, torch.tensor(record.action_low),
                    torch.tensor(record.action_high), m.backbone,
                    backbone_config(m.backbone, m.d_model, m.n_layers, m.grad_checkpoint,
-                                   m.context, m.branch_init, m.chrono),
-                   DDPGConfig(**agent), precision, compile)
+                                   m.context, m.branch_init, m.chrono, m.rnn_init),
+                   DDPGConfig.from_json(record.agent), precision, compile)
 
 
 class ActorCopyPolicy:

@@ -79,7 +79,7 @@ class ObsShortcut(nn.Module):
         obs_dim: width of the observation at the start of the encoder's input.
     """
 
-    def __init__(self, backbone: Backbone, obs_dim: int) -> None:
+    def __init__(self, backbone: Backbone | InputEmbed, obs_dim: int) -> None:
         super().__init__()
         if not 0 < obs_dim <= backbone.d_in:
             raise ValueError(f"obs_dim must be in [1, {backbone.d_in}] (the encoder's input "
@@ -100,6 +100,61 @@ class ObsShortcut(nn.Module):
         """``x`` ``(B, D_in)`` -> ``([h, o]`` ``(B, H + obs_dim)``, state)."""
         h, state = self.backbone.step(x, state)
         return self._join(h, x), state
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        return self.backbone.initial_state(batch_size, device)
+
+    def reset_state(self, state: State, done_mask: Tensor) -> State:
+        return self.backbone.reset_state(state, done_mask)
+
+
+class InputEmbed(nn.Module):
+    """Separate ``Linear -> ReLU`` embedders for the observation, the previous action and the
+    previous reward, concatenated and fed to the backbone (pomdp-baselines' recurrent actor and
+    critic). Each step is embedded on its own, so ``step`` and ``forward`` keep the backbone's
+    contract; state is the backbone's.
+
+    Args:
+        backbone: the sequence encoder, built for inputs of width :meth:`width`.
+        obs_dim: observation width (the input starts with it).
+        action_dim: action width.
+        inputs: which of the previous action and reward follow the observation.
+        widths: embedding widths ``(observation, action, reward)``; those of inputs the encoder
+            does not see are not used.
+    """
+
+    def __init__(self, backbone: Backbone, obs_dim: int, action_dim: int, inputs: EncoderInputs,
+                 widths: tuple[int, int, int]) -> None:
+        super().__init__()
+        if backbone.d_in != self.width(inputs, widths):
+            raise ValueError(f"the backbone takes inputs of width {backbone.d_in}, but the "
+                             f"embeddings {widths} with {inputs} give "
+                             f"{self.width(inputs, widths)}")
+        parts = [(obs_dim, widths[0])] + [(action_dim, widths[1])] * inputs.prev_action \
+            + [(1, widths[2])] * inputs.prev_reward
+        self.splits = [d for d, _ in parts]
+        self.embeds = nn.ModuleList(nn.Linear(d, w) for d, w in parts)
+        self.backbone = backbone
+        self.d_in, self.d_out = sum(self.splits), backbone.d_out
+        self.has_memory = backbone.has_memory
+
+    @staticmethod
+    def width(inputs: EncoderInputs, widths: tuple[int, int, int]) -> int:
+        """The backbone's input width: the sum of the used embeddings' widths."""
+        return widths[0] + widths[1] * inputs.prev_action + widths[2] * inputs.prev_reward
+
+    def embed(self, x: Tensor) -> Tensor:
+        """``x`` ``(..., D_in)`` -> ``(..., sum of widths)``, each part through its embedder."""
+        parts = torch.split(x, self.splits, dim=-1)
+        return torch.cat([F.relu(e(p)) for e, p in zip(self.embeds, parts, strict=True)], -1)
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """``x`` ``(B, T, D_in)`` -> ``(B, T, D_out)``, state."""
+        return self.backbone(self.embed(x), state)
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """``x`` ``(B, D_in)`` -> ``(B, D_out)``, state."""
+        return self.backbone.step(self.embed(x), state)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         return self.backbone.initial_state(batch_size, device)
@@ -225,4 +280,5 @@ def action_bounds(low: object, high: object) -> tuple[Tensor, Tensor]:
     return low, high
 
 
-__all__ = ["Actor", "AgentState", "Critic", "EncoderInputs", "action_bounds", "mlp"]
+__all__ = ["Actor", "AgentState", "Critic", "EncoderInputs", "InputEmbed", "ObsShortcut",
+           "action_bounds", "mlp"]

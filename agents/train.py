@@ -95,6 +95,7 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
                          "memory backbone)")
     else:
         agent = a
+    agent.check_embed_inputs()
     return dataclasses.replace(cfg, replay=replay, agent=agent)
 
 
@@ -188,7 +189,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         action_high=torch.as_tensor(env.action_space.high),
         backbone=m.backbone,
         backbone_cfg=backbone_config(m.backbone, m.d_model, m.n_layers, m.grad_checkpoint,
-                                     m.context, m.branch_init, m.chrono),
+                                     m.context, m.branch_init, m.chrono, m.rnn_init),
         cfg=cfg.agent,
         precision=PrecisionConfig(m.precision),
         compile=m.compile == "on",

@@ -272,6 +272,9 @@ class ModelConfig:
     chrono: int = 0
     """LSTM and GRU only: chrono initialisation of their gate biases for memories of up to this
     many steps (Tallec & Ollivier, 2018; ``rlkit.backbones.rnn``); 0 keeps torch's default."""
+    rnn_init: Literal["torch", "orthogonal"] = "torch"
+    """RNN, LSTM and GRU only: their recurrent weights at torch's default, or orthogonal with
+    zero biases (pomdp-baselines' recurrent agents; ``rlkit.backbones.rnn``)."""
     grad_checkpoint: bool = False
     """Gradient checkpointing in the backbones."""
     prev_action: bool | None = None
@@ -296,6 +299,8 @@ class ModelConfig:
                              f"{', '.join(BACKBONE_NAMES)}")
         _positive(self, "d_model", "n_layers", "context")
         check_chrono(self.chrono, "--chrono")
+        if self.rnn_init not in ("torch", "orthogonal"):
+            raise ValueError(f"--rnn-init must be torch or orthogonal, got {self.rnn_init!r}")
         _finite(self.branch_init, "--branch-init", 0.0)
         check_precision(self.precision, "--precision")
         if isinstance(self.compile, bool):  # config.json before auto recorded a bool

@@ -41,15 +41,17 @@ def backbone_config_class(name: str) -> type[BackboneConfig]:
 
 def backbone_config(name: str, d_model: int, n_layers: int, grad_checkpoint: bool = False,
                     context: int | None = None, branch_init: float | None = None,
-                    chrono: int | None = None) -> BackboneConfig:
+                    chrono: int | None = None, rnn_init: str | None = None) -> BackboneConfig:
     """The family's own config from the options ``train.py`` exposes (family defaults for the
     rest). ``context`` (attention window) and ``branch_init`` (residual branches' initial
     scale) are the transformer's, ``chrono`` (gate bias initialisation) the LSTM's and the
-    GRU's; other families ignore them."""
+    GRU's, ``rnn_init`` (``torch`` or ``orthogonal``) the RNN's, LSTM's and GRU's; other
+    families ignore them."""
     cfg_cls = backbone_config_class(name)
     _, _, _, fixed = _REGISTRY[name]
     given = {"transformer": {"context": context, "branch_init": branch_init},
-             "lstm": {"chrono": chrono}, "gru": {"chrono": chrono}}.get(name, {})
+             "rnn": {"init": rnn_init}, "lstm": {"chrono": chrono, "init": rnn_init},
+             "gru": {"chrono": chrono, "init": rnn_init}}.get(name, {})
     extra = {k: v for k, v in given.items() if v is not None}
     return cfg_cls(d_model=d_model, n_layers=n_layers, grad_checkpoint=grad_checkpoint,
                    **fixed, **extra)

@@ -20,6 +20,11 @@ reaches the output with a gradient near 1e-20. Chrono sets ``b_f = log(u)`` (GRU
 ``u`` spread evenly over ``[1, T_max - 1]`` across the ``H`` units (the paper draws ``u`` at
 random; an even spread needs no generator), ``b_i = -b_f`` for the LSTM, and the recurrent
 biases of those gates to 0, so that the units keep their memory over 1 to ``T_max`` steps.
+
+Orthogonal initialisation (``init = "orthogonal"``, as pomdp-baselines' recurrent agents): every
+weight matrix of the recurrent module (input-to-hidden and hidden-to-hidden, each gate's block
+of rows together) is drawn (semi-)orthogonal and every bias of it set to 0; the input projection
+keeps torch's default. Chrono, if asked, sets its gate biases after that.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from torch.utils.checkpoint import checkpoint
 from rlkit.backbones.base import Backbone, BackboneConfig, State
 
 Cell = Literal["rnn", "lstm", "gru"]
+Init = Literal["torch", "orthogonal"]
 _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
@@ -53,12 +59,17 @@ class RNNConfig(BackboneConfig):
     chrono: int = 0
     """Chrono initialisation of the gate biases for memories of up to ``chrono`` steps (see
     the module docstring); 0 keeps torch's default. LSTM and GRU only (the RNN has no gates)."""
+    init: Init = "torch"
+    """Initialisation of the recurrent module: torch's default, or orthogonal weights with zero
+    biases (see the module docstring)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.cell not in _CELLS:
             raise ValueError(f"cell must be one of {', '.join(_CELLS)}, got {self.cell!r}")
         check_chrono(self.chrono, "chrono")
+        if self.init not in ("torch", "orthogonal"):
+            raise ValueError(f"init must be 'torch' or 'orthogonal', got {self.init!r}")
         if self.chrono and self.cell == "rnn":
             raise ValueError(f"chrono initialises gate biases: it needs cell lstm or gru, got "
                              f"cell rnn (with chrono={self.chrono})")
@@ -77,8 +88,20 @@ class RNNBackbone(Backbone):
         self.in_proj = nn.Linear(d_in, cfg.d_model)
         self.rnn = _CELLS[cfg.cell](cfg.d_model, cfg.d_model, cfg.n_layers, batch_first=True)
         self._n_state = 2 if cfg.cell == "lstm" else 1
+        if cfg.init == "orthogonal":
+            self._orthogonal_init()
         if cfg.chrono:
             self._chrono_init(cfg.chrono)
+
+    @torch.no_grad()
+    def _orthogonal_init(self) -> None:
+        """(Semi-)orthogonal weights and zero biases for the recurrent module. Draws from torch's
+        global generator, as every default initialisation of a module does."""
+        for name, p in self.rnn.named_parameters():
+            if name.startswith("weight"):
+                nn.init.orthogonal_(p)
+            else:
+                p.zero_()
 
     @torch.no_grad()
     def _chrono_init(self, t_max: int) -> None:
