@@ -440,6 +440,35 @@ def test_chrono_lets_a_gradient_cross_a_hundred_steps_at_init(cell: str) -> None
     assert reach(build(cell, n_layers=1, d_model=64, chrono=100)) > 1e-4
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_orthogonal_init_draws_orthonormal_recurrent_weights_and_zero_biases(cell: str) -> None:
+    """``init = "orthogonal"``: every weight of the recurrent module has orthonormal columns
+    (``W^T W = I``; each is taller than wide), every bias of it is 0, the input projection is
+    torch's default (same seed); chrono then sets its gate biases on top."""
+    plain, ortho = build(cell), build(cell, init="orthogonal")
+    weights = [n for n, _ in ortho.rnn.named_parameters() if n.startswith("weight")]
+    assert len(weights) == 2 * N_LAYERS
+    for name, p in ortho.rnn.named_parameters():
+        if name.startswith("weight"):
+            torch.testing.assert_close(p.T @ p, torch.eye(p.shape[1]), atol=1e-5, rtol=0)
+            assert not torch.allclose(p.T @ p, plain.rnn.get_parameter(name).T
+                                      @ plain.rnn.get_parameter(name), atol=1e-2)
+        else:
+            assert torch.equal(p, torch.zeros_like(p)), name
+    assert torch.equal(plain.in_proj.weight, ortho.in_proj.weight)
+    if cell != "rnn":
+        both = build(cell, init="orthogonal", chrono=100)
+        H = D_MODEL
+        torch.testing.assert_close(both.rnn.bias_ih_l0[H:2 * H],
+                                   torch.log(torch.linspace(1.0, 99.0, H)))
+        assert torch.equal(both.rnn.bias_hh_l0, torch.zeros_like(both.rnn.bias_hh_l0))
+
+
+def test_orthogonal_init_is_refused_outside_its_choices() -> None:
+    with pytest.raises(ValueError, match="init must be 'torch' or 'orthogonal', got 'xavier'"):
+        RNNConfig(cell="gru", init="xavier")
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"cell": "rnn", "chrono": 100}, "needs cell lstm or gru, got cell rnn"),
     ({"cell": "lstm", "chrono": 1}, "chrono must be 0 .* or an integer >= 2 .*got 1"),

@@ -1,4 +1,6 @@
 import copy
+import dataclasses
+import json
 
 import pytest
 import torch
@@ -6,7 +8,7 @@ from helpers import actor_loss, critic_loss, seq_buffer, td_target
 
 from agents.ddpg import DDPG, DDPGConfig
 from agents.losses import saturation
-from agents.networks import ObsShortcut
+from agents.networks import EncoderInputs, InputEmbed, ObsShortcut
 from rlkit.backbones import BackboneConfig, make_backbone
 from rlkit.buffers import SequenceBatch
 from rlkit.losses import grad_norm, masked_mse, polyak_update
@@ -486,6 +488,10 @@ def test_spike_clip_means_are_saved_and_resume_exactly():
     ("final_init", 0.0, r"--agent.final-init must be None \(PyTorch's default\) or a finite "
                         r"number > 0, got 0.0"),
     ("final_init", float("inf"), "--agent.final-init must be None .* got inf"),
+    ("input_embed", (32, 8), r"--agent.input-embed must be empty \(off\) or three positive "
+                             r"integers \(observation, action, reward\), got \(32, 8\)"),
+    ("input_embed", (32, 0, 8), r"--agent.input-embed must be .* got \(32, 0, 8\)"),
+    ("input_embed", (32, True, 8), r"--agent.input-embed must be .* got \(32, True, 8\)"),
 ])
 def test_bad_agent_values_name_their_flag(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -721,3 +727,75 @@ def test_average_tau_out_of_range_is_refused(value):
     with pytest.raises(ValueError, match=rf"--agent.average-tau must be None \(not kept\) or a "
                                          rf"number in \(0, 1\], got {value!r}"):
         DDPGConfig(average_tau=value)
+
+
+def test_input_embed_embeds_each_input_apart_and_keeps_step_equal_to_forward():
+    """``input_embed = (O, A, R)``: the observation, previous action and previous reward each go
+    through their own ``Linear -> ReLU`` before the backbone; ``step`` equals ``forward`` step by
+    step (resets included); an update trains every embedder of actor and critic."""
+    torch.manual_seed(0)
+    cfg = DDPGConfig(head_hidden=(16,), actor_prev_action=True, critic_prev_action=True,
+                     critic_prev_reward=True, input_embed=(6, 4, 2))
+    agent = DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=16), cfg)
+    actor_enc, critic_enc = agent.actor.encoder, agent.critics[0].encoder
+    assert isinstance(actor_enc, InputEmbed) and isinstance(critic_enc, InputEmbed)
+    # the actor sees [obs 3, prev action 2]; the critic [obs 3, prev action 2, prev reward 1]
+    assert (actor_enc.d_in, actor_enc.backbone.d_in) == (5, 6 + 4)
+    assert (critic_enc.d_in, critic_enc.backbone.d_in) == (6, 6 + 4 + 2)
+    assert [(e.in_features, e.out_features) for e in critic_enc.embeds] == [(3, 6), (2, 4),
+                                                                            (1, 2)]
+    x = torch.randn(4, 9, 6)  # (B, T, obs 3 + previous action 2 + previous reward 1)
+    parts = (x[..., :3], x[..., 3:5], x[..., 5:])
+    ref = torch.cat([torch.relu(e(p)) for e, p in zip(critic_enc.embeds, parts)], dim=-1)
+    h, state = critic_enc(x)
+    ref_h, ref_state = critic_enc.backbone(ref)
+    torch.testing.assert_close(h, ref_h, rtol=0, atol=0)
+    torch.testing.assert_close(state, ref_state, rtol=0, atol=0)
+    # step by step, with an episode boundary for rows 0 and 2 after step 4
+    done = torch.tensor([True, False, True, False])
+    first, _ = critic_enc(x[:, :5])
+    second, _ = critic_enc(x[:, 5:])  # every row from a zero state
+    s = critic_enc.initial_state(4)
+    for t in range(9):
+        if t == 5:
+            s = critic_enc.reset_state(s, done)
+        y, s = critic_enc.step(x[:, t], s)
+        if t < 5:
+            torch.testing.assert_close(y, first[:, t], rtol=0, atol=1e-6)
+        else:
+            torch.testing.assert_close(y[done], second[done, t - 5], rtol=0, atol=1e-6)
+            torch.testing.assert_close(y[~done], h[~done, t], rtol=0, atol=1e-6)
+    before = [e.weight.clone() for enc in (actor_enc, critic_enc) for e in enc.embeds]
+    agent.update(_seq_batch(agent))
+    after = [e.weight for enc in (actor_enc, critic_enc) for e in enc.embeds]
+    assert all(not torch.equal(b, a) for b, a in zip(before, after))
+
+
+def test_input_embed_composes_with_head_obs_and_the_heads_see_the_raw_observation():
+    agent = _seq_agent(input_embed=(6, 4, 2), head_obs=True, critic_prev_reward=True)
+    enc = agent.actor.encoder
+    assert isinstance(enc, ObsShortcut) and isinstance(enc.backbone, InputEmbed)
+    x = torch.randn(2, 3, 5)
+    h, _ = enc(x)
+    torch.testing.assert_close(h[..., 16:], x[..., :3], rtol=0, atol=0)  # [h, obs]
+
+
+def test_input_embed_refuses_widths_for_inputs_no_encoder_sees_and_a_mismatched_backbone():
+    with pytest.raises(ValueError, match=r"--agent.input-embed 32 8 8: no encoder sees the "
+                                         r"previous reward, so its width would not be used"):
+        _seq_agent(input_embed=(32, 8, 8))
+    with pytest.raises(ValueError, match="previous action or reward"):
+        DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=8),
+             DDPGConfig(head_hidden=(8,), input_embed=(4, 4, 4)))
+    gru = make_backbone("gru", 7, BackboneConfig(d_model=8))
+    with pytest.raises(ValueError, match=r"the backbone takes inputs of width 7, but the "
+                                         r"embeddings \(4, 2, 1\) with .* give 6"):
+        InputEmbed(gru, 3, 2, EncoderInputs(prev_action=True), (4, 2, 1))
+
+
+def test_input_embed_config_round_trips_through_json():
+    cfg = DDPGConfig(input_embed=(32, 8, 8), head_hidden=(16, 16))
+    data = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples become lists
+    assert DDPGConfig.from_json(data) == cfg
+    old = {k: v for k, v in data.items() if k != "input_embed"}  # a record made before it
+    assert DDPGConfig.from_json(old).input_embed == ()

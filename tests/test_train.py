@@ -340,6 +340,43 @@ def test_chrono_reaches_the_lstm_and_gru_encoders_and_is_ignored_by_the_others()
         replace_fields(train.TrainConfig(), chrono=1)
 
 
+def test_rnn_init_reaches_every_recurrent_encoder_and_is_ignored_by_the_others():
+    """``--rnn-init orthogonal`` draws the recurrent weights of the actor's and both critics'
+    encoders orthogonal with zero biases; other families ignore it; a bad value is refused."""
+    from agents.train import build
+    from rlkit.backbones import backbone_config
+
+    cfg = replace_fields(train.TrainConfig(), backbone="gru", d_model=8, rnn_init="orthogonal",
+                         **{"agent.twin_critics": True})
+    cfg, agent, _ = build(cfg, torch.device("cpu"))
+    assert cfg.model.rnn_init == "orthogonal"
+    for enc in (agent.actor.encoder, *(c.encoder for c in agent.critics)):
+        w = enc.rnn.weight_hh_l0
+        torch.testing.assert_close(w.T @ w, torch.eye(8), atol=1e-5, rtol=0)
+        assert torch.equal(enc.rnn.bias_hh_l0, torch.zeros(24))
+    assert backbone_config("s4", 8, 1, rnn_init="orthogonal") == backbone_config("s4", 8, 1)
+    assert backbone_config("rnn", 8, 1).init == "torch"
+    with pytest.raises(ValueError, match="--rnn-init must be torch or orthogonal, got 'he'"):
+        replace_fields(train.TrainConfig(), rnn_init="he")
+
+
+def test_input_embed_without_an_input_it_names_is_refused_when_the_run_is_resolved():
+    """``--agent.input-embed O A R`` needs encoders that see the previous reward
+    (``--prev-reward``): the refusal comes from :func:`agents.train.resolve`, before any run
+    directory, and names the flag; with ``--prev-reward`` the run's encoders embed."""
+    from agents.networks import InputEmbed
+    from agents.train import build, resolve
+
+    cfg = replace_fields(train.TrainConfig(), backbone="gru", d_model=8,
+                         **{"agent.input_embed": (8, 4, 4)})
+    with pytest.raises(ValueError, match="--agent.input-embed 8 4 4: no encoder sees the "
+                                         "previous reward"):
+        resolve(cfg, 200)
+    cfg, agent, _ = build(replace_fields(cfg, prev_reward=True), torch.device("cpu"))
+    assert isinstance(agent.actor.encoder, InputEmbed)
+    assert agent.actor.encoder.backbone.d_in == 16
+
+
 def test_help_lists_only_real_choices_for_the_options_whose_default_depends_on_the_task():
     """``--state-mode`` and ``--window-start`` default to None (chosen from the task and the
     backbone); ``--help`` lists the values a user can give, not None."""
