@@ -15,10 +15,13 @@ last log (fraction of actions at the bounds), wall time and updates/s.
 pomdp-baselines (Ni et al. 2022, ``configs/pomdp/pendulum/v/rnn.yml``: LSTM 128, heads
 [128, 128], whole 200-step episodes, batch 32 episodes, one update per env step, lr 3e-4,
 gamma 0.9, tau 0.005, 5 random episodes first, TD3's twin critics and target smoothing 0.2
-(clip 0.5), Gaussian exploration 0.1, the heads' last layers uniform in [-3e-3, 3e-3]; their
-encoders also embed observation, action and reward separately, ours project their
-concatenation) and prints our return at 6k, 12k and 18k env steps beside their reported figure
-(read off their published curves: about -139 by 12k steps).
+(clip 0.5), Gaussian exploration 0.1, the heads' last layers uniform in [-3e-3, 3e-3], and
+their networks: observation, action and reward embedded apart (``Linear -> ReLU``, 32, 8 and
+8 wide), orthogonal recurrent weights with zero biases, the current observation beside the
+encoding in both heads; not theirs: our critics do not share one RNN, and the heads' hidden
+biases start at PyTorch's default, not 0.1) and prints our return at 6k, 12k and 18k env steps
+beside their reported figure (read off their published curves: about -139 by 12k steps; their
+file's default algorithm is SAC, the TD3 variant is what we run).
 
 On Pendulum tasks a last row gives the full-state optimum (:mod:`envs.reference`, dynamic
 programming) on each seed's own evaluation episodes: where an episode starts matters as much as
@@ -72,7 +75,8 @@ ANCHORS = {
                   "--agent.twin-critics", "--agent.target-noise", "0.2",
                   "--agent.target-noise-clip", "0.5", "--agent.final-init", "3e-3",
                   "--noise", "gaussian", "--noise-sigma", "0.1", "--prev-reward",
-                  "--eval-every", "3000", "--eval-episodes", "10"],
+                  "--agent.head-obs", "--agent.input-embed", "32", "8", "8",
+                  "--rnn-init", "orthogonal", "--eval-every", "3000", "--eval-episodes", "10"],
     },
 }
 
