@@ -117,6 +117,10 @@ class DDPGConfig:
     :class:`agents.networks.InputEmbed`); empty: the backbone takes the inputs as they are."""
     twin_critics: bool = False
     """TD3: two critics, the target takes their minimum."""
+    critics_share_encoder: bool = False
+    """The twin critics' heads sit on one encoder, which both critic losses train and which
+    encodes each window once (pomdp-baselines' recurrent critic: one RNN, two Q heads).
+    Needs ``twin_critics``; False: each critic has its own encoder."""
     target_noise: float = 0.0
     """TD3: std of the Gaussian noise on target actions (fraction of the half-range); 0 = off."""
     target_noise_clip: float = 0.5
@@ -189,6 +193,13 @@ class DDPGConfig:
         check("input_embed", self.input_embed == () or len(self.input_embed) == 3 and all(
             isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in self.input_embed),
               "empty (off) or three positive integers (observation, action, reward)")
+        if self.critics_share_encoder and not self.twin_critics:
+            raise ValueError("--agent.critics-share-encoder shares one encoder between the twin "
+                             "critics: expected --agent.twin-critics, got one critic")
+        if self.critics_share_encoder and self.shared_encoder:
+            raise ValueError("--agent.critics-share-encoder with --agent.shared-encoder: the "
+                             "shared encoder already serves the actor and every critic; "
+                             "expected one of the two")
         if self.shared_encoder and (self.actor_prev_action, self.actor_prev_reward) != \
                 (self.critic_prev_action, self.critic_prev_reward):
             raise ValueError(
@@ -249,6 +260,8 @@ def build_networks(obs_dim: int, action_low: Tensor, action_high: Tensor, backbo
 
     if cfg.shared_encoder:
         encoders = [encoder(cfg.actor_inputs)] * (1 + n_critics)
+    elif cfg.critics_share_encoder:
+        encoders = [encoder(cfg.actor_inputs)] + [encoder(cfg.critic_inputs)] * n_critics
     else:
         encoders = [encoder(cfg.actor_inputs)] + [encoder(cfg.critic_inputs)
                                                   for _ in range(n_critics)]
@@ -376,8 +389,11 @@ class DDPG(nn.Module):
             critic_states = (actor_state,) * len(self.critics)  # one encoder, one state
         elif track_critic:
             x = self.cfg.critic_inputs(obs, prev_action, prev_reward)
-            critic_states = tuple(
-                c.encoder.step(x, s)[1] for c, s in zip(self.critics, state.critics))
+            stepped: dict[int, State] = {}  # critics on one encoder step it once
+            for c, s in zip(self.critics, state.critics):
+                if id(c.encoder) not in stepped:
+                    stepped[id(c.encoder)] = c.encoder.step(x, s)[1]
+            critic_states = tuple(stepped[id(c.encoder)] for c in self.critics)
         return action, AgentState(actor_state, critic_states)
 
     def policy(self, which: str = "actor") -> DDPG | ActorCopyPolicy:

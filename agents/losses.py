@@ -54,16 +54,16 @@ def td_target(actor_target: Actor, critic_targets: nn.ModuleList, batch: Sequenc
     """
     a_state = None if states is None else states.actor
     c_states = (None,) * len(critic_targets) if states is None else states.critics
-    encoded: dict[tuple[int, int], Tensor] = {}
+    encoded: dict[int, Tensor] = {}
 
     def encode(encoder: Backbone, x: Tensor, state: State | None) -> Tensor:
         """Encodings of steps 1 .. L, ``(B, L, H)``; a target encoder shared by actor and
-        critics (``shared_encoder``) encodes the window once."""
-        key = (id(encoder), id(state))
-        if key not in encoded:
+        critics (``shared_encoder``) or by the critics (``critics_share_encoder``) encodes the
+        window once (its users carry one state: equal values, recorded apart)."""
+        if id(encoder) not in encoded:
             first = first_needed(encoder)
-            encoded[key] = encoder(x[:, first:], state)[0][:, 1 - first:]
-        return encoded[key]
+            encoded[id(encoder)] = encoder(x[:, first:], state)[0][:, 1 - first:]
+        return encoded[id(encoder)]
 
     with torch.no_grad():
         x = actor_inputs(batch.obs, batch.prev_action, batch.prev_reward)  # (B, L + 1, D)
@@ -85,7 +85,9 @@ def td_target(actor_target: Actor, critic_targets: nn.ModuleList, batch: Sequenc
 def critic_loss(critics: nn.ModuleList, batch: SequenceBatch, target: Tensor,
                 critic_states: tuple[State | None, ...], critic_inputs: EncoderInputs
                 ) -> tuple[Tensor, Tensor, CriticEncoding]:
-    """Masked mean squared TD error, summed over critics.
+    """Masked mean squared TD error, summed over critics. Critics on one encoder
+    (``critics_share_encoder``) share its state and encode the window once; both losses train
+    it.
 
     Returns:
         ``(loss, q, enc)``: the loss, critic 0's Q ``(B, L)`` and its :class:`CriticEncoding`
@@ -93,8 +95,11 @@ def critic_loss(critics: nn.ModuleList, batch: SequenceBatch, target: Tensor,
     """
     x = critic_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]  # (B, L, D)
     loss, q0, enc0 = 0.0, None, None
+    encoded: dict[int, Tensor] = {}  # critics on one encoder (one state) encode once
     for critic, s in zip(critics, critic_states):
-        h, _ = critic.encoder(x, s)  # (B, L, H)
+        if id(critic.encoder) not in encoded:
+            encoded[id(critic.encoder)] = critic.encoder(x, s)[0]
+        h = encoded[id(critic.encoder)]  # (B, L, H)
         pre = critic.pre(h, batch.action)  # (B, L, hidden)
         q = critic.q_from_pre(pre)  # (B, L)
         loss = loss + masked_mse(q, target, batch.mask)

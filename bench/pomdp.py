@@ -18,8 +18,9 @@ gamma 0.9, tau 0.005, 5 random episodes first, TD3's twin critics and target smo
 (clip 0.5), Gaussian exploration 0.1, the heads' last layers uniform in [-3e-3, 3e-3], and
 their networks: observation, action and reward embedded apart (``Linear -> ReLU``, 32, 8 and
 8 wide), orthogonal recurrent weights with zero biases, the current observation beside the
-encoding in both heads; not theirs: our critics do not share one RNN, and the heads' hidden
-biases start at PyTorch's default, not 0.1) and prints our return at 6k, 12k and 18k env steps
+encoding in both heads; not theirs: our critics do not share one RNN (add
+``--agent.critics-share-encoder`` for that), and the heads' hidden biases start at PyTorch's
+default, not 0.1) and prints our return at 6k, 12k and 18k env steps
 beside their reported figure (read off their published curves: about -139 by 12k steps; their
 file's default algorithm is SAC, the TD3 variant is what we run).
 

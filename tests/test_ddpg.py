@@ -306,6 +306,95 @@ def test_shared_encoder_needs_matching_inputs():
              DDPGConfig(shared_encoder=True, critic_prev_action=True))
 
 
+def _count_calls(module: torch.nn.Module) -> list[int]:
+    """A counter of ``module``'s forward calls (a forward hook)."""
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_critics_sharing_an_encoder_equal_two_critics_with_equal_encoders():
+    """Twin critics on one encoder: one module in online and target critics, encoded once per
+    window, and the loss and its gradients those of two critics whose encoders hold the same
+    weights (the shared encoder's gradient is the sum of both heads')."""
+    shared = _seq_agent(twin_critics=True, critics_share_encoder=True)
+    c0, c1 = shared.critics
+    assert c0.encoder is c1.encoder and c0.head is not c1.head
+    assert c0.encoder is not shared.actor.encoder
+    assert shared.critic_targets[0].encoder is shared.critic_targets[1].encoder
+    assert shared.critic_targets[0].encoder is not c0.encoder
+    opt_params = [p for g in shared.critic_opt.param_groups for p in g["params"]]
+    assert len(opt_params) == len({id(p) for p in opt_params})
+    assert {id(p) for p in c0.encoder.parameters()} <= {id(p) for p in opt_params}
+
+    twin = _seq_agent(twin_critics=True)
+    for name in ("critics", "critic_targets"):
+        for a, b in zip(getattr(twin, name), getattr(shared, name)):
+            a.load_state_dict(b.state_dict())  # both of twin's encoders get the shared weights
+    twin.actor_target.load_state_dict(shared.actor_target.state_dict())
+    b = _seq_batch(shared)
+    online, target_enc = _count_calls(c0.encoder), _count_calls(shared.critic_targets[0].encoder)
+    target = td_target(shared, b)
+    loss, q, _ = critic_loss(shared, b, target)
+    assert (online[0], target_enc[0]) == (1, 1)  # each window encoded once, not per critic
+    twin_target = td_target(twin, b)
+    twin_loss, twin_q, _ = critic_loss(twin, b, twin_target)
+    torch.testing.assert_close(target, twin_target)
+    torch.testing.assert_close(loss, twin_loss)
+    torch.testing.assert_close(q, twin_q)
+    loss.backward()
+    twin_loss.backward()
+    e0, e1 = (dict(c.encoder.named_parameters()) for c in twin.critics)
+    for name, p in c0.encoder.named_parameters():
+        assert e1[name].grad.abs().sum() > 0  # the second head's loss reaches the encoder
+        torch.testing.assert_close(p.grad, e0[name].grad + e1[name].grad, msg=name)
+    for h, th in zip((c0.head, c1.head), (twin.critics[0].head, twin.critics[1].head)):
+        for p, tp in zip(h.parameters(), th.parameters()):
+            torch.testing.assert_close(p.grad, tp.grad)
+
+
+def test_critics_sharing_an_encoder_train_it_keep_one_state_and_round_trip():
+    agent = _seq_agent(twin_critics=True, critics_share_encoder=True)
+    enc = agent.critics[0].encoder
+    calls, step = [0], enc.step
+
+    def counted_step(*args):
+        calls[0] += 1
+        return step(*args)
+
+    enc.step = counted_step
+    obs, prev = torch.randn(2, 3), torch.zeros(2, 2)
+    _, state = agent.act(obs, agent.initial_state(2), prev, track_critic=True)
+    assert calls[0] == 1  # stepped once for both critics
+    assert state.critics[0] is state.critics[1]
+    ref = _seq_agent(twin_critics=True)  # an own-encoder critic steps to the same state
+    ref.critics[0].encoder.load_state_dict(enc.state_dict())
+    _, ref_state = ref.act(obs, ref.initial_state(2), prev, track_critic=True)
+    torch.testing.assert_close(state.critics[0], ref_state.critics[0])
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    del enc.step
+    agent.update(_seq_batch(agent))
+    assert all(not torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    fresh = _seq_agent(twin_critics=True, critics_share_encoder=True)
+    fresh.load_state_dict(agent.state_dict())
+    fresh.critic_opt.load_state_dict(agent.critic_opt.state_dict())
+    assert fresh.critics[0].encoder is fresh.critics[1].encoder
+    for p, q in zip(fresh.parameters(), agent.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({}, r"--agent.critics-share-encoder shares one encoder between the twin critics: expected "
+         r"--agent.twin-critics, got one critic"),
+    ({"twin_critics": True, "shared_encoder": True},
+     r"--agent.critics-share-encoder with --agent.shared-encoder: .* expected one of the two"),
+])
+def test_critics_share_encoder_is_refused_without_two_critics_or_with_a_shared_encoder(
+        kw, message):
+    with pytest.raises(ValueError, match=message):
+        DDPGConfig(critics_share_encoder=True, **kw)
+
+
 def test_saturation_metrics_count_masked_actions_at_the_bounds():
     pre = torch.tensor([[[0.0, 10.0], [-3.0, 0.5]], [[20.0, 20.0], [0.1, 0.1]]])  # (2, 2, 2)
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])  # the last step is padding

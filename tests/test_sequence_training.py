@@ -40,6 +40,14 @@ def test_stored_state_mode_with_burn_in_end_to_end(tmp_path):
     assert np.isfinite(train.main(cfg)["eval_return_mean"])
 
 
+def test_critics_sharing_an_encoder_train_end_to_end_with_stored_states(tmp_path):
+    agent = DDPGConfig(head_hidden=(16,), twin_critics=True, critics_share_encoder=True)
+    cfg = replace_fields(TINY, backbone="gru", state_mode="stored", burn_in=2, num_envs=2,
+                         agent=agent, run_dir=str(tmp_path / "r"))
+    assert np.isfinite(train.main(cfg)["eval_return_mean"])
+    assert '"critics_share_encoder": true' in (tmp_path / "r" / "config.json").read_text()
+
+
 class ShortEpisodes(gym.Env):
     """Observation = the step count; episodes end after a length drawn per episode."""
 
