@@ -117,6 +117,9 @@ class DDPGConfig:
     :class:`agents.networks.InputEmbed`); empty: the backbone takes the inputs as they are."""
     twin_critics: bool = False
     """TD3: two critics, the target takes their minimum."""
+    actor_q: Literal["first", "min"] = "first"
+    """The Q the actor loss climbs: ``first``, critic 0's (TD3's paper); ``min``, the minimum
+    over the twin critics (pomdp-baselines' TD3). ``min`` needs ``twin_critics``."""
     critics_share_encoder: bool = False
     """The twin critics' heads sit on one encoder, which both critic losses train and which
     encodes each window once (pomdp-baselines' recurrent critic: one RNN, two Q heads).
@@ -193,6 +196,10 @@ class DDPGConfig:
         check("input_embed", self.input_embed == () or len(self.input_embed) == 3 and all(
             isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in self.input_embed),
               "empty (off) or three positive integers (observation, action, reward)")
+        check("actor_q", self.actor_q in ("first", "min"), "'first' or 'min'")
+        if self.actor_q == "min" and not self.twin_critics:
+            raise ValueError("--agent.actor-q min climbs the minimum over the twin critics: "
+                             "expected --agent.twin-critics, got one critic")
         if self.critics_share_encoder and not self.twin_critics:
             raise ValueError("--agent.critics-share-encoder shares one encoder between the twin "
                              "critics: expected --agent.twin-critics, got one critic")
@@ -434,7 +441,9 @@ class DDPG(nn.Module):
                               self.cfg.actor_inputs, encode=self._actor_encodes,
                               pre_tanh_penalty=self.cfg.pre_tanh_penalty,
                               pre_tanh_margin=self.cfg.pre_tanh_margin,
-                              squash_grad=self.cfg.squash_grad)
+                              squash_grad=self.cfg.squash_grad,
+                              min_with=tuple(self.critics[1:]) if self.cfg.actor_q == "min"
+                              else ())
 
     def update(self, batch: SequenceBatch) -> dict[str, Tensor]:
         """One gradient step of the critic(s), and of the actor and targets when due.

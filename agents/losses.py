@@ -25,6 +25,9 @@ class CriticEncoding(NamedTuple):
     """The encoding ``(B, L, H)``."""
     pre: Tensor
     """The head's first layer on ``[h, batch action]`` before its activation ``(B, L, hidden)``."""
+    others: tuple[Tensor, ...] = ()
+    """The same first-layer products of the other critics, in order (for a Q taken as the
+    minimum over critics)."""
 
 
 class TargetNoise(NamedTuple):
@@ -94,7 +97,7 @@ def critic_loss(critics: nn.ModuleList, batch: SequenceBatch, target: Tensor,
         (detached), which the actor loss reuses instead of encoding the window again.
     """
     x = critic_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]  # (B, L, D)
-    loss, q0, enc0 = 0.0, None, None
+    loss, q0, h0, pres = 0.0, None, None, []
     encoded: dict[int, Tensor] = {}  # critics on one encoder (one state) encode once
     for critic, s in zip(critics, critic_states):
         if id(critic.encoder) not in encoded:
@@ -103,9 +106,10 @@ def critic_loss(critics: nn.ModuleList, batch: SequenceBatch, target: Tensor,
         pre = critic.pre(h, batch.action)  # (B, L, hidden)
         q = critic.q_from_pre(pre)  # (B, L)
         loss = loss + masked_mse(q, target, batch.mask)
-        if enc0 is None:
-            q0, enc0 = q, CriticEncoding(h.detach(), pre.detach())
-    return loss, q0, enc0
+        pres.append(pre.detach())
+        if q0 is None:
+            q0, h0 = q, h.detach()
+    return loss, q0, CriticEncoding(h0, pres[0], tuple(pres[1:]))
 
 
 class ActorLoss(NamedTuple):
@@ -120,8 +124,10 @@ class ActorLoss(NamedTuple):
 def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: State | None,
                critic_enc: CriticEncoding, actor_inputs: EncoderInputs,
                encode: bool = True, pre_tanh_penalty: float = 0.0,
-               pre_tanh_margin: float = 0.0, squash_grad: str = "tanh") -> ActorLoss:
-    """``-Q(h, mu(.))`` averaged over masked steps, through ``critic`` held fixed.
+               pre_tanh_margin: float = 0.0, squash_grad: str = "tanh",
+               min_with: tuple[Critic, ...] = ()) -> ActorLoss:
+    """``-Q(h, mu(.))`` averaged over masked steps, through ``critic`` held fixed (with
+    ``min_with``: ``Q`` is the minimum over ``critic`` and those critics).
 
     Q is the critic's at the parameters of the critic loss (``critic_enc`` comes from it), at
     the actor's action, through :meth:`Critic.q_moved`: every critic weight is used detached,
@@ -142,6 +148,8 @@ def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: 
         pre_tanh_margin: the magnitude the penalty leaves free.
         squash_grad: the gradient through the tanh, ``tanh`` or ``inverting``
             (:meth:`Actor.squash`).
+        min_with: the other critics, in the order of ``critic_enc.others`` (pomdp-baselines'
+            TD3 climbs ``min(Q1, Q2)``); empty: critic 0's Q alone (TD3's paper, DDPG).
     """
     if encode:
         x = actor_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]
@@ -149,7 +157,11 @@ def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: 
     else:
         h = critic_enc.h  # (B, L, H)
     pre = actor.pre_tanh(h)  # (B, L, A)
-    q = critic.q_moved(critic_enc.pre, actor.squash(pre, squash_grad) - batch.action)  # (B, L)
+    delta = actor.squash(pre, squash_grad) - batch.action  # (B, L, A)
+    q = critic.q_moved(critic_enc.pre, delta)  # (B, L)
+    if min_with:
+        for c, c_pre in zip(min_with, critic_enc.others, strict=True):
+            q = torch.minimum(q, c.q_moved(c_pre, delta))
     n = batch.mask.sum().clamp_min(1.0)
     loss = -(q * batch.mask).sum() / n
     if pre_tanh_penalty > 0:

@@ -19,8 +19,11 @@ gamma 0.9, tau 0.005, 5 random episodes first, TD3's twin critics and target smo
 their networks: observation, action and reward embedded apart (``Linear -> ReLU``, 32, 8 and
 8 wide), orthogonal recurrent weights with zero biases, the current observation beside the
 encoding in both heads; not theirs: our critics do not share one RNN (add
-``--agent.critics-share-encoder`` for that), and the heads' hidden biases start at PyTorch's
-default, not 0.1) and prints our return at 6k, 12k and 18k env steps
+``--agent.critics-share-encoder`` for that), our actor climbs critic 0's Q where theirs climbs
+``min(Q1, Q2)`` (``--agent.actor-q min``), our heads see the current observation and action
+as they are where theirs see them through ReLU embedders (the actor ``o_t``, 32 wide; the
+critics ``[o_t, a_t]``, 48 wide), and the heads' hidden biases start at PyTorch's default, not
+0.1) and prints our return at 6k, 12k and 18k env steps
 beside their reported figure (read off their published curves: about -139 by 12k steps; their
 file's default algorithm is SAC, the TD3 variant is what we run).
 

@@ -34,7 +34,9 @@ def actor_loss(agent: DDPG, batch: SequenceBatch, enc: losses.CriticEncoding) ->
     encode = not cfg.shared_encoder or cfg.shared_encoder_actor_grad
     return losses.actor_loss(agent.actor, agent.critics[0], batch, state, enc, cfg.actor_inputs,
                              encode=encode, pre_tanh_penalty=cfg.pre_tanh_penalty,
-                             pre_tanh_margin=cfg.pre_tanh_margin).loss
+                             pre_tanh_margin=cfg.pre_tanh_margin,
+                             min_with=tuple(agent.critics[1:]) if cfg.actor_q == "min"
+                             else ()).loss
 
 
 def seq_buffer(capacity, num_envs, obs_dim, action_dim, seq_len, generator=None,

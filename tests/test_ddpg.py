@@ -71,27 +71,33 @@ def test_actor_loss_gives_critic_no_gradient():
 
 
 def _direct_actor_loss(agent: DDPG, seq, actor_state=None) -> torch.Tensor:
-    """``-mean Q(h, mu)`` through critic 0 held fixed, computed the plain way."""
-    critic = agent.critics[0]
-    x = agent.cfg.critic_inputs(seq.obs, seq.prev_action, seq.prev_reward)[:, :-1]
-    with torch.no_grad():
-        h, _ = critic.encoder(x, None)
+    """``-mean Q(h, mu)`` through critic 0 (``actor_q="min"``: the minimum over the critics)
+    held fixed, computed the plain way."""
+    critics = agent.critics if agent.cfg.actor_q == "min" else agent.critics[:1]
     x = agent.cfg.actor_inputs(seq.obs, seq.prev_action, seq.prev_reward)[:, :-1]
     action, _ = agent.actor(x, actor_state)
-    frozen = copy.deepcopy(critic).requires_grad_(False)
-    q = frozen.q(h, action)
+    x = agent.cfg.critic_inputs(seq.obs, seq.prev_action, seq.prev_reward)[:, :-1]
+    qs = []
+    for critic in critics:
+        with torch.no_grad():
+            h, _ = critic.encoder(x, None)
+        qs.append(copy.deepcopy(critic).requires_grad_(False).q(h, action))
+    q = torch.stack(qs).min(0).values
     return -(q * seq.mask).sum() / seq.mask.sum()
 
 
-@pytest.mark.parametrize("kind", ["mlp", "gru", "twin", "deep_head"])
+@pytest.mark.parametrize("kind", ["mlp", "gru", "twin", "deep_head", "twin_min", "gru_min"])
 def test_actor_loss_is_minus_q_of_the_actor_action(kind):
     """The actor loss reuses the critic loss's first-layer product (``pre + W_a (mu - a)``);
-    its value and its actor gradients are those of ``-Q(h, mu)`` computed in full."""
-    if kind == "gru":
-        agent, seq = _seq_agent(), None
+    its value and its actor gradients are those of ``-Q(h, mu)`` computed in full (with
+    ``actor_q="min"``, of ``-min(Q1, Q2)``)."""
+    if kind.startswith("gru"):
+        kw = {"twin_critics": True, "actor_q": "min"} if kind == "gru_min" else {}
+        agent, seq = _seq_agent(**kw), None
         seq = _seq_batch(agent)
     else:
-        kw = {"twin": {"twin_critics": True}, "deep_head": {}}.get(kind, {})
+        kw = {"twin": {"twin_critics": True}, "deep_head": {},
+              "twin_min": {"twin_critics": True, "actor_q": "min"}}.get(kind, {})
         torch.manual_seed(0)
         hidden = (32, 16) if kind == "deep_head" else (32,)
         agent = DDPG(3, LOW, HIGH, "mlp", BackboneConfig(d_model=32),
@@ -393,6 +399,34 @@ def test_critics_share_encoder_is_refused_without_two_critics_or_with_a_shared_e
         kw, message):
     with pytest.raises(ValueError, match=message):
         DDPGConfig(critics_share_encoder=True, **kw)
+
+
+def test_actor_q_min_climbs_the_lower_critic_at_each_step():
+    """With ``actor_q="min"`` each step's Q is the lower of the two critics' (both reached by
+    the actor's gradient where they are lower); with ``first``, critic 0's alone."""
+    agent = _seq_agent(twin_critics=True, actor_q="min")
+    b = _seq_batch(agent)
+    _, _, enc = critic_loss(agent, b, td_target(agent, b))
+    x = agent.cfg.actor_inputs(b.obs, b.prev_action, b.prev_reward)[:, :-1]
+    with torch.no_grad():
+        mu, _ = agent.actor(x)
+        q0, q1 = (c.q(enc.h if i == 0 else c.encoder(x)[0], mu)
+                  for i, c in enumerate(agent.critics))
+    lower = (q1 < q0) & (b.mask > 0)
+    assert 0 < lower.sum() < (b.mask > 0).sum()  # each critic is the lower one somewhere
+    expected = -(torch.minimum(q0, q1) * b.mask).sum() / b.mask.sum()
+    torch.testing.assert_close(actor_loss(agent, b, enc), expected)
+    first = dataclasses.replace(agent.cfg, actor_q="first")
+    agent.cfg = first
+    torch.testing.assert_close(actor_loss(agent, b, enc), -(q0 * b.mask).sum() / b.mask.sum())
+
+
+def test_actor_q_min_is_refused_without_twin_critics_and_names_a_bad_value():
+    with pytest.raises(ValueError, match=r"--agent.actor-q min climbs the minimum over the twin "
+                                         r"critics: expected --agent.twin-critics, got one critic"):
+        DDPGConfig(actor_q="min")
+    with pytest.raises(ValueError, match=r"--agent.actor-q must be 'first' or 'min', got 'max'"):
+        DDPGConfig(twin_critics=True, actor_q="max")
 
 
 def test_saturation_metrics_count_masked_actions_at_the_bounds():
