@@ -348,6 +348,8 @@ class DDPG(nn.Module):
             if compile else self._actor_losses
         # A shared encoder stepped by both optimizers needs the actor's gradients apart.
         self._encoder_in_both = cfg.shared_encoder and cfg.shared_encoder_actor_grad
+        # the critics besides critic 0 whose Q the actor loss also takes the minimum over
+        self._actor_min_with = tuple(self.critics[1:]) if cfg.actor_q == "min" else ()
         # each parameter once (a shared encoder appears in actor and critics)
         self._online_params = list(
             nn.ModuleDict({"actor": self.actor, "critics": self.critics}).parameters())
@@ -441,9 +443,7 @@ class DDPG(nn.Module):
                               self.cfg.actor_inputs, encode=self._actor_encodes,
                               pre_tanh_penalty=self.cfg.pre_tanh_penalty,
                               pre_tanh_margin=self.cfg.pre_tanh_margin,
-                              squash_grad=self.cfg.squash_grad,
-                              min_with=tuple(self.critics[1:]) if self.cfg.actor_q == "min"
-                              else ())
+                              squash_grad=self.cfg.squash_grad, min_with=self._actor_min_with)
 
     def update(self, batch: SequenceBatch) -> dict[str, Tensor]:
         """One gradient step of the critic(s), and of the actor and targets when due.

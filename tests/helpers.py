@@ -35,8 +35,7 @@ def actor_loss(agent: DDPG, batch: SequenceBatch, enc: losses.CriticEncoding) ->
     return losses.actor_loss(agent.actor, agent.critics[0], batch, state, enc, cfg.actor_inputs,
                              encode=encode, pre_tanh_penalty=cfg.pre_tanh_penalty,
                              pre_tanh_margin=cfg.pre_tanh_margin,
-                             min_with=tuple(agent.critics[1:]) if cfg.actor_q == "min"
-                             else ()).loss
+                             min_with=agent._actor_min_with).loss
 
 
 def seq_buffer(capacity, num_envs, obs_dim, action_dim, seq_len, generator=None,

@@ -416,9 +416,9 @@ def test_actor_q_min_climbs_the_lower_critic_at_each_step():
     assert 0 < lower.sum() < (b.mask > 0).sum()  # each critic is the lower one somewhere
     expected = -(torch.minimum(q0, q1) * b.mask).sum() / b.mask.sum()
     torch.testing.assert_close(actor_loss(agent, b, enc), expected)
-    first = dataclasses.replace(agent.cfg, actor_q="first")
-    agent.cfg = first
-    torch.testing.assert_close(actor_loss(agent, b, enc), -(q0 * b.mask).sum() / b.mask.sum())
+    first = _seq_agent(twin_critics=True)  # the same draws, critic 0's Q alone
+    first.load_state_dict(agent.state_dict())
+    torch.testing.assert_close(actor_loss(first, b, enc), -(q0 * b.mask).sum() / b.mask.sum())
 
 
 def test_actor_q_min_is_refused_without_twin_critics_and_names_a_bad_value():
