@@ -171,10 +171,14 @@ def launch(
     grid_dir = Path(grid_dir)
     grid_dir.mkdir(parents=True, exist_ok=True)
     outcomes = {r.name: RunOutcome(r.name, grid_dir / r.name) for r in runs}
-    bar = tqdm(total=len(runs), desc=f"grid {grid_dir.name}", unit="run", disable=not progress)
+    threads = threads_per_job(jobs) if launcher == "local" else 1  # a Ray task takes 1
+    how = (f"{jobs} at a time, " if launcher == "local" else "on Ray, ") \
+        + f"{threads} thread{'s' * (threads > 1)} each"
+    bar = tqdm(total=len(runs), desc=f"grid {grid_dir.name} ({how})", unit="run",
+               disable=not progress)
     try:
         if launcher == "local":
-            _launch_local(fn, runs, outcomes, jobs, bar, grid_dir)
+            _launch_local(fn, runs, outcomes, jobs, threads, bar, grid_dir)
         else:
             _launch_ray(fn, runs, outcomes, jobs, ray_address, bar)
     finally:
@@ -240,8 +244,7 @@ def _relay_signals() -> Iterator[_Relay]:
 
 
 def _launch_local(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutcome],
-                  jobs: int, bar: tqdm, grid_dir: Path) -> None:
-    threads = threads_per_job(jobs)
+                  jobs: int, threads: int, bar: tqdm, grid_dir: Path) -> None:
     ctx = mp.get_context("spawn")  # no forked torch state
     queue = list(runs)
     with _relay_signals() as relay:
