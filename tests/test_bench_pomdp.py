@@ -103,7 +103,7 @@ def test_returns_at_steps_are_the_last_evaluation_before_and_none_past_the_runs_
 def test_the_anchor_flags_resolve_to_pomdp_baselines_settings():
     """``--anchor pomdp-baselines``: its flags parse as ``train.py``'s and resolve to their
     Pendulum-V agent (whole episodes, TD3, separate input embedders, orthogonal recurrent
-    weights, the observation beside the encoding)."""
+    weights, the observation beside the encoding, one critic RNN under both Q heads)."""
     anchor = pomdp.ANCHORS["pomdp-baselines"]
     cfg = cli.parse_config(["--env", anchor["env"], "--backbone", "lstm", *anchor["flags"]])
     cfg = train.resolve(cfg, 200)
@@ -111,6 +111,7 @@ def test_the_anchor_flags_resolve_to_pomdp_baselines_settings():
     assert (r.window_start, r.seq_len, r.batch_size) == ("episode", 200, 32)
     assert (a.gamma, a.tau, a.actor_lr, a.critic_lr, a.head_hidden) == (0.9, 0.005, 3e-4, 3e-4,
                                                                         (128, 128))
-    assert a.twin_critics and a.target_noise == 0.2 and a.head_obs
+    assert a.twin_critics and a.target_noise == 0.2 and a.head_obs and a.critics_share_encoder
+    assert a.actor_q == "first"  # theirs is min(Q1, Q2): an option, not in the anchor
     assert a.input_embed == (32, 8, 8) and a.actor_prev_reward and a.critic_prev_action
     assert (m.d_model, m.rnn_init, cfg.run.recipe) == (128, "orthogonal", "none")
