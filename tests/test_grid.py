@@ -70,13 +70,22 @@ def _fails(config: int, run_dir: str) -> dict[str, float]:
     raise ValueError(f"run {config} broke")
 
 
-def test_a_failing_run_does_not_stop_the_grid(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    outcomes = launch(_fails, [GridRun("a", 1), GridRun("b", 2)], tmp_path, jobs=2)
+def test_a_failing_run_does_not_stop_the_grid(tmp_path):
+    outcomes = launch(_fails, [GridRun("a", 1), GridRun("b", 2)], tmp_path, jobs=2,
+                      progress=False)
     assert [o.error for o in outcomes] == ["ValueError: run 1 broke", "ValueError: run 2 broke"]
-    # the progress bar says how the cores are shared out (two grids side by side would each
-    # take every core unless OMP_NUM_THREADS caps them)
-    assert f"grid {tmp_path.name} (2 at a time, 1 thread each)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("jobs", "omp", "said"), [(2, "1", "2 at a time, 1 thread each"),
+                                                    (1, "2", "1 at a time, 2 threads each")])
+def test_the_progress_bar_says_how_the_cores_are_shared(tmp_path, capsys, monkeypatch, jobs,
+                                                        omp, said):
+    """Two grids side by side each take every core unless OMP_NUM_THREADS caps them: the bar
+    names the threads each run gets, so that this shows before the runs crawl."""
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    launch(_fails, [GridRun("a", 1)], tmp_path, jobs=jobs)
+    assert f"grid {tmp_path.name} ({said})" in capsys.readouterr().err
 
 
 def test_grid_bad_input(tmp_path):
