@@ -121,11 +121,15 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".strip().rstrip(":")
 
 
+RAY_TASK_THREADS = 1
+"""Torch threads of each Ray task (Ray schedules a task on one CPU)."""
+
+
 def _run_remote(fn: RunFn, config: Any, name: str) -> tuple[dict[str, float], dict[str, bytes]]:
     """Ray task body: train in a scratch directory, return the result and the run's files."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(RAY_TASK_THREADS)
     with tempfile.TemporaryDirectory(prefix="rlkit-ray-") as tmp:
         run_dir = Path(tmp) / name
         result = fn(config, str(run_dir))
@@ -171,7 +175,7 @@ def launch(
     grid_dir = Path(grid_dir)
     grid_dir.mkdir(parents=True, exist_ok=True)
     outcomes = {r.name: RunOutcome(r.name, grid_dir / r.name) for r in runs}
-    threads = threads_per_job(jobs) if launcher == "local" else 1  # a Ray task takes 1
+    threads = threads_per_job(jobs) if launcher == "local" else RAY_TASK_THREADS
     how = (f"{jobs} at a time, " if launcher == "local" else "on Ray, ") \
         + f"{threads} thread{'s' * (threads > 1)} each"
     bar = tqdm(total=len(runs), desc=f"grid {grid_dir.name} ({how})", unit="run",
@@ -323,7 +327,7 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
         else:
             ray.init(address=ray_address, log_to_driver=False)
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(_run_remote)
+        task = ray.remote(num_cpus=RAY_TASK_THREADS, max_retries=0)(_run_remote)
         refs = {task.remote(fn, r.config, r.name): r.name for r in runs}
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
