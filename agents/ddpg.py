@@ -111,6 +111,15 @@ class DDPGConfig:
     head_obs: bool = False
     """The heads also see the current observation beside the encoder's output, ``[h_t, o_t]``
     (pomdp-baselines' shortcut; :class:`agents.networks.ObsShortcut`)."""
+    head_embed: tuple[int, ...] = ()
+    """Widths ``(actor, critic)`` of ``Linear -> ReLU`` embedders through which the heads see
+    the current step: the actor ``o_t``, the critics ``[o_t, a_t]``, beside the memory
+    (pomdp-baselines' shortcut embedders, 32 and 48; :class:`agents.networks.HeadEmbed`).
+    Needs ``head_obs``, which puts ``o_t`` beside the encoding. Empty: the heads see ``o_t``
+    (and ``a_t``) as they are."""
+    head_bias: float | None = None
+    """The heads' hidden layers start with every bias at this value (pomdp-baselines' 0.1); the
+    last layers keep theirs (``final_init``). None: PyTorch's default."""
     input_embed: tuple[int, ...] = ()
     """Widths ``(observation, action, reward)`` of separate ``Linear -> ReLU`` embedders of the
     encoders' inputs before the backbone (pomdp-baselines' 32, 8, 8;
@@ -196,6 +205,15 @@ class DDPGConfig:
         check("input_embed", self.input_embed == () or len(self.input_embed) == 3 and all(
             isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in self.input_embed),
               "empty (off) or three positive integers (observation, action, reward)")
+        check("head_embed", self.head_embed == () or len(self.head_embed) == 2 and all(
+            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in self.head_embed),
+              "empty (off) or two positive integers (actor, critic)")
+        if self.head_embed and not self.head_obs:
+            raise ValueError(f"--agent.head-embed {' '.join(map(str, self.head_embed))} embeds "
+                             f"the current observation that --agent.head-obs puts beside the "
+                             f"encoding: expected --agent.head-obs, got none")
+        check("head_bias", self.head_bias is None or finite(self.head_bias),
+              "None (PyTorch's default) or a finite number")
         check("actor_q", self.actor_q in ("first", "min"), "'first' or 'min'")
         if self.actor_q == "min" and not self.twin_critics:
             raise ValueError("--agent.actor-q min climbs the minimum over the twin critics: "
@@ -219,7 +237,8 @@ class DDPGConfig:
     def from_json(cls, data: dict) -> DDPGConfig:
         """The config from its JSON form (``dataclasses.asdict``, tuples as lists)."""
         return cls(**{**data, "head_hidden": tuple(data["head_hidden"]),
-                      "input_embed": tuple(data.get("input_embed", ()))})
+                      "input_embed": tuple(data.get("input_embed", ())),
+                      "head_embed": tuple(data.get("head_embed", ()))})
 
     def check_embed_inputs(self) -> None:
         """Refuse :attr:`input_embed` widths for an input that no encoder sees (they would not
@@ -272,11 +291,17 @@ def build_networks(obs_dim: int, action_low: Tensor, action_high: Tensor, backbo
     else:
         encoders = [encoder(cfg.actor_inputs)] + [encoder(cfg.critic_inputs)
                                                   for _ in range(n_critics)]
-    actor = Actor(encoders[0], action_low, action_high, cfg.head_hidden)
-    critics = nn.ModuleList(Critic(enc, a, cfg.head_hidden) for enc in encoders[1:])
-    if cfg.final_init is not None:  # drawn after every default init, so None changes nothing
-        with torch.no_grad():
-            for head in (actor.head, *(c.head for c in critics)):
+    actor_embed, critic_embed = cfg.head_embed or (None, None)
+    actor = Actor(encoders[0], action_low, action_high, cfg.head_hidden, actor_embed)
+    critics = nn.ModuleList(Critic(enc, a, cfg.head_hidden, critic_embed)
+                            for enc in encoders[1:])
+    with torch.no_grad():  # after every default init, so None changes nothing
+        for head in (actor.head, *(c.head for c in critics)):
+            if cfg.head_bias is not None:
+                for layer in list(head)[:-1]:
+                    if isinstance(layer, nn.Linear):
+                        layer.bias.fill_(cfg.head_bias)
+            if cfg.final_init is not None:
                 for p in head[-1].parameters():
                     p.uniform_(-cfg.final_init, cfg.final_init)
     return actor, critics

@@ -158,10 +158,11 @@ def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: 
         h = critic_enc.h  # (B, L, H)
     pre = actor.pre_tanh(h)  # (B, L, A)
     delta = actor.squash(pre, squash_grad) - batch.action  # (B, L, A)
-    q = critic.q_moved(critic_enc.pre, delta)  # (B, L)
+    obs = batch.obs[:, :-1]  # (B, L, obs_dim): what a critic's head embedder sees
+    q = critic.q_moved(critic_enc.pre, delta, obs, batch.action)  # (B, L)
     if min_with:
         for c, c_pre in zip(min_with, critic_enc.others, strict=True):
-            q = torch.minimum(q, c.q_moved(c_pre, delta))
+            q = torch.minimum(q, c.q_moved(c_pre, delta, obs, batch.action))
     n = batch.mask.sum().clamp_min(1.0)
     loss = -(q * batch.mask).sum() / n
     if pre_tanh_penalty > 0:

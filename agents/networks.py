@@ -163,6 +163,39 @@ class InputEmbed(nn.Module):
         return self.backbone.reset_state(state, done_mask)
 
 
+class HeadEmbed(nn.Module):
+    """A ``Linear -> ReLU`` embedder of what a head sees of the current step: the observation
+    ``o_t`` that :class:`ObsShortcut` puts at the end of the encoding (and for a critic the
+    action ``a_t`` beside it), so the head takes ``[m_t, relu(E [o_t, a_t])]`` where ``m_t`` is
+    the memory (pomdp-baselines' shortcut embedders: 32 wide for the actor, 48 for the critic).
+
+    Args:
+        obs_dim: width of the observation at the end of the encoding.
+        extra_dim: width of what joins it (the critic's action; 0 for the actor).
+        width: embedding width.
+    """
+
+    def __init__(self, obs_dim: int, extra_dim: int, width: int) -> None:
+        super().__init__()
+        self.obs_dim, self.extra_dim = obs_dim, extra_dim
+        self.linear = nn.Linear(obs_dim + extra_dim, width)
+
+    def d_out(self, d_encoding: int) -> int:
+        """The head's input width from the encoding's ``d_encoding`` (which ends with o_t)."""
+        return d_encoding - self.obs_dim + self.linear.out_features
+
+    def embed(self, obs: Tensor, extra: Tensor | None = None, frozen: bool = False) -> Tensor:
+        """``relu(E [obs, extra])`` ``(..., width)``; ``frozen``: with ``E`` detached."""
+        x = obs if extra is None else torch.cat([obs, extra.to(obs.dtype)], dim=-1)
+        w, b = self.linear.weight, self.linear.bias
+        return F.relu(F.linear(x, w.detach(), b.detach()) if frozen else F.linear(x, w, b))
+
+    def forward(self, h: Tensor, extra: Tensor | None = None) -> Tensor:
+        """``h`` ``(..., M + obs_dim)`` = ``[m, o]`` -> ``[m, relu(E [o, extra])]``."""
+        m, o = h[..., :-self.obs_dim], h[..., -self.obs_dim:]
+        return torch.cat([m, self.embed(o, extra)], dim=-1)  # (..., M + width)
+
+
 class _InvertingTanh(torch.autograd.Function):
     """``tanh`` forward; backward scales the incoming gradient ``g`` by the distance to the
     bound that a descent step moves towards: ``1 - y`` if ``g < 0`` (``y`` goes up), ``1 + y``
@@ -184,15 +217,20 @@ _TANH = {"tanh": torch.tanh, "inverting": _InvertingTanh.apply}
 
 
 class Actor(nn.Module):
-    """``a = low + (tanh(head(encoder(obs))) + 1) / 2 * (high - low)``."""
+    """``a = low + (tanh(head(encoder(obs))) + 1) / 2 * (high - low)``; with ``embed_width``
+    the head sees the current observation through a :class:`HeadEmbed` (the encoder must be an
+    :class:`ObsShortcut`)."""
 
     def __init__(
         self, encoder: Backbone | ObsShortcut, action_low: Tensor, action_high: Tensor,
-        hidden: tuple[int, ...]
+        hidden: tuple[int, ...], embed_width: int | None = None
     ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = mlp(encoder.d_out, hidden, action_low.numel())
+        self.embed = None if embed_width is None else \
+            HeadEmbed(_shortcut_obs_dim(encoder), 0, embed_width)
+        d_in = encoder.d_out if self.embed is None else self.embed.d_out(encoder.d_out)
+        self.head = mlp(d_in, hidden, action_low.numel())
         self.register_buffer("scale", (action_high - action_low).float() / 2)
         self.register_buffer("center", (action_high + action_low).float() / 2)
 
@@ -204,9 +242,13 @@ class Actor(nn.Module):
             raise ValueError(f"squash grad must be 'tanh' or 'inverting', got {grad!r}")
         return self.center + self.scale * _TANH[grad](x.float())
 
+    def _head(self, h: Tensor) -> Tensor:
+        """The head on encodings ``(N, H)``, through the embedder if there is one."""
+        return self.head(h if self.embed is None else self.embed(h))
+
     def pre_tanh(self, h: Tensor) -> Tensor:
         """The head's output before the tanh, ``(B, T, A)``, from encodings ``(B, T, H)``."""
-        return per_step(self.head, h)
+        return per_step(self._head, h)
 
     def act_on(self, h: Tensor) -> Tensor:
         """Actions ``(B, T, A)`` from encodings ``h`` ``(B, T, H)``."""
@@ -220,25 +262,35 @@ class Actor(nn.Module):
     def step(self, obs: Tensor, state: State) -> tuple[Tensor, State]:
         """Args: obs ``(B, D_in)``. Returns actions ``(B, act_dim)`` and the state."""
         h, state = self.encoder.step(obs, state)  # (B, H)
-        return self.squash(self.head(h)), state
+        return self.squash(self._head(h)), state
 
 
 class Critic(nn.Module):
-    """``Q(h, a) = head([encoder(obs, prev_action, prev_reward), a])``."""
+    """``Q(h, a) = head([encoder(obs, prev_action, prev_reward), a])``; with ``embed_width``
+    ``head([m, relu(E [o, a])])``, the current observation and action through a
+    :class:`HeadEmbed` (the encoder must be an :class:`ObsShortcut`)."""
 
     def __init__(self, encoder: Backbone | ObsShortcut, action_dim: int,
-                 hidden: tuple[int, ...]) -> None:
+                 hidden: tuple[int, ...], embed_width: int | None = None) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = mlp(encoder.d_out + action_dim, hidden, 1)
+        self.embed = None if embed_width is None else \
+            HeadEmbed(_shortcut_obs_dim(encoder), action_dim, embed_width)
+        d_in = encoder.d_out + action_dim if self.embed is None else \
+            self.embed.d_out(encoder.d_out)
+        self.head = mlp(d_in, hidden, 1)
 
     def q(self, h: Tensor, action: Tensor) -> Tensor:
         """Args: h ``(B, T, H)``, action ``(B, T, A)``. Returns Q ``(B, T)``."""
         return self.q_from_pre(self.pre(h, action))
 
     def pre(self, h: Tensor, action: Tensor) -> Tensor:
-        """The head's first layer before its activation, ``W [h, a] + b``: ``(B, T, hidden)``."""
-        x = torch.cat([h, action.to(h.dtype)], dim=-1)  # (B, T, H + A)
+        """The head's first layer before its activation, ``W [h, a] + b`` (with an embedder
+        ``W [m, relu(E [o, a])] + b``): ``(B, T, hidden)``."""
+        if self.embed is None:
+            x = torch.cat([h, action.to(h.dtype)], dim=-1)  # (B, T, H + A)
+        else:
+            x = self.embed(h, action)  # (B, T, M + width)
         return per_step(self.head[0], x)
 
     def q_from_pre(self, pre: Tensor, frozen: bool = False) -> Tensor:
@@ -247,24 +299,49 @@ class Critic(nn.Module):
         return per_step(lambda x: _run(self.head, x, first=1, frozen=frozen),
                         pre).squeeze(-1).float()
 
-    def q_moved(self, pre: Tensor, delta: Tensor) -> Tensor:
+    def q_moved(self, pre: Tensor, delta: Tensor, obs: Tensor | None = None,
+                action: Tensor | None = None) -> Tensor:
         """Q at ``a + delta`` from :meth:`pre` at ``(h, a)``, with every weight detached.
 
         The head's first layer is linear in ``[h, a]``: with ``W = [W_h, W_a]``,
         ``W [h, a + delta] + b = pre + W_a delta``. So Q at another action costs only the small
-        ``W_a`` product, and the encoder and the large ``W_h`` product are not run again. The
+        ``W_a`` product, and the encoder and the large ``W_h`` product are not run again. With
+        an embedder, ``W = [W_m, W_e]`` and the change is
+        ``W_e (relu(E [o, a + delta]) - relu(E [o, a]))``, which needs ``o`` and ``a``. The
         weights are used detached, so gradients reach ``delta`` (the actor) and ``pre`` only.
 
         Args:
             pre: :meth:`pre` at ``(h, a)``, ``(B, T, hidden)``.
             delta: the action change ``(B, T, A)``.
+            obs: the current observations ``(B, T, obs_dim)`` (needed with an embedder).
+            action: the actions ``a`` that ``pre`` was taken at (needed with an embedder).
 
         Returns:
             Q ``(B, T)``.
         """
-        w_a = self.head[0].weight[:, self.encoder.d_out:].detach()  # (hidden, A): W_a
-        moved = pre + per_step(lambda d: F.linear(d, w_a), delta.to(pre.dtype))  # (B, T, hidden)
-        return self.q_from_pre(moved, frozen=True)
+        if self.embed is None:
+            w_a = self.head[0].weight[:, self.encoder.d_out:].detach()  # (hidden, A): W_a
+            change = per_step(lambda d: F.linear(d, w_a), delta.to(pre.dtype))  # (B, T, hidden)
+        else:
+            if obs is None or action is None:
+                raise ValueError("a critic with a head embedder needs the observations and the "
+                                 "actions that pre was taken at, got None")
+            width = self.embed.linear.out_features
+            w_e = self.head[0].weight[:, -width:].detach()  # (hidden, width): W_e
+            obs = obs.to(pre.dtype)
+            moved_e = self.embed.embed(obs, action + delta, frozen=True)  # (B, T, width)
+            change = per_step(lambda e: F.linear(e, w_e),
+                              moved_e - self.embed.embed(obs, action, frozen=True))
+        return self.q_from_pre(pre + change, frozen=True)
+
+
+def _shortcut_obs_dim(encoder: nn.Module) -> int:
+    """The observation width an :class:`ObsShortcut` appends; refuses any other encoder."""
+    if not isinstance(encoder, ObsShortcut):
+        raise ValueError(f"a head embedder embeds the current observation that ObsShortcut "
+                         f"(--agent.head-obs) appends to the encoding; got a "
+                         f"{type(encoder).__name__} encoder")
+    return encoder.obs_dim
 
 
 def action_bounds(low: object, high: object) -> tuple[Tensor, Tensor]:
@@ -280,5 +357,5 @@ def action_bounds(low: object, high: object) -> tuple[Tensor, Tensor]:
     return low, high
 
 
-__all__ = ["Actor", "AgentState", "Critic", "EncoderInputs", "InputEmbed", "ObsShortcut",
-           "action_bounds", "mlp"]
+__all__ = ["Actor", "AgentState", "Critic", "EncoderInputs", "HeadEmbed", "InputEmbed",
+           "ObsShortcut", "action_bounds", "mlp"]

@@ -381,6 +381,11 @@ class LoopConfig:
     """Random actions (and no updates) before this many env steps."""
     updates_per_step: float = 1.0
     """Gradient updates per env step; fractions allowed (0.25: one update every 4 steps)."""
+    initial_updates: int = 0
+    """Updates made once, when learning starts, on the random steps gathered before it, ahead
+    of the ``updates_per_step`` schedule (pomdp-baselines makes as many as it gathered, so its
+    updates keep pace with its env steps from the start: ``--initial-updates`` equal to
+    ``--learning-starts``). 0: none."""
     eval_every: int = 5_000
     """Evaluate the deterministic policy every this many env steps (0: only at the end)."""
     eval_episodes: int = 5
@@ -408,7 +413,8 @@ class LoopConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "total_steps", "eval_episodes", "log_every")
-        _non_negative(self, "learning_starts", "eval_every", "checkpoint_every")
+        _non_negative(self, "learning_starts", "initial_updates", "eval_every",
+                      "checkpoint_every")
         _finite(self.updates_per_step, "--updates-per-step", 0.0, low_open=True)
         _finite(self.checkpoint_minutes, "--checkpoint-minutes", 0.0)
         if self.eval_policy not in EVAL_POLICIES:

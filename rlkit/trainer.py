@@ -238,8 +238,10 @@ class Trainer:
     def _learn(self) -> None:
         if self.step < self.cfg.learning_starts:
             return
-        loop = self.loop
-        loop.credit += self.cfg.updates_per_step * self.envs.num_envs
+        loop, n = self.loop, self.envs.num_envs
+        loop.credit += self.cfg.updates_per_step * n
+        if self.step - n < max(self.cfg.learning_starts, 1):  # the first call that learns
+            loop.credit += self.cfg.initial_updates
         while loop.credit >= 1.0:
             metrics = self.agent.update(self.buffer.sample(self.batch_size))
             self.num_updates += 1

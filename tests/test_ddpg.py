@@ -1,14 +1,16 @@
 import copy
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
 from helpers import actor_loss, critic_loss, seq_buffer, td_target
+from torch import nn
 
 from agents.ddpg import DDPG, DDPGConfig
 from agents.losses import saturation
-from agents.networks import EncoderInputs, InputEmbed, ObsShortcut
+from agents.networks import Actor, EncoderInputs, HeadEmbed, InputEmbed, ObsShortcut
 from rlkit.backbones import BackboneConfig, make_backbone
 from rlkit.buffers import SequenceBatch
 from rlkit.losses import grad_norm, masked_mse, polyak_update
@@ -86,13 +88,17 @@ def _direct_actor_loss(agent: DDPG, seq, actor_state=None) -> torch.Tensor:
     return -(q * seq.mask).sum() / seq.mask.sum()
 
 
-@pytest.mark.parametrize("kind", ["mlp", "gru", "twin", "deep_head", "twin_min", "gru_min"])
+@pytest.mark.parametrize("kind", ["mlp", "gru", "twin", "deep_head", "twin_min", "gru_min",
+                                  "gru_embed", "gru_embed_min"])
 def test_actor_loss_is_minus_q_of_the_actor_action(kind):
-    """The actor loss reuses the critic loss's first-layer product (``pre + W_a (mu - a)``);
-    its value and its actor gradients are those of ``-Q(h, mu)`` computed in full (with
-    ``actor_q="min"``, of ``-min(Q1, Q2)``)."""
+    """The actor loss reuses the critic loss's first-layer product (``pre + W_a (mu - a)``,
+    with head embedders ``pre + W_e (relu(E [o, mu]) - relu(E [o, a]))``); its value and its
+    actor gradients are those of ``-Q(h, mu)`` computed in full (with ``actor_q="min"``, of
+    ``-min(Q1, Q2)``)."""
     if kind.startswith("gru"):
-        kw = {"twin_critics": True, "actor_q": "min"} if kind == "gru_min" else {}
+        kw = {"twin_critics": True, "actor_q": "min"} if kind.endswith("_min") else {}
+        if "embed" in kind:
+            kw.update(head_obs=True, head_embed=(5, 6))
         agent, seq = _seq_agent(**kw), None
         seq = _seq_batch(agent)
     else:
@@ -903,6 +909,82 @@ def test_input_embed_composes_with_head_obs_and_the_heads_see_the_raw_observatio
     torch.testing.assert_close(h[..., 16:], x[..., :3], rtol=0, atol=0)  # [h, obs]
 
 
+def test_head_embed_feeds_the_heads_the_memory_and_an_embedding_of_the_current_step():
+    """``head_embed = (A, C)``: the actor's head takes ``[m, relu(E o)]``, the critic's
+    ``[m, relu(E [o, a])]``, where ``[m, o]`` is the :class:`ObsShortcut` encoding; ``step``
+    equals ``forward``; an update trains both embedders (the actor's by the actor loss, the
+    critic's by the critic loss only)."""
+    agent = _seq_agent(head_obs=True, head_embed=(5, 6), twin_critics=True,
+                       critics_share_encoder=True)
+    actor, critic = agent.actor, agent.critics[0]
+    assert isinstance(actor.embed, HeadEmbed) and isinstance(critic.embed, HeadEmbed)
+    assert (actor.embed.linear.in_features, actor.embed.linear.out_features) == (3, 5)
+    assert (critic.embed.linear.in_features, critic.embed.linear.out_features) == (3 + 2, 6)
+    assert actor.head[0].in_features == 16 + 5 and critic.head[0].in_features == 16 + 6
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 7, 5, generator=g)  # (B, T, obs 3 + previous action 2)
+    a = torch.rand(4, 7, 2, generator=g) * 2 - 1
+    h, _ = actor.encoder(x)  # (B, T, 16 + 3) = [m, o]
+    m, o = h[..., :16], h[..., 16:]
+    ref = actor.head(torch.cat([m, torch.relu(actor.embed.linear(o))], -1))
+    torch.testing.assert_close(actor.pre_tanh(h), ref, rtol=0, atol=1e-6)
+    hc, _ = critic.encoder(x)
+    q_ref = critic.head(torch.cat([hc[..., :16], torch.relu(
+        critic.embed.linear(torch.cat([hc[..., 16:], a], -1)))], -1)).squeeze(-1)
+    torch.testing.assert_close(critic.q(hc, a), q_ref, rtol=0, atol=1e-6)
+    actions, _ = actor(x)
+    s = actor.encoder.initial_state(4)
+    for t in range(7):
+        y, s = actor.step(x[:, t], s)
+        torch.testing.assert_close(y, actions[:, t], rtol=0, atol=1e-6)
+    before = {name: e.linear.weight.clone()
+              for name, e in (("actor", actor.embed), ("critic", critic.embed))}
+    b = _seq_batch(agent)
+    target = td_target(agent, b)
+    _, _, enc = critic_loss(agent, b, target)
+    actor_loss(agent, b, enc).backward()  # the actor loss alone: critic weights get nothing
+    assert actor.embed.linear.weight.grad.abs().sum() > 0
+    assert critic.embed.linear.weight.grad is None
+    agent.zero_grad(set_to_none=True)
+    agent.update(b)
+    assert not torch.equal(before["actor"], actor.embed.linear.weight)
+    assert not torch.equal(before["critic"], critic.embed.linear.weight)
+
+
+def test_head_embed_needs_head_obs_and_two_positive_widths():
+    with pytest.raises(ValueError, match=r"--agent.head-embed 32 48 embeds the current "
+                                         r"observation .* expected --agent.head-obs"):
+        DDPGConfig(head_embed=(32, 48))
+    for bad in ((32,), (32, 0), (32, True), (32, 48, 8)):
+        with pytest.raises(ValueError, match=r"--agent.head-embed must be empty \(off\) or two "
+                                             r"positive integers \(actor, critic\), got "
+                                             + re.escape(repr(bad))):
+            DDPGConfig(head_embed=bad, head_obs=True)
+    gru = make_backbone("gru", 5, BackboneConfig(d_model=8))
+    with pytest.raises(ValueError, match=r"a head embedder embeds the current observation that "
+                                         r"ObsShortcut .* got a RNNBackbone encoder"):
+        Actor(gru, LOW, HIGH, (8,), embed_width=4)
+    critic = _seq_agent(head_obs=True, head_embed=(5, 6)).critics[0]
+    with pytest.raises(ValueError, match="needs the observations and the actions"):
+        critic.q_moved(torch.zeros(2, 3, 16), torch.zeros(2, 3, 2))
+
+
+def test_head_bias_starts_the_heads_hidden_biases_at_its_value_and_changes_nothing_else():
+    default, agent = _seq_agent(final_init=3e-3), _seq_agent(final_init=3e-3, head_bias=0.1)
+    hidden = {id(layer.bias) for net in (agent.actor, *agent.critics, agent.actor_target,
+                                         *agent.critic_targets)
+              for layer in list(net.head)[:-1] if isinstance(layer, nn.Linear)}
+    assert len(hidden) == 4  # one hidden layer in each of actor, critic and their targets
+    for (name, p), q in zip(agent.named_parameters(), default.parameters(), strict=True):
+        if id(p) in hidden:
+            assert torch.equal(p, torch.full_like(p, 0.1)), name
+        else:  # every other parameter, the last layers' small draws included: as before
+            assert torch.equal(p, q), name
+    with pytest.raises(ValueError, match=r"--agent.head-bias must be None \(PyTorch's default\) "
+                                         r"or a finite number, got nan"):
+        DDPGConfig(head_bias=float("nan"))
+
+
 def test_input_embed_refuses_widths_for_inputs_no_encoder_sees_and_a_mismatched_backbone():
     with pytest.raises(ValueError, match=r"--agent.input-embed 32 8 8: no encoder sees the "
                                          r"previous reward, so its width would not be used"):
@@ -922,3 +1004,8 @@ def test_input_embed_config_round_trips_through_json():
     assert DDPGConfig.from_json(data) == cfg
     old = {k: v for k, v in data.items() if k != "input_embed"}  # a record made before it
     assert DDPGConfig.from_json(old).input_embed == ()
+    cfg = DDPGConfig(head_obs=True, head_embed=(32, 48), head_bias=0.1)
+    data = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    assert DDPGConfig.from_json(data) == cfg
+    old = {k: v for k, v in data.items() if k not in ("head_embed", "head_bias")}
+    assert (DDPGConfig.from_json(old).head_embed, DDPGConfig.from_json(old).head_bias) == ((), None)

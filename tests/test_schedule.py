@@ -58,12 +58,13 @@ class CountingAgent:
 
 
 def run_loop(tmp_path, updates_per_step: float, num_envs: int, total: int = 40,
-             starts: int = 8) -> list[int]:
+             starts: int = 8, initial: int = 0) -> list[int]:
     agent = CountingAgent()
     envs = gym.vector.SyncVectorEnv([Counter] * num_envs,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     cfg = LoopConfig(total_steps=total, learning_starts=starts,
-                     updates_per_step=updates_per_step, eval_every=0, eval_episodes=1,
+                     updates_per_step=updates_per_step, initial_updates=initial,
+                     eval_every=0, eval_episodes=1,
                      log_every=total, progress=False)
     buffer = ReplayBuffer(100, 1, 1, torch.device("cpu"), torch.Generator().manual_seed(0))
     noise = GaussianNoise(num_envs, 1, 0.1, np.random.default_rng(0))
@@ -95,3 +96,19 @@ def test_four_updates_per_step(tmp_path, num_envs):
     # every vector step of num_envs env steps owes 4 * num_envs updates
     expected = [s for s in range(8, 41, num_envs) for _ in range(4 * num_envs)]
     assert steps == expected
+
+
+@pytest.mark.parametrize(("num_envs", "starts"), [(1, 8), (2, 8), (2, 7), (1, 0)])
+def test_initial_updates_come_once_when_learning_starts(tmp_path, num_envs, starts):
+    """``initial_updates`` are made at the first env step that learns (the one that reaches
+    ``learning_starts``; with 0, the first step), then the schedule goes on as before."""
+    plain = run_loop(tmp_path / "plain", 1.0, num_envs, starts=starts)
+    steps = run_loop(tmp_path / "initial", 1.0, num_envs, starts=starts, initial=6)
+    first = plain[0]
+    assert first == max(starts, 1) + (-max(starts, 1)) % num_envs  # the first step >= starts
+    assert steps == [first] * 6 + plain
+
+
+def test_initial_updates_must_be_a_count():
+    with pytest.raises(ValueError, match=r"--initial-updates must be an integer >= 0, got -1"):
+        LoopConfig(initial_updates=-1)
