@@ -15,16 +15,17 @@ last log (fraction of actions at the bounds), wall time and updates/s.
 pomdp-baselines (Ni et al. 2022, ``configs/pomdp/pendulum/v/rnn.yml``: LSTM 128, heads
 [128, 128], whole 200-step episodes, batch 32 episodes, one update per env step, lr 3e-4,
 gamma 0.9, tau 0.005, 5 random episodes first, TD3's twin critics and target smoothing 0.2
-(clip 0.5), Gaussian exploration 0.1, the heads' last layers uniform in [-3e-3, 3e-3], and
-their networks: observation, action and reward embedded apart (``Linear -> ReLU``, 32, 8 and
-8 wide), orthogonal recurrent weights with zero biases, the current observation beside the
-encoding in both heads, both critics' heads on one RNN; not theirs: our actor climbs critic
-0's Q where theirs climbs ``min(Q1, Q2)`` (add ``--agent.actor-q min`` for that), our heads
-see the current observation and action as they are where theirs see them through ReLU
-embedders (the actor ``o_t``, 32 wide; the critics ``[o_t, a_t]``, 48 wide), and the heads'
-hidden biases start at PyTorch's default, not 0.1) and prints our return at 6k, 12k and 18k
-env steps beside their reported figure (read off their published curves: about -139 by 12k
-steps; their file's default algorithm is SAC, the TD3 variant is what we run).
+(clip 0.5), Gaussian exploration 0.1, 1,000 updates on the random episodes before the first
+learned one, and their networks: observation, action and reward embedded apart (``Linear ->
+ReLU``, 32, 8 and 8 wide), orthogonal recurrent weights with zero biases, the current step
+beside the encoding in both heads through ReLU embedders (the actor's ``o_t``, 32 wide; the
+critics' ``[o_t, a_t]``, 48 wide), the heads' hidden biases at 0.1 and last layers uniform in
+[-3e-3, 3e-3], both critics' heads on one RNN; not theirs: our actor climbs critic 0's Q where
+theirs climbs ``min(Q1, Q2)`` (add ``--agent.actor-q min`` for that), and we update after
+every env step where they collect an episode and then make 200 updates) and prints our
+return at 6k, 12k and 18k env steps beside their reported figure (read off their published
+curves: about -139 by 12k steps; their file's default algorithm is SAC, the TD3 variant is
+what we run).
 
 On Pendulum tasks a last row gives the full-state optimum (:mod:`envs.reference`, dynamic
 programming) on each seed's own evaluation episodes: where an episode starts matters as much as
@@ -80,7 +81,8 @@ ANCHORS = {
                   "--noise", "gaussian", "--noise-sigma", "0.1", "--prev-reward",
                   "--agent.head-obs", "--agent.input-embed", "32", "8", "8",
                   "--rnn-init", "orthogonal", "--agent.critics-share-encoder",
-                  "--eval-every", "3000", "--eval-episodes", "10"],
+                  "--agent.head-embed", "32", "48", "--agent.head-bias", "0.1",
+                  "--initial-updates", "1000", "--eval-every", "3000", "--eval-episodes", "10"],
     },
 }
 

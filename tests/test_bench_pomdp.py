@@ -103,7 +103,8 @@ def test_returns_at_steps_are_the_last_evaluation_before_and_none_past_the_runs_
 def test_the_anchor_flags_resolve_to_pomdp_baselines_settings():
     """``--anchor pomdp-baselines``: its flags parse as ``train.py``'s and resolve to their
     Pendulum-V agent (whole episodes, TD3, separate input embedders, orthogonal recurrent
-    weights, the observation beside the encoding, one critic RNN under both Q heads)."""
+    weights, the current step beside the encoding through ReLU embedders, hidden biases at
+    0.1, one critic RNN under both Q heads, 1,000 updates when learning starts)."""
     anchor = pomdp.ANCHORS["pomdp-baselines"]
     cfg = cli.parse_config(["--env", anchor["env"], "--backbone", "lstm", *anchor["flags"]])
     cfg = train.resolve(cfg, 200)
@@ -115,3 +116,5 @@ def test_the_anchor_flags_resolve_to_pomdp_baselines_settings():
     assert a.actor_q == "first"  # theirs is min(Q1, Q2): an option, not in the anchor
     assert a.input_embed == (32, 8, 8) and a.actor_prev_reward and a.critic_prev_action
     assert (m.d_model, m.rnn_init, cfg.run.recipe) == (128, "orthogonal", "none")
+    assert (a.head_embed, a.head_bias, a.final_init) == ((32, 48), 0.1, 3e-3)
+    assert (cfg.loop.learning_starts, cfg.loop.initial_updates) == (1000, 1000)
