@@ -56,14 +56,16 @@ def mlp(d_in: int, hidden: tuple[int, ...], d_out: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _frozen(layer: nn.Linear, x: Tensor) -> Tensor:
+    """``layer`` on ``x`` with its weight and bias detached: gradients reach ``x`` only."""
+    return F.linear(x, layer.weight.detach(), layer.bias.detach())
+
+
 def _run(net: nn.Sequential, x: Tensor, first: int = 0, frozen: bool = False) -> Tensor:
     """``net``'s layers from index ``first`` on ``x`` ``(N, D)``; ``frozen``: with their weights
     detached, so gradients reach ``x`` but never ``net``."""
     for layer in list(net)[first:]:
-        if frozen and isinstance(layer, nn.Linear):
-            x = F.linear(x, layer.weight.detach(), layer.bias.detach())
-        else:
-            x = layer(x)
+        x = _frozen(layer, x) if frozen and isinstance(layer, nn.Linear) else layer(x)
     return x
 
 
@@ -187,8 +189,7 @@ class HeadEmbed(nn.Module):
     def embed(self, obs: Tensor, extra: Tensor | None = None, frozen: bool = False) -> Tensor:
         """``relu(E [obs, extra])`` ``(..., width)``; ``frozen``: with ``E`` detached."""
         x = obs if extra is None else torch.cat([obs, extra.to(obs.dtype)], dim=-1)
-        w, b = self.linear.weight, self.linear.bias
-        return F.relu(F.linear(x, w.detach(), b.detach()) if frozen else F.linear(x, w, b))
+        return F.relu(_frozen(self.linear, x) if frozen else self.linear(x))
 
     def forward(self, h: Tensor, extra: Tensor | None = None) -> Tensor:
         """``h`` ``(..., M + obs_dim)`` = ``[m, o]`` -> ``[m, relu(E [o, extra])]``."""
