@@ -179,7 +179,7 @@ class HeadEmbed(nn.Module):
 
     def __init__(self, obs_dim: int, extra_dim: int, width: int) -> None:
         super().__init__()
-        self.obs_dim, self.extra_dim = obs_dim, extra_dim
+        self.obs_dim = obs_dim
         self.linear = nn.Linear(obs_dim + extra_dim, width)
 
     def d_out(self, d_encoding: int) -> int:
