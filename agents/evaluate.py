@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,7 +27,7 @@ import torch
 from agents.train import env_modules, load_agent
 from rlkit.checkpoint import CheckpointError
 from rlkit.config import EVAL_POLICIES
-from rlkit.evaluate import RenderError, evaluate, make_eval_env
+from rlkit.evaluate import Policy, RenderError, episode_rewards, evaluate, make_eval_env
 from rlkit.faults import EnvError, GuardedEnv
 from rlkit.rundir import RunDirError, RunPaths, RunRecord
 from rlkit.seeding import eval_env_seed
@@ -37,15 +39,11 @@ def own_episodes(run_dir: Path) -> tuple[int, int]:
     return record.loop.eval_episodes, eval_env_seed(record.run.seed)
 
 
-def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
-                 video_dir: Path | None = None, policy: str | None = None
-                 ) -> tuple[dict[str, float], RunRecord]:
-    """A run's final policy (its checkpoint) on episodes ``seed .. seed + episodes - 1``:
-    the statistics of :func:`rlkit.evaluate.evaluate` and the run's record. ``policy``:
-    ``actor``, ``target`` or ``average`` (default: the run's ``--eval-policy``).
-
-    Raises:
-        RunDirError: ``average`` for a run that kept no average of its actor."""
+@contextmanager
+def _run_policy(run_dir: Path, device: str, video_dir: Path | None, policy: str | None
+                ) -> Iterator[tuple[Policy, GuardedEnv, RunRecord]]:
+    """A run's final policy (``policy`` or the run's ``--eval-policy``), its evaluation env
+    (closed on exit) and its record."""
     agent, record = load_agent(run_dir, device)
     which = record.loop.eval_policy if policy is None else policy
     try:  # refused before an env is made
@@ -55,9 +53,29 @@ def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
     env = GuardedEnv(make_eval_env(record.env.gym_id, video_dir, env_modules(record.env)),
                      "evaluation")
     try:
-        return evaluate(chosen, env, episodes, torch.device(device), seed), record
+        yield chosen, env, record
     finally:
         env.close()
+
+
+def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
+                 video_dir: Path | None = None, policy: str | None = None
+                 ) -> tuple[dict[str, float], RunRecord]:
+    """A run's final policy (its checkpoint) on episodes ``seed .. seed + episodes - 1``:
+    the statistics of :func:`rlkit.evaluate.evaluate` and the run's record. ``policy``:
+    ``actor``, ``target`` or ``average`` (default: the run's ``--eval-policy``).
+
+    Raises:
+        RunDirError: ``average`` for a run that kept no average of its actor."""
+    with _run_policy(run_dir, device, video_dir, policy) as (chosen, env, record):
+        return evaluate(chosen, env, episodes, torch.device(device), seed), record
+
+
+def run_rewards(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
+                policy: str | None = None) -> list[list[float]]:
+    """The rewards, step by step, of :func:`evaluate_run`'s episodes (same arguments)."""
+    with _run_policy(run_dir, device, None, policy) as (chosen, env, _):
+        return [r for r, _ in episode_rewards(chosen, env, episodes, torch.device(device), seed)]
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

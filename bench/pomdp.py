@@ -33,7 +33,11 @@ the policy, and the best possible return differs by tens of points from one seed
 another's (-170, -161 and -141 for seeds 0, 1 and 2). ``--no-reference`` leaves it out.
 ``--common-episodes N`` also evaluates every run's final checkpoint on the same N episodes
 (from ``--common-seed``), with the optimum on those, so that seeds and families are compared
-on equal starts. ``--final-policy actor|target`` takes each run's final return from its final
+on equal starts. ``--gap STEPS`` prints where each final policy loses against that optimum on
+its own evaluation episodes: optimum minus policy, by STEPS-step stretch of the episode (mean
+over the episodes), and its worst episode (on Pendulum-V a slow swing-up shows in the first
+stretches, a pendulum held off upright in every later one, a fall in one episode's row).
+``--final-policy actor|target`` takes each run's final return from its final
 checkpoint instead of its log: that policy (the actor, or the target actor of ``--eval-policy
 target``) on the run's own evaluation episodes, so that runs logged with either can be read
 both ways (the common episodes then use it too). ``--summarize DIR`` prints the tables of a grid
@@ -54,10 +58,11 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 
 from agents import cli, train
-from agents.evaluate import evaluate_run, own_episodes
-from envs.reference import PendulumOptimum, optimum_returns
+from agents.evaluate import evaluate_run, own_episodes, run_rewards
+from envs.reference import PendulumOptimum, optimum_returns, optimum_rewards
 from rlkit.backbones import BACKBONE_NAMES
 from rlkit.config import EVAL_POLICIES
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, launch
@@ -169,6 +174,38 @@ def _common_table(outcomes: list[RunOutcome], backbones: list[str], env: str, n:
         print(f"| optimum, full state | | {optimum_returns(env, s0, n, solver).mean():.1f} |")
 
 
+def _gap_table(outcomes: list[RunOutcome], backbones: list[str], env: str, window: int,
+               solver: PendulumOptimum, policy: str | None) -> None:
+    """Where each final policy loses against the full-state optimum on its own evaluation
+    episodes: the gap (optimum minus policy) by ``window``-step stretch of the episode, mean
+    over the episodes, and the worst episode's gap."""
+    rows, edges = [], None
+    for b in backbones:
+        for o in (o for o in outcomes if o.name.startswith(f"{b}__") and not o.error):
+            n, s0 = own_episodes(o.run_dir)
+            mine = run_rewards(o.run_dir, n, s0, policy=policy)
+            best = optimum_rewards(env, s0, n, solver)  # (n, horizon)
+            got = np.zeros_like(best)
+            for k, r in enumerate(mine):
+                got[k, : len(r)] = r[: best.shape[1]]
+            gap = best - got  # (n, horizon)
+            edges = list(range(0, gap.shape[1], window))
+            parts = [gap[:, e:e + window].sum(axis=1).mean() for e in edges]
+            worst = int(gap.sum(axis=1).argmax())
+            rows.append(f"| {o.name} | {got.sum(axis=1).mean():.1f} | {best.sum(axis=1).mean():.1f}"
+                        f" | {gap.sum(axis=1).mean():.1f} | "
+                        + " | ".join(f"{v:.1f}" for v in parts)
+                        + f" | {gap[worst].sum():.1f} (episode {worst}) |")
+    if not rows:
+        return
+    print(f"\nthe gap to the full-state optimum on each run's own evaluation episodes (optimum "
+          f"minus policy, mean over the episodes), by {window}-step stretch:")
+    print("| run | return | optimum | gap | "
+          + " | ".join(f"steps {e}-{e + window - 1}" for e in edges) + " | worst episode |")
+    print("|---|---:|---:|---:|" + "---:|" * len(edges) + "---:|")
+    print("\n".join(rows))
+
+
 def _check_flags(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     """Refuse flags that cannot go together (exit 2, the value named)."""
     if a.common_episodes < 0:
@@ -176,6 +213,12 @@ def _check_flags(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     if a.final_policy and a.last_k != 1:
         p.error(f"--final-policy evaluates the final checkpoint only: it needs --last-k 1, got "
                 f"{a.last_k}")
+    if a.gap < 0:
+        p.error(f"--gap must be a positive number of steps (0: no gap table), got {a.gap}")
+    if a.gap and (a.no_reference or "Pendulum" not in (ANCHORS[a.anchor]["env"] if a.anchor
+                                                        else a.env)):
+        p.error(f"--gap {a.gap} needs the full-state optimum: a Pendulum task without "
+                f"--no-reference, got --env {a.env}{' --no-reference' if a.no_reference else ''}")
     if a.resume and (a.out is None or a.summarize):
         p.error("--resume continues the grid in --out DIR: give --out, not --summarize")
 
@@ -211,6 +254,9 @@ def main() -> None:
                         "evaluation episodes (default: the run's logged last evaluations)")
     p.add_argument("--no-reference", action="store_true",
                    help="leave out the full-state optimum row (Pendulum tasks)")
+    p.add_argument("--gap", type=int, default=0, metavar="STEPS",
+                   help="also print where each final policy loses against the optimum on its "
+                        "own evaluation episodes, by STEPS-step stretch (Pendulum tasks)")
     a = p.parse_args(own)
     anchor = ANCHORS[a.anchor] if a.anchor else None
     env = anchor["env"] if anchor else a.env
@@ -276,6 +322,8 @@ def main() -> None:
     if a.common_episodes:
         _common_table(outcomes, backbones, env, a.common_episodes, a.common_seed,
                       solver if reference else None, a.final_policy)
+    if a.gap:
+        _gap_table(outcomes, backbones, env, a.gap, solver, a.final_policy)
     if anchor:
         pub = anchor["published"]
         print(f"\n{a.anchor} (published, read off their curves): " + ", ".join(

@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
-__all__ = ["PendulumOptimum", "optimum_returns"]
+__all__ = ["PendulumOptimum", "optimum_returns", "optimum_rewards"]
 
 
 def _wrap(theta: np.ndarray) -> np.ndarray:
@@ -140,18 +140,29 @@ def optimum_returns(env_id: str, seed: int, episodes: int,
     Raises:
         ValueError: ``episodes`` is not positive, or ``env_id`` is not a Pendulum task.
     """
+    return optimum_rewards(env_id, seed, episodes, solver).sum(axis=1)
+
+
+def optimum_rewards(env_id: str, seed: int, episodes: int,
+                    solver: PendulumOptimum | None = None) -> np.ndarray:
+    """The rewards of :func:`optimum_returns`' episodes step by step, ``(episodes, horizon)``
+    (zero after an episode ends): where in an episode an agent loses against the optimum.
+
+    Raises:
+        ValueError: as :func:`optimum_returns`.
+    """
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     env = gym.make(env_id)
     try:
         solver = solver or PendulumOptimum.for_env(env)
-        out = np.zeros(episodes)
+        out = np.zeros((episodes, solver.horizon))
         for k in range(episodes):
             env.reset(seed=seed + k)
             for t in range(solver.horizon):
                 u = solver.action(np.asarray(env.unwrapped.state), solver.horizon - t)
                 _, r, terminated, truncated, _ = env.step(np.array([u], dtype=np.float32))
-                out[k] += float(r)
+                out[k, t] = float(r)
                 if terminated or truncated:
                     break
         return out

@@ -1,7 +1,8 @@
 """Evaluation: the deterministic policy in step mode, episode by episode, with its state carried.
 
 :func:`evaluate` runs any agent with ``initial_state`` and ``act`` (the training loop's periodic
-evaluations and ``python -m agents.evaluate RUN_DIR`` both use it); :func:`make_eval_env`
+evaluations and ``python -m agents.evaluate RUN_DIR`` both use it) and returns statistics;
+:func:`episode_rewards` gives the same episodes' rewards step by step; :func:`make_eval_env`
 builds the env, recording MP4s through Gymnasium's ``RecordVideo`` when asked (needs
 ``moviepy``; MuJoCo tasks render headless with ``MUJOCO_GL=egl`` or ``osmesa``).
 """
@@ -31,41 +32,52 @@ class RenderError(RuntimeError):
     """The environment cannot render frames here (no renderer or missing package)."""
 
 
-def evaluate(agent: Policy, env: gym.Env, episodes: int, device: torch.device,
-             seed: int | None = None) -> dict[str, float]:
+def episode_rewards(agent: Policy, env: gym.Env, episodes: int, device: torch.device,
+                    seed: int | None = None) -> list[tuple[list[float], dict]]:
     """Run the deterministic policy (step mode, state carried) for ``episodes`` episodes.
 
     Episode ``k`` resets ``env`` with ``seed + k``; nothing here draws from the training loop's
     generators, so evaluating does not change what training does next.
 
     Returns:
-        ``eval_return_mean``, ``eval_return_std``, ``eval_length_mean`` and, where the env
-        reports ``success`` / ``is_success`` in ``info``, ``eval_success_rate``.
+        Per episode, its rewards step by step and the ``info`` of its last step.
     """
-    returns, lengths, successes = [], [], []
+    out = []
     act_dim = env.action_space.shape[0]
     for ep in range(episodes):
         obs, _ = env.reset(seed=None if seed is None else seed + ep)
         state = agent.initial_state(1)
         prev_a = torch.zeros(1, act_dim, device=device)
         prev_r = torch.zeros(1, device=device)
-        done, ret, length, info = False, 0.0, 0, {}
+        done, rewards, info = False, [], {}
         while not done:
             o = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)[None]
             a, state = agent.act(o, state, prev_a, prev_r)
             action = a[0].cpu().numpy()
             obs, r, term, trunc, info = env.step(action)
-            ret, length, done = ret + float(r), length + 1, bool(term or trunc)
+            rewards.append(float(r))
+            done = bool(term or trunc)
             prev_a, prev_r = a, torch.tensor([float(r)], device=device)
-        returns.append(ret)
-        lengths.append(length)
-        s = info.get("success", info.get("is_success"))
-        if s is not None:
-            successes.append(float(s))
+        out.append((rewards, info))
+    return out
+
+
+def evaluate(agent: Policy, env: gym.Env, episodes: int, device: torch.device,
+             seed: int | None = None) -> dict[str, float]:
+    """Return statistics of :func:`episode_rewards` (same episodes, same policy).
+
+    Returns:
+        ``eval_return_mean``, ``eval_return_std``, ``eval_length_mean`` and, where the env
+        reports ``success`` / ``is_success`` in ``info``, ``eval_success_rate``.
+    """
+    runs = episode_rewards(agent, env, episodes, device, seed)
+    returns = [sum(rewards, 0.0) for rewards, _ in runs]  # summed in step order
+    successes = [float(s) for _, info in runs
+                 if (s := info.get("success", info.get("is_success"))) is not None]
     out = {
         "eval_return_mean": float(np.mean(returns)),
         "eval_return_std": float(np.std(returns)),
-        "eval_length_mean": float(np.mean(lengths)),
+        "eval_length_mean": float(np.mean([len(rewards) for rewards, _ in runs])),
     }
     if successes:
         out["eval_success_rate"] = float(np.mean(successes))

@@ -16,8 +16,9 @@ import torch
 
 from agents import cli, train
 from agents.ddpg import DDPGConfig
+from envs.reference import PendulumOptimum, optimum_rewards
 from rlkit.config import replace_fields
-from rlkit.launch import GridRun
+from rlkit.launch import GridRun, RunOutcome
 from rlkit.runlog import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +36,11 @@ TINY = replace_fields(train.TrainConfig(), total_steps=60, learning_starts=20, b
     (["--resume"], "--resume continues the grid in --out DIR"),
     (["--resume", "--out", "x", "--summarize", "x"], "give --out, not --summarize"),
     (["--final-policy", "target", "--last-k", "2"], "it needs --last-k 1, got 2"),
+    (["--gap", "-5"], "--gap must be a positive number of steps (0: no gap table), got -5"),
+    (["--env", "rlkit/HalfCheetah-V-v0", "--gap", "25"],
+     "--gap 25 needs the full-state optimum: a Pendulum task without --no-reference, got --env "
+     "rlkit/HalfCheetah-V-v0"),
+    (["--gap", "25", "--no-reference"], "got --env rlkit/Pendulum-V-v0 --no-reference"),
 ])
 def test_bad_flags_are_refused_with_the_value_named(monkeypatch, capsys, argv, named):
     monkeypatch.setattr(sys, "argv", ["pomdp.py", *argv])
@@ -118,3 +124,33 @@ def test_the_anchor_flags_resolve_to_pomdp_baselines_settings():
     assert (m.d_model, m.rnn_init, cfg.run.recipe) == (128, "orthogonal", "none")
     assert (a.head_embed, a.head_bias, a.final_init) == ((32, 48), 0.1, 3e-3)
     assert (cfg.loop.learning_starts, cfg.loop.initial_updates) == (1000, 1000)
+
+
+def test_the_gap_table_splits_each_runs_loss_against_the_optimum_along_its_episodes(
+        tmp_path, capsys):
+    run = tmp_path / "gru__s3"
+    cfg = replace_fields(TINY, env="rlkit/Pendulum-V-v0", backbone="gru", seed=3,
+                         run_dir=str(run), total_steps=40, eval_episodes=2)
+    logged = train.main(cfg)["eval_return_mean"]
+    n, s0 = pomdp.own_episodes(run)
+    rewards = pomdp.run_rewards(run, n, s0)
+    assert [len(r) for r in rewards] == [200, 200]
+    assert sum(sum(r) for r in rewards) / n == pytest.approx(logged, rel=1e-9)
+    solver = PendulumOptimum(200, n_theta=32, n_omega=33, n_actions=9)
+    best = optimum_rewards("rlkit/Pendulum-V-v0", s0, n, solver)  # (2, 200)
+    gaps = best.sum(axis=1) - [sum(r) for r in rewards]
+    pomdp._gap_table([RunOutcome("gru__s3", run)], ["gru"], "rlkit/Pendulum-V-v0", 50, solver,
+                     None)
+    out = capsys.readouterr().out
+    assert "| steps 0-49 | steps 50-99 | steps 100-149 | steps 150-199 | worst episode |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| gru__s3 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[1]) == pytest.approx(logged, abs=0.05)
+    assert float(cells[2]) == pytest.approx(best.sum(axis=1).mean(), abs=0.05)
+    assert float(cells[3]) == pytest.approx(gaps.mean(), abs=0.05)
+    parts = [float(c) for c in cells[4:8]]
+    assert sum(parts) == pytest.approx(gaps.mean(), abs=0.2)  # the stretches add up to the gap
+    first = (best[:, :50] - [r[:50] for r in rewards]).sum(axis=1).mean()
+    assert parts[0] == pytest.approx(first, abs=0.05)
+    worst = int(gaps.argmax())
+    assert cells[8] == f"{gaps[worst]:.1f} (episode {worst})"

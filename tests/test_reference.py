@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the rlkit/ ids)
-from envs.reference import PendulumOptimum, optimum_returns
+from envs.reference import PendulumOptimum, optimum_returns, optimum_rewards
 from rlkit.seeding import eval_env_seed, seed_everything
 
 COARSE = {"n_theta": 128, "n_omega": 129, "n_actions": 21}
@@ -72,6 +72,18 @@ def test_the_p_and_v_tasks_start_where_pendulum_v1_starts(solver):
     base = optimum_returns("Pendulum-v1", 7, 3, solver)
     for env_id in ("rlkit/Pendulum-P-v0", "rlkit/Pendulum-V-v0"):
         np.testing.assert_allclose(optimum_returns(env_id, 7, 3, solver), base)
+
+
+def test_optimum_rewards_are_the_optimums_returns_step_by_step(solver):
+    rewards = optimum_rewards("Pendulum-v1", 7, 3, solver)
+    assert rewards.shape == (3, 200) and (rewards <= 0).all()
+    np.testing.assert_allclose(rewards.sum(axis=1), optimum_returns("Pendulum-v1", 7, 3, solver))
+    env = gym.make("Pendulum-v1")  # the first steps, replayed by hand
+    env.reset(seed=8)
+    for t in range(3):
+        u = solver.action(np.asarray(env.unwrapped.state), 200 - t)
+        assert env.step(np.array([u], dtype=np.float32))[1] == pytest.approx(rewards[1, t])
+    env.close()
 
 
 def test_for_env_reads_the_envs_constants():
