@@ -386,6 +386,12 @@ class LoopConfig:
     of the ``updates_per_step`` schedule (pomdp-baselines makes as many as it gathered, so its
     updates keep pace with its env steps from the start: ``--initial-updates`` equal to
     ``--learning-starts``). 0: none."""
+    update_every: int = 1
+    """Make the updates owed in rounds, when the env step count reaches a multiple of this
+    (pomdp-baselines collects an episode with one policy, then makes its updates: 200 on
+    Pendulum, with ``--learning-starts`` a multiple of it). The count of updates does not
+    change, only when they come; updates owed after the last multiple before
+    ``--total-steps`` are not made. 1: after every env step."""
     eval_every: int = 5_000
     """Evaluate the deterministic policy every this many env steps (0: only at the end)."""
     eval_episodes: int = 5
@@ -412,7 +418,7 @@ class LoopConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        _positive(self, "total_steps", "eval_episodes", "log_every")
+        _positive(self, "total_steps", "eval_episodes", "log_every", "update_every")
         _non_negative(self, "learning_starts", "initial_updates", "eval_every",
                       "checkpoint_every")
         _finite(self.updates_per_step, "--updates-per-step", 0.0, low_open=True)

@@ -242,6 +242,9 @@ class Trainer:
         loop.credit += self.cfg.updates_per_step * n
         if self.step - n < max(self.cfg.learning_starts, 1):  # the first call that learns
             loop.credit += self.cfg.initial_updates
+        every = self.cfg.update_every
+        if self.step // every == (self.step - n) // every:  # no multiple of it reached yet
+            return
         while loop.credit >= 1.0:
             metrics = self.agent.update(self.buffer.sample(self.batch_size))
             self.num_updates += 1

@@ -116,8 +116,10 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- exact resume
-@pytest.mark.parametrize("base", [MLP, GRU, replace_fields(MLP, initial_updates=30)],
-                         ids=["mlp-Pendulum-v1", "gru-Pendulum-V-2envs", "mlp-initial-updates"])
+@pytest.mark.parametrize("base", [MLP, GRU, replace_fields(MLP, initial_updates=30),
+                                  replace_fields(MLP, update_every=60, updates_per_step=0.5)],
+                         ids=["mlp-Pendulum-v1", "gru-Pendulum-V-2envs", "mlp-initial-updates",
+                              "mlp-update-every"])
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, base):
     n = base.loop.total_steps
     train.main(replace_fields(base, run_dir=str(tmp_path / "full")))

@@ -58,13 +58,13 @@ class CountingAgent:
 
 
 def run_loop(tmp_path, updates_per_step: float, num_envs: int, total: int = 40,
-             starts: int = 8, initial: int = 0) -> list[int]:
+             starts: int = 8, initial: int = 0, every: int = 1) -> list[int]:
     agent = CountingAgent()
     envs = gym.vector.SyncVectorEnv([Counter] * num_envs,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     cfg = LoopConfig(total_steps=total, learning_starts=starts,
                      updates_per_step=updates_per_step, initial_updates=initial,
-                     eval_every=0, eval_episodes=1,
+                     update_every=every, eval_every=0, eval_episodes=1,
                      log_every=total, progress=False)
     buffer = ReplayBuffer(100, 1, 1, torch.device("cpu"), torch.Generator().manual_seed(0))
     noise = GaussianNoise(num_envs, 1, 0.1, np.random.default_rng(0))
@@ -112,3 +112,24 @@ def test_initial_updates_come_once_when_learning_starts(tmp_path, num_envs, star
 def test_initial_updates_must_be_a_count():
     with pytest.raises(ValueError, match=r"--initial-updates must be an integer >= 0, got -1"):
         LoopConfig(initial_updates=-1)
+
+
+@pytest.mark.parametrize(("num_envs", "ups", "initial"), [(1, 1.0, 0), (2, 1.0, 0), (1, 0.5, 6),
+                                                          (2, 2.0, 6)])
+def test_update_every_makes_the_same_updates_in_rounds_at_its_multiples(tmp_path, num_envs, ups,
+                                                                         initial):
+    """With ``update_every`` 5 the updates owed come in rounds, at the first env step at or past
+    each multiple of 5: as many in all as after every step (40 is a multiple), none earlier."""
+    plain = run_loop(tmp_path / "plain", ups, num_envs, initial=initial)
+    steps = run_loop(tmp_path / "rounds", ups, num_envs, initial=initial, every=5)
+    assert len(steps) == len(plain) > 0
+    rounds = sorted(set(steps))
+    assert all(s // 5 > (s - num_envs) // 5 for s in rounds)  # each round reaches a multiple
+    for last, s in zip([0, *rounds], rounds):  # each round: the updates owed since the last
+        assert steps.count(s) == sum(1 for p in plain if last < p <= s)
+    assert rounds[0] == 10
+
+
+def test_update_every_must_be_a_positive_count():
+    with pytest.raises(ValueError, match=r"--update-every must be a positive integer, got 0"):
+        LoopConfig(update_every=0)
