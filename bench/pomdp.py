@@ -22,7 +22,8 @@ beside the encoding in both heads through ReLU embedders (the actor's ``o_t``, 3
 critics' ``[o_t, a_t]``, 48 wide), the heads' hidden biases at 0.1 and last layers uniform in
 [-3e-3, 3e-3], both critics' heads on one RNN; not theirs: our actor climbs critic 0's Q where
 theirs climbs ``min(Q1, Q2)`` (add ``--agent.actor-q min`` for that), and we update after
-every env step where they collect an episode and then make 200 updates) and prints our
+every env step where they collect an episode and then make 200 updates:
+``--update-every 200``) and prints our
 return at 6k, 12k and 18k env steps beside their reported figure (read off their published
 curves: about -139 by 12k steps; their file's default algorithm is SAC, the TD3 variant is
 what we run).
