@@ -22,11 +22,10 @@ beside the encoding in both heads through ReLU embedders (the actor's ``o_t``, 3
 critics' ``[o_t, a_t]``, 48 wide), the heads' hidden biases at 0.1 and last layers uniform in
 [-3e-3, 3e-3], both critics' heads on one RNN; not theirs: our actor climbs critic 0's Q where
 theirs climbs ``min(Q1, Q2)`` (add ``--agent.actor-q min`` for that), and we update after
-every env step where they collect an episode and then make 200 updates:
-``--update-every 200``) and prints our
-return at 6k, 12k and 18k env steps beside their reported figure (read off their published
-curves: about -139 by 12k steps; their file's default algorithm is SAC, the TD3 variant is
-what we run).
+every env step where they collect an episode and then make 200 updates (``--update-every
+200``)) and prints our return at 6k, 12k and 18k env steps beside their reported figure (read
+off their published curves: about -139 by 12k steps; their file's default algorithm is SAC,
+the TD3 variant is what we run).
 
 On Pendulum tasks a last row gives the full-state optimum (:mod:`envs.reference`, dynamic
 programming) on each seed's own evaluation episodes: where an episode starts matters as much as
@@ -207,8 +206,8 @@ def _gap_table(outcomes: list[RunOutcome], backbones: list[str], env: str, windo
     print("\n".join(rows))
 
 
-def _check_flags(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
-    """Refuse flags that cannot go together (exit 2, the value named)."""
+def _check_flags(p: argparse.ArgumentParser, a: argparse.Namespace, env: str) -> None:
+    """Refuse flags that cannot go together on ``env`` (exit 2, the value named)."""
     if a.common_episodes < 0:
         p.error(f"--common-episodes must be >= 0, got {a.common_episodes}")
     if a.final_policy and a.last_k != 1:
@@ -216,10 +215,9 @@ def _check_flags(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
                 f"{a.last_k}")
     if a.gap < 0:
         p.error(f"--gap must be a positive number of steps (0: no gap table), got {a.gap}")
-    if a.gap and (a.no_reference or "Pendulum" not in (ANCHORS[a.anchor]["env"] if a.anchor
-                                                        else a.env)):
+    if a.gap and (a.no_reference or "Pendulum" not in env):
         p.error(f"--gap {a.gap} needs the full-state optimum: a Pendulum task without "
-                f"--no-reference, got --env {a.env}{' --no-reference' if a.no_reference else ''}")
+                f"--no-reference, got --env {env}{' --no-reference' if a.no_reference else ''}")
     if a.resume and (a.out is None or a.summarize):
         p.error("--resume continues the grid in --out DIR: give --out, not --summarize")
 
@@ -264,7 +262,7 @@ def main() -> None:
     backbones = anchor["backbones"] if anchor and "--backbones" not in own else a.backbones
     at = a.at or (anchor["at"] if anchor else [])
     flags = (anchor["flags"] if anchor else []) + extra
-    _check_flags(p, a)
+    _check_flags(p, a, env)
     out = Path(a.summarize or a.out or tempfile.mkdtemp(prefix="rlkit-pomdp-"))
     runs = []
     for b in backbones:
