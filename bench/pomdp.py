@@ -30,7 +30,11 @@ the TD3 variant is what we run).
 On Pendulum tasks a last row gives the full-state optimum (:mod:`envs.reference`, dynamic
 programming) on each seed's own evaluation episodes: where an episode starts matters as much as
 the policy, and the best possible return differs by tens of points from one seed's ten starts to
-another's (-170, -161 and -141 for seeds 0, 1 and 2). ``--no-reference`` leaves it out.
+another's (-170, -161 and -141 for seeds 0, 1 and 2). Where the runs discount (gamma < 1), one
+more row gives the best an agent with that discount aims for: the full-state policy that
+maximises the discounted return, its undiscounted return on the same episodes (at the anchor's
+gamma 0.9: -210.5, -181.7, -166.5, a short-sighted swing-up; at 0.99: -170.3, -161.4, -143.8).
+``--no-reference`` leaves both out.
 ``--common-episodes N`` also evaluates every run's final checkpoint on the same N episodes
 (from ``--common-seed``), with the optimum on those, so that seeds and families are compared
 on equal starts. ``--gap STEPS`` prints where each final policy loses against that optimum on
@@ -318,6 +322,15 @@ def main() -> None:
                                       solver).mean()) for s in a.seeds]
         print(f"| optimum, full state, same episodes | {', '.join(f'{v:.1f}' for v in best)} | "
               f"{statistics.mean(best):.1f} | {min(best):.1f} | {max(best):.1f} |")
+        for gamma in sorted({r.config.agent.gamma for r in runs} - {1.0}):
+            ref_env = gym.make(env)  # the ceiling of an agent that discounts by gamma
+            aims = PendulumOptimum.for_env(ref_env, gamma=gamma)
+            ref_env.close()
+            ceil = [float(optimum_returns(env, eval_env_seed(s), first.loop.eval_episodes,
+                                          aims).mean()) for s in a.seeds]
+            print(f"| optimum of the discounted return (gamma {gamma:g}), full state, same "
+                  f"episodes | {', '.join(f'{v:.1f}' for v in ceil)} | "
+                  f"{statistics.mean(ceil):.1f} | {min(ceil):.1f} | {max(ceil):.1f} |")
     if a.common_episodes:
         _common_table(outcomes, backbones, env, a.common_episodes, a.common_seed,
                       solver if reference else None, a.final_policy)

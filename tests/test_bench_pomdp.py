@@ -20,6 +20,7 @@ from envs.reference import PendulumOptimum, optimum_rewards
 from rlkit.config import replace_fields
 from rlkit.launch import GridRun, RunOutcome
 from rlkit.runlog import read_metrics
+from rlkit.seeding import eval_env_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("bench_pomdp", ROOT / "bench" / "pomdp.py")
@@ -154,3 +155,25 @@ def test_the_gap_table_splits_each_runs_loss_against_the_optimum_along_its_episo
     assert parts[0] == pytest.approx(first, abs=0.05)
     worst = int(gaps.argmax())
     assert cells[8] == f"{gaps[worst]:.1f} (episode {worst})"
+
+
+def test_runs_that_discount_get_the_ceiling_of_their_discount_beside_the_optimum(
+        tmp_path, monkeypatch, capsys):
+    """With ``--agent.gamma 0.9`` a Pendulum grid's table has, under the full-state optimum,
+    the undiscounted return of the policy that maximises the gamma-discounted return, on each
+    seed's own evaluation episodes (summarised from an empty directory: the rows need no run)."""
+    grid = {"n_theta": 32, "n_omega": 33, "n_actions": 9}
+    monkeypatch.setattr(pomdp.PendulumOptimum, "for_env", classmethod(
+        lambda cls, env, **kw: cls(200, **grid, **kw)))
+    monkeypatch.setattr(sys, "argv", [
+        "pomdp.py", "--env", "rlkit/Pendulum-V-v0", "--backbones", "gru", "--seeds", "0", "1",
+        "--summarize", str(tmp_path), "--", "--agent.gamma", "0.9", "--eval-episodes", "2"])
+    pomdp.main()
+    out = capsys.readouterr().out
+    for label, solver in [("optimum, full state, same episodes", PendulumOptimum(200, **grid)),
+                          ("optimum of the discounted return (gamma 0.9), full state, same "
+                           "episodes", PendulumOptimum(200, **grid, gamma=0.9))]:
+        want = [optimum_rewards("rlkit/Pendulum-V-v0", eval_env_seed(s), 2, solver).sum(1).mean()
+                for s in (0, 1)]
+        assert f"| {label} | {want[0]:.1f}, {want[1]:.1f} |" in out
+    assert "(gamma 0.99)" not in out  # only the runs' own discount

@@ -86,6 +86,48 @@ def test_optimum_rewards_are_the_optimums_returns_step_by_step(solver):
     env.close()
 
 
+@pytest.fixture(scope="module")
+def discounted() -> dict[float, PendulumOptimum]:
+    return {g: PendulumOptimum(200, gamma=g, **COARSE) for g in (0.9, 0.99)}
+
+
+def _discounted_rollout(solver: PendulumOptimum, start: tuple[float, float], steps: int = 300
+                        ) -> tuple[float, float]:
+    """(discounted return over ``steps``, undiscounted return of the first 200) from ``start``."""
+    env = gym.make("Pendulum-v1", max_episode_steps=steps)
+    env.reset(seed=0)
+    env.unwrapped.state = np.array(start)
+    disc = ret = 0.0
+    for t in range(steps):
+        u = solver.action(np.asarray(env.unwrapped.state), 200)
+        r = float(env.step(np.array([u], dtype=np.float32))[1])
+        disc += solver.gamma**t * r
+        ret += r if t < 200 else 0.0
+    env.close()
+    return disc, ret
+
+
+@pytest.mark.parametrize("gamma", [0.9, 0.99])
+def test_the_discounted_optimums_value_predicts_its_discounted_return(discounted, gamma):
+    solver = discounted[gamma]
+    for start in [(np.pi, 0.0), (2.0, -1.0), (-0.7, 0.5)]:
+        disc, _ = _discounted_rollout(solver, start)  # 300 steps: what is left is ~0
+        assert solver.value(np.array(start), 200) == pytest.approx(disc, rel=0.02, abs=1.0)
+        assert solver.value(np.array(start), 1) == solver.value(np.array(start), 200)
+
+
+def test_a_short_sighted_discount_swings_up_later_than_the_optimum(solver, discounted):
+    """From the bottom the gamma = 0.9 policy pays for a swing-up it starts late (the payoff
+    lies beyond its horizon of about ten steps); at 0.99 it is the optimum's, up to the grid."""
+    best, _ = _rollout(solver, (np.pi, 0.0))
+    _, short = _discounted_rollout(discounted[0.9], (np.pi, 0.0))
+    _, long = _discounted_rollout(discounted[0.99], (np.pi, 0.0))
+    assert short < best - 50.0
+    assert long == pytest.approx(best, abs=5.0)
+    for k, v in enumerate(optimum_returns("Pendulum-v1", 100, 5, discounted[0.9])):
+        assert v <= optimum_returns("Pendulum-v1", 100 + k, 1, solver)[0] + 2.0
+
+
 def test_for_env_reads_the_envs_constants():
     env = gym.make("Pendulum-v1", g=9.81)
     solver = PendulumOptimum.for_env(env, **COARSE)
@@ -109,3 +151,8 @@ def test_bad_input_is_refused_with_the_value_named(solver):
         solver.action(np.zeros(2), 0)
     with pytest.raises(ValueError, match="n_theta must be an integer >= 4, got 2"):
         PendulumOptimum(200, n_theta=2)
+    for gamma in (0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"gamma must be in \(0, 1\], got {gamma}"):
+            PendulumOptimum(200, gamma=gamma, **COARSE)
+    with pytest.raises(ValueError, match="tol must be > 0, got 0.0"):
+        PendulumOptimum(200, gamma=0.9, tol=0.0, **COARSE)
