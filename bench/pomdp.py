@@ -317,20 +317,16 @@ def main() -> None:
     if reference:
         ref_env = gym.make(env)
         solver = PendulumOptimum.for_env(ref_env)
+        rows = [("optimum", solver)] + [  # and what an agent that discounts by g aims for
+            (f"optimum of the discounted return (gamma {g:g})",
+             PendulumOptimum.for_env(ref_env, gamma=g))
+            for g in sorted({r.config.agent.gamma for r in runs} - {1.0})]
         ref_env.close()
-        best = [float(optimum_returns(env, eval_env_seed(s), first.loop.eval_episodes,
-                                      solver).mean()) for s in a.seeds]
-        print(f"| optimum, full state, same episodes | {', '.join(f'{v:.1f}' for v in best)} | "
-              f"{statistics.mean(best):.1f} | {min(best):.1f} | {max(best):.1f} |")
-        for gamma in sorted({r.config.agent.gamma for r in runs} - {1.0}):
-            ref_env = gym.make(env)  # the ceiling of an agent that discounts by gamma
-            aims = PendulumOptimum.for_env(ref_env, gamma=gamma)
-            ref_env.close()
-            ceil = [float(optimum_returns(env, eval_env_seed(s), first.loop.eval_episodes,
-                                          aims).mean()) for s in a.seeds]
-            print(f"| optimum of the discounted return (gamma {gamma:g}), full state, same "
-                  f"episodes | {', '.join(f'{v:.1f}' for v in ceil)} | "
-                  f"{statistics.mean(ceil):.1f} | {min(ceil):.1f} | {max(ceil):.1f} |")
+        for label, opt in rows:
+            best = [float(optimum_returns(env, eval_env_seed(s), first.loop.eval_episodes,
+                                          opt).mean()) for s in a.seeds]
+            print(f"| {label}, full state, same episodes | {', '.join(f'{v:.1f}' for v in best)}"
+                  f" | {statistics.mean(best):.1f} | {min(best):.1f} | {max(best):.1f} |")
     if a.common_episodes:
         _common_table(outcomes, backbones, env, a.common_episodes, a.common_seed,
                       solver if reference else None, a.final_policy)
