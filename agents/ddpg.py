@@ -65,6 +65,10 @@ class DDPGConfig:
 
     gamma: float = 0.99
     """Discount factor."""
+    n_step: int = 1
+    """Rewards summed before the target critic bootstraps (n-step TD targets along each window,
+    :func:`agents.losses.n_step_returns`; 1: the one-step target). Needs windows (a memory
+    backbone, or ``--seq-len`` > 1)."""
     tau: float = 0.005
     """Polyak averaging rate of the target networks."""
     average_tau: float | None = None
@@ -184,6 +188,8 @@ class DDPGConfig:
               "a finite number >= 0")
         check("squash_grad", self.squash_grad in ("tanh", "inverting"), "'tanh' or 'inverting'")
         check("gamma", finite(self.gamma) and 0 <= self.gamma <= 1, "in [0, 1]")
+        check("n_step", isinstance(self.n_step, int) and not isinstance(self.n_step, bool)
+              and self.n_step >= 1, "an integer >= 1")
         check("tau", finite(self.tau) and 0 < self.tau <= 1, "in (0, 1]")
         check("average_tau", self.average_tau is None or finite(self.average_tau)
               and 0 < self.average_tau <= 1, "None (not kept) or a number in (0, 1]")
@@ -457,7 +463,8 @@ class DDPG(nn.Module):
         noise = TargetNoise(cfg.target_noise, cfg.target_noise_clip, self.noise_gen)
         with self.amp.autocast(self.actor.scale.device.type):
             target = td_target(self.actor_target, self.critic_targets, batch, states,
-                               cfg.actor_inputs, cfg.critic_inputs, cfg.gamma, noise)
+                               cfg.actor_inputs, cfg.critic_inputs, cfg.gamma, noise,
+                               cfg.n_step)
             return critic_loss(self.critics, batch, target, c_states, cfg.critic_inputs)
 
     def _actor_losses(self, batch: SequenceBatch, enc: CriticEncoding) -> ActorLoss:

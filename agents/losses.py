@@ -47,10 +47,33 @@ def first_needed(encoder: Backbone) -> int:
     return 0 if encoder.has_memory else 1
 
 
+def n_step_returns(reward: Tensor, terminated: Tensor, truncated: Tensor, mask: Tensor,
+                   next_q: Tensor, gamma: float, n: int) -> Tensor:
+    """n-step TD targets along each window, ``(B, L)``: for step t,
+    ``r_t + gamma r_{t+1} + ... + gamma^{m-1} r_{t+m-1} + gamma^m Q'_{t+m-1}`` where
+    ``Q'_s`` (``next_q[:, s]``) is the target critic at the observation after step s and
+    ``m <= n`` stops early at the episode's end (a terminal step adds no ``Q'``, a truncated
+    one bootstraps), at the last loss-carrying step before padding and at the window's end.
+    ``n = 1`` is the one-step target. The rewards in between come from the behaviour policy
+    (uncorrected n-step returns, as in D4PG and Rainbow)."""
+    target = reward + gamma * (1.0 - terminated) * next_q  # (B, L): m = 1
+    if n == 1:
+        return target
+    # stop_t: no step t + 1 to continue with (episode end, padding after t, or window end)
+    after = torch.cat([mask[:, 1:], mask.new_zeros(mask.shape[0], 1)], dim=1)  # (B, L)
+    stop = (terminated > 0) | (truncated > 0) | (after == 0)
+    for _ in range(n - 1):  # target of m + 1 steps from targets of m steps, one shift each
+        later = torch.cat([target[:, 1:], target[:, -1:]], dim=1)  # (B, L): step t + 1's
+        target = reward + gamma * (1.0 - terminated) * torch.where(stop, next_q, later)
+    return target
+
+
 def td_target(actor_target: Actor, critic_targets: nn.ModuleList, batch: SequenceBatch,
               states: AgentState | None, actor_inputs: EncoderInputs,
-              critic_inputs: EncoderInputs, gamma: float, noise: TargetNoise) -> Tensor:
-    """``r_t + gamma * (1 - terminated_t) * min_i Q'_i(h'_{t+1}, mu'(h'_{t+1}))``, ``(B, L)``.
+              critic_inputs: EncoderInputs, gamma: float, noise: TargetNoise,
+              n_step: int = 1) -> Tensor:
+    """``r_t + gamma * (1 - terminated_t) * min_i Q'_i(h'_{t+1}, mu'(h'_{t+1}))``, ``(B, L)``
+    (``n_step > 1``: the n-step form of :func:`n_step_returns`).
 
     Target networks encode the same window as the online ones, from the same start states.
     ``truncated`` steps bootstrap (the time limit is not part of the task).
@@ -82,7 +105,8 @@ def td_target(actor_target: Actor, critic_targets: nn.ModuleList, batch: Sequenc
         qs = [critic.q(encode(critic.encoder, x, s), next_action)  # (B, L)
               for critic, s in zip(critic_targets, c_states)]
         next_q = torch.stack(qs).min(0).values if len(qs) > 1 else qs[0]
-        return batch.reward + gamma * (1.0 - batch.terminated) * next_q
+        return n_step_returns(batch.reward, batch.terminated, batch.truncated, batch.mask,
+                              next_q, gamma, n_step)
 
 
 def critic_loss(critics: nn.ModuleList, batch: SequenceBatch, target: Tensor,
@@ -186,4 +210,4 @@ def saturation(pre_tanh: Tensor, mask: Tensor) -> dict[str, Tensor]:
 
 
 __all__ = ["ActorLoss", "CriticEncoding", "TargetNoise", "actor_loss", "critic_loss", "saturation",
-           "first_needed", "td_target"]
+           "first_needed", "n_step_returns", "td_target"]

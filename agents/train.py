@@ -93,6 +93,10 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
         raise ValueError("previous actions/rewards as inputs need sequence training; got "
                          "--backbone mlp with --seq-len 1 (expected --seq-len > 1 or a "
                          "memory backbone)")
+    elif a.n_step > 1:
+        raise ValueError(f"--agent.n-step {a.n_step} sums rewards along a window; got --backbone "
+                         f"mlp with --seq-len 1, which trains on single transitions (expected "
+                         f"--seq-len > 1, a memory backbone or --agent.n-step 1)")
     else:
         agent = a
     agent.check_embed_inputs()

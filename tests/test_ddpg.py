@@ -614,6 +614,8 @@ def test_spike_clip_means_are_saved_and_resume_exactly():
     ("head_hidden", (), r"--agent.head-hidden must be one or more positive integers, got \(\)"),
     ("gamma", float("nan"), r"--agent.gamma must be in \[0, 1\], got nan"),
     ("policy_delay", 0, "--agent.policy-delay must be an integer >= 1, got 0"),
+    ("n_step", 0, "--agent.n-step must be an integer >= 1, got 0"),
+    ("n_step", 2.0, "--agent.n-step must be an integer >= 1, got 2.0"),
     ("final_init", 0.0, r"--agent.final-init must be None \(PyTorch's default\) or a finite "
                         r"number > 0, got 0.0"),
     ("final_init", float("inf"), "--agent.final-init must be None .* got inf"),

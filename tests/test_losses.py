@@ -122,3 +122,67 @@ def test_inverting_squash_reaches_a_saturated_actor_through_the_actor_loss():
     # where the critic asks for an action away from the bound, only the inverting gradient moves it
     assert max(norms["tanh", 8.0], norms["tanh", -8.0]) < 1e-4
     assert max(norms["inverting", 8.0], norms["inverting", -8.0]) > 1e-2
+
+
+def _n_step_by_hand(reward, terminated, truncated, mask, next_q, gamma, n):
+    """The n-step target of every step written as the sum it is, one step at a time."""
+    b, length = reward.shape
+    out = torch.zeros(b, length)
+    for i in range(b):
+        for t in range(length):
+            total, discount, s = 0.0, 1.0, t
+            while True:
+                total += discount * float(reward[i, s])
+                if terminated[i, s]:
+                    break  # nothing after a terminal step
+                discount *= gamma
+                last = s == length - 1 or truncated[i, s] or not mask[i, s + 1]
+                if s - t + 1 == n or last:
+                    total += discount * float(next_q[i, s])
+                    break
+                s += 1
+            out[i, t] = total
+    return out
+
+
+def test_n_step_targets_sum_rewards_and_stop_at_episode_ends_padding_and_the_window_end():
+    from agents.losses import n_step_returns
+
+    g = torch.Generator().manual_seed(0)
+    reward = torch.randn(4, 9, generator=g)
+    next_q = torch.randn(4, 9, generator=g)
+    terminated, truncated, mask = torch.zeros(4, 9), torch.zeros(4, 9), torch.ones(4, 9)
+    terminated[0, 4], mask[0, 5:] = 1.0, 0.0  # a terminal step, padding after it
+    truncated[1, 6], mask[1, 7:] = 1.0, 0.0  # a time limit, padding after it
+    mask[2, 5:] = 0.0  # an episode still running when the window was sampled
+    mask[3, :2] = 0.0  # a burn-in prefix; the window ends inside the episode
+    for i in range(2):  # padding holds zeros, whatever the target critic makes of them
+        reward[i][mask[i] == 0] = 0.0
+    args = (reward, terminated, truncated, mask, next_q)
+    for n in (1, 2, 3, 5, 20):
+        want = _n_step_by_hand(*args, 0.9, n)
+        got = n_step_returns(*args, 0.9, n)
+        torch.testing.assert_close(got * mask, want * mask)
+    # one step is the one-step target; three steps, by hand, in the middle of row 3
+    torch.testing.assert_close(n_step_returns(*args, 0.9, 1),
+                               reward + 0.9 * (1 - terminated) * next_q)
+    want = reward[3, 2] + 0.9 * reward[3, 3] + 0.81 * reward[3, 4] + 0.729 * next_q[3, 4]
+    torch.testing.assert_close(n_step_returns(*args, 0.9, 3)[3, 2], want)
+    # row 2: step 4 is the last one stored; its target does not read the padded step 5
+    poisoned, reward_p = next_q.clone(), reward.clone()
+    poisoned[2, 5:], reward_p[2, 5:] = 1e6, 1e6
+    y = n_step_returns(reward_p, terminated, truncated, mask, poisoned, 0.9, 5)
+    assert float(y[2, :5].abs().max()) < 100
+
+
+def test_the_agents_n_step_target_is_the_n_step_sum_of_its_one_step_parts():
+    batch = _batch()
+    one, three = _agent(gamma=0.9), _agent(gamma=0.9, n_step=3)
+    three.load_state_dict(one.state_dict())
+    y1, y3 = td_target(one, batch), td_target(three, batch)
+    next_q = (y1 - batch.reward) / 0.9  # Q' at each next observation (terminal steps: any)
+    next_q = torch.where(batch.terminated > 0, torch.zeros_like(next_q), next_q)
+    want = _n_step_by_hand(batch.reward, batch.terminated, batch.truncated, batch.mask, next_q,
+                           0.9, 3)
+    torch.testing.assert_close(y3 * batch.mask, want * batch.mask, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(y3 * batch.mask, y1 * batch.mask)

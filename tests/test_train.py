@@ -386,3 +386,15 @@ def test_help_lists_only_real_choices_for_the_options_whose_default_depends_on_t
     assert "--state-mode {zero,stored,prefix}" in out
     assert "--window-start {any,episode}" in out
     assert "None,zero" not in out and "None,any" not in out
+
+
+def test_n_step_targets_on_single_transitions_are_refused(tmp_path):
+    import dataclasses
+
+    run = tmp_path / "run"
+    cfg = replace_fields(SMALL, run_dir=str(run))
+    cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, n_step=3))
+    with pytest.raises(ValueError, match=r"--agent.n-step 3 sums rewards along a window; got "
+                                         r"--backbone mlp with --seq-len 1"):
+        train.main(cfg)
+    assert not run.exists()
