@@ -186,3 +186,18 @@ def test_the_agents_n_step_target_is_the_n_step_sum_of_its_one_step_parts():
                            0.9, 3)
     torch.testing.assert_close(y3 * batch.mask, want * batch.mask, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(y3 * batch.mask, y1 * batch.mask)
+
+
+def test_an_n_step_update_under_bf16_autocast_is_finite_and_moves_every_critic_weight():
+    from rlkit.precision import PrecisionConfig
+
+    torch.manual_seed(0)
+    cfg = DDPGConfig(head_hidden=(16,), actor_prev_action=True, critic_prev_action=True,
+                     twin_critics=True, n_step=3)
+    agent = DDPG(3, -torch.ones(2), torch.ones(2), "gru", BackboneConfig(d_model=16), cfg,
+                 precision=PrecisionConfig("bf16"))
+    batch = _batch()
+    before = [p.detach().clone() for p in agent.critics.parameters()]
+    metrics = agent.update(batch)
+    assert all(torch.isfinite(v).all() for v in metrics.values())
+    assert all(not torch.equal(b, p) for b, p in zip(before, agent.critics.parameters()))
