@@ -56,7 +56,8 @@ def n_step_returns(reward: Tensor, terminated: Tensor, truncated: Tensor, mask: 
     one bootstraps), at the last loss-carrying step before padding and at the window's end.
     ``n = 1`` is the one-step target. The rewards in between come from the behaviour policy
     (uncorrected n-step returns, as in D4PG and Rainbow)."""
-    target = reward + gamma * (1.0 - terminated) * next_q  # (B, L): m = 1
+    discount = gamma * (1.0 - terminated)  # (B, L): 0 after a terminal step
+    target = reward + discount * next_q  # (B, L): m = 1
     if n == 1:
         return target
     # stop_t: no step t + 1 to continue with (episode end, padding after t, or window end)
@@ -64,7 +65,7 @@ def n_step_returns(reward: Tensor, terminated: Tensor, truncated: Tensor, mask: 
     stop = (terminated > 0) | (truncated > 0) | (after == 0)
     for _ in range(n - 1):  # target of m + 1 steps from targets of m steps, one shift each
         later = torch.cat([target[:, 1:], target[:, -1:]], dim=1)  # (B, L): step t + 1's
-        target = reward + gamma * (1.0 - terminated) * torch.where(stop, next_q, later)
+        target = reward + discount * torch.where(stop, next_q, later)
     return target
 
 

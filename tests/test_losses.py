@@ -180,8 +180,7 @@ def test_the_agents_n_step_target_is_the_n_step_sum_of_its_one_step_parts():
     one, three = _agent(gamma=0.9), _agent(gamma=0.9, n_step=3)
     three.load_state_dict(one.state_dict())
     y1, y3 = td_target(one, batch), td_target(three, batch)
-    next_q = (y1 - batch.reward) / 0.9  # Q' at each next observation (terminal steps: any)
-    next_q = torch.where(batch.terminated > 0, torch.zeros_like(next_q), next_q)
+    next_q = (y1 - batch.reward) / 0.9  # Q' at each next observation (0 after a terminal step)
     want = _n_step_by_hand(batch.reward, batch.terminated, batch.truncated, batch.mask, next_q,
                            0.9, 3)
     torch.testing.assert_close(y3 * batch.mask, want * batch.mask, rtol=1e-4, atol=1e-4)
