@@ -128,6 +128,11 @@ class DDPGConfig:
     """Widths ``(observation, action, reward)`` of separate ``Linear -> ReLU`` embedders of the
     encoders' inputs before the backbone (pomdp-baselines' 32, 8, 8;
     :class:`agents.networks.InputEmbed`); empty: the backbone takes the inputs as they are."""
+    critic_norm: bool = False
+    """Each hidden layer of the critics' heads is normalised (LayerNorm, no scale or shift)
+    before its ReLU, as RLPD's critics (Ball et al. 2023): Q's features keep one scale however
+    the encoding and the action grow, which keeps the TD targets steady at many updates per
+    step. The actor's head is left as it is."""
     twin_critics: bool = False
     """TD3: two critics, the target takes their minimum."""
     actor_q: Literal["first", "min"] = "first"
@@ -299,7 +304,7 @@ def build_networks(obs_dim: int, action_low: Tensor, action_high: Tensor, backbo
                                                   for _ in range(n_critics)]
     actor_embed, critic_embed = cfg.head_embed or (None, None)
     actor = Actor(encoders[0], action_low, action_high, cfg.head_hidden, actor_embed)
-    critics = nn.ModuleList(Critic(enc, a, cfg.head_hidden, critic_embed)
+    critics = nn.ModuleList(Critic(enc, a, cfg.head_hidden, critic_embed, cfg.critic_norm)
                             for enc in encoders[1:])
     with torch.no_grad():  # after every default init, so None changes nothing
         for head in (actor.head, *(c.head for c in critics)):

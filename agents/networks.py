@@ -46,11 +46,16 @@ class EncoderInputs:
         return torch.cat(parts, dim=-1) if len(parts) > 1 else obs
 
 
-def mlp(d_in: int, hidden: tuple[int, ...], d_out: int) -> nn.Sequential:
-    """``Linear -> ReLU`` for each hidden width, then a final ``Linear`` to ``d_out``."""
+def mlp(d_in: int, hidden: tuple[int, ...], d_out: int, norm: bool = False) -> nn.Sequential:
+    """``Linear -> ReLU`` for each hidden width, then a final ``Linear`` to ``d_out``. ``norm``:
+    ``Linear -> LayerNorm -> ReLU``, the LayerNorm without its own scale and shift (it holds no
+    parameters, so a layer's output is normalised and the next ``Linear`` weighs it)."""
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [nn.Linear(d_in, h), nn.ReLU()]
+        layers.append(nn.Linear(d_in, h))
+        if norm:
+            layers.append(nn.LayerNorm(h, elementwise_affine=False))
+        layers.append(nn.ReLU())
         d_in = h
     layers.append(nn.Linear(d_in, d_out))
     return nn.Sequential(*layers)
@@ -269,17 +274,19 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """``Q(h, a) = head([encoder(obs, prev_action, prev_reward), a])``; with ``embed_width``
     ``head([m, relu(E [o, a])])``, the current observation and action through a
-    :class:`HeadEmbed` (the encoder must be an :class:`ObsShortcut`)."""
+    :class:`HeadEmbed` (the encoder must be an :class:`ObsShortcut`); with ``norm`` each of the
+    head's hidden layers is normalised before its ReLU (:func:`mlp`)."""
 
     def __init__(self, encoder: Backbone | ObsShortcut, action_dim: int,
-                 hidden: tuple[int, ...], embed_width: int | None = None) -> None:
+                 hidden: tuple[int, ...], embed_width: int | None = None,
+                 norm: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.embed = None if embed_width is None else \
             HeadEmbed(_shortcut_obs_dim(encoder), action_dim, embed_width)
         d_in = encoder.d_out + action_dim if self.embed is None else \
             self.embed.d_out(encoder.d_out)
-        self.head = mlp(d_in, hidden, 1)
+        self.head = mlp(d_in, hidden, 1, norm)
 
     def q(self, h: Tensor, action: Tensor) -> Tensor:
         """Args: h ``(B, T, H)``, action ``(B, T, A)``. Returns Q ``(B, T)``."""

@@ -1,6 +1,7 @@
 import copy
 import dataclasses
 import json
+import math
 import re
 
 import pytest
@@ -89,7 +90,7 @@ def _direct_actor_loss(agent: DDPG, seq, actor_state=None) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", ["mlp", "gru", "twin", "deep_head", "twin_min", "gru_min",
-                                  "gru_embed", "gru_embed_min"])
+                                  "gru_embed", "gru_embed_min", "gru_norm", "gru_embed_norm"])
 def test_actor_loss_is_minus_q_of_the_actor_action(kind):
     """The actor loss reuses the critic loss's first-layer product (``pre + W_a (mu - a)``,
     with head embedders ``pre + W_e (relu(E [o, mu]) - relu(E [o, a]))``); its value and its
@@ -99,6 +100,8 @@ def test_actor_loss_is_minus_q_of_the_actor_action(kind):
         kw = {"twin_critics": True, "actor_q": "min"} if kind.endswith("_min") else {}
         if "embed" in kind:
             kw.update(head_obs=True, head_embed=(5, 6))
+        if kind.endswith("_norm"):
+            kw.update(critic_norm=True)
         agent, seq = _seq_agent(**kw), None
         seq = _seq_batch(agent)
     else:
@@ -969,6 +972,35 @@ def test_head_embed_needs_head_obs_and_two_positive_widths():
     critic = _seq_agent(head_obs=True, head_embed=(5, 6)).critics[0]
     with pytest.raises(ValueError, match="needs the observations and the actions"):
         critic.q_moved(torch.zeros(2, 3, 16), torch.zeros(2, 3, 2))
+
+
+def test_critic_norm_normalises_each_hidden_layer_of_the_critics_heads_only():
+    """``critic_norm``: ``Q = w . relu(layer_norm(W [h, a] + b)) + c`` for every critic (and
+    its target) with two hidden layers; the actor's head and every parameter are as without
+    it (the LayerNorm holds none), and an update moves every critic weight."""
+    def make(**kw) -> DDPG:
+        torch.manual_seed(0)
+        return DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=16), DDPGConfig(
+            head_hidden=(16, 8), twin_critics=True, actor_prev_action=True,
+            critic_prev_action=True, **kw))
+
+    plain, agent = make(), make(critic_norm=True)
+    for (name, p), q in zip(agent.named_parameters(), plain.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    assert not any(isinstance(m, nn.LayerNorm) for m in agent.actor.modules())
+    assert not any(isinstance(m, nn.LayerNorm) for m in agent.actor_target.modules())
+    for critic in (*agent.critics, *agent.critic_targets):
+        assert [type(m) for m in critic.head] == [nn.Linear, nn.LayerNorm, nn.ReLU, nn.Linear,
+                                                  nn.LayerNorm, nn.ReLU, nn.Linear]
+    critic, h, a = agent.critics[1], torch.randn(4, 7, 16), torch.rand(4, 7, 2) * 2 - 1
+    x = torch.cat([h, a], -1)
+    for lin in (critic.head[0], critic.head[3]):
+        x = torch.relu(torch.nn.functional.layer_norm(lin(x), (lin.out_features,)))
+    torch.testing.assert_close(critic.q(h, a), critic.head[6](x).squeeze(-1), rtol=0, atol=1e-6)
+    before = [p.clone() for p in agent.critics.parameters()]
+    metrics = agent.update(_seq_batch(agent))
+    assert math.isfinite(metrics["critic_loss"])
+    assert all(not torch.equal(p, q) for p, q in zip(agent.critics.parameters(), before))
 
 
 def test_head_bias_starts_the_heads_hidden_biases_at_its_value_and_changes_nothing_else():
