@@ -64,7 +64,16 @@ class DDPGConfig:
     """Hyper-parameters of the agent."""
 
     gamma: float = 0.99
-    """Discount factor."""
+    """Discount factor (with ``gamma_from``: the one it rises to)."""
+    gamma_from: float | None = None
+    """The discount starts here and rises to ``gamma`` over ``gamma_rise`` updates, linearly in
+    the horizon ``1 / (1 - gamma)``: update ``k`` (1-based) discounts by ``1 - 1 / H_k`` with
+    ``H_k = H_from + (H - H_from) * min(1, k / gamma_rise)`` (a discount curriculum, as in
+    Francois-Lavet et al. 2015: a short horizon learns fast, a long one aims higher). A
+    function of the update count alone, so a resumed run continues it. None: ``gamma`` from
+    the first update."""
+    gamma_rise: int = 0
+    """Updates over which the discount rises from ``gamma_from`` to ``gamma``."""
     n_step: int = 1
     """Rewards summed before the target critic bootstraps (n-step TD targets along each window,
     :func:`agents.losses.n_step_returns`; 1: the one-step target). Needs windows (a memory
@@ -193,6 +202,15 @@ class DDPGConfig:
               "a finite number >= 0")
         check("squash_grad", self.squash_grad in ("tanh", "inverting"), "'tanh' or 'inverting'")
         check("gamma", finite(self.gamma) and 0 <= self.gamma <= 1, "in [0, 1]")
+        check("gamma_rise", isinstance(self.gamma_rise, int) and not isinstance(
+            self.gamma_rise, bool) and self.gamma_rise >= 0, "an integer >= 0")
+        if self.gamma_from is not None:
+            check("gamma_from", finite(self.gamma_from) and 0 <= self.gamma_from < self.gamma
+                  < 1, f"a number in [0, --agent.gamma) with --agent.gamma below 1 (the "
+                  f"horizon 1 / (1 - gamma) rises to a finite one; --agent.gamma is "
+                  f"{self.gamma!r})")
+            check("gamma_rise", self.gamma_rise > 0,
+                  "an integer >= 1 with --agent.gamma-from (the updates the rise takes)")
         check("n_step", isinstance(self.n_step, int) and not isinstance(self.n_step, bool)
               and self.n_step >= 1, "an integer >= 1")
         check("tau", finite(self.tau) and 0 < self.tau <= 1, "in (0, 1]")
@@ -397,6 +415,9 @@ class DDPG(nn.Module):
         # running means of the critics' and the actor's clipped gradient norms (spike_clip);
         # 0 until the first update sets them
         self.register_buffer("grad_norm_mean", torch.zeros(2), persistent=False)
+        # the discount of the current update while it rises (gamma_from); None: cfg.gamma
+        self.register_buffer("_gamma", None if cfg.gamma_from is None else
+                             torch.tensor(cfg.gamma_from), persistent=False)
 
     # ----------------------------------------------------------------------------- acting
     def initial_state(self, batch_size: int) -> AgentState:
@@ -467,9 +488,9 @@ class DDPG(nn.Module):
         c_states = (None,) * len(self.critics) if states is None else states.critics
         noise = TargetNoise(cfg.target_noise, cfg.target_noise_clip, self.noise_gen)
         with self.amp.autocast(self.actor.scale.device.type):
+            gamma = cfg.gamma if self._gamma is None else self._gamma
             target = td_target(self.actor_target, self.critic_targets, batch, states,
-                               cfg.actor_inputs, cfg.critic_inputs, cfg.gamma, noise,
-                               cfg.n_step)
+                               cfg.actor_inputs, cfg.critic_inputs, gamma, noise, cfg.n_step)
             return critic_loss(self.critics, batch, target, c_states, cfg.critic_inputs)
 
     def _actor_losses(self, batch: SequenceBatch, enc: CriticEncoding) -> ActorLoss:
@@ -509,6 +530,8 @@ class DDPG(nn.Module):
         self.num_updates += 1
         if self.num_updates <= max(self.cfg.lr_warmup, self.cfg.lr_decay):
             self._schedule()  # the last call sets the rates that stay
+        if self._gamma is not None:  # in place: a compiled update reads the new value
+            self._gamma.fill_(self.gamma_at(self.num_updates))
         actor_due = self.num_updates % self.cfg.policy_delay == 0
         closs, q, enc = self._critic_fn(batch)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -531,6 +554,8 @@ class DDPG(nn.Module):
             "q_mean": ((q.detach() * m).sum() / m.sum().clamp_min(1.0)),
             "critic_grad_norm": cnorm.detach(),
         }
+        if self._gamma is not None:
+            metrics["gamma"] = self._gamma.clone()
         if actor_due:
             if self._encoder_in_both:
                 for p, g in zip(self._actor_params, actor_grads):
@@ -563,6 +588,15 @@ class DDPG(nn.Module):
         new = torch.where(mean > 0, mean + 0.01 * (clipped.clamp(max=limit) - mean), clipped)
         self.grad_norm_mean[i] = torch.where(torch.isfinite(clipped), new, mean)
         return norm
+
+    def gamma_at(self, k: int) -> float:
+        """The discount of update ``k`` (1-based): ``gamma``, or with ``gamma_from`` the
+        horizon-linear rise to it (:attr:`DDPGConfig.gamma_from`)."""
+        cfg = self.cfg
+        if cfg.gamma_from is None:
+            return cfg.gamma
+        h_from, h_to = 1.0 / (1.0 - cfg.gamma_from), 1.0 / (1.0 - cfg.gamma)
+        return 1.0 - 1.0 / (h_from + (h_to - h_from) * min(1.0, k / cfg.gamma_rise))
 
     def _schedule(self) -> None:
         """Set every group's rate for update ``num_updates``: its base rate times the linear

@@ -48,7 +48,7 @@ def first_needed(encoder: Backbone) -> int:
 
 
 def n_step_returns(reward: Tensor, terminated: Tensor, truncated: Tensor, mask: Tensor,
-                   next_q: Tensor, gamma: float, n: int) -> Tensor:
+                   next_q: Tensor, gamma: float | Tensor, n: int) -> Tensor:
     """n-step TD targets along each window, ``(B, L)``: for step t,
     ``r_t + gamma r_{t+1} + ... + gamma^{m-1} r_{t+m-1} + gamma^m Q'_{t+m-1}`` where
     ``Q'_s`` (``next_q[:, s]``) is the target critic at the observation after step s and
@@ -71,7 +71,7 @@ def n_step_returns(reward: Tensor, terminated: Tensor, truncated: Tensor, mask: 
 
 def td_target(actor_target: Actor, critic_targets: nn.ModuleList, batch: SequenceBatch,
               states: AgentState | None, actor_inputs: EncoderInputs,
-              critic_inputs: EncoderInputs, gamma: float, noise: TargetNoise,
+              critic_inputs: EncoderInputs, gamma: float | Tensor, noise: TargetNoise,
               n_step: int = 1) -> Tensor:
     """``r_t + gamma * (1 - terminated_t) * min_i Q'_i(h'_{t+1}, mu'(h'_{t+1}))``, ``(B, L)``
     (``n_step > 1``: the n-step form of :func:`n_step_returns`).

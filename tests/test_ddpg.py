@@ -597,6 +597,48 @@ def test_spike_clip_means_are_saved_and_resume_exactly():
     assert fresh.grad_norm_mean.tolist() == [0.0, 0.0]
 
 
+def test_gamma_from_rises_linearly_in_the_horizon_trains_at_each_updates_discount_and_resumes():
+    kw = dict(gamma_from=0.9, gamma=0.95, gamma_rise=4)
+    agent = make_agent(**kw)
+    # horizons 10 -> 20 over 4 updates: 12.5, 15, 17.5, 20, then 20
+    expected = [1 - 1 / 12.5, 1 - 1 / 15, 1 - 1 / 17.5, 0.95, 0.95, 0.95]
+    assert [agent.gamma_at(k) for k in range(1, 7)] == pytest.approx(expected, rel=1e-12)
+    for k in range(1, 7):
+        if k == 1:  # update 1 is the update of an agent at a fixed gamma of 0.92
+            fixed = make_agent(gamma=float(torch.tensor(expected[0])))
+            fixed.update(batch(seed=1))
+        metrics = agent.update(batch(seed=k))
+        assert metrics["gamma"].item() == pytest.approx(expected[k - 1], rel=1e-6)
+        if k == 1:
+            for a, b in zip(agent.parameters(), fixed.parameters(), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        if k == 2:
+            saved = copy.deepcopy(agent.checkpoint_state())
+    resumed = make_agent(**kw)
+    resumed.load_checkpoint_state(saved)
+    for k in range(3, 7):
+        resumed.update(batch(seed=k))
+    for a, b in zip(agent.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert "gamma" not in make_agent().update(batch())  # no rise: no metric, cfg.gamma
+    assert make_agent(gamma=0.9).gamma_at(5) == 0.9
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    (dict(gamma_from=0.95, gamma=0.9, gamma_rise=10), r"--agent.gamma-from must be a number in "
+     r"\[0, --agent.gamma\) with --agent.gamma below 1 .* --agent.gamma is 0.9\), got 0.95"),
+    (dict(gamma_from=0.9, gamma=1.0, gamma_rise=10), r"--agent.gamma-from .* got 0.9"),
+    (dict(gamma_from=float("nan"), gamma_rise=10), r"--agent.gamma-from .* got nan"),
+    (dict(gamma_from=0.9), r"--agent.gamma-rise must be an integer >= 1 with "
+                           r"--agent.gamma-from \(the updates the rise takes\), got 0"),
+    (dict(gamma_rise=-1), r"--agent.gamma-rise must be an integer >= 0, got -1"),
+    (dict(gamma_rise=2.5), r"--agent.gamma-rise must be an integer >= 0, got 2.5"),
+])
+def test_bad_gamma_rise_values_name_their_flag(kw, message):
+    with pytest.raises(ValueError, match=message):
+        DDPGConfig(**kw)
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("lr_warmup", -1, "--agent.lr-warmup must be an integer >= 0, got -1"),
     ("lr_warmup", 2.5, "--agent.lr-warmup must be an integer >= 0, got 2.5"),
