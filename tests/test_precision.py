@@ -273,11 +273,14 @@ def test_grad_checkpointing_leaves_the_agents_gradients_unchanged(backbone):
 
 
 # ------------------------------------------------------------------------------ compile
-@pytest.mark.parametrize("backbone", ["mlp", "gru"])
-def test_compiled_update_equals_eager(backbone):
+@pytest.mark.parametrize(("backbone", "kw"), [
+    ("mlp", {}), ("gru", {}), ("mlp", {"gamma_from": 0.5, "gamma": 0.9, "gamma_rise": 2})])
+def test_compiled_update_equals_eager(backbone, kw):
     """Two updates (the second with the actor's Polyak step) on the same batches: parameters
-    and metrics within 1e-5 relative / 1e-6 absolute (fused kernels reorder float sums)."""
-    eager, compiled = make_agent(backbone), make_agent(backbone, compile=True)
+    and metrics within 1e-5 relative / 1e-6 absolute (fused kernels reorder float sums). With
+    a rising discount the two updates discount by 0.833 and 0.9: the compiled update reads
+    each, not the first one it was traced with."""
+    eager, compiled = make_agent(backbone, **kw), make_agent(backbone, compile=True, **kw)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         for seed in (0, 1):
