@@ -211,6 +211,10 @@ class DDPGConfig:
                   f"{self.gamma!r})")
             check("gamma_rise", self.gamma_rise > 0,
                   "an integer >= 1 with --agent.gamma-from (the updates the rise takes)")
+        elif self.gamma_rise:
+            raise ValueError(f"--agent.gamma-rise {self.gamma_rise} sets how many updates the "
+                             f"discount takes to rise from --agent.gamma-from: expected "
+                             f"--agent.gamma-from, got none")
         check("n_step", isinstance(self.n_step, int) and not isinstance(self.n_step, bool)
               and self.n_step >= 1, "an integer >= 1")
         check("tau", finite(self.tau) and 0 < self.tau <= 1, "in (0, 1]")

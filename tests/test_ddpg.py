@@ -631,6 +631,9 @@ def test_gamma_from_rises_linearly_in_the_horizon_trains_at_each_updates_discoun
     (dict(gamma_from=float("nan"), gamma_rise=10), r"--agent.gamma-from .* got nan"),
     (dict(gamma_from=0.9), r"--agent.gamma-rise must be an integer >= 1 with "
                            r"--agent.gamma-from \(the updates the rise takes\), got 0"),
+    (dict(gamma_rise=8000), r"--agent.gamma-rise 8000 sets how many updates the discount "
+                            r"takes to rise from --agent.gamma-from: expected "
+                            r"--agent.gamma-from, got none"),
     (dict(gamma_rise=-1), r"--agent.gamma-rise must be an integer >= 0, got -1"),
     (dict(gamma_rise=2.5), r"--agent.gamma-rise must be an integer >= 0, got 2.5"),
 ])
