@@ -479,6 +479,21 @@ def test_encoder_lr_puts_encoders_in_their_own_optimizer_group():
         DDPGConfig(encoder_lr=0.0)
 
 
+def _resumed(kw: dict, saved: dict, seeds: range) -> DDPG:
+    """A fresh agent built from ``kw``, loaded from ``saved`` and updated on ``seeds``'s
+    batches (what a resumed run does after the checkpoint)."""
+    resumed = make_agent(**kw)
+    resumed.load_checkpoint_state(saved)
+    for k in seeds:
+        resumed.update(batch(seed=k))
+    return resumed
+
+
+def _assert_same_weights(a: DDPG, b: DDPG) -> None:
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
 def test_lr_warmup_scales_every_group_by_the_update_count_and_resumes_on_schedule():
     agent = make_agent(lr_warmup=4, encoder_lr=1e-4, actor_lr=2e-3, critic_lr=3e-3)
     bases = {id(opt): [g["lr"] for g in opt.param_groups]
@@ -497,14 +512,12 @@ def test_lr_warmup_scales_every_group_by_the_update_count_and_resumes_on_schedul
         if k == 2:
             saved = copy.deepcopy(agent.checkpoint_state())
     # a fresh agent loaded after update 2 continues at 3/4, 4/4, ... and lands on the same weights
-    resumed = make_agent(lr_warmup=4, encoder_lr=1e-4, actor_lr=2e-3, critic_lr=3e-3)
-    resumed.load_checkpoint_state(saved)
-    resumed.update(batch(seed=3))
+    resumed = _resumed(dict(lr_warmup=4, encoder_lr=1e-4, actor_lr=2e-3, critic_lr=3e-3), saved,
+                       range(3, 4))
     assert [g["lr"] for g in resumed.actor_opt.param_groups] == pytest.approx([1.5e-3, 7.5e-5])
     for k in range(4, 7):
         resumed.update(batch(seed=k))
-    for a, b in zip(agent.parameters(), resumed.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    _assert_same_weights(agent, resumed)
     assert [g["lr"] for g in make_agent().actor_opt.param_groups] == [1e-3]  # off by default
 
 
@@ -522,13 +535,9 @@ def test_lr_decay_falls_linearly_to_its_fraction_composes_with_warmup_and_resume
                 [b * f for b in bases[id(opt)]], rel=1e-12)
         if k == 2:
             saved = copy.deepcopy(agent.checkpoint_state())
-    resumed = make_agent(**kw)
-    resumed.load_checkpoint_state(saved)
-    for k in range(3, 7):
-        resumed.update(batch(seed=k))
+    resumed = _resumed(kw, saved, range(3, 7))
     assert [g["lr"] for g in resumed.actor_opt.param_groups] == pytest.approx([5e-4, 2.5e-5])
-    for a, b in zip(agent.parameters(), resumed.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    _assert_same_weights(agent, resumed)
     # decay to 0 stops learning after its last update: no parameter moves
     frozen = make_agent(lr_decay=1, lr_decay_to=0.0)
     frozen.update(batch(seed=1))
@@ -614,12 +623,7 @@ def test_gamma_from_rises_linearly_in_the_horizon_trains_at_each_updates_discoun
                 torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
         if k == 2:
             saved = copy.deepcopy(agent.checkpoint_state())
-    resumed = make_agent(**kw)
-    resumed.load_checkpoint_state(saved)
-    for k in range(3, 7):
-        resumed.update(batch(seed=k))
-    for a, b in zip(agent.parameters(), resumed.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    _assert_same_weights(agent, _resumed(kw, saved, range(3, 7)))
     assert "gamma" not in make_agent().update(batch())  # no rise: no metric, cfg.gamma
     assert make_agent(gamma=0.9).gamma_at(5) == 0.9
 
