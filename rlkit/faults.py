@@ -12,7 +12,8 @@ Signals
     :func:`stop_signals` makes the first SIGINT or SIGTERM set a flag; the loop finishes the
     current step, writes a checkpoint and raises :class:`TrainingInterrupted`, whose
     ``exit_code`` is 128 + the signal number (130 for SIGINT, 143 for SIGTERM). A second signal
-    stops at once with ``KeyboardInterrupt``.
+    ends the process at once, even inside a long tensor operation (the first one puts the
+    signals' default action back), without a checkpoint; the last one written stays.
 
 File system
     A run's files that cannot be written or read (a read-only or full file system, a path that
@@ -210,17 +211,23 @@ class StopFlag:
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[StopFlag]:
-    """SIGINT / SIGTERM set the yielded flag (main thread only; elsewhere the flag stays
-    unset and signals keep their handlers)."""
+    """The first SIGINT / SIGTERM sets the yielded flag and puts both signals' default action
+    back, so that a second one ends the process at once; the handlers from before the block
+    come back after it (main thread only; elsewhere the flag stays unset and signals keep
+    their handlers)."""
     flag = StopFlag()
 
     def handler(signum: int, frame: Any) -> None:
-        if flag.signum is not None:
+        if flag.signum is not None:  # both signals were pending before this handler ran
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now")
         flag.signum = signum
+        # A Python handler runs between bytecodes only, so it would wait for a long tensor
+        # operation to return; the default action ends the process at once, wherever it is.
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_DFL)
         print(f"\n{signal.Signals(signum).name} received: stopping at the end of this "
-              "step with a checkpoint (send it again to stop at once)", file=sys.stderr,
-              flush=True)
+              "step with a checkpoint (send it again to stop at once, without one)",
+              file=sys.stderr, flush=True)
 
     with on_stop_signals(handler):
         yield flag

@@ -249,6 +249,39 @@ def test_signal_writes_a_checkpoint_of_the_latest_step_and_exits_128_plus_signal
     assert ckpt["step"] > load_checkpoint(run / "checkpoint.prev.pt")["step"]
 
 
+def test_a_second_stop_signal_ends_the_process_at_once_even_inside_a_long_operation():
+    """The first signal sets the flag and puts the signals' default action back, so that a
+    second one does not wait for a Python bytecode boundary (a long tensor operation would hold
+    a Python handler back); the handlers from before come back after the block."""
+    from rlkit.faults import stop_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_signals() as flag:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs at the next bytecode
+        assert flag.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
+
+    code = ("import os, signal, sys, time\n"
+            "from rlkit.faults import stop_signals\n"
+            "with stop_signals() as flag:\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    time.sleep(0.05)\n"
+            "    print('first', flag.signum, flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(30)\n"
+            "print('not reached', flush=True)\n")
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=SUBPROCESS_ENV,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == -signal.SIGTERM, out.stderr
+    assert out.stdout == f"first {int(signal.SIGINT)}\n"
+    assert "send it again to stop at once, without one" in out.stderr
+    assert time.monotonic() - t0 < 20
+
+
 def test_killed_checkpoint_write_leaves_the_previous_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     code = (
