@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from agents.train import (
     TrainConfig,
     check_device,
     check_fits,
+    episode_steps,
     main,
     make_env,
     resolve,
@@ -71,12 +73,19 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
         GridInterrupted: SIGINT / SIGTERM stopped the grid (after the report was written).
         RuntimeError: a run failed (after the report was written).
     """
+    if cfg.run.run_dir is not None:
+        raise ValueError(f"--run-dir {cfg.run.run_dir} names the directory of one run; a grid "
+                         f"of {len(backbones) * len(seeds)} runs (--backbone "
+                         f"{' '.join(backbones)}, --seed {' '.join(map(str, seeds))}) goes to a "
+                         f"grid directory: expected --grid-dir {cfg.run.run_dir}")
     per_backbone = per_backbone or {}
     configs = [replace_fields(per_backbone.get(b, cfg), backbone=b, seed=s)
                for b in backbones for s in seeds]
-    for c in configs:
-        check_device(resolve(c))
-    make_env(cfg.env).close()  # a bad env id stops the grid before any run starts
+    env = make_env(cfg.env)  # a bad env id stops the grid before any run starts
+    steps = episode_steps(env)
+    env.close()
+    for c in configs:  # so do windows that reach past the task's episodes
+        check_device(resolve(c, steps))
     if cfg.grid.launcher == "local":  # so does a backbone whose replay would not fit here
         for b, c in {c.model.backbone: c for c in configs}.items():
             try:
@@ -301,8 +310,19 @@ def cli(argv: Sequence[str]) -> None:
              {b: backbone_config(argv, b) for b in backbone_values})
 
 
+def _cli_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 line: str | None = None) -> str:
+    """A warning as the command line shows it: ``warning: <message>`` (the category's name
+    for other than :class:`UserWarning`), without the source line that raised it."""
+    kind = "warning" if category is UserWarning else category.__name__
+    return f"{kind}: {message}\n"
+
+
 def run(argv: Sequence[str] | None = None) -> None:
-    """:func:`cli` with the documented exit codes (see the module docstring)."""
+    """:func:`cli` with the documented exit codes (see the module docstring) and warnings
+    shown as ``warning: <message>``."""
+    shown = warnings.formatwarning
+    warnings.formatwarning = _cli_warning
     try:
         cli(sys.argv[1:] if argv is None else argv)
     except (TrainingInterrupted, GridInterrupted) as e:
@@ -324,6 +344,8 @@ def run(argv: Sequence[str] | None = None) -> None:
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        warnings.formatwarning = shown
 
 
 __all__ = ["GRID_MANIFEST", "backbone_config", "cli", "grid", "is_grid_dir", "parse_cli",

@@ -158,11 +158,15 @@ class DDPGConfig:
     policy_delay: int = 1
     """TD3: update the actor and the targets every k-th critic update (1 = every update)."""
     actor_prev_action: bool = False
-    """The actor's encoder also sees the previous action (memory backbones)."""
+    """The actor's encoder also sees the previous action. ``train.py`` turns it on for
+    memory backbones unless ``--prev-action False`` is given; config.json records
+    the value the run used."""
     actor_prev_reward: bool = False
     """The actor's encoder also sees the previous reward."""
     critic_prev_action: bool = False
-    """The critic's encoder also sees the previous action (memory backbones)."""
+    """The critic's encoder also sees the previous action. ``train.py`` turns it on for
+    memory backbones unless ``--prev-action False`` is given; config.json records
+    the value the run used."""
     critic_prev_reward: bool = False
     """The critic's encoder also sees the previous reward."""
     shared_encoder: bool = False

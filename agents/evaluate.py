@@ -7,7 +7,8 @@ evaluated (its ``--eval-policy``) unless ``--policy actor``, ``target`` or ``ave
 it (``average`` needs a run that kept one: ``--agent.average-tau``);
 ``--own-episodes`` runs the run's own evaluation episodes (those its evaluations logged).
 ``--video`` records MP4s through Gymnasium's ``RecordVideo`` (needs ``moviepy``; MuJoCo tasks
-render headless with ``MUJOCO_GL=egl`` or ``osmesa``).
+render headless with ``MUJOCO_GL=egl`` or ``osmesa``; pygame's tasks with SDL's ``dummy`` video
+driver, set unless ``SDL_VIDEODRIVER`` is).
 
 Exit codes: 0 done; 2 a missing or damaged run directory (``config.json``, checkpoint), no
 renderer, or ``--policy average`` for a run without an average; 3 a file-system error; 4 the
@@ -17,6 +18,7 @@ environment raised an exception (its traceback is printed after the one-line mes
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if a.episodes <= 0:
         p.error(f"--episodes must be a positive integer, got {a.episodes}")
     video_dir = RunPaths(a.run_dir).videos if a.video else None
+    if video_dir is not None:  # frames are drawn off screen: no display for SDL to look for
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     stats, record = evaluate_run(a.run_dir, a.episodes, a.seed, a.device, video_dir, a.policy)
     which = a.policy or record.loop.eval_policy
     print(f"{record.env.id} / {record.model.backbone} ({which}): return "

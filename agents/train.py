@@ -74,13 +74,17 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
     decides whether a run trains on transitions or on windows.
 
     Raises:
-        ValueError: inputs that need sequence training on transitions, or stored Transformer
-            states that the burn-in does not recompute (:func:`stale_stored_state`).
+        ValueError: inputs that need sequence training on transitions, stored Transformer
+            states that the burn-in does not recompute (:func:`stale_stored_state`), or
+            windows the replay cannot sample or that reach past every episode of the task
+            (:meth:`rlkit.config.ReplayConfig.check_resolved`).
     """
     m, a = cfg.model, cfg.agent
-    if stale := stale_stored_state(cfg):
+    if stale := stale_stored_state(cfg, max_episode_steps):
         raise ValueError(stale)
-    replay = cfg.replay.resolved(m.memory, max_episode_steps, reach=m.reach)
+    replay = cfg.replay.resolved(m.memory, max_episode_steps,
+                                 reach=m.reach_in(max_episode_steps))
+    replay.check_resolved(max_episode_steps)
     if not replay.transitions(m.memory):
         prev_action = m.prev_action if m.prev_action is not None else m.memory
         agent = dataclasses.replace(
@@ -103,7 +107,7 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
     return dataclasses.replace(cfg, replay=replay, agent=agent)
 
 
-def stale_stored_state(cfg: TrainConfig) -> str | None:
+def stale_stored_state(cfg: TrainConfig, episode_steps: int | None = None) -> str | None:
     """Why stored Transformer states would reach the trained steps unrefreshed (``None``
     otherwise).
 
@@ -112,17 +116,18 @@ def stale_stored_state(cfg: TrainConfig) -> str | None:
     Transformer's cached keys and values are not recomputed at all, and they reach a trained
     step through attention until ``n_layers * (context - 1)`` steps have passed. A burn-in that
     long recomputes every key and value the trained steps see, online and target alike; so does
-    ``--state-mode prefix`` with that burn-in, which stores nothing.
+    ``--state-mode prefix`` with that burn-in, which stores nothing. On a task whose episodes
+    last at most ``episode_steps``, that reach is at most ``episode_steps - 1``.
     """
-    reach, r = cfg.model.reach, cfg.replay
+    reach, r = cfg.model.reach_in(episode_steps), cfg.replay
     if reach is None or r.state_mode != "stored" or r.burn_in >= reach:
         return None  # a recurrent state, refreshed over the burn-in; or a reach replayed
     return (f"--state-mode stored --burn-in {r.burn_in}: the Transformer's stored keys and "
             f"values were computed by the online network while acting and would reach the "
             f"target networks as they are. Use --state-mode prefix --burn-in {reach} "
-            f"(--n-layers x (--context - 1): the trained steps see only recomputed keys and "
-            f"values, and nothing is stored), or a --burn-in of at least {reach} with stored "
-            f"states, or whole episodes")
+            f"(--n-layers x (--context - 1), at most an episode: the trained steps see only "
+            f"recomputed keys and values, and nothing is stored), or a --burn-in of at least "
+            f"{reach} with stored states, or whole episodes")
 
 
 def env_modules(env: EnvConfig) -> tuple[str, ...]:
@@ -179,8 +184,12 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     (:meth:`rlkit.config.ModelConfig.reach_gap`)."""
     env = make_env(cfg.env)
     steps = episode_steps(env)
-    cfg = resolve(cfg, steps)
-    if gap := cfg.replay.act_gap(cfg.model.memory, steps, reach=cfg.model.reach):
+    try:
+        cfg = resolve(cfg, steps)
+    except ValueError:
+        env.close()
+        raise
+    if gap := cfg.replay.act_gap(cfg.model.memory, steps, reach=cfg.model.reach_in(steps)):
         warnings.warn(f"train != act: {gap}", UserWarning, stacklevel=2)
     if short := cfg.model.reach_gap(steps, cfg.replay.seq_len):
         warnings.warn(f"short reach: {short}", UserWarning, stacklevel=2)

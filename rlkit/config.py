@@ -73,7 +73,8 @@ class RunConfig:
     """Run directory; default ``runs/<env>__<backbone>__s<seed>__<time>``. Never overwritten."""
     resume: str | None = None
     """Continue the run in this directory from its last checkpoint, with its ``config.json``;
-    only --total-steps, --checkpoint-every, --drop-nonfinite and --progress may change."""
+    only --total-steps, --checkpoint-every, --checkpoint-minutes, --drop-nonfinite and
+    --progress may change."""
     wandb: Literal["disabled", "offline", "online"] = "disabled"
     """W&B logging; ``online`` falls back to ``offline`` without a key or network."""
     wandb_project: str = "rlkit"
@@ -216,6 +217,37 @@ class ReplayConfig:
         return dataclasses.replace(self, seq_len=self.seq_len or 64, window_start="any",
                                    state_mode=mode, batch_size=self.batch_size or 32)
 
+    def check_resolved(self, episode_steps: int | None = None) -> None:
+        """Refuse a resolved window that the replay cannot sample, or one that reaches past
+        every episode of the task (padding only), naming the value and what was expected.
+
+        Args:
+            episode_steps: the task's longest episode, if known.
+        """
+        seq_len, burn_in = self.seq_len, self.burn_in
+        if seq_len is None:
+            raise ValueError("seq_len must be resolved (a positive integer), got None")
+        if burn_in >= seq_len:
+            raise ValueError(f"--burn-in must be in [0, seq_len={seq_len}), got {burn_in}")
+        if self.state_mode in ("zero", None) and burn_in:
+            raise ValueError(f"--burn-in {burn_in} needs --state-mode stored or prefix")
+        if self.state_every is not None and self.state_every > seq_len - burn_in:
+            raise ValueError(f"--state-every {self.state_every} leaves steps no window trains "
+                             f"on; expected at most seq_len - burn_in = {seq_len - burn_in}")
+        if episode_steps is None or seq_len == 1:
+            return
+        trained = seq_len - burn_in
+        if trained > episode_steps:
+            after = f" after a burn-in of {burn_in}" if burn_in else ""
+            raise ValueError(f"--seq-len {seq_len} trains {trained} steps a window{after}, more "
+                             f"than the task's episodes hold (at most {episode_steps} steps): "
+                             f"the rest of every window would be padding; expected --seq-len "
+                             f"at most {burn_in + episode_steps}")
+        if burn_in >= episode_steps:
+            raise ValueError(f"--burn-in {burn_in} is as long as the task's episodes (at most "
+                             f"{episode_steps} steps): no step has that many steps before it "
+                             f"in its episode; expected --burn-in at most {episode_steps - 1}")
+
     def transitions(self, memory: bool) -> bool:
         """Whether a resolved config trains on single transitions, not on windows."""
         return not memory and self.seq_len == 1
@@ -259,7 +291,8 @@ class ModelConfig:
     """The encoder family, its size, and how the update computes."""
 
     backbone: str = "mlp"
-    """Encoder family: mlp, rnn, lstm, gru, transformer, s4 or mamba. Several make a grid."""
+    """Encoder family: mlp, rnn, lstm, gru, transformer, s4, mamba or mamba2. Several make a
+    grid."""
     d_model: int = 256
     """Backbone width."""
     n_layers: int = 1
@@ -321,6 +354,15 @@ class ModelConfig:
         if self.backbone == "transformer":
             return self.n_layers * (self.context - 1)
         return 0 if self.backbone == "mlp" else None
+
+    def reach_in(self, episode_steps: int | None) -> int | None:
+        """:attr:`reach` on a task whose episodes last at most ``episode_steps``: no step sees
+        further back than its episode's first, ``episode_steps - 1`` steps (so a context longer
+        than the episodes replays no padding before each window)."""
+        reach = self.reach
+        if reach is None or episode_steps is None:
+            return reach
+        return min(reach, episode_steps - 1)
 
     def reach_gap(self, episode_steps: int | None, seq_len: int) -> str | None:
         """Why a Transformer trained on whole episodes cannot see all of them (``None`` when

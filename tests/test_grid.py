@@ -101,6 +101,16 @@ def test_grid_bad_input(tmp_path):
         cli.grid(replace_fields(TINY, grid_dir=str(tmp_path / "full")), ["gru"], [0, 1])
     with pytest.raises(ValueError, match="--seed takes non-negative integers, got"):
         cli.cli(["--seed", "0", "x", "--grid-dir", str(tmp_path / "y")])
+    one = str(tmp_path / "one")  # one run's directory given to a grid: refused, not ignored
+    with pytest.raises(ValueError, match=f"--run-dir {one} names the directory of one run; a "
+                                         f"grid of 4 runs \\(--backbone gru mlp, --seed 0 1\\) "
+                                         f"goes to a grid directory: expected --grid-dir {one}"):
+        cli.cli(["--backbone", "gru", "mlp", "--seed", "0", "1", "--run-dir", one])
+    long = str(tmp_path / "long")  # windows past the task's episodes stop the grid at once
+    with pytest.raises(ValueError, match="--seq-len 500 trains 500 steps a window, more than the "
+                                         "task's episodes hold \\(at most 200 steps\\)"):
+        cli.cli(["--backbone", "gru", "s4", "--seq-len", "500", "--grid-dir", long])
+    assert not (tmp_path / "one").exists() and not (tmp_path / "long").exists()
 
 
 def test_take_list_parses_several_values():
@@ -180,12 +190,17 @@ def test_video_without_renderer_is_a_clear_error():
 @pytest.mark.skipif(importlib.util.find_spec("moviepy") is None
                     or importlib.util.find_spec("pygame") is None,
                     reason="video needs moviepy and pygame (pip install 'rlkit[video]')")
-def test_evaluate_writes_mp4(tmp_path):
+def test_evaluate_writes_mp4(tmp_path, monkeypatch, capfd):
     run = tmp_path / "run"
     train.main(replace_fields(TINY, run_dir=str(run)))
+    monkeypatch.setenv("SDL_VIDEODRIVER", "unset")
+    monkeypatch.delenv("SDL_VIDEODRIVER")  # as on a headless machine (put back after the test)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    capfd.readouterr()
     evaluate_main([str(run), "--episodes", "1", "--video"])
     videos = list((run / "videos").glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
+    assert "XDG_RUNTIME_DIR" not in capfd.readouterr().err  # no display looked for
 
 
 def test_threads_per_job_shares_cores_and_respects_omp_num_threads():

@@ -124,6 +124,31 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
     )
     assert out.returncode == 2
     assert "expected a continuous Box action space" in out.stderr
+    run = tmp_path / "long"  # windows far past the episodes: refused before the run starts
+    out = subprocess.run(
+        [sys.executable, "train.py", "--env", "rlkit/Pendulum-V-v0", "--backbone", "gru",
+         "--seq-len", "100000", "--run-dir", str(run)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2 and not run.exists()
+    assert out.stderr.startswith("error: --seq-len 100000 trains 99984 steps a window after a "
+                                 "burn-in of 16, more than the task's episodes hold (at most "
+                                 "200 steps)"), out.stderr
+    assert "Traceback" not in out.stderr and "Warning" not in out.stderr
+
+
+def test_cli_shows_a_warning_as_one_line_without_its_source(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "train.py", "--env", "rlkit/Pendulum-V-v0", "--backbone", "gru",
+         "--recipe", "none", "--seq-len", "50", "--window-start", "episode", "--d-model", "8",
+         "--total-steps", "5", "--eval-episodes", "1", "--no-progress",
+         "--run-dir", str(tmp_path / "r")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    first = out.stderr.splitlines()[0]
+    assert first.startswith("warning: train != act: windows cover the first 50 steps"), first
+    assert "UserWarning" not in out.stderr and "build(" not in out.stderr
 
 
 def test_module_colon_env_form(tmp_path):
@@ -379,13 +404,21 @@ def test_input_embed_without_an_input_it_names_is_refused_when_the_run_is_resolv
 
 def test_help_lists_only_real_choices_for_the_options_whose_default_depends_on_the_task():
     """``--state-mode`` and ``--window-start`` default to None (chosen from the task and the
-    backbone); ``--help`` lists the values a user can give, not None."""
+    backbone); ``--help`` lists the values a user can give, not None; it names every backbone
+    family and every flag a resume may change."""
     out = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parents[1],
                          env={**os.environ, "COLUMNS": "200"}).stdout
     assert "--state-mode {zero,stored,prefix}" in out
     assert "--window-start {any,episode}" in out
     assert "None,zero" not in out and "None,any" not in out
+    from rlkit.backbones import BACKBONE_NAMES
+
+    text = " ".join(out.split())  # the help names every family, and every flag a resume takes
+    assert f"Encoder family: {', '.join(BACKBONE_NAMES[:-1])} or {BACKBONE_NAMES[-1]}." in text
+    resume_help = text.split("--resume")[1].split("--wandb")[0]
+    for name in train.RESUME_MAY_CHANGE:
+        assert "--" + name.replace("_", "-") in resume_help, name
 
 
 def test_n_step_targets_on_single_transitions_are_refused(tmp_path):

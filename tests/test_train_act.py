@@ -228,6 +228,56 @@ def test_the_transformer_replays_its_reach_by_default_when_episodes_do_not_fit()
     assert (gru.state_mode, gru.burn_in, gru.seq_len) == ("stored", 16, 80)
 
 
+def test_windows_that_reach_past_every_episode_are_refused_and_a_long_reach_is_capped():
+    """A window trains at most an episode's steps, and a burn-in is shorter than an episode
+    (the rest would be padding: windows of 100,000 steps on 200-step episodes crawled): both
+    refused, naming the longest that fits; the limit itself is accepted. A Transformer whose
+    context is longer than the episodes replays at most ``episode_steps - 1`` steps before
+    its windows (no step sees further back), and that prefix is still exact."""
+    from agents.train import TrainConfig, resolve
+    from rlkit.config import replace_fields
+
+    gru = replace_fields(TrainConfig(), backbone="gru", d_model=8)
+    with pytest.raises(ValueError, match=r"--seq-len 100000 trains 100000 steps a window, more "
+                                         r"than the task's episodes hold \(at most 200 steps\): "
+                                         r"the rest of every window would be padding; expected "
+                                         r"--seq-len at most 200"):
+        resolve(replace_fields(gru, seq_len=100000), 200)
+    stored = replace_fields(gru, window_start="any", state_mode="stored", burn_in=16)
+    with pytest.raises(ValueError, match=r"--seq-len 300 trains 284 steps a window after a "
+                                         r"burn-in of 16, .* expected --seq-len at most 216"):
+        resolve(replace_fields(stored, seq_len=300), 200)
+    with pytest.raises(ValueError, match=r"--burn-in 200 is as long as the task's episodes "
+                                         r"\(at most 200 steps\).* expected --burn-in at most 199"):
+        resolve(replace_fields(stored, burn_in=200, seq_len=210), 200)
+    assert resolve(replace_fields(gru, seq_len=200), 200).replay.seq_len == 200
+    assert resolve(replace_fields(stored, seq_len=216), 200).replay.seq_len == 216
+    assert resolve(replace_fields(gru, seq_len=100000), None).replay.seq_len == 100000
+
+    tf = replace_fields(TrainConfig(), backbone="transformer", context=100000,
+                        max_window=64)  # the pendulum-pomdp recipe's windows
+    r = resolve(tf, 200).replay
+    assert (r.state_mode, r.burn_in, r.seq_len) == ("prefix", 199, 263)
+    assert r.act_gap(True, 200, reach=tf.model.reach_in(200)) is None
+    assert tf.model.reach_in(200) == 199 and tf.model.reach_in(None) == 99999
+    assert resolve(replace_fields(tf, context=64), 200).replay.burn_in == 63  # unchanged
+
+
+def test_a_refused_window_warns_nothing_first():
+    """``build`` refuses a window before it warns about training on other histories than
+    the agent acts on: no warning for a config that does not run."""
+    from agents.train import TrainConfig, build
+    from rlkit.config import replace_fields
+
+    cfg = replace_fields(TrainConfig(), env="rlkit/Pendulum-V-v0", backbone="gru", d_model=8,
+                         burn_in=100, seq_len=50, state_mode="stored")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match=r"--burn-in must be in \[0, seq_len=50\), got 100"):
+            build(cfg, torch.device("cpu"))
+    assert [str(w.message) for w in caught] == []
+
+
 def test_stored_transformer_states_without_a_full_burn_in_are_refused():
     """The Transformer's stored keys and values (online network, acting time) reach trained
     steps for n_layers * (context - 1) steps; a shorter burn-in is refused, naming that length

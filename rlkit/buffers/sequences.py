@@ -16,21 +16,13 @@ from rlkit.tree import tree_flatten, tree_unflatten
 def _check(cfg: ReplayConfig, num_envs: int, obs_dim: int, action_dim: int,
            state_example: Any) -> None:
     """Refuse sizes and modes the buffer cannot hold, naming the value."""
-    capacity, seq_len, burn_in = cfg.buffer_size, cfg.seq_len, cfg.burn_in
+    capacity, seq_len = cfg.buffer_size, cfg.seq_len
     check_sizes(capacity, obs_dim, action_dim)
-    if seq_len is None:
-        raise ValueError("seq_len must be resolved (a positive integer), got None")
+    cfg.check_resolved()
     if num_envs <= 0:
         raise ValueError(f"num_envs must be a positive integer, got {num_envs}")
-    if burn_in >= seq_len:
-        raise ValueError(f"--burn-in must be in [0, seq_len={seq_len}), got {burn_in}")
-    if cfg.state_mode in ("zero", None) and burn_in:
-        raise ValueError(f"--burn-in {burn_in} needs --state-mode stored or prefix")
     if cfg.state_mode == "stored" and state_example is None:
         raise ValueError("state_mode 'stored' needs a state_example to size the stored states")
-    if cfg.state_every is not None and cfg.state_every > seq_len - burn_in:
-        raise ValueError(f"--state-every {cfg.state_every} leaves steps no window trains on; "
-                         f"expected at most seq_len - burn_in = {seq_len - burn_in}")
     if capacity // num_envs < seq_len:
         raise ValueError(f"capacity {capacity} holds {capacity // num_envs} steps per environment "
                          f"for {num_envs} environments, fewer than seq_len={seq_len}")
