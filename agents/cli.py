@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from agents.train import (
     episode_steps,
     main,
     make_env,
+    one_line_warnings,
     resolve,
     run_in,
 )
@@ -310,21 +310,12 @@ def cli(argv: Sequence[str]) -> None:
              {b: backbone_config(argv, b) for b in backbone_values})
 
 
-def _cli_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                 line: str | None = None) -> str:
-    """A warning as the command line shows it: ``warning: <message>`` (the category's name
-    for other than :class:`UserWarning`), without the source line that raised it."""
-    kind = "warning" if category is UserWarning else category.__name__
-    return f"{kind}: {message}\n"
-
-
 def run(argv: Sequence[str] | None = None) -> None:
     """:func:`cli` with the documented exit codes (see the module docstring) and warnings
     shown as ``warning: <message>``."""
-    shown = warnings.formatwarning
-    warnings.formatwarning = _cli_warning
     try:
-        cli(sys.argv[1:] if argv is None else argv)
+        with one_line_warnings():
+            cli(sys.argv[1:] if argv is None else argv)
     except (TrainingInterrupted, GridInterrupted) as e:
         print(f"stopped: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -344,8 +335,6 @@ def run(argv: Sequence[str] | None = None) -> None:
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    finally:
-        warnings.formatwarning = shown
 
 
 __all__ = ["GRID_MANIFEST", "backbone_config", "cli", "grid", "is_grid_dir", "parse_cli",

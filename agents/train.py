@@ -20,6 +20,7 @@ import importlib
 import sys
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -355,12 +356,33 @@ def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     return agent.to(device).eval(), record
 
 
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              line: str | None = None) -> str:
+    kind = "warning" if category is UserWarning else category.__name__
+    return f"{kind}: {message}\n"
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Inside the block a warning shows as ``warning: <message>`` (the category's name for
+    other than :class:`UserWarning`), without the source line that raised it: how the
+    command line and a grid's runs show them."""
+    shown = warnings.formatwarning
+    warnings.formatwarning = _one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = shown
+
+
 def run_in(cfg: TrainConfig, run_dir: str) -> dict[str, float]:
     """One run of a grid: :func:`main` in ``run_dir``, without a progress bar."""
-    return main(dataclasses.replace(
-        cfg, run=dataclasses.replace(cfg.run, run_dir=run_dir),
-        loop=dataclasses.replace(cfg.loop, progress=False)))
+    with one_line_warnings():
+        return main(dataclasses.replace(
+            cfg, run=dataclasses.replace(cfg.run, run_dir=run_dir),
+            loop=dataclasses.replace(cfg.loop, progress=False)))
 
 
 __all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "TrainConfig", "build", "check_fits",
-           "check_memory", "load_agent", "main", "make_env", "resolve", "resume_config", "run_in"]
+           "check_memory", "load_agent", "main", "make_env", "one_line_warnings", "resolve",
+           "resume_config", "run_in"]

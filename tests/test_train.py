@@ -138,17 +138,20 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
 
 
 def test_cli_shows_a_warning_as_one_line_without_its_source(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "train.py", "--env", "rlkit/Pendulum-V-v0", "--backbone", "gru",
-         "--recipe", "none", "--seq-len", "50", "--window-start", "episode", "--d-model", "8",
-         "--total-steps", "5", "--eval-episodes", "1", "--no-progress",
-         "--run-dir", str(tmp_path / "r")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    first = out.stderr.splitlines()[0]
-    assert first.startswith("warning: train != act: windows cover the first 50 steps"), first
-    assert "UserWarning" not in out.stderr and "build(" not in out.stderr
+    """A single run and a grid's runs alike (each grid run warns in its own process)."""
+    short = ["--env", "rlkit/Pendulum-V-v0", "--backbone", "gru", "--recipe", "none",
+             "--seq-len", "50", "--window-start", "episode", "--d-model", "8",
+             "--total-steps", "5", "--eval-episodes", "1", "--no-progress"]
+    for where, count in ((["--run-dir", str(tmp_path / "r")], 1),
+                         (["--seed", "0", "1", "--grid-dir", str(tmp_path / "g")], 2)):
+        out = subprocess.run([sys.executable, "train.py", *short, *where], cwd=ROOT,
+                             capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr
+        warned = [ln for ln in out.stderr.splitlines() if "train != act" in ln]
+        assert len(warned) == count and all(
+            ln.startswith("warning: train != act: windows cover the first 50 steps")
+            for ln in warned), out.stderr
+        assert "UserWarning" not in out.stderr and "build(" not in out.stderr
 
 
 def test_module_colon_env_form(tmp_path):
