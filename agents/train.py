@@ -180,9 +180,10 @@ def check_device(cfg: TrainConfig) -> torch.device:
 def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gym.Env]:
     """The resolved config (:func:`resolve`, with the task's episode length), the agent, and a
     probe env of the task. Warns when the resolved config trains a memory encoder on other
-    histories than it acts on (:meth:`rlkit.config.ReplayConfig.act_gap`), and when a
+    histories than it acts on (:meth:`rlkit.config.ReplayConfig.act_gap`), when a
     Transformer trained on whole episodes cannot see all of them
-    (:meth:`rlkit.config.ModelConfig.reach_gap`)."""
+    (:meth:`rlkit.config.ModelConfig.reach_gap`), and when its cache is longer than any
+    episode (:meth:`rlkit.config.ModelConfig.empty_cache`)."""
     env = make_env(cfg.env)
     steps = episode_steps(env)
     try:
@@ -194,6 +195,8 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         warnings.warn(f"train != act: {gap}", UserWarning, stacklevel=2)
     if short := cfg.model.reach_gap(steps, cfg.replay.seq_len):
         warnings.warn(f"short reach: {short}", UserWarning, stacklevel=2)
+    if empty := cfg.model.empty_cache(steps):
+        warnings.warn(f"long context: {empty}", UserWarning, stacklevel=2)
     m = dataclasses.replace(cfg.model, compile="on" if choose_compile(
         cfg.model.compile, cfg.model.backbone, device.type) else "off")
     cfg = dataclasses.replace(cfg, model=m)  # config.json records the choice

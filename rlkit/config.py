@@ -364,6 +364,17 @@ class ModelConfig:
             return reach
         return min(reach, episode_steps - 1)
 
+    def empty_cache(self, episode_steps: int | None) -> str | None:
+        """Why a Transformer's key/value cache is longer than any episode of the task (``None``
+        when it is not): every step attends over all ``context - 1`` slots, empty or not, so
+        a context above ``episode_steps + 1`` costs time and memory and sees nothing more."""
+        if self.backbone != "transformer" or episode_steps is None \
+                or self.context <= episode_steps + 1:
+            return None
+        return (f"--context {self.context} keeps a cache of {self.context - 1} steps, but the "
+                f"task's episodes last at most {episode_steps} steps: every step attends over "
+                f"the empty slots too. --context {episode_steps + 1} sees as much, for less")
+
     def reach_gap(self, episode_steps: int | None, seq_len: int) -> str | None:
         """Why a Transformer trained on whole episodes cannot see all of them (``None`` when
         its reach covers the episode, or when it does not train on whole episodes).

@@ -18,7 +18,7 @@ from agents.ddpg import DDPG, DDPGConfig
 from rlkit.backbones import BACKBONE_NAMES, backbone_config
 from rlkit.buffers import SequenceReplayBuffer
 from rlkit.buffers.sequences import gather_windows
-from rlkit.config import LoopConfig, ReplayConfig
+from rlkit.config import LoopConfig, ModelConfig, ReplayConfig
 from rlkit.noise import GaussianNoise
 from rlkit.runlog import RunLogger
 from rlkit.trainer import Trainer
@@ -231,9 +231,10 @@ def test_the_transformer_replays_its_reach_by_default_when_episodes_do_not_fit()
 def test_windows_that_reach_past_every_episode_are_refused_and_a_long_reach_is_capped():
     """A window trains at most an episode's steps, and a burn-in is shorter than an episode
     (the rest would be padding: windows of 100,000 steps on 200-step episodes crawled): both
-    refused, naming the longest that fits; the limit itself is accepted. A Transformer whose
-    context is longer than the episodes replays at most ``episode_steps - 1`` steps before
-    its windows (no step sees further back), and that prefix is still exact."""
+    refused, naming the longest that fits; the limit itself is accepted. A Transformer context
+    above the episodes plus one is named (every step attends over its whole cache). A
+    Transformer whose reach is longer than the episodes replays at most ``episode_steps - 1``
+    steps before its windows (no step sees further back), and that prefix is still exact."""
     from agents.train import TrainConfig, resolve
     from rlkit.config import replace_fields
 
@@ -256,11 +257,24 @@ def test_windows_that_reach_past_every_episode_are_refused_and_a_long_reach_is_c
 
     tf = replace_fields(TrainConfig(), backbone="transformer", context=100000,
                         max_window=64)  # the pendulum-pomdp recipe's windows
-    r = resolve(tf, 200).replay
+    assert tf.model.empty_cache(200) == (
+        "--context 100000 keeps a cache of 99999 steps, but the task's episodes last at most "
+        "200 steps: every step attends over the empty slots too. --context 201 sees as much, "
+        "for less")
+    assert replace_fields(tf, context=201).model.empty_cache(200) is None
+    assert tf.model.empty_cache(None) is None
+    assert ModelConfig(backbone="gru").empty_cache(2) is None
+    deep = replace_fields(tf, context=201, n_layers=2)  # reach 400, past any episode start
+    r = resolve(deep, 200).replay
     assert (r.state_mode, r.burn_in, r.seq_len) == ("prefix", 199, 263)
-    assert r.act_gap(True, 200, reach=tf.model.reach_in(200)) is None
-    assert tf.model.reach_in(200) == 199 and tf.model.reach_in(None) == 99999
+    assert r.act_gap(True, 200, reach=deep.model.reach_in(200)) is None
+    assert deep.model.reach_in(200) == 199 and deep.model.reach_in(None) == 400
     assert resolve(replace_fields(tf, context=64), 200).replay.burn_in == 63  # unchanged
+    from agents.train import build
+
+    with pytest.warns(UserWarning, match=r"long context: --context 300 keeps a cache of 299 "):
+        build(replace_fields(tf, context=300, d_model=8, env="rlkit/Pendulum-V-v0"),
+              torch.device("cpu"))
 
 
 def test_a_refused_window_warns_nothing_first():
