@@ -341,7 +341,7 @@ def _run(cfg: TrainConfig, run_dir: Path | None, resumed: RunRecord | None, ckpt
               f"from step 0 of {cfg.loop.total_steps}", file=sys.stderr)
     result = trainer.run()  # writes checkpoint.pt (start, periodic, final, on SIGINT / SIGTERM)
     print(f"run dir: {run_dir}  final eval return: {result['eval_return_mean']:.1f} "
-          f"+- {result['eval_return_std']:.1f}", file=sys.stderr)
+          f"+- {result['eval_return_std']:.1f}", flush=True)  # the result, on stdout
     return result
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -138,10 +139,12 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
 
 
 def test_cli_shows_a_warning_as_one_line_without_its_source(tmp_path):
-    """A single run and a grid's runs alike (each grid run warns in its own process)."""
+    """A single run and a grid's runs alike (each grid run warns in its own process); a
+    single run's result line is on stdout, its progress and warnings on stderr."""
     short = ["--env", "rlkit/Pendulum-V-v0", "--backbone", "gru", "--recipe", "none",
              "--seq-len", "50", "--window-start", "episode", "--d-model", "8",
              "--total-steps", "5", "--eval-episodes", "1", "--no-progress"]
+    outs = {}
     for where, count in ((["--run-dir", str(tmp_path / "r")], 1),
                          (["--seed", "0", "1", "--grid-dir", str(tmp_path / "g")], 2)):
         out = subprocess.run([sys.executable, "train.py", *short, *where], cwd=ROOT,
@@ -152,6 +155,10 @@ def test_cli_shows_a_warning_as_one_line_without_its_source(tmp_path):
             ln.startswith("warning: train != act: windows cover the first 50 steps")
             for ln in warned), out.stderr
         assert "UserWarning" not in out.stderr and "build(" not in out.stderr
+        outs[count] = out
+    result = (rf"run dir: {re.escape(str(tmp_path / 'r'))}  "
+              r"final eval return: -?\d+\.\d \+- \d+\.\d\n")
+    assert re.fullmatch(result, outs[1].stdout), outs[1].stdout
 
 
 def test_module_colon_env_form(tmp_path):
