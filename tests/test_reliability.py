@@ -898,11 +898,12 @@ def test_replay_memory_estimate_is_the_buffer_size():
      r"it needs about 91\.6 GiB \(--buffer-size 1,000,000 steps x 98,320 bytes\) and a sampled "
      r"batch about 48\.0 MiB .* but 64\.0 GiB is available \(test\); lower --buffer-size "
      r"\(about 698,424 steps would fit\)$"),
-    ({"env": "rlkit/Pendulum-V-v0", "backbone": "gru", "seq_len": 1_000_000}, 2**30,
+    ({"env": "rlkit/Pendulum-V-v0", "backbone": "gru", "seq_len": 200, "batch_size": 50_000},
+     2**30,  # whole episodes, so many of them that one batch does not fit
      r"it needs about 30\.5 MiB \(--buffer-size 1,000,000 steps x 32 bytes\) and a sampled "
-     r"batch about 3\.9 GiB \(--batch-size 32 windows of --seq-len 1000000 steps\), 4\.0 GiB "
-     r"in all, but 1\.0 GiB is available \(test\); lower --batch-size \(32\) or --seq-len "
-     r"\(1000000\)$"),
+     r"batch about 1\.2 GiB \(--batch-size 50000 windows of --seq-len 200 steps\), 1\.3 GiB "
+     r"in all, but 1\.0 GiB is available \(test\); lower --batch-size \(50000\) or --seq-len "
+     r"\(200\)$"),
     ({"env": "rlkit/Pendulum-V-v0", "backbone": "gru", "seq_len": 8, "burn_in": 4,
       "state_mode": "stored", "state_every": 1}, 2**30,  # 2 x 256 floats every step
      r"it needs about 1\.9 GiB \(--buffer-size 1,000,000 steps x 32 bytes \+ 1\.9 GiB of "
