@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import tyro
@@ -31,6 +31,7 @@ import tyro
 from agents import recipes
 from agents.train import (
     RESUME_MAY_CHANGE,
+    Resumed,
     TrainConfig,
     check_device,
     check_fits,
@@ -166,17 +167,18 @@ def resume_runs(grid_dir: Path, runs: Sequence[GridRun], given: dict | None = No
         elif (final := _finished(run_dir, given.get("total_steps"))) is not None:
             done.append(RunOutcome(r.name, run_dir, result=final))
         else:
-            todo.append(GridRun(r.name, replace_fields(TrainConfig(), resume=str(run_dir),
-                                                       **given)))
+            todo.append(GridRun(r.name, Resumed(replace_fields(
+                TrainConfig(), resume=str(run_dir), **given), tuple(given))))
     return done, todo
 
 
-def resume_grid(cfg: TrainConfig) -> Path:
+def resume_grid(cfg: TrainConfig, explicit: Collection[str] = ()) -> Path:
     """``--resume GRID_DIR``: every run of the grid that has not reached its ``--total-steps``
     continues (``--resume`` of its run directory, from its last checkpoint), one that never
     started starts, then the report is written as for :func:`grid`. The grid section
     (``--jobs``, ``--launcher``, ...) and the fields that may change on resume
-    (``--total-steps``, ...) may be given; they apply to every run.
+    (``--total-steps``, ...) may be given; they apply to every run (``explicit``: those the
+    command line gave, which apply even at their default value).
 
     Raises:
         ValueError: other flags given.
@@ -184,7 +186,7 @@ def resume_grid(cfg: TrainConfig) -> Path:
     """
     grid_dir = Path(cfg.run.resume)
     given = {name: getattr(cfg.loop, name) for name in RESUME_MAY_CHANGE
-             if getattr(cfg.loop, name) != getattr(LoopConfig(), name)}
+             if name in explicit or getattr(cfg.loop, name) != getattr(LoopConfig(), name)}
     rest = dataclasses.replace(cfg.loop, **{n: getattr(LoopConfig(), n) for n in given})
     if replace_fields(cfg, resume=None, grid=GridConfig(), loop=rest) != TrainConfig():
         raise ValueError(f"--resume {grid_dir} (a grid) takes only the grid flags (--jobs, "
@@ -295,6 +297,14 @@ def backbone_config(argv: Sequence[str], backbone: str) -> TrainConfig:
     return parse_cli([*rest, f"--backbone={backbone}"])[0]
 
 
+def given_on_resume(argv: Sequence[str]) -> set[str]:
+    """The fields of :data:`RESUME_MAY_CHANGE` whose flag is in ``argv`` (``--total-steps N``,
+    ``--total-steps=N``, ``--no-progress``, ...), whatever their value."""
+    used = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    return {name for name in RESUME_MAY_CHANGE
+            if {flag(name), "--no-" + flag(name)[2:]} & used}
+
+
 def cli(argv: Sequence[str]) -> None:
     """One run, or a grid when there is more than one (backbone, seed) combination."""
     cfg, backbone_values, seed_values = parse_cli(argv)
@@ -302,9 +312,9 @@ def cli(argv: Sequence[str]) -> None:
         if len(backbone_values) * len(seed_values) > 1:
             raise ValueError(f"--resume {cfg.run.resume} continues the grid's own runs; "
                              "--backbone and --seed take one value at most with it")
-        resume_grid(cfg)
+        resume_grid(cfg, given_on_resume(argv))
     elif len(backbone_values) * len(seed_values) == 1:
-        main(cfg)
+        main(cfg, given_on_resume(argv) if cfg.run.resume is not None else ())
     else:
         grid(cfg, backbone_values, seed_values,
              {b: backbone_config(argv, b) for b in backbone_values})
@@ -337,6 +347,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
 
 
-__all__ = ["GRID_MANIFEST", "backbone_config", "cli", "grid", "is_grid_dir", "parse_cli",
+__all__ = ["GRID_MANIFEST", "backbone_config", "cli", "given_on_resume", "grid", "is_grid_dir",
+           "parse_cli",
            "read_manifest", "resume_grid", "resume_runs", "run", "summarize", "take_list",
            "write_manifest"]

@@ -6,6 +6,7 @@ name) and merges the few fields a command line may change (:data:`RESUME_MAY_CHA
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from pathlib import Path
 
 from agents.config import TrainConfig
@@ -47,8 +48,11 @@ def _never_checkpointed(run_dir: Path) -> bool:
     return not paths.metrics.is_file() or not read_metrics(run_dir)
 
 
-def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunRecord, dict | None]:
+def resume_config(cfg: TrainConfig, given: Collection[str] = (),
+                  ) -> tuple[TrainConfig, RunRecord, dict | None]:
     """The config, record and last checkpoint of the run in ``--resume`` (see there).
+    ``given``: fields of :data:`RESUME_MAY_CHANGE` that the command line gave, which apply
+    even at their default value.
 
     The checkpoint is ``None`` for a run that stopped before it wrote its first one (killed
     while starting): it then starts again from step 0, which is the same run.
@@ -74,7 +78,7 @@ def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunRecord, dict | None
         except ValueError as e:
             raise CheckpointError(f"--resume {run_dir}: {e}") from e
     merged = merge_config(cfg, TrainConfig.from_record(record), RESUME_MAY_CHANGE,
-                          keep=("resume",))
+                          keep=("resume",), given=given)
     merged = dataclasses.replace(
         merged, run=dataclasses.replace(merged.run, run_dir=str(run_dir), device=record.device))
     step = 0 if ckpt is None else ckpt["step"]

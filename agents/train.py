@@ -20,8 +20,9 @@ import importlib
 import sys
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -260,8 +261,10 @@ def _record(cfg: TrainConfig, agent: DDPG, device: torch.device, wandb_id: str |
         device=str(device), wandb_run_id=wandb_id)
 
 
-def main(cfg: TrainConfig) -> dict[str, float]:
-    """Validate, build, train (or resume), save; returns the final evaluation.
+def main(cfg: TrainConfig, given: Collection[str] = ()) -> dict[str, float]:
+    """Validate, build, train (or resume), save; returns the final evaluation. ``given``: with
+    ``--resume``, the fields that may change that the command line gave (see
+    :func:`agents.resume.resume_config`).
 
     The run directory is locked for the whole run (:class:`rlkit.rundir.RunLock`); a resumed
     one before anything in it is read or changed.
@@ -281,7 +284,7 @@ def main(cfg: TrainConfig) -> dict[str, float]:
             run_dir = Path(cfg.run.resume)
             check_run_dir(run_dir)
             held.enter_context(RunLock(run_dir))  # before anything in it is read or changed
-            cfg, record, ckpt = resume_config(cfg)
+            cfg, record, ckpt = resume_config(cfg, given)
         return _run(cfg, run_dir, record, ckpt, held)
 
 
@@ -378,14 +381,23 @@ def one_line_warnings() -> Iterator[None]:
         warnings.formatwarning = shown
 
 
-def run_in(cfg: TrainConfig, run_dir: str) -> dict[str, float]:
+class Resumed(NamedTuple):
+    """A grid's run to continue: its ``--resume`` config and the fields that may change on
+    resume that the command line gave (they apply even at their default value)."""
+
+    cfg: TrainConfig
+    given: tuple[str, ...]
+
+
+def run_in(cfg: TrainConfig | Resumed, run_dir: str) -> dict[str, float]:
     """One run of a grid: :func:`main` in ``run_dir``, without a progress bar."""
+    cfg, given = cfg if isinstance(cfg, Resumed) else (cfg, ())
     with one_line_warnings():
         return main(dataclasses.replace(
             cfg, run=dataclasses.replace(cfg.run, run_dir=run_dir),
-            loop=dataclasses.replace(cfg.loop, progress=False)))
+            loop=dataclasses.replace(cfg.loop, progress=False)), given)
 
 
 __all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "TrainConfig", "build", "check_fits",
-           "check_memory", "load_agent", "main", "make_env", "one_line_warnings", "resolve",
-           "resume_config", "run_in"]
+           "Resumed", "check_memory", "load_agent", "main", "make_env", "one_line_warnings",
+           "resolve", "resume_config", "run_in"]

@@ -31,7 +31,7 @@ def _flag(name: str) -> str:
 
 
 def merge_config(requested: T, saved: T, may_change: Collection[str],
-                 keep: Collection[str] = ()) -> T:
+                 keep: Collection[str] = (), given: Collection[str] = ()) -> T:
     """The run's saved config with the changes asked for, section by section.
 
     Args:
@@ -40,23 +40,27 @@ def merge_config(requested: T, saved: T, may_change: Collection[str],
         saved: the run's config, of the same class.
         may_change: field names a given value replaces (e.g. ``total_steps``).
         keep: field names taken from ``requested`` as they are (e.g. ``resume``).
+        given: names of ``may_change`` that the command line gave: they count as given
+            even at the class default (``--total-steps 15000`` where 15000 is the default).
 
     Raises:
         ValueError: a given field outside ``may_change`` differs from the run's, e.g.
             ``--resume: run backbone 'gru' != requested backbone 'lstm'``.
     """
-    return _merge(requested, saved, type(requested)(), may_change, keep)
+    return _merge(requested, saved, type(requested)(), may_change, keep, given)
 
 
 def _merge(requested: Any, saved: Any, default: Any, may_change: Collection[str],
-           keep: Collection[str]) -> Any:
+           keep: Collection[str], given: Collection[str]) -> Any:
     values = {}
     for f in dataclasses.fields(requested):
         asked, base, old = (getattr(c, f.name) for c in (requested, default, saved))
         if f.name in keep:
             values[f.name] = asked
         elif dataclasses.is_dataclass(asked):
-            values[f.name] = _merge(asked, old, base, may_change, keep)
+            values[f.name] = _merge(asked, old, base, may_change, keep, given)
+        elif f.name in given and f.name in may_change:
+            values[f.name] = asked
         elif asked == base or asked == old:
             values[f.name] = old
         elif f.name in may_change:

@@ -77,8 +77,15 @@ def test_resume_keeps_finished_runs_continues_interrupted_ones_and_starts_missin
     assert done[0].result == [r for r in read_metrics(tmp_path / "finished")
                               if "eval_return_mean" in r][-1]
     assert [r.name for r in todo] == ["killed", "missing"]
-    assert todo[0].config == replace_fields(train.TrainConfig(), resume=str(tmp_path / "killed"))
+    assert todo[0].config == train.Resumed(
+        replace_fields(train.TrainConfig(), resume=str(tmp_path / "killed")), ())
     assert todo[1].config is runs[2].config  # never started: starts as given
+    default = train.TrainConfig().loop.total_steps  # given at its default, it still applies
+    done, todo = cli.resume_runs(tmp_path, runs, {"total_steps": default})
+    assert not done and [r.name for r in todo] == ["finished", "killed", "missing"]
+    assert todo[1].config == train.Resumed(replace_fields(
+        train.TrainConfig(), resume=str(tmp_path / "killed"), total_steps=default),
+        ("total_steps",))
 
 
 def test_final_policy_reads_the_final_checkpoint_on_the_runs_own_episodes(tmp_path, monkeypatch,

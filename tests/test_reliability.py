@@ -493,6 +493,32 @@ def test_resume_of_a_finished_run_asks_for_more_steps(tiny_run):
         _resume(tiny_run)
 
 
+def test_resume_applies_a_flag_given_at_its_default_value(tiny_run, tmp_path, capsys):
+    """A flag that may change on resume counts as given when it is on the command line, even
+    at its default value (``--checkpoint-every 0``, ``--total-steps 15000``); left off, the
+    run keeps its own."""
+    from agents.resume import resume_config
+    from rlkit.rundir import RunRecord
+
+    assert cli.given_on_resume(["--resume", "r", "--total-steps=15000", "--no-progress",
+                                "--seed", "1", "--checkpoint-every", "0"]) == {
+        "total_steps", "progress", "checkpoint_every"}
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    code, err = _cli(["--resume", run, "--total-steps", 80, "--no-progress"], capsys)
+    assert code == 0, err
+    assert RunRecord.read(run).loop.checkpoint_every == 20  # not given: the run's own
+    code, err = _cli(["--resume", run, "--total-steps", 100, "--checkpoint-every", 0,
+                      "--no-progress"], capsys)
+    assert code == 0, err
+    assert RunRecord.read(run).loop.checkpoint_every == 0  # given at the default: applied
+    default = train.TrainConfig().loop.total_steps
+    asked = replace_fields(train.TrainConfig(), resume=str(run), total_steps=default)
+    assert resume_config(asked, {"total_steps"})[0].loop.total_steps == default
+    with pytest.raises(ValueError, match=r"the run is at step 100 of --total-steps 100"):
+        resume_config(asked)  # not given: the run's own, which it has reached
+
+
 def test_negative_checkpoint_every_stops_before_training(tmp_path):
     run = tmp_path / "run"
     with pytest.raises(ValueError, match="--checkpoint-every must be an integer >= 0, got -5"):
