@@ -362,7 +362,7 @@ def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     return agent.to(device).eval(), record
 
 
-def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
               line: str | None = None) -> str:
     kind = "warning" if category is UserWarning else category.__name__
     return f"{kind}: {message}\n"
@@ -374,7 +374,7 @@ def one_line_warnings() -> Iterator[None]:
     other than :class:`UserWarning`), without the source line that raised it: how the
     command line and a grid's runs show them."""
     shown = warnings.formatwarning
-    warnings.formatwarning = _one_line
+    warnings.formatwarning = _warning_line
     try:
         yield
     finally:
