@@ -2,7 +2,10 @@
 
 W&B modes: ``disabled``; ``offline`` (written under the run directory, ``wandb sync`` later);
 ``online`` only when an API key is configured and the W&B host answers within a second,
-otherwise it falls back to ``offline`` with one warning.
+otherwise it falls back to ``offline`` with one warning. W&B never stops a run: an online
+start that fails (a wrong key or server) falls back to ``offline``, and a W&B that cannot be
+imported, started or written to leaves the run logging to ``metrics.jsonl`` alone, each with
+one warning.
 """
 
 from __future__ import annotations
@@ -57,6 +60,35 @@ def resolve_wandb_mode(mode: WandbMode) -> WandbMode:
     return mode
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+
+
+def start_wandb(mode: WandbMode, **init: Any) -> tuple[Any, WandbMode]:
+    """``wandb.init(mode=mode, **init)`` and the mode it runs in: an online start that fails
+    is tried again offline, and a W&B that cannot be imported or started gives ``(None,
+    "disabled")``, each with one warning."""
+    try:
+        import wandb
+    except ImportError as e:
+        warnings.warn(f"W&B: cannot import wandb ({_first_line(e)}); this run logs to "
+                      "metrics.jsonl only", stacklevel=2)
+        return None, "disabled"
+    for m in (["online", "offline"] if mode == "online" else [mode]):
+        try:
+            return wandb.init(mode=m, settings=wandb.Settings(init_timeout=30, console="off"),
+                              **init), m
+        except Exception as e:  # noqa: BLE001  (wandb's own errors: CommError, UsageError, ...)
+            if m == "online":
+                warnings.warn(f"W&B: the online start failed ({_first_line(e)}); logging "
+                              "offline (sync later with `wandb sync`)", stacklevel=2)
+            else:
+                warnings.warn(f"W&B: cannot start ({_first_line(e)}); this run logs to "
+                              "metrics.jsonl only", stacklevel=2)
+    return None, "disabled"
+
+
 def _jsonable(v: Any) -> Any:
     if hasattr(v, "item"):
         v = v.item()
@@ -100,24 +132,14 @@ class RunLogger:
             self._metrics = open(self.path, "a", buffering=1)  # noqa: SIM115
         self._failed = False  # a write failed: closing must not raise a second error
         self._t0 = time.time() - elapsed
-        self.wandb_mode = resolve_wandb_mode(wandb_mode)
         self._wandb = None
+        self.wandb_mode = resolve_wandb_mode(wandb_mode)
         if self.wandb_mode != "disabled":
             os.environ.setdefault("WANDB_SILENT", "true")
-            import wandb
-
-            self._wandb = wandb.init(
-                project=project,
-                group=group,
-                name=name,
-                tags=list(tags),
-                config=config,
-                dir=str(self.run_dir),
-                mode=self.wandb_mode,
-                id=resume_id,
-                resume="allow" if resume_id else None,
-                settings=wandb.Settings(init_timeout=30, console="off"),
-            )
+            self._wandb, self.wandb_mode = start_wandb(
+                self.wandb_mode, project=project, group=group, name=name, tags=list(tags),
+                config=config, dir=str(self.run_dir), id=resume_id,
+                resume="allow" if resume_id else None)
 
     @property
     def elapsed(self) -> float:
@@ -145,7 +167,12 @@ class RunLogger:
             raise FileSystemError("write", self.path, e, "the rows written before are kept"
                                   ) from e
         if self._wandb is not None:
-            self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=int(step))
+            try:
+                self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=int(step))
+            except Exception as e:  # noqa: BLE001  (W&B never stops a run)
+                warnings.warn(f"W&B: logging failed ({_first_line(e)}); the rest of this run "
+                              "logs to metrics.jsonl only", stacklevel=2)
+                self._stop_wandb()
 
     def close(self) -> None:
         try:
@@ -153,9 +180,15 @@ class RunLogger:
         except OSError as e:
             if not self._failed:  # after a failed write the error was raised already
                 raise FileSystemError("write", self.path, e) from e
-        if self._wandb is not None:
-            self._wandb.finish()
-            self._wandb = None
+        self._stop_wandb()
+
+    def _stop_wandb(self) -> None:
+        w, self._wandb = self._wandb, None
+        if w is not None:
+            try:
+                w.finish()
+            except Exception as e:  # noqa: BLE001  (W&B never stops a run)
+                warnings.warn(f"W&B: finishing the run failed ({_first_line(e)})", stacklevel=2)
 
 
 def _rows(path: Path) -> list[tuple[str, dict[str, Any] | None]]:

@@ -1,0 +1,120 @@
+"""W&B never stops a run: online falls back to offline, a W&B that fails leaves metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+import warnings
+
+import pytest
+
+from rlkit import runlog
+from rlkit.runlog import RunLogger
+
+
+class FakeRun:
+    def __init__(self, mode: str, fail_log: bool = False) -> None:
+        self.mode, self.fail_log, self.rows, self.finished = mode, fail_log, [], False
+        self.id = "abc"
+
+    def log(self, row: dict, step: int) -> None:
+        if self.fail_log:
+            raise RuntimeError("the W&B service process died")
+        self.rows.append((step, row))
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+def fake_wandb(fail_modes: set[str], fail_log: bool = False) -> types.ModuleType:
+    """A stand-in ``wandb`` whose ``init`` raises in ``fail_modes``; records its runs."""
+    mod = types.ModuleType("wandb")
+    mod.runs = []
+
+    def init(mode: str, settings: object, **kwargs: object) -> FakeRun:
+        if mode in fail_modes:
+            raise RuntimeError(f"Failed to get resume status ({mode}): 404\nmore lines")
+        run = FakeRun(mode, fail_log)
+        mod.runs.append(run)
+        return run
+
+    mod.init = init
+    mod.Settings = lambda **kw: kw
+    return mod
+
+
+def rows(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def logger(tmp_path, mode: str) -> RunLogger:
+    return RunLogger(tmp_path, {"a": 1}, wandb_mode=mode, resume_id="abc")
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """``online`` passes its checks (a key, a host that answers)."""
+    monkeypatch.setattr(runlog, "_wandb_has_key", lambda: True)
+    monkeypatch.setattr(runlog, "_wandb_reachable", lambda timeout=1.0: True)
+
+
+def test_online_start_that_fails_falls_back_to_offline(tmp_path, monkeypatch, online):
+    wb = fake_wandb({"online"})
+    monkeypatch.setitem(sys.modules, "wandb", wb)
+    with pytest.warns(UserWarning, match=r"online start failed \(RuntimeError: Failed to get "
+                                         r"resume status \(online\): 404\); logging offline"):
+        log = logger(tmp_path, "online")
+    assert log.wandb_mode == "offline" and [r.mode for r in wb.runs] == ["offline"]
+    log.log(1, {"x": 2.0})
+    log.close()
+    assert wb.runs[0].rows == [(1, {"wall_time": rows(tmp_path)[0]["wall_time"], "x": 2.0})]
+    assert wb.runs[0].finished
+
+
+def test_wandb_that_cannot_start_leaves_metrics_jsonl(tmp_path, monkeypatch, online):
+    wb = fake_wandb({"online", "offline"})
+    monkeypatch.setitem(sys.modules, "wandb", wb)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        log = logger(tmp_path, "online")
+    assert [str(w.message).split(" (")[0] for w in caught] == [
+        "W&B: the online start failed", "W&B: cannot start"]
+    assert log.wandb_mode == "disabled" and log.wandb_run_id is None
+    log.log(1, {"x": 2.0})
+    log.close()
+    assert rows(tmp_path)[0]["x"] == 2.0
+
+
+def test_wandb_that_cannot_be_imported_leaves_metrics_jsonl(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
+    with pytest.warns(UserWarning, match=r"cannot import wandb \(.*\); this run logs to "
+                                         r"metrics.jsonl only"):
+        log = logger(tmp_path, "offline")
+    assert log.wandb_mode == "disabled"
+    log.log(3, {"x": 1.0})
+    log.close()
+    assert [r["step"] for r in rows(tmp_path)] == [3]
+
+
+def test_offline_is_not_tried_online(tmp_path, monkeypatch):
+    wb = fake_wandb({"online"})
+    monkeypatch.setitem(sys.modules, "wandb", wb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log = logger(tmp_path, "offline")
+    log.close()
+    assert [r.mode for r in wb.runs] == ["offline"]
+
+
+def test_logging_that_fails_stops_mirroring_not_the_run(tmp_path, monkeypatch):
+    wb = fake_wandb(set(), fail_log=True)
+    monkeypatch.setitem(sys.modules, "wandb", wb)
+    log = logger(tmp_path, "offline")
+    with pytest.warns(UserWarning, match="logging failed .*the rest of this run logs to "
+                                         "metrics.jsonl only"):
+        log.log(1, {"x": 1.0})
+    log.log(2, {"x": 2.0})  # no second warning, no W&B call
+    log.close()
+    assert [r["step"] for r in rows(tmp_path)] == [1, 2]
+    assert wb.runs[0].finished
