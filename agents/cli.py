@@ -51,7 +51,7 @@ from rlkit.faults import (
     TrainingInterrupted,
     file_errors,
 )
-from rlkit.launch import GridInterrupted, GridRun, RunOutcome, launch
+from rlkit.launch import GridInterrupted, GridRun, RunOutcome, check_ray_address, launch
 from rlkit.rundir import RunDirError, RunRecord, fresh_dir, make_dir, slug
 from rlkit.runlog import read_metrics
 
@@ -93,6 +93,8 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
                 check_fits(c)
             except ValueError as e:
                 raise ValueError(f"--backbone {b}: {e}") from e
+    if cfg.grid.launcher == "ray" and cfg.grid.ray_address is not None:
+        check_ray_address(cfg.grid.ray_address)  # before the grid directory is written
     grid_dir = fresh_dir(cfg.grid.grid_dir, f"grid-{slug(cfg.env.id)}-", "grid directory",
                          "--grid-dir")
     group = cfg.run.wandb_group or grid_dir.name
@@ -172,6 +174,25 @@ def resume_runs(grid_dir: Path, runs: Sequence[GridRun], given: dict | None = No
     return done, todo
 
 
+def _refuse_going_back(grid_dir: Path, names: Collection[str], total_steps: int) -> None:
+    """Refuse a ``--total-steps`` below the step that a run of the grid has logged, as a
+    single run's resume does: a run does not go back."""
+    reached = {}
+    for name in names:
+        try:
+            rows = read_metrics(grid_dir / name)
+        except (ValueError, OSError):
+            continue  # never started, or resuming it says what is wrong
+        if rows:
+            reached[name] = rows[-1]["step"]
+    ahead = {n: s for n, s in reached.items() if s > total_steps}
+    if ahead:
+        listed = ", ".join(f"{n} at step {s}" for n, s in sorted(ahead.items()))
+        raise ValueError(f"--resume {grid_dir} --total-steps {total_steps}: runs of the grid are "
+                         f"past it ({listed}); a run does not go back: expected --total-steps at "
+                         f"least {max(ahead.values())}")
+
+
 def resume_grid(cfg: TrainConfig, explicit: Collection[str] = ()) -> Path:
     """``--resume GRID_DIR``: every run of the grid that has not reached its ``--total-steps``
     continues (``--resume`` of its run directory, from its last checkpoint), one that never
@@ -192,8 +213,11 @@ def resume_grid(cfg: TrainConfig, explicit: Collection[str] = ()) -> Path:
         raise ValueError(f"--resume {grid_dir} (a grid) takes only the grid flags (--jobs, "
                          f"--launcher, ...) and {', '.join(flag(n) for n in RESUME_MAY_CHANGE)}"
                          "; every run keeps the rest of its config")
-    done, runs = resume_runs(grid_dir, [GridRun(name, c) for name, c in
-                                        read_manifest(grid_dir).items()], given)
+    manifest = read_manifest(grid_dir)
+    if "total_steps" in given:
+        _refuse_going_back(grid_dir, manifest, given["total_steps"])
+    done, runs = resume_runs(grid_dir, [GridRun(name, c) for name, c in manifest.items()],
+                             given)
     print(f"resuming grid {grid_dir}: {len(done)} runs finished, {len(runs)} to go",
           file=sys.stderr)
     return _launch_grid(cfg.grid, cfg.loop.progress, runs, grid_dir, done)
@@ -207,6 +231,8 @@ def _launch_grid(g: GridConfig, progress: bool, runs: Sequence[GridRun], grid_di
                           progress=progress)
     except GridInterrupted as e:
         outcomes, stopped = e.outcomes, e
+    except RuntimeError as e:  # the launcher failed (a run's failure is its outcome)
+        raise RuntimeError(f"{e}; continue with --resume {grid_dir}") from e
     outcomes = [*done, *outcomes]
     summarize(grid_dir, outcomes)
     if stopped is not None:
@@ -305,6 +331,24 @@ def given_on_resume(argv: Sequence[str]) -> set[str]:
             if {flag(name), "--no-" + flag(name)[2:]} & used}
 
 
+def refuse_grid_flags(cfg: TrainConfig) -> None:
+    """Refuse ``--grid-dir``, ``--launcher ray`` and ``--ray-address`` for one run: they place a
+    grid's runs, and one run goes to its own directory here.
+
+    Raises:
+        ValueError: one of them is given.
+    """
+    g = cfg.grid
+    given = [f"--grid-dir {g.grid_dir}"] if g.grid_dir is not None else []
+    given += ["--launcher ray"] if g.launcher != "local" else []
+    given += [f"--ray-address {g.ray_address}"] if g.ray_address is not None else []
+    if given:
+        raise ValueError(f"{', '.join(given)} place the runs of a grid, but this is one run "
+                         f"(--backbone {cfg.model.backbone}, --seed {cfg.run.seed}), which runs "
+                         "here in its own directory: expected --run-dir for one run, or several "
+                         "--backbone or --seed values for a grid")
+
+
 def cli(argv: Sequence[str]) -> None:
     """One run, or a grid when there is more than one (backbone, seed) combination."""
     cfg, backbone_values, seed_values = parse_cli(argv)
@@ -314,6 +358,7 @@ def cli(argv: Sequence[str]) -> None:
                              "--backbone and --seed take one value at most with it")
         resume_grid(cfg, given_on_resume(argv))
     elif len(backbone_values) * len(seed_values) == 1:
+        refuse_grid_flags(cfg)
         main(cfg, given_on_resume(argv) if cfg.run.resume is not None else ())
     else:
         grid(cfg, backbone_values, seed_values,
@@ -348,6 +393,5 @@ def run(argv: Sequence[str] | None = None) -> None:
 
 
 __all__ = ["GRID_MANIFEST", "backbone_config", "cli", "given_on_resume", "grid", "is_grid_dir",
-           "parse_cli",
-           "read_manifest", "resume_grid", "resume_runs", "run", "summarize", "take_list",
-           "write_manifest"]
+           "parse_cli", "read_manifest", "refuse_grid_flags", "resume_grid", "resume_runs", "run",
+           "summarize", "take_list", "write_manifest"]

@@ -104,6 +104,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     a.seed = 0 if a.seed is None else a.seed
     if a.episodes <= 0:
         p.error(f"--episodes must be a positive integer, got {a.episodes}")
+    try:
+        device = torch.device(a.device)
+    except RuntimeError:
+        p.error(f"--device must be a torch device (cpu, cuda, cuda:1, ...), got {a.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {a.device} was asked for but no CUDA device is available: expected "
+                "--device cpu")
     video_dir = RunPaths(a.run_dir).videos if a.video else None
     if video_dir is not None:  # frames are drawn off screen: no display for SDL to look for
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

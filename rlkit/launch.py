@@ -23,6 +23,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -308,6 +309,56 @@ def _collect(x: _Running, outcome: RunOutcome) -> None:
         outcome.error = f"the run's process died ({how}) before it reported"
 
 
+def _ray_host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``host:port`` or ``ray://host:port`` address; None for ``auto``
+    and for an address without a port."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    return host.strip("[]"), int(port)
+
+
+_RAY_EXPECTED = ("expected the address of a running Ray cluster's head (HOST:PORT, "
+                 "ray://HOST:PORT, or auto for a cluster started on this machine)")
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` or ``ray://HOST:PORT`` address where nothing answers within
+    ``timeout`` seconds (Ray itself would retry for minutes); ``auto`` is left to Ray.
+
+    Raises:
+        RuntimeError: nothing answers at ``address``.
+    """
+    hp = _ray_host_port(address)
+    if hp is None:
+        return
+    try:
+        socket.create_connection(hp, timeout=timeout).close()
+    except OSError as e:
+        raise RuntimeError(f"--ray-address {address}: nothing answers at {hp[0]}:{hp[1]} "
+                           f"({e}); {_RAY_EXPECTED}") from e
+
+
+def _connect_ray(ray: Any, address: str | None, jobs: int) -> None:
+    """``ray.init``: a local instance of ``jobs`` CPUs, or the cluster at ``address``
+    (:func:`check_ray_address` first); Ray's own failure to connect is one RuntimeError.
+
+    Raises:
+        RuntimeError: nothing answers at ``address``, or Ray cannot connect to it.
+    """
+    if address is None:
+        ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
+        return
+    check_ray_address(address)
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        lines = str(e).strip().splitlines()
+        raise RuntimeError(f"--ray-address {address}: Ray cannot connect "
+                           f"({lines[0] if lines else type(e).__name__}); {_RAY_EXPECTED}"
+                           ) from e
+
+
 def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutcome], jobs: int,
                 ray_address: str | None, bar: tqdm) -> None:
     try:
@@ -322,10 +373,7 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
         cloudpickle.register_pickle_by_value(module)
     started_here = not ray.is_initialized()
     if started_here:
-        if ray_address is None:
-            ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=ray_address, log_to_driver=False)
+        _connect_ray(ray, ray_address, jobs)
     try:
         task = ray.remote(num_cpus=RAY_TASK_THREADS, max_retries=0)(_run_remote)
         refs = {task.remote(fn, r.config, r.name): r.name for r in runs}
@@ -348,4 +396,5 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
             ray.shutdown()
 
 
-__all__ = ["GridInterrupted", "GridRun", "RunOutcome", "launch", "threads_per_job"]
+__all__ = ["GridInterrupted", "GridRun", "RunOutcome", "check_ray_address", "launch",
+           "threads_per_job"]

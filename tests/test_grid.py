@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from agents import cli, train
 from agents.evaluate import main as evaluate_main
@@ -18,7 +19,7 @@ from agents.evaluate import run as evaluate_run
 from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.config import replace_fields
 from rlkit.evaluate import RenderError, make_eval_env
-from rlkit.launch import GridRun, launch, threads_per_job
+from rlkit.launch import GridRun, _connect_ray, _ray_host_port, launch, threads_per_job
 from rlkit.rundir import RunDirError, RunRecord
 from rlkit.runlog import read_metrics
 from rlkit.seeding import eval_env_seed, seed_everything
@@ -113,6 +114,48 @@ def test_grid_bad_input(tmp_path):
     assert not (tmp_path / "one").exists() and not (tmp_path / "long").exists()
 
 
+def test_ray_address_where_nothing_answers_is_refused_before_the_grid_dir(tmp_path):
+    t0 = time.monotonic()
+    g = str(tmp_path / "g")
+    with pytest.raises(RuntimeError, match=r"--ray-address 127.0.0.1:1: nothing answers at "
+                                           r"127.0.0.1:1 \(.*\); expected the address of a "
+                                           r"running Ray cluster's head"):
+        cli.cli(["--backbone", "mlp", "--seed", "0", "1", "--launcher", "ray", "--ray-address",
+                 "127.0.0.1:1", "--grid-dir", g])
+    assert time.monotonic() - t0 < 60 and not Path(g).exists()
+
+
+def test_ray_that_cannot_connect_is_one_runtime_error_not_a_file_system_error():
+    class FakeRay:
+        def init(self, **kwargs):
+            raise ConnectionError("Could not find any running Ray instance. Please specify "
+                                  "the one to connect to.\nmore")
+
+    with pytest.raises(RuntimeError, match=r"--ray-address auto: Ray cannot connect \(Could "
+                                           r"not find any running Ray instance\. Please specify "
+                                           r"the one to connect to\.\); expected") as e:
+        _connect_ray(FakeRay(), "auto", 2)
+    assert not isinstance(e.value, OSError)  # exit code 2 (bad input), not 3 (file system)
+    assert [_ray_host_port(a) for a in ("auto", "10.0.0.5:6379", "ray://head:10001",
+                                        "[::1]:6379", "host")] == [
+        None, ("10.0.0.5", 6379), ("head", 10001), ("::1", 6379), None]
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--grid-dir", "G"], "--grid-dir G place"),
+    (["--launcher", "ray"], "--launcher ray place"),
+    (["--launcher", "ray", "--ray-address", "auto"], "--launcher ray, --ray-address auto place"),
+])
+def test_grid_flags_for_one_run_are_refused_not_ignored(tmp_path, monkeypatch, flags, said):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=f"{said} the runs of a grid, but this is one run "
+                                         "\\(--backbone mlp, --seed 0\\), which runs here in "
+                                         "its own directory: expected --run-dir for one run, "
+                                         "or several --backbone or --seed values for a grid"):
+        cli.cli(["--backbone", "mlp", *flags])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_take_list_parses_several_values():
     values, rest = cli.take_list(["--backbone", "gru", "s4", "--seed", "1", "--x=2"],
                                     "--backbone")
@@ -130,6 +173,17 @@ def test_evaluate_saved_run(tmp_path, capsys):
     assert "return" in capsys.readouterr().out
     with pytest.raises(RunDirError, match="is not a run directory"):
         train.load_agent(tmp_path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_evaluate_on_a_missing_cuda_device_says_so_before_reading_the_run(tmp_path, capsys):
+    for device, said in [("cuda", "--device cuda was asked for but no CUDA device is available: "
+                                  "expected --device cpu"),
+                         ("gpu0", "--device must be a torch device (cpu, cuda, cuda:1, ...), "
+                                  "got 'gpu0'")]:
+        with pytest.raises(SystemExit) as e:
+            evaluate_main([str(tmp_path / "never-read"), "--device", device])
+        assert e.value.code == 2 and said in capsys.readouterr().err
 
 
 def test_eval_policy_target_logs_and_evaluates_the_target_actor(tmp_path, capsys):
@@ -391,3 +445,21 @@ def test_resume_of_a_grid_refuses_flags_that_would_change_its_runs(tmp_path):
                                              r"--total-steps, --checkpoint-every"):
             cli.cli(["--resume", str(grid), *flags])
     assert cli.read_manifest(grid) == {"mlp__s0": TINY}
+
+
+def test_resume_of_a_grid_refuses_a_total_steps_below_its_runs(tmp_path):
+    """As a single run's resume does: a run does not go back (a run kept as finished at a
+    smaller --total-steps would otherwise pass silently)."""
+    grid = tmp_path / "g"
+    cli.write_manifest(grid, [GridRun("mlp__s0", TINY), GridRun("mlp__s1", TINY),
+                              GridRun("mlp__s2", TINY)])
+    for name, step in (("mlp__s0", 3500), ("mlp__s1", 2000)):  # mlp__s2 never started
+        (grid / name).mkdir()
+        (grid / name / "metrics.jsonl").write_text(
+            "".join(f'{{"step": {s}, "wall_time": 1.0}}\n' for s in range(500, step + 1, 500)))
+    with pytest.raises(ValueError, match=r"--total-steps 1000: runs of the grid are past it "
+                                         r"\(mlp__s0 at step 3500, mlp__s1 at step 2000\); a run "
+                                         r"does not go back: expected --total-steps at least "
+                                         r"3500"):
+        cli.cli(["--resume", str(grid), "--total-steps", "1000"])
+    cli._refuse_going_back(grid, ["mlp__s0", "mlp__s1", "mlp__s2"], 3500)  # at it: kept
