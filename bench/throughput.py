@@ -353,8 +353,10 @@ def format_agent_table(rows: list[dict[str, float | str]], cfg: AgentBenchConfig
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--envs", nargs="+", default=["Pendulum-v1", "HalfCheetah-v5"])
-    p.add_argument("--warmup", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--warmup", type=int, default=1000,
+                   help="env steps before the timed ones (a positive multiple of 500)")
+    p.add_argument("--steps", type=int, default=3000,
+                   help="timed env steps (a positive multiple of 500)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-sb3", action="store_true")
@@ -372,6 +374,9 @@ def main() -> None:
     a = p.parse_args()
     if a.rounds < 1:
         p.error(f"--rounds must be a positive integer, got {a.rounds}")
+    for name in ("warmup", "steps"):  # our loop logs a row every 500 steps
+        if not a.sequence and (getattr(a, name) <= 0 or getattr(a, name) % 500):
+            p.error(f"--{name} must be a positive multiple of 500, got {getattr(a, name)}")
     torch.set_num_threads(a.threads)
     if a.sequence:
         device = torch.device(a.device)
