@@ -199,6 +199,22 @@ def test_reset_state_rejects_bad_mask(name: str) -> None:
             model.reset_state(state, torch.zeros(B + 1, dtype=torch.bool))
 
 
+@families
+def test_state_of_another_batch_is_refused_by_name(name: str) -> None:
+    """A state made for another batch size raises a ValueError naming the shapes, in ``step``
+    and in ``forward``, rather than an error from deep inside the family's kernels."""
+    model = build(name)
+    state = model.initial_state(B + 1)
+    if not state:  # a stateless family has nothing to check
+        return
+    want = tuple(model.initial_state(B)[0].shape)
+    for call in (lambda: model.step(randn(B, D_IN, seed=0), state),
+                 lambda: model(randn(B, 4, D_IN, seed=0), state)):
+        with pytest.raises(ValueError, match="state") as e:
+            call()
+        assert str(want) in str(e.value) and str(tuple(state[0].shape)) in str(e.value)
+
+
 # --- 4. precision --------------------------------------------------------------------------
 
 

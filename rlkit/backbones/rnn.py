@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rlkit.backbones.base import Backbone, BackboneConfig, State
+from rlkit.backbones.base import Backbone, BackboneConfig, State, check_state_shapes
 
 Cell = Literal["rnn", "lstm", "gru"]
 Init = Literal["torch", "orthogonal"]
@@ -127,10 +127,8 @@ class RNNBackbone(Backbone):
         b = x.shape[0]
         if state is None:
             state = self.initial_state(b, x.device)
-        if len(state) != self._n_state:
-            raise ValueError(
-                f"{self.cfg.cell} state must hold {self._n_state} tensor(s), got {len(state)}"
-            )
+        shape = (b, self.cfg.n_layers, self.cfg.d_model)  # (B, L, H) each
+        check_state_shapes(self.cfg.cell, state, [shape] * self._n_state)
         hx = tuple(s.transpose(0, 1).contiguous() for s in state)  # (L, B, H) each
         u = self.in_proj(x)  # (B, T, H)
         if use_ckpt:
