@@ -10,6 +10,7 @@ one warning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -83,6 +84,8 @@ def start_wandb(mode: WandbMode, **init: Any) -> tuple[Any, WandbMode]:
             if m == "online":
                 warnings.warn(f"W&B: the online start failed ({_first_line(e)}); logging "
                               "offline (sync later with `wandb sync`)", stacklevel=2)
+                with contextlib.suppress(Exception):  # the failed start holds the run's id
+                    wandb.teardown()
             else:
                 warnings.warn(f"W&B: cannot start ({_first_line(e)}); this run logs to "
                               "metrics.jsonl only", stacklevel=2)

@@ -39,7 +39,10 @@ def fake_wandb(fail_modes: set[str], fail_log: bool = False) -> types.ModuleType
         mod.runs.append(run)
         return run
 
-    mod.init = init
+    def teardown() -> None:
+        mod.torn_down = True
+
+    mod.init, mod.teardown, mod.torn_down = init, teardown, False
     mod.Settings = lambda **kw: kw
     return mod
 
@@ -66,6 +69,7 @@ def test_online_start_that_fails_falls_back_to_offline(tmp_path, monkeypatch, on
                                          r"resume status \(online\): 404\); logging offline"):
         log = logger(tmp_path, "online")
     assert log.wandb_mode == "offline" and [r.mode for r in wb.runs] == ["offline"]
+    assert wb.torn_down  # the failed online start let go of the run's id before offline
     log.log(1, {"x": 2.0})
     log.close()
     assert wb.runs[0].rows == [(1, {"wall_time": rows(tmp_path)[0]["wall_time"], "x": 2.0})]
