@@ -15,6 +15,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from rlkit.faults import first_line
+
 _WARNED: set[str] = set()
 
 
@@ -68,7 +70,7 @@ class CompiledFunction:
             try:
                 return self._compiled(*args)
             except Exception as e:  # noqa: BLE001  (any compiler failure falls back)
-                errors.append(f"{self.mode}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                errors.append(f"{self.mode}: {first_line(e)}")
                 self._next_mode()
         out = self.fn(*args)
         if errors:

@@ -274,6 +274,15 @@ class GuardedEnv(gym.Wrapper):
             return self.env.step(action)
 
 
+def first_line(e: BaseException, with_type: bool = True, limit: int = 200) -> str:
+    """``Type: first line of the message`` of ``e`` (``with_type=False``: the line alone), the
+    line cut at ``limit`` characters; the class name alone when the message is empty."""
+    lines = str(e).strip().splitlines()
+    if not lines:
+        return type(e).__name__
+    return f"{type(e).__name__}: {lines[0][:limit]}" if with_type else lines[0][:limit]
+
+
 __all__ = ["EnvError", "FileSystemError", "GuardedEnv", "LossWatch", "NonFiniteError",
            "NonFiniteLossError", "StopFlag", "TrainingInterrupted", "env_calls", "env_name",
-           "file_errors", "nonfinite_rows", "stop_signals"]
+           "file_errors", "first_line", "nonfinite_rows", "stop_signals"]

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from rlkit.faults import first_line
 from rlkit.signals import on_stop_signals
 
 Launcher = Literal["local", "ray"]
@@ -353,10 +354,8 @@ def _connect_ray(ray: Any, address: str | None, jobs: int) -> None:
     try:
         ray.init(address=address, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        lines = str(e).strip().splitlines()
         raise RuntimeError(f"--ray-address {address}: Ray cannot connect "
-                           f"({lines[0] if lines else type(e).__name__}); {_RAY_EXPECTED}"
-                           ) from e
+                           f"({first_line(e, with_type=False)}); {_RAY_EXPECTED}") from e
 
 
 def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutcome], jobs: int,

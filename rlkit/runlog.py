@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from rlkit.faults import FileSystemError, file_errors
+from rlkit.faults import FileSystemError, file_errors, first_line
 from rlkit.rundir import RunDirError, RunPaths
 
 WandbMode = Literal["disabled", "offline", "online"]
@@ -61,11 +61,6 @@ def resolve_wandb_mode(mode: WandbMode) -> WandbMode:
     return mode
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
-
-
 def start_wandb(mode: WandbMode, **init: Any) -> tuple[Any, WandbMode]:
     """``wandb.init(mode=mode, **init)`` and the mode it runs in: an online start that fails
     is tried again offline, and a W&B that cannot be imported or started gives ``(None,
@@ -73,7 +68,7 @@ def start_wandb(mode: WandbMode, **init: Any) -> tuple[Any, WandbMode]:
     try:
         import wandb
     except ImportError as e:
-        warnings.warn(f"W&B: cannot import wandb ({_first_line(e)}); this run logs to "
+        warnings.warn(f"W&B: cannot import wandb ({first_line(e)}); this run logs to "
                       "metrics.jsonl only", stacklevel=2)
         return None, "disabled"
     for m in (["online", "offline"] if mode == "online" else [mode]):
@@ -82,12 +77,12 @@ def start_wandb(mode: WandbMode, **init: Any) -> tuple[Any, WandbMode]:
                               **init), m
         except Exception as e:  # noqa: BLE001  (wandb's own errors: CommError, UsageError, ...)
             if m == "online":
-                warnings.warn(f"W&B: the online start failed ({_first_line(e)}); logging "
+                warnings.warn(f"W&B: the online start failed ({first_line(e)}); logging "
                               "offline (sync later with `wandb sync`)", stacklevel=2)
                 with contextlib.suppress(Exception):  # the failed start holds the run's id
                     wandb.teardown()
             else:
-                warnings.warn(f"W&B: cannot start ({_first_line(e)}); this run logs to "
+                warnings.warn(f"W&B: cannot start ({first_line(e)}); this run logs to "
                               "metrics.jsonl only", stacklevel=2)
     return None, "disabled"
 
@@ -173,7 +168,7 @@ class RunLogger:
             try:
                 self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=int(step))
             except Exception as e:  # noqa: BLE001  (W&B never stops a run)
-                warnings.warn(f"W&B: logging failed ({_first_line(e)}); the rest of this run "
+                warnings.warn(f"W&B: logging failed ({first_line(e)}); the rest of this run "
                               "logs to metrics.jsonl only", stacklevel=2)
                 self._stop_wandb()
 
@@ -191,7 +186,7 @@ class RunLogger:
             try:
                 w.finish()
             except Exception as e:  # noqa: BLE001  (W&B never stops a run)
-                warnings.warn(f"W&B: finishing the run failed ({_first_line(e)})", stacklevel=2)
+                warnings.warn(f"W&B: finishing the run failed ({first_line(e)})", stacklevel=2)
 
 
 def _rows(path: Path) -> list[tuple[str, dict[str, Any] | None]]:
