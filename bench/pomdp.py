@@ -109,7 +109,7 @@ def summarize(run_dir: Path, last_k: int, at: list[int]) -> dict[str, object]:
         "at": {s: next((r["eval_return_mean"] for r in reversed(evals) if r["step"] <= s),
                        None) if s <= reached else None for s in at},
         "wall": max(r["wall_time"] for r in rows),
-        "ups": statistics.mean(r["updates_per_s"] for r in train_rows) if train_rows else 0.0,
+        "ups": statistics.mean(r["updates_per_s"] for r in train_rows) if train_rows else None,
         "saturation": train_rows[-1].get("actor_saturation") if train_rows else None,
     }
     if "eval_success_rate" in evals[-1]:
@@ -309,10 +309,12 @@ def main() -> None:
         sat = [x["saturation"] for x in s if x["saturation"] is not None]
         sat_cell = f"{statistics.mean(sat):.2f}" if sat else "n/a"
         succ_cell = f"{statistics.mean(succ):.2f}" if succ else "n/a"
+        ups = [x["ups"] for x in s if x["ups"] is not None]  # none: no training row logged yet
+        ups_cell = f"{statistics.mean(ups):.1f}" if ups else "n/a"
         print(f"| {b} | {', '.join(f'{v:.1f}' for v in finals)} | {statistics.mean(finals):.1f} "
               f"| {min(finals):.1f} | {max(finals):.1f} | {at_cells + ' | ' if at else ''}"
               f"{sat_cell} | {succ_cell} | {statistics.mean(x['wall'] for x in s):.0f} | "
-              f"{statistics.mean(x['ups'] for x in s):.1f} |")
+              f"{ups_cell} |")
     reference = "Pendulum" in env and not a.no_reference
     if reference:
         ref_env = gym.make(env)

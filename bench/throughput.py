@@ -350,6 +350,20 @@ def format_agent_table(rows: list[dict[str, float | str]], cfg: AgentBenchConfig
     return "\n".join(lines)
 
 
+def format_loop_table(rows: list[tuple]) -> str:
+    """The MLP-DDPG loop table: a row ``(env, precision, ours env steps/s, ours updates/s, SB3
+    updates/s or None when SB3 was skipped, bare updates/s, bare (same algebra) updates/s)``."""
+    lines = ["| env | precision | ours env steps/s | ours updates/s | SB3 updates/s | bare "
+             "updates/s | bare (same algebra) updates/s | ours / SB3 | ours / bare | ours / bare "
+             "(same algebra) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for env_id, precision, sps, ups, sb3, bare, same in rows:
+        sb3_cells = ("-", "-") if sb3 is None else (f"{sb3:.0f}", f"{ups / sb3:.2f}x")
+        lines.append(f"| {env_id} | {precision} | {sps:.0f} | {ups:.0f} | {sb3_cells[0]} | "
+                     f"{bare:.0f} | {same:.0f} | {sb3_cells[1]} | {ups / bare:.0%} | "
+                     f"{ups / same:.0%} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--envs", nargs="+", default=["Pendulum-v1", "HalfCheetah-v5"])
@@ -410,7 +424,7 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in runs.items()}
         for precision in a.precision:
             rows.append((env_id, precision, med[f"ours sps {precision}"], med[f"ours {precision}"],
-                         med.get("sb3", float("nan")), med[f"bare {precision}"],
+                         med.get("sb3"), med[f"bare {precision}"],
                          med[f"bare same {precision}"]))
     print(f"\nMLP-DDPG throughput, batch 256, 1 update/env step, {a.steps} timed steps, "
           f"median of {a.rounds} round(s), "
@@ -419,13 +433,7 @@ def main() -> None:
           f"written as the agent's (both losses at the same parameters, the first-layer product "
           f"reused, one backward pass)")
     print(f"machine: {machine()}")
-    print("| env | precision | ours env steps/s | ours updates/s | SB3 updates/s | bare updates/s "
-          "| bare (same algebra) updates/s | ours / SB3 | ours / bare | ours / bare (same "
-          "algebra) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for env_id, precision, sps, ups, sb3, bare, same in rows:
-        print(f"| {env_id} | {precision} | {sps:.0f} | {ups:.0f} | {sb3:.0f} | {bare:.0f} | "
-              f"{same:.0f} | {ups / sb3:.2f}x | {ups / bare:.0%} | {ups / same:.0%} |")
+    print(format_loop_table(rows))
 
 
 if __name__ == "__main__":

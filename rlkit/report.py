@@ -320,11 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     args = p.parse_args(argv)
     try:
-        res = build_report(args.grid_dir, args.out, args.metric, last_k=args.last_k,
-                           title=args.title, seed=args.seed)
+        with warnings.catch_warnings(record=True) as caught:  # printed as one line each
+            warnings.simplefilter("always")
+            res = build_report(args.grid_dir, args.out, args.metric, last_k=args.last_k,
+                               title=args.title, seed=args.seed)
     except (ReportError, ValueError) as e:
         print(f"rlkit.report: error: {e}", file=sys.stderr)
         return 2
+    for w in caught:
+        print(f"rlkit.report: warning: {w.message}", file=sys.stderr)
     for skip in res.skipped:
         print(f"rlkit.report: skipped {skip.path}: {skip.reason}", file=sys.stderr)
     for path in (*res.plots.values(), res.markdown, res.html):

@@ -111,7 +111,15 @@ def test_returns_at_steps_are_the_last_evaluation_before_and_none_past_the_runs_
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = pomdp.summarize(tmp_path, 1, [2000, 4500, 6000, 9000])
     assert out["at"] == {2000: None, 4500: -900.0, 6000: -400.0, 9000: None}
-    assert out["final"] == -400.0 and out["saturation"] == 0.5
+    assert out["final"] == -400.0 and out["saturation"] == 0.5 and out["ups"] == 4.0
+
+
+def test_a_run_without_a_training_row_has_no_updates_per_second(tmp_path):
+    """A run shorter than ``--log-every`` logs evaluations only: its rate is unknown, not 0."""
+    rows = [{"step": 200, "wall_time": 1.0, "eval_return_mean": -900.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = pomdp.summarize(tmp_path, 1, [])
+    assert out["ups"] is None and out["saturation"] is None and out["final"] == -900.0
 
 
 def test_the_anchor_flags_resolve_to_pomdp_baselines_settings():

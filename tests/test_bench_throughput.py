@@ -19,3 +19,25 @@ def test_sizes_that_our_loop_cannot_time_are_refused_at_once(flags, said):
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--skip-sb3",
                           *flags], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 2 and said in out.stderr and out.stdout == ""
+
+
+def _throughput_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_throughput",
+                                                  ROOT / "bench" / "throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_loop_table_leaves_the_sb3_cells_empty_when_sb3_was_skipped():
+    throughput = _throughput_module()
+    table = throughput.format_loop_table([("Pendulum-v1", "fp32", 400.0, 380.0, None, 500.0,
+                                           450.0),
+                                          ("Pendulum-v1", "fp32", 400.0, 380.0, 190.0, 500.0,
+                                           450.0)])
+    skipped, timed = table.splitlines()[2:]
+    assert skipped == "| Pendulum-v1 | fp32 | 400 | 380 | - | 500 | 450 | - | 76% | 84% |"
+    assert timed == "| Pendulum-v1 | fp32 | 400 | 380 | 190 | 500 | 450 | 2.00x | 76% | 84% |"
+    assert "nan" not in table

@@ -254,3 +254,9 @@ def test_the_notes_name_the_evaluated_policy_and_a_mix_is_warned(grid, tmp_path)
     with pytest.warns(UserWarning, match=r"different policies \(9 the actor, 1 the target actor\)"):
         md = build_report(grid, tmp_path / "b").markdown.read_text()
     assert "evaluations of the actor and the target actor." in md
+    proc = subprocess.run([sys.executable, "-m", "rlkit.report", str(grid), "--out",
+                           str(tmp_path / "c")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0
+    assert proc.stderr.splitlines() == [  # one line, no source line of the warning
+        "rlkit.report: warning: the runs evaluated different policies (9 the actor, 1 the "
+        "target actor): their evaluation metrics are not of the same policy"]
