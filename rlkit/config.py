@@ -31,6 +31,7 @@ EVAL_POLICIES = ("actor", "target", "average")
 """The policies an evaluation can run (``LoopConfig.eval_policy``)."""
 WindowStart = Literal["any", "episode"]
 STORED_BURN_IN = 16  # default burn-in of stored-state windows (episodes over --max-window)
+TRAINED_STEPS = 64  # trained steps of a default window that is not a whole episode
 
 
 def flag(name: str) -> str:
@@ -139,9 +140,9 @@ class ReplayConfig:
     """Transitions (MLP) or windows (sequence backbones) per update; default 256 transitions,
     32 windows."""
     seq_len: int | None = None
-    """Window length L of sequence training; default 1 for mlp (transitions); for memory
-    backbones the task's episode length when it is at most --max-window (whole episodes),
-    else 64."""
+    """Window length L of sequence training, --burn-in included; default 1 for mlp
+    (transitions); for memory backbones the task's episode length when it is at most
+    --max-window (whole episodes), else --burn-in + 64 (64 trained steps a window)."""
     max_window: int = 256
     """Longest episode that memory backbones train on whole by default."""
     burn_in: int = 0
@@ -150,7 +151,8 @@ class ReplayConfig:
     state_mode: Annotated[StateMode | None,  # None: the task's default, not a choice
                           tyro.conf.arg(metavar="{zero,stored,prefix}")] = None
     """Window start state: zero (pomdp-baselines), the state stored while acting (R2D2), or
-    zero --burn-in steps before the trained steps (prefix; clipped at the episode start).
+    the initial state --burn-in steps before the trained ones (prefix; clipped at the episode
+    start).
     Default zero; beyond --max-window, prefix (Transformer) or stored (other memory)."""
     state_every: int | None = None
     """--state-mode stored: keep the state of every K-th step of a stream (default
@@ -207,15 +209,19 @@ class ReplayConfig:
             seq_len = self.seq_len or episode_steps or 64
             return dataclasses.replace(self, seq_len=seq_len, window_start="episode",
                                        state_mode=mode, batch_size=self.batch_size or 32)
+        # A default window trains 64 steps (fewer on shorter episodes) after its burn-in,
+        # whether the burn-in is the default or given.
+        trained = min(TRAINED_STEPS, episode_steps or TRAINED_STEPS)
         burn = reach if reach is not None else STORED_BURN_IN
         if (self.state_mode is None and self.window_start is None and memory and burn
                 and not self.burn_in and (self.seq_len is None or self.seq_len > burn)):
             return dataclasses.replace(  # replay what it sees, or refresh a stored state
-                self, seq_len=self.seq_len or 64 + burn, burn_in=burn, window_start="any",
+                self, seq_len=self.seq_len or trained + burn, burn_in=burn, window_start="any",
                 state_mode="prefix" if reach is not None else "stored",
                 batch_size=self.batch_size or 32)
-        return dataclasses.replace(self, seq_len=self.seq_len or 64, window_start="any",
-                                   state_mode=mode, batch_size=self.batch_size or 32)
+        return dataclasses.replace(self, seq_len=self.seq_len or trained + self.burn_in,
+                                   window_start="any", state_mode=mode,
+                                   batch_size=self.batch_size or 32)
 
     def check_resolved(self, episode_steps: int | None = None) -> None:
         """Refuse a resolved window that the replay cannot sample, or one that reaches past

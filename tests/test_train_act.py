@@ -228,6 +228,30 @@ def test_the_transformer_replays_its_reach_by_default_when_episodes_do_not_fit()
     assert (gru.state_mode, gru.burn_in, gru.seq_len) == ("stored", 16, 80)
 
 
+def test_the_flags_of_a_default_window_give_that_window():
+    """``--state-mode stored --burn-in 16`` (the GRU's default beyond --max-window) and
+    ``--state-mode prefix --burn-in 63`` (the Transformer's, as its refusal advises) resolve
+    to the default windows: 64 trained steps after the burn-in, not 64 steps in all (which
+    left the Transformer one trained step a window). A given --seq-len is kept; on episodes
+    shorter than 64 steps a default window trains the episode's length."""
+    from agents.train import TrainConfig, resolve
+    from rlkit.config import replace_fields
+
+    for backbone, mode, burn in (("gru", "stored", 16), ("transformer", "prefix", 63)):
+        default = resolve(replace_fields(TrainConfig(), backbone=backbone), 1000).replay
+        asked = resolve(replace_fields(TrainConfig(), backbone=backbone, state_mode=mode,
+                                       burn_in=burn), 1000).replay
+        assert asked == default and asked.seq_len - asked.burn_in == 64
+    kept = resolve(replace_fields(TrainConfig(), backbone="gru", state_mode="stored",
+                                  burn_in=16, seq_len=48), 1000).replay
+    assert (kept.seq_len, kept.burn_in) == (48, 16)
+    short = ReplayConfig(state_mode="stored", burn_in=8).resolved(memory=True, episode_steps=50)
+    assert (short.seq_len, short.burn_in) == (58, 8)
+    short.check_resolved(50)
+    zero = ReplayConfig(window_start="any").resolved(memory=True, episode_steps=50)
+    assert zero.seq_len == 50
+
+
 def test_windows_that_reach_past_every_episode_are_refused_and_a_long_reach_is_capped():
     """A window trains at most an episode's steps, and a burn-in is shorter than an episode
     (the rest would be padding: windows of 100,000 steps on 200-step episodes crawled): both
