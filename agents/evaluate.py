@@ -10,9 +10,10 @@ it (``average`` needs a run that kept one: ``--agent.average-tau``);
 render headless with ``MUJOCO_GL=egl`` or ``osmesa``; pygame's tasks with SDL's ``dummy`` video
 driver, set unless ``SDL_VIDEODRIVER`` is).
 
-Exit codes: 0 done; 2 a missing or damaged run directory (``config.json``, checkpoint), no
-renderer, or ``--policy average`` for a run without an average; 3 a file-system error; 4 the
-environment raised an exception (its traceback is printed after the one-line message).
+Exit codes: 0 done; 2 a missing or damaged run directory (``config.json``, checkpoint), a
+checkpoint of another run (or an edited ``config.json``: the field is named), no renderer, or
+``--policy average`` for a run without an average; 3 a file-system error; 4 the environment
+raised an exception (its traceback is printed after the one-line message).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                    help="the run's own evaluation episodes (its evaluation seed and "
                         "--eval-episodes): what its evaluations logged")
     p.add_argument("--video", action="store_true", help="write MP4s to RUN_DIR/videos")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device to run on (default cpu)")
     p.add_argument("--policy", choices=EVAL_POLICIES, default=None,
                    help="the actor, the target actor or the actor's average (--agent.average-tau) "
                         "(default: the run's --eval-policy)")

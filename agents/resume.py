@@ -40,6 +40,22 @@ def _with_agent_defaults(record: RunRecord) -> RunRecord:
     return dataclasses.replace(record, agent=dataclasses.asdict(agent))
 
 
+def check_checkpoint_record(record: RunRecord, ckpt: dict, where: str) -> None:
+    """Refuse a checkpoint whose own record of the run differs from ``config.json`` (read as
+    ``record``) beyond :data:`RESUME_MAY_DIFFER`, naming the first field that differs.
+
+    Raises:
+        CheckpointError: ``<where>: checkpoint is of another run: model.backbone is ...``, or
+            ``<where>: config.json disagrees with the checkpoint's own record ...``.
+    """
+    saved = RunRecord.from_json(ckpt["config"], f"{where}: the checkpoint's record")
+    try:
+        _with_agent_defaults(record).check_same_run(_with_agent_defaults(saved),
+                                                    may_differ=RESUME_MAY_DIFFER)
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {e}") from e
+
+
 def _never_checkpointed(run_dir: Path) -> bool:
     """The run stopped before writing its first checkpoint (and logged nothing)."""
     paths = RunPaths(run_dir)
@@ -71,12 +87,7 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
         ckpt = None
     else:
         ckpt = load_run_checkpoint(run_dir)
-        saved = RunRecord.from_json(ckpt["config"], f"{run_dir}: the checkpoint's record")
-        try:
-            _with_agent_defaults(record).check_same_run(_with_agent_defaults(saved),
-                                                        may_differ=RESUME_MAY_DIFFER)
-        except ValueError as e:
-            raise CheckpointError(f"--resume {run_dir}: {e}") from e
+        check_checkpoint_record(record, ckpt, f"--resume {run_dir}")
     merged = merge_config(cfg, TrainConfig.from_record(record), RESUME_MAY_CHANGE,
                           keep=("resume",), given=given)
     merged = dataclasses.replace(
@@ -89,4 +100,4 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
     return merged, record, ckpt
 
 
-__all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "resume_config"]
+__all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "check_checkpoint_record", "resume_config"]

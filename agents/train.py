@@ -30,16 +30,21 @@ import torch
 
 from agents.config import TrainConfig
 from agents.ddpg import DDPG
-from agents.resume import RESUME_MAY_CHANGE, RESUME_MAY_DIFFER, resume_config
+from agents.resume import (
+    RESUME_MAY_CHANGE,
+    RESUME_MAY_DIFFER,
+    check_checkpoint_record,
+    resume_config,
+)
 from rlkit.backbones import backbone_config
 from rlkit.buffers import check_replay_memory, make_replay
-from rlkit.checkpoint import load_checkpoint
+from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.compile import choose_compile
 from rlkit.config import (
     EnvConfig,
     flag,
 )
-from rlkit.faults import EnvError
+from rlkit.faults import EnvError, first_line
 from rlkit.loopstate import check_agent_state
 from rlkit.noise import make_noise
 from rlkit.precision import PrecisionConfig, require_precision
@@ -353,12 +358,20 @@ def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
 
     Raises:
         rlkit.rundir.RunDirError: no valid ``config.json``.
-        rlkit.checkpoint.CheckpointError: the checkpoint is missing, unsafe or corrupt.
+        rlkit.checkpoint.CheckpointError: the checkpoint is missing, unsafe or corrupt, of
+            another run (``config.json`` was edited or the checkpoint replaced: the first
+            field that differs is named), or its weights do not fit the agent.
     """
     record = RunRecord.read(run_dir)
     agent = DDPG.from_record(record)
-    ckpt = load_checkpoint(RunPaths(Path(run_dir)).checkpoint, map_location=device)
-    agent.load_checkpoint_state(ckpt["agent"])
+    path = RunPaths(Path(run_dir)).checkpoint
+    ckpt = load_checkpoint(path, map_location=device)
+    check_checkpoint_record(record, ckpt, str(path))
+    try:
+        agent.load_checkpoint_state(ckpt["agent"])
+    except (RuntimeError, KeyError, ValueError) as e:  # weights of another shape or family
+        raise CheckpointError(f"{path}: its weights do not fit the agent that config.json "
+                              f"builds: {first_line(e)}") from e
     return agent.to(device).eval(), record
 
 

@@ -175,6 +175,37 @@ def test_evaluate_saved_run(tmp_path, capsys):
         train.load_agent(tmp_path)
 
 
+def test_evaluate_refuses_a_checkpoint_of_another_run_naming_the_difference(tmp_path, capsys):
+    """An edited config.json, or another run's checkpoint put in its place: ``agents.evaluate``
+    exits 2 naming the field, as ``--resume`` does, not with a traceback from the weights."""
+    import json
+    import shutil
+    gru, mlp = tmp_path / "gru", tmp_path / "mlp"
+    train.main(replace_fields(TINY, backbone="gru", d_model=16, run_dir=str(gru)))
+    train.main(replace_fields(TINY, backbone="mlp", d_model=16, run_dir=str(mlp)))
+    capsys.readouterr()
+    edited = tmp_path / "edited"
+    shutil.copytree(gru, edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["model"]["d_model"] = 32
+    (edited / "config.json").write_text(json.dumps(config))
+    assert evaluate_run([str(edited), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.pt: checkpoint is of another run: model.d_model is 16 there, 32 in " \
+           "this run's config.json" in err and "Traceback" not in err
+    config["model"]["d_model"], config["agent"]["gamma"] = 16, 0.5
+    (edited / "config.json").write_text(json.dumps(config))
+    assert evaluate_run([str(edited), "--episodes", "1"]) == 2
+    assert "config.json disagrees with the checkpoint's own record of the run: agent.gamma is " \
+           "0.5 in config.json, 0.99 in the checkpoint" in capsys.readouterr().err
+    swapped = tmp_path / "swapped"
+    shutil.copytree(gru, swapped)
+    shutil.copy(mlp / "checkpoint.pt", swapped / "checkpoint.pt")
+    assert evaluate_run([str(swapped), "--episodes", "1"]) == 2
+    assert "checkpoint is of another run: model.backbone is 'mlp' there, 'gru' in this run's " \
+           "config.json" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_evaluate_on_a_missing_cuda_device_says_so_before_reading_the_run(tmp_path, capsys):
     for device, said in [("cuda", "--device cuda was asked for but no CUDA device is available: "
