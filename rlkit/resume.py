@@ -10,6 +10,7 @@ default) must either equal the run's or be one of the fields that may change on 
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from collections.abc import Collection
 from pathlib import Path
@@ -94,8 +95,10 @@ def load_run_checkpoint(run_dir: str | Path, name: str = "checkpoint.pt") -> dic
 
     Deletes temporary files that a killed write left behind (call it only while holding the
     run's lock). When ``name`` cannot be read but the previous checkpoint can, warns and
-    returns the previous one; a directory in place of ``name`` is refused outright (the run
-    could not write its next checkpoint there).
+    returns the previous one, and renames the unreadable file to ``NAME.corrupt.EXT`` (kept
+    for a look, and out of the way: the next save would otherwise keep it as the previous
+    checkpoint in place of the good one); a directory in place of ``name`` is refused
+    outright (the run could not write its next checkpoint there).
 
     Raises:
         ValueError: ``run_dir`` is not a run directory (missing, or no ``config.json``).
@@ -117,9 +120,25 @@ def load_run_checkpoint(run_dir: str | Path, name: str = "checkpoint.pt") -> dic
             ckpt = load_checkpoint(prev)
         except CheckpointError as older:
             raise CheckpointError(f"--resume {run_dir}: {newest}; and {older}") from older
-        warnings.warn(f"{newest}; resuming from {prev.name} (step {ckpt.get('step')}) instead",
-                      stacklevel=2)
+        kept = ""
+        if path.is_file():  # set aside, so that the next save does not make it the previous one
+            aside = _aside_path(path)
+            os.replace(path, aside)
+            kept = f"; the unreadable file is kept as {aside.name}"
+        warnings.warn(f"{newest}; resuming from {prev.name} (step {ckpt.get('step')}) "
+                      f"instead{kept}", stacklevel=2)
         return ckpt
+
+
+def _aside_path(path: Path) -> Path:
+    """A free name for an unreadable checkpoint set aside: ``NAME.corrupt.EXT``, else
+    ``NAME.corrupt-2.EXT``, ``-3``, ..."""
+    aside = path.with_name(f"{path.stem}.corrupt{path.suffix}")
+    n = 2
+    while aside.exists():
+        aside = path.with_name(f"{path.stem}.corrupt-{n}{path.suffix}")
+        n += 1
+    return aside
 
 
 __all__ = ["check_run_dir", "load_run_checkpoint", "merge_config"]

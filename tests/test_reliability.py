@@ -378,11 +378,31 @@ def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged
     data = (run / "checkpoint.pt").read_bytes()
     (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
     with pytest.warns(UserWarning, match=r"truncated.*resuming from checkpoint.prev.pt "
-                                         r"\(step 40\)"):
+                                         r"\(step 40\) instead; the unreadable file is kept "
+                                         r"as checkpoint.corrupt.pt"):
         _resume(run, total_steps=80)
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 80
     steps = [r["step"] for r in read_metrics(run) if "critic_loss" in r]
     assert steps == [20, 40, 60, 80]  # events after step 40 were dropped, then logged again
+    assert (run / "checkpoint.corrupt.pt").read_bytes() == data[: len(data) // 2]
+
+
+def test_a_fallback_resume_keeps_a_readable_previous_checkpoint(tiny_run, tmp_path):
+    """Resuming past a corrupt checkpoint.pt must not make the corrupt file the previous
+    checkpoint: after the first save of the resumed run, checkpoint.prev.pt still loads (the
+    good step-40 one), and the corrupt file is kept aside under a free name."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "checkpoint.corrupt.pt").write_bytes(b"an earlier one")
+    data = bytearray((run / "checkpoint.pt").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (run / "checkpoint.pt").write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=r"corrupt.*kept as checkpoint.corrupt-2.pt"):
+        _resume(run, total_steps=60, checkpoint_every=0)  # one save: at the end
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 60
+    assert load_checkpoint(run / "checkpoint.prev.pt")["step"] == 40
+    assert (run / "checkpoint.corrupt-2.pt").read_bytes() == bytes(data)
+    assert (run / "checkpoint.corrupt.pt").read_bytes() == b"an earlier one"
 
 
 def test_resume_with_only_a_damaged_checkpoint_is_refused(tiny_run, tmp_path):
