@@ -124,6 +124,20 @@ def final_of(run_dir: Path, policy: str) -> float:
     return stats["eval_return_mean"]
 
 
+def _recorded(runs: list[GridRun], out: Path, first: train.TrainConfig, flags: list[str]
+              ) -> tuple[list[GridRun], train.TrainConfig, list[str]]:
+    """``--summarize``: each run's config as its ``config.json`` records it (what it ran), in
+    place of what the command line's flags resolve to, and the settings line's flags (none
+    when read from the runs: a grid run with other flags is then described as it ran)."""
+    recorded = [GridRun(r.name, train.TrainConfig.from_record(RunRecord.read(out / r.name)))
+                if (out / r.name / "config.json").is_file() else r for r in runs]
+    dirs = [r for r in runs if (out / r.name / "config.json").is_file()]
+    if not dirs:
+        return runs, first, flags
+    first = next(r.config for r in recorded if r.name == dirs[0].name)
+    return recorded, first, [f"read from {out / dirs[0].name / 'config.json'}"]
+
+
 def _settings(first: train.TrainConfig, flags: list[str], outcomes: list[RunOutcome],
               final_policy: str | None, last_k: int) -> str:
     """The settings line above the table: the runs' configuration, the policy their
@@ -247,7 +261,8 @@ def main() -> None:
                    help="continue the grid in --out (same flags): finished runs are kept, "
                         "interrupted ones go on from their last checkpoint")
     p.add_argument("--summarize", metavar="DIR", default=None,
-                   help="print the tables of the grid in DIR (same flags as its run); no training")
+                   help="print the tables of the grid in DIR, each run as its config.json "
+                        "records it; no training")
     p.add_argument("--common-episodes", type=int, default=0,
                    help="also evaluate each final policy on these many common episodes")
     p.add_argument("--common-seed", type=int, default=1_000_000,
@@ -279,6 +294,7 @@ def main() -> None:
     if a.summarize:
         outcomes = [RunOutcome(r.name, out / r.name, error=None if (out / r.name).is_dir()
                                else "not in the grid directory") for r in runs]
+        runs, first, flags = _recorded(runs, out, first, flags)
         print(f"\n{env}, {len(a.seeds)} seeds, runs in {out}")
     else:
         outcomes = _run_grid(runs, out, a.jobs, a.resume, own, extra)

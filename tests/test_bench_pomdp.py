@@ -192,3 +192,29 @@ def test_runs_that_discount_get_the_ceiling_of_their_discount_beside_the_optimum
                 for s in (0, 1)]
         assert f"| {label} | {want[0]:.1f}, {want[1]:.1f} |" in out
     assert "(gamma 0.99)" not in out  # only the runs' own discount
+
+
+def test_summarize_describes_the_runs_as_they_ran_not_as_the_flags_say(tmp_path, monkeypatch,
+                                                                        capsys):
+    """``--summarize DIR`` without the grid's ``--`` flags reads each run's ``config.json``:
+    the settings line, the evaluation episodes of the optimum rows and the discount of the
+    ceiling row are the runs' (here 2 episodes and gamma 0.9, where the flags would say 10 and
+    0.99)."""
+    grid = {"n_theta": 32, "n_omega": 33, "n_actions": 9}
+    monkeypatch.setattr(pomdp.PendulumOptimum, "for_env", classmethod(
+        lambda cls, env, **kw: cls(200, **grid, **kw)))
+    run = tmp_path / "grid" / "gru__s0"
+    train.main(replace_fields(TINY, env="rlkit/Pendulum-V-v0", backbone="gru", d_model=8,
+                              run_dir=str(run), eval_episodes=2, eval_every=60, gamma=0.9))
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", [
+        "pomdp.py", "--env", "rlkit/Pendulum-V-v0", "--backbones", "gru", "--seeds", "0",
+        "--summarize", str(tmp_path / "grid")])
+    pomdp.main()
+    out = capsys.readouterr().out
+    assert f"read from {run / 'config.json'}" in out and "gamma 0.9," in out
+    assert "evaluation(s) of 2 episodes" in out
+    want = optimum_rewards("rlkit/Pendulum-V-v0", eval_env_seed(0), 2,
+                           PendulumOptimum(200, **grid, gamma=0.9)).sum(1).mean()
+    assert f"| optimum of the discounted return (gamma 0.9), full state, same episodes | " \
+           f"{want:.1f} |" in out
