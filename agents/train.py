@@ -188,8 +188,9 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     probe env of the task. Warns when the resolved config trains a memory encoder on other
     histories than it acts on (:meth:`rlkit.config.ReplayConfig.act_gap`), when a
     Transformer trained on whole episodes cannot see all of them
-    (:meth:`rlkit.config.ModelConfig.reach_gap`), and when its cache is longer than any
-    episode (:meth:`rlkit.config.ModelConfig.empty_cache`)."""
+    (:meth:`rlkit.config.ModelConfig.reach_gap`), when its cache is longer than any
+    episode (:meth:`rlkit.config.ModelConfig.empty_cache`), and when a family-specific flag is
+    given to a backbone that does not use it (:meth:`rlkit.config.ModelConfig.unused_flags`)."""
     env = make_env(cfg.env)
     steps = episode_steps(env)
     try:
@@ -203,6 +204,8 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         warnings.warn(f"short reach: {short}", UserWarning, stacklevel=2)
     if empty := cfg.model.empty_cache(steps):
         warnings.warn(f"long context: {empty}", UserWarning, stacklevel=2)
+    if unused := cfg.model.unused_flags():
+        warnings.warn(f"unused flags: {unused}", UserWarning, stacklevel=2)
     m = dataclasses.replace(cfg.model, compile="on" if choose_compile(
         cfg.model.compile, cfg.model.backbone, device.type) else "off")
     cfg = dataclasses.replace(cfg, model=m)  # config.json records the choice

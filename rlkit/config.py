@@ -381,6 +381,23 @@ class ModelConfig:
                 f"task's episodes last at most {episode_steps} steps: every step attends over "
                 f"the empty slots too. --context {episode_steps + 1} sees as much, for less")
 
+    def unused_flags(self) -> str | None:
+        """The family-specific flags given values that this backbone does not use (``None``
+        when there are none): ``--chrono 100 is for lstm and gru only; mlp does not use
+        it``."""
+        families = {"context": ("transformer",), "branch_init": ("transformer",),
+                    "chrono": ("lstm", "gru"), "rnn_init": ("rnn", "lstm", "gru")}
+        default = ModelConfig()
+        unused = [f"--{name.replace('_', '-')} {getattr(self, name)} is for "
+                  f"{' and '.join((', '.join(users[:-1]), users[-1]) if users[1:] else users)} "
+                  "only"
+                  for name, users in families.items()
+                  if self.backbone not in users and getattr(self, name) != getattr(default, name)]
+        if not unused:
+            return None
+        them = "them" if len(unused) > 1 else "it"
+        return f"{'; '.join(unused)}; {self.backbone} does not use {them}"
+
     def reach_gap(self, episode_steps: int | None, seq_len: int) -> str | None:
         """Why a Transformer trained on whole episodes cannot see all of them (``None`` when
         its reach covers the episode, or when it does not train on whole episodes).

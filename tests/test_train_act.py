@@ -405,3 +405,32 @@ def test_a_transformer_that_cannot_see_its_whole_training_episodes_is_named():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build(replace_fields(cfg, context=101), torch.device("cpu"))
+
+
+def test_a_family_flag_given_to_a_backbone_that_does_not_use_it_is_named():
+    """``--chrono``, ``--rnn-init``, ``--context`` and ``--branch-init`` change one family
+    each; given to another backbone they change nothing, so ``build`` warns, naming the flag,
+    its families and the backbone. At their defaults, or for their own family, nothing."""
+    import warnings
+
+    from agents.train import TrainConfig, build
+    from rlkit.config import ModelConfig, replace_fields
+
+    assert ModelConfig(backbone="mlp", chrono=100).unused_flags() == \
+        "--chrono 100 is for lstm and gru only; mlp does not use it"
+    assert ModelConfig(backbone="gru", context=32, branch_init=0.0).unused_flags() == \
+        ("--context 32 is for transformer only; --branch-init 0.0 is for transformer only; "
+         "gru does not use them")
+    assert ModelConfig(backbone="s4", rnn_init="orthogonal").unused_flags() == \
+        "--rnn-init orthogonal is for rnn, lstm and gru only; s4 does not use it"
+    for used in (ModelConfig(backbone="gru", chrono=100, rnn_init="orthogonal"),
+                 ModelConfig(backbone="transformer", context=32, branch_init=0.0),
+                 ModelConfig(backbone="mlp")):
+        assert used.unused_flags() is None
+    cfg = replace_fields(TrainConfig(), backbone="mlp", chrono=100, d_model=8)
+    with pytest.warns(UserWarning, match=r"unused flags: --chrono 100 is for lstm and gru only; "
+                                         r"mlp does not use it"):
+        build(cfg, torch.device("cpu"))[2].close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build(replace_fields(cfg, chrono=0), torch.device("cpu"))[2].close()
