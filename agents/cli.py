@@ -343,7 +343,8 @@ def refuse_grid_flags(cfg: TrainConfig) -> None:
     given += ["--launcher ray"] if g.launcher != "local" else []
     given += [f"--ray-address {g.ray_address}"] if g.ray_address is not None else []
     if given:
-        raise ValueError(f"{', '.join(given)} place the runs of a grid, but this is one run "
+        verb = "place" if len(given) > 1 else "places"
+        raise ValueError(f"{', '.join(given)} {verb} the runs of a grid, but this is one run "
                          f"(--backbone {cfg.model.backbone}, --seed {cfg.run.seed}), which runs "
                          "here in its own directory: expected --run-dir for one run, or several "
                          "--backbone or --seed values for a grid")

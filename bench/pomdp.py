@@ -154,6 +154,10 @@ def _settings(first: train.TrainConfig, flags: list[str], outcomes: list[RunOutc
             f"the {' and the '.join(logged)}, final = {final}")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _cell(values: list[float | None]) -> str:
     ok = [v for v in values if v is not None]
     return f"{statistics.mean(ok):.1f}" if ok else "n/a"
@@ -295,11 +299,11 @@ def main() -> None:
         outcomes = [RunOutcome(r.name, out / r.name, error=None if (out / r.name).is_dir()
                                else "not in the grid directory") for r in runs]
         runs, first, flags = _recorded(runs, out, first, flags)
-        print(f"\n{env}, {len(a.seeds)} seeds, runs in {out}")
+        print(f"\n{env}, {_count(len(a.seeds), 'seed')}, runs in {out}")
     else:
         outcomes = _run_grid(runs, out, a.jobs, a.resume, own, extra)
-        print(f"\n{env}, {len(a.seeds)} seeds, grid {time.time() - t0:.0f} s with {a.jobs} "
-              f"jobs, runs in {out}")
+        print(f"\n{env}, {_count(len(a.seeds), 'seed')}, grid {time.time() - t0:.0f} s with "
+              f"{_count(a.jobs, 'job')}, runs in {out}")
     print(_settings(first, flags, outcomes, a.final_policy, a.last_k))
     head = " | ".join(f"at {s / 1000:g}k" for s in at)
     print(f"| backbone | final per seed | mean | min | max | {head + ' | ' if at else ''}"

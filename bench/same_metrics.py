@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rlkit.runlog import read_metrics
 
@@ -25,6 +26,10 @@ def main() -> int:
     p.add_argument("--max-step", type=int, default=None)
     p.add_argument("--ignore", nargs="*", default=[], help="fields to leave out as well")
     args = p.parse_args()
+    for run in (args.a, args.b):
+        if not (Path(run) / "metrics.jsonl").is_file():
+            p.error(f"{run} is not a run directory (no metrics.jsonl in it): expected two run "
+                    "directories")
 
     def rows(run: str) -> list[dict]:
         skip = TIMING | set(args.ignore)

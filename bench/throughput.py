@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import os
 import platform
 import statistics
@@ -391,6 +392,9 @@ def main() -> None:
     for name in ("warmup", "steps"):  # our loop logs a row every 500 steps
         if not a.sequence and (getattr(a, name) <= 0 or getattr(a, name) % 500):
             p.error(f"--{name} must be a positive multiple of 500, got {getattr(a, name)}")
+    if not a.sequence and not a.skip_sb3 and importlib.util.find_spec("stable_baselines3") is None:
+        p.error("the SB3 column needs stable-baselines3, which is not installed: pip install -e "
+                "'.[bench]', or leave SB3 out with --skip-sb3")
     torch.set_num_threads(a.threads)
     if a.sequence:
         device = torch.device(a.device)

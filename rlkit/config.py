@@ -147,7 +147,9 @@ class ReplayConfig:
     """Longest episode that memory backbones train on whole by default."""
     burn_in: int = 0
     """Steps at a window start that get no loss: they refresh a stored state (stored), or
-    replay the steps before the trained ones from the initial state (prefix)."""
+    replay the steps before the trained ones from the initial state (prefix). Default 0;
+    beyond --max-window, when no --state-mode is given, 16 (stored) or the Transformer's
+    reach (prefix)."""
     state_mode: Annotated[StateMode | None,  # None: the task's default, not a choice
                           tyro.conf.arg(metavar="{zero,stored,prefix}")] = None
     """Window start state: zero (pomdp-baselines), the state stored while acting (R2D2), or

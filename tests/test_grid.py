@@ -142,8 +142,8 @@ def test_ray_that_cannot_connect_is_one_runtime_error_not_a_file_system_error():
 
 
 @pytest.mark.parametrize("flags, said", [
-    (["--grid-dir", "G"], "--grid-dir G place"),
-    (["--launcher", "ray"], "--launcher ray place"),
+    (["--grid-dir", "G"], "--grid-dir G places"),
+    (["--launcher", "ray"], "--launcher ray places"),
     (["--launcher", "ray", "--ray-address", "auto"], "--launcher ray, --ray-address auto place"),
 ])
 def test_grid_flags_for_one_run_are_refused_not_ignored(tmp_path, monkeypatch, flags, said):
