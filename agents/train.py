@@ -164,6 +164,12 @@ def make_env(env: EnvConfig | str) -> gym.Env:
             made.close()
             raise ValueError(f"env {env.id!r} has {kind} space {space}; expected a continuous "
                              f"Box {kind} space")
+        if len(space.shape) != 1:  # the networks take (B, D) vectors
+            made.close()
+            flatten = (" (gymnasium.wrappers.FlattenObservation flattens one; images need an "
+                       "encoder of their own)" if kind == "observation" else "")
+            raise ValueError(f"env {env.id!r} has {kind} space {space} of shape {space.shape}; "
+                             f"expected a 1-D Box {kind} space{flatten}")
     return made
 
 

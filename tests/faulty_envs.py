@@ -91,17 +91,34 @@ def make(fault: str, at: int = 0, parity: int | None = None) -> gym.Env:
 
 
 class ImageEnv(gym.Env):
-    """Image observations (64 x 64 x 3 floats) and one action; for memory estimates only."""
+    """Flattened image observations (64 x 64 x 3 = 12,288 floats) and one action; for memory
+    estimates only."""
 
-    observation_space = gym.spaces.Box(0.0, 1.0, (64, 64, 3), np.float32)
+    observation_space = gym.spaces.Box(0.0, 1.0, (64 * 64 * 3,), np.float32)
     action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        return np.zeros((64, 64, 3), np.float32), {}
+        return np.zeros(64 * 64 * 3, np.float32), {}
 
     def step(self, action):
-        return np.zeros((64, 64, 3), np.float32), 0.0, False, False, {}
+        return np.zeros(64 * 64 * 3, np.float32), 0.0, False, False, {}
+
+
+class MatrixEnv(gym.Env):
+    """Observations or actions that are not vectors (``obs_shape``, ``action_shape``)."""
+
+    def __init__(self, obs_shape: tuple[int, ...] = (3,), action_shape: tuple[int, ...] = (1,)
+                 ) -> None:
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, obs_shape, np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, action_shape, np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        return np.zeros(self.observation_space.shape, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(self.observation_space.shape, np.float32), 0.0, False, False, {}
 
 
 class BrokenInit(gym.Env):
@@ -134,3 +151,8 @@ for _id, _entry in {"rlkit-test/Image-v0": "faulty_envs:ImageEnv",
                     "rlkit-test/BrokenInit-v0": "faulty_envs:BrokenInit"}.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=_entry, max_episode_steps=200)
+for _id, _kwargs in {"rlkit-test/MatrixObs-v0": {"obs_shape": (2, 3)},
+                     "rlkit-test/MatrixAction-v0": {"action_shape": (2, 2)}}.items():
+    if _id not in gym.registry:
+        gym.register(_id, entry_point="faulty_envs:MatrixEnv", kwargs=_kwargs,
+                     max_episode_steps=200)

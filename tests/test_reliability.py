@@ -940,7 +940,7 @@ def test_replay_memory_estimate_is_the_buffer_size():
                      r"and a sampled batch about 22\.0 KiB \(--batch-size 256 windows of "
                      r"--seq-len 1 steps\), 38\.2 MiB in all, but 16\.0 MiB is available "
                      r"\(test\); lower --buffer-size \(about 418,867 steps would fit\)$"),
-    ({"env": "faulty_envs:rlkit-test/Image-v0"}, 64 * 2**30,  # 64 x 64 x 3 observations
+    ({"env": "faulty_envs:rlkit-test/Image-v0"}, 64 * 2**30,  # 64 x 64 x 3 floats a step
      r"it needs about 91\.6 GiB \(--buffer-size 1,000,000 steps x 98,320 bytes\) and a sampled "
      r"batch about 48\.0 MiB .* but 64\.0 GiB is available \(test\); lower --buffer-size "
      r"\(about 698,424 steps would fit\)$"),

@@ -71,6 +71,13 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
     ("change", "message"),
     [
         ({"env": "CartPole-v1"}, "expected a continuous Box action space"),
+        ({"env": "faulty_envs:rlkit-test/MatrixObs-v0"},
+         r"has observation space Box\(-1.0, 1.0, \(2, 3\), float32\) of shape \(2, 3\); "
+         r"expected a 1-D Box observation space \(gymnasium.wrappers.FlattenObservation "
+         r"flattens one"),
+        ({"env": "faulty_envs:rlkit-test/MatrixAction-v0"},
+         r"has action space Box\(-1.0, 1.0, \(2, 2\), float32\) of shape \(2, 2\); "
+         r"expected a 1-D Box action space$"),
         ({"env": "NoSuchEnv-v9"}, "unknown env id 'NoSuchEnv-v9'"),
         ({"env": "no_such_module:Foo-v0"}, "cannot import module 'no_such_module'"),
         ({"total_steps": 0}, "--total-steps must be a positive integer, got 0"),
