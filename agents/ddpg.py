@@ -455,7 +455,12 @@ class DDPG(nn.Module):
 
         Returns:
             Actions ``(N, act_dim)`` within the bounds, and the new state.
+
+        Raises:
+            ValueError: an input that is not a tensor of its shape, or ``prev_action`` /
+                ``prev_reward`` left out where an encoder takes it (named, with the shape).
         """
+        self._check_act_inputs(obs, prev_action, prev_reward, track_critic)
         x = self.cfg.actor_inputs(obs, prev_action, prev_reward)
         action, actor_state = self.actor.step(x, state.actor)
         critic_states = state.critics
@@ -469,6 +474,27 @@ class DDPG(nn.Module):
                     stepped[id(c.encoder)] = c.encoder.step(x, s)[1]
             critic_states = tuple(stepped[id(c.encoder)] for c in self.critics)
         return action, AgentState(actor_state, critic_states)
+
+    def _check_act_inputs(self, obs: Tensor, prev_action: Tensor | None,
+                          prev_reward: Tensor | None, track_critic: bool) -> None:
+        """:meth:`act`'s inputs against the shapes the encoders take (their own errors would
+        describe the concatenated input instead)."""
+        if not isinstance(obs, Tensor) or obs.dim() != 2 or obs.shape[1] != self.obs_dim:
+            got = tuple(obs.shape) if isinstance(obs, Tensor) else type(obs).__name__
+            raise ValueError(f"obs must be a tensor of shape (N, {self.obs_dim}), got {got}")
+        n = obs.shape[0]
+        used = [self.cfg.actor_inputs] + ([self.cfg.critic_inputs] if track_critic else [])
+        for name, value, shape, needed in (
+                ("prev_action", prev_action, (n, self.action_dim),
+                 any(u.prev_action for u in used)),
+                ("prev_reward", prev_reward, (n,), any(u.prev_reward for u in used))):
+            if not needed:
+                continue
+            if not isinstance(value, Tensor) or tuple(value.shape) != shape:
+                got = tuple(value.shape) if isinstance(value, Tensor) else \
+                    type(value).__name__
+                raise ValueError(f"{name} must be a tensor of shape {shape} (this agent's "
+                                 f"encoders take it; zeros at an episode start), got {got}")
 
     def policy(self, which: str = "actor") -> DDPG | ActorCopyPolicy:
         """The deterministic policy named by ``LoopConfig.eval_policy``: ``"actor"`` (this
@@ -692,6 +718,7 @@ class ActorCopyPolicy:
     def act(self, obs: Tensor, state: State, prev_action: Tensor | None = None,
             prev_reward: Tensor | None = None) -> tuple[Tensor, State]:
         """Actions ``(N, act_dim)`` for one step of N environments, and the new state."""
+        self.agent._check_act_inputs(obs, prev_action, prev_reward, track_critic=False)
         x = self.agent.cfg.actor_inputs(obs, prev_action, prev_reward)
         return self.actor.step(x, state)
 

@@ -215,6 +215,41 @@ def test_state_of_another_batch_is_refused_by_name(name: str) -> None:
         assert str(want) in str(e.value) and str(tuple(state[0].shape)) in str(e.value)
 
 
+@families
+def test_step_without_a_state_starts_from_the_initial_state(name: str) -> None:
+    """``step(x, None)`` is ``step(x, initial_state(B))`` in every family, as ``forward``'s
+    ``None`` is (some families took it, others failed inside their kernels)."""
+    model = build(name)
+    x = randn(B, D_IN, seed=1)
+    y, state = model.step(x, None)
+    y0, state0 = model.step(x, model.initial_state(B))
+    assert torch.equal(y, y0) and all(torch.equal(a, b) for a, b in zip(state, state0))
+
+
+@families
+def test_inputs_of_another_dtype_are_refused_by_name(name: str) -> None:
+    """A float64 or integer input names the family and the dtype expected (it failed in a
+    matmul that named neither); half precisions are accepted (autocast computes in them)."""
+    model = build(name)
+    cls = type(model).__name__
+    for bad, got in ((randn(B, 4, D_IN, seed=0).double(), "float64"),
+                     (torch.ones(B, 4, D_IN, dtype=torch.int64), "int64")):
+        for call, x in ((model, bad), (lambda x: model.step(x, None), bad[:, 0])):
+            with pytest.raises(ValueError, match=rf"{cls}: x must be float32 \(the weights' "
+                                                 rf"dtype; float16 or bfloat16 under autocast\), "
+                                                 rf"got {got}"):
+                call(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        model(randn(B, 4, D_IN, seed=0).bfloat16())
+
+
+@pytest.mark.parametrize("value", [16.5, "16", True, 0])
+def test_a_size_that_is_not_a_positive_integer_is_refused(value: object) -> None:
+    with pytest.raises(ValueError, match=rf"d_model must be a positive integer, got "
+                                         rf"{repr(value)}"):
+        BackboneConfig(d_model=value)  # type: ignore[arg-type]
+
+
 # --- 4. precision --------------------------------------------------------------------------
 
 

@@ -1092,3 +1092,32 @@ def test_input_embed_config_round_trips_through_json():
     assert DDPGConfig.from_json(data) == cfg
     old = {k: v for k, v in data.items() if k not in ("head_embed", "head_bias")}
     assert (DDPGConfig.from_json(old).head_embed, DDPGConfig.from_json(old).head_bias) == ((), None)
+
+
+def test_act_names_the_input_that_does_not_fit():
+    """``act``'s inputs are checked against what the agent takes (obs 3 wide, 2 actions, the
+    previous action and reward): a wrong width, a missing ``prev_action`` or a NumPy array is
+    named with the shape expected, not reported as the concatenated encoder input."""
+    torch.manual_seed(0)
+    agent = DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=8),
+                 DDPGConfig(head_hidden=(8,), actor_prev_action=True, actor_prev_reward=True,
+                            critic_prev_action=True, critic_prev_reward=True))
+    state = agent.initial_state(2)
+    obs, a, r = torch.randn(2, 3), torch.zeros(2, 2), torch.zeros(2)
+    assert agent.act(obs, state, a, r)[0].shape == (2, 2)
+    cases = [((torch.randn(2, 4), state, a, r), r"obs must be a tensor of shape \(N, 3\), "
+                                                r"got \(2, 4\)"),
+             ((torch.randn(3), state, a, r), r"obs must be a tensor of shape \(N, 3\), got \(3,\)"),
+             ((obs.numpy(), state, a, r), r"obs must be a tensor .* got ndarray"),
+             ((obs, state, None, r), r"prev_action must be a tensor of shape \(2, 2\) \(this "
+                                     r"agent's encoders take it; zeros at an episode start\), "
+                                     r"got NoneType"),
+             ((obs, state, a, torch.zeros(2, 1)), r"prev_reward must be a tensor of shape "
+                                                  r"\(2,\) .* got \(2, 1\)")]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            agent.act(*args)
+    with pytest.raises(ValueError, match=r"prev_action must be a tensor of shape \(2, 2\)"):
+        agent.policy("target").act(obs, agent.policy("target").initial_state(2), None, r)
+    plain = make_agent()  # takes the observation alone: nothing else is asked for
+    assert plain.act(obs, plain.initial_state(2))[0].shape == (2, 2)

@@ -5,7 +5,8 @@ A backbone maps a sequence of inputs ``x`` of shape ``(B, T, D_in)`` to outputs 
 
 - ``forward(x, state=None) -> (y, state)``: the whole sequence, parallel over T where the family
   allows it. ``state=None`` means :meth:`initial_state`.
-- ``step(x, state) -> (y, state)``: one time step, ``x`` of shape ``(B, D_in)``.
+- ``step(x, state) -> (y, state)``: one time step, ``x`` of shape ``(B, D_in)``; ``state=None``
+  means :meth:`initial_state` here too.
 - ``initial_state(batch_size, device) -> state``: the state at an episode start.
 - ``reset_state(state, done_mask) -> state``: the state with the rows where ``done_mask`` is true
   replaced by the initial state, the other rows untouched.
@@ -47,10 +48,10 @@ class BackboneConfig:
     """Recompute each layer's activations in the backward pass (``forward`` only)."""
 
     def __post_init__(self) -> None:
-        if self.d_model <= 0:
-            raise ValueError(f"d_model must be a positive integer, got {self.d_model}")
-        if self.n_layers <= 0:
-            raise ValueError(f"n_layers must be a positive integer, got {self.n_layers}")
+        for name in ("d_model", "n_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 class Backbone(nn.Module, abc.ABC):
@@ -85,21 +86,37 @@ class Backbone(nn.Module, abc.ABC):
         """
         if x.dim() != 3 or x.shape[-1] != self.d_in:
             raise ValueError(f"x must have shape (B, T, {self.d_in}), got {tuple(x.shape)}")
+        self._check_dtype(x)
         return self._forward(x, state)
 
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         """Advance one time step.
 
         Args:
             x: inputs, shape ``(B, D_in)``.
-            state: the state before ``x``.
+            state: the state before ``x``; ``None`` for :meth:`initial_state`.
 
         Returns:
             ``(y, state)``: output ``(B, D_out)`` and the state after ``x``.
         """
         if x.dim() != 2 or x.shape[-1] != self.d_in:
             raise ValueError(f"x must have shape (B, {self.d_in}), got {tuple(x.shape)}")
+        self._check_dtype(x)
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device)
         return self._step(x, state)
+
+    def _check_dtype(self, x: Tensor) -> None:
+        """``x`` in the weights' dtype, or in a half precision (which autocast computes in)."""
+        if torch.compiler.is_compiling():  # checked eagerly; kept out of compiled graphs
+            return
+        weight = next(self.parameters(), None)
+        allowed = {torch.float16, torch.bfloat16, torch.float32 if weight is None else weight.dtype}
+        if x.dtype not in allowed:
+            want = "float32" if weight is None else str(weight.dtype).removeprefix("torch.")
+            raise ValueError(f"{type(self).__name__}: x must be {want} (the weights' dtype; "
+                             f"float16 or bfloat16 under autocast), got "
+                             f"{str(x.dtype).removeprefix('torch.')}")
 
     @abc.abstractmethod
     def _forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
