@@ -4,6 +4,10 @@
     from rlkit.config import replace_fields
     main(replace_fields(TrainConfig(), env="rlkit/Pendulum-V-v0", backbone="gru"))
 
+Set this way the fields are the defaults plus those given: no recipe is applied.
+``agents.cli.parse_config(["--env", ..., "--backbone", ...])`` gives the config ``train.py``
+would run (the recipe for the env, then the flags).
+
 Every run writes ``RUN_DIR/config.json`` (a :class:`rlkit.rundir.RunRecord`),
 ``metrics.jsonl`` and ``checkpoint.pt``, and holds ``RUN_DIR/run.lock`` while it runs (one
 process per run directory). Before the replay buffer is built its memory is compared with the
