@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from rlkit.backbones import BACKBONE_NAMES
+from rlkit.backbones import BACKBONE_NAMES, backbone_has_memory
 from rlkit.backbones.rnn import check_chrono
 from rlkit.compile import CompileSetting
 from rlkit.fields import FLAG_NAMES, replace_fields
@@ -351,17 +351,19 @@ class ModelConfig:
 
     @property
     def memory(self) -> bool:
-        """Whether the encoder family carries state (every family but ``mlp``)."""
-        return self.backbone != "mlp"
+        """Whether the encoder family carries state (its class's ``has_memory``: every built-in
+        family but ``mlp``)."""
+        return backbone_has_memory(self.backbone)
 
     @property
     def reach(self) -> int | None:
         """How many past steps the encoder's output can depend on: ``n_layers x (context - 1)``
-        for the Transformer (each layer attends ``context - 1`` steps back), 0 for ``mlp``,
-        ``None`` (the whole episode) for the recurrent and state-space families."""
+        for the Transformer (each layer attends ``context - 1`` steps back), 0 for a family
+        without memory (``mlp``), ``None`` (the whole episode) for the recurrent and
+        state-space families."""
         if self.backbone == "transformer":
             return self.n_layers * (self.context - 1)
-        return 0 if self.backbone == "mlp" else None
+        return None if self.memory else 0
 
     def reach_in(self, episode_steps: int | None) -> int | None:
         """:attr:`reach` on a task whose episodes last at most ``episode_steps``: no step sees

@@ -529,3 +529,19 @@ def test_orthogonal_init_is_refused_outside_its_choices() -> None:
 def test_chrono_refuses_what_it_cannot_initialise(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RNNConfig(**options)
+
+
+def test_whether_a_family_has_memory_is_read_from_its_class(monkeypatch) -> None:
+    """Whether a family has memory (``ModelConfig.memory``: transitions or windows,
+    previous-action inputs) is its class's ``has_memory``, not a test of its name: the MLP
+    class registered under another name has none."""
+    from rlkit import backbones
+    from rlkit.config import ModelConfig
+
+    monkeypatch.setitem(backbones._REGISTRY, "mlp2", backbones._REGISTRY["mlp"])
+    assert backbones.backbone_has_memory("mlp2") is False
+    assert not ModelConfig(backbone="mlp").memory and ModelConfig(backbone="gru").memory
+    assert [backbones.backbone_has_memory(n) for n in BACKBONE_NAMES] == \
+        [n != "mlp" for n in BACKBONE_NAMES]
+    with pytest.raises(ValueError, match="unknown backbone 'nope'"):
+        backbones.backbone_has_memory("nope")

@@ -39,6 +39,13 @@ def backbone_config_class(name: str) -> type[BackboneConfig]:
     return getattr(importlib.import_module(module), cfg_cls)
 
 
+def backbone_has_memory(name: str) -> bool:
+    """Whether family ``name`` carries state between steps (its class's ``has_memory``)."""
+    _check_name(name)
+    module, cls, _, _ = _REGISTRY[name]
+    return bool(getattr(importlib.import_module(module), cls).has_memory)
+
+
 def backbone_config(name: str, d_model: int, n_layers: int, grad_checkpoint: bool = False,
                     context: int | None = None, branch_init: float | None = None,
                     chrono: int | None = None, rnn_init: str | None = None) -> BackboneConfig:
@@ -100,6 +107,7 @@ __all__ = [
     "State",
     "backbone_config",
     "backbone_config_class",
+    "backbone_has_memory",
     "make_backbone",
     "per_step",
 ]
