@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from rlkit.backbones import BACKBONE_NAMES, backbone_has_memory
+from rlkit.backbones import backbone_has_memory, backbone_names
 from rlkit.backbones.rnn import check_chrono
 from rlkit.compile import CompileSetting
 from rlkit.fields import FLAG_NAMES, replace_fields
@@ -335,9 +335,9 @@ class ModelConfig:
     config.json records the choice (on or off)."""
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONE_NAMES:
+        if self.backbone not in backbone_names():
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of "
-                             f"{', '.join(BACKBONE_NAMES)}")
+                             f"{', '.join(backbone_names())}")
         _positive(self, "d_model", "n_layers", "context")
         check_chrono(self.chrono, "--chrono")
         if self.rnn_init not in ("torch", "orthogonal"):

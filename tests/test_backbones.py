@@ -545,3 +545,63 @@ def test_whether_a_family_has_memory_is_read_from_its_class(monkeypatch) -> None
         [n != "mlp" for n in BACKBONE_NAMES]
     with pytest.raises(ValueError, match="unknown backbone 'nope'"):
         backbones.backbone_has_memory("nope")
+
+
+class EMABackbone(Backbone):
+    """A family written outside the package: ``h_t = a h_{t-1} + (1 - a) W x_t``."""
+
+    def __init__(self, d_in: int, cfg: BackboneConfig) -> None:
+        super().__init__(d_in, cfg)
+        self.proj = torch.nn.Linear(d_in, cfg.d_model)
+        self.a = 0.9
+
+    def _forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        h = self.initial_state(x.shape[0], x.device)[0] if state is None else state[0]
+        ys = []
+        for t in range(x.shape[1]):
+            y, (h,) = self._step(x[:, t], (h,))
+            ys.append(y)
+        return torch.stack(ys, dim=1), (h,)  # (B, T, D)
+
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        h = self.a * state[0] + (1 - self.a) * self.proj(x)  # (B, D)
+        return h, (h,)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        return (torch.zeros(batch_size, self.cfg.d_model, device=device),)
+
+
+def test_a_registered_family_trains_resumes_and_loads_like_a_built_in_one(tmp_path,
+                                                                          monkeypatch) -> None:
+    """``register_backbone`` adds a family to ``make_backbone``, ``ModelConfig`` and the agent:
+    a run trains with it, is loaded back with the same weights, and resumes; a taken name or
+    a class that is not a Backbone is refused by name."""
+    from agents import train
+    from rlkit import backbones
+    from rlkit.backbones import backbone_names, register_backbone
+    from rlkit.config import ModelConfig, replace_fields
+
+    monkeypatch.setattr(backbones, "_ADDED", {})
+    with pytest.raises(ValueError, match="unknown backbone 'ema'"):
+        ModelConfig(backbone="ema")
+    register_backbone("ema", EMABackbone)
+    assert backbone_names() == (*BACKBONE_NAMES, "ema") and ModelConfig(backbone="ema").memory
+    model = make_backbone("ema", D_IN, BackboneConfig(d_model=D_MODEL))
+    x = randn(B, T, D_IN, seed=0)
+    assert torch.allclose(model(x)[0], run_steps(model, x)[0], atol=ATOL)
+    for bad, said in ((("ema", EMABackbone), "expected a new name"),
+                      (("gru", EMABackbone), "expected a new name"),
+                      (("ema2", torch.nn.GRU), "expected a subclass of rlkit.backbones.Backbone"),
+                      (("ema3", EMABackbone, dict), "as its config")):
+        with pytest.raises(ValueError, match=said):
+            register_backbone(*bad)
+    run = tmp_path / "run"
+    cfg = replace_fields(train.TrainConfig(), env="rlkit/Pendulum-V-v0", backbone="ema",
+                         d_model=8, total_steps=120, learning_starts=40, batch_size=4,
+                         eval_every=0, eval_episodes=1, progress=False, run_dir=str(run))
+    train.main(cfg)
+    agent, record = train.load_agent(run)
+    assert record.model.backbone == "ema" and isinstance(agent.actor.encoder, EMABackbone)
+    assert record.replay.window_start == "episode"  # a memory family: whole episodes
+    out = train.main(replace_fields(train.TrainConfig(), resume=str(run), total_steps=160))
+    assert out["step"] == 160

@@ -1,7 +1,8 @@
 """Sequence backbones behind one contract (see :mod:`rlkit.backbones.base`) and a registry.
 
 ``make_backbone(name, d_in, cfg)`` builds a family by name; ``--backbone NAME`` in ``train.py``
-selects from :data:`BACKBONE_NAMES`.
+selects from :func:`backbone_names`: the built-in :data:`BACKBONE_NAMES` and the families
+added with :func:`register_backbone`.
 """
 
 from __future__ import annotations
@@ -24,26 +25,70 @@ _REGISTRY: dict[str, tuple[str, str, str, dict[str, object]]] = {
 }
 
 BACKBONE_NAMES: tuple[str, ...] = tuple(_REGISTRY)
-"""Every registered family, in a stable order."""
+"""The built-in families, in a stable order."""
+
+_ADDED: dict[str, tuple[type[Backbone], type[BackboneConfig]]] = {}
+"""Families added with :func:`register_backbone`: name -> (backbone class, config class)."""
+
+
+def backbone_names() -> tuple[str, ...]:
+    """Every family ``--backbone`` takes: the built-in ones, then those registered."""
+    return (*BACKBONE_NAMES, *_ADDED)
+
+
+def register_backbone(name: str, backbone_cls: type[Backbone],
+                      config_cls: type[BackboneConfig] = BackboneConfig) -> None:
+    """Add a family under ``name``, for ``make_backbone``, ``ModelConfig`` and the agent.
+
+    The family is known to this process only: a script that registers it and then calls
+    ``agents.cli.run(argv)`` trains, resumes and evaluates with it; another process (``python
+    -m agents.evaluate``) must register it too before it reads such a run.
+
+    Args:
+        name: the name ``--backbone`` and ``config.json`` use (not a built-in one).
+        backbone_cls: a :class:`Backbone` subclass built as ``backbone_cls(d_in, cfg)``.
+        config_cls: its config, a :class:`BackboneConfig` (sub)class; fields beyond the
+            common ones keep their defaults when built from a run's config.
+
+    Raises:
+        ValueError: ``name`` is taken, or a class is not of the kind expected.
+    """
+    if not isinstance(name, str) or not name or name in backbone_names():
+        raise ValueError(f"cannot register backbone {name!r}: expected a new name, not one of "
+                         f"{', '.join(backbone_names())}")
+    if not (isinstance(backbone_cls, type) and issubclass(backbone_cls, Backbone)):
+        raise ValueError(f"cannot register backbone {name!r}: expected a subclass of "
+                         f"rlkit.backbones.Backbone, got {backbone_cls!r}")
+    if not (isinstance(config_cls, type) and issubclass(config_cls, BackboneConfig)):
+        raise ValueError(f"cannot register backbone {name!r}: expected a subclass of "
+                         f"rlkit.backbones.BackboneConfig as its config, got {config_cls!r}")
+    _ADDED[name] = (backbone_cls, config_cls)
 
 
 def _check_name(name: str) -> None:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONE_NAMES)}")
+    if name not in _REGISTRY and name not in _ADDED:
+        raise ValueError(f"unknown backbone {name!r}; expected one of "
+                         f"{', '.join(backbone_names())}")
+
+
+def _classes(name: str) -> tuple[type[Backbone], type[BackboneConfig], dict[str, object]]:
+    """The backbone class, config class and fixed config fields of family ``name``."""
+    _check_name(name)
+    if name in _ADDED:
+        return (*_ADDED[name], {})
+    module_name, cls, cfg_cls, fixed = _REGISTRY[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, cls), getattr(module, cfg_cls), fixed
 
 
 def backbone_config_class(name: str) -> type[BackboneConfig]:
     """The config dataclass of family ``name``."""
-    _check_name(name)
-    module, _, cfg_cls, _ = _REGISTRY[name]
-    return getattr(importlib.import_module(module), cfg_cls)
+    return _classes(name)[1]
 
 
 def backbone_has_memory(name: str) -> bool:
     """Whether family ``name`` carries state between steps (its class's ``has_memory``)."""
-    _check_name(name)
-    module, cls, _, _ = _REGISTRY[name]
-    return bool(getattr(importlib.import_module(module), cls).has_memory)
+    return bool(_classes(name)[0].has_memory)
 
 
 def backbone_config(name: str, d_model: int, n_layers: int, grad_checkpoint: bool = False,
@@ -54,8 +99,7 @@ def backbone_config(name: str, d_model: int, n_layers: int, grad_checkpoint: boo
     scale) are the transformer's, ``chrono`` (gate bias initialisation) the LSTM's and the
     GRU's, ``rnn_init`` (``torch`` or ``orthogonal``) the RNN's, LSTM's and GRU's; other
     families ignore them."""
-    cfg_cls = backbone_config_class(name)
-    _, _, _, fixed = _REGISTRY[name]
+    _, cfg_cls, fixed = _classes(name)
     given = {"transformer": {"context": context, "branch_init": branch_init},
              "rnn": {"init": rnn_init}, "lstm": {"chrono": chrono, "init": rnn_init},
              "gru": {"chrono": chrono, "init": rnn_init}}.get(name, {})
@@ -68,7 +112,7 @@ def make_backbone(name: str, d_in: int, cfg: BackboneConfig | None = None) -> Ba
     """Build backbone ``name`` for inputs of width ``d_in``.
 
     Args:
-        name: one of :data:`BACKBONE_NAMES`.
+        name: one of :func:`backbone_names`.
         d_in: input feature dimension ``D_in``.
         cfg: the family's own config, or a plain :class:`BackboneConfig` whose common fields
             (``d_model``, ``n_layers``, ``grad_checkpoint``) are copied into the family's
@@ -77,11 +121,9 @@ def make_backbone(name: str, d_in: int, cfg: BackboneConfig | None = None) -> Ba
     Returns:
         The backbone, an ``nn.Module`` following the contract.
     """
-    _check_name(name)
+    cls, cfg_cls, fixed = _classes(name)
     if d_in <= 0:
         raise ValueError(f"d_in must be a positive integer, got {d_in}")
-    module, cls_name, _, fixed = _REGISTRY[name]
-    cfg_cls = backbone_config_class(name)
     if cfg is None:
         cfg = cfg_cls(**fixed)
     elif type(cfg) is BackboneConfig:
@@ -96,7 +138,6 @@ def make_backbone(name: str, d_in: int, cfg: BackboneConfig | None = None) -> Ba
         mismatched = {k: v for k, v in fixed.items() if getattr(cfg, k) != v}
         if mismatched:
             raise ValueError(f"backbone {name!r} needs {fixed}, got config with {mismatched}")
-    cls = getattr(importlib.import_module(module), cls_name)
     return cls(d_in, cfg)
 
 
@@ -108,6 +149,8 @@ __all__ = [
     "backbone_config",
     "backbone_config_class",
     "backbone_has_memory",
+    "backbone_names",
     "make_backbone",
     "per_step",
+    "register_backbone",
 ]
