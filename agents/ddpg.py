@@ -21,6 +21,7 @@ The pieces: networks in :mod:`agents.networks`, losses as plain functions in
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -182,6 +183,20 @@ class DDPGConfig:
     an exponential average over about 100 updates of the norms after clipping: only spikes
     are cut, at any scale of the usual norms (None: off). Applied after ``max_grad_norm``."""
 
+    def _check_kinds(self) -> None:
+        """Sizes are tuples and switches booleans (from Python a list or a truthy string would
+        otherwise pass, or fail later inside the networks)."""
+        for f in dataclasses.fields(self):
+            value, expected = getattr(self, f.name), None
+            if f.name in ("head_hidden", "input_embed", "head_embed") and \
+                    not isinstance(value, tuple):
+                expected = "a tuple of positive integers"
+            elif f.type in ("bool", bool) and not isinstance(value, bool):
+                expected = "True or False"
+            if expected:
+                raise ValueError(f"--agent.{f.name.replace('_', '-')} must be {expected}, got "
+                                 f"{value!r}")
+
     def __post_init__(self) -> None:
         def check(name: str, ok: bool, expected: str) -> None:
             if not ok:
@@ -236,6 +251,7 @@ class DDPGConfig:
               and self.max_grad_norm > 0, "None (no clipping) or a finite number > 0")
         check("spike_clip", self.spike_clip is None or finite(self.spike_clip)
               and self.spike_clip >= 1, "None (off) or a finite number >= 1")
+        self._check_kinds()
         check("head_hidden", len(self.head_hidden) > 0 and all(
             isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.head_hidden),
               "one or more positive integers")

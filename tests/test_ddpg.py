@@ -1121,3 +1121,16 @@ def test_act_names_the_input_that_does_not_fit():
         agent.policy("target").act(obs, agent.policy("target").initial_state(2), None, r)
     plain = make_agent()  # takes the observation alone: nothing else is asked for
     assert plain.act(obs, plain.initial_state(2))[0].shape == (2, 2)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"head_hidden": 256}, "--agent.head-hidden must be a tuple of positive integers, got 256"),
+    ({"head_hidden": [64]}, r"--agent.head-hidden must be a tuple of positive integers, "
+                            r"got \[64\]"),
+    ({"input_embed": [32, 8, 8]}, "--agent.input-embed must be a tuple of positive integers"),
+    ({"twin_critics": "yes"}, "--agent.twin-critics must be True or False, got 'yes'"),
+    ({"head_obs": 1}, "--agent.head-obs must be True or False, got 1"),
+])
+def test_a_config_of_the_wrong_kind_from_python_is_refused_by_name(change, message):
+    with pytest.raises(ValueError, match=message):
+        DDPGConfig(**change)
