@@ -155,7 +155,9 @@ def make_env(env: EnvConfig | str) -> gym.Env:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise ValueError(f"cannot import module {module!r} for --env {env.id}: {e}") from e
+            raise ValueError(f"cannot import module {module!r} for --env {env.id}: {e}; expected "
+                             f"a module on the import path (PYTHONPATH, or the folder of the "
+                             f"script run)") from e
     try:
         made = gym.make(env.gym_id)
     except gym.error.Error as e:

@@ -79,7 +79,9 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
          r"has action space Box\(-1.0, 1.0, \(2, 2\), float32\) of shape \(2, 2\); "
          r"expected a 1-D Box action space$"),
         ({"env": "NoSuchEnv-v9"}, "unknown env id 'NoSuchEnv-v9'"),
-        ({"env": "no_such_module:Foo-v0"}, "cannot import module 'no_such_module'"),
+        ({"env": "no_such_module:Foo-v0"}, r"cannot import module 'no_such_module' for --env "
+                                             r"no_such_module:Foo-v0: .*; expected a module on the "
+                                             r"import path"),
         ({"total_steps": 0}, "--total-steps must be a positive integer, got 0"),
         ({"total_steps": -5}, "--total-steps must be a positive integer, got -5"),
         ({"batch_size": 512, "buffer_size": 100}, "--batch-size 512 is larger than --buffer-size"),
