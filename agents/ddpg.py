@@ -47,7 +47,7 @@ from agents.networks import (
     ObsShortcut,
     action_bounds,
 )
-from rlkit.backbones import Backbone, BackboneConfig, State, backbone_config, make_backbone
+from rlkit.backbones import Backbone, BackboneConfig, State, make_backbone
 from rlkit.buffers import SequenceBatch
 from rlkit.checkpoint import load_optimizer_state
 from rlkit.compile import CompiledFunction, mark_step_begin
@@ -704,8 +704,7 @@ class DDPG(nn.Module):
         m = record.model
         return cls(record.obs_dim, torch.tensor(record.action_low),
                    torch.tensor(record.action_high), m.backbone,
-                   backbone_config(m.backbone, m.d_model, m.n_layers, m.grad_checkpoint,
-                                   m.context, m.branch_init, m.chrono, m.rnn_init),
+                   m.backbone_config(),
                    DDPGConfig.from_json(record.agent), precision, compile)
 
 

@@ -40,7 +40,6 @@ from agents.resume import (
     check_checkpoint_record,
     resume_config,
 )
-from rlkit.backbones import backbone_config
 from rlkit.buffers import check_replay_memory, make_replay
 from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.compile import choose_compile
@@ -226,8 +225,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         action_low=torch.as_tensor(env.action_space.low),
         action_high=torch.as_tensor(env.action_space.high),
         backbone=m.backbone,
-        backbone_cfg=backbone_config(m.backbone, m.d_model, m.n_layers, m.grad_checkpoint,
-                                     m.context, m.branch_init, m.chrono, m.rnn_init),
+        backbone_cfg=m.backbone_config(),
         cfg=cfg.agent,
         precision=PrecisionConfig(m.precision),
         compile=m.compile == "on",

@@ -20,7 +20,12 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from rlkit.backbones import backbone_has_memory, backbone_names
+from rlkit.backbones import (
+    BackboneConfig,
+    backbone_config,
+    backbone_has_memory,
+    backbone_names,
+)
 from rlkit.backbones.rnn import check_chrono
 from rlkit.compile import CompileSetting
 from rlkit.fields import FLAG_NAMES, replace_fields
@@ -316,6 +321,13 @@ class ModelConfig:
     rnn_init: Literal["torch", "orthogonal"] = "torch"
     """RNN, LSTM and GRU only: their recurrent weights at torch's default, or orthogonal with
     zero biases (pomdp-baselines' recurrent agents; ``rlkit.backbones.rnn``)."""
+    n_heads: int | None = None
+    """Transformer only: attention heads (default 4; --d-model must be a multiple)."""
+    d_state: int | None = None
+    """S4, Mamba and Mamba-2 only: state size N per channel (default 64 for S4, 16 for the
+    Mambas)."""
+    expand: int | None = None
+    """Mamba and Mamba-2 only: inner width d_inner = expand x --d-model (default 2)."""
     grad_checkpoint: bool = False
     """Gradient checkpointing in the backbones."""
     prev_action: bool | None = None
@@ -339,6 +351,9 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of "
                              f"{', '.join(backbone_names())}")
         _positive(self, "d_model", "n_layers", "context")
+        for name in ("n_heads", "d_state", "expand"):
+            if getattr(self, name) is not None:
+                _positive(self, name)
         check_chrono(self.chrono, "--chrono")
         if self.rnn_init not in ("torch", "orthogonal"):
             raise ValueError(f"--rnn-init must be torch or orthogonal, got {self.rnn_init!r}")
@@ -348,6 +363,14 @@ class ModelConfig:
             object.__setattr__(self, "compile", "on" if self.compile else "off")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"--compile must be auto, on or off, got {self.compile!r}")
+
+    def backbone_config(self) -> BackboneConfig:
+        """The family's own config (:func:`rlkit.backbones.backbone_config`) from these
+        options; the family's defaults for those left out or not its own."""
+        return backbone_config(self.backbone, self.d_model, self.n_layers, self.grad_checkpoint,
+                               context=self.context, branch_init=self.branch_init,
+                               chrono=self.chrono, rnn_init=self.rnn_init,
+                               n_heads=self.n_heads, d_state=self.d_state, expand=self.expand)
 
     @property
     def memory(self) -> bool:
@@ -390,7 +413,9 @@ class ModelConfig:
         when there are none): ``--chrono 100 is for lstm and gru only; mlp does not use
         it``."""
         families = {"context": ("transformer",), "branch_init": ("transformer",),
-                    "chrono": ("lstm", "gru"), "rnn_init": ("rnn", "lstm", "gru")}
+                    "n_heads": ("transformer",), "chrono": ("lstm", "gru"),
+                    "rnn_init": ("rnn", "lstm", "gru"), "d_state": ("s4", "mamba", "mamba2"),
+                    "expand": ("mamba", "mamba2")}
         default = ModelConfig()
         unused = [f"--{name.replace('_', '-')} {getattr(self, name)} is for "
                   f"{' and '.join((', '.join(users[:-1]), users[-1]) if users[1:] else users)} "

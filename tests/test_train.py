@@ -450,3 +450,35 @@ def test_n_step_targets_on_single_transitions_are_refused(tmp_path):
                                          r"--backbone mlp with --seq-len 1"):
         train.main(cfg)
     assert not run.exists()
+
+
+@pytest.mark.parametrize(("backbone", "flags", "want"), [
+    ("transformer", ["--n-heads", "2"], {"n_heads": 2}),
+    ("s4", ["--d-state", "8"], {"d_state": 8}),
+    ("mamba", ["--d-state", "4", "--expand", "1"], {"d_state": 4, "expand": 1}),
+    ("mamba2", ["--d-state", "4", "--expand", "4"], {"d_state": 4, "expand": 4}),
+])
+def test_family_sizes_from_the_command_line_reach_the_encoders_and_the_run_record(
+        tmp_path, backbone, flags, want):
+    """``--n-heads``, ``--d-state`` and ``--expand`` set the family's own config in every
+    encoder, ``config.json`` records them, and the agent loaded from the run is built with
+    them; left out, the family's defaults hold."""
+    run = tmp_path / "run"
+    cfg = cli.parse_config(["--env", "Pendulum-v1", "--backbone", backbone, "--d-model", "8",
+                            "--total-steps", "60", "--learning-starts", "30", "--batch-size",
+                            "2", "--seq-len", "4", "--eval-every", "0", "--eval-episodes", "1",
+                            "--no-progress", "--run-dir", str(run), *flags])
+    train.main(cfg)
+    agent, record = train.load_agent(run)
+    for name, value in want.items():
+        assert getattr(record.model, name) == value
+        for enc in (agent.actor.encoder, *(c.encoder for c in agent.critics)):
+            assert getattr(enc.cfg, name) == value
+    default = replace_fields(train.TrainConfig(), backbone=backbone).model.backbone_config()
+    assert default == type(default)(d_model=256, n_layers=1)
+
+
+def test_a_family_size_of_zero_is_refused_by_flag():
+    for name, flag in (("n_heads", "--n-heads"), ("d_state", "--d-state"), ("expand", "--expand")):
+        with pytest.raises(ValueError, match=f"{flag} must be a positive integer, got 0"):
+            replace_fields(train.TrainConfig(), **{name: 0})

@@ -93,16 +93,22 @@ def backbone_has_memory(name: str) -> bool:
 
 def backbone_config(name: str, d_model: int, n_layers: int, grad_checkpoint: bool = False,
                     context: int | None = None, branch_init: float | None = None,
-                    chrono: int | None = None, rnn_init: str | None = None) -> BackboneConfig:
+                    chrono: int | None = None, rnn_init: str | None = None,
+                    n_heads: int | None = None, d_state: int | None = None,
+                    expand: int | None = None) -> BackboneConfig:
     """The family's own config from the options ``train.py`` exposes (family defaults for the
-    rest). ``context`` (attention window) and ``branch_init`` (residual branches' initial
-    scale) are the transformer's, ``chrono`` (gate bias initialisation) the LSTM's and the
-    GRU's, ``rnn_init`` (``torch`` or ``orthogonal``) the RNN's, LSTM's and GRU's; other
-    families ignore them."""
+    rest, and for those left at ``None``). ``context`` (attention window), ``branch_init``
+    (residual branches' initial scale) and ``n_heads`` are the transformer's, ``chrono`` (gate
+    bias initialisation) the LSTM's and the GRU's, ``rnn_init`` (``torch`` or ``orthogonal``)
+    the RNN's, LSTM's and GRU's, ``d_state`` S4's and the Mambas', ``expand`` the Mambas';
+    other families ignore them."""
     _, cfg_cls, fixed = _classes(name)
-    given = {"transformer": {"context": context, "branch_init": branch_init},
+    given = {"transformer": {"context": context, "branch_init": branch_init,
+                             "n_heads": n_heads},
              "rnn": {"init": rnn_init}, "lstm": {"chrono": chrono, "init": rnn_init},
-             "gru": {"chrono": chrono, "init": rnn_init}}.get(name, {})
+             "gru": {"chrono": chrono, "init": rnn_init}, "s4": {"d_state": d_state},
+             "mamba": {"d_state": d_state, "expand": expand},
+             "mamba2": {"d_state": d_state, "expand": expand}}.get(name, {})
     extra = {k: v for k, v in given.items() if v is not None}
     return cfg_cls(d_model=d_model, n_layers=n_layers, grad_checkpoint=grad_checkpoint,
                    **fixed, **extra)
