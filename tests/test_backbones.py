@@ -227,6 +227,18 @@ def test_step_without_a_state_starts_from_the_initial_state(name: str) -> None:
 
 
 @families
+def test_an_empty_sequence_gives_no_outputs_and_leaves_the_state(name: str) -> None:
+    """``T = 0``: outputs ``(B, 0, D_out)`` and the state given (the initial one for None), in
+    every family (some returned that, others failed inside their kernels)."""
+    model = build(name)
+    _, state = model(randn(B, 3, D_IN, seed=0))
+    y, after = model(torch.zeros(B, 0, D_IN), state)
+    assert y.shape == (B, 0, D_MODEL) and all(a is b for a, b in zip(after, state))
+    y, start = model(torch.zeros(B, 0, D_IN))
+    assert all(torch.equal(a, b) for a, b in zip(start, model.initial_state(B)))
+
+
+@families
 def test_inputs_of_another_dtype_are_refused_by_name(name: str) -> None:
     """A float64 or integer input names the family and the dtype expected (it failed in a
     matmul that named neither); half precisions are accepted (autocast computes in them)."""

@@ -82,11 +82,15 @@ class Backbone(nn.Module, abc.ABC):
             state: the state before ``x[:, 0]``; ``None`` for :meth:`initial_state`.
 
         Returns:
-            ``(y, state)``: outputs ``(B, T, D_out)`` and the state after ``x[:, -1]``.
+            ``(y, state)``: outputs ``(B, T, D_out)`` and the state after ``x[:, -1]`` (for
+            ``T = 0``, no outputs and the state given).
         """
         if x.dim() != 3 or x.shape[-1] != self.d_in:
             raise ValueError(f"x must have shape (B, T, {self.d_in}), got {tuple(x.shape)}")
         self._check_dtype(x)
+        if x.shape[1] == 0:  # no step: no output, and the state is where it was
+            state = self.initial_state(x.shape[0], x.device) if state is None else state
+            return x.new_zeros(x.shape[0], 0, self.d_out), state
         return self._forward(x, state)
 
     def step(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
