@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from rlkit.backbones import (
+    FAMILY_OPTIONS,
     BackboneConfig,
     backbone_config,
     backbone_has_memory,
@@ -368,9 +369,7 @@ class ModelConfig:
         """The family's own config (:func:`rlkit.backbones.backbone_config`) from these
         options; the family's defaults for those left out or not its own."""
         return backbone_config(self.backbone, self.d_model, self.n_layers, self.grad_checkpoint,
-                               context=self.context, branch_init=self.branch_init,
-                               chrono=self.chrono, rnn_init=self.rnn_init,
-                               n_heads=self.n_heads, d_state=self.d_state, expand=self.expand)
+                               **{name: getattr(self, name) for name in FAMILY_OPTIONS})
 
     @property
     def memory(self) -> bool:
@@ -412,15 +411,11 @@ class ModelConfig:
         """The family-specific flags given values that this backbone does not use (``None``
         when there are none): ``--chrono 100 is for lstm and gru only; mlp does not use
         it``."""
-        families = {"context": ("transformer",), "branch_init": ("transformer",),
-                    "n_heads": ("transformer",), "chrono": ("lstm", "gru"),
-                    "rnn_init": ("rnn", "lstm", "gru"), "d_state": ("s4", "mamba", "mamba2"),
-                    "expand": ("mamba", "mamba2")}
         default = ModelConfig()
         unused = [f"--{name.replace('_', '-')} {getattr(self, name)} is for "
                   f"{' and '.join((', '.join(users[:-1]), users[-1]) if users[1:] else users)} "
                   "only"
-                  for name, users in families.items()
+                  for name, (_, users) in FAMILY_OPTIONS.items()
                   if self.backbone not in users and getattr(self, name) != getattr(default, name)]
         if not unused:
             return None

@@ -91,25 +91,30 @@ def backbone_has_memory(name: str) -> bool:
     return bool(_classes(name)[0].has_memory)
 
 
+FAMILY_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "context": ("context", ("transformer",)),  # attention window
+    "branch_init": ("branch_init", ("transformer",)),  # residual branches' initial scale
+    "n_heads": ("n_heads", ("transformer",)),
+    "chrono": ("chrono", ("lstm", "gru")),  # gate bias initialisation
+    "rnn_init": ("init", ("rnn", "lstm", "gru")),  # torch or orthogonal
+    "d_state": ("d_state", ("s4", "mamba", "mamba2")),
+    "expand": ("expand", ("mamba", "mamba2")),
+}
+"""The family options ``train.py`` exposes: option -> (the family config's field, the
+families that take it)."""
+
+
 def backbone_config(name: str, d_model: int, n_layers: int, grad_checkpoint: bool = False,
-                    context: int | None = None, branch_init: float | None = None,
-                    chrono: int | None = None, rnn_init: str | None = None,
-                    n_heads: int | None = None, d_state: int | None = None,
-                    expand: int | None = None) -> BackboneConfig:
-    """The family's own config from the options ``train.py`` exposes (family defaults for the
-    rest, and for those left at ``None``). ``context`` (attention window), ``branch_init``
-    (residual branches' initial scale) and ``n_heads`` are the transformer's, ``chrono`` (gate
-    bias initialisation) the LSTM's and the GRU's, ``rnn_init`` (``torch`` or ``orthogonal``)
-    the RNN's, LSTM's and GRU's, ``d_state`` S4's and the Mambas', ``expand`` the Mambas';
-    other families ignore them."""
+                    **options: object) -> BackboneConfig:
+    """The family's own config from the options ``train.py`` exposes
+    (:data:`FAMILY_OPTIONS`, by option name); the family's defaults for the rest, for those
+    left at ``None`` and for those that are other families' own."""
     _, cfg_cls, fixed = _classes(name)
-    given = {"transformer": {"context": context, "branch_init": branch_init,
-                             "n_heads": n_heads},
-             "rnn": {"init": rnn_init}, "lstm": {"chrono": chrono, "init": rnn_init},
-             "gru": {"chrono": chrono, "init": rnn_init}, "s4": {"d_state": d_state},
-             "mamba": {"d_state": d_state, "expand": expand},
-             "mamba2": {"d_state": d_state, "expand": expand}}.get(name, {})
-    extra = {k: v for k, v in given.items() if v is not None}
+    if unknown := sorted(set(options) - set(FAMILY_OPTIONS)):
+        raise TypeError(f"backbone_config() got unknown option(s) {unknown}; expected some of "
+                        f"{', '.join(FAMILY_OPTIONS)}")
+    extra = {FAMILY_OPTIONS[k][0]: v for k, v in options.items()
+             if v is not None and name in FAMILY_OPTIONS[k][1]}
     return cfg_cls(d_model=d_model, n_layers=n_layers, grad_checkpoint=grad_checkpoint,
                    **fixed, **extra)
 
@@ -149,6 +154,7 @@ def make_backbone(name: str, d_in: int, cfg: BackboneConfig | None = None) -> Ba
 
 __all__ = [
     "BACKBONE_NAMES",
+    "FAMILY_OPTIONS",
     "Backbone",
     "BackboneConfig",
     "State",
