@@ -504,7 +504,8 @@ class LoopConfig:
     evaluating draws from no training generator, so the choice changes what is logged, not
     what is trained."""
     log_every: int = 1_000
-    """Write training metrics every this many env steps."""
+    """Write training metrics every this many env steps, and once more at the end when steps
+    are left since the last row."""
     checkpoint_every: int = 0
     """Also write ``RUN_DIR/checkpoint.pt`` every this many env steps (0: off). A checkpoint is
     always written at the start, at the end and on SIGINT / SIGTERM."""

@@ -160,6 +160,8 @@ class Trainer:
                     if clock.due(self.step) and self.step < cfg.total_steps:
                         self.save("periodic")
                         clock.saved()
+                if self.step > self._rates[1]:  # steps since the last row: a final one
+                    self._log()
                 self._check_losses()
                 if not self.last_eval or self.last_eval.get("step") != self.step:
                     self._evaluate()
@@ -253,10 +255,14 @@ class Trainer:
             self.losses.record(metrics, self.num_updates)
 
     def _maybe_log(self) -> None:
-        loop, cfg = self.loop, self.cfg
-        if self.step < loop.next_log:
+        if self.step < self.loop.next_log:
             return
-        loop.next_log += cfg.log_every
+        self.loop.next_log += self.cfg.log_every
+        self._log()
+
+    def _log(self) -> None:
+        """One training row: the last update's metrics, rates since the last row, memory."""
+        loop, cfg = self.loop, self.cfg
         row = {k: float(v) for k, v in loop.last_metrics.items()}
         now = time.time()
         t0, step0, updates0 = self._rates

@@ -46,6 +46,16 @@ def test_end_to_end_writes_config_metrics_checkpoint(tmp_path):
                                   "actor_opt", "critic_opt"}
 
 
+def test_final_training_row_when_total_steps_is_not_a_multiple_of_log_every(tmp_path):
+    run = tmp_path / "run"
+    train.main(replace_fields(SMALL, total_steps=250, run_dir=str(run)))
+    train_rows = [r for r in read_metrics(run) if "critic_loss" in r]
+    assert [r["step"] for r in train_rows] == [100, 200, 250]
+    last = train_rows[-1]  # one update per step from step 100 on: 151 by step 250
+    assert last["updates"] == 151 == train_rows[1]["updates"] + 50
+    assert last["updates_per_s"] > 0 and last["sps"] > 0
+
+
 def test_same_seed_same_first_metrics(tmp_path):
     def first_rows(name, seed):
         train.main(replace_fields(SMALL, total_steps=200, seed=seed, run_dir=str(tmp_path / name)))
