@@ -23,12 +23,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import typing
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import tyro
 
 from agents import recipes
+from agents.config import Flat
 from agents.train import (
     RESUME_MAY_CHANGE,
     Resumed,
@@ -209,10 +211,17 @@ def resume_grid(cfg: TrainConfig, explicit: Collection[str] = ()) -> Path:
     given = {name: getattr(cfg.loop, name) for name in RESUME_MAY_CHANGE
              if name in explicit or getattr(cfg.loop, name) != getattr(LoopConfig(), name)}
     rest = dataclasses.replace(cfg.loop, **{n: getattr(LoopConfig(), n) for n in given})
-    if replace_fields(cfg, resume=None, grid=GridConfig(), loop=rest) != TrainConfig():
+    allowed = {*RESUME_MAY_CHANGE, "resume", *(f.name for f in dataclasses.fields(GridConfig))}
+    others = sorted(set(explicit) - allowed)
+    if others or \
+            replace_fields(cfg, resume=None, grid=GridConfig(), loop=rest) != TrainConfig():
+        flags = {}
+        for f, name in flag_fields().items():
+            flags.setdefault(name, f)  # the plain form of a switch comes first
+        named = f" (got {', '.join(flags[n] for n in others)})" if others else ""
         raise ValueError(f"--resume {grid_dir} (a grid) takes only the grid flags (--jobs, "
                          f"--launcher, ...) and {', '.join(flag(n) for n in RESUME_MAY_CHANGE)}"
-                         "; every run keeps the rest of its config")
+                         f"{named}; every run keeps the rest of its config")
     manifest = read_manifest(grid_dir)
     if "total_steps" in given:
         _refuse_going_back(grid_dir, manifest, given["total_steps"])
@@ -323,12 +332,29 @@ def backbone_config(argv: Sequence[str], backbone: str) -> TrainConfig:
     return parse_cli([*rest, f"--backbone={backbone}"])[0]
 
 
+def flag_fields() -> dict[str, str]:
+    """Every flag of ``train.py`` and the name of the field it sets: ``--total-steps`` ->
+    ``total_steps``, ``--env`` -> ``id``, ``--agent.gamma`` -> ``gamma``, and a switch's
+    ``--no-`` form (field names are unique across the sections)."""
+    out = {}
+    for section, hint in typing.get_type_hints(TrainConfig, include_extras=True).items():
+        flat = Flat in getattr(hint, "__metadata__", ())
+        cls = typing.get_args(hint)[0] if flat else hint
+        for name, field_hint in typing.get_type_hints(cls, include_extras=True).items():
+            alias = [m.name for m in getattr(field_hint, "__metadata__", ())
+                     if getattr(m, "name", None)]
+            stem = (alias[0] if alias else name).replace("_", "-")
+            prefix = "--" if flat else f"--{section}."
+            out[prefix + stem] = out[prefix + "no-" + stem] = name
+    return out
+
+
 def given_on_resume(argv: Sequence[str]) -> set[str]:
-    """The fields of :data:`RESUME_MAY_CHANGE` whose flag is in ``argv`` (``--total-steps N``,
-    ``--total-steps=N``, ``--no-progress``, ...), whatever their value."""
-    used = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
-    return {name for name in RESUME_MAY_CHANGE
-            if {flag(name), "--no-" + flag(name)[2:]} & used}
+    """The fields whose flag is in ``argv`` (``--total-steps N``, ``--total-steps=N``,
+    ``--no-progress``, ``--backbone gru``, ...), whatever their value: on resume, one that
+    may change applies even at its default value, any other must equal the run's."""
+    fields = flag_fields()
+    return {fields[a] for a in (arg.split("=", 1)[0] for arg in argv) if a in fields}
 
 
 def refuse_grid_flags(cfg: TrainConfig) -> None:
@@ -393,6 +419,6 @@ def run(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
 
 
-__all__ = ["GRID_MANIFEST", "backbone_config", "cli", "given_on_resume", "grid", "is_grid_dir",
-           "parse_cli", "read_manifest", "refuse_grid_flags", "resume_grid", "resume_runs", "run",
-           "summarize", "take_list", "write_manifest"]
+__all__ = ["GRID_MANIFEST", "backbone_config", "cli", "flag_fields", "given_on_resume", "grid",
+           "is_grid_dir", "parse_cli", "read_manifest", "refuse_grid_flags", "resume_grid",
+           "resume_runs", "run", "summarize", "take_list", "write_manifest"]

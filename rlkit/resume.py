@@ -2,8 +2,9 @@
 
 A run directory (:mod:`rlkit.rundir`) holds ``config.json``, ``metrics.jsonl`` and
 ``checkpoint.pt`` (with ``checkpoint.prev.pt``, the one before). :func:`merge_config` merges the
-run's config with the command line: a value given there (one that differs from the dataclass
-default) must either equal the run's or be one of the fields that may change on resume.
+run's config with the command line: a value given there (one the command line names, or one
+that differs from the dataclass default) must either equal the run's or be one of the fields
+that may change on resume.
 :func:`load_run_checkpoint` reads the newest readable checkpoint.
 """
 
@@ -41,8 +42,9 @@ def merge_config(requested: T, saved: T, may_change: Collection[str],
         saved: the run's config, of the same class.
         may_change: field names a given value replaces (e.g. ``total_steps``).
         keep: field names taken from ``requested`` as they are (e.g. ``resume``).
-        given: names of ``may_change`` that the command line gave: they count as given
-            even at the class default (``--total-steps 15000`` where 15000 is the default).
+        given: names of the fields that the command line gave: they count as given even at
+            the class default (``--total-steps 15000`` where 15000 is the default, or
+            ``--backbone mlp`` on a run of the GRU, which is refused).
 
     Raises:
         ValueError: a given field outside ``may_change`` differs from the run's, e.g.
@@ -62,7 +64,7 @@ def _merge(requested: Any, saved: Any, default: Any, may_change: Collection[str]
             values[f.name] = _merge(asked, old, base, may_change, keep, given)
         elif f.name in given and f.name in may_change:
             values[f.name] = asked
-        elif asked == base or asked == old:
+        elif asked == old or (asked == base and f.name not in given):
             values[f.name] = old
         elif f.name in may_change:
             values[f.name] = asked

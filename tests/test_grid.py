@@ -475,6 +475,13 @@ def test_resume_of_a_grid_refuses_flags_that_would_change_its_runs(tmp_path):
                                              r"flags \(--jobs, --launcher, ...\) and "
                                              r"--total-steps, --checkpoint-every"):
             cli.cli(["--resume", str(grid), *flags])
+    # typed at the package default, a flag is still given (and refused), not ignored
+    for flags, named in ((["--backbone", "mlp"], "--backbone"), (["--env=Pendulum-v1"], "--env"),
+                         (["--agent.gamma", "0.99", "--batch-size", "256"],
+                          "--batch-size, --agent.gamma")):
+        with pytest.raises(ValueError, match=rf"--checkpoint-minutes, --drop-nonfinite, "
+                                             rf"--progress \(got {named}\); every run keeps"):
+            cli.cli(["--resume", str(grid), *flags])
     assert cli.read_manifest(grid) == {"mlp__s0": TINY}
 
 

@@ -45,7 +45,7 @@ from rlkit.checkpoint import (
 from rlkit.config import LoopConfig, ModelConfig, ReplayConfig, replace_fields
 from rlkit.envstate import restore_env, snapshot_env
 from rlkit.faults import EnvError
-from rlkit.rundir import RunDirBusy, RunLock
+from rlkit.rundir import RunDirBusy, RunLock, RunRecord
 from rlkit.runlog import RunLogger, read_metrics, truncate_metrics
 from rlkit.seeding import seed_everything
 from rlkit.trainer import NonFiniteError, NonFiniteLossError, Trainer
@@ -513,16 +513,36 @@ def test_resume_of_a_finished_run_asks_for_more_steps(tiny_run):
         _resume(tiny_run)
 
 
+def test_resume_refuses_a_flag_typed_at_the_package_default_that_is_not_the_runs(
+        tiny_run, tmp_path, capsys):
+    """``--log-every 1000`` (the default) on a run that logs every 20 steps is a change,
+    refused by name; typed at the run's own value, a flag is accepted."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert train.TrainConfig().loop.log_every == 1000 != 20
+    for flags, said in ((["--log-every", 1000], "run log_every 20 != requested log_every 1000"),
+                        (["--agent.head-hidden", 256],
+                         r"run head_hidden \(16,\) != requested head_hidden \(256,\)")):
+        code, err = _cli(["--resume", run, "--total-steps", 80, *flags], capsys)
+        assert code == 2 and re.search(rf"^error: --resume: {said}; only --total-steps",
+                                       _first_error(err)), err
+    assert RunRecord.read(run).loop.total_steps == 60  # nothing was changed
+    code, err = _cli(["--resume", run, "--total-steps", 80, "--log-every", 20, "--env",
+                      "Pendulum-v1"], capsys)
+    assert code == 0, err
+    assert RunRecord.read(run).loop.total_steps == 80
+
+
 def test_resume_applies_a_flag_given_at_its_default_value(tiny_run, tmp_path, capsys):
     """A flag that may change on resume counts as given when it is on the command line, even
     at its default value (``--checkpoint-every 0``, ``--total-steps 15000``); left off, the
     run keeps its own."""
     from agents.resume import resume_config
-    from rlkit.rundir import RunRecord
 
     assert cli.given_on_resume(["--resume", "r", "--total-steps=15000", "--no-progress",
-                                "--seed", "1", "--checkpoint-every", "0"]) == {
-        "total_steps", "progress", "checkpoint_every"}
+                                "--seed", "1", "--checkpoint-every", "0", "--env", "x",
+                                "--agent.no-twin-critics"]) == {
+        "resume", "total_steps", "progress", "seed", "checkpoint_every", "id", "twin_critics"}
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     code, err = _cli(["--resume", run, "--total-steps", 80, "--no-progress"], capsys)
