@@ -35,6 +35,18 @@ class Run:
     """The rows of ``metrics.jsonl`` in file order, numbers as floats."""
     eval_policy: str = "actor"
     """The policy its evaluations ran (``LoopConfig.eval_policy``)."""
+    record: RunRecord | None = None
+    """Its ``config.json``."""
+
+    @property
+    def finished(self) -> bool:
+        """It logged a row at its ``--total-steps`` (a run stopped or still going has not)."""
+        return self.record is None or self.last_step >= self.record.loop.total_steps
+
+    @property
+    def last_step(self) -> float:
+        """The step of its last row (0 without rows)."""
+        return max((r["step"] for r in self.rows), default=0.0)
 
 
 @dataclass(frozen=True)
@@ -93,11 +105,12 @@ def load_run(run_dir: Path, metric: str) -> Run:
                 raise ReportError(f"{where}: {key!r} must be a number, got {raw[key]!r}")
         rows.append({k: v for k, v in row.items() if v is not None})
     return Run(run_dir, record.env.id, record.model.backbone, record.run.seed, rows,
-               record.loop.eval_policy)
+               record.loop.eval_policy, record)
 
 
 def scan_runs(grid_dir: str | Path, metric: str = "eval_return_mean",
-              exclude: Mapping[Path, str] | None = None) -> tuple[list[Run], list[Skipped]]:
+              exclude: Mapping[Path, str] | None = None, unfinished: bool = False,
+              ) -> tuple[list[Run], list[Skipped]]:
     """Every run directory at any depth below ``grid_dir`` (itself included), sorted by path:
     the usable runs, and the skipped ones with the reason.
 
@@ -106,6 +119,9 @@ def scan_runs(grid_dir: str | Path, metric: str = "eval_return_mean",
         metric: a run without any value of it is skipped.
         exclude: run directories to leave out, with the reason (e.g. failed grid runs);
             they are listed as skipped whether or not they exist.
+        unfinished: keep runs that have not reached their ``--total-steps`` (stopped, or
+            still going), at the step they reached; by default they are skipped. The runs a
+            grid's ``grid.json`` lists that have no directory are skipped as never started.
 
     Raises:
         ReportError: ``grid_dir`` is not a directory, or holds no ``config.json``.
@@ -129,11 +145,28 @@ def scan_runs(grid_dir: str | Path, metric: str = "eval_return_mean",
         except ReportError as e:
             skipped.append(Skipped(d, str(e)))
             continue
+        if not unfinished and not run.finished:
+            skipped.append(Skipped(d, f"did not finish: at step {run.last_step:.0f} of "
+                                      f"--total-steps {run.record.loop.total_steps} (stopped "
+                                      "or still going; --unfinished reports it as it is)"))
+            continue
         runs.append(run)
     found = {d.resolve() for d in dirs}
     skipped += [Skipped(Path(p), why) for p, why in (exclude or {}).items()
                 if Path(p).resolve() not in found]  # excluded runs that never started
+    listed = {p.resolve() for p in map(Path, (exclude or {}))}
+    skipped += [Skipped(p, "never started (listed in grid.json)") for p in _grid_runs(grid)
+                if p.resolve() not in found | listed]
     return runs, sorted(skipped, key=lambda s: str(s.path))
+
+
+def _grid_runs(grid: Path) -> list[Path]:
+    """The run directories that ``grid/grid.json`` lists (none without a readable one)."""
+    try:
+        names = json.loads((grid / "grid.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [grid / name for name in names] if isinstance(names, dict) else []
 
 
 def find_runs(grid_dir: str | Path, metric: str = "eval_return_mean") -> list[Run]:

@@ -1,15 +1,19 @@
 """Comparison reports from run directories: learning curves and a final-performance table.
 
-``python -m rlkit.report GRID_DIR [--out DIR] [--metric M] [--last-k K] [--title T]`` finds
+``python -m rlkit.report GRID_DIR [--out DIR] [--metric M] [--last-k K] [--title T]
+[--unfinished]`` finds
 every run directory below ``GRID_DIR`` (a folder holding ``config.json``), groups the runs by
 ``(env, backbone)`` and writes, to ``--out`` (default ``GRID_DIR/report``): one
 ``curves_<env>.png`` per env, ``report.md`` and one self-contained ``report.html`` (plots as
 base64 data URIs, inline CSS, no external link).
 
 A run it cannot use (a malformed or missing ``config.json`` or ``metrics.jsonl``, no value of
-the metric: a run that failed before its first evaluation) is skipped: the report covers the
-others and lists the skipped ones with the reason, as does the command line on stderr. Only
-when no run is usable is it an error (exit code 2).
+the metric: a run that failed before its first evaluation; a run short of its
+``--total-steps``, unless ``--unfinished``; a run that the grid's ``grid.json`` lists and that
+never started) is skipped: the report covers the others and lists the skipped ones with the
+reason, as does the command line on stderr. Only when no run is usable is it an error (exit
+code 2). The runs of one ``(env, backbone)`` row are its seeds; settings in which they differ
+beyond the seed and where they ran are warned about.
 
 Reading the run directories is :mod:`rlkit.gridruns`.
 
@@ -248,7 +252,8 @@ def _html(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path],
 def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
                  metric: str = "eval_return_mean", *, last_k: int = 1, title: str | None = None,
                  seed: int = 0, n_resamples: int = 2000,
-                 exclude: Mapping[Path, str] | None = None) -> ReportResult:
+                 exclude: Mapping[Path, str] | None = None,
+                 unfinished: bool = False) -> ReportResult:
     """Compare every (env, backbone) group of runs below ``grid_dir``.
 
     Args:
@@ -260,6 +265,8 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         seed: seed of the bootstrap generators.
         n_resamples: bootstrap resamples per confidence interval.
         exclude: run directories to leave out, with the reason (listed with the skipped runs).
+        unfinished: report runs that have not reached their ``--total-steps`` too, at the
+            step they reached (by default they are skipped, with the step).
 
     Returns:
         The paths written, the table rows (sorted by env then backbone) and the runs skipped
@@ -270,7 +277,7 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
     """
     if last_k < 1:
         raise ValueError(f"last_k must be >= 1, got {last_k}")
-    runs, skipped = scan_runs(grid_dir, metric, exclude)
+    runs, skipped = scan_runs(grid_dir, metric, exclude, unfinished)
     if not runs:
         raise ReportError(none_usable(Path(grid_dir), skipped))
     groups: dict[str, dict[str, list[Run]]] = {}
@@ -286,6 +293,9 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
             if len({str(r.seed) for r in group}) < len(group):
                 warnings.warn(f"{env}/{backbone}: repeated seeds; each run counts as one seed",
                               stacklevel=2)
+            if differ := _settings_differ(group):
+                warnings.warn(f"{env}/{backbone}: runs of different settings are pooled as "
+                              f"seeds of one row ({differ})", stacklevel=2)
             rows.append(_table_row(env, backbone, group, metric, last_k, seed, n_resamples))
         png = out / f"curves_{_safe_name(env, taken)}.png"
         plots[env] = plot_env(env, groups[env], metric, png, seed, n_resamples)
@@ -298,6 +308,8 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         warnings.warn(f"the runs evaluated different policies ({counts}): their evaluation "
                       f"metrics are not of the same policy", stacklevel=2)
     left_out = f" ({len(skipped)} more skipped: see the end)" if skipped else ""
+    going = sum(not r.finished for r in runs)
+    left_out += f"; {going} of them unfinished, read at the step they reached" if going else ""
     notes = (f"{len(runs)} runs{left_out}. Metric: {metric}; final value of a run: {final}; "
              f"evaluations of the {' and the '.join(names[p] for p in policies)}. "
              "Mean, IQM "
@@ -309,6 +321,29 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
     return ReportResult(out, md, page, plots, rows, skipped)
 
 
+SEED_FIELDS = ("run.", "loop.progress", "loop.checkpoint_every", "loop.checkpoint_minutes",
+               "grid.", "loop.eval_policy")
+"""Entries of ``config.json`` (prefixes of dotted paths) that the seeds of one row may differ
+in without the per-row warning: the seed, where and how a run ran and was saved (and the
+evaluated policy, warned about across all runs); any other difference is warned about."""
+
+
+def _settings_differ(group: list[Run]) -> str:
+    """The first settings in which a run of ``group`` differs from the first run, with both
+    values (``loop.total_steps 400 / 900``), or ``""``."""
+    first = group[0].record
+    for run in group[1:]:
+        if first is None or run.record is None:
+            continue
+        diff = [k for k in first.differences(run.record) if not k.startswith(SEED_FIELDS)]
+        if diff:
+            a, b = first.flat(), run.record.flat()
+            more = f", and {len(diff) - 3} more" if len(diff) > 3 else ""
+            return ", ".join(f"{k} {a.get(k)!r} in {group[0].path.name} / {b.get(k)!r} in "
+                             f"{run.path.name}" for k in diff[:3]) + more
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; prints the paths written, one per line."""
     p = argparse.ArgumentParser(prog="python -m rlkit.report", description=__doc__.split("\n")[0])
@@ -318,12 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--last-k", type=int, default=1, help="final = mean of the last k values")
     p.add_argument("--title", default=None, help="report title")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--unfinished", action="store_true",
+                   help="report runs that have not reached their --total-steps too (stopped, "
+                        "or still going), at the step they reached; by default they are skipped")
     args = p.parse_args(argv)
     try:
         with warnings.catch_warnings(record=True) as caught:  # printed as one line each
             warnings.simplefilter("always")
             res = build_report(args.grid_dir, args.out, args.metric, last_k=args.last_k,
-                               title=args.title, seed=args.seed)
+                               title=args.title, seed=args.seed, unfinished=args.unfinished)
     except (ReportError, ValueError) as e:
         print(f"rlkit.report: error: {e}", file=sys.stderr)
         return 2

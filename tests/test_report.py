@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlkit.config import EnvConfig, ModelConfig, RunConfig
+from rlkit.config import EnvConfig, LoopConfig, ModelConfig, RunConfig
 from rlkit.report import ReportError, aligned_curves, build_report, find_runs
 from rlkit.rundir import SECTIONS, RunRecord
 
@@ -25,9 +25,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FINALS = {"mlp": [1.0, 2.0, 3.0, 4.0], "gru": [0.0, 1.0, 2.0, 3.0, 10.0]}
 
 
-def record(env: str, backbone: str, seed: int) -> RunRecord:
+def record(env: str, backbone: str, seed: int, total_steps: int = 15_000) -> RunRecord:
     """A run record of the default sections for (env, backbone, seed)."""
     sections = {name: cls() for name, cls in SECTIONS.items()}
+    sections["loop"] = LoopConfig(total_steps=total_steps)
     sections["env"] = EnvConfig(id=env)
     sections["model"] = ModelConfig(backbone=backbone)
     sections["run"] = RunConfig(seed=seed)
@@ -39,7 +40,7 @@ def write_run(run_dir: Path, env: str, backbone: str, seed: int, evals: list[tup
               wall_time: float, updates_per_s: float, peak_mb: float | None = None) -> Path:
     """A run directory shaped like train.py's: train rows and eval rows, a train row last."""
     run_dir.mkdir(parents=True)
-    record(env, backbone, seed).write(run_dir)
+    record(env, backbone, seed, total_steps=evals[-1][0] + 1).write(run_dir)  # finished
     rows = []
     for i, (step, value) in enumerate(evals):
         train = {"step": step, "wall_time": i + 0.5, "critic_loss": "nan", "actor_loss": -1.0,
@@ -260,3 +261,40 @@ def test_the_notes_name_the_evaluated_policy_and_a_mix_is_warned(grid, tmp_path)
     assert proc.stderr.splitlines() == [  # one line, no source line of the warning
         "rlkit.report: warning: the runs evaluated different policies (9 the actor, 1 the "
         "target actor): their evaluation metrics are not of the same policy"]
+
+
+def test_unfinished_runs_are_skipped_unless_asked_for_and_never_started_ones_listed(grid,
+                                                                                     tmp_path):
+    """A run short of its --total-steps (stopped, or still going) is left out by default,
+    with the step it reached; --unfinished reports it as it is. A run that grid.json lists
+    and that has no directory is listed as never started."""
+    stopped = grid / "pendulum" / "mlp" / "s3"
+    record("Pendulum-v1", "mlp", 3, total_steps=1000).write(stopped)  # reached step 301
+    (grid / "grid.json").write_text(json.dumps({"schema": 1, "runs": {"mlp__s9": {}}}))
+    res = build_report(grid, tmp_path / "a")
+    assert skipped(res) == {
+        stopped: "did not finish: at step 301 of --total-steps 1000 (stopped or still going; "
+                 "--unfinished reports it as it is)",
+        grid / "mlp__s9": "never started (listed in grid.json)"}
+    mlp = next(r for r in res.rows if r.env == "Pendulum-v1" and r.backbone == "mlp")
+    assert mlp.n_seeds == 3 and mlp.mean == pytest.approx(2.0)  # seeds 0-2: 1, 2, 3
+    res = build_report(grid, tmp_path / "b", unfinished=True)
+    mlp = next(r for r in res.rows if r.env == "Pendulum-v1" and r.backbone == "mlp")
+    assert mlp.n_seeds == 4 and mlp.mean == pytest.approx(2.5)
+    assert "10 runs (1 more skipped: see the end); 1 of them unfinished, read at the step " \
+           "they reached." in res.markdown.read_text()
+    proc = subprocess.run([sys.executable, "-m", "rlkit.report", str(grid), "--out",
+                           str(tmp_path / "cli")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 0 and f"rlkit.report: skipped {stopped}: did not finish: at step " \
+        "301 of --total-steps 1000" in proc.stderr, proc.stderr
+
+
+def test_runs_of_different_settings_pooled_in_one_row_are_warned(grid, tmp_path):
+    other = record("Pendulum-v1", "mlp", 1, total_steps=301)
+    other = dataclasses.replace(other, agent={"gamma": 0.9})
+    other.write(grid / "pendulum" / "mlp" / "s1")
+    with pytest.warns(UserWarning, match=r"^Pendulum-v1/mlp: runs of different settings are "
+                                         r"pooled as seeds of one row \(agent.gamma 0.99 in s0 / "
+                                         r"0.9 in s1\)$"):
+        build_report(grid, tmp_path / "a")
