@@ -45,14 +45,19 @@ stretches, a pendulum held off upright in every later one, a fall in one episode
 checkpoint instead of its log: that policy (the actor, or the target actor of ``--eval-policy
 target``) on the run's own evaluation episodes, so that runs logged with either can be read
 both ways (the common episodes then use it too). ``--summarize DIR`` prints the tables of a grid
-already run into DIR (pass the flags it was run with), without training. ``--resume`` continues
-an interrupted grid in ``--out`` (same flags): finished runs are kept, the others go on from
-their last checkpoint.
+already run into DIR, without training: its backbones and seeds are the run directories there
+(``BACKBONE__sSEED``) unless ``--backbones`` / ``--seeds`` name them, each run as its
+``config.json`` records it; a run short of its ``--total-steps`` is listed below the table
+with the step it reached. ``--resume`` continues an interrupted grid in ``--out`` (the same
+env and flags, checked against the grid's ``bench.json``): finished runs are kept, the others
+go on from their last checkpoint. An ``--out`` that holds runs is refused without
+``--resume``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -97,22 +102,24 @@ ANCHORS = {
 
 
 def summarize(run_dir: Path, last_k: int, at: list[int]) -> dict[str, object]:
-    """Final return (mean of the last ``last_k`` evaluations), returns at the steps ``at``
-    (the last evaluation at or before each; None for a step the run never reached), success,
-    saturation, wall time, updates/s."""
+    """Final return (mean of the last ``last_k`` evaluations; None before the first), the step
+    reached, returns at the steps ``at`` (the last evaluation at or before each; None for a
+    step the run never reached), success, saturation, wall time, updates/s."""
     rows = read_metrics(run_dir)
     evals = [r for r in rows if "eval_return_mean" in r]
     train_rows = [r for r in rows if r.get("updates_per_s", 0) > 0]
-    reached = max(r["step"] for r in rows)
+    reached = max((r["step"] for r in rows), default=0)
     out: dict[str, object] = {
-        "final": statistics.mean(r["eval_return_mean"] for r in evals[-last_k:]),
+        "final": statistics.mean(r["eval_return_mean"] for r in evals[-last_k:])
+        if evals else None,  # none: no evaluation logged yet
+        "reached": reached,
         "at": {s: next((r["eval_return_mean"] for r in reversed(evals) if r["step"] <= s),
                        None) if s <= reached else None for s in at},
-        "wall": max(r["wall_time"] for r in rows),
+        "wall": max((r["wall_time"] for r in rows), default=0.0),
         "ups": statistics.mean(r["updates_per_s"] for r in train_rows) if train_rows else None,
         "saturation": train_rows[-1].get("actor_saturation") if train_rows else None,
     }
-    if "eval_success_rate" in evals[-1]:
+    if evals and "eval_success_rate" in evals[-1]:
         out["success"] = statistics.mean(r["eval_success_rate"] for r in evals[-last_k:])
     return out
 
@@ -230,6 +237,11 @@ def _gap_table(outcomes: list[RunOutcome], backbones: list[str], env: str, windo
 
 def _check_flags(p: argparse.ArgumentParser, a: argparse.Namespace, env: str) -> None:
     """Refuse flags that cannot go together on ``env`` (exit 2, the value named)."""
+    if a.last_k < 1:
+        p.error(f"--last-k must be >= 1 (the final return is the mean of the last k "
+                f"evaluations), got {a.last_k}")
+    if a.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {a.jobs}")
     if a.common_episodes < 0:
         p.error(f"--common-episodes must be >= 0, got {a.common_episodes}")
     if a.final_policy and a.last_k != 1:
@@ -242,6 +254,99 @@ def _check_flags(p: argparse.ArgumentParser, a: argparse.Namespace, env: str) ->
                 f"--no-reference, got --env {env}{' --no-reference' if a.no_reference else ''}")
     if a.resume and (a.out is None or a.summarize):
         p.error("--resume continues the grid in --out DIR: give --out, not --summarize")
+
+
+def _backbone_row(b: str, mine: list[RunOutcome], a: argparse.Namespace, at: list[int],
+                  total: dict[str, int]) -> tuple[bool, list[str]]:
+    """Print the table's row of backbone ``b`` (its runs ``mine``); returns whether every run
+    ends at or above ``--threshold`` (or there is none), and the runs short of their
+    ``--total-steps`` (``total`` by run name), with the step each reached."""
+    failed = [o for o in mine if o.error]
+    if failed:
+        print(f"| {b} | failed: {failed[0].error} |")
+        return False, []
+    s = [summarize(o.run_dir, a.last_k, at) for o in mine]
+    short = [f"{o.name} at step {x['reached']:.0f} of {total[o.name]}"
+             for x, o in zip(s, mine) if x["reached"] < total[o.name]]
+    if not_yet := [o.name for x, o in zip(s, mine) if x["final"] is None]:
+        print(f"| {b} | no evaluation yet: {', '.join(not_yet)} |")
+        return False, short
+    if a.final_policy:
+        for x, o in zip(s, mine):
+            x["final"] = final_of(o.run_dir, a.final_policy)
+    finals = [x["final"] for x in s]
+    ok = b == "mlp" or a.threshold is None or min(finals) >= a.threshold
+    at_cells = " | ".join(_cell([x["at"][st] for x in s]) for st in at)
+    succ = [x["success"] for x in s if "success" in x]
+    sat = [x["saturation"] for x in s if x["saturation"] is not None]
+    sat_cell = f"{statistics.mean(sat):.2f}" if sat else "n/a"
+    succ_cell = f"{statistics.mean(succ):.2f}" if succ else "n/a"
+    ups = [x["ups"] for x in s if x["ups"] is not None]  # none: no training row logged yet
+    ups_cell = f"{statistics.mean(ups):.1f}" if ups else "n/a"
+    print(f"| {b} | {', '.join(f'{v:.1f}' for v in finals)} | {statistics.mean(finals):.1f} "
+          f"| {min(finals):.1f} | {max(finals):.1f} | {at_cells + ' | ' if at else ''}"
+          f"{sat_cell} | {succ_cell} | {statistics.mean(x['wall'] for x in s):.0f} | "
+          f"{ups_cell} |")
+    return ok, short
+
+
+def _reference_rows(env: str, runs: list[GridRun], seeds: list[int], episodes: int
+                    ) -> PendulumOptimum:
+    """Print the full-state optimum's rows on each seed's own evaluation episodes (and, for
+    runs that discount, the best their discount aims for); returns the optimum's solver."""
+    ref_env = gym.make(env)
+    solver = PendulumOptimum.for_env(ref_env)
+    rows = [("optimum", solver)] + [  # and what an agent that discounts by g aims for
+        (f"optimum of the discounted return (gamma {g:g})",
+         PendulumOptimum.for_env(ref_env, gamma=g))
+        for g in sorted({r.config.agent.gamma for r in runs} - {1.0})]
+    ref_env.close()
+    for label, opt in rows:
+        best = [float(optimum_returns(env, eval_env_seed(s), episodes, opt).mean())
+                for s in seeds]
+        print(f"| {label}, full state, same episodes | {', '.join(f'{v:.1f}' for v in best)}"
+              f" | {statistics.mean(best):.1f} | {min(best):.1f} | {max(best):.1f} |")
+    return solver
+
+
+BENCH_RECORD = "bench.json"
+"""The file of a grid directory that records the env and flags it was run with."""
+
+
+def _grid_members(p: argparse.ArgumentParser, out: Path, own: list[str], backbones: list[str],
+                  seeds: list[int]) -> tuple[list[str], list[int]]:
+    """``--summarize``: the backbones and seeds of the runs in ``out`` (directories named
+    ``BACKBONE__sSEED``), unless ``--backbones`` / ``--seeds`` name them."""
+    names = [d.name.rpartition("__s") for d in sorted(out.iterdir()) if d.is_dir()] \
+        if out.is_dir() else []
+    found = [(b, int(s)) for b, sep, s in names if sep and b in BACKBONE_NAMES and s.isdigit()]
+    if not found and ("--backbones" not in own or "--seeds" not in own):
+        p.error(f"--summarize {out}: no run directory named BACKBONE__sSEED there (or name "
+                "them with --backbones and --seeds)")
+    if "--backbones" not in own:
+        backbones = [b for b in BACKBONE_NAMES if any(b == f for f, _ in found)]
+    if "--seeds" not in own:
+        seeds = sorted({s for _, s in found})
+    return backbones, seeds
+
+
+def _check_out(p: argparse.ArgumentParser, out: Path, resume: bool, env: str,
+               flags: list[str]) -> None:
+    """Refuse an ``--out`` that holds runs without ``--resume``, and a ``--resume`` with
+    another env or other flags than the grid was run with (its runs keep theirs)."""
+    if not resume:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            p.error(f"--out {out} is not an empty directory: give --resume to continue the "
+                    "grid there, or a new --out")
+        return
+    try:
+        ran = json.loads((out / BENCH_RECORD).read_text())
+    except (OSError, ValueError):
+        return  # a grid run before the record was kept: its runs' config.json describe it
+    if [ran.get("env"), ran.get("flags")] != [env, flags]:
+        p.error(f"--resume {out}: the grid was run with --env {ran.get('env')} and the flags "
+                f"{ran.get('flags')}, not --env {env} and {flags}: expected the same (a "
+                "continued run keeps its own config)")
 
 
 def main() -> None:
@@ -287,6 +392,10 @@ def main() -> None:
     flags = (anchor["flags"] if anchor else []) + extra
     _check_flags(p, a, env)
     out = Path(a.summarize or a.out or tempfile.mkdtemp(prefix="rlkit-pomdp-"))
+    if a.summarize:
+        backbones, a.seeds = _grid_members(p, out, own, backbones, a.seeds)
+    elif a.out:
+        _check_out(p, out, a.resume, env, flags)
     runs = []
     for b in backbones:
         for s in a.seeds:
@@ -301,7 +410,12 @@ def main() -> None:
         runs, first, flags = _recorded(runs, out, first, flags)
         print(f"\n{env}, {_count(len(a.seeds), 'seed')}, runs in {out}")
     else:
+        if a.out and not a.resume:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / BENCH_RECORD).write_text(json.dumps({"env": env, "flags": flags}, indent=1))
         outcomes = _run_grid(runs, out, a.jobs, a.resume, own, extra)
+        if a.resume:  # the kept runs as they ran
+            runs, first, flags = _recorded(runs, out, first, flags)
         print(f"\n{env}, {_count(len(a.seeds), 'seed')}, grid {time.time() - t0:.0f} s with "
               f"{_count(a.jobs, 'job')}, runs in {out}")
     print(_settings(first, flags, outcomes, a.final_policy, a.last_k))
@@ -309,49 +423,21 @@ def main() -> None:
     print(f"| backbone | final per seed | mean | min | max | {head + ' | ' if at else ''}"
           "saturation | success | wall s | updates/s |")
     print("|---|---|---:|---:|---:|" + "---:|" * len(at) + "---:|---:|---:|---:|")
-    memory_ok = True
+    memory_ok, short = True, []
+    total = {r.name: r.config.loop.total_steps for r in runs}
     for b in backbones:
-        mine = [o for o in outcomes if o.name.startswith(f"{b}__")]
-        failed = [o for o in mine if o.error]
-        if failed:
-            print(f"| {b} | failed: {failed[0].error} |")
-            memory_ok = False
-            continue
-        s = [summarize(o.run_dir, a.last_k, at) for o in mine]
-        if a.final_policy:
-            for x, o in zip(s, mine):
-                x["final"] = final_of(o.run_dir, a.final_policy)
-        finals = [x["final"] for x in s]
-        if b != "mlp" and a.threshold is not None:
-            memory_ok &= min(finals) >= a.threshold
-        at_cells = " | ".join(_cell([x["at"][st] for x in s]) for st in at)
-        succ = [x["success"] for x in s if "success" in x]
-        sat = [x["saturation"] for x in s if x["saturation"] is not None]
-        sat_cell = f"{statistics.mean(sat):.2f}" if sat else "n/a"
-        succ_cell = f"{statistics.mean(succ):.2f}" if succ else "n/a"
-        ups = [x["ups"] for x in s if x["ups"] is not None]  # none: no training row logged yet
-        ups_cell = f"{statistics.mean(ups):.1f}" if ups else "n/a"
-        print(f"| {b} | {', '.join(f'{v:.1f}' for v in finals)} | {statistics.mean(finals):.1f} "
-              f"| {min(finals):.1f} | {max(finals):.1f} | {at_cells + ' | ' if at else ''}"
-              f"{sat_cell} | {succ_cell} | {statistics.mean(x['wall'] for x in s):.0f} | "
-              f"{ups_cell} |")
+        ok, late = _backbone_row(b, [o for o in outcomes if o.name.startswith(f"{b}__")], a, at,
+                                 total)
+        memory_ok &= ok
+        short += late
     reference = "Pendulum" in env and not a.no_reference
-    if reference:
-        ref_env = gym.make(env)
-        solver = PendulumOptimum.for_env(ref_env)
-        rows = [("optimum", solver)] + [  # and what an agent that discounts by g aims for
-            (f"optimum of the discounted return (gamma {g:g})",
-             PendulumOptimum.for_env(ref_env, gamma=g))
-            for g in sorted({r.config.agent.gamma for r in runs} - {1.0})]
-        ref_env.close()
-        for label, opt in rows:
-            best = [float(optimum_returns(env, eval_env_seed(s), first.loop.eval_episodes,
-                                          opt).mean()) for s in a.seeds]
-            print(f"| {label}, full state, same episodes | {', '.join(f'{v:.1f}' for v in best)}"
-                  f" | {statistics.mean(best):.1f} | {min(best):.1f} | {max(best):.1f} |")
+    solver = _reference_rows(env, runs, a.seeds, first.loop.eval_episodes) if reference else None
+    if short:
+        print(f"\nruns short of their --total-steps (final: their last evaluation so far): "
+              f"{', '.join(short)}")
     if a.common_episodes:
-        _common_table(outcomes, backbones, env, a.common_episodes, a.common_seed,
-                      solver if reference else None, a.final_policy)
+        _common_table(outcomes, backbones, env, a.common_episodes, a.common_seed, solver,
+                      a.final_policy)
     if a.gap:
         _gap_table(outcomes, backbones, env, a.gap, solver, a.final_policy)
     if anchor:
@@ -364,4 +450,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as e:  # a run directory that cannot be read as asked
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -218,3 +219,88 @@ def test_summarize_describes_the_runs_as_they_ran_not_as_the_flags_say(tmp_path,
                            PendulumOptimum(200, **grid, gamma=0.9)).sum(1).mean()
     assert f"| optimum of the discounted return (gamma 0.9), full state, same episodes | " \
            f"{want:.1f} |" in out
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--last-k", "0"], "--last-k must be >= 1 (the final return is the mean of the last k "
+                        "evaluations), got 0"),
+    (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+])
+def test_counts_below_one_are_refused(monkeypatch, capsys, argv, named):
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", *argv])
+    with pytest.raises(SystemExit) as e:
+        pomdp.main()
+    assert e.value.code == 2 and named in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(tmp_path_factory) -> Path:
+    """A grid directory of two GRU runs on Pendulum-V (seeds 0 and 2), 60 steps, evaluated
+    at the end only."""
+    grid = tmp_path_factory.mktemp("bench") / "grid"
+    for seed in (0, 2):
+        train.main(replace_fields(TINY, env="rlkit/Pendulum-V-v0", backbone="gru", d_model=8,
+                                  seed=seed, run_dir=str(grid / f"gru__s{seed}")))
+    return grid
+
+
+def _summarize(monkeypatch, capsys, *argv) -> str:
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", "--no-reference", *map(str, argv)])
+    pomdp.main()
+    return capsys.readouterr().out
+
+
+def test_summarize_reads_the_backbones_and_seeds_of_the_grid(tiny_grid, monkeypatch, capsys):
+    out = _summarize(monkeypatch, capsys, "--summarize", tiny_grid)
+    finals = [pomdp.summarize(tiny_grid / f"gru__s{s}", 1, [])["final"] for s in (0, 2)]
+    assert "rlkit/Pendulum-V-v0, 2 seeds" in out
+    assert f"| gru | {finals[0]:.1f}, {finals[1]:.1f} |" in out
+    assert "| mlp |" not in out and "failed" not in out and "short of" not in out
+    out = _summarize(monkeypatch, capsys, "--summarize", tiny_grid, "--seeds", "2")
+    assert f"| gru | {finals[1]:.1f} |" in out  # named: only those
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", "--summarize", str(tiny_grid / "gru__s0")])
+    with pytest.raises(SystemExit) as e:
+        pomdp.main()
+    assert e.value.code == 2 and "no run directory named BACKBONE__sSEED there" in \
+        capsys.readouterr().err
+
+
+def test_summarize_of_a_grid_still_going(tiny_grid, tmp_path, monkeypatch, capsys):
+    """A run with no evaluation yet gets its own row instead of a traceback; a run short of
+    its --total-steps is listed with the step it reached."""
+    grid = tmp_path / "grid"
+    shutil.copytree(tiny_grid, grid)
+    config = grid / "gru__s2" / "config.json"
+    data = json.loads(config.read_text())
+    data["loop"]["total_steps"] = 600  # as if stopped at step 60 of 600
+    config.write_text(json.dumps(data))
+    out = _summarize(monkeypatch, capsys, "--summarize", grid)
+    assert "runs short of their --total-steps (final: their last evaluation so far): gru__s2 at " \
+           "step 60 of 600" in out
+    metrics = grid / "gru__s0" / "metrics.jsonl"
+    metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines()
+                               if "eval_return_mean" not in line))
+    out = _summarize(monkeypatch, capsys, "--summarize", grid)
+    assert "| gru | no evaluation yet: gru__s0 |" in out
+
+
+def test_out_holding_runs_needs_resume_and_resume_needs_the_same_flags(tiny_grid, tmp_path,
+                                                                       monkeypatch, capsys):
+    def refused(*argv) -> str:
+        monkeypatch.setattr(sys, "argv", ["pomdp.py", *map(str, argv)])
+        with pytest.raises(SystemExit) as e:
+            pomdp.main()
+        assert e.value.code == 2
+        return capsys.readouterr().err
+
+    assert f"--out {tiny_grid} is not an empty directory: give --resume to continue the grid " \
+           "there, or a new --out" in refused("--backbones", "gru", "--out", tiny_grid)
+    grid = tmp_path / "grid"
+    shutil.copytree(tiny_grid, grid)
+    (grid / pomdp.BENCH_RECORD).write_text(json.dumps({"env": "rlkit/Pendulum-V-v0",
+                                                       "flags": ["--batch-size", "16"]}))
+    err = refused("--backbones", "gru", "--seeds", "0", "2", "--out", grid, "--resume", "--",
+                  "--batch-size", "8")
+    assert f"--resume {grid}: the grid was run with --env rlkit/Pendulum-V-v0 and the flags " \
+           "['--batch-size', '16'], not --env rlkit/Pendulum-V-v0 and ['--batch-size', '8']" \
+           in err
