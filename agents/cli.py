@@ -81,6 +81,10 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
                          f"of {len(backbones) * len(seeds)} runs (--backbone "
                          f"{' '.join(backbones)}, --seed {' '.join(map(str, seeds))}) goes to a "
                          f"grid directory: expected --grid-dir {cfg.run.run_dir}")
+    for flag_name, values in (("--backbone", list(backbones)), ("--seed", list(seeds))):
+        if len(set(values)) < len(values):
+            raise ValueError(f"{flag_name} {' '.join(map(str, values))}: a value is repeated; "
+                             "expected each once (every combination is one run)")
     per_backbone = per_backbone or {}
     configs = [replace_fields(per_backbone.get(b, cfg), backbone=b, seed=s)
                for b in backbones for s in seeds]
@@ -102,8 +106,9 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
     group = cfg.run.wandb_group or grid_dir.name
     runs = [GridRun(f"{c.model.backbone}__s{c.run.seed}", replace_fields(c, wandb_group=group))
             for c in configs]
+    created = not grid_dir.exists()
     write_manifest(grid_dir, runs)
-    return _launch_grid(cfg.grid, cfg.loop.progress, runs, grid_dir)
+    return _launch_grid(cfg.grid, cfg.loop.progress, runs, grid_dir, new=True, created=created)
 
 
 GRID_MANIFEST = "grid.json"
@@ -233,7 +238,11 @@ def resume_grid(cfg: TrainConfig, explicit: Collection[str] = ()) -> Path:
 
 
 def _launch_grid(g: GridConfig, progress: bool, runs: Sequence[GridRun], grid_dir: Path,
-                 done: Sequence[RunOutcome] = ()) -> Path:
+                 done: Sequence[RunOutcome] = (), new: bool = False, created: bool = False,
+                 ) -> Path:
+    """Launch ``runs`` into ``grid_dir``, then summarize. ``new``: a grid just written (its
+    ``grid.json`` is removed again, and the directory if ``created``, when the launcher fails
+    before any run started, so that the same command can be given again)."""
     stopped = None
     try:
         outcomes = launch(run_in, runs, grid_dir, g.launcher, g.jobs, g.ray_address,
@@ -241,6 +250,11 @@ def _launch_grid(g: GridConfig, progress: bool, runs: Sequence[GridRun], grid_di
     except GridInterrupted as e:
         outcomes, stopped = e.outcomes, e
     except RuntimeError as e:  # the launcher failed (a run's failure is its outcome)
+        if new and not any(p.is_dir() for p in grid_dir.iterdir()):
+            (grid_dir / GRID_MANIFEST).unlink()
+            if created:
+                grid_dir.rmdir()
+            raise RuntimeError(f"{e}; no run started, and {grid_dir} is as it was before") from e
         raise RuntimeError(f"{e}; continue with --resume {grid_dir}") from e
     outcomes = [*done, *outcomes]
     summarize(grid_dir, outcomes)
@@ -372,7 +386,8 @@ def refuse_grid_flags(cfg: TrainConfig) -> None:
         verb = "place" if len(given) > 1 else "places"
         raise ValueError(f"{', '.join(given)} {verb} the runs of a grid, but this is one run "
                          f"(--backbone {cfg.model.backbone}, --seed {cfg.run.seed}), which runs "
-                         "here in its own directory: expected --run-dir for one run, or several "
+                         f"here in its own directory: expected {'them' if len(given) > 1 else 'it'}"
+                         " left out for one run (--run-dir names its directory), or several "
                          "--backbone or --seed values for a grid")
 
 

@@ -125,6 +125,36 @@ def test_ray_address_where_nothing_answers_is_refused_before_the_grid_dir(tmp_pa
     assert time.monotonic() - t0 < 60 and not Path(g).exists()
 
 
+def test_a_repeated_backbone_or_seed_is_refused_before_the_grid_dir(tmp_path):
+    g = tmp_path / "g"
+    for flags, said in ((["--backbone", "gru", "gru", "--seed", "0"], "--backbone gru gru"),
+                        (["--seed", "0", "1", "0"], "--seed 0 1 0")):
+        with pytest.raises(ValueError, match=rf"^{said}: a value is repeated; expected each "
+                                             r"once \(every combination is one run\)$"):
+            cli.cli([*flags, "--grid-dir", str(g), *GRID_ARGS])
+    assert not g.exists()
+
+
+def test_a_launcher_that_fails_before_any_run_leaves_the_grid_dir_as_it_was(tmp_path,
+                                                                            monkeypatch):
+    """Ray that cannot connect (``--ray-address auto`` and no cluster) fails after grid.json
+    was written: it is removed again (and the directory, if the grid made it), so that the
+    same command can be given again; an existing empty directory stays."""
+    def no_cluster(*args, **kwargs):
+        raise RuntimeError("--ray-address auto: Ray cannot connect (no cluster)")
+
+    monkeypatch.setattr(cli, "launch", no_cluster)
+    for g, made in ((tmp_path / "new", False), (tmp_path / "empty", True)):
+        if made:
+            g.mkdir()
+        with pytest.raises(RuntimeError, match=rf"^--ray-address auto: Ray cannot connect \(no "
+                                               rf"cluster\); no run started, and {g} is as it "
+                                               r"was before$"):
+            cli.cli(["--seed", "0", "1", "--launcher", "ray", "--ray-address", "auto",
+                     "--grid-dir", str(g), *GRID_ARGS])
+        assert g.exists() == made and (not made or not any(g.iterdir()))
+
+
 def test_ray_that_cannot_connect_is_one_runtime_error_not_a_file_system_error():
     class FakeRay:
         def init(self, **kwargs):
@@ -150,8 +180,9 @@ def test_grid_flags_for_one_run_are_refused_not_ignored(tmp_path, monkeypatch, f
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=f"{said} the runs of a grid, but this is one run "
                                          "\\(--backbone mlp, --seed 0\\), which runs here in "
-                                         "its own directory: expected --run-dir for one run, "
-                                         "or several --backbone or --seed values for a grid"):
+                                         "its own directory: expected (it|them) left out for one "
+                                         "run \\(--run-dir names its directory\\), or several "
+                                         "--backbone or --seed values for a grid"):
         cli.cli(["--backbone", "mlp", *flags])
     assert list(tmp_path.iterdir()) == []
 
