@@ -47,6 +47,7 @@ from rlkit.config import (
     EnvConfig,
     flag,
 )
+from rlkit.evaluate import time_limit
 from rlkit.faults import EnvError, first_line
 from rlkit.loopstate import check_agent_state
 from rlkit.noise import make_noise
@@ -70,10 +71,10 @@ ENV_REGISTRY = "envs"
 
 
 def episode_steps(env: gym.Env) -> int | None:
-    """The task's longest episode: its time limit, or what the env says of itself
-    (``max_episode_steps``); ``None`` when unknown."""
-    limit = env.spec.max_episode_steps if env.spec is not None else None
-    return limit or getattr(env.unwrapped, "max_episode_steps", None)
+    """The task's longest episode: its time limit (also one inside an env whose entry point
+    wraps ``gym.make(...)``), or what the env says of itself (``max_episode_steps``); ``None``
+    when unknown (:func:`rlkit.evaluate.time_limit`)."""
+    return time_limit(env)
 
 
 def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConfig:

@@ -10,6 +10,7 @@ builds the env, recording MP4s through Gymnasium's ``RecordVideo`` when asked (n
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -84,9 +85,42 @@ def evaluate(agent: Policy, env: gym.Env, episodes: int, device: torch.device,
     return out
 
 
+EVAL_STEP_LIMIT = 10_000
+"""Evaluation episodes of an env without a time limit of its own end after this many steps."""
+
+
+def time_limit(env: gym.Env) -> int | None:
+    """The most steps an episode of ``env`` takes: its spec's ``max_episode_steps``, else a
+    ``TimeLimit`` wrapper's anywhere in its chain of wrappers (also one inside an env that
+    wraps ``gym.make(...)`` in its entry point), else the env's own ``max_episode_steps``;
+    ``None`` when none says."""
+    if env.spec is not None and env.spec.max_episode_steps:
+        return env.spec.max_episode_steps
+    inner, seen = env, set()
+    while isinstance(inner, gym.Env) and id(inner) not in seen:
+        seen.add(id(inner))
+        if isinstance(inner, gym.wrappers.TimeLimit):
+            return getattr(inner, "_max_episode_steps", None)
+        inner = getattr(inner, "env", None)
+    return getattr(env.unwrapped, "max_episode_steps", None)
+
+
+def _time_limited(env: gym.Env) -> gym.Env:
+    """``env``, or, when no time limit is known (:func:`time_limit`), ``env`` cut at
+    :data:`EVAL_STEP_LIMIT` steps (truncated), with a warning: an episode the policy never
+    ends would otherwise never let the evaluation finish."""
+    if time_limit(env):
+        return env
+    name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    warnings.warn(f"env {name!r} has no time limit (register it with max_episode_steps): "
+                  f"evaluation episodes are cut at {EVAL_STEP_LIMIT} steps", stacklevel=3)
+    return gym.wrappers.TimeLimit(env, EVAL_STEP_LIMIT)
+
+
 def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] = ()
                   ) -> gym.Env:
-    """The evaluation env, recording every episode to ``video_dir`` when given.
+    """The evaluation env, recording every episode to ``video_dir`` when given; an env
+    without a time limit is cut at :data:`EVAL_STEP_LIMIT` steps (with a warning).
 
     Args:
         env_id: a registered id (``module:EnvId`` imports ``module`` first).
@@ -97,9 +131,9 @@ def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] 
         importlib.import_module(module)
     env_id = env_id.partition(":")[2] or env_id
     if video_dir is None:
-        return gym.make(env_id)
+        return _time_limited(gym.make(env_id))
     try:
-        env = gym.make(env_id, render_mode="rgb_array")
+        env = _time_limited(gym.make(env_id, render_mode="rgb_array"))
         env.reset(seed=0)
         frame = env.render()
     except Exception as e:  # noqa: BLE001  (any backend failure means: no renderer)
@@ -117,4 +151,5 @@ def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] 
                                     name_prefix="eval")
 
 
-__all__ = ["Policy", "RenderError", "evaluate", "make_eval_env"]
+__all__ = ["EVAL_STEP_LIMIT", "Policy", "RenderError", "evaluate", "make_eval_env",
+           "time_limit"]

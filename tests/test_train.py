@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -492,3 +493,56 @@ def test_a_family_size_of_zero_is_refused_by_flag():
     for name, flag in (("n_heads", "--n-heads"), ("d_state", "--d-state"), ("expand", "--expand")):
         with pytest.raises(ValueError, match=f"{flag} must be a positive integer, got 0"):
             replace_fields(train.TrainConfig(), **{name: 0})
+
+
+def test_time_limits_are_found_inside_wrappers_and_evaluation_of_an_endless_env_ends(
+        tmp_path, monkeypatch):
+    """An env whose entry point wraps ``gym.make(...)`` keeps the inner time limit (windows
+    and evaluation know the episode length); an env with none gets evaluation episodes cut at
+    ``EVAL_STEP_LIMIT`` steps, with a warning, instead of an evaluation that never ends."""
+    import gymnasium as gym
+
+    from rlkit import evaluate as ev
+
+    class Endless(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(2, np.float32), 1.0, False, False, {}
+
+    class Holder(gym.Env):  # an env that drives another one it made, not a gym.Wrapper
+        observation_space = gym.spaces.Box(-8.0, 8.0, (3,), np.float32)
+        action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+
+        def __init__(self):
+            self.env = gym.make("Pendulum-v1")
+
+        def reset(self, *, seed=None, options=None):
+            return self.env.reset(seed=seed)
+
+        def step(self, action):
+            return self.env.step(action)
+
+    gym.register("rlkit-test/Endless-v0", entry_point=Endless)
+    gym.register("rlkit-test/WrappedPendulum-v0", entry_point=Holder)
+    try:
+        assert gym.make("rlkit-test/WrappedPendulum-v0").spec.max_episode_steps is None
+        assert train.episode_steps(gym.make("rlkit-test/WrappedPendulum-v0")) == 200
+        assert train.episode_steps(gym.make("rlkit-test/Endless-v0")) is None
+        monkeypatch.setattr(ev, "EVAL_STEP_LIMIT", 30)
+        with pytest.warns(UserWarning, match=r"env 'rlkit-test/Endless-v0' has no time limit "
+                                             r"\(register it with max_episode_steps\): "
+                                             r"evaluation episodes are cut at 30 steps"):
+            env = ev.make_eval_env("rlkit-test/Endless-v0", None)
+        policy = type("Zero", (), {"initial_state": lambda self, n: (),
+                                   "act": lambda self, o, s, a, r: (torch.zeros(1, 1), s)})()
+        stats = ev.evaluate(policy, env, 2, torch.device("cpu"), seed=0)
+        assert stats["eval_length_mean"] == 30 and stats["eval_return_mean"] == 30.0
+    finally:
+        for name in ("rlkit-test/Endless-v0", "rlkit-test/WrappedPendulum-v0"):
+            gym.registry.pop(name, None)
