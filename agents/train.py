@@ -103,11 +103,15 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
             critic_prev_action=a.critic_prev_action or prev_action,
             actor_prev_reward=a.actor_prev_reward or m.prev_reward,
             critic_prev_reward=a.critic_prev_reward or m.prev_reward)
-    elif a.actor_prev_action or a.actor_prev_reward or a.critic_prev_action or \
-            a.critic_prev_reward:
-        raise ValueError("previous actions/rewards as inputs need sequence training; got "
-                         "--backbone mlp with --seq-len 1 (expected --seq-len > 1 or a "
-                         "memory backbone)")
+    elif given := [flag for flag, on in (
+            ("--prev-action", m.prev_action), ("--prev-reward", m.prev_reward),
+            ("--agent.actor-prev-action", a.actor_prev_action),
+            ("--agent.actor-prev-reward", a.actor_prev_reward),
+            ("--agent.critic-prev-action", a.critic_prev_action),
+            ("--agent.critic-prev-reward", a.critic_prev_reward)) if on]:
+        raise ValueError(f"previous actions/rewards as inputs need sequence training; got "
+                         f"{' '.join(given)} with --backbone {m.backbone} and --seq-len 1 "
+                         "(expected --seq-len > 1 or a memory backbone)")
     elif a.n_step > 1:
         raise ValueError(f"--agent.n-step {a.n_step} sums rewards along a window; got --backbone "
                          f"mlp with --seq-len 1, which trains on single transitions (expected "

@@ -337,7 +337,8 @@ class ModelConfig:
     information from step to step through its actions: it would not be memoryless)."""
     prev_reward: bool = False
     """Sequence training: actor and critic encoders also see the previous reward
-    (``--prev-reward``; ``mlp`` stays memoryless only with it off)."""
+    (``--prev-reward``; ``mlp`` on single transitions, ``--seq-len 1``, refuses it, and
+    stays memoryless only with it off)."""
     precision: Precision = "fp32"
     """Update arithmetic: fp32; bf16 autocast; fp16 autocast with loss scaling (skipped steps
     are logged as ``skipped_steps``). Weights stay fp32."""
@@ -436,11 +437,12 @@ class ModelConfig:
             seq_len: the resolved replay window (``>= episode_steps`` for whole episodes).
         """
         reach = self.reach
-        if not reach or episode_steps is None or seq_len < episode_steps \
-                or reach >= episode_steps - 1:
-            return None
+        if self.backbone != "transformer" or episode_steps is None \
+                or seq_len < episode_steps or reach >= episode_steps - 1:
+            return None  # (a reach of 0, --context 1, sees no step back: it is warned)
         context = -(-(episode_steps - 1) // self.n_layers) + 1  # n_layers x (K - 1) >= T - 1
-        return (f"the Transformer sees {reach} steps back (--n-layers {self.n_layers} x "
+        steps = "step" if reach == 1 else "steps"
+        return (f"the Transformer sees {reach} {steps} back (--n-layers {self.n_layers} x "
                 f"(--context {self.context} - 1)) but trains on whole episodes of "
                 f"{episode_steps} steps: the last step of an episode cannot see its first "
                 f"{episode_steps - 1 - reach}. --context {context} or more lets every step see "

@@ -398,6 +398,9 @@ def test_a_transformer_that_cannot_see_its_whole_training_episodes_is_named():
     assert dataclasses.replace(m, context=101).reach_gap(101, 101) is None
     assert m.reach_gap(101, 64) is None  # windows, not whole episodes: the reach is a choice
     assert m.reach_gap(None, 101) is None  # episode length unknown
+    blind = dataclasses.replace(m, context=1)  # reach 0: memoryless, warned all the same
+    assert "sees 0 steps back (--n-layers 1 x (--context 1 - 1))" in blind.reach_gap(101, 101)
+    assert "sees 1 step back" in dataclasses.replace(m, context=2).reach_gap(101, 101)
     for name in ("gru", "mlp"):
         assert dataclasses.replace(m, backbone=name).reach_gap(101, 101) is None
     with pytest.warns(UserWarning, match=r"short reach: .*--context 101"):
