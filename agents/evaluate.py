@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--own-episodes", action="store_true",
                    help="the run's own evaluation episodes (its evaluation seed and "
                         "--eval-episodes): what its evaluations logged")
-    p.add_argument("--video", action="store_true", help="write MP4s to RUN_DIR/videos")
+    p.add_argument("--video", action="store_true",
+                   help="write MP4s to RUN_DIR/videos/POLICY-seedS-Nep (one folder per policy, "
+                        "first seed and number of episodes)")
     p.add_argument("--device", default="cpu", help="torch device to run on (default cpu)")
     p.add_argument("--policy", choices=EVAL_POLICIES, default=None,
                    help="the actor, the target actor or the actor's average (--agent.average-tau) "
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     a.seed = 0 if a.seed is None else a.seed
     if a.episodes <= 0:
         p.error(f"--episodes must be a positive integer, got {a.episodes}")
+    if a.seed < 0:
+        p.error(f"--seed must be a non-negative integer (Gymnasium's reset seeds), got {a.seed}")
     try:
         device = torch.device(a.device)
     except RuntimeError:
@@ -112,9 +116,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error(f"--device {a.device} was asked for but no CUDA device is available: expected "
                 "--device cpu")
-    video_dir = RunPaths(a.run_dir).videos if a.video else None
-    if video_dir is not None:  # frames are drawn off screen: no display for SDL to look for
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    video_dir = None
+    if a.video:  # a folder of its own: no file of another call's is listed as this one's
+        which = a.policy or RunRecord.read(a.run_dir).loop.eval_policy
+        video_dir = RunPaths(a.run_dir).videos / f"{which}-seed{a.seed}-{a.episodes}ep"
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # frames drawn off screen
     stats, record = evaluate_run(a.run_dir, a.episodes, a.seed, a.device, video_dir, a.policy)
     which = a.policy or record.loop.eval_policy
     print(f"{record.env.id} / {record.model.backbone} ({which}): return "

@@ -205,8 +205,9 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     histories than it acts on (:meth:`rlkit.config.ReplayConfig.act_gap`), when a
     Transformer trained on whole episodes cannot see all of them
     (:meth:`rlkit.config.ModelConfig.reach_gap`), when its cache is longer than any
-    episode (:meth:`rlkit.config.ModelConfig.empty_cache`), and when a family-specific flag is
-    given to a backbone that does not use it (:meth:`rlkit.config.ModelConfig.unused_flags`)."""
+    episode (:meth:`rlkit.config.ModelConfig.empty_cache`), when a family-specific flag is
+    given to a backbone that does not use it (:meth:`rlkit.config.ModelConfig.unused_flags`),
+    and when the run ends before its first update."""
     env = make_env(cfg.env)
     steps = episode_steps(env)
     try:
@@ -222,6 +223,10 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         warnings.warn(f"long context: {empty}", UserWarning, stacklevel=2)
     if unused := cfg.model.unused_flags():
         warnings.warn(f"unused flags: {unused}", UserWarning, stacklevel=2)
+    if cfg.loop.total_steps < cfg.loop.learning_starts:
+        warnings.warn(f"no update: --total-steps {cfg.loop.total_steps} ends before "
+                      f"--learning-starts {cfg.loop.learning_starts} (random actions until then):"
+                      f" the policy evaluated is the untrained one", UserWarning, stacklevel=2)
     m = dataclasses.replace(cfg.model, compile="on" if choose_compile(
         cfg.model.compile, cfg.model.backbone, device.type) else "off")
     cfg = dataclasses.replace(cfg, model=m)  # config.json records the choice

@@ -478,7 +478,8 @@ class LoopConfig:
     """Schedule of the training loop (counts are env steps summed over the envs)."""
 
     total_steps: int = 15_000
-    """Environment steps in total (summed over the vector envs)."""
+    """Environment steps in total (summed over the vector envs, which step together: with
+    ``--num-envs N`` the run ends at the first multiple of N at or past it)."""
     learning_starts: int = 1_000
     """Random actions (and no updates) before this many env steps."""
     updates_per_step: float = 1.0

@@ -246,6 +246,12 @@ def test_evaluate_on_a_missing_cuda_device_says_so_before_reading_the_run(tmp_pa
         with pytest.raises(SystemExit) as e:
             evaluate_main([str(tmp_path / "never-read"), "--device", device])
         assert e.value.code == 2 and said in capsys.readouterr().err
+    for flags, said in [(["--seed", "-1"], "--seed must be a non-negative integer (Gymnasium's "
+                                           "reset seeds), got -1"),
+                        (["--episodes", "0"], "--episodes must be a positive integer, got 0")]:
+        with pytest.raises(SystemExit) as e:
+            evaluate_main([str(tmp_path / "never-read"), *flags])
+        assert e.value.code == 2 and said in capsys.readouterr().err
 
 
 def test_eval_policy_target_logs_and_evaluates_the_target_actor(tmp_path, capsys):
@@ -313,10 +319,14 @@ def test_evaluate_writes_mp4(tmp_path, monkeypatch, capfd):
     monkeypatch.delenv("SDL_VIDEODRIVER")  # as on a headless machine (put back after the test)
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     capfd.readouterr()
-    evaluate_main([str(run), "--episodes", "1", "--video"])
-    videos = list((run / "videos").glob("*.mp4"))
-    assert len(videos) == 1 and videos[0].stat().st_size > 1000
+    evaluate_main([str(run), "--episodes", "2", "--video"])
+    videos = list((run / "videos" / "actor-seed0-2ep").glob("*.mp4"))
+    assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
     assert "XDG_RUNTIME_DIR" not in capfd.readouterr().err  # no display looked for
+    evaluate_main([str(run), "--episodes", "1", "--seed", "5", "--video"])  # its own folder
+    assert f"videos: ['{run / 'videos' / 'actor-seed5-1ep' / 'eval-episode-0.mp4'}']" in \
+        capfd.readouterr().out
+    assert len(list((run / "videos" / "actor-seed0-2ep").glob("*.mp4"))) == 2  # kept
 
 
 def test_threads_per_job_shares_cores_and_respects_omp_num_threads():

@@ -546,3 +546,12 @@ def test_time_limits_are_found_inside_wrappers_and_evaluation_of_an_endless_env_
     finally:
         for name in ("rlkit-test/Endless-v0", "rlkit-test/WrappedPendulum-v0"):
             gym.registry.pop(name, None)
+
+
+def test_a_run_that_ends_before_learning_starts_says_it_trains_nothing(tmp_path):
+    cfg = replace_fields(SMALL, total_steps=50, learning_starts=100, run_dir=str(tmp_path / "r"))
+    with pytest.warns(UserWarning, match=r"^no update: --total-steps 50 ends before "
+                                         r"--learning-starts 100 \(random actions until then\): "
+                                         r"the policy evaluated is the untrained one$"):
+        train.main(cfg)
+    assert not [r for r in read_metrics(tmp_path / "r") if r.get("updates")]
