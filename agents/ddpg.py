@@ -606,6 +606,10 @@ class DDPG(nn.Module):
         }
         if self._gamma is not None:
             metrics["gamma"] = self._gamma.clone()
+        if compiled:  # losses that failed to compile and run eagerly (config.json says "on")
+            metrics["compile_fallbacks"] = float(sum(
+                isinstance(f, CompiledFunction) and f.fell_back
+                for f in (self._critic_fn, self._actor_fn)))
         if actor_due:
             if self._encoder_in_both:
                 for p, g in zip(self._actor_params, actor_grads):

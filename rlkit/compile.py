@@ -3,7 +3,7 @@
 :class:`CompiledFunction` runs a function through ``torch.compile`` with static shapes; on CUDA
 first with ``mode="reduce-overhead"`` (CUDA graphs), then ``"max-autotune-no-cudagraphs"``; on
 other devices with the default mode. When every mode fails it runs the function eagerly and
-warns once per device type.
+warns once per function name and device type.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ class CompiledFunction:
 
     The first call on a device type compiles with the first of :func:`compile_modes`; when
     compiling or running fails, the next mode is tried, and after the last one ``fn`` runs
-    eagerly from then on, with one ``RuntimeWarning`` per device type and process naming the
-    reason. If the eager call fails too, its error is raised (the failure was not the
-    compiler's).
+    eagerly from then on (:attr:`fell_back`), with one ``RuntimeWarning`` per name, device
+    type and process naming the reason. If the eager call fails too, its error is raised (the
+    failure was not the compiler's).
 
     Args:
         fn: the function (e.g. a forward pass and loss; its backward is compiled with it).
@@ -54,6 +54,11 @@ class CompiledFunction:
         self._compiled: Callable[..., Any] | None = None
         self._modes: list[str] | None = None
         self._device_type = "cpu"
+
+    @property
+    def fell_back(self) -> bool:
+        """True once every mode failed and ``fn`` runs eagerly."""
+        return self._modes is not None and self._compiled is None
 
     @property
     def uses_cudagraphs(self) -> bool:
@@ -74,8 +79,8 @@ class CompiledFunction:
                 self._next_mode()
         out = self.fn(*args)
         if errors:
-            _warn_once(self._device_type, f"torch.compile of {self.name} failed on "
-                       f"{self._device_type} ({'; '.join(errors)}); running it eagerly")
+            _warn_once(f"{self._device_type}/{self.name}", f"torch.compile of {self.name} "
+                       f"failed on {self._device_type} ({'; '.join(errors)}); running it eagerly")
         return out
 
     def _next_mode(self) -> None:

@@ -301,7 +301,7 @@ def test_compiled_update_equals_eager(backbone, kw):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_compile_failure_falls_back_with_one_warning(monkeypatch):
+def test_compile_failure_falls_back_with_one_warning_per_function(monkeypatch):
     def broken(fn, **kw):
         def run(*args):
             raise RuntimeError("no compiler here")
@@ -315,9 +315,13 @@ def test_compile_failure_falls_back_with_one_warning(monkeypatch):
         for seed in (0, 1):
             m, m_e = agent.update(seq_batch(seed)), eager.update(seq_batch(seed))
     msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert len(msgs) == 1 and "no compiler here" in msgs[0] and "eagerly" in msgs[0]
+    assert len(msgs) == 2  # one per function, each named, over both updates
+    assert [msg.split(" failed")[0] for msg in msgs] == [
+        "torch.compile of the critic loss", "torch.compile of the actor loss"]
+    assert all("no compiler here" in msg and "eagerly" in msg for msg in msgs)
     assert agent._critic_fn.mode is None and agent._actor_fn.mode is None
     assert all(torch.equal(m[k], m_e[k]) for k in m_e)
+    assert m["compile_fallbacks"] == 2.0 and "compile_fallbacks" not in m_e
 
 
 def test_compiled_function_raises_errors_that_are_not_the_compilers(monkeypatch):
