@@ -24,6 +24,7 @@ import dataclasses
 import json
 import sys
 import typing
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
@@ -391,9 +392,25 @@ def refuse_grid_flags(cfg: TrainConfig) -> None:
                          "--backbone or --seed values for a grid")
 
 
+def warn_unused_inputs(cfg: TrainConfig, typed: Collection[str]) -> None:
+    """Warn when ``--prev-action`` / ``--prev-reward`` are typed (``typed``: field names, see
+    :func:`given_on_resume`) for a run that trains on single transitions (``mlp`` at
+    ``--seq-len 1``), whose encoders see one step and so do not use them. A recipe may set
+    them for every family; only a typed flag is worth a word."""
+    unused = [flag(name) for name in ("prev_action", "prev_reward")
+              if name in typed and getattr(cfg.model, name)]
+    if unused and not cfg.model.memory and cfg.replay.seq_len in (None, 1):
+        them = "them" if len(unused) > 1 else "it"
+        warnings.warn(f"unused flags: {' '.join(unused)} feed{'' if unused[1:] else 's'} "
+                      f"sequence training; --backbone {cfg.model.backbone} on single transitions "
+                      f"(--seq-len 1) does not use {them}", UserWarning, stacklevel=2)
+
+
 def cli(argv: Sequence[str]) -> None:
     """One run, or a grid when there is more than one (backbone, seed) combination."""
     cfg, backbone_values, seed_values = parse_cli(argv)
+    if cfg.run.resume is None:
+        warn_unused_inputs(cfg, given_on_resume(argv))
     if cfg.run.resume is not None and is_grid_dir(cfg.run.resume):
         if len(backbone_values) * len(seed_values) > 1:
             raise ValueError(f"--resume {cfg.run.resume} continues the grid's own runs; "
@@ -436,4 +453,5 @@ def run(argv: Sequence[str] | None = None) -> None:
 
 __all__ = ["GRID_MANIFEST", "backbone_config", "cli", "flag_fields", "given_on_resume", "grid",
            "is_grid_dir", "parse_cli", "read_manifest", "refuse_grid_flags", "resume_grid",
-           "resume_runs", "run", "summarize", "take_list", "write_manifest"]
+           "resume_runs", "run", "summarize", "take_list", "warn_unused_inputs",
+           "write_manifest"]

@@ -104,7 +104,6 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
             actor_prev_reward=a.actor_prev_reward or m.prev_reward,
             critic_prev_reward=a.critic_prev_reward or m.prev_reward)
     elif given := [flag for flag, on in (
-            ("--prev-action", m.prev_action), ("--prev-reward", m.prev_reward),
             ("--agent.actor-prev-action", a.actor_prev_action),
             ("--agent.actor-prev-reward", a.actor_prev_reward),
             ("--agent.critic-prev-action", a.critic_prev_action),

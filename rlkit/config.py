@@ -337,8 +337,9 @@ class ModelConfig:
     information from step to step through its actions: it would not be memoryless)."""
     prev_reward: bool = False
     """Sequence training: actor and critic encoders also see the previous reward
-    (``--prev-reward``; ``mlp`` on single transitions, ``--seq-len 1``, refuses it, and
-    stays memoryless only with it off)."""
+    (``--prev-reward``; ``mlp`` on single transitions, ``--seq-len 1``, does not use it, and
+    ``train.py`` says so when it is typed; on windows ``mlp`` stays memoryless only with it
+    off)."""
     precision: Precision = "fp32"
     """Update arithmetic: fp32; bf16 autocast; fp16 autocast with loss scaling (skipped steps
     are logged as ``skipped_steps``). Weights stay fp32."""

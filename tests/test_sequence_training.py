@@ -193,11 +193,6 @@ def test_prev_inputs_need_sequence_training(tmp_path):
                          run_dir=str(tmp_path / "r"), agent=DDPGConfig(actor_prev_action=True))
     with pytest.raises(ValueError, match="previous actions/rewards as inputs need sequence"):
         train.main(cfg)
-    for flags, named in (({"prev_reward": True}, "--prev-reward"),
-                         ({"prev_action": True}, "--prev-action")):  # were silently unused
-        with pytest.raises(ValueError, match=rf"need sequence training; got {named} with "
-                                             r"--backbone mlp and --seq-len 1 \(expected"):
-            train.main(replace_fields(cfg, agent=DDPGConfig(), **flags))
     assert not (tmp_path / "r").exists()
 
 

@@ -298,7 +298,7 @@ def test_a_recipes_backbone_values_reach_that_backbone_only_and_flags_win(tmp_pa
     assert given.agent.encoder_lr == 1e-4
     # a grid of several backbones: each backbone's runs get that backbone's values
     launched = {}
-    monkeypatch.setattr(cli, "_launch_grid", lambda g, p, runs, d, done=(): launched.update(
+    monkeypatch.setattr(cli, "_launch_grid", lambda g, p, runs, d, done=(), **kw: launched.update(
         {r.name: r.config for r in runs}))
     cli.cli([*pv, "--backbone", "gru", "transformer", "--seed", "0", "1",
              "--grid-dir", str(tmp_path / "grid")])
@@ -338,7 +338,7 @@ def test_a_recipes_env_backbone_values_reach_that_backbone_on_that_env_only(tmp_
     other = parse("--recipe", "pend", "--backbone", "transformer")
     assert other.env.id == "Pendulum-v1" and other.agent.spike_clip is None
     launched = {}
-    monkeypatch.setattr(cli, "_launch_grid", lambda g, p, runs, d, done=(): launched.update(
+    monkeypatch.setattr(cli, "_launch_grid", lambda g, p, runs, d, done=(), **kw: launched.update(
         {r.name: r.config for r in runs}))
     cli.cli(["--env", "rlkit/Pendulum-V-v0", "--backbone", "gru", "transformer", "--seed", "0",
              "--grid-dir", str(tmp_path / "grid")])
@@ -555,3 +555,23 @@ def test_a_run_that_ends_before_learning_starts_says_it_trains_nothing(tmp_path)
                                          r"the policy evaluated is the untrained one$"):
         train.main(cfg)
     assert not [r for r in read_metrics(tmp_path / "r") if r.get("updates")]
+
+
+def test_typed_previous_inputs_on_mlp_transitions_are_warned_and_a_recipes_are_not():
+    """``--prev-reward`` typed for ``mlp`` on single transitions changes nothing: said once;
+    the Pendulum recipe sets it for every family, which is not the user's doing: no word."""
+    import warnings as w
+
+    typed = cli.given_on_resume(["--prev-reward", "--prev-action", "True"])
+    cfg = cli.parse_config(["--prev-reward", "--prev-action", "True"])
+    with pytest.warns(UserWarning, match=r"^unused flags: --prev-action --prev-reward feed "
+                                         r"sequence training; --backbone mlp on single "
+                                         r"transitions \(--seq-len 1\) does not use them$"):
+        cli.warn_unused_inputs(cfg, typed)
+    recipe = cli.parse_config(["--env", "rlkit/Pendulum-V-v0"])
+    assert recipe.model.prev_reward and recipe.model.backbone == "mlp"
+    windows = cli.parse_config(["--prev-reward", "--seq-len", "8"])
+    with w.catch_warnings():
+        w.simplefilter("error")
+        cli.warn_unused_inputs(recipe, cli.given_on_resume(["--env", "rlkit/Pendulum-V-v0"]))
+        cli.warn_unused_inputs(windows, cli.given_on_resume(["--prev-reward", "--seq-len", "8"]))
