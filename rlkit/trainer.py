@@ -294,6 +294,11 @@ class Trainer:
     def _evaluate(self) -> None:
         res = evaluate(self.eval_policy, self.eval_env, self.cfg.eval_episodes, self.device,
                        self.eval_seed)
+        if not np.isfinite(res["eval_return_mean"]):
+            raise NonFiniteError(
+                f"the evaluation env returned a non-finite reward in the evaluation at step "
+                f"{self.step} (return {res['eval_return_mean']}); expected finite values "
+                "(--drop-nonfinite drops training transitions only)")
         self.logger.log(self.step, res)
         self.last_eval = {**res, "step": self.step}
 

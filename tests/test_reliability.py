@@ -1109,3 +1109,21 @@ def test_env_exception_keeps_the_envs_traceback(tmp_path, capsys):
     assert code == 4 and err.startswith("error: env faulty_envs:rlkit-test/BrokenInit-v0 raised "
                                         "KeyError in construction: \"missing asset")
     assert "in __init__" in err and not (tmp_path / "init").exists()
+
+
+def test_a_non_finite_evaluation_return_stops_the_run(tmp_path):
+    """The evaluation env's NaN reward (at its 250th step: in the second 200-step evaluation
+    episode) stops the run naming the evaluation, --drop-nonfinite or not, instead of logging
+    the string "nan" as the return."""
+    from rlkit.seeding import eval_env_seed
+
+    parity = "Odd" if eval_env_seed(0) % 2 else "Even"
+    cfg = replace_fields(TINY, env=f"faulty_envs:rlkit-test/NaNReward{parity}-v0", seed=0,
+                         eval_every=0, eval_episodes=2, drop_nonfinite=True,
+                         run_dir=str(tmp_path / "run"))
+    with pytest.raises(NonFiniteError, match=r"^the evaluation env returned a non-finite reward "
+                                             r"in the evaluation at step 60 \(return nan\); "
+                                             r"expected finite values \(--drop-nonfinite drops "
+                                             r"training transitions only\)$"):
+        train.main(cfg)
+    assert not [r for r in read_metrics(tmp_path / "run") if "eval_return_mean" in r]
