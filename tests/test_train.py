@@ -575,3 +575,17 @@ def test_typed_previous_inputs_on_mlp_transitions_are_warned_and_a_recipes_are_n
         w.simplefilter("error")
         cli.warn_unused_inputs(recipe, cli.given_on_resume(["--env", "rlkit/Pendulum-V-v0"]))
         cli.warn_unused_inputs(windows, cli.given_on_resume(["--prev-reward", "--seq-len", "8"]))
+
+
+def test_a_recipe_named_for_another_env_is_applied_with_a_warning():
+    import warnings as w
+
+    with pytest.warns(UserWarning, match=r"^--recipe memory-corridor-100 is made for "
+                                         r"rlkit/MemoryCorridor-L100-v0, not Pendulum-v1: its "
+                                         r"values apply as given$"):
+        recipe = recipes.choose("memory-corridor-100", "Pendulum-v1")
+    assert recipe.name == "memory-corridor-100"
+    with w.catch_warnings():
+        w.simplefilter("error")
+        assert recipes.choose("memory-corridor-100", "rlkit/MemoryCorridor-L100-v0") == recipe
+        assert recipes.choose("auto", "Pendulum-v1") is None

@@ -17,6 +17,7 @@ the recipe's envs only, where a setting measured to help it on one task hurts it
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,8 @@ def recipes() -> dict[str, Recipe]:
 
 
 def choose(name: str, env_id: str) -> Recipe | None:
-    """The recipe ``name`` (``auto``: the one listing ``env_id``, if any; ``none``: none).
+    """The recipe ``name`` (``auto``: the one listing ``env_id``, if any; ``none``: none);
+    a recipe named for an env it does not list is applied, with a warning.
 
     Raises:
         ValueError: an unknown name (the message lists the known ones).
@@ -102,7 +104,11 @@ def choose(name: str, env_id: str) -> Recipe | None:
     if name not in known:
         raise ValueError(f"unknown --recipe {name!r}; expected auto, none or one of "
                          f"{', '.join(known) or '(none shipped)'}")
-    return known[name]
+    recipe = known[name]
+    if _gym_id(env_id) not in recipe.envs:
+        warnings.warn(f"--recipe {name} is made for {', '.join(recipe.envs) or 'no env'}, not "
+                      f"{env_id}: its values apply as given", UserWarning, stacklevel=2)
+    return recipe
 
 
 def describe() -> str:
