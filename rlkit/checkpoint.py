@@ -109,6 +109,7 @@ def _save(path: Path, payload: dict[str, Any], keep_previous: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())  # as open() would make it: the run's other files' mode
         with os.fdopen(fd, "w+b") as f:
             writer = _Writer(f)
             try:
@@ -157,6 +158,19 @@ def previous_path(path: str | Path) -> Path:
     """Where :func:`save_checkpoint` keeps the checkpoint before the newest one."""
     path = Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (``mkstemp``'s own is
+    0600, which would make checkpoints unreadable to those who can read the run's metrics)."""
+    try:  # Linux names it without setting it (setting it, even briefly, is process-wide)
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines()
+                    if x.startswith("Umask:"))
+        umask = int(line.split()[1], 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _link_previous(path: Path) -> None:

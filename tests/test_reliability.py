@@ -1127,3 +1127,20 @@ def test_a_non_finite_evaluation_return_stops_the_run(tmp_path):
                                              r"training transitions only\)$"):
         train.main(cfg)
     assert not [r for r in read_metrics(tmp_path / "run") if "eval_return_mean" in r]
+
+
+def test_checkpoints_get_the_mode_of_the_runs_other_files(tmp_path):
+    """Written through a temporary file (``mkstemp``: 0600), a checkpoint still gets the mode
+    the umask gives ``config.json`` and ``metrics.jsonl``, so whoever reads those can evaluate
+    the run too."""
+    from rlkit.checkpoint import save_checkpoint
+
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "checkpoint.pt", {"step": 1}, keep_previous=True)
+        save_checkpoint(tmp_path / "checkpoint.pt", {"step": 2}, keep_previous=True)
+        (tmp_path / "metrics.jsonl").write_text("")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"checkpoint.pt": 0o644, "checkpoint.prev.pt": 0o644, "metrics.jsonl": 0o644}
