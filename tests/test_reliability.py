@@ -1144,3 +1144,13 @@ def test_checkpoints_get_the_mode_of_the_runs_other_files(tmp_path):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     assert modes == {"checkpoint.pt": 0o644, "checkpoint.prev.pt": 0o644, "metrics.jsonl": 0o644}
+
+
+def test_resume_without_metrics_says_the_earlier_rows_are_lost(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.jsonl").unlink()
+    with pytest.warns(UserWarning, match=r"metrics.jsonl is missing: the rows logged up to step "
+                                         r"60 are lost; the run goes on logging from there"):
+        _resume(run, total_steps=80)
+    assert [r["step"] for r in read_metrics(run)][0] > 60
