@@ -82,7 +82,9 @@ def start_wandb(mode: WandbMode, **init: Any) -> tuple[Any, WandbMode]:
                 with contextlib.suppress(Exception):  # the failed start holds the run's id
                     wandb.teardown()
             else:
-                warnings.warn(f"W&B: cannot start ({first_line(e)}); this run logs to "
+                env = {k: os.environ[k] for k in ("WANDB_MODE", "WANDB_DIR") if k in os.environ}
+                hint = f"; the environment sets {env}, which W&B reads too" if env else ""
+                warnings.warn(f"W&B: cannot start ({first_line(e)}{hint}); this run logs to "
                               "metrics.jsonl only", stacklevel=2)
     return None, "disabled"
 

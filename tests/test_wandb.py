@@ -90,6 +90,17 @@ def test_wandb_that_cannot_start_leaves_metrics_jsonl(tmp_path, monkeypatch, onl
     assert rows(tmp_path)[0]["x"] == 2.0
 
 
+def test_a_start_that_fails_names_the_wandb_environment_it_read(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb({"offline"}))
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    with pytest.warns(UserWarning, match=r"W&B: cannot start \(RuntimeError: .*; the "
+                                         r"environment sets \{'WANDB_MODE': 'bogus'\}, which "
+                                         r"W&B reads too\); this run logs to metrics.jsonl only"):
+        log = logger(tmp_path, "offline")
+    assert log.wandb_mode == "disabled"
+    log.close()
+
+
 def test_wandb_that_cannot_be_imported_leaves_metrics_jsonl(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
     with pytest.warns(UserWarning, match=r"cannot import wandb \(.*\); this run logs to "
