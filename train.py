@@ -21,8 +21,14 @@ full, named with the path); 4 the environment raised an exception (its traceback
 ``agents.train`` (one run) and ``agents.cli`` (the command line and grids).
 """
 
-import envs  # noqa: F401  (registers the rlkit/ task ids)
-from agents.cli import run
+import sys
+
+try:
+    import envs  # noqa: F401  (registers the rlkit/ task ids)
+    from agents.cli import run
+except KeyboardInterrupt:  # Ctrl-C while the modules load: nothing was started
+    print("stopped: SIGINT while starting, before training began", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     run()

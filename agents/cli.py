@@ -433,6 +433,10 @@ def run(argv: Sequence[str] | None = None) -> None:
     except (TrainingInterrupted, GridInterrupted) as e:
         print(f"stopped: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # SIGINT before the loop's own handler was installed
+        print("stopped: SIGINT while starting, before training began (this process wrote no "
+              "checkpoint; give the same command again)", file=sys.stderr)
+        sys.exit(130)
     except (NonFiniteError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

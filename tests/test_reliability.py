@@ -1154,3 +1154,15 @@ def test_resume_without_metrics_says_the_earlier_rows_are_lost(tiny_run, tmp_pat
                                          r"60 are lost; the run goes on logging from there"):
         _resume(run, total_steps=80)
     assert [r["step"] for r in read_metrics(run)][0] > 60
+
+
+def test_sigint_while_starting_is_one_line_and_exit_130(monkeypatch, capsys):
+    """Ctrl-C before the loop installs its handler (building the env, the buffer) raises
+    KeyboardInterrupt: one ``stopped:`` line and 130, not a traceback."""
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cli", interrupted)
+    code, err = _cli(["--total-steps", 10], capsys)
+    assert code == 130 and err == "stopped: SIGINT while starting, before training began (this " \
+        "process wrote no checkpoint; give the same command again)\n"
