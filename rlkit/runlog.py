@@ -1,8 +1,9 @@
 """Metrics of a run: ``metrics.jsonl`` in its run directory, and W&B without ever blocking.
 
 W&B modes: ``disabled``; ``offline`` (written under the run directory, ``wandb sync`` later);
-``online`` only when an API key is configured and the W&B host answers within a second,
-otherwise it falls back to ``offline`` with one warning. W&B never stops a run: an online
+``online`` only when an API key is configured and the W&B host answers within 3 seconds (a TLS
+handshake or an HTTP reply, not just a connection), otherwise it falls back to ``offline``
+with one warning. W&B never stops a run: an online
 start that fails (a wrong key or server) falls back to ``offline``, and a W&B that cannot be
 imported, started or written to leaves the run logging to ``metrics.jsonl`` alone, each with
 one warning.
@@ -15,6 +16,7 @@ import json
 import math
 import os
 import socket
+import ssl
 import time
 import warnings
 from pathlib import Path
@@ -26,14 +28,28 @@ from rlkit.rundir import RunDirError, RunPaths
 WandbMode = Literal["disabled", "offline", "online"]
 
 
-def _wandb_reachable(timeout: float = 1.0) -> bool:
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1]
-    host = host.split("/")[0]
+def _wandb_reachable(timeout: float = 3.0) -> bool:
+    """Whether the W&B host (``WANDB_BASE_URL``) answers within ``timeout`` seconds: a TLS
+    handshake (any TLS answer, a certificate W&B may be set up to accept included) for https,
+    an HTTP reply for http. A host that takes the connection and never answers is not
+    reachable: ``wandb.init`` would wait on it for about a minute."""
+    url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    scheme, _, rest = url.rpartition("://")
+    host = rest.split("/")[0]
     name, _, port = host.partition(":")
+    https = scheme.lower() != "http"
     try:
-        with socket.create_connection((name, int(port or 443)), timeout=timeout):
-            return True
-    except OSError:
+        with socket.create_connection((name, int(port or (443 if https else 80))),
+                                      timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            if https:
+                with ssl.create_default_context().wrap_socket(sock, server_hostname=name):
+                    return True
+            sock.sendall(f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            return bool(sock.recv(1))
+    except ssl.SSLError:
+        return True  # it answered, in TLS (what W&B makes of its certificate is W&B's)
+    except (OSError, ValueError):
         return False
 
 

@@ -133,3 +133,45 @@ def test_logging_that_fails_stops_mirroring_not_the_run(tmp_path, monkeypatch):
     log.close()
     assert [r["step"] for r in rows(tmp_path)] == [1, 2]
     assert wb.runs[0].finished
+
+
+def test_a_host_that_takes_the_connection_and_never_answers_is_not_reachable(monkeypatch):
+    """``wandb.init`` waits about a minute on such a host; the check asks for an HTTP reply
+    within its timeout, so the run goes offline at once instead."""
+    import socket
+    import threading
+    import time
+
+    def serve(reply: bytes) -> tuple[socket.socket, int]:
+        srv = socket.create_server(("127.0.0.1", 0))
+        held = []
+
+        def loop():
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                held.append(conn)
+                if reply:
+                    conn.recv(1024)
+                    conn.sendall(reply)
+
+        threading.Thread(target=loop, daemon=True).start()
+        return srv, srv.getsockname()[1]
+
+    silent, port = serve(b"")
+    answering, port2 = serve(b"HTTP/1.0 404 Not Found\r\n\r\n")
+    try:
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+        t0 = time.monotonic()
+        assert not runlog._wandb_reachable(timeout=0.5)
+        assert time.monotonic() - t0 < 5
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port2}")
+        assert runlog._wandb_reachable(timeout=2.0)
+        silent.close()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")  # nothing listens
+        assert not runlog._wandb_reachable(timeout=0.5)
+    finally:
+        silent.close()
+        answering.close()
