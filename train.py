@@ -17,7 +17,8 @@ Exit codes: 0 done; 1 non-finite value or loss; 2 bad input (a bad flag, a run d
 that is a file or in use, an edited or malformed run file, an unreadable checkpoint, not
 enough memory for the replay buffer, a failed grid run); 3 file-system error (read-only or
 full, named with the path); 4 the environment raised an exception (its traceback is printed);
-130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint. The program itself is
+130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint (none for a second signal, or a
+SIGINT outside the training loop). The program itself is
 ``agents.train`` (one run) and ``agents.cli`` (the command line and grids).
 """
 
@@ -27,7 +28,8 @@ try:
     import envs  # noqa: F401  (registers the rlkit/ task ids)
     from agents.cli import run
 except KeyboardInterrupt:  # Ctrl-C while the modules load: nothing was started
-    print("stopped: SIGINT while starting, before training began", file=sys.stderr)
+    print("stopped: SIGINT while the modules loaded, before anything was written",
+          file=sys.stderr)
     sys.exit(130)
 
 if __name__ == "__main__":

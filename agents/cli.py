@@ -13,9 +13,11 @@ Exit codes of :func:`run`:
   stays, and the run continues with ``--resume`` once the file system is fixed;
 - 4 the environment raised an exception (its own traceback is printed after the message);
 - 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint (for a grid: every run that
-  was going wrote one, and the report of the finished runs was written).
+  was going wrote one, and the report of the finished runs was written); a second signal, or
+  a SIGINT outside the training loop, stops it without one.
 
-Errors are one line on stderr, starting with ``error:`` (``stopped:`` for a signal).
+Errors are one line on stderr, starting with ``error:`` (``stopped:`` for a signal), except
+for the flag parser's own, which come in a panel.
 """
 
 from __future__ import annotations
@@ -250,12 +252,14 @@ def _launch_grid(g: GridConfig, progress: bool, runs: Sequence[GridRun], grid_di
                           progress=progress)
     except GridInterrupted as e:
         outcomes, stopped = e.outcomes, e
-    except RuntimeError as e:  # the launcher failed (a run's failure is its outcome)
-        if new and not any(p.is_dir() for p in grid_dir.iterdir()):
+    except (RuntimeError, ValueError) as e:  # the launcher failed (a run's failure is its
+        if new and not any(p.is_dir() for p in grid_dir.iterdir()):  # outcome)
             (grid_dir / GRID_MANIFEST).unlink()
             if created:
                 grid_dir.rmdir()
-            raise RuntimeError(f"{e}; no run started, and {grid_dir} is as it was before") from e
+            raise type(e)(f"{e}; no run started, and {grid_dir} is as it was before") from e
+        if isinstance(e, ValueError):
+            raise
         raise RuntimeError(f"{e}; continue with --resume {grid_dir}") from e
     outcomes = [*done, *outcomes]
     summarize(grid_dir, outcomes)
@@ -410,11 +414,13 @@ def cli(argv: Sequence[str]) -> None:
     """One run, or a grid when there is more than one (backbone, seed) combination."""
     cfg, backbone_values, seed_values = parse_cli(argv)
     if cfg.run.resume is None:
-        warn_unused_inputs(cfg, given_on_resume(argv))
+        for c in [cfg] if len(backbone_values) == 1 else \
+                [backbone_config(argv, b) for b in backbone_values]:
+            warn_unused_inputs(c, given_on_resume(argv))
     if cfg.run.resume is not None and is_grid_dir(cfg.run.resume):
         if len(backbone_values) * len(seed_values) > 1:
             raise ValueError(f"--resume {cfg.run.resume} continues the grid's own runs; "
-                             "--backbone and --seed take one value at most with it")
+                             "it takes no --backbone or --seed")
         resume_grid(cfg, given_on_resume(argv))
     elif len(backbone_values) * len(seed_values) == 1:
         refuse_grid_flags(cfg)
@@ -433,9 +439,11 @@ def run(argv: Sequence[str] | None = None) -> None:
     except (TrainingInterrupted, GridInterrupted) as e:
         print(f"stopped: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:  # SIGINT before the loop's own handler was installed
-        print("stopped: SIGINT while starting, before training began (this process wrote no "
-              "checkpoint; give the same command again)", file=sys.stderr)
+    except KeyboardInterrupt as e:  # SIGINT outside the loop, which handles it itself
+        why = str(e) or "SIGINT outside the training loop"
+        print(f"stopped: {why}, with no checkpoint written on it: a run directory that holds a "
+              "checkpoint continues with --resume, one that does not (or none) with the same "
+              "command", file=sys.stderr)
         sys.exit(130)
     except (NonFiniteError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ from rlkit.checkpoint import (
     previous_path,
     remove_stale_temp_files,
 )
+from rlkit.config import replace_fields
 from rlkit.resume import check_run_dir, load_run_checkpoint, merge_config
 from rlkit.rundir import RunDirError, RunPaths, RunRecord
 from rlkit.runlog import read_metrics
@@ -22,6 +23,10 @@ from rlkit.runlog import read_metrics
 RESUME_MAY_CHANGE = ("total_steps", "checkpoint_every", "checkpoint_minutes", "drop_nonfinite",
                      "progress")
 """Fields a command line may change when resuming a run (others must match the run's)."""
+
+STORED_RESOLVED = {"device": "run", "compile": "model"}
+"""Fields (and their sections) whose ``auto`` ``config.json`` stores resolved (``cpu``,
+``on``): typed as ``auto`` on resume, they name the run's own value, not a change."""
 
 RESUME_MAY_DIFFER = (*(f"loop.{name}" for name in RESUME_MAY_CHANGE), "run.resume",
                      "run.run_dir", "run.device")
@@ -67,8 +72,9 @@ def _never_checkpointed(run_dir: Path) -> bool:
 def resume_config(cfg: TrainConfig, given: Collection[str] = (),
                   ) -> tuple[TrainConfig, RunRecord, dict | None]:
     """The config, record and last checkpoint of the run in ``--resume`` (see there).
-    ``given``: fields of :data:`RESUME_MAY_CHANGE` that the command line gave, which apply
-    even at their default value.
+    ``given``: the fields the command line gave (:func:`agents.cli.given_on_resume`): one of
+    :data:`RESUME_MAY_CHANGE` applies even at its default value, any other must equal the
+    run's (``auto`` of :data:`STORED_RESOLVED` is the run's own).
 
     The checkpoint is ``None`` for a run that stopped before it wrote its first one (killed
     while starting): it then starts again from step 0, which is the same run.
@@ -88,8 +94,11 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
     else:
         ckpt = load_run_checkpoint(run_dir)
         check_checkpoint_record(record, ckpt, f"--resume {run_dir}")
-    merged = merge_config(cfg, TrainConfig.from_record(record), RESUME_MAY_CHANGE,
-                          keep=("resume",), given=given)
+    saved = TrainConfig.from_record(record)
+    for name, section in STORED_RESOLVED.items():  # stored resolved: "auto" is the run's own
+        if getattr(getattr(cfg, section), name) == "auto":
+            cfg = replace_fields(cfg, **{name: getattr(getattr(saved, section), name)})
+    merged = merge_config(cfg, saved, RESUME_MAY_CHANGE, keep=("resume",), given=given)
     merged = dataclasses.replace(
         merged, run=dataclasses.replace(merged.run, run_dir=str(run_dir), device=record.device))
     step = 0 if ckpt is None else ckpt["step"]
@@ -100,4 +109,5 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
     return merged, record, ckpt
 
 
-__all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "check_checkpoint_record", "resume_config"]
+__all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "STORED_RESOLVED", "check_checkpoint_record",
+           "resume_config"]

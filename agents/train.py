@@ -222,7 +222,8 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         warnings.warn(f"long context: {empty}", UserWarning, stacklevel=2)
     if unused := cfg.model.unused_flags():
         warnings.warn(f"unused flags: {unused}", UserWarning, stacklevel=2)
-    if cfg.loop.total_steps < cfg.loop.learning_starts:
+    n = cfg.env.num_envs  # the envs step together: the run's last step is a multiple of n
+    if -(-cfg.loop.total_steps // n) * n < cfg.loop.learning_starts:
         warnings.warn(f"no update: --total-steps {cfg.loop.total_steps} ends before "
                       f"--learning-starts {cfg.loop.learning_starts} (random actions until then):"
                       f" the policy evaluated is the untrained one", UserWarning, stacklevel=2)

@@ -50,7 +50,7 @@ already run into DIR, without training: its backbones and seeds are the run dire
 ``config.json`` records it; a run short of its ``--total-steps`` is listed below the table
 with the step it reached. ``--resume`` continues an interrupted grid in ``--out`` (the same
 env and flags, checked against the grid's ``bench.json``): finished runs are kept, the others
-go on from their last checkpoint. An ``--out`` that holds runs is refused without
+go on from their last checkpoint. An ``--out`` that is not empty is refused without
 ``--resume``.
 """
 
@@ -257,25 +257,29 @@ def _check_flags(p: argparse.ArgumentParser, a: argparse.Namespace, env: str) ->
 
 
 def _backbone_row(b: str, mine: list[RunOutcome], a: argparse.Namespace, at: list[int],
-                  total: dict[str, int]) -> tuple[bool, list[str]]:
-    """Print the table's row of backbone ``b`` (its runs ``mine``); returns whether every run
-    ends at or above ``--threshold`` (or there is none), and the runs short of their
-    ``--total-steps`` (``total`` by run name), with the step each reached."""
-    failed = [o for o in mine if o.error]
-    if failed:
-        print(f"| {b} | failed: {failed[0].error} |")
-        return False, []
+                  total: dict[str, int]) -> tuple[bool, list[str], list[str]]:
+    """Print the table's row of backbone ``b`` over those of its runs ``mine`` that have a
+    final return; returns whether they all end at or above ``--threshold`` with none left out
+    (always true for ``mlp`` or without a threshold), the runs short of their
+    ``--total-steps`` (``total`` by run name) with the step each reached, and the runs left out
+    of the row with the reason (failed, absent, no evaluation yet)."""
+    left_out = [f"{o.name} ({o.error})" for o in mine if o.error]
+    mine = [o for o in mine if not o.error]
     s = [summarize(o.run_dir, a.last_k, at) for o in mine]
     short = [f"{o.name} at step {x['reached']:.0f} of {total[o.name]}"
              for x, o in zip(s, mine) if x["reached"] < total[o.name]]
-    if not_yet := [o.name for x, o in zip(s, mine) if x["final"] is None]:
-        print(f"| {b} | no evaluation yet: {', '.join(not_yet)} |")
-        return False, short
+    left_out += [f"{o.name} (no evaluation yet)" for x, o in zip(s, mine) if x["final"] is None]
+    s, mine = [x for x in s if x["final"] is not None], \
+        [o for x, o in zip(s, mine) if x["final"] is not None]
+    exempt = b == "mlp" or a.threshold is None
+    if not mine:
+        print(f"| {b} | no final return: {', '.join(left_out)} |")
+        return exempt, short, left_out
     if a.final_policy:
         for x, o in zip(s, mine):
             x["final"] = final_of(o.run_dir, a.final_policy)
     finals = [x["final"] for x in s]
-    ok = b == "mlp" or a.threshold is None or min(finals) >= a.threshold
+    ok = exempt or (not left_out and min(finals) >= a.threshold)
     at_cells = " | ".join(_cell([x["at"][st] for x in s]) for st in at)
     succ = [x["success"] for x in s if "success" in x]
     sat = [x["saturation"] for x in s if x["saturation"] is not None]
@@ -287,7 +291,7 @@ def _backbone_row(b: str, mine: list[RunOutcome], a: argparse.Namespace, at: lis
           f"| {min(finals):.1f} | {max(finals):.1f} | {at_cells + ' | ' if at else ''}"
           f"{sat_cell} | {succ_cell} | {statistics.mean(x['wall'] for x in s):.0f} | "
           f"{ups_cell} |")
-    return ok, short
+    return ok, short, left_out
 
 
 def _reference_rows(env: str, runs: list[GridRun], seeds: list[int], episodes: int
@@ -332,7 +336,7 @@ def _grid_members(p: argparse.ArgumentParser, out: Path, own: list[str], backbon
 
 def _check_out(p: argparse.ArgumentParser, out: Path, resume: bool, env: str,
                flags: list[str]) -> None:
-    """Refuse an ``--out`` that holds runs without ``--resume``, and a ``--resume`` with
+    """Refuse an ``--out`` that is not empty without ``--resume``, and a ``--resume`` with
     another env or other flags than the grid was run with (its runs keep theirs)."""
     if not resume:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -423,15 +427,18 @@ def main() -> None:
     print(f"| backbone | final per seed | mean | min | max | {head + ' | ' if at else ''}"
           "saturation | success | wall s | updates/s |")
     print("|---|---|---:|---:|---:|" + "---:|" * len(at) + "---:|---:|---:|---:|")
-    memory_ok, short = True, []
+    memory_ok, short, left_out = True, [], []
     total = {r.name: r.config.loop.total_steps for r in runs}
     for b in backbones:
-        ok, late = _backbone_row(b, [o for o in outcomes if o.name.startswith(f"{b}__")], a, at,
-                                 total)
+        ok, late, out_of_row = _backbone_row(
+            b, [o for o in outcomes if o.name.startswith(f"{b}__")], a, at, total)
         memory_ok &= ok
         short += late
+        left_out += out_of_row
     reference = "Pendulum" in env and not a.no_reference
     solver = _reference_rows(env, runs, a.seeds, first.loop.eval_episodes) if reference else None
+    if left_out:
+        print(f"\nruns left out of their row: {', '.join(left_out)}")
     if short:
         print(f"\nruns short of their --total-steps (final: their last evaluation so far): "
               f"{', '.join(short)}")

@@ -15,6 +15,7 @@ tagged with their dtype and come back as NumPy values.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -109,7 +110,8 @@ def _save(path: Path, payload: dict[str, Any], keep_previous: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, _file_mode())  # as open() would make it: the run's other files' mode
+        with contextlib.suppress(OSError):  # as open() would: the run's other files' mode
+            os.fchmod(fd, _file_mode())  # (a file system that refuses chmod keeps 0600)
         with os.fdopen(fd, "w+b") as f:
             writer = _Writer(f)
             try:

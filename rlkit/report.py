@@ -322,7 +322,7 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
 
 
 SEED_FIELDS = ("run.", "loop.progress", "loop.checkpoint_every", "loop.checkpoint_minutes",
-               "grid.", "loop.eval_policy")
+               "grid.", "loop.eval_policy", "wandb_run_id", "device")
 """Entries of ``config.json`` (prefixes of dotted paths) that the seeds of one row may differ
 in without the per-row warning: the seed, where and how a run ran and was saved (and the
 evaluated policy, warned about across all runs); any other difference is warned about."""

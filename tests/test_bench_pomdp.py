@@ -280,8 +280,13 @@ def test_summarize_of_a_grid_still_going(tiny_grid, tmp_path, monkeypatch, capsy
     metrics = grid / "gru__s0" / "metrics.jsonl"
     metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines()
                                if "eval_return_mean" not in line))
-    out = _summarize(monkeypatch, capsys, "--summarize", grid)
-    assert "| gru | no evaluation yet: gru__s0 |" in out
+    out = _summarize(monkeypatch, capsys, "--summarize", grid, "--threshold=-1e9")
+    final = pomdp.summarize(grid / "gru__s2", 1, [])["final"]
+    assert f"| gru | {final:.1f} | {final:.1f} |" in out  # the row: the run that has a final
+    assert "runs left out of their row: gru__s0 (no evaluation yet)" in out
+    assert "every memory family >= -1000000000.0 on every seed: FAIL" in out  # one is missing
+    out = _summarize(monkeypatch, capsys, "--summarize", grid, "--seeds", "0")
+    assert "| gru | no final return: gru__s0 (no evaluation yet) |" in out
 
 
 def test_out_holding_runs_needs_resume_and_resume_needs_the_same_flags(tiny_grid, tmp_path,

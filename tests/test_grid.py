@@ -143,6 +143,14 @@ def test_a_launcher_that_fails_before_any_run_leaves_the_grid_dir_as_it_was(tmp_
     def no_cluster(*args, **kwargs):
         raise RuntimeError("--ray-address auto: Ray cannot connect (no cluster)")
 
+    def bad_threads(*args, **kwargs):
+        raise ValueError("OMP_NUM_THREADS must be a positive integer, got 'x'")
+
+    g = tmp_path / "threads"
+    monkeypatch.setattr(cli, "launch", bad_threads)
+    with pytest.raises(ValueError, match=rf"got 'x'; no run started, and {g} is as it was"):
+        cli.cli(["--seed", "0", "1", "--grid-dir", str(g), *GRID_ARGS])
+    assert not g.exists()
     monkeypatch.setattr(cli, "launch", no_cluster)
     for g, made in ((tmp_path / "new", False), (tmp_path / "empty", True)):
         if made:

@@ -531,6 +531,11 @@ def test_resume_refuses_a_flag_typed_at_the_package_default_that_is_not_the_runs
                       "Pendulum-v1"], capsys)
     assert code == 0, err
     assert RunRecord.read(run).loop.total_steps == 80
+    # config.json holds --device and --compile resolved ("cpu", "off"): "auto" is the run's own
+    code, err = _cli(["--resume", run, "--total-steps", 100, "--device", "auto", "--compile",
+                      "auto"], capsys)
+    assert code == 0, err
+    assert RunRecord.read(run).loop.total_steps == 100
 
 
 def test_resume_applies_a_flag_given_at_its_default_value(tiny_run, tmp_path, capsys):
@@ -1156,13 +1161,15 @@ def test_resume_without_metrics_says_the_earlier_rows_are_lost(tiny_run, tmp_pat
     assert [r["step"] for r in read_metrics(run)][0] > 60
 
 
-def test_sigint_while_starting_is_one_line_and_exit_130(monkeypatch, capsys):
-    """Ctrl-C before the loop installs its handler (building the env, the buffer) raises
-    KeyboardInterrupt: one ``stopped:`` line and 130, not a traceback."""
+def test_sigint_outside_the_loop_is_one_line_and_exit_130(monkeypatch, capsys):
+    """Ctrl-C outside the loop's own handler (building the env and the buffer, or after the
+    run) raises KeyboardInterrupt in ``cli``: one ``stopped:`` line and 130, not a
+    traceback. (``train.py``'s imports have the same guard, not tested here.)"""
     def interrupted(argv):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "cli", interrupted)
     code, err = _cli(["--total-steps", 10], capsys)
-    assert code == 130 and err == "stopped: SIGINT while starting, before training began (this " \
-        "process wrote no checkpoint; give the same command again)\n"
+    assert code == 130 and err == "stopped: SIGINT outside the training loop, with no " \
+        "checkpoint written on it: a run directory that holds a checkpoint continues with " \
+        "--resume, one that does not (or none) with the same command\n"

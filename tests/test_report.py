@@ -291,6 +291,15 @@ def test_unfinished_runs_are_skipped_unless_asked_for_and_never_started_ones_lis
 
 
 def test_runs_of_different_settings_pooled_in_one_row_are_warned(grid, tmp_path):
+    import warnings as w
+
+    for seed, run_id in ((0, "aaa"), (1, "bbb")):  # W&B ids and devices differ by run: no word
+        rec = dataclasses.replace(record("Pendulum-v1", "mlp", seed, total_steps=301),
+                                  wandb_run_id=run_id, device=("cpu", "cuda")[seed])
+        rec.write(grid / "pendulum" / "mlp" / f"s{seed}")
+    with w.catch_warnings():
+        w.simplefilter("error")
+        build_report(grid, tmp_path / "quiet")
     other = record("Pendulum-v1", "mlp", 1, total_steps=301)
     other = dataclasses.replace(other, agent={"gamma": 0.9})
     other.write(grid / "pendulum" / "mlp" / "s1")

@@ -555,6 +555,13 @@ def test_a_run_that_ends_before_learning_starts_says_it_trains_nothing(tmp_path)
                                          r"the policy evaluated is the untrained one$"):
         train.main(cfg)
     assert not [r for r in read_metrics(tmp_path / "r") if r.get("updates")]
+    import warnings as w  # 4 envs step to 12, past --learning-starts 10: it trains, no word
+
+    with w.catch_warnings():
+        w.simplefilter("error", UserWarning)
+        train.main(replace_fields(cfg, total_steps=9, learning_starts=10, num_envs=4,
+                                  batch_size=4, run_dir=str(tmp_path / "v")))
+    assert [r for r in read_metrics(tmp_path / "v") if r.get("updates")]
 
 
 def test_typed_previous_inputs_on_mlp_transitions_are_warned_and_a_recipes_are_not():

@@ -169,6 +169,10 @@ def test_a_host_that_takes_the_connection_and_never_answers_is_not_reachable(mon
         assert time.monotonic() - t0 < 5
         monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port2}")
         assert runlog._wandb_reachable(timeout=2.0)
+        for scheme, answers in (("https", False), ("https", True)):  # the TLS branch: no
+            monkeypatch.setenv("WANDB_BASE_URL",  # handshake; an answer that is not TLS
+                               f"{scheme}://127.0.0.1:{port2 if answers else port}")
+            assert runlog._wandb_reachable(timeout=0.5) == answers
         silent.close()
         monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")  # nothing listens
         assert not runlog._wandb_reachable(timeout=0.5)
