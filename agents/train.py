@@ -47,7 +47,7 @@ from rlkit.config import (
     EnvConfig,
     flag,
 )
-from rlkit.evaluate import time_limit
+from rlkit.evaluate import eval_time_limited, time_limit
 from rlkit.faults import EnvError, first_line
 from rlkit.loopstate import check_agent_state
 from rlkit.noise import make_noise
@@ -200,9 +200,11 @@ def check_device(cfg: TrainConfig) -> torch.device:
 
 def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gym.Env]:
     """The resolved config (:func:`resolve`, with the task's episode length), the agent, and a
-    probe env of the task. Warns when the resolved config trains a memory encoder on other
-    histories than it acts on (:meth:`rlkit.config.ReplayConfig.act_gap`), when a
-    Transformer trained on whole episodes cannot see all of them
+    probe env of the task (the evaluation env: without a time limit of its own, cut at
+    :data:`rlkit.evaluate.EVAL_STEP_LIMIT` steps). Warns when the resolved config trains a
+    memory encoder on other histories than it acts on
+    (:meth:`rlkit.config.ReplayConfig.act_gap`), when a Transformer trained on whole episodes
+    cannot see all of them
     (:meth:`rlkit.config.ModelConfig.reach_gap`), when its cache is longer than any
     episode (:meth:`rlkit.config.ModelConfig.empty_cache`), when a family-specific flag is
     given to a backbone that does not use it (:meth:`rlkit.config.ModelConfig.unused_flags`),
@@ -240,7 +242,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         precision=PrecisionConfig(m.precision),
         compile=m.compile == "on",
     ).to(device)
-    return cfg, agent, env
+    return cfg, agent, eval_time_limited(env)  # it evaluates: episodes that end
 
 
 def check_memory(cfg: TrainConfig, agent: DDPG, device: torch.device) -> None:

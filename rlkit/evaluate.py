@@ -105,7 +105,7 @@ def time_limit(env: gym.Env) -> int | None:
     return getattr(env.unwrapped, "max_episode_steps", None)
 
 
-def _time_limited(env: gym.Env) -> gym.Env:
+def eval_time_limited(env: gym.Env) -> gym.Env:
     """``env``, or, when no time limit is known (:func:`time_limit`), ``env`` cut at
     :data:`EVAL_STEP_LIMIT` steps (truncated), with a warning: an episode the policy never
     ends would otherwise never let the evaluation finish."""
@@ -131,9 +131,9 @@ def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] 
         importlib.import_module(module)
     env_id = env_id.partition(":")[2] or env_id
     if video_dir is None:
-        return _time_limited(gym.make(env_id))
+        return eval_time_limited(gym.make(env_id))
     try:
-        env = _time_limited(gym.make(env_id, render_mode="rgb_array"))
+        env = eval_time_limited(gym.make(env_id, render_mode="rgb_array"))
         env.reset(seed=0)
         frame = env.render()
     except Exception as e:  # noqa: BLE001  (any backend failure means: no renderer)
@@ -151,5 +151,6 @@ def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] 
                                     name_prefix="eval")
 
 
-__all__ = ["EVAL_STEP_LIMIT", "Policy", "RenderError", "evaluate", "make_eval_env",
+__all__ = ["EVAL_STEP_LIMIT", "Policy", "RenderError", "eval_time_limited", "evaluate",
+           "make_eval_env",
            "time_limit"]

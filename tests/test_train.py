@@ -543,6 +543,11 @@ def test_time_limits_are_found_inside_wrappers_and_evaluation_of_an_endless_env_
                                    "act": lambda self, o, s, a, r: (torch.zeros(1, 1), s)})()
         stats = ev.evaluate(policy, env, 2, torch.device("cpu"), seed=0)
         assert stats["eval_length_mean"] == 30 and stats["eval_return_mean"] == 30.0
+        with pytest.warns(UserWarning, match=r"evaluation episodes are cut at 30 steps"):
+            train.main(replace_fields(SMALL, env="rlkit-test/Endless-v0", total_steps=150,
+                                      run_dir=str(tmp_path / "run")))  # its evaluation ends
+        last = [r for r in read_metrics(tmp_path / "run") if "eval_return_mean" in r][-1]
+        assert last["step"] == 150 and last["eval_length_mean"] == 30
     finally:
         for name in ("rlkit-test/Endless-v0", "rlkit-test/WrappedPendulum-v0"):
             gym.registry.pop(name, None)
