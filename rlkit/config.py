@@ -274,8 +274,8 @@ class ReplayConfig:
         Args:
             reach: past steps the encoder sees, when finite (the Transformer's); else ``None``.
         """
-        if not memory or self.state_mode == "stored":
-            return None
+        if not memory or self.state_mode == "stored" or reach == 0:
+            return None  # (a reach of 0 sees no history: nothing to carry or replay)
         longest = f"up to {episode_steps} steps" if episode_steps else "of unknown length"
         fix = ("Train on whole episodes (--window-start episode with --seq-len at least the "
                "episode length, the default when episodes fit in --max-window) or start "
@@ -283,7 +283,8 @@ class ReplayConfig:
         if reach is not None:  # a finite reach: replaying it is exact and stores nothing
             fix = (f"Train on whole episodes, or replay the {reach} steps the encoder sees "
                    f"before each window (--state-mode prefix --burn-in {reach})")
-        sees = (f"the encoder sees {reach} steps back" if reach is not None else
+        sees = (f"the encoder sees {reach} step{'' if reach == 1 else 's'} back"
+                if reach is not None else
                 f"the agent acts with its state carried over whole episodes ({longest})")
         if self.state_mode == "prefix" and self.window_start != "episode":
             if reach is not None and self.burn_in >= reach:

@@ -186,6 +186,10 @@ def test_zero_start_windows_inside_episodes_do_not_and_are_named(backbone, tmp_p
     assert max(differ) > 1e-3
     gap = replay.resolved(True, 11).act_gap(True, 11)
     assert gap is not None and "acts on histories it never trained on" in gap
+    # a Transformer at --context 1 sees no step back: no history to miss (its short reach
+    # is warned about on its own); at --context 2 the gap is there
+    assert replay.resolved(True, 11).act_gap(True, 11, reach=0) is None
+    assert "sees 1 step back" in replay.resolved(True, 11).act_gap(True, 11, reach=1)
 
 
 def test_whole_episodes_are_the_default_for_memory_backbones_when_they_fit():
