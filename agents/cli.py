@@ -413,21 +413,22 @@ def warn_unused_inputs(cfg: TrainConfig, typed: Collection[str]) -> None:
 def cli(argv: Sequence[str]) -> None:
     """One run, or a grid when there is more than one (backbone, seed) combination."""
     cfg, backbone_values, seed_values = parse_cli(argv)
-    if cfg.run.resume is None:
-        for c in [cfg] if len(backbone_values) == 1 else \
-                [backbone_config(argv, b) for b in backbone_values]:
-            warn_unused_inputs(c, given_on_resume(argv))
+    typed = given_on_resume(argv)
     if cfg.run.resume is not None and is_grid_dir(cfg.run.resume):
         if len(backbone_values) * len(seed_values) > 1:
             raise ValueError(f"--resume {cfg.run.resume} continues the grid's own runs; "
                              "it takes no --backbone or --seed")
-        resume_grid(cfg, given_on_resume(argv))
+        resume_grid(cfg, typed)
     elif len(backbone_values) * len(seed_values) == 1:
         refuse_grid_flags(cfg)
-        main(cfg, given_on_resume(argv) if cfg.run.resume is not None else ())
+        if cfg.run.resume is None:
+            warn_unused_inputs(cfg, typed)
+        main(cfg, typed if cfg.run.resume is not None else ())
     else:
-        grid(cfg, backbone_values, seed_values,
-             {b: backbone_config(argv, b) for b in backbone_values})
+        per_backbone = {b: backbone_config(argv, b) for b in backbone_values}
+        for c in per_backbone.values():
+            warn_unused_inputs(c, typed)
+        grid(cfg, backbone_values, seed_values, per_backbone)
 
 
 def run(argv: Sequence[str] | None = None) -> None:
