@@ -104,6 +104,10 @@ class DDPGConfig:
     of S env steps makes about ``(S - learning_starts) * updates_per_step`` updates."""
     lr_decay_to: float = 0.1
     """Fraction of each learning rate left at the end of ``lr_decay``."""
+    lr_decay_start: int = 0
+    """Updates at the full rate before ``lr_decay`` begins (a warm-up, stable, decay schedule):
+    update ``k`` decays by ``k - lr_decay_start`` in ``lr_decay``'s formula, and not before.
+    Needs ``lr_decay``."""
     pre_tanh_penalty: float = 0.0
     """Weight of ``mean(max(|pre_tanh| - pre_tanh_margin, 0) ** 2)`` added to the actor loss:
     keeps the actor's tanh out of deep saturation, where its gradient vanishes (0 = off)."""
@@ -209,12 +213,15 @@ class DDPGConfig:
         for name in ("actor_lr", "critic_lr", "encoder_lr"):
             v = getattr(self, name)
             check(name, v is None or finite(v) and 0 < v <= 1, "a number in (0, 1]")
-        for name in ("lr_warmup", "lr_decay"):
+        for name in ("lr_warmup", "lr_decay", "lr_decay_start"):
             v = getattr(self, name)
             check(name, isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                   "an integer >= 0")
         check("lr_decay_to", finite(self.lr_decay_to) and 0 <= self.lr_decay_to <= 1,
               "a number in [0, 1]")
+        if self.lr_decay_start and not self.lr_decay:
+            raise ValueError(f"--agent.lr-decay-start {self.lr_decay_start} needs "
+                             "--agent.lr-decay N (the updates the decay takes), got 0")
         check("pre_tanh_penalty", finite(self.pre_tanh_penalty) and self.pre_tanh_penalty >= 0,
               "a finite number >= 0")
         check("pre_tanh_margin", finite(self.pre_tanh_margin) and self.pre_tanh_margin >= 0,
@@ -578,7 +585,8 @@ class DDPG(nn.Module):
         if compiled:
             mark_step_begin(self._critic_fn, self._actor_fn)
         self.num_updates += 1
-        if self.num_updates <= max(self.cfg.lr_warmup, self.cfg.lr_decay):
+        if self.num_updates <= max(self.cfg.lr_warmup,
+                                   self.cfg.lr_decay_start + self.cfg.lr_decay):
             self._schedule()  # the last call sets the rates that stay
         if self._gamma is not None:  # in place: a compiled update reads the new value
             self._gamma.fill_(self.gamma_at(self.num_updates))
@@ -654,11 +662,12 @@ class DDPG(nn.Module):
 
     def _schedule(self) -> None:
         """Set every group's rate for update ``num_updates``: its base rate times the linear
-        warm-up's factor and the linear decay's."""
+        warm-up's factor and the linear decay's (which begins after ``lr_decay_start``)."""
         k, cfg = self.num_updates, self.cfg
         f = min(1.0, k / cfg.lr_warmup) if cfg.lr_warmup else 1.0
         if cfg.lr_decay:
-            f *= 1.0 - (1.0 - cfg.lr_decay_to) * min(1.0, k / cfg.lr_decay)
+            d = max(0, k - cfg.lr_decay_start)
+            f *= 1.0 - (1.0 - cfg.lr_decay_to) * min(1.0, d / cfg.lr_decay)
         for opt, lrs in self._base_lrs.items():
             for g, lr in zip(opt.param_groups, lrs):
                 g["lr"] = lr * f

@@ -547,6 +547,31 @@ def test_lr_decay_falls_linearly_to_its_fraction_composes_with_warmup_and_resume
         torch.testing.assert_close(p, b, rtol=0, atol=0)
 
 
+def test_lr_decay_start_holds_the_full_rate_then_decays_and_resumes_on_schedule():
+    kw = dict(lr_decay=4, lr_decay_to=0.2, lr_decay_start=3, encoder_lr=1e-4, actor_lr=2e-3)
+    agent = make_agent(**kw)
+    bases = {id(opt): [g["lr"] for g in opt.param_groups]
+             for opt in (agent.actor_opt, agent.critic_opt)}
+    # full rate for updates 1-3, then 1 - 0.8 * min(1, (k - 3) / 4)
+    factors = [1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.2, 0.2]
+    for k, f in enumerate(factors, start=1):
+        agent.update(batch(seed=k))
+        for opt in (agent.actor_opt, agent.critic_opt):
+            assert [g["lr"] for g in opt.param_groups] == pytest.approx(
+                [b * f for b in bases[id(opt)]], rel=1e-12)
+        if k == 4:
+            saved = copy.deepcopy(agent.checkpoint_state())
+    resumed = _resumed(kw, saved, range(5, 10))
+    assert [g["lr"] for g in resumed.actor_opt.param_groups] == pytest.approx([4e-4, 2e-5])
+    _assert_same_weights(agent, resumed)
+    # before the decay starts, the run is the run without a decay, weight for weight
+    plain, held = make_agent(), make_agent(lr_decay=5, lr_decay_start=3)
+    for k in range(1, 4):
+        plain.update(batch(seed=k))
+        held.update(batch(seed=k))
+    _assert_same_weights(plain, held)
+
+
 def _set_grads(params, norm: float) -> None:
     """Gradients of total norm ``norm`` on ``params``, all entries equal."""
     n = sum(p.numel() for p in params)
@@ -651,6 +676,8 @@ def test_bad_gamma_rise_values_name_their_flag(kw, message):
     ("lr_warmup", 2.5, "--agent.lr-warmup must be an integer >= 0, got 2.5"),
     ("lr_decay", -3, "--agent.lr-decay must be an integer >= 0, got -3"),
     ("lr_decay", True, "--agent.lr-decay must be an integer >= 0, got True"),
+    ("lr_decay_start", -2, "--agent.lr-decay-start must be an integer >= 0, got -2"),
+    ("lr_decay_start", 1.5, "--agent.lr-decay-start must be an integer >= 0, got 1.5"),
     ("lr_decay_to", 1.5, r"--agent.lr-decay-to must be a number in \[0, 1\], got 1.5"),
     ("lr_decay_to", float("nan"), r"--agent.lr-decay-to must be a number in \[0, 1\], got nan"),
     ("actor_lr", float("inf"), r"--agent.actor-lr must be a number in \(0, 1\], got inf"),
@@ -1134,3 +1161,8 @@ def test_act_names_the_input_that_does_not_fit():
 def test_a_config_of_the_wrong_kind_from_python_is_refused_by_name(change, message):
     with pytest.raises(ValueError, match=message):
         DDPGConfig(**change)
+
+
+def test_lr_decay_start_without_a_decay_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"--agent.lr-decay-start 500 needs --agent.lr-decay N"):
+        DDPGConfig(lr_decay_start=500)
