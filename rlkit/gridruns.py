@@ -40,8 +40,14 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        """It logged a row at its ``--total-steps`` (a run stopped or still going has not)."""
-        return self.record is None or self.last_step >= self.record.loop.total_steps
+        """It logged its final evaluation, at its ``--total-steps``: the last thing a run does
+        before its final checkpoint (a run stopped or still going has not, nor one killed
+        between its last training row and that evaluation). A grid's ``--resume`` keeps the
+        same runs."""
+        if self.record is None:
+            return True
+        total = self.record.loop.total_steps
+        return any(r["step"] >= total for r in self.rows if "eval_return_mean" in r)
 
     @property
     def last_step(self) -> float:
@@ -146,9 +152,11 @@ def scan_runs(grid_dir: str | Path, metric: str = "eval_return_mean",
             skipped.append(Skipped(d, str(e)))
             continue
         if not unfinished and not run.finished:
+            total = run.record.loop.total_steps
+            short = " without its final evaluation" if run.last_step >= total else ""
             skipped.append(Skipped(d, f"did not finish: at step {run.last_step:.0f} of "
-                                      f"--total-steps {run.record.loop.total_steps} (stopped "
-                                      "or still going; --unfinished reports it as it is)"))
+                                      f"--total-steps {total}{short} (stopped or still going; "
+                                      "--unfinished reports it as it is)"))
             continue
         runs.append(run)
     found = {d.resolve() for d in dirs}

@@ -8,12 +8,12 @@ every run directory below ``GRID_DIR`` (a folder holding ``config.json``), group
 base64 data URIs, inline CSS, no external link).
 
 A run it cannot use (a malformed or missing ``config.json`` or ``metrics.jsonl``, no value of
-the metric: a run that failed before its first evaluation; a run short of its
-``--total-steps``, unless ``--unfinished``; a run that the grid's ``grid.json`` lists and that
-never started) is skipped: the report covers the others and lists the skipped ones with the
-reason, as does the command line on stderr. Only when no run is usable is it an error (exit
-code 2). The runs of one ``(env, backbone)`` row are its seeds; settings in which they differ
-beyond the seed and where they ran are warned about.
+the metric: a run that failed before its first evaluation; a run without its final evaluation
+at its ``--total-steps``, unless ``--unfinished``; a run that the grid's ``grid.json`` lists
+and that never started) is skipped: the report covers the others and lists the skipped ones
+with the reason, as does the command line on stderr. Only when no run is usable is it an error
+(exit code 2). The runs of one ``(env, backbone)`` row are its seeds; settings in which they
+differ beyond the seed and where they ran are warned about.
 
 Reading the run directories is :mod:`rlkit.gridruns`.
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents.cli import _finished
 from rlkit.config import EnvConfig, LoopConfig, ModelConfig, RunConfig
 from rlkit.report import ReportError, aligned_curves, build_report, find_runs
 from rlkit.rundir import SECTIONS, RunRecord
@@ -38,9 +39,10 @@ def record(env: str, backbone: str, seed: int, total_steps: int = 15_000) -> Run
 
 def write_run(run_dir: Path, env: str, backbone: str, seed: int, evals: list[tuple[int, float]],
               wall_time: float, updates_per_s: float, peak_mb: float | None = None) -> Path:
-    """A run directory shaped like train.py's: train rows and eval rows, a train row last."""
+    """A run directory shaped like train.py's: train rows and eval rows, a train row last
+    (finished: its last evaluation is at its --total-steps)."""
     run_dir.mkdir(parents=True)
-    record(env, backbone, seed, total_steps=evals[-1][0] + 1).write(run_dir)  # finished
+    record(env, backbone, seed, total_steps=evals[-1][0]).write(run_dir)
     rows = []
     for i, (step, value) in enumerate(evals):
         train = {"step": step, "wall_time": i + 0.5, "critic_loss": "nan", "actor_loss": -1.0,
@@ -288,6 +290,33 @@ def test_unfinished_runs_are_skipped_unless_asked_for_and_never_started_ones_lis
                           timeout=120)
     assert proc.returncode == 0 and f"rlkit.report: skipped {stopped}: did not finish: at step " \
         "301 of --total-steps 1000" in proc.stderr, proc.stderr
+
+
+def test_a_run_killed_between_its_last_training_row_and_its_final_evaluation_is_unfinished(
+        grid, tmp_path):
+    """Its last row is at --total-steps, but its final evaluation (and checkpoint) never came:
+    the report leaves it out, as a grid's --resume continues it, rather than reading its
+    earlier evaluation as final."""
+    killed = grid / "pendulum" / "mlp" / "s4"
+    killed.mkdir()
+    record("Pendulum-v1", "mlp", 4, total_steps=300).write(killed)
+    rows = [{"step": 200, "wall_time": 1.0, "eval_return_mean": -50.0},
+            {"step": 300, "wall_time": 2.0, "critic_loss": 0.1, "updates_per_s": 9.0}]
+    (killed / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    res = build_report(grid, tmp_path / "a")
+    assert skipped(res) == {killed: "did not finish: at step 300 of --total-steps 300 without "
+                                    "its final evaluation (stopped or still going; "
+                                    "--unfinished reports it as it is)"}
+    mlp = next(r for r in res.rows if r.env == "Pendulum-v1" and r.backbone == "mlp")
+    assert mlp.n_seeds == 4 and mlp.mean == pytest.approx(2.5)
+    assert _finished(killed, None) is None  # a grid's --resume continues it too
+    with (killed / "metrics.jsonl").open("a") as f:  # its final evaluation: finished for both
+        f.write(json.dumps({"step": 300, "wall_time": 3.0, "eval_return_mean": -40.0}) + "\n")
+    assert _finished(killed, None)["eval_return_mean"] == -40.0
+    res = build_report(grid, tmp_path / "b")
+    assert killed not in skipped(res)
+    mlp = next(r for r in res.rows if r.env == "Pendulum-v1" and r.backbone == "mlp")
+    assert mlp.n_seeds == 5 and mlp.mean == pytest.approx(-6.0)
 
 
 def test_runs_of_different_settings_pooled_in_one_row_are_warned(grid, tmp_path):
