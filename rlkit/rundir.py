@@ -201,6 +201,9 @@ class RunRecord:
     device: str
     """The device the run trained on (``--device auto`` resolved)."""
     wandb_run_id: str | None = None
+    """The W&B run id given to the run when W&B is not ``disabled`` (None when it is). It is
+    chosen before W&B starts, so it is recorded even when W&B then failed to start; a resume
+    logs to the same W&B run under it."""
     schema: int = SCHEMA
 
     def __post_init__(self) -> None:
