@@ -39,6 +39,7 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from rlkit.faults import first_line
+from rlkit.rundir import RunPaths
 from rlkit.signals import on_stop_signals
 
 Launcher = Literal["local", "ray"]
@@ -66,7 +67,8 @@ class RunOutcome:
 
 
 class GridInterrupted(Exception):  # noqa: N818 (a stop, not a failure)
-    """SIGINT or SIGTERM stopped a grid; each run that was going wrote its checkpoint.
+    """SIGINT or SIGTERM stopped a grid; each run that was in its training loop wrote its
+    checkpoint (one still starting had none to write).
 
     Attributes:
         signum: the signal.
@@ -77,10 +79,15 @@ class GridInterrupted(Exception):  # noqa: N818 (a stop, not a failure)
 
     def __init__(self, signum: int, outcomes: list[RunOutcome], grid_dir: Path) -> None:
         self.signum, self.outcomes, self.exit_code = signum, outcomes, 128 + signum
-        stopped = sum(o.error is not None and o.result is None for o in outcomes)
-        super().__init__(f"grid interrupted by {signal.Signals(signum).name}; {stopped} of "
-                         f"{len(outcomes)} runs did not finish (each run that was going wrote "
-                         f"a checkpoint); continue with --resume {grid_dir}")
+        left = [o for o in outcomes if o.error is not None and o.result is None]
+        saved = sum(RunPaths(o.run_dir).checkpoint.is_file() for o in left)
+        kept = ("each with a checkpoint to go on from" if saved == len(left) else
+                "none with a checkpoint: they start from the beginning" if not saved else
+                f"{saved} of them with a checkpoint to go on from, the others start from the "
+                "beginning")
+        super().__init__(f"grid interrupted by {signal.Signals(signum).name}; {len(left)} of "
+                         f"{len(outcomes)} runs did not finish ({kept}); continue with "
+                         f"--resume {grid_dir}")
 
 
 PARENT_CHECK_S = 1.0
@@ -106,16 +113,38 @@ def _run_local(fn: RunFn, config: Any, run_dir: str, threads: int, conn: Connect
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
                      name="rlkit-parent-watch").start()
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    message = _run_message(fn, config, run_dir, threads)
+    with contextlib.suppress(OSError):  # the launcher may be gone
+        conn.send(message)
+    conn.close()
+
+
+def _run_message(fn: RunFn, config: Any, run_dir: str, threads: int) -> tuple[str, Any]:
+    """``("ok", result)`` of ``fn(config, run_dir)`` at ``threads`` torch threads, or
+    ``("error", message)``: a SIGINT outside the run's training loop (which handles it
+    itself), while it starts or after it, says so rather than ``KeyboardInterrupt``."""
     try:
         import torch
 
         torch.set_num_threads(threads)
-        message: tuple[str, Any] = ("ok", fn(config, run_dir))
+        return ("ok", fn(config, run_dir))
+    except KeyboardInterrupt:
+        return ("error", _stopped_outside_loop("SIGINT", Path(run_dir)))
     except BaseException as e:  # noqa: BLE001  (reported per run)
-        message = ("error", _one_line(e))
-    with contextlib.suppress(OSError):  # the launcher may be gone
-        conn.send(message)
-    conn.close()
+        return ("error", _one_line(e))
+
+
+_STOPS = {signal.SIGINT.value: "SIGINT", signal.SIGTERM.value: "SIGTERM",
+          128 + signal.SIGINT.value: "SIGINT", 128 + signal.SIGTERM.value: "SIGTERM"}
+"""A run's exit code (its absolute value) when a stop signal ended it: killed by it, or
+exited with 128 + it (a SIGINT while its modules loaded)."""
+
+
+def _stopped_outside_loop(signame: str, run_dir: Path) -> str:
+    """What became of a run that ``signame`` stopped outside its training loop."""
+    kept = ("its last checkpoint is kept" if RunPaths(run_dir).checkpoint.is_file()
+            else "no checkpoint yet: --resume starts it from the beginning")
+    return f"stopped by {signame} outside its training loop ({kept})"
 
 
 def _one_line(e: BaseException) -> str:
@@ -304,6 +333,8 @@ def _collect(x: _Running, outcome: RunOutcome) -> None:
         outcome.result = x.message[1]
     elif x.message is not None and x.message[0] == "error":
         outcome.error = x.message[1]
+    elif code is not None and abs(code) in _STOPS:  # passed on before its loop took it over
+        outcome.error = _stopped_outside_loop(_STOPS[abs(code)], outcome.run_dir)
     else:
         how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 \
             else f"exit code {code}"

@@ -19,7 +19,16 @@ from agents.evaluate import run as evaluate_run
 from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.config import replace_fields
 from rlkit.evaluate import RenderError, make_eval_env
-from rlkit.launch import GridRun, _connect_ray, _ray_host_port, launch, threads_per_job
+from rlkit.launch import (
+    GridInterrupted,
+    GridRun,
+    RunOutcome,
+    _connect_ray,
+    _ray_host_port,
+    _run_message,
+    launch,
+    threads_per_job,
+)
 from rlkit.rundir import RunDirError, RunRecord
 from rlkit.runlog import read_metrics
 from rlkit.seeding import eval_env_seed, seed_everything
@@ -364,6 +373,51 @@ def test_a_run_whose_process_dies_is_reported(tmp_path):
     assert outcomes[0].error == "the run's process died (signal SIGKILL) before it reported"
 
 
+def _sigterm(config: int, run_dir: str) -> dict[str, float]:
+    os.kill(os.getpid(), signal.SIGTERM)  # as a signal passed on before the loop takes it over
+    time.sleep(30)
+    return {}
+
+
+def _exits_130(config: int, run_dir: str) -> dict[str, float]:
+    os._exit(130)  # as train.py's process does on a SIGINT while its modules load
+
+
+def test_a_run_stopped_by_a_signal_outside_its_loop_says_so_and_whether_it_has_a_checkpoint(
+        tmp_path):
+    outcomes = launch(_sigterm, [GridRun("a", 1)], tmp_path, progress=False)
+    assert outcomes[0].error == ("stopped by SIGTERM outside its training loop (no checkpoint "
+                                 "yet: --resume starts it from the beginning)")
+    outcomes = launch(_exits_130, [GridRun("a", 1)], tmp_path / "x", progress=False)
+    assert outcomes[0].error.startswith("stopped by SIGINT outside its training loop")
+
+    def interrupted(config, run_dir):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "b"
+    run.mkdir()
+    assert _run_message(interrupted, None, str(run), 1) == ("error", (
+        "stopped by SIGINT outside its training loop (no checkpoint yet: --resume starts it "
+        "from the beginning)"))
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert _run_message(interrupted, None, str(run), 1) == (
+        "error", "stopped by SIGINT outside its training loop (its last checkpoint is kept)")
+    assert _run_message(lambda c, d: {"r": 1.0}, None, str(run), 1) == ("ok", {"r": 1.0})
+    assert _run_message(lambda c, d: 1 / 0, None, str(run), 1) == (
+        "error", "ZeroDivisionError: division by zero")
+    # the grid's last line counts the runs left with a checkpoint to go on from
+    outcomes = [RunOutcome("a", tmp_path / "a", error="stopped"), RunOutcome("b", run,
+                error="stopped"), RunOutcome("c", tmp_path / "c", result={"r": 1.0})]
+    assert str(GridInterrupted(signal.SIGINT, outcomes, tmp_path)) == (
+        f"grid interrupted by SIGINT; 2 of 3 runs did not finish (1 of them with a checkpoint "
+        f"to go on from, the others start from the beginning); continue with --resume "
+        f"{tmp_path}")
+    assert "(each with a checkpoint to go on from)" in str(
+        GridInterrupted(signal.SIGINT, outcomes[1:], tmp_path))
+    assert "(none with a checkpoint: they start from the beginning)" in str(
+        GridInterrupted(signal.SIGINT, outcomes[:1], tmp_path))
+
+
 def _pair() -> tuple[str, int, int]:
     """A faulty env id whose fault fires in the training env of seed 0 only (not in seed 3's,
     nor in either's evaluation env)."""
@@ -435,7 +489,8 @@ def test_sigterm_to_the_launcher_checkpoints_the_running_runs_then_reports(tmp_p
     assert f"mlp__s{slow}: error: TrainingInterrupted: interrupted by SIGTERM" in err
     assert f"report: skipped {grid / f'mlp__s{slow}'}: did not finish:" in err
     assert err.strip().splitlines()[-1].startswith("stopped: grid interrupted by SIGTERM; 1 of 2 "
-                                                   "runs did not finish")
+                                                   "runs did not finish (each with a "
+                                                   "checkpoint")
     md = (grid / "report" / "report.md").read_text()
     assert "| mlp | 1 |" in md and f"mlp__s{slow}" in md
     resumed = subprocess.run([sys.executable, "train.py", "--resume", str(grid / f"mlp__s{slow}")],
