@@ -275,8 +275,8 @@ def summarize(grid_dir: Path, outcomes: Sequence[RunOutcome]) -> None:
     """Print each run's outcome to stderr, then write the report of the runs that finished
     (the others are listed in it with their error)."""
     for o in outcomes:
-        status = f"error: {o.error}" if o.error else \
-            f"eval return {o.result['eval_return_mean']:.1f}"
+        status = (f"{'stopped' if o.stopped else 'error'}: {o.error}" if o.error else
+                  f"eval return {o.result['eval_return_mean']:.1f}")
         print(f"{o.name}: {status}", file=sys.stderr)
     if not any(o.error is None for o in outcomes):
         print("report: none written (no run finished)", file=sys.stderr)

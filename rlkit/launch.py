@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from rlkit.faults import first_line
+from rlkit.faults import TrainingInterrupted, first_line
 from rlkit.rundir import RunPaths
 from rlkit.signals import on_stop_signals
 
@@ -64,6 +64,8 @@ class RunOutcome:
     run_dir: Path
     result: dict[str, float] | None = None
     error: str | None = None
+    stopped: bool = False
+    """A stop signal ended it, or kept it from starting (``error`` says which)."""
 
 
 class GridInterrupted(Exception):  # noqa: N818 (a stop, not a failure)
@@ -128,8 +130,10 @@ def _run_message(fn: RunFn, config: Any, run_dir: str, threads: int) -> tuple[st
 
         torch.set_num_threads(threads)
         return ("ok", fn(config, run_dir))
+    except TrainingInterrupted as e:  # its loop wrote its checkpoint
+        return ("stopped", str(e))
     except KeyboardInterrupt:
-        return ("error", _stopped_outside_loop("SIGINT", Path(run_dir)))
+        return ("stopped", _stopped_outside_loop("SIGINT", Path(run_dir)))
     except BaseException as e:  # noqa: BLE001  (reported per run)
         return ("error", _one_line(e))
 
@@ -309,6 +313,7 @@ def _launch_local(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOut
         for r in queue:
             outcomes[r.name].error = (f"not started: the grid was stopped by "
                                       f"{signal.Signals(relay.signum).name}")
+            outcomes[r.name].stopped = True
     if relay.signum is not None:
         raise GridInterrupted(relay.signum, [outcomes[r.name] for r in runs], grid_dir)
 
@@ -331,10 +336,11 @@ def _collect(x: _Running, outcome: RunOutcome) -> None:
     code = x.process.exitcode
     if x.message is not None and x.message[0] == "ok":
         outcome.result = x.message[1]
-    elif x.message is not None and x.message[0] == "error":
-        outcome.error = x.message[1]
+    elif x.message is not None and x.message[0] in ("error", "stopped"):
+        outcome.error, outcome.stopped = x.message[1], x.message[0] == "stopped"
     elif code is not None and abs(code) in _STOPS:  # passed on before its loop took it over
         outcome.error = _stopped_outside_loop(_STOPS[abs(code)], outcome.run_dir)
+        outcome.stopped = True
     else:
         how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 \
             else f"exit code {code}"

@@ -19,6 +19,7 @@ from agents.evaluate import run as evaluate_run
 from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.config import replace_fields
 from rlkit.evaluate import RenderError, make_eval_env
+from rlkit.faults import TrainingInterrupted
 from rlkit.launch import (
     GridInterrupted,
     GridRun,
@@ -388,20 +389,29 @@ def test_a_run_stopped_by_a_signal_outside_its_loop_says_so_and_whether_it_has_a
     outcomes = launch(_sigterm, [GridRun("a", 1)], tmp_path, progress=False)
     assert outcomes[0].error == ("stopped by SIGTERM outside its training loop (no checkpoint "
                                  "yet: --resume starts it from the beginning)")
+    assert outcomes[0].stopped
     outcomes = launch(_exits_130, [GridRun("a", 1)], tmp_path / "x", progress=False)
     assert outcomes[0].error.startswith("stopped by SIGINT outside its training loop")
+    assert outcomes[0].stopped
+    assert not launch(_dies, [GridRun("a", 1)], tmp_path / "y", progress=False)[0].stopped
 
     def interrupted(config, run_dir):
         raise KeyboardInterrupt
 
     run = tmp_path / "b"
     run.mkdir()
-    assert _run_message(interrupted, None, str(run), 1) == ("error", (
+    assert _run_message(interrupted, None, str(run), 1) == ("stopped", (
         "stopped by SIGINT outside its training loop (no checkpoint yet: --resume starts it "
         "from the beginning)"))
     (run / "checkpoint.pt").write_bytes(b"")
     assert _run_message(interrupted, None, str(run), 1) == (
-        "error", "stopped by SIGINT outside its training loop (its last checkpoint is kept)")
+        "stopped", "stopped by SIGINT outside its training loop (its last checkpoint is kept)")
+
+    def in_loop(config, run_dir):
+        raise TrainingInterrupted(signal.SIGINT, 7, Path(run_dir) / "checkpoint.pt")
+
+    kind, text = _run_message(in_loop, None, str(run), 1)
+    assert kind == "stopped" and text.startswith("interrupted by SIGINT at step 7")
     assert _run_message(lambda c, d: {"r": 1.0}, None, str(run), 1) == ("ok", {"r": 1.0})
     assert _run_message(lambda c, d: 1 / 0, None, str(run), 1) == (
         "error", "ZeroDivisionError: division by zero")
@@ -486,7 +496,7 @@ def test_sigterm_to_the_launcher_checkpoints_the_running_runs_then_reports(tmp_p
     assert proc.returncode == 143, err
     ckpt = load_checkpoint(grid / f"mlp__s{slow}" / "checkpoint.pt")
     assert ckpt["kind"] == "interrupt" and 0 < ckpt["step"] < 1500
-    assert f"mlp__s{slow}: error: TrainingInterrupted: interrupted by SIGTERM" in err
+    assert f"mlp__s{slow}: stopped: interrupted by SIGTERM" in err
     assert f"report: skipped {grid / f'mlp__s{slow}'}: did not finish:" in err
     assert err.strip().splitlines()[-1].startswith("stopped: grid interrupted by SIGTERM; 1 of 2 "
                                                    "runs did not finish (each with a "
@@ -550,7 +560,7 @@ def test_a_stopped_grid_continues_with_resume_grid_dir(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 143, err
-    assert "mlp__s1: error: not started: the grid was stopped by SIGTERM" in err
+    assert "mlp__s1: stopped: not started: the grid was stopped by SIGTERM" in err
     assert "report: none written (no run finished)" in err
     assert _kind(grid / "mlp__s0") == "interrupt" and not (grid / "mlp__s1").exists()
     out = subprocess.run([sys.executable, "train.py", "--resume", str(grid), "--jobs", "2"],
