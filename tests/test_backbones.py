@@ -8,6 +8,9 @@ gradient checkpointing, gradient flow; then registry / config errors and transfo
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -617,3 +620,14 @@ def test_a_registered_family_trains_resumes_and_loads_like_a_built_in_one(tmp_pa
     assert record.replay.window_start == "episode"  # a memory family: whole episodes
     out = train.main(replace_fields(train.TrainConfig(), resume=str(run), total_steps=160))
     assert out["step"] == 160
+
+
+@families
+@pytest.mark.parametrize("bad", [-1, 2.0, True, "3"])
+def test_initial_state_refuses_a_batch_size_that_is_not_a_count(name, bad):
+    model = build(name)
+    with pytest.raises(ValueError, match=rf"initial_state: batch_size must be an integer >= 0, "
+                                         rf"got {re.escape(repr(bad))}"):
+        model.initial_state(bad)
+    for ok in (0, 3, np.int64(3)):  # numpy counts too; an empty batch is a batch
+        assert all(s.shape[0] == ok for s in model.initial_state(ok))

@@ -26,6 +26,7 @@ Invariants (tested for every family in ``tests/test_backbones.py``):
 from __future__ import annotations
 
 import abc
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -180,6 +181,15 @@ class Backbone(nn.Module, abc.ABC):
             keep = ~done_mask.to(device=s.device, dtype=torch.bool)
             out.append(torch.where(keep.view(-1, *([1] * (s.dim() - 1))), s, torch.zeros_like(s)))
         return tuple(out)
+
+
+def check_batch_size(family: str, batch_size: object) -> None:
+    """Raise ``ValueError`` naming ``family`` unless ``batch_size`` is an integer >= 0 (what
+    ``initial_state`` takes)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+            or batch_size < 0:
+        raise ValueError(f"{family}.initial_state: batch_size must be an integer >= 0, got "
+                         f"{batch_size!r}")
 
 
 def check_state_shapes(family: str, state: State, expected: list[tuple[int, ...]]) -> None:

@@ -33,7 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit.backbones.base import Backbone, BackboneConfig, State, check_state_shapes
+from rlkit.backbones.base import (
+    Backbone,
+    BackboneConfig,
+    State,
+    check_batch_size,
+    check_state_shapes,
+)
 from rlkit.backbones.scan import (
     selective_scan_fused,
     selective_scan_parallel,
@@ -180,6 +186,7 @@ class MambaBackbone(Backbone):
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Zero states ``(ssm, conv)``, shapes as in the class docstring."""
+        check_batch_size("Mamba", batch_size)
         return tuple(torch.zeros(s, device=device) for s in self._state_shapes(batch_size))
 
     def _check_state(self, state: State, batch_size: int) -> None:

@@ -38,7 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from rlkit.backbones.base import Backbone, BackboneConfig, State, check_state_shapes
+from rlkit.backbones.base import (
+    Backbone,
+    BackboneConfig,
+    State,
+    check_batch_size,
+    check_state_shapes,
+)
 from rlkit.backbones.mamba import _keep_fp32
 
 _DT_MIN, _DT_MAX = 1e-3, 1e-1  # range of the initial step sizes dt
@@ -288,6 +294,7 @@ class Mamba2Backbone(Backbone):
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Zero states ``(ssm, conv)``, shapes as in the class docstring."""
+        check_batch_size("Mamba2", batch_size)
         return tuple(torch.zeros(s, device=device) for s in self._state_shapes(batch_size))
 
     def _check_state(self, state: State, batch_size: int) -> None:

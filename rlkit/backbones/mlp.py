@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rlkit.backbones.base import Backbone, BackboneConfig, State, per_step
+from rlkit.backbones.base import Backbone, BackboneConfig, State, check_batch_size, per_step
 
 
 @dataclass(frozen=True)
@@ -67,4 +67,5 @@ class MLPBackbone(Backbone):
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """The empty state ``()`` (the MLP has no memory)."""
+        check_batch_size("MLP", batch_size)
         return ()

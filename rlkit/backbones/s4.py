@@ -37,7 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit.backbones.base import Backbone, BackboneConfig, State, check_state_shapes
+from rlkit.backbones.base import (
+    Backbone,
+    BackboneConfig,
+    State,
+    check_batch_size,
+    check_state_shapes,
+)
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,7 @@ class S4Backbone(Backbone):
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Zero state, shape as in the class docstring."""
+        check_batch_size("S4", batch_size)
         return (torch.zeros(self._state_shape(batch_size), device=device),)
 
     def _check_state(self, state: State, batch_size: int) -> None:

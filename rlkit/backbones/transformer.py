@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rlkit.backbones.base import Backbone, BackboneConfig, State
+from rlkit.backbones.base import Backbone, BackboneConfig, State, check_batch_size
 
 
 @dataclass(frozen=True)
@@ -262,6 +262,7 @@ class TransformerBackbone(Backbone):
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Zeros: an empty cache ``k``, ``v`` ``(B, n_layers, K - 1, n_heads, head_dim)``,
         ``n_valid = 0`` and ``pos = 0`` ``(B,)``, in fp32."""
+        check_batch_size("Transformer", batch_size)
         z = dict(device=device, dtype=self._state_dtype())
         kv = (batch_size, self.cfg.n_layers, self.n_cache, self.cfg.n_heads, self.head_dim)
         return (
