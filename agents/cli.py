@@ -12,9 +12,9 @@ Exit codes of :func:`run`:
   system, a directory where a file should be), named with the cause; what was written before
   stays, and the run continues with ``--resume`` once the file system is fixed;
 - 4 the environment raised an exception (its own traceback is printed after the message);
-- 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint (for a grid: every run that
-  was going wrote one, and the report of the finished runs was written); a second signal, or
-  a SIGINT outside the training loop, stops it without one.
+- 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint (for a grid: every run in
+  its training loop wrote one, and the report of the finished runs was written); a second
+  signal, or a SIGINT outside the training loop, stops it without one.
 
 Errors are one line on stderr, starting with ``error:`` (``stopped:`` for a signal), except
 for the flag parser's own, which come in a panel.

@@ -98,10 +98,11 @@ class DDPGConfig:
     (1-based) steps at ``lr * min(1, k / lr_warmup)`` (0 = off). A function of the update
     count alone, so a resumed run continues the same schedule."""
     lr_decay: int = 0
-    """Updates over which every learning rate falls linearly from its value to ``lr_decay_to``
-    times it: update ``k`` steps at ``lr * (1 - (1 - lr_decay_to) * min(1, k / lr_decay))``,
-    and at ``lr * lr_decay_to`` after them (0 = off). Multiplies ``lr_warmup``'s factor. A run
-    of S env steps makes about ``(S - learning_starts) * updates_per_step`` updates."""
+    """Updates over which every learning rate falls linearly from its value to ``lr_decay_to`` times
+    it: update ``k`` steps at ``lr * (1 - (1 - lr_decay_to) * min(1, d / lr_decay))`` with ``d =
+    max(0, k - lr_decay_start)``, and at ``lr * lr_decay_to`` after them (0 = off). Multiplies
+    ``lr_warmup``'s factor. A run of S env steps makes about ``(S - learning_starts) *
+    updates_per_step`` updates."""
     lr_decay_to: float = 0.1
     """Fraction of each learning rate left at the end of ``lr_decay``."""
     lr_decay_start: int = 0

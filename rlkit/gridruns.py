@@ -125,9 +125,9 @@ def scan_runs(grid_dir: str | Path, metric: str = "eval_return_mean",
         metric: a run without any value of it is skipped.
         exclude: run directories to leave out, with the reason (e.g. failed grid runs);
             they are listed as skipped whether or not they exist.
-        unfinished: keep runs that have not reached their ``--total-steps`` (stopped, or
-            still going), at the step they reached; by default they are skipped. The runs a
-            grid's ``grid.json`` lists that have no directory are skipped as never started.
+        unfinished: keep runs without their final evaluation at their ``--total-steps``
+            (stopped, or still going), at the step they reached; by default they are skipped. The
+            runs a grid's ``grid.json`` lists that have no directory are skipped as never started.
 
     Raises:
         ReportError: ``grid_dir`` is not a directory, or holds no ``config.json``.

@@ -9,7 +9,8 @@ the cluster's file systems.
 Local runs are one process each (``jobs`` at a time), in their own process group. Stopping:
 
 - SIGINT or SIGTERM to the launcher is passed on to every running run, which writes its
-  interrupt checkpoint and ends as a single run does; runs not yet started are not started;
+  interrupt checkpoint and ends as a single run does (a run still starting has none to write,
+  and starts from the beginning on ``--resume``); runs not yet started are not started;
   :func:`launch` then raises :class:`GridInterrupted` holding every outcome (a second signal
   is passed on too: the runs then stop at once);
 - a run whose launcher died without passing a signal on (``kill -9``) notices within a second
@@ -83,13 +84,14 @@ class GridInterrupted(Exception):  # noqa: N818 (a stop, not a failure)
         self.signum, self.outcomes, self.exit_code = signum, outcomes, 128 + signum
         left = [o for o in outcomes if o.error is not None and o.result is None]
         saved = sum(RunPaths(o.run_dir).checkpoint.is_file() for o in left)
-        kept = ("each with a checkpoint to go on from" if saved == len(left) else
+        kept = ("" if not left else
+                "each with a checkpoint to go on from" if saved == len(left) else
                 "none with a checkpoint: they start from the beginning" if not saved else
                 f"{saved} of them with a checkpoint to go on from, the others start from the "
                 "beginning")
         super().__init__(f"grid interrupted by {signal.Signals(signum).name}; {len(left)} of "
-                         f"{len(outcomes)} runs did not finish ({kept}); continue with "
-                         f"--resume {grid_dir}")
+                         f"{len(outcomes)} runs did not finish" + (f" ({kept})" if kept else "")
+                         + f"; continue with --resume {grid_dir}")
 
 
 PARENT_CHECK_S = 1.0
@@ -108,8 +110,8 @@ def _watch_parent(parent: int, period: float = PARENT_CHECK_S, grace: float = 60
 
 def _run_local(fn: RunFn, config: Any, run_dir: str, threads: int, conn: Connection,
                parent: int) -> None:
-    """Body of a local run's process: run ``fn`` and send ``("ok", result)`` or
-    ``("error", message)`` back to the launcher."""
+    """Body of a local run's process: run ``fn`` and send :func:`_run_message`'s message
+    back to the launcher."""
     with contextlib.suppress(OSError):
         os.setpgrp()  # a terminal's Ctrl-C reaches the launcher only, which passes it on once
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
@@ -122,9 +124,10 @@ def _run_local(fn: RunFn, config: Any, run_dir: str, threads: int, conn: Connect
 
 
 def _run_message(fn: RunFn, config: Any, run_dir: str, threads: int) -> tuple[str, Any]:
-    """``("ok", result)`` of ``fn(config, run_dir)`` at ``threads`` torch threads, or
-    ``("error", message)``: a SIGINT outside the run's training loop (which handles it
-    itself), while it starts or after it, says so rather than ``KeyboardInterrupt``."""
+    """``("ok", result)`` of ``fn(config, run_dir)`` at ``threads`` torch threads,
+    ``("stopped", message)`` when a stop signal ended it (its training loop's checkpoint and
+    stop; a second signal; a SIGINT outside the loop, while it starts or after it), or
+    ``("error", message)``."""
     try:
         import torch
 
@@ -132,23 +135,24 @@ def _run_message(fn: RunFn, config: Any, run_dir: str, threads: int) -> tuple[st
         return ("ok", fn(config, run_dir))
     except TrainingInterrupted as e:  # its loop wrote its checkpoint
         return ("stopped", str(e))
-    except KeyboardInterrupt:
-        return ("stopped", _stopped_outside_loop("SIGINT", Path(run_dir)))
+    except KeyboardInterrupt as e:  # str(e): the loop's "second SIGTERM: stopping now"
+        why = str(e) or "SIGINT outside its training loop"
+        return ("stopped", _stopped(why, Path(run_dir)))
     except BaseException as e:  # noqa: BLE001  (reported per run)
         return ("error", _one_line(e))
 
 
-_STOPS = {signal.SIGINT.value: "SIGINT", signal.SIGTERM.value: "SIGTERM",
+_STOPS = {-signal.SIGINT.value: "SIGINT", -signal.SIGTERM.value: "SIGTERM",
           128 + signal.SIGINT.value: "SIGINT", 128 + signal.SIGTERM.value: "SIGTERM"}
-"""A run's exit code (its absolute value) when a stop signal ended it: killed by it, or
-exited with 128 + it (a SIGINT while its modules loaded)."""
+"""A run's exit code when a stop signal ended it: killed by it (negative), or exited with
+128 + it (a SIGINT while its modules loaded)."""
 
 
-def _stopped_outside_loop(signame: str, run_dir: Path) -> str:
-    """What became of a run that ``signame`` stopped outside its training loop."""
+def _stopped(why: str, run_dir: Path) -> str:
+    """``why``, and whether the run has a checkpoint to go on from."""
     kept = ("its last checkpoint is kept" if RunPaths(run_dir).checkpoint.is_file()
             else "no checkpoint yet: --resume starts it from the beginning")
-    return f"stopped by {signame} outside its training loop ({kept})"
+    return f"{why} ({kept})"
 
 
 def _one_line(e: BaseException) -> str:
@@ -338,8 +342,9 @@ def _collect(x: _Running, outcome: RunOutcome) -> None:
         outcome.result = x.message[1]
     elif x.message is not None and x.message[0] in ("error", "stopped"):
         outcome.error, outcome.stopped = x.message[1], x.message[0] == "stopped"
-    elif code is not None and abs(code) in _STOPS:  # passed on before its loop took it over
-        outcome.error = _stopped_outside_loop(_STOPS[abs(code)], outcome.run_dir)
+    elif code in _STOPS:  # a second signal, or one before its loop took it over
+        outcome.error = _stopped(f"killed by {_STOPS[code]} (a second signal, or one outside "
+                                 "its training loop)", outcome.run_dir)
         outcome.stopped = True
     else:
         how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 \

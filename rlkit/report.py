@@ -265,8 +265,8 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         seed: seed of the bootstrap generators.
         n_resamples: bootstrap resamples per confidence interval.
         exclude: run directories to leave out, with the reason (listed with the skipped runs).
-        unfinished: report runs that have not reached their ``--total-steps`` too, at the
-            step they reached (by default they are skipped, with the step).
+        unfinished: report runs without their final evaluation at their ``--total-steps``
+            too, at the step they reached (by default they are skipped, with the step).
 
     Returns:
         The paths written, the table rows (sorted by env then backbone) and the runs skipped
@@ -354,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--title", default=None, help="report title")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--unfinished", action="store_true",
-                   help="report runs that have not reached their --total-steps too (stopped, "
-                        "or still going), at the step they reached; by default they are skipped")
+                   help="report runs without their final evaluation at their --total-steps "
+                        "too (stopped, or still going), at the step they reached; by default "
+                        "they are skipped")
     args = p.parse_args(argv)
     try:
         with warnings.catch_warnings(record=True) as caught:  # printed as one line each

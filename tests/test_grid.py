@@ -380,32 +380,48 @@ def _sigterm(config: int, run_dir: str) -> dict[str, float]:
     return {}
 
 
+def _exits_2(config: int, run_dir: str) -> dict[str, float]:
+    os._exit(2)  # an exit code that is not a signal's
+
+
 def _exits_130(config: int, run_dir: str) -> dict[str, float]:
     os._exit(130)  # as train.py's process does on a SIGINT while its modules load
 
 
 def test_a_run_stopped_by_a_signal_outside_its_loop_says_so_and_whether_it_has_a_checkpoint(
-        tmp_path):
+        tmp_path, request):
     outcomes = launch(_sigterm, [GridRun("a", 1)], tmp_path, progress=False)
-    assert outcomes[0].error == ("stopped by SIGTERM outside its training loop (no checkpoint "
-                                 "yet: --resume starts it from the beginning)")
+    assert outcomes[0].error == ("killed by SIGTERM (a second signal, or one outside its "
+                                 "training loop) (no checkpoint yet: --resume starts it from "
+                                 "the beginning)")
     assert outcomes[0].stopped
     outcomes = launch(_exits_130, [GridRun("a", 1)], tmp_path / "x", progress=False)
-    assert outcomes[0].error.startswith("stopped by SIGINT outside its training loop")
+    assert outcomes[0].error.startswith("killed by SIGINT")
     assert outcomes[0].stopped
     assert not launch(_dies, [GridRun("a", 1)], tmp_path / "y", progress=False)[0].stopped
+    died = launch(_exits_2, [GridRun("a", 1)], tmp_path / "z", progress=False)[0]
+    assert not died.stopped and died.error == ("the run's process died (exit code 2) before it "
+                                               "reported")
 
     def interrupted(config, run_dir):
         raise KeyboardInterrupt
 
     run = tmp_path / "b"
     run.mkdir()
+    threads = torch.get_num_threads()  # _run_message sets them, as in a run's own process
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     assert _run_message(interrupted, None, str(run), 1) == ("stopped", (
-        "stopped by SIGINT outside its training loop (no checkpoint yet: --resume starts it "
+        "SIGINT outside its training loop (no checkpoint yet: --resume starts it "
         "from the beginning)"))
     (run / "checkpoint.pt").write_bytes(b"")
     assert _run_message(interrupted, None, str(run), 1) == (
-        "stopped", "stopped by SIGINT outside its training loop (its last checkpoint is kept)")
+        "stopped", "SIGINT outside its training loop (its last checkpoint is kept)")
+
+    def second(config, run_dir):
+        raise KeyboardInterrupt("second SIGTERM: stopping now")
+
+    assert _run_message(second, None, str(run), 1) == (
+        "stopped", "second SIGTERM: stopping now (its last checkpoint is kept)")
 
     def in_loop(config, run_dir):
         raise TrainingInterrupted(signal.SIGINT, 7, Path(run_dir) / "checkpoint.pt")
@@ -426,6 +442,9 @@ def test_a_run_stopped_by_a_signal_outside_its_loop_says_so_and_whether_it_has_a
         GridInterrupted(signal.SIGINT, outcomes[1:], tmp_path))
     assert "(none with a checkpoint: they start from the beginning)" in str(
         GridInterrupted(signal.SIGINT, outcomes[:1], tmp_path))
+    assert str(GridInterrupted(signal.SIGINT, outcomes[2:], tmp_path)) == (
+        f"grid interrupted by SIGINT; 0 of 1 runs did not finish; continue with --resume "
+        f"{tmp_path}")
 
 
 def _pair() -> tuple[str, int, int]:

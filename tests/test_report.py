@@ -39,8 +39,8 @@ def record(env: str, backbone: str, seed: int, total_steps: int = 15_000) -> Run
 
 def write_run(run_dir: Path, env: str, backbone: str, seed: int, evals: list[tuple[int, float]],
               wall_time: float, updates_per_s: float, peak_mb: float | None = None) -> Path:
-    """A run directory shaped like train.py's: train rows and eval rows, a train row last
-    (finished: its last evaluation is at its --total-steps)."""
+    """A run directory shaped like train.py's: train rows and eval rows, the final training
+    row before the final evaluation, at its --total-steps (a finished run)."""
     run_dir.mkdir(parents=True)
     record(env, backbone, seed, total_steps=evals[-1][0]).write(run_dir)
     rows = []
@@ -52,8 +52,10 @@ def write_run(run_dir: Path, env: str, backbone: str, seed: int, evals: list[tup
         rows += [train, {"step": step, "wall_time": i + 0.9, "eval_return_mean": value,
                          "eval_return_std": 0.0}]
     last = evals[-1][0]
-    rows.append({"step": last + 1, "wall_time": wall_time, "critic_loss": 0.1, "actor_loss": 0.2,
-                 "q_mean": 0.3, "sps": 50.0, "updates": last, "updates_per_s": updates_per_s})
+    rows.insert(-1, {"step": last, "wall_time": wall_time - 0.05, "critic_loss": 0.1,
+                     "actor_loss": 0.2, "q_mean": 0.3, "sps": 50.0, "updates": last,
+                     "updates_per_s": updates_per_s})
+    rows[-1]["wall_time"] = wall_time  # the final evaluation ends the run
     (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return run_dir
 
@@ -271,11 +273,11 @@ def test_unfinished_runs_are_skipped_unless_asked_for_and_never_started_ones_lis
     with the step it reached; --unfinished reports it as it is. A run that grid.json lists
     and that has no directory is listed as never started."""
     stopped = grid / "pendulum" / "mlp" / "s3"
-    record("Pendulum-v1", "mlp", 3, total_steps=1000).write(stopped)  # reached step 301
+    record("Pendulum-v1", "mlp", 3, total_steps=1000).write(stopped)  # reached step 300
     (grid / "grid.json").write_text(json.dumps({"schema": 1, "runs": {"mlp__s9": {}}}))
     res = build_report(grid, tmp_path / "a")
     assert skipped(res) == {
-        stopped: "did not finish: at step 301 of --total-steps 1000 (stopped or still going; "
+        stopped: "did not finish: at step 300 of --total-steps 1000 (stopped or still going; "
                  "--unfinished reports it as it is)",
         grid / "mlp__s9": "never started (listed in grid.json)"}
     mlp = next(r for r in res.rows if r.env == "Pendulum-v1" and r.backbone == "mlp")
@@ -289,7 +291,7 @@ def test_unfinished_runs_are_skipped_unless_asked_for_and_never_started_ones_lis
                            str(tmp_path / "cli")], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
     assert proc.returncode == 0 and f"rlkit.report: skipped {stopped}: did not finish: at step " \
-        "301 of --total-steps 1000" in proc.stderr, proc.stderr
+        "300 of --total-steps 1000" in proc.stderr, proc.stderr
 
 
 def test_a_run_killed_between_its_last_training_row_and_its_final_evaluation_is_unfinished(
@@ -323,13 +325,13 @@ def test_runs_of_different_settings_pooled_in_one_row_are_warned(grid, tmp_path)
     import warnings as w
 
     for seed, run_id in ((0, "aaa"), (1, "bbb")):  # W&B ids and devices differ by run: no word
-        rec = dataclasses.replace(record("Pendulum-v1", "mlp", seed, total_steps=301),
+        rec = dataclasses.replace(record("Pendulum-v1", "mlp", seed, total_steps=300),
                                   wandb_run_id=run_id, device=("cpu", "cuda")[seed])
         rec.write(grid / "pendulum" / "mlp" / f"s{seed}")
     with w.catch_warnings():
         w.simplefilter("error")
         build_report(grid, tmp_path / "quiet")
-    other = record("Pendulum-v1", "mlp", 1, total_steps=301)
+    other = record("Pendulum-v1", "mlp", 1, total_steps=300)
     other = dataclasses.replace(other, agent={"gamma": 0.9})
     other.write(grid / "pendulum" / "mlp" / "s1")
     with pytest.warns(UserWarning, match=r"^Pendulum-v1/mlp: runs of different settings are "

@@ -157,7 +157,7 @@ class RNNBackbone(Backbone):
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Zeros: ``n_state`` tensors of shape ``(batch_size, n_layers, d_model)`` in fp32."""
-        check_batch_size(self.cfg.cell.upper(), batch_size)
+        check_batch_size(self.cfg.cell, batch_size)
         shape = (batch_size, self.cfg.n_layers, self.cfg.d_model)
         dt = self._state_dtype()
         return tuple(torch.zeros(shape, device=device, dtype=dt) for _ in range(self._n_state))
