@@ -152,7 +152,7 @@ def _stopped(why: str, run_dir: Path) -> str:
     """``why``, and whether the run has a checkpoint to go on from."""
     kept = ("its last checkpoint is kept" if RunPaths(run_dir).checkpoint.is_file()
             else "no checkpoint yet: --resume starts it from the beginning")
-    return f"{why} ({kept})"
+    return f"{why}; {kept}"
 
 
 def _one_line(e: BaseException) -> str:
@@ -343,8 +343,9 @@ def _collect(x: _Running, outcome: RunOutcome) -> None:
     elif x.message is not None and x.message[0] in ("error", "stopped"):
         outcome.error, outcome.stopped = x.message[1], x.message[0] == "stopped"
     elif code in _STOPS:  # a second signal, or one before its loop took it over
-        outcome.error = _stopped(f"killed by {_STOPS[code]} (a second signal, or one outside "
-                                 "its training loop)", outcome.run_dir)
+        why = (f"killed by {_STOPS[code]}, a second signal or one outside its training loop"
+               if code < 0 else f"stopped by {_STOPS[code]} while it started")
+        outcome.error = _stopped(why, outcome.run_dir)
         outcome.stopped = True
     else:
         how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 \

@@ -391,12 +391,12 @@ def _exits_130(config: int, run_dir: str) -> dict[str, float]:
 def test_a_run_stopped_by_a_signal_outside_its_loop_says_so_and_whether_it_has_a_checkpoint(
         tmp_path, request):
     outcomes = launch(_sigterm, [GridRun("a", 1)], tmp_path, progress=False)
-    assert outcomes[0].error == ("killed by SIGTERM (a second signal, or one outside its "
-                                 "training loop) (no checkpoint yet: --resume starts it from "
-                                 "the beginning)")
+    assert outcomes[0].error == ("killed by SIGTERM, a second signal or one outside its "
+                                 "training loop; no checkpoint yet: --resume starts it from "
+                                 "the beginning")
     assert outcomes[0].stopped
     outcomes = launch(_exits_130, [GridRun("a", 1)], tmp_path / "x", progress=False)
-    assert outcomes[0].error.startswith("killed by SIGINT")
+    assert outcomes[0].error.startswith("stopped by SIGINT while it started; no checkpoint")
     assert outcomes[0].stopped
     assert not launch(_dies, [GridRun("a", 1)], tmp_path / "y", progress=False)[0].stopped
     died = launch(_exits_2, [GridRun("a", 1)], tmp_path / "z", progress=False)[0]
@@ -411,17 +411,17 @@ def test_a_run_stopped_by_a_signal_outside_its_loop_says_so_and_whether_it_has_a
     threads = torch.get_num_threads()  # _run_message sets them, as in a run's own process
     request.addfinalizer(lambda: torch.set_num_threads(threads))
     assert _run_message(interrupted, None, str(run), 1) == ("stopped", (
-        "SIGINT outside its training loop (no checkpoint yet: --resume starts it "
-        "from the beginning)"))
+        "SIGINT outside its training loop; no checkpoint yet: --resume starts it "
+        "from the beginning"))
     (run / "checkpoint.pt").write_bytes(b"")
     assert _run_message(interrupted, None, str(run), 1) == (
-        "stopped", "SIGINT outside its training loop (its last checkpoint is kept)")
+        "stopped", "SIGINT outside its training loop; its last checkpoint is kept")
 
     def second(config, run_dir):
         raise KeyboardInterrupt("second SIGTERM: stopping now")
 
     assert _run_message(second, None, str(run), 1) == (
-        "stopped", "second SIGTERM: stopping now (its last checkpoint is kept)")
+        "stopped", "second SIGTERM: stopping now; its last checkpoint is kept")
 
     def in_loop(config, run_dir):
         raise TrainingInterrupted(signal.SIGINT, 7, Path(run_dir) / "checkpoint.pt")
