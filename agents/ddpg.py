@@ -575,13 +575,23 @@ class DDPG(nn.Module):
         norms are measured or clipped, and a step with inf / NaN gradients is skipped by the
         scaler and counted.
 
+        The batch's shapes are checked (:meth:`SequenceBatch.check`); its values are not, as
+        that would wait on the device every update: a non-finite value makes the losses
+        non-finite and, through the steps, the weights, which ``train.py``'s loop checks for
+        (:class:`rlkit.faults.LossWatch` keeps the first non-finite update). A script of its
+        own should check ``critic_loss``.
+
         Returns:
             Metrics as 0-dim tensors (no host synchronisation): ``critic_loss``, ``q_mean``,
             ``critic_grad_norm``, when the actor was updated ``actor_loss``,
             ``actor_grad_norm``, ``actor_saturation`` and ``actor_pre_tanh`` (see
             :func:`saturation`), and with fp16 ``skipped_steps`` (cumulative) and
             ``grad_scale``.
+
+        Raises:
+            ValueError: a field of ``batch`` has the wrong shape (named).
         """
+        batch.check(self.obs_dim, self.action_dim)
         amp, compiled = self.amp, isinstance(self._critic_fn, CompiledFunction)
         if compiled:
             mark_step_begin(self._critic_fn, self._actor_fn)

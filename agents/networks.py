@@ -356,6 +356,9 @@ def action_bounds(low: object, high: object) -> tuple[Tensor, Tensor]:
     """The action bounds as flat float32 tensors, checked finite and ``high > low``."""
     low = torch.as_tensor(low, dtype=torch.float32).reshape(-1)
     high = torch.as_tensor(high, dtype=torch.float32).reshape(-1)
+    if low.shape != high.shape:
+        raise ValueError(f"action_low and action_high must have one entry per action "
+                         f"dimension each, got {low.numel()} and {high.numel()}")
     if not torch.all(torch.isfinite(low) & torch.isfinite(high)):
         raise ValueError(f"action bounds must be finite, got low={low.tolist()} "
                          f"high={high.tolist()}")

@@ -1,5 +1,6 @@
 import copy
 import io
+import re
 
 import numpy as np
 import pytest
@@ -351,3 +352,29 @@ def test_stored_states_cost_one_per_chunk_and_older_per_step_checkpoints_load():
     with pytest.raises(ValueError, match="--state-every 5 leaves steps no window trains on"):
         SequenceReplayBuffer(100, 1, 1, 1, seq_len=5, state_mode="stored", burn_in=2,
                              state_shapes=(((2,),),), state_every=5)
+
+
+def test_sizes_are_counts_numpy_ones_included_and_rows_are_one_per_env():
+    z = np.zeros
+    buf = ReplayBuffer(np.int64(4), np.prod((3,)), np.int64(2))  # numpy integers are counts
+    with pytest.raises(ValueError, match=r"obs must have shape \(3, 3\), got \(3,\) \(N = 3: "
+                                         r"one row per env, as many as obs has\)"):
+        buf.add(z(3), z((1, 2)), z(1), z(3), z(1), z(1))  # one env's step, unbatched
+    _add(buf, 0)
+    assert buf.sample(np.int64(2)).obs.shape == (2, 2, 3)
+    for bad in (2.5, True, -1):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got "
+                                             f"{re.escape(repr(bad))}"):
+            buf.sample(bad)
+    with pytest.raises(ValueError, match="obs_dim must be a positive integer, got 2.5"):
+        ReplayBuffer(4, 2.5, 2)
+    seq = SequenceReplayBuffer(20, 2, np.int64(3), 1, seq_len=4)
+    step = dict(obs=z((2, 3)), action=z((2, 1)), next_obs=z((2, 3)))
+    seq.add(reward=z((2, 1)), terminated=z(2), truncated=z(2), **step)  # (N, 1) is (N,)
+    with pytest.raises(ValueError, match=r"reward must have shape \(2,\), got \(1, 2\) \(one "
+                                         r"row per env\)"):
+        seq.add(reward=z((1, 2)), terminated=z(2), truncated=z(2), **step)
+    with pytest.raises(ValueError, match="num_envs must be a positive integer, got 1.5"):
+        SequenceReplayBuffer(20, 1.5, 3, 1, seq_len=4)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 2.5"):
+        seq.sample(2.5)

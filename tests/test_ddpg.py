@@ -1166,3 +1166,42 @@ def test_a_config_of_the_wrong_kind_from_python_is_refused_by_name(change, messa
 def test_lr_decay_start_without_a_decay_is_refused_by_name():
     with pytest.raises(ValueError, match=r"--agent.lr-decay-start 500 needs --agent.lr-decay N"):
         DDPGConfig(lr_decay_start=500)
+
+
+def test_batches_of_the_wrong_shape_are_refused_by_field_name():
+    g = torch.Generator().manual_seed(0)
+    obs, act = torch.randn(8, 3, generator=g), torch.rand(8, 2, generator=g)
+    r, z = torch.randn(8, generator=g), torch.zeros(8)
+    good = SequenceBatch.from_transitions(obs, act, r, obs, z, z)
+    # a (B, 1) reward or terminated broadcast into a wrong loss, silently
+    with pytest.raises(ValueError, match=r"reward must have shape \(B,\) = \(8,\), got \(8, 1\)"):
+        SequenceBatch.from_transitions(obs, act, r[:, None], obs, z, z)
+    with pytest.raises(ValueError, match=r"terminated must have shape \(B,\) = \(8,\), got "
+                                         r"\(8, 1\)"):
+        SequenceBatch.from_transitions(obs, act, r, obs, z[:, None], z)
+    with pytest.raises(ValueError, match=r"action must have shape \(B, act_dim\) with B = 8, "
+                                         r"got \(7, 2\)"):
+        SequenceBatch.from_transitions(obs, act[:7], r, obs, z, z)
+    with pytest.raises(ValueError, match=r"obs and next_obs must both have shape"):
+        SequenceBatch.from_transitions(obs, act, r, obs[:, :2], z, z)
+    agent = make_agent()
+    agent.update(good)
+    for field, bad, message in [
+        ("reward", good.reward[..., None], r"batch.reward must have shape \(B, L\) = \(8, 1\)"),
+        ("obs", good.obs[:, :1], r"batch.action must have shape \(B, L, act_dim\) = "
+                                 r"\(8, 0, 2\) \(B = 8, L = 0\), got \(8, 1, 2\)"),
+        ("obs", torch.randn(8, 2, 4), r"batch.obs must have shape \(B, L \+ 1, obs_dim\) = "
+                                      r"\(8, 2, 3\)"),
+        ("action", torch.rand(8, 1, 3), r"batch.action must have shape \(B, L, act_dim\) = "
+                                        r"\(8, 1, 2\)"),
+        ("mask", torch.ones(8, 2), r"batch.mask must have shape \(B, L\) = \(8, 1\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            agent.update(good._replace(**{field: bad}))
+    assert agent.num_updates == 1  # nothing was stepped
+
+
+def test_action_bounds_of_different_lengths_are_refused():
+    with pytest.raises(ValueError, match="action_low and action_high must have one entry per "
+                                         "action dimension each, got 2 and 1"):
+        DDPG(3, torch.tensor([-1.0, -1.0]), torch.tensor([1.0]), "mlp", BackboneConfig(d_model=8))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -33,6 +34,27 @@ class SequenceBatch(NamedTuple):
     """The recurrent states stored at the window start (same tree as given to ``add``), or
     ``None``: windows start from the initial state."""
 
+    def check(self, obs_dim: int | None = None, action_dim: int | None = None) -> None:
+        """Raise ``ValueError`` naming the field unless every field has the shape the class
+        docstring gives (with ``obs_dim`` / ``action_dim`` when given): a reward of shape
+        ``(B, L, 1)`` would broadcast into a wrong loss, silently."""
+        if self.obs.dim() != 3:
+            raise ValueError(f"batch.obs must have shape (B, L + 1, obs_dim), got "
+                             f"{tuple(self.obs.shape)}")
+        b, l1, d = self.obs.shape
+        a = self.action.shape[-1] if self.action.dim() == 3 else action_dim
+        expected = {"obs": (b, l1, obs_dim or d), "action": (b, l1 - 1, action_dim or a),
+                    "reward": (b, l1 - 1), "terminated": (b, l1 - 1),
+                    "truncated": (b, l1 - 1), "prev_action": (b, l1, action_dim or a),
+                    "prev_reward": (b, l1), "mask": (b, l1 - 1)}
+        names = {"obs": "(B, L + 1, obs_dim)", "action": "(B, L, act_dim)",
+                 "prev_action": "(B, L + 1, act_dim)", "prev_reward": "(B, L + 1)"}
+        for name, shape in expected.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise ValueError(f"batch.{name} must have shape {names.get(name, '(B, L)')} = "
+                                 f"{shape} (B = {b}, L = {l1 - 1}), got {got}")
+
     @classmethod
     def from_transitions(cls, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor,
                          terminated: Tensor, truncated: Tensor) -> SequenceBatch:
@@ -42,8 +64,21 @@ class SequenceBatch(NamedTuple):
             obs, next_obs: ``(B, obs_dim)``.
             action: ``(B, act_dim)``.
             reward, terminated, truncated: ``(B,)``.
+
+        Raises:
+            ValueError: a shape is not these (named with what was given).
         """
+        if obs.dim() != 2 or next_obs.shape != obs.shape:
+            raise ValueError(f"obs and next_obs must both have shape (B, obs_dim), got "
+                             f"{tuple(obs.shape)} and {tuple(next_obs.shape)}")
         b = obs.shape[0]
+        if action.dim() != 2 or action.shape[0] != b:
+            raise ValueError(f"action must have shape (B, act_dim) with B = {b}, got "
+                             f"{tuple(action.shape)}")
+        for name, x in (("reward", reward), ("terminated", terminated),
+                        ("truncated", truncated)):
+            if tuple(x.shape) != (b,):
+                raise ValueError(f"{name} must have shape (B,) = ({b},), got {tuple(x.shape)}")
         return cls(
             obs=torch.stack([obs, next_obs], dim=1),  # (B, 2, obs_dim)
             action=action[:, None], reward=reward[:, None],
@@ -83,10 +118,15 @@ def as_tensor(x: ArrayLike, device: torch.device, dtype: torch.dtype) -> Tensor:
     return torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(device, dtype)
 
 
+def is_count(v: object) -> bool:
+    """``v`` is an integer >= 1 (a Python or NumPy one; not a bool, not a float)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+
+
 def check_sizes(capacity: int, obs_dim: int, action_dim: int) -> None:
     """Refuse non-positive sizes, naming the value."""
     for name, v in (("capacity", capacity), ("obs_dim", obs_dim), ("action_dim", action_dim)):
-        if not isinstance(v, int) or v <= 0:
+        if not is_count(v):
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 

@@ -8,7 +8,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlkit.buffers.base import ArrayLike, SequenceBatch, as_tensor, check_sizes, cpu_copy
+from rlkit.buffers.base import (
+    ArrayLike,
+    SequenceBatch,
+    as_tensor,
+    check_sizes,
+    cpu_copy,
+    is_count,
+)
 from rlkit.config import ReplayConfig
 from rlkit.tree import tree_flatten, tree_unflatten
 
@@ -19,8 +26,8 @@ def _check(cfg: ReplayConfig, num_envs: int, obs_dim: int, action_dim: int,
     capacity, seq_len = cfg.buffer_size, cfg.seq_len
     check_sizes(capacity, obs_dim, action_dim)
     cfg.check_resolved()
-    if num_envs <= 0:
-        raise ValueError(f"num_envs must be a positive integer, got {num_envs}")
+    if not is_count(num_envs):
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
     if cfg.state_mode == "stored" and state_example is None:
         raise ValueError("state_mode 'stored' needs a state_example to size the stored states")
     if capacity // num_envs < seq_len:
@@ -138,15 +145,18 @@ class SequenceReplayBuffer:
         rows = {
             "obs": as_tensor(obs, **f),
             "action": as_tensor(action, **f),
-            "reward": as_tensor(reward, **f).reshape(-1),
+            "reward": as_tensor(reward, **f),
             "next_obs": as_tensor(next_obs, **f),
-            "terminated": as_tensor(terminated, **f).reshape(-1),
-            "truncated": as_tensor(truncated, **f).reshape(-1),
+            "terminated": as_tensor(terminated, **f),
+            "truncated": as_tensor(truncated, **f),
         }
         for name, value in rows.items():
             want = (self.num_envs, *getattr(self, name).shape[2:])
+            if len(want) == 1 and tuple(value.shape) == (*want, 1):  # (N, 1) as (N,)
+                value = rows[name] = value.reshape(want)
             if tuple(value.shape) != want:
-                raise ValueError(f"{name} must have shape {want}, got {tuple(value.shape)}")
+                raise ValueError(f"{name} must have shape {want}, got {tuple(value.shape)} "
+                                 f"(one row per env)")
         leaves: list[Tensor] = []
         if self.state_mode == "stored":
             leaves = tree_flatten(states)[0] if states is not None else []
@@ -187,8 +197,8 @@ class SequenceReplayBuffer:
         episode) from episode starts, each stored episode equally likely or in proportion to
         its length (``episode_sampling``). Episode windows are cut after the longest episode
         drawn, so a batch of short episodes carries no padding beyond its longest one."""
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if not is_count(batch_size):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if self.count == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         stored = min(self.count, self.per_env)

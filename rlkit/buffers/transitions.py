@@ -8,7 +8,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlkit.buffers.base import ArrayLike, SequenceBatch, as_tensor, check_sizes, cpu_copy
+from rlkit.buffers.base import (
+    ArrayLike,
+    SequenceBatch,
+    as_tensor,
+    check_sizes,
+    cpu_copy,
+    is_count,
+)
 
 
 class ReplayBuffer:
@@ -89,7 +96,8 @@ class ReplayBuffer:
             want = (n, getattr(self, name).shape[1]) if name in self._vector else (n,)
             shape = tuple(value.shape)
             if shape != want and not (name not in self._vector and shape == (n, 1)):
-                raise ValueError(f"{name} must have shape {want}, got {shape}")
+                raise ValueError(f"{name} must have shape {want}, got {shape} (N = {n}: "
+                                 "one row per env, as many as obs has)")
             parts[name] = value.reshape(n, -1)
         dropped = 0
         if keep is not None and not np.all(keep):
@@ -120,8 +128,8 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int) -> SequenceBatch:
         """Draw ``batch_size`` transitions uniformly (with replacement), as windows of one."""
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if not is_count(batch_size):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         idx = torch.randint(
