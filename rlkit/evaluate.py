@@ -10,6 +10,7 @@ builds the env, recording MP4s through Gymnasium's ``RecordVideo`` when asked (n
 from __future__ import annotations
 
 import importlib
+import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,7 +43,12 @@ def episode_rewards(agent: Policy, env: gym.Env, episodes: int, device: torch.de
 
     Returns:
         Per episode, its rewards step by step and the ``info`` of its last step.
+
+    Raises:
+        ValueError: ``episodes`` is not an integer >= 1.
     """
+    if isinstance(episodes, bool) or not isinstance(episodes, numbers.Integral) or episodes < 1:
+        raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
     out = []
     act_dim = env.action_space.shape[0]
     for ep in range(episodes):

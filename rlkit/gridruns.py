@@ -70,7 +70,7 @@ def _number(value: Any) -> float | None:
     return None if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
 
 
-def load_run(run_dir: Path, metric: str) -> Run:
+def load_run(run_dir: str | Path, metric: str) -> Run:
     """Parse one run directory; fields other than step, wall_time and ``metric`` that are not
     numbers are dropped.
 
@@ -81,6 +81,7 @@ def load_run(run_dir: Path, metric: str) -> Run:
     Returns:
         The run; raises :class:`ReportError` naming the file (and line) when one is malformed.
     """
+    run_dir = Path(run_dir)
     paths = RunPaths(run_dir)
     met_path = paths.metrics
     try:

@@ -36,6 +36,7 @@ import argparse
 import base64
 import html
 import math
+import numbers
 import re
 import sys
 import warnings
@@ -275,8 +276,9 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
     Raises:
         ReportError: no usable run (the message gives each skipped run's reason).
     """
-    if last_k < 1:
-        raise ValueError(f"last_k must be >= 1, got {last_k}")
+    for name, v in (("last_k", last_k), ("n_resamples", n_resamples)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     runs, skipped = scan_runs(grid_dir, metric, exclude, unfinished)
     if not runs:
         raise ReportError(none_usable(Path(grid_dir), skipped))

@@ -200,6 +200,11 @@ def test_reset_state_rejects_bad_mask(name: str) -> None:
     if state:  # a stateless family has no rows to compare the mask's length against
         with pytest.raises(ValueError, match="rows"):
             model.reset_state(state, torch.zeros(B + 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"done_mask must be a bool tensor of shape \(B,\), "
+                                         r"got dtype torch.float32"):
+        model.reset_state(state, torch.full((B,), 0.5))
+    with pytest.raises(ValueError, match=r"done_mask must be a bool tensor .*, got list"):
+        model.reset_state(state, [True] * B)
 
 
 @families

@@ -634,3 +634,15 @@ def test_resume_of_a_grid_refuses_a_total_steps_below_its_runs(tmp_path):
                                          r"3500"):
         cli.cli(["--resume", str(grid), "--total-steps", "1000"])
     cli._refuse_going_back(grid, ["mlp__s0", "mlp__s1", "mlp__s2"], 3500)  # at it: kept
+
+
+@pytest.mark.parametrize("episodes", [0, -1, 2.0, True])
+def test_evaluating_no_episode_is_refused_by_name(episodes):
+    import gymnasium as gym
+
+    from rlkit.evaluate import evaluate
+
+    env = gym.make("Pendulum-v1")
+    with pytest.raises(ValueError, match=f"episodes must be an integer >= 1, got {episodes!r}"):
+        evaluate(None, env, episodes, torch.device("cpu"), seed=0)  # before the policy is used
+    env.close()

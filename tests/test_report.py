@@ -338,3 +338,20 @@ def test_runs_of_different_settings_pooled_in_one_row_are_warned(grid, tmp_path)
                                          r"pooled as seeds of one row \(agent.gamma 0.99 in s0 / "
                                          r"0.9 in s1\)$"):
         build_report(grid, tmp_path / "a")
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    (dict(last_k=0), "last_k must be an integer >= 1, got 0"),
+    (dict(last_k=2.5), "last_k must be an integer >= 1, got 2.5"),
+    (dict(n_resamples=0), "n_resamples must be an integer >= 1, got 0"),
+])
+def test_bad_counts_are_refused_by_name(grid, tmp_path, kw, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_report(grid, tmp_path / "out", **kw)
+
+
+def test_load_run_takes_a_string_path(grid):
+    from rlkit.gridruns import load_run
+
+    run = load_run(str(grid / "memory" / "s0"), "eval_return_mean")
+    assert run.path == grid / "memory" / "s0" and run.backbone == "mlp"

@@ -170,6 +170,11 @@ class Backbone(nn.Module, abc.ABC):
         The default works for any family whose initial state is all zeros; the other rows are
         returned bit for bit.
         """
+        if not isinstance(done_mask, torch.Tensor) or done_mask.dtype != torch.bool:
+            what = (f"dtype {done_mask.dtype}" if isinstance(done_mask, torch.Tensor)
+                    else type(done_mask).__name__)
+            raise ValueError(f"done_mask must be a bool tensor of shape (B,), got {what} (a "
+                             "float mask of 0.5 would be read as true)")
         if done_mask.dim() != 1:
             raise ValueError(f"done_mask must have shape (B,), got {tuple(done_mask.shape)}")
         out = []
@@ -178,7 +183,7 @@ class Backbone(nn.Module, abc.ABC):
                 raise ValueError(
                     f"done_mask has {done_mask.shape[0]} rows but the state has {s.shape[0]}"
                 )
-            keep = ~done_mask.to(device=s.device, dtype=torch.bool)
+            keep = ~done_mask.to(device=s.device)
             out.append(torch.where(keep.view(-1, *([1] * (s.dim() - 1))), s, torch.zeros_like(s)))
         return tuple(out)
 
