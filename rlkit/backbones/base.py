@@ -69,6 +69,9 @@ class Backbone(nn.Module, abc.ABC):
 
     has_memory: bool = True
     """False for families whose output at t depends on x[:, t] alone (the MLP)."""
+    float64: bool = True
+    """Whether the family computes in float64 when its weights are (the state-space families
+    keep float32 islands, so theirs refuse float64 weights by name)."""
 
     def __init__(self, d_in: int, cfg: BackboneConfig) -> None:
         super().__init__()
@@ -112,15 +115,23 @@ class Backbone(nn.Module, abc.ABC):
         return self._step(x, state)
 
     def _check_dtype(self, x: Tensor) -> None:
-        """``x`` in the weights' dtype, or in a half precision (which autocast computes in)."""
+        """``x`` in the weights' dtype, or under autocast in a half precision (which autocast
+        computes in); float64 weights only for a family that computes in them."""
         if torch.compiler.is_compiling():  # checked eagerly; kept out of compiled graphs
             return
         weight = next(self.parameters(), None)
-        allowed = {torch.float16, torch.bfloat16, torch.float32 if weight is None else weight.dtype}
+        wdt = torch.float32 if weight is None else weight.dtype
+        name = type(self).__name__
+        if wdt == torch.float64 and not self.float64:
+            raise ValueError(f"{name}: float64 weights are not supported (its state-space "
+                             "steps compute in float32); keep the model in float32")
+        allowed = {wdt}
+        if torch.is_autocast_enabled(x.device.type):
+            allowed |= {torch.float16, torch.bfloat16}
         if x.dtype not in allowed:
-            want = "float32" if weight is None else str(weight.dtype).removeprefix("torch.")
-            raise ValueError(f"{type(self).__name__}: x must be {want} (the weights' dtype; "
-                             f"float16 or bfloat16 under autocast), got "
+            want = str(wdt).removeprefix("torch.")
+            raise ValueError(f"{name}: x must be {want} (the weights' dtype; float16 or "
+                             f"bfloat16 only under autocast), got "
                              f"{str(x.dtype).removeprefix('torch.')}")
 
     @abc.abstractmethod

@@ -173,6 +173,8 @@ class MambaBackbone(Backbone):
     ``conv`` of shape ``(B, n_layers, d_inner, d_conv - 1)``; zeros at an episode start.
     """
 
+    float64 = False  # float32 islands (Δ, the decays, the scan)
+
     def __init__(self, d_in: int, cfg: MambaConfig) -> None:
         super().__init__(d_in, cfg)
         self.embed = nn.Linear(d_in, cfg.d_model)

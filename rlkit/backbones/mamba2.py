@@ -280,6 +280,8 @@ class Mamba2Backbone(Backbone):
     of shape ``(B, n_layers, d_inner + 2 d_state, d_conv - 1)``; zeros at an episode start.
     """
 
+    float64 = False  # float32 islands (Δ, the decays, the scan)
+
     def __init__(self, d_in: int, cfg: Mamba2Config) -> None:
         super().__init__(d_in, cfg)
         self.embed = nn.Linear(d_in, cfg.d_model)

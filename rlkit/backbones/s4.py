@@ -189,6 +189,8 @@ class S4Backbone(Backbone):
     of every layer as (real, imaginary) pairs; zeros at an episode start.
     """
 
+    float64 = False  # float32 islands (Δ, the decays, the scan)
+
     def __init__(self, d_in: int, cfg: S4Config) -> None:
         super().__init__(d_in, cfg)
         self.embed = nn.Linear(d_in, cfg.d_model)
