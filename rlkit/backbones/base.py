@@ -12,7 +12,9 @@ A backbone maps a sequence of inputs ``x`` of shape ``(B, T, D_in)`` to outputs 
   replaced by the initial state, the other rows untouched.
 
 A state is a tuple of tensors, each with the batch as its first dimension and stored in fp32
-(also under autocast). Backbones without memory use the empty tuple.
+(also under autocast). Backbones without memory use the empty tuple. ``x`` comes in the weights'
+dtype (fp16 / bf16 only under autocast); ``done_mask`` is a bool tensor ``(B,)``. Other inputs
+are refused by name.
 
 Invariants (tested for every family in ``tests/test_backbones.py``):
 1. step == forward: T calls of ``step`` give the outputs and final state of one ``forward``.
