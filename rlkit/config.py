@@ -353,7 +353,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.backbone not in backbone_names():
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of "
-                             f"{', '.join(backbone_names())}")
+                             f"{', '.join(backbone_names())} (a family of your own is known "
+                             "only to a process that registers it: "
+                             "rlkit.backbones.register_backbone)")
         _positive(self, "d_model", "n_layers", "context")
         for name in ("n_heads", "d_state", "expand"):
             if getattr(self, name) is not None:

@@ -620,7 +620,8 @@ def test_a_registered_family_trains_resumes_and_loads_like_a_built_in_one(tmp_pa
     from rlkit.config import ModelConfig, replace_fields
 
     monkeypatch.setattr(backbones, "_ADDED", {})
-    with pytest.raises(ValueError, match="unknown backbone 'ema'"):
+    with pytest.raises(ValueError, match=r"unknown backbone 'ema'; .* known only to a process "
+                                         r"that registers it: rlkit.backbones.register_backbone"):
         ModelConfig(backbone="ema")
     register_backbone("ema", EMABackbone)
     assert backbone_names() == (*BACKBONE_NAMES, "ema") and ModelConfig(backbone="ema").memory

@@ -68,7 +68,8 @@ def register_backbone(name: str, backbone_cls: type[Backbone],
 def _check_name(name: str) -> None:
     if name not in _REGISTRY and name not in _ADDED:
         raise ValueError(f"unknown backbone {name!r}; expected one of "
-                         f"{', '.join(backbone_names())}")
+                         f"{', '.join(backbone_names())} (a family of your own is known only "
+                         "to a process that registers it: rlkit.backbones.register_backbone)")
 
 
 def _classes(name: str) -> tuple[type[Backbone], type[BackboneConfig], dict[str, object]]:
