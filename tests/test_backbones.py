@@ -23,6 +23,7 @@ from rlkit.backbones import (
     BackboneConfig,
     State,
     backbone_config_class,
+    check_backbone,
     make_backbone,
 )
 from rlkit.backbones.mlp import MLPConfig
@@ -655,3 +656,32 @@ def test_initial_state_refuses_a_batch_size_that_is_not_a_count(name, bad):
         model.initial_state(bad)
     for ok in (0, 3, np.int64(3)):  # numpy counts too; an empty batch is a batch
         assert all(s.shape[0] == ok for s in model.initial_state(ok))
+
+
+@families
+def test_check_backbone_passes_every_built_in_family(name: str) -> None:
+    check_backbone(build(name))
+
+
+class _Leaky(EMABackbone):
+    """Its forward sees the whole sequence's mean: not causal, and not what step computes."""
+
+    def _forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        y, s = super()._forward(x, state)
+        return y + 0.1 * x.mean(dim=1, keepdim=True).sum(-1, keepdim=True), s
+
+
+class _SkipsReset(EMABackbone):
+    def reset_state(self, state: State, done_mask: Tensor) -> State:
+        return state
+
+
+def test_check_backbone_names_the_invariant_a_family_breaks() -> None:
+    cfg = BackboneConfig(d_model=8)
+    check_backbone(EMABackbone(4, cfg))
+    with pytest.raises(AssertionError, match=r"step == forward, output at t = 0: differs by"):
+        check_backbone(_Leaky(4, cfg))
+    with pytest.raises(AssertionError, match=r"reset_state: done row, state tensor 0"):
+        check_backbone(_SkipsReset(4, cfg))
+    with pytest.raises(ValueError, match="steps >= 2"):
+        check_backbone(EMABackbone(4, cfg), steps=1)

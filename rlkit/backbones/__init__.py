@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 
 from rlkit.backbones.base import Backbone, BackboneConfig, State, per_step
+from rlkit.backbones.check import check_backbone
 
 # name -> (module, backbone class, config class, fixed config fields)
 _REGISTRY: dict[str, tuple[str, str, str, dict[str, object]]] = {
@@ -160,6 +161,7 @@ __all__ = [
     "BackboneConfig",
     "State",
     "backbone_config",
+    "check_backbone",
     "backbone_config_class",
     "backbone_has_memory",
     "backbone_names",
