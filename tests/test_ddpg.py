@@ -521,23 +521,29 @@ def test_lr_warmup_scales_every_group_by_the_update_count_and_resumes_on_schedul
     assert [g["lr"] for g in make_agent().actor_opt.param_groups] == [1e-3]  # off by default
 
 
-def test_lr_decay_falls_linearly_to_its_fraction_composes_with_warmup_and_resumes_on_schedule():
-    kw = dict(lr_warmup=2, lr_decay=4, lr_decay_to=0.25, encoder_lr=1e-4, actor_lr=2e-3)
+def _follows_schedule(kw: dict, factors: list[float], save_at: int) -> tuple[DDPG, DDPG]:
+    """An agent updated once per factor, each group's rate checked to be its base times the
+    factor; and one resumed from its checkpoint after update ``save_at`` and updated on."""
     agent = make_agent(**kw)
     bases = {id(opt): [g["lr"] for g in opt.param_groups]
              for opt in (agent.actor_opt, agent.critic_opt)}
-    # warm-up factor min(1, k/2) times decay factor 1 - 0.75 * min(1, k/4)
-    factors = [0.5 * 0.8125, 1.0 * 0.625, 0.4375, 0.25, 0.25, 0.25]
     for k, f in enumerate(factors, start=1):
         agent.update(batch(seed=k))
         for opt in (agent.actor_opt, agent.critic_opt):
             assert [g["lr"] for g in opt.param_groups] == pytest.approx(
                 [b * f for b in bases[id(opt)]], rel=1e-12)
-        if k == 2:
+        if k == save_at:
             saved = copy.deepcopy(agent.checkpoint_state())
-    resumed = _resumed(kw, saved, range(3, 7))
-    assert [g["lr"] for g in resumed.actor_opt.param_groups] == pytest.approx([5e-4, 2.5e-5])
+    resumed = _resumed(kw, saved, range(save_at + 1, len(factors) + 1))
     _assert_same_weights(agent, resumed)
+    return agent, resumed
+
+
+def test_lr_decay_falls_linearly_to_its_fraction_composes_with_warmup_and_resumes_on_schedule():
+    kw = dict(lr_warmup=2, lr_decay=4, lr_decay_to=0.25, encoder_lr=1e-4, actor_lr=2e-3)
+    # warm-up factor min(1, k/2) times decay factor 1 - 0.75 * min(1, k/4)
+    _, resumed = _follows_schedule(kw, [0.5 * 0.8125, 1.0 * 0.625, 0.4375, 0.25, 0.25, 0.25], 2)
+    assert [g["lr"] for g in resumed.actor_opt.param_groups] == pytest.approx([5e-4, 2.5e-5])
     # decay to 0 stops learning after its last update: no parameter moves
     frozen = make_agent(lr_decay=1, lr_decay_to=0.0)
     frozen.update(batch(seed=1))
@@ -549,21 +555,9 @@ def test_lr_decay_falls_linearly_to_its_fraction_composes_with_warmup_and_resume
 
 def test_lr_decay_start_holds_the_full_rate_then_decays_and_resumes_on_schedule():
     kw = dict(lr_decay=4, lr_decay_to=0.2, lr_decay_start=3, encoder_lr=1e-4, actor_lr=2e-3)
-    agent = make_agent(**kw)
-    bases = {id(opt): [g["lr"] for g in opt.param_groups]
-             for opt in (agent.actor_opt, agent.critic_opt)}
     # full rate for updates 1-3, then 1 - 0.8 * min(1, (k - 3) / 4)
-    factors = [1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.2, 0.2]
-    for k, f in enumerate(factors, start=1):
-        agent.update(batch(seed=k))
-        for opt in (agent.actor_opt, agent.critic_opt):
-            assert [g["lr"] for g in opt.param_groups] == pytest.approx(
-                [b * f for b in bases[id(opt)]], rel=1e-12)
-        if k == 4:
-            saved = copy.deepcopy(agent.checkpoint_state())
-    resumed = _resumed(kw, saved, range(5, 10))
+    _, resumed = _follows_schedule(kw, [1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.2, 0.2], 4)
     assert [g["lr"] for g in resumed.actor_opt.param_groups] == pytest.approx([4e-4, 2e-5])
-    _assert_same_weights(agent, resumed)
     # before the decay starts, the run is the run without a decay, weight for weight
     plain, held = make_agent(), make_agent(lr_decay=5, lr_decay_start=3)
     for k in range(1, 4):
