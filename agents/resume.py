@@ -102,10 +102,13 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
     merged = dataclasses.replace(
         merged, run=dataclasses.replace(merged.run, run_dir=str(run_dir), device=record.device))
     step = 0 if ckpt is None else ckpt["step"]
-    if merged.loop.total_steps <= step:
+    total = merged.loop.total_steps
+    # A checkpoint at --total-steps that is not the final one (a stop on the last step) has
+    # its final evaluation and checkpoint still to come: the resumed run makes them.
+    unfinished_end = ckpt is not None and ckpt.get("kind") != "final" and step == total
+    if total <= step and not unfinished_end:
         raise ValueError(f"--resume {run_dir}: the run is at step {step} of "
-                         f"--total-steps {merged.loop.total_steps}; pass a larger "
-                         "--total-steps to continue it")
+                         f"--total-steps {total}; pass a larger --total-steps to continue it")
     return merged, record, ckpt
 
 
