@@ -314,9 +314,10 @@ def _launch_local(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOut
                     _collect(x, outcomes[x.name])
                     del running[x.name]
                     _finish(bar, outcomes)
-        for r in queue:
-            outcomes[r.name].error = (f"not started: the grid was stopped by "
-                                      f"{signal.Signals(relay.signum).name}")
+        for r in queue:  # one resumed may have a checkpoint from before
+            outcomes[r.name].error = _stopped(f"not started: the grid was stopped by "
+                                              f"{signal.Signals(relay.signum).name}",
+                                              outcomes[r.name].run_dir)
             outcomes[r.name].stopped = True
     if relay.signum is not None:
         raise GridInterrupted(relay.signum, [outcomes[r.name] for r in runs], grid_dir)

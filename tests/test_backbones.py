@@ -671,6 +671,13 @@ class _Leaky(EMABackbone):
         return y + 0.1 * x.mean(dim=1, keepdim=True).sum(-1, keepdim=True), s
 
 
+class _Forgets(EMABackbone):
+    """Its forward ignores the state it is given: step and one forward agree, chunks do not."""
+
+    def _forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        return super()._forward(x, None)
+
+
 class _SkipsReset(EMABackbone):
     def reset_state(self, state: State, done_mask: Tensor) -> State:
         return state
@@ -681,7 +688,14 @@ def test_check_backbone_names_the_invariant_a_family_breaks() -> None:
     check_backbone(EMABackbone(4, cfg))
     with pytest.raises(AssertionError, match=r"step == forward, output at t = 0: differs by"):
         check_backbone(_Leaky(4, cfg))
-    with pytest.raises(AssertionError, match=r"reset_state: done row, state tensor 0"):
+    with pytest.raises(AssertionError, match=r"chunking at k = 6, outputs: differs by"):
+        check_backbone(_Forgets(4, cfg))
+    with pytest.raises(AssertionError, match=r"reset_state: done row, state tensor 0: not bit "
+                                             r"for bit equal"):
         check_backbone(_SkipsReset(4, cfg))
+    with pytest.raises(ValueError, match="check_backbone checks fp32 models, got torch.float64"):
+        check_backbone(EMABackbone(4, cfg).double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # an ambient autocast is switched off
+        check_backbone(build("gru"))
     with pytest.raises(ValueError, match="steps >= 2"):
         check_backbone(EMABackbone(4, cfg), steps=1)

@@ -66,7 +66,8 @@ def test_replay_bad_input():
     with pytest.raises(ValueError, match="capacity must be a positive integer, got 0"):
         ReplayBuffer(0, 3, 2)
     buf = ReplayBuffer(4, 3, 2)
-    with pytest.raises(ValueError, match=r"obs must have shape \(1, 3\), got \(1, 4\)"):
+    with pytest.raises(ValueError, match=r"obs must have shape \(1, 3\), got \(1, 4\) \(N = 1 "
+                                         r"envs, as in obs\)"):
         buf.add(np.zeros((1, 4)), np.zeros((1, 2)), np.zeros(1), np.zeros((1, 3)),
                 np.zeros(1), np.zeros(1))
     with pytest.raises(RuntimeError, match="empty"):
@@ -357,8 +358,8 @@ def test_stored_states_cost_one_per_chunk_and_older_per_step_checkpoints_load():
 def test_sizes_are_counts_numpy_ones_included_and_rows_are_one_per_env():
     z = np.zeros
     buf = ReplayBuffer(np.int64(4), np.prod((3,)), np.int64(2))  # numpy integers are counts
-    with pytest.raises(ValueError, match=r"obs must have shape \(3, 3\), got \(3,\) \(N = 3: "
-                                         r"one row per env, as many as obs has\)"):
+    with pytest.raises(ValueError, match=r"obs must have shape \(N, 3\), one row per env, got "
+                                         r"\(3,\)"):
         buf.add(z(3), z((1, 2)), z(1), z(3), z(1), z(1))  # one env's step, unbatched
     _add(buf, 0)
     assert buf.sample(np.int64(2)).obs.shape == (2, 2, 3)

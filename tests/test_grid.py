@@ -579,7 +579,8 @@ def test_a_stopped_grid_continues_with_resume_grid_dir(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 143, err
-    assert "mlp__s1: stopped: not started: the grid was stopped by SIGTERM" in err
+    assert "mlp__s1: stopped: not started: the grid was stopped by SIGTERM; no checkpoint yet: " \
+           "--resume starts it from the beginning" in err
     assert "report: none written (no run finished)" in err
     assert _kind(grid / "mlp__s0") == "interrupt" and not (grid / "mlp__s1").exists()
     out = subprocess.run([sys.executable, "train.py", "--resume", str(grid), "--jobs", "2"],

@@ -128,7 +128,8 @@ class Backbone(nn.Module, abc.ABC):
             raise ValueError(f"{name}: float64 weights are not supported (its state-space "
                              "steps compute in float32); keep the model in float32")
         allowed = {wdt}
-        if torch.is_autocast_enabled(x.device.type):
+        dev = x.device.type
+        if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
             allowed |= {torch.float16, torch.bfloat16}
         if x.dtype not in allowed:
             want = str(wdt).removeprefix("torch.")

@@ -86,6 +86,10 @@ class ReplayBuffer:
         if states is not None:
             raise ValueError("states were given but a transition buffer stores none")
         values = dict(zip(self.ADD_ORDER, (obs, action, reward, next_obs, terminated, truncated)))
+        obs_shape = tuple(obs.shape) if isinstance(obs, Tensor) else np.shape(obs)
+        if len(obs_shape) != 2:
+            raise ValueError(f"obs must have shape (N, {self.obs.shape[1]}), one row per env, "
+                             f"got {obs_shape}")
         n = len(obs)
         parts, tensors = {}, False
         for name, value in values.items():
@@ -96,8 +100,8 @@ class ReplayBuffer:
             want = (n, getattr(self, name).shape[1]) if name in self._vector else (n,)
             shape = tuple(value.shape)
             if shape != want and not (name not in self._vector and shape == (n, 1)):
-                raise ValueError(f"{name} must have shape {want}, got {shape} (N = {n}: "
-                                 "one row per env, as many as obs has)")
+                raise ValueError(f"{name} must have shape {want}, got {shape} (N = {n} envs, "
+                                 "as in obs)")
             parts[name] = value.reshape(n, -1)
         dropped = 0
         if keep is not None and not np.all(keep):
