@@ -47,11 +47,11 @@ target``) on the run's own evaluation episodes, so that runs logged with either 
 both ways (the common episodes then use it too). ``--summarize DIR`` prints the tables of a grid
 already run into DIR, without training: its backbones and seeds are the run directories there
 (``BACKBONE__sSEED``) unless ``--backbones`` / ``--seeds`` name them, each run as its
-``config.json`` records it; a run short of its ``--total-steps`` is listed below the table
-with the step it reached. ``--resume`` continues an interrupted grid in ``--out`` (the same
-env and flags, checked against the grid's ``bench.json``): finished runs are kept, the others
-go on from their last checkpoint. An ``--out`` that is not empty is refused without
-``--resume``.
+``config.json`` records it; a run without its final evaluation at its ``--total-steps`` is
+listed below the table with the step it reached. ``--resume`` continues an interrupted grid in
+``--out`` (the same env and flags, checked against the grid's ``bench.json``): finished runs
+are kept, the others go on from their last checkpoint. An ``--out`` that is not empty is
+refused without ``--resume``.
 """
 
 from __future__ import annotations
@@ -103,8 +103,9 @@ ANCHORS = {
 
 def summarize(run_dir: Path, last_k: int, at: list[int]) -> dict[str, object]:
     """Final return (mean of the last ``last_k`` evaluations; None before the first), the step
-    reached, returns at the steps ``at`` (the last evaluation at or before each; None for a
-    step the run never reached), success, saturation, wall time, updates/s."""
+    reached and that of the last evaluation, returns at the steps ``at`` (the last evaluation at
+    or before each; None for a step the run never reached), success, saturation, wall time,
+    updates/s."""
     rows = read_metrics(run_dir)
     evals = [r for r in rows if "eval_return_mean" in r]
     train_rows = [r for r in rows if r.get("updates_per_s", 0) > 0]
@@ -113,6 +114,7 @@ def summarize(run_dir: Path, last_k: int, at: list[int]) -> dict[str, object]:
         "final": statistics.mean(r["eval_return_mean"] for r in evals[-last_k:])
         if evals else None,  # none: no evaluation logged yet
         "reached": reached,
+        "evaluated": evals[-1]["step"] if evals else 0,
         "at": {s: next((r["eval_return_mean"] for r in reversed(evals) if r["step"] <= s),
                        None) if s <= reached else None for s in at},
         "wall": max((r["wall_time"] for r in rows), default=0.0),
@@ -267,7 +269,8 @@ def _backbone_row(b: str, mine: list[RunOutcome], a: argparse.Namespace, at: lis
     mine = [o for o in mine if not o.error]
     s = [summarize(o.run_dir, a.last_k, at) for o in mine]
     short = [f"{o.name} at step {x['reached']:.0f} of {total[o.name]}"
-             for x, o in zip(s, mine) if x["reached"] < total[o.name]]
+             + (" without its final evaluation" if x["reached"] >= total[o.name] else "")
+             for x, o in zip(s, mine) if x["evaluated"] < total[o.name]]  # as rlkit.report
     left_out += [f"{o.name} (no evaluation yet)" for x, o in zip(s, mine) if x["final"] is None]
     s, mine = [x for x in s if x["final"] is not None], \
         [o for x, o in zip(s, mine) if x["final"] is not None]

@@ -287,6 +287,17 @@ def test_summarize_of_a_grid_still_going(tiny_grid, tmp_path, monkeypatch, capsy
     assert "every memory family >= -1000000000.0 on every seed: FAIL" in out  # one is missing
     out = _summarize(monkeypatch, capsys, "--summarize", grid, "--seeds", "0")
     assert "| gru | no final return: gru__s0 (no evaluation yet) |" in out
+    # a run killed between its last training row and its final evaluation: short, as for
+    # rlkit.report and a grid's --resume (its last evaluation here made earlier, at step 40)
+    killed = tmp_path / "killed"
+    shutil.copytree(tiny_grid, killed)
+    metrics = killed / "gru__s0" / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    rows = [r | {"step": 40} if "eval_return_mean" in r else r for r in rows]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = _summarize(monkeypatch, capsys, "--summarize", killed)
+    assert "runs short of their --total-steps (final: their last evaluation so far): gru__s0 at " \
+           "step 60 of 60 without its final evaluation" in out
 
 
 def test_out_holding_runs_needs_resume_and_resume_needs_the_same_flags(tiny_grid, tmp_path,
