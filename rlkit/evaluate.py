@@ -10,7 +10,6 @@ builds the env, recording MP4s through Gymnasium's ``RecordVideo`` when asked (n
 from __future__ import annotations
 
 import importlib
-import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +18,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
+
+from rlkit.fields import is_count
 
 
 class Policy(Protocol):
@@ -47,7 +48,7 @@ def episode_rewards(agent: Policy, env: gym.Env, episodes: int, device: torch.de
     Raises:
         ValueError: ``episodes`` is not an integer >= 1.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, numbers.Integral) or episodes < 1:
+    if not is_count(episodes):
         raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
     out = []
     act_dim = env.action_space.shape[0]

@@ -8,12 +8,18 @@ rebuilds each changed section, so that it validates itself again.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, TypeVar
 
 C = TypeVar("C")
 
 FLAG_NAMES = {"env": "env.id", "noise": "noise.kind", "noise_sigma": "noise.sigma"}
 """Fields whose command-line name is not their field name (``--env`` sets ``env.id``)."""
+
+
+def is_count(v: object, minimum: int = 1) -> bool:
+    """``v`` is an integer >= ``minimum``: a Python or NumPy one; not a bool, not a float."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum
 
 
 def _fields_by_name(cfg: Any) -> dict[str, list[str]]:

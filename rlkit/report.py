@@ -36,7 +36,6 @@ import argparse
 import base64
 import html
 import math
-import numbers
 import re
 import sys
 import warnings
@@ -50,6 +49,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from rlkit.fields import is_count
 from rlkit.gridruns import (
     ReportError,
     Run,
@@ -277,7 +277,7 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         ReportError: no usable run (the message gives each skipped run's reason).
     """
     for name, v in (("last_k", last_k), ("n_resamples", n_resamples)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        if not is_count(v):
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     runs, skipped = scan_runs(grid_dir, metric, exclude, unfinished)
     if not runs:

@@ -28,13 +28,14 @@ Invariants (tested for every family in ``tests/test_backbones.py``):
 from __future__ import annotations
 
 import abc
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
+
+from rlkit.fields import is_count
 
 State = tuple[Tensor, ...]
 
@@ -205,8 +206,7 @@ class Backbone(nn.Module, abc.ABC):
 def check_batch_size(family: str, batch_size: object) -> None:
     """Raise ``ValueError`` naming ``family`` unless ``batch_size`` is an integer >= 0 (what
     ``initial_state`` takes)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
-            or batch_size < 0:
+    if not is_count(batch_size, minimum=0):
         raise ValueError(f"{family}.initial_state: batch_size must be an integer >= 0, got "
                          f"{batch_size!r}")
 

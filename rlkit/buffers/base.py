@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from rlkit.fields import is_count
 
 ArrayLike = np.ndarray | Tensor
 
@@ -116,11 +117,6 @@ class Replay(Protocol):
 def as_tensor(x: ArrayLike, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``x`` (array or tensor) as a tensor on ``device`` in ``dtype``."""
     return torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(device, dtype)
-
-
-def is_count(v: object) -> bool:
-    """``v`` is an integer >= 1 (a Python or NumPy one; not a bool, not a float)."""
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
 
 
 def check_sizes(capacity: int, obs_dim: int, action_dim: int) -> None:

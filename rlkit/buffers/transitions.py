@@ -8,14 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlkit.buffers.base import (
-    ArrayLike,
-    SequenceBatch,
-    as_tensor,
-    check_sizes,
-    cpu_copy,
-    is_count,
-)
+from rlkit.buffers.base import ArrayLike, SequenceBatch, as_tensor, check_sizes, cpu_copy
+from rlkit.fields import is_count
 
 
 class ReplayBuffer:
