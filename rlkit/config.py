@@ -25,7 +25,7 @@ from rlkit.backbones import (
     BackboneConfig,
     backbone_config,
     backbone_has_memory,
-    backbone_names,
+    check_backbone_name,
 )
 from rlkit.backbones.rnn import check_chrono
 from rlkit.compile import CompileSetting
@@ -351,11 +351,7 @@ class ModelConfig:
     config.json records the choice (on or off)."""
 
     def __post_init__(self) -> None:
-        if self.backbone not in backbone_names():
-            raise ValueError(f"unknown backbone {self.backbone!r}; expected one of "
-                             f"{', '.join(backbone_names())} (a family of your own is known "
-                             "only to a process that registers it: "
-                             "rlkit.backbones.register_backbone)")
+        check_backbone_name(self.backbone)
         _positive(self, "d_model", "n_layers", "context")
         for name in ("n_heads", "d_state", "expand"):
             if getattr(self, name) is not None:

@@ -66,7 +66,9 @@ def register_backbone(name: str, backbone_cls: type[Backbone],
     _ADDED[name] = (backbone_cls, config_cls)
 
 
-def _check_name(name: str) -> None:
+def check_backbone_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a family this process knows (built in or
+    registered), naming the known ones."""
     if name not in _REGISTRY and name not in _ADDED:
         raise ValueError(f"unknown backbone {name!r}; expected one of "
                          f"{', '.join(backbone_names())} (a family of your own is known only "
@@ -75,7 +77,7 @@ def _check_name(name: str) -> None:
 
 def _classes(name: str) -> tuple[type[Backbone], type[BackboneConfig], dict[str, object]]:
     """The backbone class, config class and fixed config fields of family ``name``."""
-    _check_name(name)
+    check_backbone_name(name)
     if name in _ADDED:
         return (*_ADDED[name], {})
     module_name, cls, cfg_cls, fixed = _REGISTRY[name]
@@ -165,6 +167,7 @@ __all__ = [
     "backbone_has_memory",
     "backbone_names",
     "check_backbone",
+    "check_backbone_name",
     "make_backbone",
     "per_step",
     "register_backbone",
