@@ -40,7 +40,6 @@ from agents.train import (
     TrainConfig,
     check_device,
     check_fits,
-    episode_steps,
     main,
     make_env,
     one_line_warnings,
@@ -48,6 +47,7 @@ from agents.train import (
     run_in,
 )
 from rlkit.config import GridConfig, LoopConfig, flag, replace_fields
+from rlkit.evaluate import time_limit
 from rlkit.faults import (
     EnvError,
     FileSystemError,
@@ -92,7 +92,7 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
     configs = [replace_fields(per_backbone.get(b, cfg), backbone=b, seed=s)
                for b in backbones for s in seeds]
     env = make_env(cfg.env)  # a bad env id stops the grid before any run starts
-    steps = episode_steps(env)
+    steps = time_limit(env)
     env.close()
     for c in configs:  # so do windows that reach past the task's episodes
         check_device(resolve(c, steps))

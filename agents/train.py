@@ -70,13 +70,6 @@ ENV_REGISTRY = "envs"
 """The module that registers the ``rlkit/`` ids (imported before ``gym.make`` of one)."""
 
 
-def episode_steps(env: gym.Env) -> int | None:
-    """The task's longest episode: its time limit (also one inside an env whose entry point
-    wraps ``gym.make(...)``), or what the env says of itself (``max_episode_steps``); ``None``
-    when unknown (:func:`rlkit.evaluate.time_limit`)."""
-    return time_limit(env)
-
-
 def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConfig:
     """``cfg`` with the defaults that depend on the backbone and the task filled in: the
     replay windows (:meth:`rlkit.config.ReplayConfig.resolved`: transitions for ``mlp``,
@@ -210,7 +203,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     given to a backbone that does not use it (:meth:`rlkit.config.ModelConfig.unused_flags`),
     and when the run ends before its first update."""
     env = make_env(cfg.env)
-    steps = episode_steps(env)
+    steps = time_limit(env)
     try:
         cfg = resolve(cfg, steps)
     except ValueError:

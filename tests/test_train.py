@@ -15,6 +15,7 @@ import torch
 from agents import cli, recipes, train
 from rlkit.checkpoint import FORMAT_VERSION, load_checkpoint
 from rlkit.config import replace_fields
+from rlkit.evaluate import time_limit
 from rlkit.rundir import RunRecord
 from rlkit.runlog import read_metrics
 
@@ -532,8 +533,8 @@ def test_time_limits_are_found_inside_wrappers_and_evaluation_of_an_endless_env_
     gym.register("rlkit-test/WrappedPendulum-v0", entry_point=Holder)
     try:
         assert gym.make("rlkit-test/WrappedPendulum-v0").spec.max_episode_steps is None
-        assert train.episode_steps(gym.make("rlkit-test/WrappedPendulum-v0")) == 200
-        assert train.episode_steps(gym.make("rlkit-test/Endless-v0")) is None
+        assert time_limit(gym.make("rlkit-test/WrappedPendulum-v0")) == 200
+        assert time_limit(gym.make("rlkit-test/Endless-v0")) is None
         monkeypatch.setattr(ev, "EVAL_STEP_LIMIT", 30)
         with pytest.warns(UserWarning, match=r"env 'rlkit-test/Endless-v0' has no time limit "
                                              r"\(register it with max_episode_steps\): "
