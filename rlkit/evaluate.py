@@ -159,5 +159,4 @@ def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] 
 
 
 __all__ = ["EVAL_STEP_LIMIT", "Policy", "RenderError", "eval_time_limited", "evaluate",
-           "make_eval_env",
-           "time_limit"]
+           "make_eval_env", "time_limit"]
