@@ -387,6 +387,11 @@ def refuse_grid_flags(cfg: TrainConfig) -> None:
     given = [f"--grid-dir {g.grid_dir}"] if g.grid_dir is not None else []
     given += ["--launcher ray"] if g.launcher != "local" else []
     given += [f"--ray-address {g.ray_address}"] if g.ray_address is not None else []
+    if given and cfg.run.resume is not None:
+        raise ValueError(f"{', '.join(given)} {'place' if len(given) > 1 else 'places'} the "
+                         f"runs of a grid, but --resume {cfg.run.resume} continues one run in "
+                         f"its own directory: expected {'them' if len(given) > 1 else 'it'} "
+                         "left out (a grid's directory given to --resume continues the grid)")
     if given:
         verb = "place" if len(given) > 1 else "places"
         raise ValueError(f"{', '.join(given)} {verb} the runs of a grid, but this is one run "
@@ -419,6 +424,13 @@ def cli(argv: Sequence[str]) -> None:
             raise ValueError(f"--resume {cfg.run.resume} continues the grid's own runs; "
                              "it takes no --backbone or --seed")
         resume_grid(cfg, typed)
+    elif cfg.run.resume is not None and len(backbone_values) * len(seed_values) > 1:
+        given = " ".join([f"--{flag} {' '.join(map(str, values))}" for flag, values in
+                          (("backbone", backbone_values), ("seed", seed_values))
+                          if len(values) > 1])
+        raise ValueError(f"--resume {cfg.run.resume} continues one run, whose config.json holds "
+                         f"its backbone and seed: expected no --backbone or --seed beyond the "
+                         f"run's own, got {given}")
     elif len(backbone_values) * len(seed_values) == 1:
         refuse_grid_flags(cfg)
         if cfg.run.resume is None:

@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Collection
 from pathlib import Path
 
+from agents import recipes
 from agents.config import TrainConfig
 from rlkit.checkpoint import (
     CheckpointError,
@@ -74,7 +75,8 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
     """The config, record and last checkpoint of the run in ``--resume`` (see there).
     ``given``: the fields the command line gave (:func:`agents.cli.given_on_resume`): one of
     :data:`RESUME_MAY_CHANGE` applies even at its default value, any other must equal the
-    run's (``auto`` of :data:`STORED_RESOLVED` is the run's own).
+    run's (``auto`` of :data:`STORED_RESOLVED` is the run's own, and ``--recipe auto`` names
+    the recipe made for the run's env).
 
     The checkpoint is ``None`` for a run that stopped before it wrote its first one (killed
     while starting): it then starts again from step 0, which is the same run.
@@ -98,6 +100,9 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
     for name, section in STORED_RESOLVED.items():  # stored resolved: "auto" is the run's own
         if getattr(getattr(cfg, section), name) == "auto":
             cfg = replace_fields(cfg, **{name: getattr(getattr(saved, section), name)})
+    if "recipe" in given and cfg.run.recipe == "auto" != saved.run.recipe:  # stored by name
+        made = recipes.choose("auto", saved.env.id)
+        cfg = replace_fields(cfg, recipe=made.name if made else "none")
     merged = merge_config(cfg, saved, RESUME_MAY_CHANGE, keep=("resume",), given=given)
     merged = dataclasses.replace(
         merged, run=dataclasses.replace(merged.run, run_dir=str(run_dir), device=record.device))
@@ -106,7 +111,10 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
     # A checkpoint at --total-steps that is not the final one (a stop on the last step) has
     # its final evaluation and checkpoint still to come: the resumed run makes them.
     unfinished_end = ckpt is not None and ckpt.get("kind") != "final" and step == total
-    if total <= step and not unfinished_end:
+    if total < step:
+        raise ValueError(f"--resume {run_dir}: the run is at step {step}, past --total-steps "
+                         f"{total}; pass a --total-steps larger than {step} to continue it")
+    if total == step and not unfinished_end:
         raise ValueError(f"--resume {run_dir}: the run is at step {step} of "
                          f"--total-steps {total}; pass a larger --total-steps to continue it")
     return merged, record, ckpt

@@ -338,6 +338,15 @@ class RunRecord:
                 f"with its values)")
 
 
+def holds_files(path: Path) -> bool:
+    """``path`` is a directory that holds more than a lock file and temporary files (what a
+    run stopped before it wrote anything leaves behind)."""
+    with file_errors("read", path):
+        return path.is_dir() and any(
+            p.name != LOCK_NAME and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+            for p in path.iterdir())
+
+
 def fresh_dir(given: str | None, default_name: str, what: str, flag: str) -> Path:
     """``given``, or ``runs/<default_name>-<time>``; refused if it exists and is not empty
     (nothing is ever overwritten). ``what`` and ``flag`` name it in the message."""
@@ -348,12 +357,7 @@ def fresh_dir(given: str | None, default_name: str, what: str, flag: str) -> Pat
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{flag} {path} is a file, not a directory; expected a new or empty "
                           "directory")
-    with file_errors("read", path):
-        # a lock file, and temporary files: a run stopped before it wrote anything
-        taken = path.exists() and any(
-            p.name != LOCK_NAME and not (p.name.startswith(".") and p.name.endswith(".tmp"))
-            for p in path.iterdir())
-    if taken:
+    if holds_files(path):
         raise FileExistsError(f"{what} {path} already exists and is not empty; choose another "
                               f"{flag}")
     return path
@@ -400,4 +404,4 @@ def _from_schema1(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["IDENTITY", "LOCK_NAME", "SCHEMA", "SECTIONS", "RunDirBusy", "RunDirError", "RunLock",
-           "RunPaths", "RunRecord", "fresh_dir", "make_dir", "slug"]
+           "RunPaths", "RunRecord", "fresh_dir", "holds_files", "make_dir", "slug"]

@@ -480,6 +480,17 @@ def test_a_run_stopped_while_starting_is_started_again_in_its_directory(tmp_path
         fresh_dir(str(run), "x", "run directory", "--run-dir")
 
 
+def test_resume_of_a_directory_of_other_files_does_not_say_start_it_again(tmp_path):
+    """A folder with files that no run writes before config.json is not a run stopped while
+    starting: --run-dir would refuse it, so --resume does not point there."""
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"not a run directory \(no config.json, and files that "
+                                         r"a run does not write before it\); expected the "
+                                         r"directory of a run of train.py$"):
+        _resume(tmp_path / "other")
+
+
 def test_resume_of_a_directory_without_checkpoint(tiny_run, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"not a run directory \(no config.json\)"):
@@ -511,6 +522,54 @@ def test_resume_of_a_finished_run_asks_for_more_steps(tiny_run):
     with pytest.raises(ValueError, match=r"the run is at step 60 of --total-steps 60; pass a "
                                          r"larger --total-steps"):
         _resume(tiny_run)
+
+
+def test_resume_past_its_total_names_the_runs_step(tiny_run):
+    with pytest.raises(ValueError, match=r"the run is at step 60, past --total-steps 40; pass a "
+                                         r"--total-steps larger than 60 to continue it"):
+        _resume(tiny_run, total_steps=40)
+
+
+def test_resume_of_one_run_refuses_grid_flags_before_writing_anything(tiny_run, tmp_path,
+                                                                      capsys):
+    """Several --backbone or --seed values, or --grid-dir, on the resume of one run are
+    refused by what they are, and nothing is made (no grid directory, no change to the run)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for flags, said in (
+            (["--backbone", "mlp", "gru"], "got --backbone mlp gru"),
+            (["--seed", 0, 1], "got --seed 0 1"),
+            (["--backbone", "mlp", "gru", "--seed", 0, 1], "got --backbone mlp gru --seed 0 1")):
+        code, err = _cli(["--resume", run, "--total-steps", 80, *flags], capsys)
+        assert code == 2, err
+        assert _first_error(err) == (f"error: --resume {run} continues one run, whose "
+                                     "config.json holds its backbone and seed: expected no "
+                                     f"--backbone or --seed beyond the run's own, {said}"), err
+    code, err = _cli(["--resume", run, "--total-steps", 80, "--grid-dir", tmp_path / "g"],
+                     capsys)
+    assert code == 2 and _first_error(err) == (
+        f"error: --grid-dir {tmp_path / 'g'} places the runs of a grid, but --resume {run} "
+        "continues one run in its own directory: expected it left out (a grid's directory "
+        "given to --resume continues the grid)"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_resume_takes_recipe_auto_as_the_recipe_made_for_the_runs_env(tmp_path, capsys):
+    """``--recipe auto`` (the default a run was started with) names the recipe made for the
+    run's env, which train.py stores by name in config.json ("none" for Pendulum-v1); another
+    is a change."""
+    run = tmp_path / "run"
+    code, err = _cli([*TINY_ARGS, "--run-dir", run], capsys)
+    assert code == 0, err
+    assert RunRecord.read(run).run.recipe == "none"
+    code, err = _cli(["--resume", run, "--total-steps", 80, "--recipe", "auto"], capsys)
+    assert code == 0, err
+    assert RunRecord.read(run).loop.total_steps == 80
+    code, err = _cli(["--resume", run, "--total-steps", 100, "--recipe", "pendulum-pomdp"],
+                     capsys)
+    assert code == 2 and "run recipe 'none' != requested recipe 'pendulum-pomdp'" in err, err
 
 
 def test_resume_refuses_a_flag_typed_at_the_package_default_that_is_not_the_runs(
