@@ -81,7 +81,8 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
         ValueError: inputs that need sequence training on transitions, stored Transformer
             states that the burn-in does not recompute (:func:`stale_stored_state`), or
             windows the replay cannot sample or that reach past every episode of the task
-            (:meth:`rlkit.config.ReplayConfig.check_resolved`).
+            (:meth:`rlkit.config.ReplayConfig.check_resolved`), or a buffer that holds fewer
+            steps per environment than a window.
     """
     m, a = cfg.model, cfg.agent
     if stale := stale_stored_state(cfg, max_episode_steps):
@@ -89,6 +90,11 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
     replay = cfg.replay.resolved(m.memory, max_episode_steps,
                                  reach=m.reach_in(max_episode_steps))
     replay.check_resolved(max_episode_steps)
+    if (per_env := replay.buffer_size // cfg.env.num_envs) < replay.seq_len:
+        raise ValueError(f"--buffer-size {replay.buffer_size} holds {per_env} steps per "
+                         f"environment (--num-envs {cfg.env.num_envs}), fewer than a window "
+                         f"(--seq-len {replay.seq_len}): expected --buffer-size at least "
+                         f"{replay.seq_len * cfg.env.num_envs}")
     if not replay.transitions(m.memory):
         prev_action = m.prev_action if m.prev_action is not None else m.memory
         agent = dataclasses.replace(
@@ -200,7 +206,8 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     cannot see all of them
     (:meth:`rlkit.config.ModelConfig.reach_gap`), when its cache is longer than any
     episode (:meth:`rlkit.config.ModelConfig.empty_cache`), when a family-specific flag is
-    given to a backbone that does not use it (:meth:`rlkit.config.ModelConfig.unused_flags`),
+    given to a backbone that does not use it (:meth:`rlkit.config.ModelConfig.unused_flags`)
+    or a replay flag to a run that does not use it (:meth:`rlkit.config.ReplayConfig.unused_flags`),
     and when the run ends before its first update."""
     env = make_env(cfg.env)
     steps = time_limit(env)
@@ -215,7 +222,8 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         warnings.warn(f"short reach: {short}", UserWarning, stacklevel=2)
     if empty := cfg.model.empty_cache(steps):
         warnings.warn(f"long context: {empty}", UserWarning, stacklevel=2)
-    if unused := cfg.model.unused_flags():
+    if unused := "; ".join(filter(None, (cfg.model.unused_flags(),
+                                         cfg.replay.unused_flags(cfg.model.memory)))):
         warnings.warn(f"unused flags: {unused}", UserWarning, stacklevel=2)
     n = cfg.env.num_envs  # the envs step together: the run's last step is a multiple of n
     if -(-cfg.loop.total_steps // n) * n < cfg.loop.learning_starts:

@@ -155,7 +155,7 @@ class ReplayConfig:
     """Steps at a window start that get no loss: they refresh a stored state (stored), or
     replay the steps before the trained ones from the initial state (prefix). Default 0;
     beyond --max-window, when no --state-mode is given, 16 (stored) or the Transformer's
-    reach (prefix)."""
+    reach (prefix), and a --burn-in given there takes that mode too."""
     state_mode: Annotated[StateMode | None,  # None: the task's default, not a choice
                           tyro.conf.arg(metavar="{zero,stored,prefix}")] = None
     """Window start state: zero (pomdp-baselines), the state stored while acting (R2D2), or
@@ -220,9 +220,9 @@ class ReplayConfig:
         # A default window trains 64 steps (fewer on shorter episodes) after its burn-in,
         # whether the burn-in is the default or given.
         trained = min(TRAINED_STEPS, episode_steps or TRAINED_STEPS)
-        burn = reach if reach is not None else STORED_BURN_IN
+        burn = self.burn_in or (reach if reach is not None else STORED_BURN_IN)
         if (self.state_mode is None and self.window_start is None and memory and burn
-                and not self.burn_in and (self.seq_len is None or self.seq_len > burn)):
+                and (self.seq_len is None or self.seq_len > burn)):
             return dataclasses.replace(  # replay what it sees, or refresh a stored state
                 self, seq_len=self.seq_len or trained + burn, burn_in=burn, window_start="any",
                 state_mode="prefix" if reach is not None else "stored",
@@ -261,6 +261,25 @@ class ReplayConfig:
             raise ValueError(f"--burn-in {burn_in} is as long as the task's episodes (at most "
                              f"{episode_steps} steps): no step has that many steps before it "
                              f"in its episode; expected --burn-in at most {episode_steps - 1}")
+
+    def unused_flags(self, memory: bool) -> str | None:
+        """The replay flags of a resolved config that it does not use (``None`` when there are
+        none): ``--state-every 10 is for --state-mode stored; this run's is zero``.
+
+        Args:
+            memory: the encoder carries state.
+        """
+        unused = []
+        if self.state_every is not None and self.state_mode != "stored":
+            unused.append(f"--state-every {self.state_every} is for --state-mode stored; this "
+                          f"run's is {self.state_mode}")
+        if self.state_mode == "stored" and not memory:
+            unused.append("--state-mode stored starts windows from the state carried while "
+                          "acting; this encoder carries none")
+        if self.episode_sampling != "episodes" and self.window_start != "episode":
+            unused.append(f"--episode-sampling {self.episode_sampling} is for --window-start "
+                          f"episode; this run's windows start at any step")
+        return "; ".join(unused) or None
 
     def transitions(self, memory: bool) -> bool:
         """Whether a resolved config trains on single transitions, not on windows."""

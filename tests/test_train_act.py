@@ -256,6 +256,65 @@ def test_the_flags_of_a_default_window_give_that_window():
     assert zero.seq_len == 50
 
 
+def test_a_burn_in_given_alone_takes_the_default_mode_where_episodes_do_not_fit():
+    """``--burn-in 32`` without ``--state-mode`` on 1,000-step episodes: the GRU refreshes a
+    stored state over it and the Transformer replays it (their default modes there), before
+    64 trained steps; on episodes that fit, whole episodes start from the initial state and a
+    burn-in still needs a mode."""
+    from agents.train import TrainConfig, resolve
+    from rlkit.config import replace_fields
+
+    for backbone, mode in (("gru", "stored"), ("transformer", "prefix")):
+        r = resolve(replace_fields(TrainConfig(), backbone=backbone, burn_in=32), 1000).replay
+        assert (r.state_mode, r.burn_in, r.seq_len, r.window_start) == (mode, 32, 96, "any")
+    with pytest.raises(ValueError, match="--burn-in 32 needs --state-mode stored or prefix"):
+        resolve(replace_fields(TrainConfig(), backbone="gru", burn_in=32), 200)
+
+
+def test_replay_flags_a_run_does_not_use_are_named():
+    """--state-every outside stored mode, a stored mode for an encoder that carries no state,
+    and --episode-sampling on windows from any step are recorded but change nothing: named
+    in the ``unused flags`` warning, as the family-specific flags are."""
+    from agents.train import TrainConfig, build, resolve
+    from rlkit.config import replace_fields
+
+    gru = replace_fields(TrainConfig(), backbone="gru")
+    assert resolve(gru, 1000).replay.unused_flags(True) is None
+    every = resolve(replace_fields(gru, state_mode="zero", state_every=10), 1000).replay
+    assert every.unused_flags(True) == ("--state-every 10 is for --state-mode stored; this "
+                                        "run's is zero")
+    assert resolve(replace_fields(gru, state_every=10), 1000).replay.unused_flags(True) is None
+    sampling = resolve(replace_fields(gru, episode_sampling="steps"), 1000).replay
+    assert sampling.unused_flags(True) == ("--episode-sampling steps is for --window-start "
+                                           "episode; this run's windows start at any step")
+    assert resolve(replace_fields(gru, episode_sampling="steps"),
+                   200).replay.unused_flags(True) is None  # whole episodes: used
+    mlp = resolve(replace_fields(TrainConfig(), state_mode="stored"), 200).replay
+    assert mlp.unused_flags(False) == ("--state-mode stored starts windows from the state "
+                                       "carried while acting; this encoder carries none")
+    cfg = replace_fields(TrainConfig(), env="rlkit/Pendulum-V-v0", backbone="gru", d_model=8,
+                         window_start="any", seq_len=8, episode_sampling="steps",
+                         total_steps=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build(cfg, torch.device("cpu"))[2].close()
+    assert [str(w.message) for w in caught if str(w.message).startswith("unused")] == [
+        "unused flags: --episode-sampling steps is for --window-start episode; this run's "
+        "windows start at any step"]
+
+
+def test_a_buffer_smaller_than_a_window_is_refused_by_its_flags():
+    from agents.train import TrainConfig, resolve
+    from rlkit.config import replace_fields
+
+    cfg = replace_fields(TrainConfig(), backbone="gru", buffer_size=150, num_envs=2)
+    with pytest.raises(ValueError, match=r"^--buffer-size 150 holds 75 steps per environment "
+                                         r"\(--num-envs 2\), fewer than a window \(--seq-len "
+                                         r"80\): expected --buffer-size at least 160$"):
+        resolve(cfg, 1000)
+    assert resolve(replace_fields(cfg, buffer_size=160), 1000).replay.seq_len == 80
+
+
 def test_windows_that_reach_past_every_episode_are_refused_and_a_long_reach_is_capped():
     """A window trains at most an episode's steps, and a burn-in is shorter than an episode
     (the rest would be padding: windows of 100,000 steps on 200-step episodes crawled): both
