@@ -12,8 +12,9 @@ the metric: a run that failed before its first evaluation; a run without its fin
 at its ``--total-steps``, unless ``--unfinished``; a run that the grid's ``grid.json`` lists
 and that never started) is skipped: the report covers the others and lists the skipped ones
 with the reason, as does the command line on stderr. Only when no run is usable is it an error
-(exit code 2). The runs of one ``(env, backbone)`` row are its seeds; settings in which they
-differ beyond the seed and where they ran are warned about.
+(exit code 2, as is bad input; 3 when the report's folder cannot be made or written). The
+runs of one ``(env, backbone)`` row are its seeds; settings in which they differ beyond the
+seed and where they ran are warned about.
 
 Reading the run directories is :mod:`rlkit.gridruns`.
 
@@ -275,6 +276,8 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
 
     Raises:
         ReportError: no usable run (the message gives each skipped run's reason).
+        ValueError: ``last_k`` or ``n_resamples`` is not a positive integer, or ``out_dir`` is
+            a file.
     """
     for name, v in (("last_k", last_k), ("n_resamples", n_resamples)):
         if not is_count(v):
@@ -286,6 +289,8 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
     for run in runs:
         groups.setdefault(run.env, {}).setdefault(run.backbone, []).append(run)
     out = Path(out_dir) if out_dir is not None else Path(grid_dir) / "report"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {str(out)!r} is a file; expected a folder (made if missing)")
     out.mkdir(parents=True, exist_ok=True)
     title = title or f"Backbone comparison: {metric}"
     rows, plots, taken = [], {}, set()
@@ -368,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ReportError, ValueError) as e:
         print(f"rlkit.report: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the folder could not be made or written
+        print(f"rlkit.report: error: file system: {e}", file=sys.stderr)
+        return 3
     for w in caught:
         print(f"rlkit.report: warning: {w.message}", file=sys.stderr)
     for skip in res.skipped:
