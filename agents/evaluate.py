@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from agents.train import env_modules, load_agent
+from agents.train import env_modules, load_agent, one_line_warnings
 from rlkit.checkpoint import CheckpointError
 from rlkit.config import EVAL_POLICIES
 from rlkit.evaluate import Policy, RenderError, episode_rewards, evaluate, make_eval_env
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 def run(argv: list[str] | None = None) -> int:
     """:func:`main` with the exit codes of the module docstring."""
     try:
-        main(argv)
+        with one_line_warnings():
+            main(argv)
     except EnvError as e:
         print(f"error: {e}\nthe env's traceback:\n{e.env_traceback.rstrip()}", file=sys.stderr)
         return 4

@@ -384,7 +384,8 @@ def _run(cfg: TrainConfig, run_dir: Path | None, resumed: RunRecord | None, ckpt
 
 
 def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[DDPG, RunRecord]:
-    """The trained agent of a run directory (its ``checkpoint.pt``) and its record.
+    """The trained agent of a run directory (its ``checkpoint.pt``) and its record. Warns
+    when the checkpoint is not the run's final one (a run stopped, or still going).
 
     Raises:
         rlkit.rundir.RunDirError: no valid ``config.json``.
@@ -402,6 +403,11 @@ def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     except (RuntimeError, KeyError, ValueError) as e:  # weights of another shape or family
         raise CheckpointError(f"{path}: its weights do not fit the agent that config.json "
                               f"builds: {first_line(e)}") from e
+    if ckpt.get("kind") != "final":
+        warnings.warn(f"{run_dir}: the run's checkpoint is at step {ckpt['step']} of "
+                      f"--total-steps {record.loop.total_steps}, not its final one (the run "
+                      "stopped, or is still going): the policy is the one of that step",
+                      UserWarning, stacklevel=2)
     return agent.to(device).eval(), record
 
 

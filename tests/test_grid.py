@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,27 @@ def test_evaluate_saved_run(tmp_path, capsys):
     assert "return" in capsys.readouterr().out
     with pytest.raises(RunDirError, match="is not a run directory"):
         train.load_agent(tmp_path)
+
+
+def test_evaluating_a_run_that_has_not_finished_says_so(tmp_path):
+    """A checkpoint that is not the run's final one (a stopped run's): the policy is
+    evaluated, with a one-line warning naming the step it is of."""
+    from rlkit.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    train.main(replace_fields(TINY, run_dir=str(run)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train.load_agent(run)  # the final checkpoint: no word
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    save_checkpoint(run / "checkpoint.pt", {**ckpt, "kind": "interrupt"})
+    out = subprocess.run([sys.executable, "-m", "agents.evaluate", str(run), "--episodes", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and out.stderr == (
+        f"warning: {run}: the run's checkpoint is at step {ckpt['step']} of --total-steps "
+        f"{TINY.loop.total_steps}, not its final one (the run stopped, or is still going): the "
+        "policy is the one of that step\n"), out.stderr
+    assert "return" in out.stdout
 
 
 def test_evaluate_refuses_a_checkpoint_of_another_run_naming_the_difference(tmp_path, capsys):
