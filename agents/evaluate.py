@@ -6,6 +6,8 @@ with the recurrent state carried, and prints return statistics. The policy is th
 evaluated (its ``--eval-policy``) unless ``--policy actor``, ``target`` or ``average`` names
 it (``average`` needs a run that kept one: ``--agent.average-tau``);
 ``--own-episodes`` runs the run's own evaluation episodes (those its evaluations logged).
+A run that has not finished (stopped, or still going) is evaluated at its checkpoint's step,
+with a warning that names it.
 ``--video`` records MP4s through Gymnasium's ``RecordVideo`` (needs ``moviepy``; MuJoCo tasks
 render headless with ``MUJOCO_GL=egl`` or ``osmesa``; pygame's tasks with SDL's ``dummy`` video
 driver, set unless ``SDL_VIDEODRIVER`` is).
