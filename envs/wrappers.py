@@ -7,10 +7,13 @@ One job per wrapper, usable on any env with a ``Box`` observation space:
 - :class:`GaussianObservationNoise` adds independent ``N(0, std**2)`` noise.
 
 The random wrappers own their generator. It is seeded from ``reset(seed=...)`` through a
-``SeedSequence`` whose spawn key is private to the wrapper class, so its stream is
-independent of the wrapped env's ``np_random`` (which ``reset`` seeds with the same integer)
-and of the other wrapper classes; the global NumPy RNG is never used. Without a seeded reset
-the generator draws its entropy from the operating system.
+``SeedSequence`` whose spawn key is private to the wrapper class and to the number of wrappers
+of that class beneath it, so its stream is independent of the wrapped env's ``np_random``
+(which ``reset`` seeds with the same integer), of the other wrapper classes, and of the other
+copies of the same class in one chain: two noise wrappers stacked add noise of standard
+deviation ``sqrt(2) * std``, two flickers stacked zero ``1 - (1 - p)**2`` of the observations.
+The global NumPy RNG is never used. Without a seeded reset the generator draws its entropy
+from the operating system.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ def _real(value: Any, name: str) -> float:
     return float(value)
 
 
-def _generator(seed: int | None, key: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(key,))))
+def _generator(seed: int | None, spawn_key: tuple[int, ...]) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=spawn_key)))
 
 
 class _RandomObservationWrapper(
@@ -52,10 +55,18 @@ class _RandomObservationWrapper(
 ):
     """An observation wrapper with a generator of its own, reseeded by ``reset(seed=...)``."""
 
-    _KEY: int  # the spawn key that keeps this wrapper's stream apart
+    _KEY: int  # the spawn key that keeps this wrapper class's stream apart
 
     def _init_rng(self) -> None:
-        self._rng = _generator(None, self._KEY)
+        # One wrapper of a class keeps the spawn key (_KEY,); the n-th copy stacked above it
+        # gets (_KEY, n), so that stacked copies draw independently.
+        beneath, layer = 0, self.env
+        while isinstance(layer, gym.Wrapper):
+            if isinstance(layer, _RandomObservationWrapper) and layer._KEY == self._KEY:
+                beneath += 1
+            layer = layer.env
+        self._spawn_key: tuple[int, ...] = (self._KEY, beneath) if beneath else (self._KEY,)
+        self._rng = _generator(None, self._spawn_key)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -70,7 +81,7 @@ class _RandomObservationWrapper(
             The (transformed) first observation and the env's info.
         """
         if seed is not None:
-            self._rng = _generator(seed, self._KEY)
+            self._rng = _generator(seed, self._spawn_key)
         return super().reset(seed=seed, options=options)
 
 

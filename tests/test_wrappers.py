@@ -238,6 +238,47 @@ def test_noise_stream_is_independent_of_the_flicker_stream() -> None:
     np.testing.assert_array_equal(np.abs(noisy[:, 3]) < 100, np.all(flicker_only == 0, axis=1))
 
 
+def test_a_single_wrapper_keeps_its_stream() -> None:
+    # The draws a single flicker or noise wrapper has always made: registered tasks and runs
+    # depend on them.
+    obs = _rollout(FlickerObservation(CountingEnv(), 0.5), seed=11, steps=24)
+    kept = "".join("0" if np.all(o == 0) else "1" for o in obs)
+    assert kept == "111101000001000111011100"
+    clean = _rollout(CountingEnv(size=2, dtype=np.float64), seed=5, steps=2)
+    noisy = _rollout(GaussianObservationNoise(CountingEnv(size=2, dtype=np.float64), 1.0), 5, 2)
+    np.testing.assert_allclose(
+        noisy - clean, [[0.24855063, 0.0457273], [0.09670064, -0.41797809]], atol=1e-8
+    )
+
+
+def test_stacked_noise_wrappers_draw_independently() -> None:
+    base = CountingEnv(size=3, dtype=np.float64)
+    env = GaussianObservationNoise(GaussianObservationNoise(base, std=1.0), std=1.0)
+    noise = _rollout(env, seed=3, steps=4000) - _rollout(CountingEnv(size=3, dtype=np.float64),
+                                                         seed=3, steps=4000)
+    # Independent draws add variances: std sqrt(2) = 1.414 (identical draws would give 2).
+    assert np.all(np.abs(noise.std(axis=0) - np.sqrt(2.0)) < 0.05)
+
+
+def test_stacked_flickers_draw_independently() -> None:
+    env = FlickerObservation(FlickerObservation(CountingEnv(), p=0.5), p=0.5)
+    zeroed = np.all(_rollout(env, seed=7, steps=5000) == 0, axis=1)
+    # Independent draws zero 1 - 0.5**2 = 75% (identical draws would zero 50%).
+    assert abs(zeroed.mean() - 0.75) < 0.02
+    # The lower copy still draws the single wrapper's stream.
+    inner = np.all(_rollout(FlickerObservation(CountingEnv(), p=0.5), seed=7, steps=5000) == 0,
+                   axis=1)
+    assert np.all(zeroed[inner])
+
+
+def test_copies_separated_by_another_wrapper_draw_independently() -> None:
+    env = FlickerObservation(
+        GaussianObservationNoise(FlickerObservation(CountingEnv(), p=0.5), 0.1), p=0.5
+    )
+    zeroed = np.all(np.abs(_rollout(env, seed=7, steps=5000)) < 1.0, axis=1)
+    assert abs(zeroed.mean() - 0.75) < 0.02
+
+
 @_quiet
 def test_noise_passes_check_env() -> None:
     check_env(
