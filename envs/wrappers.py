@@ -13,7 +13,9 @@ of that class beneath it, so its stream is independent of the wrapped env's ``np
 copies of the same class in one chain: two noise wrappers stacked add noise of standard
 deviation ``sqrt(2) * std``, two flickers stacked zero ``1 - (1 - p)**2`` of the observations.
 The global NumPy RNG is never used. Without a seeded reset the generator draws its entropy
-from the operating system.
+from the operating system. A ``seed`` must be None or a Python integer ``>= 0``; anything else
+(a float, a bool, a NumPy integer, which Gymnasium's ``reset`` refuses too) is refused before
+the env sees it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ def _real(value: Any, name: str) -> float:
     return float(value)
 
 
+def _check_seed(seed: Any) -> None:
+    # Gymnasium's reset takes None or a Python int >= 0 (NumPy integers are refused there too).
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(
+            f"seed must be None or a Python integer >= 0, got {seed!r} ({type(seed).__name__})"
+        )
+    if seed < 0:
+        raise ValueError(f"seed must be None or a Python integer >= 0, got {seed}")
+
+
 def _generator(seed: int | None, spawn_key: tuple[int, ...]) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=spawn_key)))
 
@@ -74,12 +88,19 @@ class _RandomObservationWrapper(
         """Reset the env; a given ``seed`` also reseeds this wrapper's generator.
 
         Args:
-            seed: seed for the wrapped env and for this wrapper's generator.
+            seed: seed for the wrapped env and for this wrapper's generator: None or a Python
+                integer ``>= 0``.
             options: forwarded to the wrapped env.
 
         Returns:
             The (transformed) first observation and the env's info.
+
+        Raises:
+            TypeError: ``seed`` is neither None nor a Python integer, e.g. a float, a bool or
+                a NumPy integer (Gymnasium's own ``reset`` refuses NumPy integers too).
+            ValueError: ``seed`` is negative.
         """
+        _check_seed(seed)
         if seed is not None:
             self._rng = _generator(seed, self._spawn_key)
         return super().reset(seed=seed, options=options)

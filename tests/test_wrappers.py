@@ -194,6 +194,35 @@ def test_flicker_rejects_bounds_without_zero() -> None:
         FlickerObservation(CountingEnv(low=1.0, high=2.0), 0.5)
 
 
+@pytest.mark.parametrize(
+    ("seed", "error", "message"),
+    [
+        (-1, ValueError, r"seed must be None or a Python integer >= 0, got -1$"),
+        (1.5, TypeError, r"seed must be None or a Python integer >= 0, got 1.5 \(float\)"),
+        (True, TypeError, r"seed must be None or a Python integer >= 0, got True \(bool\)"),
+        (np.int64(3), TypeError, r"Python integer >= 0, got np.int64\(3\) \(int64\)"),
+        ("3", TypeError, r"seed must be None or a Python integer >= 0, got '3' \(str\)"),
+    ],
+)
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda env: FlickerObservation(env, 0.5), lambda env: GaussianObservationNoise(env, 0.1)],
+    ids=["flicker", "noise"],
+)
+def test_random_wrappers_seed_errors(
+    wrap: Any, seed: Any, error: type[Exception], message: str
+) -> None:
+    env = wrap(gym.make("Pendulum-v1"))
+    with pytest.raises(error, match=message):
+        env.reset(seed=seed)
+
+
+def test_random_wrappers_take_large_seeds() -> None:
+    env = FlickerObservation(CountingEnv(), 0.5)
+    env.reset(seed=2**70)
+    env.reset(seed=0)
+
+
 # ------------------------------------------------------------------- GaussianObservationNoise
 def test_noise_has_the_requested_std_and_zero_mean() -> None:
     base = CountingEnv(size=3, dtype=np.float64)
