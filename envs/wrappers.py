@@ -21,7 +21,7 @@ the env sees it.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -36,6 +36,14 @@ _NOISE_KEY = 0x9A55
 
 
 def _require_box(env: gym.Env, wrapper: str) -> spaces.Box:
+    if isinstance(env, gym.vector.VectorEnv):
+        raise TypeError(
+            f"{wrapper} expects a gymnasium.Env, not a vector env, got {type(env).__name__}; "
+            f"to wrap each sub-env, pass the wrapper to gym.make_vec(env_id, num_envs, "
+            f"wrappers=[lambda env: {wrapper}(env, ...)])"
+        )
+    if not isinstance(env, gym.Env):
+        raise TypeError(f"{wrapper} expects a gymnasium.Env, got {env!r} ({type(env).__name__})")
     space = env.observation_space
     if not isinstance(space, spaces.Box):
         raise TypeError(f"{wrapper} expects a Box observation space, got {space!r}")
@@ -58,6 +66,23 @@ def _check_seed(seed: Any) -> None:
         )
     if seed < 0:
         raise ValueError(f"seed must be None or a Python integer >= 0, got {seed}")
+
+
+def _index_sequence(indices: Any) -> tuple[Any, ...]:
+    # An ordered sequence only: a set has no order, a dict's keys are rarely meant.
+    if isinstance(indices, np.ndarray):
+        if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+            raise TypeError(
+                f"indices as an array must be 1-D of an integer dtype, got shape "
+                f"{indices.shape} of dtype {indices.dtype}"
+            )
+        return tuple(indices.tolist())
+    if not isinstance(indices, list | tuple | range):
+        raise TypeError(
+            "indices must be a list, tuple, range or 1-D integer array, got "
+            f"{indices!r} ({type(indices).__name__})"
+        )
+    return tuple(indices)
 
 
 def _generator(seed: int | None, spawn_key: tuple[int, ...]) -> np.random.Generator:
@@ -119,15 +144,20 @@ class MaskObservation(
         (2,)
     """
 
-    def __init__(self, env: gym.Env[np.ndarray, Any], indices: Iterable[int]) -> None:
+    def __init__(
+        self, env: gym.Env[np.ndarray, Any], indices: Sequence[int] | np.ndarray
+    ) -> None:
         """Wrap ``env``.
 
         Args:
-            env: an env with a 1-D ``Box`` observation space of size ``n``.
-            indices: distinct integers in ``[0, n)``; at least one.
+            env: a ``gymnasium.Env`` (not a vector env) with a 1-D ``Box`` observation space of
+                size ``n``.
+            indices: distinct integers in ``[0, n)``, at least one, in output order: a list,
+                tuple or range of integers, or a 1-D array of an integer dtype.
 
         Raises:
-            TypeError: the observation space is not a Box, or an index is not an integer.
+            TypeError: ``env`` is not a ``gymnasium.Env`` or its observation space not a Box;
+                ``indices`` is not one of the sequences above, or an index is not an integer.
             ValueError: the space is not 1-D, or the indices are empty, repeated or out of range.
         """
         space = _require_box(env, "MaskObservation")
@@ -136,7 +166,7 @@ class MaskObservation(
                 f"MaskObservation expects a 1-D Box observation space, got shape {space.shape}"
             )
         size = space.shape[0]
-        kept = tuple(indices)
+        kept = _index_sequence(indices)
         for position, index in enumerate(kept):
             if isinstance(index, bool) or not isinstance(index, numbers.Integral):
                 raise TypeError(
@@ -189,11 +219,13 @@ class FlickerObservation(_RandomObservationWrapper):
         """Wrap ``env``.
 
         Args:
-            env: an env with a ``Box`` observation space whose bounds contain 0.
+            env: a ``gymnasium.Env`` (not a vector env) with a ``Box`` observation space whose
+                bounds contain 0.
             p: probability in ``[0, 1]`` that an observation is zeroed.
 
         Raises:
-            TypeError: the observation space is not a Box, or ``p`` is not a real number.
+            TypeError: ``env`` is not a ``gymnasium.Env`` or its observation space not a Box,
+                or ``p`` is not a real number.
             ValueError: ``p`` lies outside ``[0, 1]``, or the bounds exclude 0.
         """
         space = _require_box(env, "FlickerObservation")
@@ -238,11 +270,13 @@ class GaussianObservationNoise(_RandomObservationWrapper):
         """Wrap ``env``.
 
         Args:
-            env: an env with a floating-point ``Box`` observation space.
+            env: a ``gymnasium.Env`` (not a vector env) with a floating-point ``Box``
+                observation space.
             std: finite standard deviation of the noise, ``>= 0``.
 
         Raises:
-            TypeError: the space is not a floating-point Box, or ``std`` is not a real number.
+            TypeError: ``env`` is not a ``gymnasium.Env``, its observation space is not a
+                floating-point Box, or ``std`` is not a real number.
             ValueError: ``std`` is negative or not finite.
         """
         space = _require_box(env, "GaussianObservationNoise")

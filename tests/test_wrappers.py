@@ -83,6 +83,45 @@ def test_non_box_observation_space_is_rejected(wrap: Any, name: str) -> None:
         wrap(env)
 
 
+@pytest.mark.parametrize(
+    ("wrap", "name"),
+    [
+        (lambda env: MaskObservation(env, [0]), "MaskObservation"),
+        (lambda env: FlickerObservation(env, 0.5), "FlickerObservation"),
+        (lambda env: GaussianObservationNoise(env, 0.1), "GaussianObservationNoise"),
+    ],
+)
+def test_a_vector_env_is_rejected_with_the_way_to_wrap_its_sub_envs(wrap: Any, name: str) -> None:
+    vec = gym.make_vec("Pendulum-v1", 3, vectorization_mode="sync")
+    message = (
+        rf"{name} expects a gymnasium.Env, not a vector env, got SyncVectorEnv; to wrap each "
+        rf"sub-env, pass the wrapper to gym.make_vec\(env_id, num_envs, "
+        rf"wrappers=\[lambda env: {name}\(env, ...\)\]\)"
+    )
+    with pytest.raises(TypeError, match=message):
+        wrap(vec)
+    with pytest.raises(TypeError, match=rf"{name} expects a gymnasium.Env, got 'Pendulum-v1'"):
+        wrap("Pendulum-v1")
+    vec.close()
+
+
+def test_make_vec_wraps_each_sub_env() -> None:
+    vec = gym.make_vec(
+        "Pendulum-v1",
+        3,
+        vectorization_mode="sync",
+        wrappers=[
+            lambda env: MaskObservation(env, [2]),
+            lambda env: GaussianObservationNoise(env, 0.1),
+            lambda env: FlickerObservation(env, 0.5),
+        ],
+    )
+    assert vec.single_observation_space.shape == (1,)
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (3, 1)
+    vec.close()
+
+
 # ---------------------------------------------------------------------------- MaskObservation
 def test_mask_keeps_the_given_entries_in_order() -> None:
     env = MaskObservation(CountingEnv(size=4, dtype=np.float64), indices=[3, 1])
@@ -93,6 +132,18 @@ def test_mask_keeps_the_given_entries_in_order() -> None:
     np.testing.assert_array_equal(obs, [2000.0, 20.0])
     assert obs.dtype == np.float64
     assert env.indices == (3, 1)
+
+
+@pytest.mark.parametrize(
+    "indices",
+    [[2, 0], (2, 0), range(2, -1, -2), np.array([2, 0]), np.array([2, 0], dtype=np.uint8),
+     [np.int64(2), np.int32(0)]],
+    ids=["list", "tuple", "range", "array", "uint8-array", "numpy-ints"],
+)
+def test_mask_takes_ordered_sequences_of_integers(indices: Any) -> None:
+    env = MaskObservation(CountingEnv(size=4, dtype=np.float64), indices)
+    assert env.indices == (2, 0) and all(type(i) is int for i in env.indices)
+    np.testing.assert_array_equal(env.reset(seed=0)[0], [100.0, 1.0])
 
 
 def test_mask_takes_per_entry_bounds() -> None:
@@ -119,6 +170,29 @@ def test_mask_passes_check_env() -> None:
         ([1, 2, 1], ValueError, r"indices must be distinct, got \[1\] more than once"),
         ([0, 1.5], TypeError, r"indices must be integers, got 1.5 \(float\) at position 1"),
         ([True], TypeError, r"indices must be integers, got True \(bool\) at position 0"),
+        (1, TypeError, r"indices must be a list, tuple, range or 1-D integer array, got 1 \(int\)"),
+        (None, TypeError, r"indices must be a list, .*, got None \(NoneType\)"),
+        ({0: 1}, TypeError, r"indices must be a list, .*, got \{0: 1\} \(dict\)"),
+        ({0, 1}, TypeError, r"indices must be a list, .*, got \{0, 1\} \(set\)"),
+        ("01", TypeError, r"indices must be a list, .*, got '01' \(str\)"),
+        (iter([0]), TypeError, r"indices must be a list, .*\(list_iterator\)"),
+        (
+            np.array([[0, 1]]),
+            TypeError,
+            r"indices as an array must be 1-D of an integer dtype, got shape \(1, 2\) of dtype",
+        ),
+        (
+            np.array([0.0, 1.0]),
+            TypeError,
+            r"indices as an array must be 1-D of an integer dtype, got shape \(2,\) of dtype "
+            r"float64",
+        ),
+        (
+            np.array([True, False, True, False]),
+            TypeError,
+            r"indices as an array must be 1-D of an integer dtype, got shape \(4,\) of dtype bool",
+        ),
+        (np.array([], dtype=np.int64), ValueError, r"indices must hold at least one index"),
     ],
 )
 def test_mask_index_errors(indices: list[Any], error: type[Exception], message: str) -> None:
