@@ -9,7 +9,11 @@ Ids:
 - ``rlkit/Pendulum-P-v0``, ``rlkit/Pendulum-V-v0``: Pendulum-v1 seeing only
   ``(cos theta, sin theta)`` or only ``theta_dot``; 200 steps.
 - ``rlkit/{HalfCheetah,Hopper,Walker2d,Ant}-{P,V}-v0``: the MuJoCo v5 tasks seeing only joint
-  positions or only joint velocities; 1000 steps. Layouts in :mod:`envs.pomdp`.
+  positions or only joint velocities; 1000 steps. Layouts in :mod:`envs.pomdp`. Their ``info``
+  is the MuJoCo task's own, unchanged, and holds part of what a variant hides (``x_position``,
+  ``x_velocity``, ``reward_forward``, ...): an agent must act on observations only and not read
+  it. rlkit's agent does not (training reads only ``info["final_obs"]``, the masked observation
+  an episode ended on; evaluation only a ``success`` flag, for its metrics).
 - ``rlkit/MemoryCorridor-v0``: recall a cue after ``length`` steps (default 20), e.g.
   ``gym.make("rlkit/MemoryCorridor-v0", length=100)``, or ``rlkit/MemoryCorridor-L{20,50,100}-v0``
   on the command line; episodes of ``length + 1`` steps that

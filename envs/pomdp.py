@@ -20,6 +20,14 @@ The MuJoCo tasks leave out the root's x (and, for Ant, y) coordinate by default
 (``include_cfrc_ext_in_observation=True``) 78 clipped external contact forces (entries
 27-104, ``cfrc_ext[1:]``): they are neither positions nor velocities, so both Ant variants
 drop them.
+
+Only the observation is masked. The ``info`` of a MuJoCo variant is the base task's own and
+holds what the variant hides: every task's ``x_position`` (hidden even from the full task)
+and ``x_velocity`` (hidden by P); by task ``y_position``, ``y_velocity`` and
+``distance_from_origin`` (Ant) or ``z_distance_from_origin`` (Hopper, Walker2d: the root's
+height less its initial height, hidden by V); and reward terms such as ``reward_forward``
+(proportional to ``x_velocity``). An agent of a partially observed task must not read
+``info``; rlkit's agent does not.
 """
 
 from __future__ import annotations

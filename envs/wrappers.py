@@ -1,10 +1,16 @@
 """Observation wrappers that turn a fully observed Box task into a partially observed one.
 
-One job per wrapper, usable on any env with a ``Box`` observation space:
+One job per wrapper, each for a single ``gymnasium.Env`` (not a vector env: to wrap the
+sub-envs of one, pass the wrapper to ``gym.make_vec(env_id, num_envs, wrappers=[...])``) whose
+observation space is a ``Box``, with what each further needs of that Box:
 
-- :class:`MaskObservation` keeps a fixed subset of the observation's entries.
-- :class:`FlickerObservation` zeroes the whole observation with probability ``p``.
-- :class:`GaussianObservationNoise` adds independent ``N(0, std**2)`` noise.
+- :class:`MaskObservation` keeps a fixed subset of the observation's entries: a 1-D Box.
+- :class:`FlickerObservation` zeroes the whole observation with probability ``p``: bounds that
+  contain 0, since the observation space is kept and zeros must lie in it.
+- :class:`GaussianObservationNoise` adds independent ``N(0, std**2)`` noise: a floating-point
+  dtype (the space's bounds become infinite).
+
+Anything else is refused when the wrapper is built, with an error naming what was expected.
 
 The random wrappers own their generator. It is seeded from ``reset(seed=...)`` through a
 ``SeedSequence`` whose spawn key is private to the wrapper class and to the number of wrappers

@@ -111,6 +111,16 @@ def test_ant_variants_drop_the_contact_forces() -> None:
     assert max(layout.velocities) == 26  # 27..104 are cfrc_ext[1:]
 
 
+def test_mujoco_variants_pass_the_base_tasks_info_through() -> None:
+    # Documented in envs.pomdp: the info holds what the variant hides; agents must not read it.
+    env = gym.make("rlkit/Hopper-P-v0")
+    env.reset(seed=0)
+    *_, info = env.step(env.action_space.sample())
+    assert info["x_position"] == env.unwrapped.data.qpos[0]
+    assert info["x_velocity"] == pytest.approx(info["reward_forward"])
+    env.close()
+
+
 def test_pendulum_views_match_the_state() -> None:
     p_env, v_env = gym.make("rlkit/Pendulum-P-v0"), gym.make("rlkit/Pendulum-V-v0")
     p_obs, _ = p_env.reset(seed=1)
