@@ -37,11 +37,32 @@ def _wrap(theta: np.ndarray) -> np.ndarray:
     return ((theta + np.pi) % (2 * np.pi)) - np.pi
 
 
+def _name(env: gym.Env) -> str:
+    return repr(env.spec.id if env.spec else env)
+
+
+def _pendulum(env: gym.Env) -> PendulumEnv:
+    base = env.unwrapped
+    if not isinstance(base, PendulumEnv):
+        raise ValueError(f"expected a Pendulum-v1 task, got {_name(env)} ({type(base).__name__})")
+    return base
+
+
+def _time_limit(env: gym.Env) -> int | None:
+    return env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else None
+
+
+def _constants(base: PendulumEnv) -> dict[str, float]:
+    return {name: float(getattr(base, name))
+            for name in ("g", "m", "l", "dt", "max_speed", "max_torque")}
+
+
 class PendulumOptimum:
     """Full-state finite-horizon optimal control of Pendulum-v1 by dynamic programming.
 
     Args:
-        horizon: steps per episode (Pendulum-v1's time limit, 200).
+        horizon: steps per episode: the env's time limit (Pendulum-v1's, 200).
+            :func:`optimum_returns` refuses a solver for another limit (:meth:`check_task`).
         n_theta: grid points over the angle (periodic).
         n_omega: grid points over the velocity, from -max_speed to max_speed.
         n_actions: torques tried per grid point while solving (acting tries twice as many).
@@ -93,16 +114,35 @@ class PendulumOptimum:
 
     @classmethod
     def for_env(cls, env: gym.Env, **grid: float) -> PendulumOptimum:
-        """A solver with ``env``'s constants (any wrapper of Pendulum-v1); ``grid``: the other
-        arguments (grid sizes, ``gamma``, ``tol``)."""
-        base = env.unwrapped
-        if not isinstance(base, PendulumEnv):
-            raise ValueError(f"expected a Pendulum-v1 task, got "
-                             f"{env.spec.id if env.spec else env!r} ({type(base).__name__})")
-        horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 200
-        return cls(horizon, **grid, g=float(base.g), m=float(base.m), l=float(base.l),
-                   dt=float(base.dt), max_speed=float(base.max_speed),
-                   max_torque=float(base.max_torque))
+        """A solver with ``env``'s time limit (200 without one) and constants (any wrapper of
+        Pendulum-v1); ``grid``: the other arguments (grid sizes, ``gamma``, ``tol``).
+
+        Raises:
+            ValueError: ``env`` is not a Pendulum-v1 task.
+        """
+        base = _pendulum(env)
+        return cls(_time_limit(env) or 200, **grid, **_constants(base))
+
+    def check_task(self, env: gym.Env) -> None:
+        """Check that this solver solves ``env``: a Pendulum-v1 task (any wrapper of it) whose
+        time limit is :attr:`horizon` (any horizon for an env without one) and whose constants
+        (``g``, ``m``, ``l``, ``dt``, ``max_speed``, ``max_torque``) are the solver's.
+
+        Raises:
+            ValueError: ``env`` is not a Pendulum-v1 task, or its time limit or a constant
+                differs from the solver's (both named).
+        """
+        base = _pendulum(env)
+        limit = _time_limit(env)
+        if limit is not None and limit != self.horizon:
+            raise ValueError(
+                f"the solver's horizon is {self.horizon} steps but {_name(env)} has a time limit "
+                f"of {limit}; solve for it with PendulumOptimum.for_env(env)")
+        for name, value in _constants(base).items():
+            if value != getattr(self, name):
+                raise ValueError(
+                    f"the solver's {name} is {getattr(self, name)!r} but {_name(env)} has "
+                    f"{name} = {value!r}; solve for it with PendulumOptimum.for_env(env)")
 
     def _next(self, th: np.ndarray, w: np.ndarray, u: np.ndarray | float
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -161,10 +201,12 @@ def optimum_returns(env_id: str, seed: int, episodes: int,
         env_id: a Pendulum task: ``Pendulum-v1``, ``rlkit/Pendulum-P-v0``, ``rlkit/Pendulum-V-v0``.
         seed: seed of the first episode.
         episodes: how many episodes, a positive integer.
-        solver: a solved :class:`PendulumOptimum` to reuse (default: solved for the env).
+        solver: a solved :class:`PendulumOptimum` to reuse (default: solved for the env); its
+            horizon and constants must be the env's (see :meth:`PendulumOptimum.check_task`).
 
     Raises:
-        ValueError: ``episodes`` is not positive, or ``env_id`` is not a Pendulum task.
+        ValueError: ``episodes`` is not positive, ``env_id`` is not a Pendulum task, or
+            ``solver`` was solved for another time limit or other constants.
     """
     return optimum_rewards(env_id, seed, episodes, solver).sum(axis=1)
 
@@ -181,7 +223,10 @@ def optimum_rewards(env_id: str, seed: int, episodes: int,
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     env = gym.make(env_id)
     try:
-        solver = solver or PendulumOptimum.for_env(env)
+        if solver is None:
+            solver = PendulumOptimum.for_env(env)
+        else:
+            solver.check_task(env)
         out = np.zeros((episodes, solver.horizon))
         for k in range(episodes):
             env.reset(seed=seed + k)

@@ -156,3 +156,42 @@ def test_bad_input_is_refused_with_the_value_named(solver):
             PendulumOptimum(200, gamma=gamma, **COARSE)
     with pytest.raises(ValueError, match="tol must be > 0, got 0.0"):
         PendulumOptimum(200, gamma=0.9, tol=0.0, **COARSE)
+
+
+TINY = {"n_theta": 8, "n_omega": 8, "n_actions": 3}
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "rlkit/Hopper-P-v0", "MountainCarContinuous-v0"])
+def test_a_non_pendulum_task_is_refused_with_or_without_a_solver(env_id):
+    tiny = PendulumOptimum(200, **TINY)
+    for solver in (tiny, None):
+        with pytest.raises(ValueError, match=rf"expected a Pendulum-v1 task, got '{env_id}'"):
+            optimum_returns(env_id, 0, 1, solver)
+    with pytest.raises(ValueError, match=rf"expected a Pendulum-v1 task, got '{env_id}'"):
+        optimum_rewards(env_id, 0, 1, tiny)
+
+
+@pytest.mark.parametrize("horizon", [50, 300])
+def test_a_solver_for_another_horizon_is_refused(horizon):
+    message = (rf"the solver's horizon is {horizon} steps but 'rlkit/Pendulum-V-v0' has a time "
+               r"limit of 200; solve for it with PendulumOptimum.for_env\(env\)")
+    with pytest.raises(ValueError, match=message):
+        optimum_returns("rlkit/Pendulum-V-v0", 0, 1, PendulumOptimum(horizon, **TINY))
+    env = gym.make("Pendulum-v1", max_episode_steps=horizon)
+    PendulumOptimum(horizon, **TINY).check_task(env)  # the env's own limit: accepted
+    with pytest.raises(ValueError, match=r"the solver's horizon is 200 steps but 'Pendulum-v1' "):
+        PendulumOptimum(200, **TINY).check_task(env)
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("constant", "value", "env_value"),
+    [("g", 9.81, 10.0), ("m", 2.0, 1.0), ("l", 0.5, 1.0), ("dt", 0.02, 0.05),
+     ("max_speed", 10.0, 8.0), ("max_torque", 1.0, 2.0)],
+)
+def test_a_solver_for_other_constants_is_refused(constant, value, env_value):
+    solver = PendulumOptimum(200, **TINY, **{constant: value})
+    message = (rf"the solver's {constant} is {value} but 'Pendulum-v1' has {constant} = "
+               rf"{env_value}; solve for it with PendulumOptimum.for_env\(env\)")
+    with pytest.raises(ValueError, match=message):
+        optimum_rewards("Pendulum-v1", 0, 1, solver)
