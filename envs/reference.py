@@ -26,6 +26,10 @@ V_k = optimal cost-to-go with k steps left; gamma = discount (1: none, finite ho
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
@@ -35,6 +39,28 @@ __all__ = ["PendulumOptimum", "optimum_returns", "optimum_rewards"]
 
 def _wrap(theta: np.ndarray) -> np.ndarray:
     return ((theta + np.pi) % (2 * np.pi)) - np.pi
+
+
+def _count(value: Any, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {least}, got {value!r} "
+                        f"({type(value).__name__})")
+    if value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
+def _real(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _positive(value: Any, name: str) -> float:
+    number = _real(value, name)
+    if not (math.isfinite(number) and number > 0.0):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return number
 
 
 def _name(env: gym.Env) -> str:
@@ -70,20 +96,32 @@ class PendulumOptimum:
         gamma: discount in (0, 1]; 1 (the default) is the undiscounted finite-horizon optimum,
             below 1 the stationary discounted optimum (``steps_left`` then only checked).
         tol: with ``gamma < 1``, iterate until no value moves by more than this.
+
+    Integers may be Python or NumPy integers, real numbers any real type but ``bool``.
+
+    Raises:
+        TypeError: a grid size or ``horizon`` is not an integer, or a constant, ``gamma`` or
+            ``tol`` not a real number (a bool is neither).
+        ValueError: ``horizon < 1``, ``n_theta`` or ``n_omega < 4``, ``n_actions < 2``; ``g``
+            is not finite; ``m``, ``l``, ``dt``, ``max_speed``, ``max_torque`` or ``tol`` is
+            not finite and > 0; ``gamma`` is not in (0, 1].
     """
 
     def __init__(self, horizon: int = 200, n_theta: int = 256, n_omega: int = 257,
                  n_actions: int = 41, *, g: float = 10.0, m: float = 1.0, l: float = 1.0,
                  dt: float = 0.05, max_speed: float = 8.0, max_torque: float = 2.0,
                  gamma: float = 1.0, tol: float = 1e-3) -> None:
-        for name, v, least in (("horizon", horizon, 1), ("n_theta", n_theta, 4),
-                               ("n_omega", n_omega, 4), ("n_actions", n_actions, 2)):
-            if not isinstance(v, int) or v < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
+        horizon, n_theta = _count(horizon, "horizon", 1), _count(n_theta, "n_theta", 4)
+        n_omega, n_actions = _count(n_omega, "n_omega", 4), _count(n_actions, "n_actions", 2)
+        g = _real(g, "g")
+        if not math.isfinite(g):
+            raise ValueError(f"g must be finite, got {g!r}")
+        m, l, dt = _positive(m, "m"), _positive(l, "l"), _positive(dt, "dt")
+        max_speed = _positive(max_speed, "max_speed")
+        max_torque = _positive(max_torque, "max_torque")
+        gamma, tol = _real(gamma, "gamma"), _positive(tol, "tol")
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
-        if not tol > 0.0:
-            raise ValueError(f"tol must be > 0, got {tol!r}")
         self.horizon, self.n_theta, self.n_omega = horizon, n_theta, n_omega
         self.gamma = gamma
         self.g, self.m, self.l, self.dt = g, m, l, dt
@@ -170,6 +208,9 @@ class PendulumOptimum:
                 + (v[i0, j1] * (1 - fx) + v[i1, j1] * fx) * fy)
 
     def _q(self, state: np.ndarray, steps_left: int) -> np.ndarray:
+        if isinstance(steps_left, bool) or not isinstance(steps_left, numbers.Integral):
+            raise TypeError(f"steps_left must be an integer in [1, {self.horizon}], got "
+                            f"{steps_left!r} ({type(steps_left).__name__})")
         if not 1 <= steps_left <= self.horizon:
             raise ValueError(f"steps_left must be in [1, {self.horizon}], got {steps_left}")
         th, w = float(state[0]), float(state[1])
@@ -199,14 +240,16 @@ def optimum_returns(env_id: str, seed: int, episodes: int,
 
     Args:
         env_id: a Pendulum task: ``Pendulum-v1``, ``rlkit/Pendulum-P-v0``, ``rlkit/Pendulum-V-v0``.
-        seed: seed of the first episode.
-        episodes: how many episodes, a positive integer.
+        seed: seed of the first episode, an integer >= 0 (Python or NumPy).
+        episodes: how many episodes, a positive integer (Python or NumPy).
         solver: a solved :class:`PendulumOptimum` to reuse (default: solved for the env); its
             horizon and constants must be the env's (see :meth:`PendulumOptimum.check_task`).
 
     Raises:
-        ValueError: ``episodes`` is not positive, ``env_id`` is not a Pendulum task, or
-            ``solver`` was solved for another time limit or other constants.
+        TypeError: ``seed`` or ``episodes`` is not an integer (a bool is not), or ``solver`` is
+            not a :class:`PendulumOptimum`.
+        ValueError: ``episodes`` is not positive, ``seed`` is negative, ``env_id`` is not a
+            Pendulum task, or ``solver`` was solved for another time limit or other constants.
     """
     return optimum_rewards(env_id, seed, episodes, solver).sum(axis=1)
 
@@ -219,8 +262,19 @@ def optimum_rewards(env_id: str, seed: int, episodes: int,
     Raises:
         ValueError: as :func:`optimum_returns`.
     """
-    if not isinstance(episodes, int) or episodes < 1:
+    if isinstance(episodes, bool) or not isinstance(episodes, numbers.Integral):
+        raise TypeError(f"episodes must be a positive integer, got {episodes!r} "
+                        f"({type(episodes).__name__})")
+    if episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer >= 0, got {seed!r} ({type(seed).__name__})")
+    if seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if solver is not None and not isinstance(solver, PendulumOptimum):
+        raise TypeError(f"solver must be a PendulumOptimum or None, got {solver!r} "
+                        f"({type(solver).__name__})")
+    episodes, seed = int(episodes), int(seed)
     env = gym.make(env_id)
     try:
         if solver is None:

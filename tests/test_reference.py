@@ -154,7 +154,7 @@ def test_bad_input_is_refused_with_the_value_named(solver):
     for gamma in (0.0, 1.5):
         with pytest.raises(ValueError, match=rf"gamma must be in \(0, 1\], got {gamma}"):
             PendulumOptimum(200, gamma=gamma, **COARSE)
-    with pytest.raises(ValueError, match="tol must be > 0, got 0.0"):
+    with pytest.raises(ValueError, match="tol must be finite and > 0, got 0.0"):
         PendulumOptimum(200, gamma=0.9, tol=0.0, **COARSE)
 
 
@@ -195,3 +195,65 @@ def test_a_solver_for_other_constants_is_refused(constant, value, env_value):
                rf"{env_value}; solve for it with PendulumOptimum.for_env\(env\)")
     with pytest.raises(ValueError, match=message):
         optimum_rewards("Pendulum-v1", 0, 1, solver)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"horizon": True}, TypeError, r"horizon must be an integer >= 1, got True \(bool\)"),
+        ({"horizon": 0}, ValueError, r"horizon must be an integer >= 1, got 0"),
+        ({"n_theta": 8.0}, TypeError, r"n_theta must be an integer >= 4, got 8.0 \(float\)"),
+        ({"n_omega": "8"}, TypeError, r"n_omega must be an integer >= 4, got '8' \(str\)"),
+        ({"n_actions": 1}, ValueError, r"n_actions must be an integer >= 2, got 1"),
+        ({"gamma": True}, TypeError, r"gamma must be a real number, got True \(bool\)"),
+        ({"gamma": "x"}, TypeError, r"gamma must be a real number, got 'x' \(str\)"),
+        ({"gamma": float("nan")}, ValueError, r"gamma must be in \(0, 1\], got nan"),
+        ({"tol": float("inf")}, ValueError, r"tol must be finite and > 0, got inf"),
+        ({"g": float("nan")}, ValueError, r"g must be finite, got nan"),
+        ({"g": None}, TypeError, r"g must be a real number, got None \(NoneType\)"),
+        ({"m": 0.0}, ValueError, r"m must be finite and > 0, got 0.0"),
+        ({"l": -1.0}, ValueError, r"l must be finite and > 0, got -1.0"),
+        ({"dt": -0.05}, ValueError, r"dt must be finite and > 0, got -0.05"),
+        ({"max_speed": 0.0}, ValueError, r"max_speed must be finite and > 0, got 0.0"),
+        ({"max_torque": -2.0}, ValueError, r"max_torque must be finite and > 0, got -2.0"),
+        ({"max_torque": float("inf")}, ValueError, r"max_torque must be finite and > 0, got inf"),
+    ],
+)
+def test_every_constructor_argument_is_checked_by_name(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        PendulumOptimum(**{"horizon": 2, **TINY, **kwargs})
+
+
+def test_numpy_numbers_are_taken_where_numbers_are_expected():
+    solver = PendulumOptimum(np.int64(2), np.int32(8), np.int64(8), np.int16(3),
+                             g=np.float32(10.0), dt=np.float64(0.05), gamma=np.float64(1.0))
+    assert solver.horizon == 2 and type(solver.horizon) is int and type(solver.g) is float
+    tiny = PendulumOptimum(200, **TINY)
+    assert optimum_returns("Pendulum-v1", np.int64(3), np.int64(2), tiny).shape == (2,)
+    np.testing.assert_array_equal(optimum_rewards("Pendulum-v1", np.uint32(3), 2, tiny),
+                                  optimum_rewards("Pendulum-v1", 3, 2, tiny))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"episodes": True}, TypeError, r"episodes must be a positive integer, got True \(bool\)"),
+        ({"episodes": 2.0}, TypeError, r"episodes must be a positive integer, got 2.0 \(float\)"),
+        ({"seed": -1}, ValueError, r"seed must be an integer >= 0, got -1"),
+        ({"seed": 1.5}, TypeError, r"seed must be an integer >= 0, got 1.5 \(float\)"),
+        ({"seed": False}, TypeError, r"seed must be an integer >= 0, got False \(bool\)"),
+        ({"solver": "fine"}, TypeError, r"solver must be a PendulumOptimum or None, got 'fine'"),
+    ],
+)
+def test_optimum_returns_checks_its_arguments_by_name(kwargs, error, message):
+    args = {"env_id": "Pendulum-v1", "seed": 0, "episodes": 1, "solver": None, **kwargs}
+    with pytest.raises(error, match=message):
+        optimum_returns(**args)
+
+
+def test_steps_left_must_be_an_integer(solver):
+    with pytest.raises(TypeError, match=r"steps_left must be an integer in \[1, 200\], got True"):
+        solver.action(np.zeros(2), True)
+    with pytest.raises(TypeError, match=r"steps_left must be an integer in \[1, 200\], got 1.0"):
+        solver.value(np.zeros(2), 1.0)
+    assert solver.action(np.zeros(2), np.int64(200)) == solver.action(np.zeros(2), 200)
