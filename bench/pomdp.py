@@ -29,8 +29,8 @@ the TD3 variant is what we run).
 
 On Pendulum tasks a last row gives the full-state optimum (:mod:`envs.reference`, dynamic
 programming) on each seed's own evaluation episodes: where an episode starts matters as much as
-the policy, and the best possible return differs by tens of points from one seed's ten starts to
-another's (-170, -161 and -141 for seeds 0, 1 and 2). Where the runs discount (gamma < 1), one
+the policy, and even the optimum's return differs by tens of points from one seed's ten starts
+to another's (-170, -161 and -141 for seeds 0, 1 and 2). Where the runs discount (gamma < 1), one
 more row gives the best an agent with that discount aims for: the full-state policy that
 maximises the discounted return, its undiscounted return on the same episodes (at the anchor's
 gamma 0.9: -210.5, -181.7, -166.5, a short-sighted swing-up; at 0.99: -170.3, -161.4, -143.8).
