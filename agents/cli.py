@@ -378,7 +378,8 @@ def given_on_resume(argv: Sequence[str]) -> set[str]:
 
 def refuse_grid_flags(cfg: TrainConfig) -> None:
     """Refuse ``--grid-dir``, ``--launcher ray`` and ``--ray-address`` for one run: they place a
-    grid's runs, and one run goes to its own directory here.
+    grid's runs, and one run goes to its own directory here (a resumed one to the directory
+    of ``--resume``, which the message then names).
 
     Raises:
         ValueError: one of them is given.

@@ -16,7 +16,7 @@ from rlkit.checkpoint import (
     previous_path,
     remove_stale_temp_files,
 )
-from rlkit.config import replace_fields
+from rlkit.config import end_step, replace_fields
 from rlkit.resume import check_run_dir, load_run_checkpoint, merge_config
 from rlkit.rundir import RunDirError, RunPaths, RunRecord
 from rlkit.runlog import read_metrics
@@ -108,13 +108,14 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
         merged, run=dataclasses.replace(merged.run, run_dir=str(run_dir), device=record.device))
     step = 0 if ckpt is None else ckpt["step"]
     total = merged.loop.total_steps
-    # A checkpoint at --total-steps that is not the final one (a stop on the last step) has
-    # its final evaluation and checkpoint still to come: the resumed run makes them.
-    unfinished_end = ckpt is not None and ckpt.get("kind") != "final" and step == total
-    if total < step:
+    end = end_step(total, merged.env.num_envs)  # at or past the total: the envs step together
+    # A checkpoint at the run's last step that is not the final one (a stop on the last step)
+    # has its final evaluation and checkpoint still to come: the resumed run makes them.
+    unfinished_end = ckpt is not None and ckpt.get("kind") != "final" and step == end
+    if end < step:
         raise ValueError(f"--resume {run_dir}: the run is at step {step}, past --total-steps "
                          f"{total}; pass a --total-steps larger than {step} to continue it")
-    if total == step and not unfinished_end:
+    if end == step and not unfinished_end:
         raise ValueError(f"--resume {run_dir}: the run is at step {step} of "
                          f"--total-steps {total}; pass a larger --total-steps to continue it")
     return merged, record, ckpt

@@ -45,6 +45,7 @@ from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.compile import choose_compile
 from rlkit.config import (
     EnvConfig,
+    end_step,
     flag,
 )
 from rlkit.evaluate import eval_time_limited, time_limit
@@ -81,8 +82,7 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
         ValueError: inputs that need sequence training on transitions, stored Transformer
             states that the burn-in does not recompute (:func:`stale_stored_state`), or
             windows the replay cannot sample or that reach past every episode of the task
-            (:meth:`rlkit.config.ReplayConfig.check_resolved`), or a buffer that holds fewer
-            steps per environment than a window.
+            (:meth:`rlkit.config.ReplayConfig.check_resolved`).
     """
     m, a = cfg.model, cfg.agent
     if stale := stale_stored_state(cfg, max_episode_steps):
@@ -90,11 +90,6 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
     replay = cfg.replay.resolved(m.memory, max_episode_steps,
                                  reach=m.reach_in(max_episode_steps))
     replay.check_resolved(max_episode_steps)
-    if (per_env := replay.buffer_size // cfg.env.num_envs) < replay.seq_len:
-        raise ValueError(f"--buffer-size {replay.buffer_size} holds {per_env} steps per "
-                         f"environment (--num-envs {cfg.env.num_envs}), fewer than a window "
-                         f"(--seq-len {replay.seq_len}): expected --buffer-size at least "
-                         f"{replay.seq_len * cfg.env.num_envs}")
     if not replay.transitions(m.memory):
         prev_action = m.prev_action if m.prev_action is not None else m.memory
         agent = dataclasses.replace(
@@ -181,6 +176,21 @@ def make_env(env: EnvConfig | str) -> gym.Env:
     return made
 
 
+def check_buffer_holds_a_window(cfg: TrainConfig) -> None:
+    """Refuse a resolved config whose buffer holds fewer steps per environment than a window,
+    by its flags (the buffer's own check names its arguments).
+
+    Raises:
+        ValueError: ``--buffer-size`` / ``--num-envs`` below ``--seq-len``.
+    """
+    replay, n = cfg.replay, cfg.env.num_envs
+    if (per_env := replay.buffer_size // n) < replay.seq_len:
+        raise ValueError(f"--buffer-size {replay.buffer_size} holds {per_env} steps per "
+                         f"environment (--num-envs {n}), fewer than a window (--seq-len "
+                         f"{replay.seq_len}): expected --buffer-size at least "
+                         f"{replay.seq_len * n}")
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else the CPU."""
     if name == "auto":
@@ -208,11 +218,13 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     episode (:meth:`rlkit.config.ModelConfig.empty_cache`), when a family-specific flag is
     given to a backbone that does not use it (:meth:`rlkit.config.ModelConfig.unused_flags`)
     or a replay flag to a run that does not use it (:meth:`rlkit.config.ReplayConfig.unused_flags`),
-    and when the run ends before its first update."""
+    and when the run ends before its first update. Refuses a buffer that holds fewer steps
+    than a window (:func:`check_buffer_holds_a_window`)."""
     env = make_env(cfg.env)
     steps = time_limit(env)
     try:
         cfg = resolve(cfg, steps)
+        check_buffer_holds_a_window(cfg)
     except ValueError:
         env.close()
         raise
@@ -226,7 +238,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
                                          cfg.replay.unused_flags(cfg.model.memory)))):
         warnings.warn(f"unused flags: {unused}", UserWarning, stacklevel=2)
     n = cfg.env.num_envs  # the envs step together: the run's last step is a multiple of n
-    if -(-cfg.loop.total_steps // n) * n < cfg.loop.learning_starts:
+    if end_step(cfg.loop.total_steps, n) < cfg.loop.learning_starts:
         warnings.warn(f"no update: --total-steps {cfg.loop.total_steps} ends before "
                       f"--learning-starts {cfg.loop.learning_starts} (random actions until then):"
                       f" the policy evaluated is the untrained one", UserWarning, stacklevel=2)
@@ -403,7 +415,7 @@ def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     except (RuntimeError, KeyError, ValueError) as e:  # weights of another shape or family
         raise CheckpointError(f"{path}: its weights do not fit the agent that config.json "
                               f"builds: {first_line(e)}") from e
-    if ckpt.get("kind") != "final":
+    if ckpt.get("kind") != "final" or ckpt["step"] < record.loop.total_steps:
         warnings.warn(f"{run_dir}: the run's checkpoint is at step {ckpt['step']} of "
                       f"--total-steps {record.loop.total_steps}, not its final one (the run "
                       "stopped, or is still going): the policy is the one of that step",
@@ -448,5 +460,5 @@ def run_in(cfg: TrainConfig | Resumed, run_dir: str) -> dict[str, float]:
 
 
 __all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "TrainConfig", "build", "check_fits",
-           "Resumed", "check_memory", "load_agent", "main", "make_env", "one_line_warnings",
-           "resolve", "resume_config", "run_in"]
+           "Resumed", "check_buffer_holds_a_window", "check_memory", "load_agent", "main",
+           "make_env", "one_line_warnings", "resolve", "resume_config", "run_in"]

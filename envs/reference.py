@@ -54,6 +54,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
+from envs._checks import count, real
+
 __all__ = ["PendulumOptimum", "optimum_returns", "optimum_rewards"]
 
 
@@ -61,23 +63,8 @@ def _wrap(theta: np.ndarray) -> np.ndarray:
     return ((theta + np.pi) % (2 * np.pi)) - np.pi
 
 
-def _count(value: Any, name: str, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {least}, got {value!r} "
-                        f"({type(value).__name__})")
-    if value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-    return int(value)
-
-
-def _real(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    return float(value)
-
-
 def _positive(value: Any, name: str) -> float:
-    number = _real(value, name)
+    number = real(value, name)
     if not (math.isfinite(number) and number > 0.0):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
     return number
@@ -131,15 +118,15 @@ class PendulumOptimum:
                  n_actions: int = 41, *, g: float = 10.0, m: float = 1.0, l: float = 1.0,
                  dt: float = 0.05, max_speed: float = 8.0, max_torque: float = 2.0,
                  gamma: float = 1.0, tol: float = 1e-3) -> None:
-        horizon, n_theta = _count(horizon, "horizon", 1), _count(n_theta, "n_theta", 4)
-        n_omega, n_actions = _count(n_omega, "n_omega", 4), _count(n_actions, "n_actions", 2)
-        g = _real(g, "g")
+        horizon, n_theta = count(horizon, "horizon", 1), count(n_theta, "n_theta", 4)
+        n_omega, n_actions = count(n_omega, "n_omega", 4), count(n_actions, "n_actions", 2)
+        g = real(g, "g")
         if not math.isfinite(g):
             raise ValueError(f"g must be finite, got {g!r}")
         m, l, dt = _positive(m, "m"), _positive(l, "l"), _positive(dt, "dt")
         max_speed = _positive(max_speed, "max_speed")
         max_torque = _positive(max_torque, "max_torque")
-        gamma, tol = _real(gamma, "gamma"), _positive(tol, "tol")
+        gamma, tol = real(gamma, "gamma"), _positive(tol, "tol")
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
         self.horizon, self.n_theta, self.n_omega = horizon, n_theta, n_omega
@@ -289,7 +276,7 @@ def optimum_rewards(env_id: str, seed: int, episodes: int,
     (zero after an episode ends): where in an episode an agent loses against the optimum.
 
     Raises:
-        ValueError: as :func:`optimum_returns`.
+        TypeError, ValueError: as :func:`optimum_returns`.
     """
     if isinstance(episodes, bool) or not isinstance(episodes, numbers.Integral):
         raise TypeError(f"episodes must be a positive integer, got {episodes!r} "

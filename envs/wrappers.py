@@ -20,8 +20,8 @@ copies of the same class in one chain: two noise wrappers stacked add noise of s
 deviation ``sqrt(2) * std``, two flickers stacked zero ``1 - (1 - p)**2`` of the observations.
 The global NumPy RNG is never used. Without a seeded reset the generator draws its entropy
 from the operating system. A ``seed`` must be None or a Python integer ``>= 0``; anything else
-(a float, a bool, a NumPy integer, which Gymnasium's ``reset`` refuses too) is refused before
-the env sees it.
+(a float, a bool, a NumPy integer: Gymnasium's ``reset`` refuses NumPy integers too) is
+refused before the env sees it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from envs._checks import real
 
 __all__ = ["FlickerObservation", "GaussianObservationNoise", "MaskObservation"]
 
@@ -54,12 +56,6 @@ def _require_box(env: gym.Env, wrapper: str) -> spaces.Box:
     if not isinstance(space, spaces.Box):
         raise TypeError(f"{wrapper} expects a Box observation space, got {space!r}")
     return space
-
-
-def _real(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    return float(value)
 
 
 def _check_seed(seed: Any) -> None:
@@ -235,7 +231,7 @@ class FlickerObservation(_RandomObservationWrapper):
             ValueError: ``p`` lies outside ``[0, 1]``, or the bounds exclude 0.
         """
         space = _require_box(env, "FlickerObservation")
-        prob = _real(p, "p")
+        prob = real(p, "p")
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"p must lie in [0, 1], got {p!r}")
         if not (np.all(space.low <= 0) and np.all(space.high >= 0)):
@@ -290,7 +286,7 @@ class GaussianObservationNoise(_RandomObservationWrapper):
             raise TypeError(
                 f"GaussianObservationNoise expects a floating observation dtype, got {space.dtype}"
             )
-        scale = _real(std, "std")
+        scale = real(std, "std")
         if not (np.isfinite(scale) and scale >= 0.0):
             raise ValueError(f"std must be finite and >= 0, got {std!r}")
         gym.utils.RecordConstructorArgs.__init__(self, std=scale)

@@ -554,6 +554,12 @@ class LoopConfig:
                              f"{self.updates_per_step}")
 
 
+def end_step(total_steps: int, num_envs: int) -> int:
+    """The step a run of ``--total-steps`` ends at: the first multiple of ``--num-envs`` at or
+    past it (the vector envs step together)."""
+    return -(-total_steps // num_envs) * num_envs
+
+
 @dataclass(frozen=True)
 class GridConfig:
     """Where the runs of a grid (several ``--backbone`` or ``--seed`` values) go."""
@@ -582,6 +588,7 @@ __all__ = [
     "NoiseConfig",
     "ReplayConfig",
     "RunConfig",
+    "end_step",
     "flag",
     "replace_fields",
 ]

@@ -290,7 +290,8 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         groups.setdefault(run.env, {}).setdefault(run.backbone, []).append(run)
     out = Path(out_dir) if out_dir is not None else Path(grid_dir) / "report"
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out_dir {str(out)!r} is a file; expected a folder (made if missing)")
+        raise ValueError(f"out_dir (--out) {str(out)!r} is a file; expected a folder (made if "
+                         "missing)")
     out.mkdir(parents=True, exist_ok=True)
     title = title or f"Backbone comparison: {metric}"
     rows, plots, taken = [], {}, set()

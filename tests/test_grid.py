@@ -244,6 +244,16 @@ def test_evaluating_a_run_that_has_not_finished_says_so(tmp_path):
         f"{TINY.loop.total_steps}, not its final one (the run stopped, or is still going): the "
         "policy is the one of that step\n"), out.stderr
     assert "return" in out.stdout
+    # resumed with a larger --total-steps (config.json rewritten) and killed before its next
+    # checkpoint: the final checkpoint of the earlier total is not the run's final one
+    import json
+    save_checkpoint(run / "checkpoint.pt", ckpt)
+    config = json.loads((run / "config.json").read_text())
+    config["loop"]["total_steps"] = 2_000_000
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match=rf"checkpoint is at step {ckpt['step']} of "
+                                         r"--total-steps 2000000, not its final one"):
+        train.load_agent(run)
 
 
 def test_evaluate_refuses_a_checkpoint_of_another_run_naming_the_difference(tmp_path, capsys):

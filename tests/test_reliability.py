@@ -1234,25 +1234,28 @@ def test_sigint_outside_the_loop_is_one_line_and_exit_130(monkeypatch, capsys):
         "--resume, one that does not (or none) with the same command\n"
 
 
-def test_a_run_stopped_on_its_last_step_resumes_to_its_final_evaluation(tmp_path, capsys):
+@pytest.mark.parametrize(("num_envs", "total", "end"), [(1, 60, 60), (3, 50, 51)])
+def test_a_run_stopped_on_its_last_step_resumes_to_its_final_evaluation(tmp_path, num_envs,
+                                                                        total, end):
     """A stop on the last step leaves an interrupt checkpoint at --total-steps and no final
     evaluation: --resume with the same --total-steps makes them (it was refused, 'pass a
     larger --total-steps', and a grid's --resume failed on it every time). A finished run at
-    its --total-steps is still refused."""
+    its --total-steps is still refused. With --num-envs 3 the last step is the first multiple
+    of 3 at or past --total-steps 50: 51."""
     run = tmp_path / "run"
-    train.main(replace_fields(TINY, run_dir=str(run)))  # no evaluation but the final one
+    train.main(replace_fields(TINY, num_envs=num_envs, total_steps=total, run_dir=str(run)))
     done = load_checkpoint(run / "checkpoint.pt")
     rows = read_metrics(run)
-    assert done["kind"] == "final" and rows[-1]["step"] == 60 and "eval_return_mean" in rows[-1]
-    assert sum("eval_return_mean" in r for r in rows) == 1
-    with pytest.raises(ValueError, match="the run is at step 60 of --total-steps 60; pass a "
-                                         "larger --total-steps"):
+    assert done["kind"] == "final" and rows[-1]["step"] == end and "eval_return_mean" in rows[-1]
+    assert sum("eval_return_mean" in r for r in rows) == 1  # no evaluation but the final one
+    with pytest.raises(ValueError, match=f"the run is at step {end} of --total-steps {total}; "
+                                         "pass a larger --total-steps"):
         _resume(run)
     # what a stop on the last step leaves: an interrupt checkpoint, no evaluation yet
     save_checkpoint(run / "checkpoint.pt", {**done, "kind": "interrupt", "last_eval": {}})
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     result = _resume(run)
-    assert result["step"] == 60 and result["eval_return_mean"] == rows[-1]["eval_return_mean"]
+    assert result["step"] == end and result["eval_return_mean"] == rows[-1]["eval_return_mean"]
     assert load_checkpoint(run / "checkpoint.pt")["kind"] == "final"
     assert read_metrics(run)[-1] == rows[-1] | {"wall_time": read_metrics(run)[-1]["wall_time"]}

@@ -171,14 +171,14 @@ def test_cli_empty_dir_fails_with_message(tmp_path):
 def test_an_out_folder_that_is_a_file_is_bad_input(grid, tmp_path):
     """Named in one line (exit code 2), the file untouched; not a traceback."""
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(ValueError, match=r"^out_dir '\S+afile' is a file; expected a folder "
-                                         r"\(made if missing\)$"):
+    with pytest.raises(ValueError, match=r"^out_dir \(--out\) '\S+afile' is a file; expected "
+                                         r"a folder \(made if missing\)$"):
         build_report(grid, tmp_path / "afile")
     proc = subprocess.run([sys.executable, "-m", "rlkit.report", str(grid), "--out",
                            str(tmp_path / "afile")], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith(
-        f"rlkit.report: error: out_dir '{tmp_path / 'afile'}' is a file"), proc.stderr
+        f"rlkit.report: error: out_dir (--out) '{tmp_path / 'afile'}' is a file"), proc.stderr
     assert "Traceback" not in proc.stderr and (tmp_path / "afile").read_text() == "x"
 
 

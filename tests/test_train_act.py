@@ -304,15 +304,26 @@ def test_replay_flags_a_run_does_not_use_are_named():
 
 
 def test_a_buffer_smaller_than_a_window_is_refused_by_its_flags():
-    from agents.train import TrainConfig, resolve
+    """Against the window the run trains on (its task's episode length known): a 50-step
+    buffer holds the memory corridor's 21-step episodes, not 80-step windows."""
+    from agents.train import TrainConfig, build, check_buffer_holds_a_window, resolve
     from rlkit.config import replace_fields
 
     cfg = replace_fields(TrainConfig(), backbone="gru", buffer_size=150, num_envs=2)
     with pytest.raises(ValueError, match=r"^--buffer-size 150 holds 75 steps per environment "
                                          r"\(--num-envs 2\), fewer than a window \(--seq-len "
                                          r"80\): expected --buffer-size at least 160$"):
-        resolve(cfg, 1000)
-    assert resolve(replace_fields(cfg, buffer_size=160), 1000).replay.seq_len == 80
+        check_buffer_holds_a_window(resolve(cfg, 1000))
+    check_buffer_holds_a_window(resolve(replace_fields(cfg, buffer_size=160), 1000))
+    corridor = replace_fields(TrainConfig(), env="rlkit/MemoryCorridor-L20-v0", backbone="gru",
+                              buffer_size=50, d_model=8)
+    built, _, env = build(corridor, torch.device("cpu"))
+    env.close()
+    assert built.replay.seq_len == 21
+    with pytest.raises(ValueError, match=r"^--buffer-size 20 holds 20 steps per environment "
+                                         r"\(--num-envs 1\), fewer than a window \(--seq-len "
+                                         r"21\)"):
+        build(replace_fields(corridor, buffer_size=20, batch_size=8), torch.device("cpu"))
 
 
 def test_windows_that_reach_past_every_episode_are_refused_and_a_long_reach_is_capped():
