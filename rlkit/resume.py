@@ -86,14 +86,15 @@ def check_run_dir(run_dir: str | Path) -> None:
         raise ValueError(f"--resume {run_dir}: no such run directory")
     if not run_dir.is_dir():
         raise ValueError(f"--resume {run_dir}: is a file, not a run directory")
-    if not RunPaths(run_dir).config.is_file() and holds_files(run_dir):
+    if RunPaths(run_dir).config.is_file():
+        return
+    if holds_files(run_dir):
         raise ValueError(f"--resume {run_dir}: not a run directory (no config.json, and files "
                          "that a run does not write before it); expected the directory of a "
                          "run of train.py")
-    if not RunPaths(run_dir).config.is_file():
-        raise ValueError(f"--resume {run_dir}: not a run directory (no config.json); a run "
-                         "stopped while starting, before it wrote config.json, has nothing to "
-                         "resume: start it again with the same --run-dir")
+    raise ValueError(f"--resume {run_dir}: not a run directory (no config.json); a run "
+                     "stopped while starting, before it wrote config.json, has nothing to "
+                     "resume: start it again with the same --run-dir")
 
 
 def load_run_checkpoint(run_dir: str | Path, name: str = "checkpoint.pt") -> dict[str, Any]:
