@@ -172,14 +172,38 @@ def _cell(values: list[float | None]) -> str:
     return f"{statistics.mean(ok):.1f}" if ok else "n/a"
 
 
+# Seconds per agent update at the recipe on Pendulum-V, one thread on the 2-core CPU (wall s
+# per run / updates, README grid). Only their order matters: it sets which runs start first.
+SECONDS_PER_UPDATE = {"mlp": 0.0024, "rnn": 0.022, "lstm": 0.021, "gru": 0.049,
+                      "transformer": 0.083, "s4": 0.074, "mamba": 0.080, "mamba2": 0.059}
+
+
+def expected_seconds(run: GridRun) -> float:
+    """A run's expected training time: its updates times its family's cost per update."""
+    c = run.config
+    return (c.loop.total_steps * c.loop.updates_per_step
+            * SECONDS_PER_UPDATE.get(c.model.backbone, max(SECONDS_PER_UPDATE.values())))
+
+
+def longest_first(todo: list[GridRun], runs: list[GridRun]) -> list[GridRun]:
+    """``todo`` in launch order: the longest expected first (as ``runs``, the grid's configs
+    by name, describe them), so that the grid does not end on one long run beside idle jobs.
+    Runs of equal cost (the seeds of one family) keep their order."""
+    cost = {r.name: expected_seconds(r) for r in runs}
+    return sorted(todo, key=lambda r: cost[r.name], reverse=True)
+
+
 def _run_grid(runs: list[GridRun], out: Path, jobs: int, resume: bool, own: list[str],
               extra: list[str]) -> list[RunOutcome]:
-    """Train the runs into ``out``; with ``resume``, keep the finished ones and continue the
-    interrupted ones from their checkpoints. An interrupted grid exits with the command that
-    continues it."""
+    """Train the runs into ``out``, the longest expected first; with ``resume``, keep the
+    finished ones and continue the interrupted ones from their checkpoints. An interrupted
+    grid exits with the command that continues it. The outcomes come in the order of
+    ``runs``."""
     done, todo = cli.resume_runs(out, runs) if resume else ([], runs)
     try:
-        return [*done, *launch(train.run_in, todo, out, jobs=jobs)]
+        ran = {o.name: o for o in [*done, *launch(train.run_in, longest_first(todo, runs), out,
+                                                   jobs=jobs)]}
+        return [ran[r.name] for r in runs]
     except GridInterrupted as e:
         again = [*own, *([] if resume else ["--resume"]), *(["--", *extra] if extra else [])]
         print(f"grid interrupted by {signal.Signals(e.signum).name}; the runs that were going "

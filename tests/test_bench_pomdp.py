@@ -320,3 +320,21 @@ def test_out_holding_runs_needs_resume_and_resume_needs_the_same_flags(tiny_grid
     assert f"--resume {grid}: the grid was run with --env rlkit/Pendulum-V-v0 and the flags " \
            "['--batch-size', '16'], not --env rlkit/Pendulum-V-v0 and ['--batch-size', '8']" \
            in err
+
+
+def test_the_grid_launches_the_longest_expected_runs_first_and_keeps_seed_order():
+    def run(b, s, *flags):
+        return GridRun(f"{b}__s{s}", cli.parse_config(
+            ["--env", "rlkit/Pendulum-V-v0", "--backbone", b, "--seed", str(s), *flags]))
+    runs = [run(b, s) for b in ("mlp", "gru", "transformer", "mamba2") for s in (0, 1)]
+    # mamba2's recipe on Pendulum-V makes twice the updates of the others
+    assert runs[-1].config.loop.updates_per_step == 2 * runs[0].config.loop.updates_per_step
+    order = [r.name for r in pomdp.longest_first(runs, runs)]
+    assert order == ["mamba2__s0", "mamba2__s1", "transformer__s0", "transformer__s1",
+                     "gru__s0", "gru__s1", "mlp__s0", "mlp__s1"]
+    # runs are ordered by the grid's configs: a transformer of 1,000 steps comes after the GRU
+    short = run("transformer", 0, "--total-steps", "1000")
+    todo = [runs[0], runs[2], runs[4]]  # mlp__s0, gru__s0, transformer__s0
+    grid = [*runs[:4], short, *runs[5:]]
+    assert [r.name for r in pomdp.longest_first(todo, grid)] == \
+        ["gru__s0", "transformer__s0", "mlp__s0"]
