@@ -163,10 +163,18 @@ class PendulumOptimum:
         Pendulum-v1); ``grid``: the other arguments (grid sizes, ``gamma``, ``tol``).
 
         Raises:
+            TypeError: ``grid`` names the horizon or a constant, which come from ``env``.
             ValueError: ``env`` is not a Pendulum-v1 task.
         """
         base = _pendulum(env)
-        return cls(_time_limit(env) or 200, **grid, **_constants(base))
+        constants = _constants(base)
+        taken = [k for k in grid if k == "horizon" or k in constants]
+        if taken:
+            raise TypeError(
+                f"PendulumOptimum.for_env takes the horizon and the constants from the env, got "
+                f"{', '.join(f'{k}={grid[k]!r}' for k in taken)}; expected only n_theta, "
+                f"n_omega, n_actions, gamma or tol (or PendulumOptimum(...) for another task)")
+        return cls(_time_limit(env) or 200, **grid, **constants)
 
     def check_task(self, env: gym.Env) -> None:
         """Check that this solver solves ``env``: a Pendulum-v1 task (any wrapper of it) whose

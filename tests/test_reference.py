@@ -135,6 +135,16 @@ def test_for_env_reads_the_envs_constants():
     env.close()
 
 
+@pytest.mark.parametrize("given, named", [
+    ({"horizon": 100}, "got horizon=100;"), ({"g": 9.0, "dt": 0.1}, "got g=9.0, dt=0.1;")])
+def test_for_env_refuses_the_horizon_and_constants_that_come_from_the_env(given, named):
+    env = gym.make("Pendulum-v1")
+    with pytest.raises(TypeError, match="takes the horizon and the constants from the env, "
+                                        + named.replace("(", r"\(")):
+        PendulumOptimum.for_env(env, **COARSE, **given)
+    env.close()
+
+
 def test_eval_env_seed_is_the_seed_a_run_evaluates_with():
     # The values runs have always evaluated with: changing them changes every published figure.
     assert [eval_env_seed(s) for s in (0, 1, 2)] == [3685993406, 3056722145, 2854122131]
