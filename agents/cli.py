@@ -203,19 +203,46 @@ def _refuse_going_back(grid_dir: Path, names: Collection[str], total_steps: int)
                          f"least {max(ahead.values())}")
 
 
+def _check_recipe(grid_dir: Path, requested: str) -> None:
+    """``--resume GRID --recipe NAME``: every run of the grid was made with ``NAME`` (``auto``:
+    the recipe made for the run's env, ``none`` where there is none).
+
+    Raises:
+        ValueError: runs made with another recipe (named, with theirs).
+    """
+    def own(env_id: str) -> str:
+        if requested != "auto":
+            return requested
+        made = recipes.choose("auto", env_id)
+        return made.name if made else "none"
+
+    other = {n: c.run.recipe for n, c in read_manifest(grid_dir).items()
+             if c.run.recipe != own(c.env.id)}
+    if other:
+        listed = ", ".join(f"{n} with {r!r}" for n, r in sorted(other.items()))
+        raise ValueError(f"--resume {grid_dir} --recipe {requested}: runs of the grid were made "
+                         f"with another recipe ({listed}); every run keeps its own: give no "
+                         f"--recipe, or the runs' own")
+
+
 def resume_grid(cfg: TrainConfig, explicit: Collection[str] = ()) -> Path:
     """``--resume GRID_DIR``: every run of the grid that has not reached its ``--total-steps``
     continues (``--resume`` of its run directory, from its last checkpoint), one that never
     started starts, then the report is written as for :func:`grid`. The grid section
     (``--jobs``, ``--launcher``, ...) and the fields that may change on resume
     (``--total-steps``, ...) may be given; they apply to every run (``explicit``: those the
-    command line gave, which apply even at their default value).
+    command line gave, which apply even at their default value). ``--recipe`` may name the
+    runs' own recipe (``auto``, as they were started, where each was made for its env).
 
     Raises:
-        ValueError: other flags given.
+        ValueError: other flags given, or a ``--recipe`` other than the runs' own.
         GridInterrupted, RuntimeError: as :func:`grid`.
     """
     grid_dir = Path(cfg.run.resume)
+    if "recipe" in explicit:  # the runs' own recipe (auto: each made for its env) is no change
+        _check_recipe(grid_dir, cfg.run.recipe)
+        explicit = set(explicit) - {"recipe"}
+        cfg = replace_fields(cfg, recipe=TrainConfig().run.recipe)
     given = {name: getattr(cfg.loop, name) for name in RESUME_MAY_CHANGE
              if name in explicit or getattr(cfg.loop, name) != getattr(LoopConfig(), name)}
     rest = dataclasses.replace(cfg.loop, **{n: getattr(LoopConfig(), n) for n in given})

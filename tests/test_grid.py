@@ -651,6 +651,28 @@ def test_resume_of_a_grid_refuses_flags_that_would_change_its_runs(tmp_path):
     assert cli.read_manifest(grid) == {"mlp__s0": TINY}
 
 
+def test_resume_of_a_grid_takes_the_recipe_its_runs_were_made_with(tmp_path, monkeypatch):
+    grid = tmp_path / "g"
+    made = cli.parse_config(["--env", "rlkit/Pendulum-V-v0", "--backbone", "gru"])
+    assert made.run.recipe == "pendulum-pomdp"
+    cli.write_manifest(grid, [GridRun("gru__s0", made), GridRun("mlp__s0", TINY)])
+    launched = []
+    monkeypatch.setattr(cli, "_launch_grid", lambda g, progress, runs, grid_dir, done: (
+        launched.append([r.name for r in runs]), grid_dir)[1])
+    with pytest.raises(ValueError, match=r"--recipe auto: runs of the grid were made with "
+                                         r"another recipe \(mlp__s0 with 'auto'\); every run "
+                                         r"keeps its own: give no --recipe, or the runs' own"):
+        cli.cli(["--resume", str(grid), "--recipe", "auto"])
+    cli.write_manifest(grid, [GridRun("gru__s0", made)])
+    cli.cli(["--resume", str(grid), "--recipe", "auto"])  # as the runs were started
+    cli.cli(["--resume", str(grid), "--recipe", "pendulum-pomdp", "--total-steps", "40000"])
+    assert launched == [["gru__s0"], ["gru__s0"]]
+    with pytest.raises(ValueError, match=r"--recipe none: runs of the grid were made with "
+                                         r"another recipe \(gru__s0 with 'pendulum-pomdp'\)"):
+        cli.cli(["--resume", str(grid), "--recipe", "none"])
+    assert cli.read_manifest(grid) == {"gru__s0": made}
+
+
 def test_resume_of_a_grid_refuses_a_total_steps_below_its_runs(tmp_path):
     """As a single run's resume does: a run does not go back (a run kept as finished at a
     smaller --total-steps would otherwise pass silently)."""
