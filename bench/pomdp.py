@@ -174,8 +174,8 @@ def _cell(values: list[float | None]) -> str:
 
 # Seconds per agent update at the recipe on Pendulum-V, one thread on the 2-core CPU (wall s
 # per run / updates, README grid). Only their order matters: it sets which runs start first.
-SECONDS_PER_UPDATE = {"mlp": 0.0024, "rnn": 0.022, "lstm": 0.021, "gru": 0.049,
-                      "transformer": 0.083, "s4": 0.074, "mamba": 0.080, "mamba2": 0.059}
+SECONDS_PER_UPDATE = {"mlp": 0.0021, "rnn": 0.018, "lstm": 0.0185, "gru": 0.031,
+                      "transformer": 0.060, "s4": 0.051, "mamba": 0.051, "mamba2": 0.036}
 
 
 def expected_seconds(run: GridRun) -> float:
