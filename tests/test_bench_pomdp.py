@@ -332,8 +332,8 @@ def test_the_grid_launches_the_longest_expected_runs_first_and_keeps_seed_order(
     order = [r.name for r in pomdp.longest_first(runs, runs)]
     assert order == ["mamba2__s0", "mamba2__s1", "transformer__s0", "transformer__s1",
                      "gru__s0", "gru__s1", "mlp__s0", "mlp__s1"]
-    # runs are ordered by the grid's configs: a transformer of 1,000 steps comes after the GRU
-    short = run("transformer", 0, "--total-steps", "1000")
+    # runs are ordered by the grid's configs: a transformer of 2,000 steps comes after the GRU
+    short = run("transformer", 0, "--total-steps", "2000")
     todo = [runs[0], runs[2], runs[4]]  # mlp__s0, gru__s0, transformer__s0
     grid = [*runs[:4], short, *runs[5:]]
     assert [r.name for r in pomdp.longest_first(todo, grid)] == \
