@@ -205,19 +205,26 @@ def _refuse_going_back(grid_dir: Path, names: Collection[str], total_steps: int)
 
 def _check_recipe(grid_dir: Path, requested: str) -> None:
     """``--resume GRID --recipe NAME``: every run of the grid was made with ``NAME`` (``auto``:
-    the recipe made for the run's env, ``none`` where there is none).
+    the recipe that ``auto`` picks for the run's env, ``none`` where there is none). A run
+    recorded with ``auto`` was configured from Python, where no recipe is applied: ``none``.
 
     Raises:
-        ValueError: runs made with another recipe (named, with theirs).
+        ValueError: an unknown ``NAME``, or runs made with another recipe (named, with theirs).
     """
+    known = recipes.recipes()
+    if requested not in ("auto", "none", *known):
+        raise ValueError(f"--resume {grid_dir}: unknown --recipe {requested!r}; expected auto, "
+                         f"none or one of {', '.join(known) or '(none shipped)'}")
+
     def own(env_id: str) -> str:
         if requested != "auto":
             return requested
         made = recipes.choose("auto", env_id)
         return made.name if made else "none"
 
-    other = {n: c.run.recipe for n, c in read_manifest(grid_dir).items()
-             if c.run.recipe != own(c.env.id)}
+    made_with = {n: ("none" if c.run.recipe == "auto" else c.run.recipe, c.env.id)
+                 for n, c in read_manifest(grid_dir).items()}
+    other = {n: r for n, (r, env_id) in made_with.items() if r != own(env_id)}
     if other:
         listed = ", ".join(f"{n} with {r!r}" for n, r in sorted(other.items()))
         raise ValueError(f"--resume {grid_dir} --recipe {requested}: runs of the grid were made "

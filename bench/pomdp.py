@@ -187,8 +187,9 @@ def expected_seconds(run: GridRun) -> float:
 
 def longest_first(todo: list[GridRun], runs: list[GridRun]) -> list[GridRun]:
     """``todo`` in launch order: the longest expected first (as ``runs``, the grid's configs
-    by name, describe them), so that the grid does not end on one long run beside idle jobs.
-    Runs of equal cost (the seeds of one family) keep their order."""
+    by name, describe them: a run to continue is costed at its whole length), so that the grid
+    does not end on one long run beside idle jobs. Runs of equal cost (the seeds of one family)
+    keep their order."""
     cost = {r.name: expected_seconds(r) for r in runs}
     return sorted(todo, key=lambda r: cost[r.name], reverse=True)
 

@@ -338,3 +338,22 @@ def test_the_grid_launches_the_longest_expected_runs_first_and_keeps_seed_order(
     grid = [*runs[:4], short, *runs[5:]]
     assert [r.name for r in pomdp.longest_first(todo, grid)] == \
         ["gru__s0", "transformer__s0", "mlp__s0"]
+
+
+def test_run_grid_launches_longest_first_and_returns_the_outcomes_in_the_grids_order(
+        tmp_path, monkeypatch):
+    runs = [GridRun(f"{b}__s0", cli.parse_config(["--env", "rlkit/Pendulum-V-v0", "--backbone",
+                                                   b])) for b in ("mlp", "gru", "mamba2")]
+    kept = RunOutcome("gru__s0", tmp_path / "gru__s0", result={"eval_return_mean": -1.0})
+    monkeypatch.setattr(pomdp.cli, "resume_runs", lambda out, rs: (
+        [kept], [r for r in rs if r.name != "gru__s0"]))
+    launched = []
+
+    def fake_launch(fn, todo, out, jobs):
+        launched.append([r.name for r in todo])
+        return [RunOutcome(r.name, out / r.name) for r in todo]
+    monkeypatch.setattr(pomdp, "launch", fake_launch)
+    outcomes = pomdp._run_grid(runs, tmp_path, 2, True, [], [])
+    assert launched == [["mamba2__s0", "mlp__s0"]]
+    assert [o.name for o in outcomes] == ["mlp__s0", "gru__s0", "mamba2__s0"]
+    assert outcomes[1] is kept

@@ -654,15 +654,21 @@ def test_resume_of_a_grid_refuses_flags_that_would_change_its_runs(tmp_path):
 def test_resume_of_a_grid_takes_the_recipe_its_runs_were_made_with(tmp_path, monkeypatch):
     grid = tmp_path / "g"
     made = cli.parse_config(["--env", "rlkit/Pendulum-V-v0", "--backbone", "gru"])
-    assert made.run.recipe == "pendulum-pomdp"
-    cli.write_manifest(grid, [GridRun("gru__s0", made), GridRun("mlp__s0", TINY)])
+    plain = cli.parse_config(["--env", "rlkit/Pendulum-V-v0", "--backbone", "mlp",
+                              "--recipe", "none"])
+    assert (made.run.recipe, plain.run.recipe) == ("pendulum-pomdp", "none")
+    cli.write_manifest(grid, [GridRun("gru__s0", made), GridRun("mlp__s0", plain)])
     launched = []
     monkeypatch.setattr(cli, "_launch_grid", lambda g, progress, runs, grid_dir, done: (
         launched.append([r.name for r in runs]), grid_dir)[1])
     with pytest.raises(ValueError, match=r"--recipe auto: runs of the grid were made with "
-                                         r"another recipe \(mlp__s0 with 'auto'\); every run "
+                                         r"another recipe \(mlp__s0 with 'none'\); every run "
                                          r"keeps its own: give no --recipe, or the runs' own"):
         cli.cli(["--resume", str(grid), "--recipe", "auto"])
+    with pytest.raises(ValueError, match=r"unknown --recipe 'bogus'; expected auto, none or one "
+                                         r"of memory-corridor-100, memory-corridor-20, "
+                                         r"pendulum-pomdp"):
+        cli.cli(["--resume", str(grid), "--recipe", "bogus"])
     cli.write_manifest(grid, [GridRun("gru__s0", made)])
     cli.cli(["--resume", str(grid), "--recipe", "auto"])  # as the runs were started
     cli.cli(["--resume", str(grid), "--recipe", "pendulum-pomdp", "--total-steps", "40000"])
@@ -671,6 +677,11 @@ def test_resume_of_a_grid_takes_the_recipe_its_runs_were_made_with(tmp_path, mon
                                          r"another recipe \(gru__s0 with 'pendulum-pomdp'\)"):
         cli.cli(["--resume", str(grid), "--recipe", "none"])
     assert cli.read_manifest(grid) == {"gru__s0": made}
+    # a grid configured from Python records 'auto' and applied no recipe: --recipe none is its own
+    cli.write_manifest(tmp_path / "py", [GridRun("mlp__s0", TINY)])
+    cli.cli(["--resume", str(tmp_path / "py"), "--recipe", "none"])
+    cli.cli(["--resume", str(tmp_path / "py"), "--recipe", "auto"])  # none made for Pendulum-v1
+    assert launched[2:] == [["mlp__s0"], ["mlp__s0"]]
 
 
 def test_resume_of_a_grid_refuses_a_total_steps_below_its_runs(tmp_path):
