@@ -69,28 +69,21 @@ def _rollout(env: gym.Env[np.ndarray, np.ndarray], seed: int, steps: int) -> np.
 
 
 # ---------------------------------------------------------------- errors shared by all three
-@pytest.mark.parametrize(
-    ("wrap", "name"),
-    [
-        (lambda env: MaskObservation(env, [0]), "MaskObservation"),
-        (lambda env: FlickerObservation(env, 0.5), "FlickerObservation"),
-        (lambda env: GaussianObservationNoise(env, 0.1), "GaussianObservationNoise"),
-    ],
-)
+ALL_THREE = [  # each wrapper, built on an env, and its name in messages
+    (lambda env: MaskObservation(env, [0]), "MaskObservation"),
+    (lambda env: FlickerObservation(env, 0.5), "FlickerObservation"),
+    (lambda env: GaussianObservationNoise(env, 0.1), "GaussianObservationNoise"),
+]
+
+
+@pytest.mark.parametrize(("wrap", "name"), ALL_THREE)
 def test_non_box_observation_space_is_rejected(wrap: Any, name: str) -> None:
     env = gym.make("FrozenLake-v1")
     with pytest.raises(TypeError, match=rf"{name} expects a Box observation space, got Discrete"):
         wrap(env)
 
 
-@pytest.mark.parametrize(
-    ("wrap", "name"),
-    [
-        (lambda env: MaskObservation(env, [0]), "MaskObservation"),
-        (lambda env: FlickerObservation(env, 0.5), "FlickerObservation"),
-        (lambda env: GaussianObservationNoise(env, 0.1), "GaussianObservationNoise"),
-    ],
-)
+@pytest.mark.parametrize(("wrap", "name"), ALL_THREE)
 def test_a_vector_env_is_rejected_with_the_way_to_wrap_its_sub_envs(wrap: Any, name: str) -> None:
     vec = gym.make_vec("Pendulum-v1", 3, vectorization_mode="sync")
     message = (
