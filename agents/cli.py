@@ -239,7 +239,8 @@ def resume_grid(cfg: TrainConfig, explicit: Collection[str] = ()) -> Path:
     (``--jobs``, ``--launcher``, ...) and the fields that may change on resume
     (``--total-steps``, ...) may be given; they apply to every run (``explicit``: those the
     command line gave, which apply even at their default value). ``--recipe`` may name the
-    runs' own recipe (``auto``, as they were started, where each was made for its env).
+    runs' own recipe (``auto`` where each run was made with the one ``auto`` picks for its env;
+    see :func:`_check_recipe`).
 
     Raises:
         ValueError: other flags given, or a ``--recipe`` other than the runs' own.
