@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -117,10 +118,27 @@ def _run_local(fn: RunFn, config: Any, run_dir: str, threads: int, conn: Connect
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
                      name="rlkit-parent-watch").start()
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    _name_warnings(Path(run_dir).name)
     message = _run_message(fn, config, run_dir, threads)
     with contextlib.suppress(OSError):  # the launcher may be gone
         conn.send(message)
     conn.close()
+
+
+_PLAIN_WARNING = warnings.formatwarning
+"""Python's own warning format, which :func:`_name_warnings` prefixes."""
+
+
+def _name_warnings(name: str) -> None:
+    """In a run's process: start each warning it prints with ``[name]``, so that a grid's
+    output says which of its runs warned (a Ray worker that runs several: the current one)."""
+    plain = _PLAIN_WARNING
+
+    def named(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              line: str | None = None) -> str:
+        return f"[{name}] " + plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = named
 
 
 def _run_message(fn: RunFn, config: Any, run_dir: str, threads: int) -> tuple[str, Any]:
@@ -169,6 +187,7 @@ def _run_remote(fn: RunFn, config: Any, name: str) -> tuple[dict[str, float], di
     import torch
 
     torch.set_num_threads(RAY_TASK_THREADS)
+    _name_warnings(name)
     with tempfile.TemporaryDirectory(prefix="rlkit-ray-") as tmp:
         run_dir = Path(tmp) / name
         result = fn(config, str(run_dir))

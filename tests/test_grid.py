@@ -100,6 +100,22 @@ def test_the_progress_bar_says_how_the_cores_are_shared(tmp_path, capsys, monkey
     assert f"grid {tmp_path.name} ({said})" in capsys.readouterr().err
 
 
+def _warns(config: int, run_dir: str) -> dict[str, float]:
+    warnings.warn(f"run {config} warns", UserWarning, stacklevel=1)
+    return {}
+
+
+def test_a_runs_warnings_start_with_its_name(tmp_path, capfd):
+    outcomes = launch(_warns, [GridRun("gru__s0", 0), GridRun("s4__s1", 1)], tmp_path, jobs=2,
+                      progress=False)
+    assert [o.error for o in outcomes] == [None, None]
+    err = capfd.readouterr().err
+    assert "[gru__s0] " in err and "[s4__s1] " in err
+    lines = {line.partition("] ")[0] + "]": line for line in err.splitlines() if "warns" in line}
+    assert "UserWarning: run 0 warns" in lines["[gru__s0]"]
+    assert "UserWarning: run 1 warns" in lines["[s4__s1]"]
+
+
 def test_grid_bad_input(tmp_path):
     with pytest.raises(ValueError, match="launcher must be 'local' or 'ray', got 'slurm'"):
         launch(_fails, [GridRun("a", 1)], tmp_path, launcher="slurm")
