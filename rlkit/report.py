@@ -301,7 +301,7 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
             if len({str(r.seed) for r in group}) < len(group):
                 warnings.warn(f"{env}/{backbone}: repeated seeds; each run counts as one seed",
                               stacklevel=2)
-            if differ := _settings_differ(group):
+            if differ := _settings_differ(group, Path(grid_dir)):
                 warnings.warn(f"{env}/{backbone}: runs of different settings are pooled as "
                               f"seeds of one row ({differ})", stacklevel=2)
             rows.append(_table_row(env, backbone, group, metric, last_k, seed, n_resamples))
@@ -336,10 +336,16 @@ in without the per-row warning: the seed, where and how a run ran and was saved 
 evaluated policy, warned about across all runs); any other difference is warned about."""
 
 
-def _settings_differ(group: list[Run]) -> str:
+def _settings_differ(group: list[Run], root: Path) -> str:
     """The first settings in which a run of ``group`` differs from the first run, with both
-    values (``loop.total_steps 400 / 900``), or ``""``."""
+    values and the runs by their path under ``root`` (``loop.total_steps 400 in a/gru__s0 /
+    900 in b/gru__s1``), or ``""``."""
     first = group[0].record
+
+    def name(run: Run) -> str:
+        return run.path.relative_to(root).as_posix() if run.path.is_relative_to(root) \
+            else str(run.path)
+
     for run in group[1:]:
         if first is None or run.record is None:
             continue
@@ -347,8 +353,8 @@ def _settings_differ(group: list[Run]) -> str:
         if diff:
             a, b = first.flat(), run.record.flat()
             more = f", and {len(diff) - 3} more" if len(diff) > 3 else ""
-            return ", ".join(f"{k} {a.get(k)!r} in {group[0].path.name} / {b.get(k)!r} in "
-                             f"{run.path.name}" for k in diff[:3]) + more
+            return ", ".join(f"{k} {a.get(k)!r} in {name(group[0])} / {b.get(k)!r} in "
+                             f"{name(run)}" for k in diff[:3]) + more
     return ""
 
 

@@ -349,8 +349,8 @@ def test_runs_of_different_settings_pooled_in_one_row_are_warned(grid, tmp_path)
     other = dataclasses.replace(other, agent={"gamma": 0.9})
     other.write(grid / "pendulum" / "mlp" / "s1")
     with pytest.warns(UserWarning, match=r"^Pendulum-v1/mlp: runs of different settings are "
-                                         r"pooled as seeds of one row \(agent.gamma 0.99 in s0 / "
-                                         r"0.9 in s1\)$"):
+                                         r"pooled as seeds of one row \(agent.gamma 0.99 in "
+                                         r"pendulum/mlp/s0 / 0.9 in pendulum/mlp/s1\)$"):
         build_report(grid, tmp_path / "a")
 
 
