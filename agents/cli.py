@@ -184,17 +184,25 @@ def resume_runs(grid_dir: Path, runs: Sequence[GridRun], given: dict | None = No
     return done, todo
 
 
-def _refuse_going_back(grid_dir: Path, names: Collection[str], total_steps: int) -> None:
-    """Refuse a ``--total-steps`` below the step that a run of the grid has logged, as a
-    single run's resume does: a run does not go back."""
+def reached_steps(grid_dir: Path, names: Collection[str]) -> dict[str, int]:
+    """The last step each of the runs ``names`` in ``grid_dir`` logged, for those that logged
+    one (a run never started, or one whose log cannot be read, is left out: resuming it says
+    what is wrong)."""
     reached = {}
     for name in names:
         try:
             rows = read_metrics(grid_dir / name)
         except (ValueError, OSError):
-            continue  # never started, or resuming it says what is wrong
+            continue
         if rows:
-            reached[name] = rows[-1]["step"]
+            reached[name] = int(rows[-1]["step"])
+    return reached
+
+
+def _refuse_going_back(grid_dir: Path, names: Collection[str], total_steps: int) -> None:
+    """Refuse a ``--total-steps`` below the step that a run of the grid has logged, as a
+    single run's resume does: a run does not go back."""
+    reached = reached_steps(grid_dir, names)
     ahead = {n: s for n, s in reached.items() if s > total_steps}
     if ahead:
         listed = ", ".join(f"{n} at step {s}" for n, s in sorted(ahead.items()))

@@ -178,19 +178,22 @@ SECONDS_PER_UPDATE = {"mlp": 0.0021, "rnn": 0.018, "lstm": 0.0185, "gru": 0.031,
                       "transformer": 0.060, "s4": 0.051, "mamba": 0.051, "mamba2": 0.036}
 
 
-def expected_seconds(run: GridRun) -> float:
-    """A run's expected training time: its updates times its family's cost per update."""
+def expected_seconds(run: GridRun, from_step: int = 0) -> float:
+    """A run's expected training time from env step ``from_step`` on: its updates left times
+    its family's cost per update."""
     c = run.config
-    return (c.loop.total_steps * c.loop.updates_per_step
+    return (max(c.loop.total_steps - from_step, 0) * c.loop.updates_per_step
             * SECONDS_PER_UPDATE.get(c.model.backbone, max(SECONDS_PER_UPDATE.values())))
 
 
-def longest_first(todo: list[GridRun], runs: list[GridRun]) -> list[GridRun]:
+def longest_first(todo: list[GridRun], runs: list[GridRun],
+                  reached: dict[str, int] | None = None) -> list[GridRun]:
     """``todo`` in launch order: the longest expected first (as ``runs``, the grid's configs
-    by name, describe them: a run to continue is costed at its whole length), so that the grid
-    does not end on one long run beside idle jobs. Runs of equal cost (the seeds of one family)
-    keep their order."""
-    cost = {r.name: expected_seconds(r) for r in runs}
+    by name, describe them; a run to continue is costed from the step it has ``reached``), so
+    that the grid does not end on one long run beside idle jobs. Runs of equal cost (the seeds
+    of one family) keep their order."""
+    reached = reached or {}
+    cost = {r.name: expected_seconds(r, reached.get(r.name, 0)) for r in runs}
     return sorted(todo, key=lambda r: cost[r.name], reverse=True)
 
 
@@ -201,9 +204,10 @@ def _run_grid(runs: list[GridRun], out: Path, jobs: int, resume: bool, own: list
     grid exits with the command that continues it. The outcomes come in the order of
     ``runs``."""
     done, todo = cli.resume_runs(out, runs) if resume else ([], runs)
+    reached = cli.reached_steps(out, [r.name for r in todo]) if resume else {}
     try:
-        ran = {o.name: o for o in [*done, *launch(train.run_in, longest_first(todo, runs), out,
-                                                   jobs=jobs)]}
+        ran = {o.name: o for o in [*done, *launch(
+            train.run_in, longest_first(todo, runs, reached), out, jobs=jobs)]}
         return [ran[r.name] for r in runs]
     except GridInterrupted as e:
         again = [*own, *([] if resume else ["--resume"]), *(["--", *extra] if extra else [])]

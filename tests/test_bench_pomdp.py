@@ -338,6 +338,13 @@ def test_the_grid_launches_the_longest_expected_runs_first_and_keeps_seed_order(
     grid = [*runs[:4], short, *runs[5:]]
     assert [r.name for r in pomdp.longest_first(todo, grid)] == \
         ["gru__s0", "transformer__s0", "mlp__s0"]
+    # a run to continue is costed from the step it reached: the transformer at 25k of 30k
+    # has 5k steps left, less than the GRU's whole 30k
+    todo = [runs[2], runs[4]]  # gru__s0, transformer__s0
+    assert [r.name for r in pomdp.longest_first(todo, runs, {"transformer__s0": 25_000})] == \
+        ["gru__s0", "transformer__s0"]
+    assert pomdp.expected_seconds(runs[4], 25_000) == pytest.approx(
+        pomdp.expected_seconds(runs[4]) / 6)
 
 
 def test_run_grid_launches_longest_first_and_returns_the_outcomes_in_the_grids_order(
@@ -355,5 +362,11 @@ def test_run_grid_launches_longest_first_and_returns_the_outcomes_in_the_grids_o
     monkeypatch.setattr(pomdp, "launch", fake_launch)
     outcomes = pomdp._run_grid(runs, tmp_path, 2, True, [], [])
     assert launched == [["mamba2__s0", "mlp__s0"]]
+    # a Mamba-2 run near its end, resumed, goes after the MLP's whole run
+    (tmp_path / "mamba2__s0").mkdir()
+    (tmp_path / "mamba2__s0" / "metrics.jsonl").write_text('{"step": 29900}\n')
+    launched.clear()
+    pomdp._run_grid(runs, tmp_path, 2, True, [], [])
+    assert launched == [["mlp__s0", "mamba2__s0"]]
     assert [o.name for o in outcomes] == ["mlp__s0", "gru__s0", "mamba2__s0"]
     assert outcomes[1] is kept
