@@ -362,11 +362,11 @@ def test_run_grid_launches_longest_first_and_returns_the_outcomes_in_the_grids_o
     monkeypatch.setattr(pomdp, "launch", fake_launch)
     outcomes = pomdp._run_grid(runs, tmp_path, 2, True, [], [])
     assert launched == [["mamba2__s0", "mlp__s0"]]
+    assert [o.name for o in outcomes] == ["mlp__s0", "gru__s0", "mamba2__s0"]
+    assert outcomes[1] is kept
     # a Mamba-2 run near its end, resumed, goes after the MLP's whole run
     (tmp_path / "mamba2__s0").mkdir()
     (tmp_path / "mamba2__s0" / "metrics.jsonl").write_text('{"step": 29900}\n')
     launched.clear()
     pomdp._run_grid(runs, tmp_path, 2, True, [], [])
     assert launched == [["mlp__s0", "mamba2__s0"]]
-    assert [o.name for o in outcomes] == ["mlp__s0", "gru__s0", "mamba2__s0"]
-    assert outcomes[1] is kept
