@@ -219,10 +219,10 @@ def _check_recipe(grid_dir: Path, requested: str) -> None:
     Raises:
         ValueError: an unknown ``NAME``, or runs made with another recipe (named, with theirs).
     """
-    known = recipes.recipes()
-    if requested not in ("auto", "none", *known):
-        raise ValueError(f"--resume {grid_dir}: unknown --recipe {requested!r}; expected auto, "
-                         f"none or one of {', '.join(known) or '(none shipped)'}")
+    try:
+        recipes.check_name(requested)
+    except ValueError as e:
+        raise ValueError(f"--resume {grid_dir}: {e}") from e
 
     def own(env_id: str) -> str:
         if requested != "auto":

@@ -132,11 +132,9 @@ _PLAIN_WARNING = warnings.formatwarning
 def _name_warnings(name: str) -> None:
     """In a run's process: start each warning it prints with ``[name]``, so that a grid's
     output says which of its runs warned (a Ray worker that runs several: the current one)."""
-    plain = _PLAIN_WARNING
-
     def named(message: Warning | str, category: type[Warning], filename: str, lineno: int,
               line: str | None = None) -> str:
-        return f"[{name}] " + plain(message, category, filename, lineno, line)
+        return f"[{name}] " + _PLAIN_WARNING(message, category, filename, lineno, line)
 
     warnings.formatwarning = named
 

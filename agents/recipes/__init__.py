@@ -89,6 +89,20 @@ def recipes() -> dict[str, Recipe]:
     return {p.stem: _load(p) for p in sorted(_DIR.glob("*.json"))}
 
 
+def check_name(name: str) -> dict[str, Recipe]:
+    """Every shipped recipe, by name, once ``name`` is found to be ``auto``, ``none`` or one
+    of them.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    known = recipes()
+    if name not in ("auto", "none", *known):
+        raise ValueError(f"unknown --recipe {name!r}; expected auto, none or one of "
+                         f"{', '.join(known) or '(none shipped)'}")
+    return known
+
+
 def choose(name: str, env_id: str) -> Recipe | None:
     """The recipe ``name`` (``auto``: the one listing ``env_id``, if any; ``none``: none);
     a recipe named for an env it does not list is applied, with a warning.
@@ -96,14 +110,11 @@ def choose(name: str, env_id: str) -> Recipe | None:
     Raises:
         ValueError: an unknown name (the message lists the known ones).
     """
-    known = recipes()
+    known = check_name(name)
     if name == "none":
         return None
     if name == "auto":
         return next((r for r in known.values() if _gym_id(env_id) in r.envs), None)
-    if name not in known:
-        raise ValueError(f"unknown --recipe {name!r}; expected auto, none or one of "
-                         f"{', '.join(known) or '(none shipped)'}")
     recipe = known[name]
     if _gym_id(env_id) not in recipe.envs:
         warnings.warn(f"--recipe {name} is made for {', '.join(recipe.envs) or 'no env'}, not "
@@ -122,4 +133,4 @@ def describe() -> str:
     return "recipes (--recipe NAME; auto: the one made for --env):\n" + "\n".join(lines)
 
 
-__all__ = ["Recipe", "choose", "describe", "recipes"]
+__all__ = ["Recipe", "check_name", "choose", "describe", "recipes"]
