@@ -118,25 +118,30 @@ def _run_local(fn: RunFn, config: Any, run_dir: str, threads: int, conn: Connect
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
                      name="rlkit-parent-watch").start()
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    _name_warnings(Path(run_dir).name)
-    message = _run_message(fn, config, run_dir, threads)
+    with _run_warnings(Path(run_dir).name):
+        message = _run_message(fn, config, run_dir, threads)
     with contextlib.suppress(OSError):  # the launcher may be gone
         conn.send(message)
     conn.close()
 
 
-_PLAIN_WARNING = warnings.formatwarning
-"""Python's own warning format, which :func:`_name_warnings` prefixes."""
+@contextlib.contextmanager
+def _run_warnings(name: str) -> Iterator[None]:
+    """In a run's process, while one run trains: start each warning it prints with ``[name]``,
+    so that a grid's output says which of its runs warned, and show each warning once for this
+    run (a Ray worker that runs several shows every run's own, not only its first run's)."""
+    with warnings.catch_warnings():  # entering forgets which warnings were already shown
+        plain = warnings.formatwarning
 
+        def named(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+            return f"[{name}] " + plain(message, category, filename, lineno, line)
 
-def _name_warnings(name: str) -> None:
-    """In a run's process: start each warning it prints with ``[name]``, so that a grid's
-    output says which of its runs warned (a Ray worker that runs several: the current one)."""
-    def named(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-              line: str | None = None) -> str:
-        return f"[{name}] " + _PLAIN_WARNING(message, category, filename, lineno, line)
-
-    warnings.formatwarning = named
+        warnings.formatwarning = named
+        try:
+            yield
+        finally:
+            warnings.formatwarning = plain
 
 
 def _run_message(fn: RunFn, config: Any, run_dir: str, threads: int) -> tuple[str, Any]:
@@ -185,8 +190,7 @@ def _run_remote(fn: RunFn, config: Any, name: str) -> tuple[dict[str, float], di
     import torch
 
     torch.set_num_threads(RAY_TASK_THREADS)
-    _name_warnings(name)
-    with tempfile.TemporaryDirectory(prefix="rlkit-ray-") as tmp:
+    with _run_warnings(name), tempfile.TemporaryDirectory(prefix="rlkit-ray-") as tmp:
         run_dir = Path(tmp) / name
         result = fn(config, str(run_dir))
         files = {str(p.relative_to(run_dir)): p.read_bytes()

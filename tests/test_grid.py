@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -114,6 +115,32 @@ def test_a_runs_warnings_start_with_its_name(tmp_path, capfd):
     lines = {line.partition("] ")[0] + "]": line for line in err.splitlines() if "warns" in line}
     assert "UserWarning: run 0 warns" in lines["[gru__s0]"]
     assert "UserWarning: run 1 warns" in lines["[s4__s1]"]
+
+
+def test_a_ray_worker_that_runs_several_shows_each_runs_warnings_under_its_name():
+    # a Ray worker is one process for many tasks; run two task bodies in one fresh interpreter
+    script = textwrap.dedent("""
+        import warnings
+        from rlkit.launch import _run_remote
+
+        def warns(config, run_dir):
+            warnings.warn("the same warning", UserWarning, stacklevel=1)
+            return {}
+
+        plain = warnings.formatwarning
+        for name in ("gru__s0", "gru__s1"):
+            _run_remote(warns, 0, name)
+        assert warnings.formatwarning is plain
+        warnings.warn("after the runs", UserWarning, stacklevel=1)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    shown = [line for line in done.stderr.splitlines() if "UserWarning" in line]
+    assert len(shown) == 3, done.stderr
+    assert shown[0].startswith("[gru__s0] ") and "the same warning" in shown[0]
+    assert shown[1].startswith("[gru__s1] ") and "the same warning" in shown[1]
+    assert not shown[2].startswith("[") and "after the runs" in shown[2]
 
 
 def test_grid_bad_input(tmp_path):
