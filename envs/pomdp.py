@@ -132,8 +132,8 @@ def make_masked_env(
         The base task wrapped in :class:`~envs.wrappers.MaskObservation`.
 
     Raises:
-        ValueError: unknown ``base_id`` or ``kind``, or the base observation does not have the
-            layout's size.
+        ValueError: unknown ``base_id`` or ``kind``, a ``render_mode`` the base task does not
+            have, or the base observation does not have the layout's size.
     """
     layout = _layout(base_id)
     indices = layout.indices(kind)
@@ -143,6 +143,11 @@ def make_masked_env(
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     env = creator(**kwargs)
+    modes = list(env.metadata.get("render_modes", []))
+    if render_mode is not None and render_mode not in modes:
+        env.close()
+        raise ValueError(f"render_mode {render_mode!r} is not one of {base_id}'s render modes "
+                         f"{modes}; expected one of them or None")
     shape = env.observation_space.shape
     if shape != (layout.size,):
         env.close()

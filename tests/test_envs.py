@@ -140,6 +140,15 @@ def test_layout_changing_kwargs_are_rejected() -> None:
         gym.make("rlkit/Hopper-P-v0", exclude_current_positions_from_observation=False)
 
 
+def test_a_render_mode_the_base_task_lacks_is_rejected_and_its_own_modes_kept() -> None:
+    with pytest.raises(ValueError, match=r"render_mode 'bogus' is not one of Pendulum-v1's render "
+                                         r"modes \['human', 'rgb_array'\]; expected one of them"):
+        gym.make("rlkit/Pendulum-V-v0", render_mode="bogus")
+    env = make_pomdp("Pendulum-v1", "p", render_mode="rgb_array")
+    assert env.render_mode == "rgb_array" and env.unwrapped.render_mode == "rgb_array"
+    assert gym.make("rlkit/Pendulum-P-v0").render_mode is None
+
+
 def test_other_base_kwargs_are_forwarded() -> None:
     env = gym.make("rlkit/Hopper-V-v0", ctrl_cost_weight=0.5)
     assert env.unwrapped._ctrl_cost_weight == 0.5  # type: ignore[attr-defined]
