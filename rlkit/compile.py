@@ -3,11 +3,14 @@
 :class:`CompiledFunction` runs a function through ``torch.compile`` with static shapes; on CUDA
 first with ``mode="reduce-overhead"`` (CUDA graphs), then ``"max-autotune-no-cudagraphs"``; on
 other devices with the default mode. When every mode fails it runs the function eagerly and
-warns once per function name and device type.
+warns once per function name and device type. Each new input shape compiles the function again;
+one shape past dynamo's recompile limit (8 by default) counts as a failure here, where dynamo
+alone would run the new shapes eagerly without a word.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -73,7 +76,8 @@ class CompiledFunction:
         errors = []
         while self._compiled is not None:
             try:
-                return self._compiled(*args)
+                with _recompile_limit_fails():
+                    return self._compiled(*args)
             except Exception as e:  # noqa: BLE001  (any compiler failure falls back)
                 errors.append(f"{self.mode}: {first_line(e)}")
                 self._next_mode()
@@ -89,6 +93,15 @@ class CompiledFunction:
             self._compiled = torch.compile(self.fn, mode=self.mode, dynamic=False)
         else:
             self.mode, self._compiled = None, None
+
+
+def _recompile_limit_fails() -> contextlib.AbstractContextManager[None]:
+    """Dynamo raises when a function reaches its recompile limit, rather than run it eagerly
+    from then on without a word (where this PyTorch has the switch)."""
+    config = torch._dynamo.config
+    if hasattr(config, "fail_on_recompile_limit_hit"):
+        return config.patch(fail_on_recompile_limit_hit=True)
+    return contextlib.nullcontext()
 
 
 COMPILE_PAYS: dict[str, frozenset[str]] = {

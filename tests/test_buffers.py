@@ -332,6 +332,37 @@ def test_episode_window_start_samples_whole_episodes_from_their_start():
         SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, window_start="mid")
 
 
+def test_episode_windows_are_cut_after_their_longest_episode_or_at_one_of_few_lengths():
+    from rlkit.buffers import COMPILED_WINDOW_LENGTHS, make_replay
+    from rlkit.buffers.sequences import SequenceReplayBuffer as Buffer
+    from rlkit.config import ModelConfig, ReplayConfig
+
+    cfg = ReplayConfig(buffer_size=200, batch_size=1, seq_len=12, window_start="episode")
+    cuts = {}
+    for lengths in (None, 4):
+        buf = Buffer(cfg, num_envs=1, obs_dim=1, action_dim=1, window_lengths=lengths,
+                     generator=torch.Generator().manual_seed(0))
+        _episodes(buf, [2, 3, 5, 7, 9, 12, 1])
+        seen = set()
+        for _ in range(200):
+            b = buf.sample(2)
+            longest = int(b.mask.sum(1).max())
+            seen.add((longest, b.mask.shape[1]))
+            assert b.obs.shape[1] == b.mask.shape[1] + 1 == b.prev_action.shape[1]
+        cuts[lengths] = seen
+    assert all(t == n for n, t in cuts[None]) and len(cuts[None]) == 7
+    assert {t for _, t in cuts[4]} == {3, 6, 9, 12}  # multiples of ceil(12 / 4)
+    assert all(n <= t < n + 3 for n, t in cuts[4])
+    model = ModelConfig(backbone="gru", compile="on")
+    for compiled, want in ((model, COMPILED_WINDOW_LENGTHS), (ModelConfig(backbone="gru"), None)):
+        made = make_replay(cfg, compiled, num_envs=1, obs_dim=1, action_dim=1,
+                           device=torch.device("cpu"), generator=torch.Generator())
+        assert made.window_lengths == want
+    with pytest.raises(ValueError, match="window_lengths must be a positive integer or None, "
+                                         "got 0"):
+        Buffer(cfg, num_envs=1, obs_dim=1, action_dim=1, window_lengths=0)
+
+
 def test_stored_states_cost_one_per_chunk_and_older_per_step_checkpoints_load():
     big = SequenceReplayBuffer(100_000, 2, 1, 1, seq_len=64, state_mode="stored", burn_in=16,
                                state_shapes=(((8,),),))

@@ -336,6 +336,26 @@ def test_compiled_function_raises_errors_that_are_not_the_compilers(monkeypatch)
         CompiledFunction(bad, "bad")(torch.zeros(2))
 
 
+def test_a_shape_past_the_recompile_limit_falls_back_to_eager_with_a_warning():
+    # dynamo alone would run the new shapes eagerly without a word (and the run would log
+    # compile_fallbacks 0); here it counts as a failed compile
+    calls = []
+
+    def double(x):
+        calls.append(x.shape[0])
+        return x * 2
+
+    f = CompiledFunction(double, "double")
+    with torch._dynamo.config.patch(recompile_limit=2), \
+            pytest.warns(RuntimeWarning, match="torch.compile of double failed on cpu .*"
+                                               "running it eagerly") as caught:
+        for n in range(1, 5):
+            assert torch.equal(f(torch.ones(n)), torch.full((n,), 2.0))
+            assert f.fell_back == (n > 2), n
+    assert len([w for w in caught if "double" in str(w.message)]) == 1
+    assert calls[-1] == 4  # the last call ran eagerly
+
+
 # ------------------------------------------------------------------------------ train.py
 @pytest.mark.parametrize(("backbone", "precision"), [("gru", "bf16"), ("mlp", "fp16")])
 def test_train_py_runs_mixed_precision(tmp_path, backbone, precision):

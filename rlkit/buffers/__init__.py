@@ -24,6 +24,11 @@ from rlkit.buffers.sequences import SequenceReplayBuffer
 from rlkit.buffers.transitions import ReplayBuffer
 from rlkit.config import ModelConfig, ReplayConfig
 
+COMPILED_WINDOW_LENGTHS = 4
+"""Episode window lengths a compiled update meets at most (``SequenceReplayBuffer``'s
+``window_lengths`` when ``model.compile`` is ``"on"``): each length compiles the update once
+more, and ``torch.compile`` stops compiling a function after 8 shapes."""
+
 
 def make_replay(replay: ReplayConfig, model: ModelConfig, *, num_envs: int, obs_dim: int,
                 action_dim: int, device: torch.device, generator: torch.Generator,
@@ -40,15 +45,21 @@ def make_replay(replay: ReplayConfig, model: ModelConfig, *, num_envs: int, obs_
         generator: draws the samples.
         state_example: in ``stored`` state mode, a state tree with one row (its shapes are
             stored per step).
+
+    A compiled update (``model.compile == "on"``) gets episode windows of at most
+    :data:`COMPILED_WINDOW_LENGTHS` lengths; an eager one, windows cut after their longest
+    episode.
     """
     if replay.seq_len is None:
         raise ValueError("replay.seq_len must be resolved before the buffer is built")
     if replay.transitions(model.memory):
         return ReplayBuffer(replay.buffer_size, obs_dim, action_dim, device, generator)
     return SequenceReplayBuffer(replay, num_envs=num_envs, obs_dim=obs_dim, action_dim=action_dim,
-                          device=device, generator=generator, state_example=state_example)
+                          device=device, generator=generator, state_example=state_example,
+                          window_lengths=COMPILED_WINDOW_LENGTHS if model.compile == "on"
+                          else None)
 
 
-__all__ = ["ArrayLike", "Replay", "ReplayBuffer", "ReplayMemory", "SequenceBatch",
-           "SequenceReplayBuffer", "available_memory", "check_replay_memory", "make_replay",
-           "replay_memory"]
+__all__ = ["COMPILED_WINDOW_LENGTHS", "ArrayLike", "Replay", "ReplayBuffer", "ReplayMemory",
+           "SequenceBatch", "SequenceReplayBuffer", "available_memory", "check_replay_memory",
+           "make_replay", "replay_memory"]

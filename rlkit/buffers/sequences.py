@@ -29,10 +29,15 @@ def _check(cfg: ReplayConfig, num_envs: int, obs_dim: int, action_dim: int,
                          f"for {num_envs} environments, fewer than seq_len={seq_len}")
 
 
-def _trim(batch: SequenceBatch) -> SequenceBatch:
-    """``batch`` without the trailing steps that are padding in every window."""
+def _trim(batch: SequenceBatch, lengths: int | None = None) -> SequenceBatch:
+    """``batch`` without the trailing steps that are padding in every window; with ``lengths``,
+    cut at the first multiple of ``ceil(L / lengths)`` that holds them (at most ``lengths``
+    window lengths in all, for a compiled update's few shapes)."""
     n = int(batch.mask.sum(1).max().item()) if batch.mask.numel() else 0
     length = batch.mask.shape[1]
+    if lengths is not None:
+        step = -(-length // lengths)
+        n = min(-(-n // step) * step, length)
     if n == 0 or n == length:
         return batch
     return batch._replace(
@@ -67,6 +72,11 @@ class SequenceReplayBuffer:
         state_example: in ``"stored"`` mode, a state tree (tuples of tensors with one row each,
             e.g. the agent's initial state) whose shapes are kept per step; a sampled batch's
             ``states`` is a tree of the same kind.
+        window_lengths: episode windows (``window_start`` episode) are cut after the longest
+            episode drawn; with ``window_lengths`` N, at the first of N evenly spaced lengths
+            that holds it (multiples of ``ceil(seq_len / N)``), so that a compiled update meets
+            at most N shapes (each new shape compiles again, and ``torch.compile`` runs eagerly
+            once it has compiled a function 8 times). The extra steps are padding.
     """
 
     def __init__(
@@ -79,8 +89,13 @@ class SequenceReplayBuffer:
         device: torch.device | str = "cpu",
         generator: torch.Generator | None = None,
         state_example: Any = None,
+        window_lengths: int | None = None,
     ) -> None:
         _check(cfg, num_envs, obs_dim, action_dim, state_example)
+        if window_lengths is not None and not is_count(window_lengths):
+            raise ValueError(f"window_lengths must be a positive integer or None, got "
+                             f"{window_lengths!r}")
+        self.window_lengths = window_lengths
         seq_len, burn_in, state_mode = cfg.seq_len, cfg.burn_in, cfg.state_mode or "zero"
         self.window_start, self.episode_sampling = cfg.window_start, cfg.episode_sampling
         self.num_envs, self.per_env = num_envs, cfg.buffer_size // num_envs
@@ -217,7 +232,7 @@ class SequenceReplayBuffer:
             else:
                 pick = torch.randint(len(env_idx), (batch_size,), device=self.device,
                                      generator=g)
-            return _trim(self._gather(env_idx[pick], starts[pick]))
+            return _trim(self._gather(env_idx[pick], starts[pick]), self.window_lengths)
         env = torch.randint(self.num_envs, (batch_size,), device=self.device, generator=g)
         # after a wrap, the oldest stored step's previous action and reward are gone: no window
         # starts there (unless it starts an episode, which the episode mode above handles)
