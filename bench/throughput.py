@@ -325,29 +325,41 @@ def agent_table(device: torch.device, cfg: AgentBenchConfig,
 
 def format_agent_table(rows: list[dict[str, float | str]], cfg: AgentBenchConfig,
                        device: torch.device, threads: int) -> str:
-    """The agent table as Markdown (one column per mode found in the rows)."""
+    """The agent table as Markdown: one column per mode found in the rows, then the ratios that
+    the modes run allow (``bf16 / fp32`` and ``compile / fp32`` where fp32 ran too, the
+    compile warm-up where compile ran, ``fp32 / gru fp32`` where fp32 ran and gru is a row).
+
+    A compiled row that fell back to eager says so on its ``compile / fp32`` cell, or on its
+    ``compile upd/s`` cell where fp32 did not run. The header gives the MLP's sizes only when
+    mlp is a row, the sequence sizes only when a sequence backbone is.
+    """
     modes = [m for m in AGENT_MODES if rows and m in rows[0]]
-    lines = [f"Agent updates/s, device {device}, {threads} torch thread(s), {cfg.updates} timed "
-             f"updates after {cfg.warmup} warm-up; MLP: batch {cfg.mlp_batch}, width "
-             f"{cfg.mlp_width}; sequence: batch {cfg.batch} x window {cfg.window}, d_model "
-             f"{cfg.d_model}, head {cfg.head}",
-             "| agent | " + " | ".join(f"{m} upd/s" for m in modes)
-             + (" | bf16 / fp32 | compile / fp32 | compile warm-up s |" if "compile" in modes
-                else " |"),
-             "|---|" + "---:|" * len(modes) + ("---:|---:|---:|" if "compile" in modes else "")]
+    names = [str(r["backbone"]) for r in rows]
+    sizes = []
+    if "mlp" in names:
+        sizes.append(f"MLP: batch {cfg.mlp_batch}, width {cfg.mlp_width}")
+    if any(name != "mlp" for name in names):
+        sizes.append(f"sequence: batch {cfg.batch} x window {cfg.window}, d_model {cfg.d_model}, "
+                     f"head {cfg.head}")
     gru = next((r for r in rows if r["backbone"] == "gru"), None)
-    if gru is not None:
-        lines[1] = lines[1].rstrip(" |") + " | fp32 / gru fp32 |"
-        lines[2] += "---:|"
+    ratios = [(f"{m} / fp32", m) for m in ("bf16", "compile") if m in modes and "fp32" in modes]
+    heads = [f"{m} upd/s" for m in modes] + [head for head, _ in ratios]
+    heads += ["compile warm-up s"] if "compile" in modes else []
+    heads += ["fp32 / gru fp32"] if gru is not None and "fp32" in modes else []
+    lines = ["; ".join([f"Agent updates/s, device {device}, {threads} torch thread(s), "
+                        f"{cfg.updates} timed updates after {cfg.warmup} warm-up", *sizes]),
+             "| agent | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
     for r in rows:
-        cells = [f"{r[m]:.1f}" for m in modes]
+        cells = {f"{m} upd/s": f"{r[m]:.1f}" for m in modes}
+        cells |= {head: f"{r[m] / r['fp32']:.2f}x" for head, m in ratios}
         if "compile" in modes:
-            bf16 = f"{r['bf16'] / r['fp32']:.2f}x" if "bf16" in r else "-"
-            note = "" if r.get("compiled") == "yes" else " (eager fallback)"
-            cells += [bf16, f"{r['compile'] / r['fp32']:.2f}x{note}", f"{r['compile_s']:.0f}"]
-        if gru is not None:
-            cells.append(f"{r['fp32'] / gru['fp32']:.2f}x" if "fp32" in r else "-")
-        lines.append(f"| {r['backbone']} | " + " | ".join(cells) + " |")
+            cells["compile warm-up s"] = f"{r['compile_s']:.0f}"
+            if r["compiled"] != "yes":
+                noted = "compile / fp32" if "compile / fp32" in cells else "compile upd/s"
+                cells[noted] += " (eager fallback)"
+        if "fp32 / gru fp32" in heads:
+            cells["fp32 / gru fp32"] = f"{r['fp32'] / gru['fp32']:.2f}x"
+        lines.append(f"| {r['backbone']} | " + " | ".join(cells[head] for head in heads) + " |")
     return "\n".join(lines)
 
 

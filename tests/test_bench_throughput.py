@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,3 +70,65 @@ def test_the_sb3_column_without_sb3_installed_names_the_extra_and_the_flag():
     assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
     assert "needs stable-baselines3, which is not installed: pip install -e '.[bench]', or " \
            "leave SB3 out with --skip-sb3" in out.stderr
+
+
+def _agent_rows(modes, backbones=("mlp", "gru"), compiled="yes"):
+    """Rows as ``agent_table`` makes them: gru at 100 upd/s in fp32, mlp at 200; bf16 at 1.5x
+    and compile at 2x of fp32; the compile warm-up 7 s."""
+    rows = []
+    for name in backbones:
+        fp32 = 100.0 if name == "gru" else 200.0
+        row = {"backbone": name}
+        row |= {m: {"fp32": fp32, "bf16": 1.5 * fp32, "compile": 2 * fp32}[m] for m in modes}
+        if "compile" in modes:
+            row |= {"compile_s": 7.0, "compiled": compiled}
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("modes, heads, gru_cells", [
+    (["compile"], "compile upd/s | compile warm-up s", "200.0 | 7"),
+    (["bf16", "compile"], "bf16 upd/s | compile upd/s | compile warm-up s", "150.0 | 200.0 | 7"),
+    (["fp32", "bf16"], "fp32 upd/s | bf16 upd/s | bf16 / fp32 | fp32 / gru fp32",
+     "100.0 | 150.0 | 1.50x | 1.00x"),
+    (["fp32", "compile"], "fp32 upd/s | compile upd/s | compile / fp32 | compile warm-up s | "
+     "fp32 / gru fp32", "100.0 | 200.0 | 2.00x | 7 | 1.00x"),
+    (["fp32", "bf16", "compile"], "fp32 upd/s | bf16 upd/s | compile upd/s | bf16 / fp32 | "
+     "compile / fp32 | compile warm-up s | fp32 / gru fp32",
+     "100.0 | 150.0 | 200.0 | 1.50x | 2.00x | 7 | 1.00x"),
+])
+def test_the_agent_table_has_the_ratio_columns_of_the_modes_that_ran(modes, heads, gru_cells):
+    throughput = _throughput_module()
+    cfg = throughput.AgentBenchConfig()
+    table = throughput.format_agent_table(_agent_rows(modes), cfg, torch.device("cpu"), 1)
+    lines = table.splitlines()
+    assert lines[1] == f"| agent | {heads} |"
+    assert lines[2] == "|---|" + "---:|" * (heads.count("|") + 1)
+    assert lines[4] == f"| gru | {gru_cells} |"
+    assert "-" not in lines[3].replace("| mlp |", "")
+
+
+@pytest.mark.parametrize("modes, gru_cells", [
+    (["fp32", "compile"], "100.0 | 200.0 | 2.00x (eager fallback) | 7 | 1.00x"),
+    (["compile"], "200.0 (eager fallback) | 7"),
+])
+def test_a_compile_that_fell_back_to_eager_is_noted_in_the_agent_table(modes, gru_cells):
+    throughput = _throughput_module()
+    rows = _agent_rows(modes, compiled="eager")
+    table = throughput.format_agent_table(rows, throughput.AgentBenchConfig(),
+                                          torch.device("cpu"), 1)
+    assert table.splitlines()[4] == f"| gru | {gru_cells} |"
+
+
+@pytest.mark.parametrize("backbones, sizes", [
+    (["mlp", "gru"], "; MLP: batch 256, width 256; sequence: batch 32 x window 64, d_model 128, "
+     "head 256"),
+    (["gru"], "; sequence: batch 32 x window 64, d_model 128, head 256"),
+    (["mlp"], "; MLP: batch 256, width 256"),
+])
+def test_the_agent_table_header_gives_the_sizes_of_the_agents_in_it(backbones, sizes):
+    throughput = _throughput_module()
+    table = throughput.format_agent_table(_agent_rows(["fp32"], backbones),
+                                          throughput.AgentBenchConfig(), torch.device("cpu"), 1)
+    assert table.splitlines()[0] == ("Agent updates/s, device cpu, 1 torch thread(s), 10 timed "
+                                     f"updates after 3 warm-up{sizes}")
