@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from argchecks import require_device, require_positive  # bench/argchecks.py (same folder)
 from torch import nn
 
 from agents import train
@@ -377,15 +378,17 @@ def format_loop_table(rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command-line options, each bad value refused with a parser error (exit 2)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--envs", nargs="+", default=["Pendulum-v1", "HalfCheetah-v5"])
     p.add_argument("--warmup", type=int, default=1000,
                    help="env steps before the timed ones (a positive multiple of 500)")
     p.add_argument("--steps", type=int, default=3000,
                    help="timed env steps (a positive multiple of 500)")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="torch threads (a positive integer)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--skip-sb3", action="store_true")
     p.add_argument("--rounds", type=int, default=1,
                    help="alternate the loops this many times and report medians")
@@ -395,18 +398,25 @@ def main() -> None:
                    help="print the agent table (fp32 / bf16 / compiled updates/s) instead")
     p.add_argument("--backbones", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
     p.add_argument("--modes", nargs="+", default=list(AGENT_MODES), choices=AGENT_MODES)
-    p.add_argument("--updates", type=int, default=AgentBenchConfig.updates)
+    p.add_argument("--updates", type=int, default=AgentBenchConfig.updates,
+                   help="--sequence: timed updates per cell (a positive integer)")
     p.add_argument("--windows", type=int, nargs="+", default=[AgentBenchConfig.window],
-                   help="--sequence: window lengths L (one table each)")
-    a = p.parse_args()
-    if a.rounds < 1:
-        p.error(f"--rounds must be a positive integer, got {a.rounds}")
+                   help="--sequence: window lengths L (positive integers, one table each)")
+    a = p.parse_args(argv)
+    require_positive(p, a, "--rounds", "--threads", "--updates", "--windows")
     for name in ("warmup", "steps"):  # our loop logs a row every 500 steps
         if not a.sequence and (getattr(a, name) <= 0 or getattr(a, name) % 500):
             p.error(f"--{name} must be a positive multiple of 500, got {getattr(a, name)}")
+    require_device(p, a.device)
     if not a.sequence and not a.skip_sb3 and importlib.util.find_spec("stable_baselines3") is None:
         p.error("the SB3 column needs stable-baselines3, which is not installed: pip install -e "
                 "'.[bench]', or leave SB3 out with --skip-sb3")
+    return a
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the loop table, or with ``--sequence`` the agent tables."""
+    a = parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.sequence:
         device = torch.device(a.device)

@@ -1,7 +1,13 @@
-"""Test helpers: the agent's losses called the way ``DDPG.update`` calls them, and a
-sequence buffer built from plain sizes."""
+"""Test helpers: the agent's losses called the way ``DDPG.update`` calls them, a sequence
+buffer built from plain sizes, and the bench scripts imported as modules."""
 
 from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -57,3 +63,17 @@ def losses_of(agent: DDPG, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Te
     """(critic loss, actor loss) of ``batch`` at the agent's current parameters."""
     closs, _, enc = critic_loss(agent, batch, td_target(agent, batch))
     return closs, actor_loss(agent, batch, enc)
+
+
+@functools.cache
+def bench_script(name: str) -> ModuleType:
+    """``bench/NAME.py`` imported as the module ``bench_NAME``, with bench/ on the path for its
+    imports of the modules beside it (as when it runs as ``python bench/NAME.py``)."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    if str(bench) not in sys.path:
+        sys.path.append(str(bench))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", bench / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import bench_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,13 +24,7 @@ def test_sizes_that_our_loop_cannot_time_are_refused_at_once(flags, said):
 
 
 def _throughput_module():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_throughput",
-                                                  ROOT / "bench" / "throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("throughput")
 
 
 def test_the_loop_table_leaves_the_sb3_cells_empty_when_sb3_was_skipped():
@@ -132,3 +127,33 @@ def test_the_agent_table_header_gives_the_sizes_of_the_agents_in_it(backbones, s
                                           throughput.AgentBenchConfig(), torch.device("cpu"), 1)
     assert table.splitlines()[0] == ("Agent updates/s, device cpu, 1 torch thread(s), 10 timed "
                                      f"updates after 3 warm-up{sizes}")
+
+
+def _refusal(parse_args, argv, capsys) -> str:
+    """What ``parse_args(argv)`` says on stderr as it exits 2."""
+    with pytest.raises(SystemExit) as exit:
+        parse_args(argv)
+    assert exit.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--sequence", "--updates", "0"], "--updates must be a positive integer, got 0"),
+    (["--sequence", "--updates", "-3"], "--updates must be a positive integer, got -3"),
+    (["--sequence", "--windows", "0"], "--windows must be positive integers, got 0"),
+    (["--sequence", "--windows", "64", "-4"], "--windows must be positive integers, got 64 -4"),
+    (["--sequence", "--threads", "0"], "--threads must be a positive integer, got 0"),
+    (["--skip-sb3", "--threads", "0"], "--threads must be a positive integer, got 0"),
+    (["--sequence", "--device", "bogus"], "--device must be cpu, cuda or cuda:N, got 'bogus'"),
+    (["--skip-sb3", "--device", "meta"], "--device must be cpu, cuda or cuda:N, got 'meta'"),
+])
+def test_values_the_benchmark_cannot_run_are_refused_naming_the_flag(argv, said, capsys):
+    assert said in _refusal(_throughput_module().parse_args, argv, capsys)
+
+
+@pytest.mark.parametrize("argv", [["--sequence"], ["--skip-sb3"]])
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_a_cuda_device_is_refused_where_there_is_none(argv, device, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    said = _refusal(_throughput_module().parse_args, [*argv, "--device", device], capsys)
+    assert f"--device {device} asked for, but no CUDA device is available" in said

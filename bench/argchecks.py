@@ -1,0 +1,45 @@
+"""Checks of command-line values shared by the bench scripts.
+
+Each refuses a bad value with ``parser.error`` (exit 2, no traceback), naming the flag, the value
+and what was expected. The scripts import this module as ``argchecks``: run as
+``python bench/SCRIPT.py``, their folder is on the path.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                     *flags: str) -> None:
+    """Refuse the first of ``flags`` (option strings such as ``"--batch"``) whose value, or one
+    of whose values for a list flag, is not a positive integer. A flag whose value is ``None``
+    (not given, no default) is skipped."""
+    for flag in flags:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if isinstance(value, list):
+            if any(v <= 0 for v in value):
+                parser.error(f"{flag} must be positive integers, got {' '.join(map(str, value))}")
+        elif value is not None and value <= 0:
+            parser.error(f"{flag} must be a positive integer, got {value}")
+
+
+def require_device(parser: argparse.ArgumentParser, name: str,
+                   flag: str = "--device") -> torch.device:
+    """The torch device ``name`` (``cpu``, ``cuda`` or ``cuda:N``); refuses another string and a
+    CUDA device this machine does not have."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        parser.error(f"{flag} must be cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"{flag} {name} asked for, but no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        parser.error(f"{flag} {name} asked for, but this machine has "
+                     f"{torch.cuda.device_count()} CUDA device(s): expected an index below "
+                     f"{torch.cuda.device_count()}")
+    return device
