@@ -5,7 +5,7 @@
     python bench/throughput.py --threads 1 --precision fp32 bf16   # also bf16 autocast
     python bench/throughput.py --threads 1 --precision fp32 bf16 --rounds 3   # medians
     python bench/throughput.py --sequence              # agent updates/s: fp32, bf16, compiled
-    python bench/throughput.py --sequence --modes fp32 --windows 64 256   # and / the GRU's
+    python bench/throughput.py --sequence --modes fp32 --windows 64 256  # fp32 at L = 64, 256
 
 All three use the same networks (two hidden layers of 256: the encoder layer and one head layer;
 the action enters the critic after its first layer, as in the DDPG paper), batch 256 and one
@@ -22,7 +22,13 @@ gradient update per env step. Timing starts after the warm-up (random actions, n
 random batches, for the MLP agent (batch 256 transitions, width 256) and each sequence
 backbone's agent (batch 32 windows of 64 steps, d_model 128, head 256, previous actions as
 inputs), in fp32, bf16 autocast and fp32 with ``--compile`` (compile time excluded, shown
-apart). ``agent_table`` and ``format_agent_table`` are reused by ``bench/gpu_check.py``.
+apart), with the ratios bf16 / fp32 and compile / fp32 and each agent's fp32 / the GRU's fp32
+where fp32 ran (and gru for the last); one table per window length of ``--windows``.
+``agent_table`` and ``format_agent_table`` are reused by ``bench/gpu_check.py``.
+
+``--envs``, ``--warmup``, ``--steps``, ``--rounds``, ``--precision`` and ``--skip-sb3`` set the
+loop table, ``--backbones``, ``--modes``, ``--updates`` and ``--windows`` the agent table (each
+is refused with the other table); ``--threads`` and ``--device`` set both.
 """
 
 from __future__ import annotations
@@ -378,31 +384,74 @@ def format_loop_table(rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+LOOP_DEFAULTS: dict[str, object] = {
+    "envs": ["Pendulum-v1", "HalfCheetah-v5"], "warmup": 1000, "steps": 3000, "rounds": 1,
+    "precision": ["fp32"], "skip_sb3": False}
+"""Flags of the loop table (without ``--sequence``) and their defaults."""
+SEQUENCE_DEFAULTS: dict[str, object] = {
+    "backbones": list(BACKBONE_NAMES), "modes": list(AGENT_MODES),
+    "updates": AgentBenchConfig.updates, "windows": [AgentBenchConfig.window]}
+"""Flags of the agent table (``--sequence``) and their defaults."""
+
+
+def _flag(name: str) -> str:
+    """The option string of the argparse destination ``name`` (``skip_sb3`` -> ``--skip-sb3``)."""
+    return "--" + name.replace("_", "-")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command-line options, each bad value refused with a parser error (exit 2)."""
+    """The command-line options, each bad value refused with a parser error (exit 2).
+
+    The flags of one table are refused with the other (:data:`LOOP_DEFAULTS`,
+    :data:`SEQUENCE_DEFAULTS`): they default to ``None`` so that a given one is told from one
+    left out, and get their defaults after that check.
+    """
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--envs", nargs="+", default=["Pendulum-v1", "HalfCheetah-v5"])
-    p.add_argument("--warmup", type=int, default=1000,
-                   help="env steps before the timed ones (a positive multiple of 500)")
-    p.add_argument("--steps", type=int, default=3000,
-                   help="timed env steps (a positive multiple of 500)")
+    p.add_argument("--envs", nargs="+",
+                   help="loop table: Gymnasium env ids (default: Pendulum-v1 HalfCheetah-v5)")
+    p.add_argument("--warmup", type=int,
+                   help="loop table: env steps before the timed ones, a positive multiple of 500 "
+                   "(default: 1000)")
+    p.add_argument("--steps", type=int,
+                   help="loop table: timed env steps, a positive multiple of 500 (default: 3000)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                   help="torch threads (a positive integer)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--skip-sb3", action="store_true")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="alternate the loops this many times and report medians")
-    p.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32"],
-                   help="precisions of our loop (and of the bare loop it is compared with)")
+                   help="both tables: torch threads, a positive integer (default: torch's, "
+                   "%(default)s here)")
+    p.add_argument("--device", default="cpu",
+                   help="both tables: cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--skip-sb3", action="store_true", default=None,
+                   help="loop table: leave out SB3 (its columns show -)")
+    p.add_argument("--rounds", type=int,
+                   help="loop table: alternate the loops this many times and report medians "
+                   "(default: 1)")
+    p.add_argument("--precision", nargs="+", choices=("fp32", "bf16"),
+                   help="loop table: precisions of our loop and of the bare loops it is compared "
+                   "with (default: fp32)")
     p.add_argument("--sequence", action="store_true",
-                   help="print the agent table (fp32 / bf16 / compiled updates/s) instead")
-    p.add_argument("--backbones", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
-    p.add_argument("--modes", nargs="+", default=list(AGENT_MODES), choices=AGENT_MODES)
-    p.add_argument("--updates", type=int, default=AgentBenchConfig.updates,
-                   help="--sequence: timed updates per cell (a positive integer)")
-    p.add_argument("--windows", type=int, nargs="+", default=[AgentBenchConfig.window],
-                   help="--sequence: window lengths L (positive integers, one table each)")
+                   help="print the agent table (agent updates/s by backbone and mode) instead of "
+                   "the loop table")
+    p.add_argument("--backbones", nargs="+", choices=BACKBONE_NAMES,
+                   help="--sequence: the agents, one row each (default: all)")
+    p.add_argument("--modes", nargs="+", choices=AGENT_MODES,
+                   help="--sequence: fp32, bf16 autocast, fp32 compiled; one column each "
+                   "(default: all three)")
+    p.add_argument("--updates", type=int,
+                   help=f"--sequence: timed updates per cell, a positive integer (default: "
+                   f"{AgentBenchConfig.updates})")
+    p.add_argument("--windows", type=int, nargs="+",
+                   help=f"--sequence: window lengths L of the sequence agents, positive integers, "
+                   f"one table each (default: {AgentBenchConfig.window})")
     a = p.parse_args(argv)
+    other, table = ((LOOP_DEFAULTS, "the loop table, not to --sequence") if a.sequence
+                    else (SEQUENCE_DEFAULTS, "--sequence (the agent table), not to the loop table"))
+    if given := [_flag(name) for name in other if getattr(a, name) is not None]:
+        p.error(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to {table}")
+    if a.windows is not None and a.backbones is not None and set(a.backbones) == {"mlp"}:
+        p.error("--windows sets the window of the sequence agents, and --backbones mlp has none: "
+                "leave --windows out or add a sequence backbone")
+    for name, default in {**LOOP_DEFAULTS, **SEQUENCE_DEFAULTS}.items():
+        if getattr(a, name) is None:
+            setattr(a, name, copy.copy(default))
     require_positive(p, a, "--rounds", "--threads", "--updates", "--windows")
     for name in ("warmup", "steps"):  # our loop logs a row every 500 steps
         if not a.sequence and (getattr(a, name) <= 0 or getattr(a, name) % 500):

@@ -157,3 +157,41 @@ def test_a_cuda_device_is_refused_where_there_is_none(argv, device, capsys, monk
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     said = _refusal(_throughput_module().parse_args, [*argv, "--device", device], capsys)
     assert f"--device {device} asked for, but no CUDA device is available" in said
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--sequence", "--precision", "bf16", "--envs", "Pendulum-v1"],
+     "--envs, --precision apply to the loop table, not to --sequence"),
+    (["--sequence", "--skip-sb3"], "--skip-sb3 applies to the loop table, not to --sequence"),
+    (["--sequence", "--warmup", "1000", "--steps", "3000", "--rounds", "1"],
+     "--warmup, --steps, --rounds apply to the loop table, not to --sequence"),
+    (["--skip-sb3", "--backbones", "gru", "--modes", "fp32"],
+     "--backbones, --modes apply to --sequence (the agent table), not to the loop table"),
+    (["--skip-sb3", "--updates", "10", "--windows", "64"],
+     "--updates, --windows apply to --sequence (the agent table), not to the loop table"),
+    (["--sequence", "--backbones", "mlp", "--windows", "64", "256"],
+     "--windows sets the window of the sequence agents, and --backbones mlp has none"),
+])
+def test_flags_of_the_table_not_printed_are_refused_even_at_their_defaults(argv, said, capsys):
+    assert said in _refusal(_throughput_module().parse_args, argv, capsys)
+
+
+def test_the_flags_left_out_take_their_defaults():
+    throughput = _throughput_module()
+    sequence, loop = throughput.parse_args(["--sequence"]), throughput.parse_args(["--skip-sb3"])
+    for a in (sequence, loop):
+        assert (a.envs, a.warmup, a.steps, a.rounds) == (["Pendulum-v1", "HalfCheetah-v5"], 1000,
+                                                         3000, 1)
+        assert (a.backbones, a.modes, a.updates, a.windows) == (
+            list(throughput.BACKBONE_NAMES), ["fp32", "bf16", "compile"], 10, [64])
+        assert a.precision == ["fp32"]
+    assert sequence.skip_sb3 is False and loop.skip_sb3 is True
+
+
+def test_every_example_of_the_docstring_is_accepted():
+    throughput = _throughput_module()
+    examples = [line.split("#")[0].split()[2:] for line in throughput.__doc__.splitlines()
+                if line.strip().startswith("python bench/throughput.py")]
+    assert len(examples) == 6
+    for argv in examples:
+        throughput.parse_args(argv if "--sequence" in argv else [*argv, "--skip-sb3"])
