@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from argchecks import require_device, require_positive  # bench/argchecks.py (same folder)
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -264,29 +265,46 @@ def mamba_scan_lines(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+SIZE_FLAGS = ("--lengths", "--batch", "--d-model", "--d-in", "--n-layers", "--context",
+              "--repeats")
+"""Flags that take positive integers."""
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options of the benchmark."""
+    """Command-line options of the benchmark, each bad value refused with a parser error (exit 2):
+    a size that is not a positive integer, sizes the config of a family to run refuses, CUDA
+    without a CUDA device."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--d-in", type=int, default=32)
-    p.add_argument("--n-layers", type=int, default=2)
-    p.add_argument("--context", type=int, default=64, help="transformer window K")
+    p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024],
+                   help="sequence lengths T, positive integers")
+    p.add_argument("--batch", type=int, default=32, help="batch size B, a positive integer")
+    p.add_argument("--d-model", type=int, default=128, help="model width, a positive integer")
+    p.add_argument("--d-in", type=int, default=32, help="input width, a positive integer")
+    p.add_argument("--n-layers", type=int, default=2, help="layers, a positive integer")
+    p.add_argument("--context", type=int, default=64,
+                   help="transformer window K, a positive integer")
     p.add_argument("--families", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed calls per median, a positive integer")
     p.add_argument("--scan-only", action="store_true",
                    help="print only the Mamba scan lines (sequential vs parallel, exp floor)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    require_positive(p, args, *SIZE_FLAGS)
+    for name in [] if args.scan_only else args.families:
+        try:
+            make_config(name, args.d_model, args.n_layers, args.context, False)
+        except ValueError as err:
+            p.error(f"{name} at --d-model {args.d_model}, --n-layers {args.n_layers}, --context "
+                    f"{args.context}: {err}")
+    require_device(p, args.device)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> str:
     """Run the benchmark and print (and return) the table."""
     args = parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda asked for, but no CUDA device is available")
     if args.scan_only:
         lines = "\n".join(mamba_scan_lines(args))
         print(lines)

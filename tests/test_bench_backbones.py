@@ -1,0 +1,43 @@
+"""bench/backbones.py refuses bad sizes and a missing CUDA device before anything is built."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import bench_script
+
+
+def _refusal(argv, capsys) -> str:
+    """What ``parse_args(argv)`` of bench/backbones.py says on stderr as it exits 2."""
+    with pytest.raises(SystemExit) as exit:
+        bench_script("backbones").parse_args(argv)
+    assert exit.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--batch", "--d-model", "--d-in", "--n-layers", "--context",
+                                  "--repeats"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_size_that_is_not_a_positive_integer_is_refused(flag, value, capsys):
+    said = _refusal([flag, value], capsys)
+    assert f"{flag} must be a positive integer, got {value}" in said
+
+
+@pytest.mark.parametrize("lengths", [["0"], ["16", "-8"]])
+def test_a_length_that_is_not_a_positive_integer_is_refused(lengths, capsys):
+    said = _refusal(["--lengths", *lengths], capsys)
+    assert f"--lengths must be positive integers, got {' '.join(lengths)}" in said
+
+
+def test_sizes_a_family_cannot_be_built_at_are_refused_naming_the_family(capsys):
+    said = _refusal(["--families", "gru", "transformer", "--d-model", "6"], capsys)
+    assert ("transformer at --d-model 6, --n-layers 2, --context 64: d_model must be divisible "
+            "by n_heads, got d_model=6, n_heads=4") in said
+    gru_only = bench_script("backbones").parse_args(["--families", "gru", "--d-model", "6"])
+    assert gru_only.d_model == 6
+
+
+def test_cuda_without_a_cuda_device_is_refused(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    said = _refusal(["--device", "cuda"], capsys)
+    assert "--device cuda asked for, but no CUDA device is available" in said
