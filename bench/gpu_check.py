@@ -31,13 +31,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 import torch
-from backbones import (  # bench/backbones.py (this script's folder is on the path)
+from argchecks import require_positive  # bench/argchecks.py (this script's folder is on the path)
+from backbones import (  # bench/backbones.py
     format_table,
     make_config,
     mamba_scan_lines,
-    parse_args,
     run_benchmark,
 )
+from backbones import parse_args as benchmark_args
 from throughput import (  # bench/throughput.py
     ACT_DIM,
     OBS_DIM,
@@ -320,17 +321,28 @@ def mlp_vs_bare_report(device: torch.device, updates: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the checks and the benchmark; returns the exit code."""
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command-line options, each bad value refused with a parser error (exit 2), with or
+    without a CUDA device."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--allow-cpu", action="store_true", help="run on the CPU (tests this script)")
-    p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
+    p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024],
+                   help="sequence lengths of the benchmark table, positive integers")
     p.add_argument("--families", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
     p.add_argument("--agent-families", nargs="*", default=list(BACKBONE_NAMES),
                    choices=BACKBONE_NAMES, help="agents of the agent table (none: skip it)")
-    p.add_argument("--agent-updates", type=int, default=50, help="timed updates per cell")
-    p.add_argument("--memory-window", type=int, default=1024)
+    p.add_argument("--agent-updates", type=int, default=50,
+                   help="timed updates per cell, a positive integer")
+    p.add_argument("--memory-window", type=int, default=1024,
+                   help="window of the peak-memory table, a positive integer")
     args = p.parse_args(argv)
+    require_positive(p, args, "--lengths", "--agent-updates", "--memory-window")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the checks and the benchmark; returns the exit code."""
+    args = parse_args(argv)
     if torch.cuda.is_available():
         device = torch.device("cuda")
         print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
@@ -352,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sdpa_report(device)
 
     print("\n== benchmark")
-    bench = parse_args(
+    bench = benchmark_args(
         [
             "--device",
             device.type,
