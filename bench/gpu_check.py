@@ -20,7 +20,7 @@ Example::
 
     python bench/gpu_check.py                 # on a CUDA machine, a few minutes
     python bench/gpu_check.py --allow-cpu --lengths 32 --families mlp gru transformer
-    python bench/gpu_check.py --allow-cpu --lengths 32 --families mlp --agent-families mlp gru \
+    python bench/gpu_check.py --allow-cpu --lengths 32 --families mlp --agent-families mlp gru \\
         --agent-updates 2 --memory-window 64
 """
 

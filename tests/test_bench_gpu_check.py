@@ -21,3 +21,11 @@ def test_bad_values_are_refused_before_the_device_is_looked_at(argv, said, cpu, 
         bench_script("gpu_check").main([*cpu, *argv])
     out = capsys.readouterr()
     assert exit.value.code == 2 and said in out.err and "skipped" not in out.out
+
+
+def test_the_help_breaks_the_long_example_with_a_shell_line_continuation(capsys):
+    with pytest.raises(SystemExit) as exit:
+        bench_script("gpu_check").main(["--help"])
+    assert exit.value.code == 0
+    assert ("--agent-families mlp gru \\\n        --agent-updates 2 --memory-window 64\n"
+            in capsys.readouterr().out)
