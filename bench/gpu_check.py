@@ -7,11 +7,17 @@
    with ``sdpa_kernel``) and which attention kernels a profiled forward and step launch
    (FlashAttention shows up as a kernel name containing ``flash``).
 3. The agent (``agents.ddpg.DDPG``): that an update makes no host-device sync
-   (``torch.cuda.set_sync_debug_mode("error")``, fp32 / bf16 / fp16 / compiled); the agent table
-   of ``bench/throughput.py --sequence`` (updates/s in fp32, bf16 and compiled); the peak memory
-   of one update with and without gradient checkpointing at window 1024 (transformer, mamba,
-   gru); and updates/s of the MLP agent against the plain eager update ``bench_bare``.
-4. The table of ``bench/backbones.py`` on cuda in bf16, printed last.
+   (``torch.cuda.set_sync_debug_mode("error")``, fp32 / bf16 / fp16 / compiled; for those of
+   mlp, gru, transformer and mamba in ``--agent-families``); the agent table of
+   ``bench/throughput.py --sequence`` (updates/s in fp32, bf16 and compiled); the peak memory
+   of one update with and without gradient checkpointing at window ``--memory-window`` (the
+   sequence backbones in ``--agent-families``); and updates/s of the MLP agent against the
+   plain eager update ``bench_bare`` (where mlp is in ``--agent-families``).
+4. The table of ``bench/backbones.py`` on cuda in bf16.
+
+The checks (1, 2 and the no-sync check of 3) print as they run, then one summary line (all
+checks PASS, or the checks that failed); the tables of 3 and 4 follow it, each under its
+header, the table of ``bench/backbones.py`` last.
 
 Exits 0 with "no CUDA device; skipped" where there is no GPU, 1 if a check failed.
 ``--allow-cpu`` runs everything on the CPU instead, to test this script without a GPU.
@@ -219,11 +225,17 @@ def _without_sync(fn: Callable[[], object]) -> tuple[bool, str]:
         torch.cuda.set_sync_debug_mode("default")
 
 
+SYNC_FAMILIES = ("mlp", "gru", "transformer", "mamba")
+"""Agents of the no-sync check (those of them in ``--agent-families``): one of each kind."""
+
+
 def sync_check(device: torch.device, families: Sequence[str], report: Report) -> None:
     """An agent update (after a warm-up) runs with CUDA's sync debug mode set to ``error``:
     no ``.item()``, no host copy, no ``if tensor:``; in every precision and compiled. Replay
     sampling (transitions, and windows starting anywhere) is checked the same way."""
-    print("\n== agent update without host-device syncs (torch.cuda.set_sync_debug_mode)")
+    print(f"\n== agent update without host-device syncs (torch.cuda.set_sync_debug_mode): "
+          f"{', '.join(families) or 'no agent'} (of {', '.join(SYNC_FAMILIES)}, those in "
+          f"--agent-families); replay sampling")
     if device.type != "cuda":
         print("  skipped: needs CUDA")
         return
@@ -266,25 +278,30 @@ def _filled_buffers(device: torch.device) -> list[tuple[str, ReplayBuffer | Sequ
 
 
 def agent_speed_report(device: torch.device, families: Sequence[str], updates: int) -> str:
-    """The agent table of ``bench/throughput.py --sequence`` on ``device``."""
-    print(f"\n== agent updates/s on {device} (fp32, bf16, compiled)")
+    """The agent table of ``bench/throughput.py --sequence`` on ``device``, under its header."""
     cfg = AgentBenchConfig(updates=updates, warmup=5)
     rows = agent_table(device, cfg, families)
-    return format_agent_table(rows, cfg, device, torch.get_num_threads())
+    return (f"== agent updates/s on {device} (fp32, bf16, compiled)\n"
+            + format_agent_table(rows, cfg, device, torch.get_num_threads()))
 
 
-def checkpoint_memory_report(device: torch.device, window: int,
-                             families: Sequence[str] = ("transformer", "mamba", "gru")) -> str:
-    """Peak memory of one bf16 agent update with gradient checkpointing off and on.
+def checkpoint_memory_report(device: torch.device, window: int, families: Sequence[str]) -> str:
+    """Peak memory of one bf16 agent update with gradient checkpointing off and on, for the
+    sequence backbones among ``families`` (the MLP has no window to checkpoint).
 
     Returns:
-        A Markdown table (empty note without CUDA).
+        The section: its header, then a Markdown table or why it was skipped.
     """
-    print(f"\n== peak memory of an agent update, window {window}, checkpointing off / on")
+    families = [name for name in families if name != "mlp"]
+    header = (f"== peak memory of an agent update, window {window}, checkpointing off / on: "
+              f"{', '.join(families) or 'none'} (the sequence backbones in --agent-families)")
+    if not families:
+        return f"{header}\n  skipped: no sequence backbone in --agent-families"
     if device.type != "cuda":
-        return "peak memory: skipped (needs CUDA)"
+        return f"{header}\n  skipped: needs CUDA"
     cfg = AgentBenchConfig(window=window, n_layers=2)
-    lines = [f"Peak memory of one agent update (bf16, batch {cfg.batch} x window {window}, "
+    lines = [header,
+             f"Peak memory of one agent update (bf16, batch {cfg.batch} x window {window}, "
              f"d_model {cfg.d_model}, {cfg.n_layers} layers, head {cfg.head})",
              "| backbone | off MiB | on MiB | on / off |", "|---|---:|---:|---:|"]
     for name in families:
@@ -302,23 +319,43 @@ def checkpoint_memory_report(device: torch.device, window: int,
             del agent, batch
             torch.cuda.empty_cache()
         lines.append(f"| {name} | {peaks[0]:.0f} | {peaks[1]:.0f} | {peaks[1] / peaks[0]:.2f} |")
-        print(f"  {name}: {peaks[0]:.0f} MiB off, {peaks[1]:.0f} MiB on")
+        print(f"  {name}: {peaks[0]:.0f} MiB off, {peaks[1]:.0f} MiB on", file=sys.stderr)
     return "\n".join(lines)
 
 
-def mlp_vs_bare_report(device: torch.device, updates: int) -> str:
+def mlp_vs_bare_report(device: torch.device, updates: int, families: Sequence[str]) -> str:
     """Updates/s of the MLP agent (eager fp32, bf16, compiled) and of ``bench_bare``, batch 256
-    and two 256-wide layers in both, on the same device."""
-    print(f"\n== MLP agent vs the plain eager update (bench_bare) on {device}")
+    and two 256-wide layers in both, on the same device, where mlp is among ``families``.
+
+    Returns:
+        The section: its header, then a Markdown table or why it was skipped.
+    """
+    header = f"== MLP agent vs the plain eager update (bench_bare) on {device}"
+    if "mlp" not in families:
+        return f"{header}\n  skipped: mlp is not in --agent-families"
     cfg = AgentBenchConfig(updates=updates, warmup=20)
     bare = bench_bare(OBS_DIM, ACT_DIM, updates, device.type)
-    lines = [f"MLP DDPG updates/s on {device}, batch {cfg.mlp_batch}, {updates} timed updates",
+    lines = [header,
+             f"MLP DDPG updates/s on {device}, batch {cfg.mlp_batch}, {updates} timed updates",
              "| update | updates/s | / bare |", "|---|---:|---:|",
              f"| bench_bare (plain eager) | {bare:.0f} | 1.00x |"]
     for mode in ("fp32", "bf16", "compile"):
         ups, _ = bench_agent_update("mlp", mode, cfg, device)
         lines.append(f"| ours {mode} | {ups:.0f} | {ups / bare:.2f}x |")
     return "\n".join(lines)
+
+
+def benchmark_report(device: torch.device, lengths: Sequence[int],
+                     families: Sequence[str]) -> str:
+    """The table of ``bench/backbones.py`` in bf16 on ``device`` under its header, after the
+    Mamba scan lines where mamba is among ``families``."""
+    bench = benchmark_args(["--device", device.type, "--dtype", "bf16",
+                            "--lengths", *map(str, lengths), "--families", *families])
+    rows, _ = run_benchmark(bench)
+    lines = [f"== benchmark: bench/backbones.py on {device.type} in bf16"]
+    if "mamba" in families:
+        lines += mamba_scan_lines(bench)
+    return "\n".join([*lines, format_table(rows, bench)])
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -330,7 +367,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="sequence lengths of the benchmark table, positive integers")
     p.add_argument("--families", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
     p.add_argument("--agent-families", nargs="*", default=list(BACKBONE_NAMES),
-                   choices=BACKBONE_NAMES, help="agents of the agent table (none: skip it)")
+                   choices=BACKBONE_NAMES,
+                   help="agents of the agent table, of the no-sync check (those of mlp, gru,\n"
+                   "transformer, mamba), of the peak-memory table (the sequence ones) and of\n"
+                   "the MLP vs bench_bare table (mlp); none: skip all four")
     p.add_argument("--agent-updates", type=int, default=50,
                    help="timed updates per cell, a positive integer")
     p.add_argument("--memory-window", type=int, default=1024,
@@ -363,35 +403,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "transformer" in args.families:
         sdpa_report(device)
 
-    print("\n== benchmark")
-    bench = benchmark_args(
-        [
-            "--device",
-            device.type,
-            "--dtype",
-            "bf16",
-            "--lengths",
-            *map(str, args.lengths),
-            "--families",
-            *args.families,
-        ]
-    )
-    rows, _ = run_benchmark(bench)
-    if "mamba" in args.families:
-        print("\n".join(mamba_scan_lines(bench)))
-
-    tables = []
+    sections = []
     if args.agent_families:
-        sync_check(device, [f for f in ("mlp", "gru", "transformer", "mamba")
-                            if f in args.agent_families], report)
-        tables.append(agent_speed_report(device, args.agent_families, args.agent_updates))
-        tables.append(checkpoint_memory_report(device, args.memory_window))
-        tables.append(mlp_vs_bare_report(device, 10 * args.agent_updates))
+        sync_check(device, [f for f in SYNC_FAMILIES if f in args.agent_families], report)
+        sections += [
+            agent_speed_report(device, args.agent_families, args.agent_updates),
+            checkpoint_memory_report(device, args.memory_window, args.agent_families),
+            mlp_vs_bare_report(device, 10 * args.agent_updates, args.agent_families),
+        ]
+    sections.append(benchmark_report(device, args.lengths, args.families))
     summary = f"FAILED: {', '.join(report.failed)}" if report.failed else "all checks PASS"
-    print(f"\n{summary}\n")
-    print(format_table(rows, bench))
-    for table in tables:
-        print(f"\n{table}")
+    print(f"\n{summary}")
+    for section in sections:
+        print(f"\n{section}")
     return 1 if report.failed else 0
 
 

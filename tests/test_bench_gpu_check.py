@@ -29,3 +29,64 @@ def test_the_help_breaks_the_long_example_with_a_shell_line_continuation(capsys)
     assert exit.value.code == 0
     assert ("--agent-families mlp gru \\\n        --agent-updates 2 --memory-window 64\n"
             in capsys.readouterr().out)
+
+
+@pytest.fixture
+def cpu_run(monkeypatch, capsys):
+    """``run(argv)``: ``main(["--allow-cpu", *argv])`` on the CPU with the agent timings replaced
+    by fixed figures; returns the exit code, the lines printed and the agents timed."""
+    gpu_check = bench_script("gpu_check")
+    timed = []
+
+    def agent_table(device, cfg, families):
+        timed.extend(families)
+        return [{"backbone": f, "fp32": 2.0, "bf16": 3.0, "compile": 4.0, "compile_s": 1.0,
+                 "compiled": "yes"} for f in families]
+
+    def bench_agent_update(backbone, mode, cfg, device):
+        timed.append(backbone)
+        return 2.0, 1.0
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(gpu_check, "agent_table", agent_table)
+    monkeypatch.setattr(gpu_check, "bench_agent_update", bench_agent_update)
+    monkeypatch.setattr(gpu_check, "bench_bare", lambda *args, **kwargs: 1.0)
+
+    def run(argv):
+        code = gpu_check.main(["--allow-cpu", "--lengths", "8", "--families", "mlp", *argv])
+        return code, capsys.readouterr().out.splitlines(), timed
+
+    return run
+
+
+def test_each_section_prints_its_header_with_its_content_and_the_tables_after_the_checks(
+        cpu_run):
+    code, lines, _ = cpu_run(["--agent-families", "mlp", "gru", "--agent-updates", "1",
+                              "--memory-window", "8"])
+    assert code == 0
+    headers = [i for i, line in enumerate(lines) if line.startswith("== ")]
+    assert len(headers) == 6
+    for i in headers:  # the line under a header is its content
+        assert lines[i + 1].strip() and not lines[i + 1].startswith("==")
+    summary = lines.index("all checks PASS")
+    tables = [lines[i] for i in headers if i > summary]
+    assert [t.split(" on ")[0].split(",")[0] for t in tables] == [
+        "== agent updates/s", "== peak memory of an agent update",
+        "== MLP agent vs the plain eager update (bench_bare)", "== benchmark: bench/backbones.py"]
+    assert lines[-1].startswith("mlp ") and lines[-3].startswith("family ")
+
+
+def test_the_agent_sections_take_their_agents_from_agent_families(cpu_run):
+    _, lines, timed = cpu_run(["--agent-families", "gru", "--agent-updates", "1"])
+    assert timed == ["gru"]  # no MLP agent timed
+    text = "\n".join(lines)
+    assert ("== peak memory of an agent update, window 1024, checkpointing off / on: gru (the "
+            "sequence backbones in --agent-families)\n  skipped: needs CUDA") in text
+    assert ("== MLP agent vs the plain eager update (bench_bare) on cpu\n  skipped: mlp is not "
+            "in --agent-families") in text
+    assert ("== agent update without host-device syncs (torch.cuda.set_sync_debug_mode): gru "
+            "(of mlp, gru, transformer, mamba, those in --agent-families); replay sampling"
+            in text)
+    _, lines, _ = cpu_run(["--agent-families", "mlp", "--agent-updates", "1"])
+    assert ("checkpointing off / on: none (the sequence backbones in --agent-families)\n  "
+            "skipped: no sequence backbone in --agent-families") in "\n".join(lines)
