@@ -96,6 +96,6 @@ _register(
     max_episode_steps=None,
 )
 for _n in MEMORY_CORRIDOR_LENGTHS:
-    _register(f"rlkit/MemoryCorridor-L{_n}-v0", "envs.memory:MemoryCorridorEnv",
-              kwargs={"length": _n}, max_episode_steps=None)
+    _register(f"rlkit/MemoryCorridor-L{_n}-v0", "envs.memory:corridor_of_length",
+              kwargs={"id_length": _n}, max_episode_steps=None)
 del _base_id, _kind, _n

@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["MemoryCorridorEnv"]
+__all__ = ["MemoryCorridorEnv", "corridor_of_length"]
 
 
 class MemoryCorridorEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -129,3 +129,23 @@ class MemoryCorridorEnv(gym.Env[np.ndarray, np.ndarray]):
         self._t += 1
         info = {"success": success, "is_success": success}
         return self._obs(self._t, cue_visible=False), 1.0 if success else -1.0, True, False, info
+
+
+def corridor_of_length(id_length: int, length: int | None = None,
+                       render_mode: str | None = None) -> MemoryCorridorEnv:
+    """Entry point of the ``rlkit/MemoryCorridor-L{n}-v0`` ids: the corridor of the id's length.
+
+    Args:
+        id_length: the length the id names (its registration's keyword).
+        length: refused unless it equals ``id_length`` (the id names the length; another one
+            goes to ``rlkit/MemoryCorridor-v0``).
+        render_mode: as :class:`MemoryCorridorEnv`'s.
+
+    Raises:
+        ValueError: ``length`` differs from ``id_length``.
+    """
+    if length is not None and length != id_length:
+        raise ValueError(f"rlkit/MemoryCorridor-L{id_length}-v0 is the corridor of length "
+                         f"{id_length}, got length={length!r}; for another length use "
+                         f"gym.make('rlkit/MemoryCorridor-v0', length={length!r})")
+    return MemoryCorridorEnv(id_length, render_mode=render_mode)

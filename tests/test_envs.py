@@ -167,6 +167,13 @@ def test_memory_corridor_length_kwarg_reaches_the_env() -> None:
     env = gym.make("rlkit/MemoryCorridor-v0", length=100)
     assert env.unwrapped.length == 100  # type: ignore[attr-defined]
     assert gym.make("rlkit/MemoryCorridor-v0").unwrapped.length == 20  # type: ignore[attr-defined]
+    for n in (20, 50, 100):
+        assert gym.make(f"rlkit/MemoryCorridor-L{n}-v0").unwrapped.length == n  # type: ignore
+    assert gym.make("rlkit/MemoryCorridor-L50-v0", length=50).unwrapped.length == 50  # type: ignore
+    with pytest.raises(ValueError, match=r"rlkit/MemoryCorridor-L20-v0 is the corridor of length "
+                                         r"20, got length=50; for another length use gym.make\("
+                                         r"'rlkit/MemoryCorridor-v0', length=50\)"):
+        gym.make("rlkit/MemoryCorridor-L20-v0", length=50)
 
 
 def test_registration_is_idempotent() -> None:
