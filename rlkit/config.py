@@ -444,7 +444,8 @@ class ModelConfig:
 
     def reach_gap(self, episode_steps: int | None, seq_len: int) -> str | None:
         """Why a Transformer trained on whole episodes cannot see all of them (``None`` when
-        its reach covers the episode, or when it does not train on whole episodes).
+        its reach covers the episode, or when it does not train on whole episodes), or why one
+        at ``--context 1`` (reach 0) has no memory at all, on windows too.
 
         Training on whole episodes asks the encoder to use the whole episode; with a reach
         ``R`` shorter than ``episode_steps - 1`` the last steps of an episode cannot depend on
@@ -456,9 +457,13 @@ class ModelConfig:
             seq_len: the resolved replay window (``>= episode_steps`` for whole episodes).
         """
         reach = self.reach
+        if self.backbone == "transformer" and reach == 0 and (
+                episode_steps is None or seq_len < episode_steps):
+            return ("the Transformer at --context 1 sees no step back, in training and in acting: "
+                    "it has no memory. --context 2 or more lets it attend to earlier steps")
         if self.backbone != "transformer" or episode_steps is None \
                 or seq_len < episode_steps or reach >= episode_steps - 1:
-            return None  # (a reach of 0, --context 1, sees no step back: it is warned)
+            return None
         context = -(-(episode_steps - 1) // self.n_layers) + 1  # n_layers x (K - 1) >= T - 1
         steps = "step" if reach == 1 else "steps"
         return (f"the Transformer sees {reach} {steps} back (--n-layers {self.n_layers} x "
