@@ -85,8 +85,8 @@ for _base_id in POMDP_LAYOUTS:
     for _kind in ("p", "v"):
         _register(
             pomdp_id(_base_id, _kind),
-            "envs.pomdp:make_masked_env",
-            kwargs={"base_id": _base_id, "kind": _kind},
+            "envs.pomdp:masked_env_of_id",
+            kwargs={"id_base": _base_id, "id_kind": _kind},
             max_episode_steps=gym.spec(_base_id).max_episode_steps,
         )
 _register(

@@ -40,7 +40,8 @@ from gymnasium.envs.registration import load_env_creator
 
 from envs.wrappers import MaskObservation
 
-__all__ = ["POMDP_LAYOUTS", "ObservationLayout", "make_masked_env", "make_pomdp", "pomdp_id"]
+__all__ = ["POMDP_LAYOUTS", "ObservationLayout", "make_masked_env", "make_pomdp",
+           "masked_env_of_id", "pomdp_id"]
 
 Kind = Literal["p", "v"]
 
@@ -116,7 +117,8 @@ def pomdp_id(base_id: str, kind: Kind) -> str:
 def make_masked_env(
     base_id: str, kind: Kind, render_mode: str | None = None, **base_kwargs: Any
 ) -> MaskObservation:
-    """Entry point of the P/V ids: build the base task unwrapped and mask its observation.
+    """A P/V task (what its id's entry point builds): the base task unwrapped, its observation
+    masked.
 
     The base env is built from its registered entry point (without ``gym.make``'s wrappers);
     ``gym.make`` then adds the time limit and checkers around the masked env once.
@@ -156,6 +158,34 @@ def make_masked_env(
             f"{kind.upper()} variant expects the default layout of shape ({layout.size},)"
         )
     return MaskObservation(env, indices)
+
+
+def masked_env_of_id(
+    id_base: str, id_kind: Kind, render_mode: str | None = None, **base_kwargs: Any
+) -> MaskObservation:
+    """Entry point of the P/V ids: :func:`make_masked_env` of the id's base task and kind.
+
+    The id names both, so a ``base_id`` or ``kind`` keyword that names another is refused
+    (Gymnasium would pass it on and build another task under this id).
+
+    Args:
+        id_base: the id's base task (its registration's keyword).
+        id_kind: the id's kind (its registration's keyword).
+        render_mode: forwarded to the base task.
+        **base_kwargs: forwarded to the base task's constructor.
+
+    Raises:
+        ValueError: a ``base_id`` or ``kind`` other than the id's, or as
+            :func:`make_masked_env`.
+    """
+    for name, own in (("base_id", id_base), ("kind", id_kind)):
+        given = base_kwargs.pop(name, own)
+        if given != own:
+            raise ValueError(f"{pomdp_id(id_base, id_kind)} is {id_base} with "
+                             f"{'positions' if id_kind == 'p' else 'velocities'} only, got "
+                             f"{name}={given!r}; expected {name}={own!r} or none (another "
+                             f"variant has its own id, e.g. envs.pomdp_id(base_id, kind))")
+    return make_masked_env(id_base, id_kind, render_mode, **base_kwargs)
 
 
 def make_pomdp(base_id: str, kind: Kind, render_mode: str | None = None) -> gym.Env[Any, Any]:

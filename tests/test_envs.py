@@ -149,6 +149,18 @@ def test_a_render_mode_the_base_task_lacks_is_rejected_and_its_own_modes_kept() 
     assert gym.make("rlkit/Pendulum-P-v0").render_mode is None
 
 
+def test_a_p_or_v_id_refuses_another_base_task_or_kind() -> None:
+    with pytest.raises(ValueError, match=r"rlkit/Pendulum-P-v0 is Pendulum-v1 with positions "
+                                         r"only, got kind='v'; expected kind='p' or none"):
+        gym.make("rlkit/Pendulum-P-v0", kind="v")
+    with pytest.raises(ValueError, match=r"rlkit/Hopper-V-v0 is Hopper-v5 with velocities only, "
+                                         r"got base_id='Walker2d-v5'; expected base_id="
+                                         r"'Hopper-v5' or none"):
+        gym.make("rlkit/Hopper-V-v0", base_id="Walker2d-v5")
+    env = gym.make("rlkit/Pendulum-P-v0", kind="p", base_id="Pendulum-v1")  # its own: accepted
+    assert env.observation_space.shape == (2,)
+
+
 def test_other_base_kwargs_are_forwarded() -> None:
     env = gym.make("rlkit/Hopper-V-v0", ctrl_cost_weight=0.5)
     assert env.unwrapped._ctrl_cost_weight == 0.5  # type: ignore[attr-defined]
