@@ -626,7 +626,7 @@ class DDPG(nn.Module):
         if self._gamma is not None:
             metrics["gamma"] = self._gamma.clone()
         if compiled:  # losses that failed to compile and run eagerly (config.json says "on")
-            metrics["compile_fallbacks"] = float(sum(
+            metrics["compile_fallbacks"] = int(sum(
                 isinstance(f, CompiledFunction) and f.fell_back
                 for f in (self._critic_fn, self._actor_fn)))
         if actor_due:

@@ -263,7 +263,7 @@ class Trainer:
     def _log(self) -> None:
         """One training row: the last update's metrics, rates since the last row, memory."""
         loop, cfg = self.loop, self.cfg
-        row = {k: float(v) for k, v in loop.last_metrics.items()}
+        row = {k: _row_value(v) for k, v in loop.last_metrics.items()}
         now = time.time()
         t0, step0, updates0 = self._rates
         dt = max(now - t0, 1e-9)
@@ -351,6 +351,13 @@ class Trainer:
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Continue from a checkpoint written by :meth:`save` (:func:`restore_loop`)."""
         restore_loop(self, ckpt)
+
+
+def _row_value(v: Tensor | float | int) -> float | int:
+    """A metric as a row holds it: counts (integer tensors and ints, e.g. ``skipped_steps``,
+    ``compile_fallbacks``) as integers, the rest as floats."""
+    v = v.item() if isinstance(v, Tensor) else v
+    return v if isinstance(v, int) and not isinstance(v, bool) else float(v)
 
 
 __all__ = ["Agent", "NonFiniteError", "NonFiniteLossError", "Trainer", "TrainingInterrupted",

@@ -368,6 +368,9 @@ def test_train_py_runs_mixed_precision(tmp_path, backbone, precision):
     rows = [r for r in read_metrics(tmp_path / "run") if "critic_loss" in r]
     assert rows and all(r["critic_loss"] == r["critic_loss"] for r in rows)  # not NaN
     assert ("skipped_steps" in rows[-1]) == (precision == "fp16")
+    counts = ("updates", "skipped_steps") if precision == "fp16" else ("updates",)
+    assert all(type(rows[-1][k]) is int for k in counts)  # counts stay counts in a row
+    assert type(rows[-1]["critic_loss"]) is float
 
 
 def test_mixed_precision_is_a_pass_through_in_fp32():
