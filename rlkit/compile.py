@@ -4,13 +4,13 @@
 first with ``mode="reduce-overhead"`` (CUDA graphs), then ``"max-autotune-no-cudagraphs"``; on
 other devices with the default mode. When every mode fails it runs the function eagerly and
 warns once per function name and device type. Each new input shape compiles the function again;
-one shape past dynamo's recompile limit (8 by default) counts as a failure here, where dynamo
-alone would run the new shapes eagerly without a word.
+a function called with more input shapes than PyTorch's recompile limit (8 by default) runs
+eagerly from then on, with the same warning, where dynamo alone would run the new shapes
+eagerly with only a log line.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -42,8 +42,9 @@ class CompiledFunction:
     The first call on a device type compiles with the first of :func:`compile_modes`; when
     compiling or running fails, the next mode is tried, and after the last one ``fn`` runs
     eagerly from then on (:attr:`fell_back`), with one ``RuntimeWarning`` per name, device
-    type and process naming the reason. If the eager call fails too, its error is raised (the
-    failure was not the compiler's).
+    type and process naming the reason. The same happens at the first call with more distinct
+    input shapes (of the tensors in its arguments) than PyTorch's recompile limit. If the eager
+    call fails too, its error is raised (the failure was not the compiler's).
 
     Args:
         fn: the function (e.g. a forward pass and loss; its backward is compiled with it).
@@ -57,6 +58,7 @@ class CompiledFunction:
         self._compiled: Callable[..., Any] | None = None
         self._modes: list[str] | None = None
         self._device_type = "cpu"
+        self._shapes: set[tuple[Any, ...]] = set()  # the input shapes met so far
 
     @property
     def fell_back(self) -> bool:
@@ -74,10 +76,13 @@ class CompiledFunction:
             self._modes = list(compile_modes(self._device_type))
             self._next_mode()
         errors = []
+        if self._compiled is not None and self._new_shape_past_limit(args):
+            errors.append(f"{len(self._shapes)} input shapes, more than PyTorch's recompile "
+                          f"limit ({_recompile_limit()})")
+            self._modes, self.mode, self._compiled = [], None, None
         while self._compiled is not None:
             try:
-                with _recompile_limit_fails():
-                    return self._compiled(*args)
+                return self._compiled(*args)
             except Exception as e:  # noqa: BLE001  (any compiler failure falls back)
                 errors.append(f"{self.mode}: {first_line(e)}")
                 self._next_mode()
@@ -87,21 +92,21 @@ class CompiledFunction:
                        f"failed on {self._device_type} ({'; '.join(errors)}); running it eagerly")
         return out
 
+    def _new_shape_past_limit(self, args: tuple[Any, ...]) -> bool:
+        """Record the input shapes of ``args``; True when they are new and the function has
+        already met as many as PyTorch compiles it for."""
+        shapes = _shapes(args)
+        if shapes in self._shapes:
+            return False
+        self._shapes.add(shapes)
+        return len(self._shapes) > _recompile_limit()
+
     def _next_mode(self) -> None:
         if self._modes:
             self.mode = self._modes.pop(0)
             self._compiled = torch.compile(self.fn, mode=self.mode, dynamic=False)
         else:
             self.mode, self._compiled = None, None
-
-
-def _recompile_limit_fails() -> contextlib.AbstractContextManager[None]:
-    """Dynamo raises when a function reaches its recompile limit, rather than run it eagerly
-    from then on without a word (where this PyTorch has the switch)."""
-    config = torch._dynamo.config
-    if hasattr(config, "fail_on_recompile_limit_hit"):
-        return config.patch(fail_on_recompile_limit_hit=True)
-    return contextlib.nullcontext()
 
 
 COMPILE_PAYS: dict[str, frozenset[str]] = {
@@ -136,6 +141,31 @@ def mark_step_begin(*fns: Callable[..., Any]) -> None:
         torch.compiler.cudagraph_mark_step_begin()
 
 
+def _recompile_limit() -> int:
+    """How many shapes dynamo compiles a function for before it runs it eagerly."""
+    config = torch._dynamo.config
+    return int(getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 8)))
+
+
+def _shapes(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The shape, dtype and device of every tensor in ``args`` (nested tuples, lists and named
+    tuples included), in order."""
+    out: list[Any] = []
+    stack = [args]
+    while stack:
+        a = stack.pop()
+        if isinstance(a, Tensor):
+            out.append((tuple(a.shape), a.dtype, a.device))
+        elif isinstance(a, (tuple, list)):
+            stack.extend(reversed(a))
+    return tuple(out)
+
+
+def reset_warnings() -> None:
+    """Warn again about functions already warned about in this process (a new run)."""
+    _WARNED.clear()
+
+
 def _device_type(args: tuple[Any, ...]) -> str:
     """The device type of the first tensor found in ``args`` (nested tuples included)."""
     stack = list(args)
@@ -149,4 +179,4 @@ def _device_type(args: tuple[Any, ...]) -> str:
 
 
 __all__ = ["COMPILE_PAYS", "CompileSetting", "CompiledFunction", "choose_compile", "compile_modes",
-           "mark_step_begin"]
+           "mark_step_begin", "reset_warnings"]

@@ -336,24 +336,26 @@ def test_compiled_function_raises_errors_that_are_not_the_compilers(monkeypatch)
         CompiledFunction(bad, "bad")(torch.zeros(2))
 
 
-def test_a_shape_past_the_recompile_limit_falls_back_to_eager_with_a_warning():
-    # dynamo alone would run the new shapes eagerly without a word (and the run would log
-    # compile_fallbacks 0); here it counts as a failed compile
-    calls = []
+def test_a_shape_past_the_recompile_limit_falls_back_to_eager_with_a_warning(monkeypatch):
+    # dynamo alone would run the new shapes eagerly with only a log line (and the run would log
+    # compile_fallbacks 0); here it counts as a failed compile, decided by the function's own
+    # input shapes (not by inner frames that graph breaks compile apart)
+    from rlkit import compile as compile_module
 
-    def double(x):
-        calls.append(x.shape[0])
-        return x * 2
-
-    f = CompiledFunction(double, "double")
+    monkeypatch.setattr(compile_module, "_WARNED", set())
+    f = CompiledFunction(lambda x, pair: x * 2 + pair[0].sum(), "double")
+    pair = (torch.zeros(3), None)
     with torch._dynamo.config.patch(recompile_limit=2), \
-            pytest.warns(RuntimeWarning, match="torch.compile of double failed on cpu .*"
-                                               "running it eagerly") as caught:
-        for n in range(1, 5):
-            assert torch.equal(f(torch.ones(n)), torch.full((n,), 2.0))
-            assert f.fell_back == (n > 2), n
-    assert len([w for w in caught if "double" in str(w.message)]) == 1
-    assert calls[-1] == 4  # the last call ran eagerly
+            pytest.warns(RuntimeWarning, match=r"torch.compile of double failed on cpu \(3 input "
+                                               r"shapes, more than PyTorch's recompile limit "
+                                               r"\(2\)\); running it eagerly") as caught:
+        for n, eager in ((1, False), (2, False), (1, False), (2, False), (3, True), (4, True),
+                         (1, True)):  # two shapes compile; the third falls back, for good
+            assert torch.equal(f(torch.ones(n), pair), torch.full((n,), 2.0))
+            assert f.fell_back == eager and (f.mode is None) == eager, n
+    assert f.fell_back and len([w for w in caught if "double" in str(w.message)]) == 1
+    assert compile_module._shapes((torch.ones(2), [torch.ones(1, 3)], 5)) == (
+        ((2,), torch.float32, torch.device("cpu")), ((1, 3), torch.float32, torch.device("cpu")))
 
 
 # ------------------------------------------------------------------------------ train.py
