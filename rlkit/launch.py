@@ -130,6 +130,9 @@ def _run_warnings(name: str) -> Iterator[None]:
     """In a run's process, while one run trains: start each warning it prints with ``[name]``,
     so that a grid's output says which of its runs warned, and show each warning once for this
     run (a Ray worker that runs several shows every run's own, not only its first run's)."""
+    from rlkit.compile import reset_warnings  # (torch: imported in the run's process only)
+
+    reset_warnings()
     with warnings.catch_warnings():  # entering forgets which warnings were already shown
         plain = warnings.formatwarning
 
@@ -190,6 +193,7 @@ def _run_remote(fn: RunFn, config: Any, name: str) -> tuple[dict[str, float], di
     import torch
 
     torch.set_num_threads(RAY_TASK_THREADS)
+    torch.compiler.reset()  # a worker's earlier runs leave no compiled code to this one
     with _run_warnings(name), tempfile.TemporaryDirectory(prefix="rlkit-ray-") as tmp:
         run_dir = Path(tmp) / name
         result = fn(config, str(run_dir))

@@ -121,10 +121,12 @@ def test_a_ray_worker_that_runs_several_shows_each_runs_warnings_under_its_name(
     # a Ray worker is one process for many tasks; run two task bodies in one fresh interpreter
     script = textwrap.dedent("""
         import warnings
+        from rlkit.compile import _warn_once
         from rlkit.launch import _run_remote
 
         def warns(config, run_dir):
             warnings.warn("the same warning", UserWarning, stacklevel=1)
+            _warn_once("cpu/the loss", "rlkit's own once-a-process warning")
             return {}
 
         plain = warnings.formatwarning
@@ -136,6 +138,8 @@ def test_a_ray_worker_that_runs_several_shows_each_runs_warnings_under_its_name(
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
+    own = [line for line in done.stderr.splitlines() if "once-a-process" in line]
+    assert [line[:10] for line in own] == ["[gru__s0] ", "[gru__s1] "], done.stderr
     shown = [line for line in done.stderr.splitlines() if "UserWarning" in line]
     assert len(shown) == 3, done.stderr
     assert shown[0].startswith("[gru__s0] ") and "the same warning" in shown[0]
