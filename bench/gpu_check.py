@@ -340,7 +340,7 @@ def mlp_vs_bare_report(device: torch.device, updates: int, families: Sequence[st
              "| update | updates/s | / bare |", "|---|---:|---:|",
              f"| bench_bare (plain eager) | {bare:.0f} | 1.00x |"]
     for mode in ("fp32", "bf16", "compile"):
-        ups, _ = bench_agent_update("mlp", mode, cfg, device)
+        ups = bench_agent_update("mlp", mode, cfg, device).updates_per_s
         lines.append(f"| ours {mode} | {ups:.0f} | {ups / bare:.2f}x |")
     return "\n".join(lines)
 

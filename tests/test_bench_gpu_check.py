@@ -45,7 +45,7 @@ def cpu_run(monkeypatch, capsys):
 
     def bench_agent_update(backbone, mode, cfg, device):
         timed.append(backbone)
-        return 2.0, 1.0
+        return bench_script("throughput").AgentTiming(2.0, 1.0, False)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(gpu_check, "agent_table", agent_table)

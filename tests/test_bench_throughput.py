@@ -115,6 +115,24 @@ def test_a_compile_that_fell_back_to_eager_is_noted_in_the_agent_table(modes, gr
     assert table.splitlines()[4] == f"| gru | {gru_cells} |"
 
 
+def test_the_agent_table_reads_a_fallback_from_the_agent_not_from_a_once_shown_warning(
+        monkeypatch):
+    # the fallback warning is shown once a process: a second table (another window) must
+    # still say "eager" for every row whose compiled losses run eagerly
+    throughput = _throughput_module()
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fails)
+    cfg = throughput.AgentBenchConfig(mlp_batch=4, mlp_width=8, batch=2, window=3, d_model=8,
+                                      head=8, warmup=1, updates=1)
+    for _ in range(2):
+        rows = throughput.agent_table(torch.device("cpu"), cfg, ["mlp", "gru"], ["compile"])
+        assert [r["compiled"] for r in rows] == ["eager", "eager"]
+    assert not throughput.bench_agent_update("gru", "fp32", cfg, torch.device("cpu")).fell_back
+
+
 @pytest.mark.parametrize("backbones, sizes", [
     (["mlp", "gru"], "; MLP: batch 256, width 256; sequence: batch 32 x window 64, d_model 128, "
      "head 256"),
