@@ -65,15 +65,21 @@ def losses_of(agent: DDPG, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Te
     return closs, actor_loss(agent, batch, enc)
 
 
+BENCH_MODULES = ("argchecks", "backbones", "throughput", "gpu_check")
+"""The bench modules that import one another, each after those it imports."""
+
+
 @functools.cache
 def bench_script(name: str) -> ModuleType:
-    """``bench/NAME.py`` imported as the module ``bench_NAME``, with bench/ on the path for its
-    imports of the modules beside it (as when it runs as ``python bench/NAME.py``)."""
-    bench = Path(__file__).resolve().parents[1] / "bench"
-    if str(bench) not in sys.path:
-        sys.path.append(str(bench))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", bench / f"{name}.py")
+    """``bench/NAME.py`` imported under its own name, as ``python bench/NAME.py`` sees it and
+    the bench modules beside it: those before it in :data:`BENCH_MODULES` are imported the same
+    way first, so its ``from argchecks import ...`` finds them (no ``sys.path`` edit)."""
+    if name in BENCH_MODULES:
+        for sibling in BENCH_MODULES[:BENCH_MODULES.index(name)]:
+            bench_script(sibling)
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    sys.modules[name] = module  # its dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
