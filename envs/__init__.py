@@ -28,10 +28,12 @@ This package imports only the standard library, NumPy and Gymnasium.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gymnasium as gym
 
-from envs.memory import MemoryCorridorEnv
-from envs.pomdp import POMDP_LAYOUTS, ObservationLayout, make_pomdp, pomdp_id
+from envs.memory import CorridorEntry, MemoryCorridorEnv
+from envs.pomdp import POMDP_LAYOUTS, MaskedEntry, ObservationLayout, make_pomdp, pomdp_id
 from envs.wrappers import FlickerObservation, GaussianObservationNoise, MaskObservation
 
 __all__ = [
@@ -70,7 +72,8 @@ ENV_IDS: tuple[str, ...] = (*POMDP_IDS, *MEMORY_CORRIDOR_IDS)
 
 
 def _register(
-    env_id: str, entry_point: str, kwargs: dict[str, object], max_episode_steps: int | None
+    env_id: str, entry_point: str | Callable[..., gym.Env], kwargs: dict[str, object],
+    max_episode_steps: int | None
 ) -> None:
     if env_id not in gym.registry:
         gym.register(
@@ -85,8 +88,8 @@ for _base_id in POMDP_LAYOUTS:
     for _kind in ("p", "v"):
         _register(
             pomdp_id(_base_id, _kind),
-            "envs.pomdp:masked_env_of_id",
-            kwargs={"id_base": _base_id, "id_kind": _kind},
+            MaskedEntry(_base_id, _kind),
+            kwargs={},
             max_episode_steps=gym.spec(_base_id).max_episode_steps,
         )
 _register(
@@ -96,6 +99,6 @@ _register(
     max_episode_steps=None,
 )
 for _n in MEMORY_CORRIDOR_LENGTHS:
-    _register(f"rlkit/MemoryCorridor-L{_n}-v0", "envs.memory:corridor_of_length",
-              kwargs={"id_length": _n}, max_episode_steps=None)
+    _register(f"rlkit/MemoryCorridor-L{_n}-v0", CorridorEntry(_n), kwargs={},
+              max_episode_steps=None)
 del _base_id, _kind, _n

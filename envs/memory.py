@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["MemoryCorridorEnv", "corridor_of_length"]
+__all__ = ["CorridorEntry", "MemoryCorridorEnv"]
 
 
 class MemoryCorridorEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -131,21 +131,36 @@ class MemoryCorridorEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._obs(self._t, cue_visible=False), 1.0 if success else -1.0, True, False, info
 
 
-def corridor_of_length(id_length: int, length: int | None = None,
-                       render_mode: str | None = None) -> MemoryCorridorEnv:
-    """Entry point of the ``rlkit/MemoryCorridor-L{n}-v0`` ids: the corridor of the id's length.
+class CorridorEntry:
+    """Entry point of one ``rlkit/MemoryCorridor-L{n}-v0`` id: the corridor of the id's length.
+
+    The id names the length, so no keyword can change it: a ``length`` other than the id's is
+    refused (as a registered keyword, Gymnasium would let a caller's override it and build
+    another corridor under the id).
 
     Args:
-        id_length: the length the id names (its registration's keyword).
-        length: refused unless it equals ``id_length`` (the id names the length; another one
-            goes to ``rlkit/MemoryCorridor-v0``).
-        render_mode: as :class:`MemoryCorridorEnv`'s.
-
-    Raises:
-        ValueError: ``length`` differs from ``id_length``.
+        length: the length the id names.
     """
-    if length is not None and length != id_length:
-        raise ValueError(f"rlkit/MemoryCorridor-L{id_length}-v0 is the corridor of length "
-                         f"{id_length}, got length={length!r}; for another length use "
-                         f"gym.make('rlkit/MemoryCorridor-v0', length={length!r})")
-    return MemoryCorridorEnv(id_length, render_mode=render_mode)
+
+    metadata: dict[str, Any] = MemoryCorridorEnv.metadata
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __call__(self, length: int | None = None,
+                 render_mode: str | None = None) -> MemoryCorridorEnv:
+        """Build the corridor.
+
+        Raises:
+            ValueError: a ``length`` other than the id's, or as :class:`MemoryCorridorEnv`.
+        """
+        if length is not None and (isinstance(length, bool) or length != self.length):
+            raise ValueError(f"rlkit/MemoryCorridor-L{self.length}-v0 is the corridor of length "
+                             f"{self.length}, got length={length!r}; expected no length (or "
+                             f"{self.length}); another length: gym.make('rlkit/MemoryCorridor-v0',"
+                             f" length=N)")
+        return MemoryCorridorEnv(self.length if length is None else length,
+                                 render_mode=render_mode)
+
+    def __repr__(self) -> str:
+        return f"CorridorEntry({self.length})"

@@ -40,8 +40,8 @@ from gymnasium.envs.registration import load_env_creator
 
 from envs.wrappers import MaskObservation
 
-__all__ = ["POMDP_LAYOUTS", "ObservationLayout", "make_masked_env", "make_pomdp",
-           "masked_env_of_id", "pomdp_id"]
+__all__ = ["POMDP_LAYOUTS", "MaskedEntry", "ObservationLayout", "make_masked_env", "make_pomdp",
+           "pomdp_id"]
 
 Kind = Literal["p", "v"]
 
@@ -160,32 +160,49 @@ def make_masked_env(
     return MaskObservation(env, indices)
 
 
-def masked_env_of_id(
-    id_base: str, id_kind: Kind, render_mode: str | None = None, **base_kwargs: Any
-) -> MaskObservation:
-    """Entry point of the P/V ids: :func:`make_masked_env` of the id's base task and kind.
+class MaskedEntry:
+    """Entry point of one P/V id: :func:`make_masked_env` of the id's base task and kind.
 
-    The id names both, so a ``base_id`` or ``kind`` keyword that names another is refused
-    (Gymnasium would pass it on and build another task under this id).
+    The id names both, so no keyword can change them: a ``base_id`` or ``kind`` that names
+    another is refused (as registered keywords, Gymnasium would let a caller's override them and
+    build another task under the id). Its ``metadata`` is the base task's, read when
+    ``gym.make`` asks, so ``gym.make`` treats render modes as for the base task (e.g.
+    ``rgb_array_list`` through ``RenderCollection``).
 
     Args:
-        id_base: the id's base task (its registration's keyword).
-        id_kind: the id's kind (its registration's keyword).
-        render_mode: forwarded to the base task.
-        **base_kwargs: forwarded to the base task's constructor.
-
-    Raises:
-        ValueError: a ``base_id`` or ``kind`` other than the id's, or as
-            :func:`make_masked_env`.
+        base_id: a key of :data:`POMDP_LAYOUTS`.
+        kind: ``"p"`` or ``"v"``.
     """
-    for name, own in (("base_id", id_base), ("kind", id_kind)):
-        given = base_kwargs.pop(name, own)
-        if given != own:
-            raise ValueError(f"{pomdp_id(id_base, id_kind)} is {id_base} with "
-                             f"{'positions' if id_kind == 'p' else 'velocities'} only, got "
-                             f"{name}={given!r}; expected {name}={own!r} or none (another "
-                             f"variant has its own id, e.g. envs.pomdp_id(base_id, kind))")
-    return make_masked_env(id_base, id_kind, render_mode, **base_kwargs)
+
+    def __init__(self, base_id: str, kind: Kind) -> None:
+        self.base_id, self.kind = base_id, kind
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The base task's metadata (its render modes)."""
+        entry = gym.spec(self.base_id).entry_point
+        creator = entry if callable(entry) else load_env_creator(entry)
+        return dict(getattr(creator, "metadata", {}))
+
+    def __call__(self, render_mode: str | None = None, **base_kwargs: Any) -> MaskObservation:
+        """Build the task; ``base_kwargs`` go to the base task's constructor.
+
+        Raises:
+            ValueError: a ``base_id`` or ``kind`` other than the id's, or as
+                :func:`make_masked_env`.
+        """
+        for name, own in (("base_id", self.base_id), ("kind", self.kind)):
+            given = base_kwargs.pop(name, own)
+            if given != own:
+                raise ValueError(
+                    f"{pomdp_id(self.base_id, self.kind)} is {self.base_id} with "
+                    f"{'positions' if self.kind == 'p' else 'velocities'} only, got {name}="
+                    f"{given!r}; expected {name}={own!r} or none (another variant has its own "
+                    f"id, e.g. envs.pomdp_id(base_id, kind))")
+        return make_masked_env(self.base_id, self.kind, render_mode, **base_kwargs)
+
+    def __repr__(self) -> str:
+        return f"MaskedEntry({self.base_id!r}, {self.kind!r})"
 
 
 def make_pomdp(base_id: str, kind: Kind, render_mode: str | None = None) -> gym.Env[Any, Any]:

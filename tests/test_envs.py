@@ -146,6 +146,10 @@ def test_a_render_mode_the_base_task_lacks_is_rejected_and_its_own_modes_kept() 
         gym.make("rlkit/Pendulum-V-v0", render_mode="bogus")
     env = make_pomdp("Pendulum-v1", "p", render_mode="rgb_array")
     assert env.render_mode == "rgb_array" and env.unwrapped.render_mode == "rgb_array"
+    frames = gym.make("rlkit/Pendulum-P-v0", render_mode="rgb_array_list")  # as for Pendulum-v1
+    frames.reset(seed=0)
+    frames.step(frames.action_space.sample())
+    assert frames.render_mode == "rgb_array_list" and len(frames.render()) == 2
     assert gym.make("rlkit/Pendulum-P-v0").render_mode is None
 
 
@@ -159,6 +163,9 @@ def test_a_p_or_v_id_refuses_another_base_task_or_kind() -> None:
         gym.make("rlkit/Hopper-V-v0", base_id="Walker2d-v5")
     env = gym.make("rlkit/Pendulum-P-v0", kind="p", base_id="Pendulum-v1")  # its own: accepted
     assert env.observation_space.shape == (2,)
+    with pytest.raises(TypeError):  # the id's own task is no keyword at all
+        gym.make("rlkit/Pendulum-P-v0", id_base="Hopper-v5")
+    assert gym.spec("rlkit/Hopper-V-v0").kwargs == {}
 
 
 def test_other_base_kwargs_are_forwarded() -> None:
@@ -183,9 +190,16 @@ def test_memory_corridor_length_kwarg_reaches_the_env() -> None:
         assert gym.make(f"rlkit/MemoryCorridor-L{n}-v0").unwrapped.length == n  # type: ignore
     assert gym.make("rlkit/MemoryCorridor-L50-v0", length=50).unwrapped.length == 50  # type: ignore
     with pytest.raises(ValueError, match=r"rlkit/MemoryCorridor-L20-v0 is the corridor of length "
-                                         r"20, got length=50; for another length use gym.make\("
-                                         r"'rlkit/MemoryCorridor-v0', length=50\)"):
+                                         r"20, got length=50; expected no length \(or 20\); "
+                                         r"another length: gym.make\('rlkit/MemoryCorridor-v0', "
+                                         r"length=N\)"):
         gym.make("rlkit/MemoryCorridor-L20-v0", length=50)
+    for bad in ("20", True):  # the id's length, but not as an integer
+        with pytest.raises(ValueError, match=f"got length={bad!r}; expected no length"):
+            gym.make("rlkit/MemoryCorridor-L20-v0", length=bad)
+    with pytest.raises(TypeError, match=r"length must be an integer, got 20.0 \(float\)"):
+        gym.make("rlkit/MemoryCorridor-L20-v0", length=20.0)
+    assert gym.spec("rlkit/MemoryCorridor-L20-v0").kwargs == {}
 
 
 def test_registration_is_idempotent() -> None:
