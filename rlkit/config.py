@@ -459,8 +459,9 @@ class ModelConfig:
         reach = self.reach
         if self.backbone == "transformer" and reach == 0 and (
                 episode_steps is None or seq_len < episode_steps):
-            return ("the Transformer at --context 1 sees no step back, in training and in acting: "
-                    "it has no memory. --context 2 or more lets it attend to earlier steps")
+            return ("the Transformer at --context 1 attends to no earlier step, in training and in "
+                    "acting: only each step's own inputs reach it (the previous action, where it "
+                    "is one). --context 2 or more lets it attend to earlier steps")
         if self.backbone != "transformer" or episode_steps is None \
                 or seq_len < episode_steps or reach >= episode_steps - 1:
             return None

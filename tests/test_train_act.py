@@ -473,8 +473,9 @@ def test_a_transformer_that_cannot_see_its_whole_training_episodes_is_named():
     assert m.reach_gap(101, 64) is None  # windows, not whole episodes: the reach is a choice
     for steps, window in ((101, 64), (None, 64)):  # on windows, reach 0 is still no memory
         assert dataclasses.replace(m, context=1).reach_gap(steps, window) == (
-            "the Transformer at --context 1 sees no step back, in training and in acting: it "
-            "has no memory. --context 2 or more lets it attend to earlier steps")
+            "the Transformer at --context 1 attends to no earlier step, in training and in "
+            "acting: only each step's own inputs reach it (the previous action, where it is "
+            "one). --context 2 or more lets it attend to earlier steps")
     assert dataclasses.replace(m, context=2).reach_gap(101, 64) is None
     assert m.reach_gap(None, 101) is None  # episode length unknown
     blind = dataclasses.replace(m, context=1)  # reach 0: memoryless, warned all the same

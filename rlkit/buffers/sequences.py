@@ -205,7 +205,8 @@ class SequenceReplayBuffer:
         """Draw ``batch_size`` windows: from uniformly drawn stored steps, or (``window_start``
         episode) from episode starts, each stored episode equally likely or in proportion to
         its length (``episode_sampling``). Episode windows are cut after the longest episode
-        drawn, so a batch of short episodes carries no padding beyond its longest one."""
+        drawn, so a batch of short episodes carries no padding beyond its longest one (with
+        ``window_lengths``, beyond the first of those lengths that holds it)."""
         if not is_count(batch_size):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if self.count == 0:
