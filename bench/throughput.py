@@ -466,6 +466,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if not a.sequence and (getattr(a, name) <= 0 or getattr(a, name) % 500):
             p.error(f"--{name} must be a positive multiple of 500, got {getattr(a, name)}")
     require_device(p, a.device)
+    if not a.sequence:
+        import gymnasium as gym
+
+        for env_id in a.envs:
+            try:
+                env = gym.make(env_id)
+            except gym.error.Error as e:
+                p.error(f"--envs {env_id}: {e}")
+            space = env.action_space
+            env.close()
+            if not isinstance(space, gym.spaces.Box):
+                p.error(f"--envs {env_id} has actions {space}; expected a Box (continuous)")
     if not a.sequence and not a.skip_sb3 and importlib.util.find_spec("stable_baselines3") is None:
         p.error("the SB3 column needs stable-baselines3, which is not installed: pip install -e "
                 "'.[bench]', or leave SB3 out with --skip-sb3")

@@ -27,6 +27,18 @@ def _throughput_module():
     return bench_script("throughput")
 
 
+@pytest.mark.parametrize("env, said", [
+    ("Pendulum-v9", "--envs Pendulum-v9: Environment version `v9` for environment `Pendulum` "
+                    "doesn't exist"),
+    ("NoSuchTask-v0", "--envs NoSuchTask-v0: Environment `NoSuchTask` doesn't exist"),
+    ("CartPole-v1", "--envs CartPole-v1 has actions Discrete(2); expected a Box (continuous)"),
+])
+def test_a_task_the_loop_cannot_time_is_refused_at_once(env, said, capsys):
+    with pytest.raises(SystemExit) as stop:
+        _throughput_module().parse_args(["--envs", env, "--skip-sb3", "--warmup", "500"])
+    assert stop.value.code == 2 and said in capsys.readouterr().err
+
+
 def test_the_loop_table_leaves_the_sb3_cells_empty_when_sb3_was_skipped():
     throughput = _throughput_module()
     table = throughput.format_loop_table([("Pendulum-v1", "fp32", 400.0, 380.0, None, 500.0,
