@@ -561,6 +561,12 @@ class DDPG(nn.Module):
                               pre_tanh_margin=self.cfg.pre_tanh_margin,
                               squash_grad=self.cfg.squash_grad, min_with=self._actor_min_with)
 
+    @property
+    def compile_fallbacks(self) -> int:
+        """The compiled losses that run eagerly (every compile failed); 0 when not compiled."""
+        return sum(isinstance(f, CompiledFunction) and f.fell_back
+                   for f in (self._critic_fn, self._actor_fn))
+
     def update(self, batch: SequenceBatch) -> dict[str, Tensor]:
         """One gradient step of the critic(s), and of the actor and targets when due.
 
@@ -626,9 +632,7 @@ class DDPG(nn.Module):
         if self._gamma is not None:
             metrics["gamma"] = self._gamma.clone()
         if compiled:  # losses that failed to compile and run eagerly (config.json says "on")
-            metrics["compile_fallbacks"] = int(sum(
-                isinstance(f, CompiledFunction) and f.fell_back
-                for f in (self._critic_fn, self._actor_fn)))
+            metrics["compile_fallbacks"] = self.compile_fallbacks
         if actor_due:
             if self._encoder_in_both:
                 for p, g in zip(self._actor_params, actor_grads):

@@ -56,7 +56,6 @@ from agents import train
 from agents.ddpg import DDPG, DDPGConfig
 from rlkit.backbones import BACKBONE_NAMES, BackboneConfig
 from rlkit.buffers import SequenceBatch
-from rlkit.compile import CompiledFunction
 from rlkit.config import replace_fields
 from rlkit.precision import PrecisionConfig
 from rlkit.runlog import read_metrics
@@ -313,9 +312,7 @@ def bench_agent_update(backbone: str, mode: str, cfg: AgentBenchConfig,
         agent.update(batch)
     _sync(device)
     ups = cfg.updates / (time.perf_counter() - t1)
-    fell_back = any(isinstance(f, CompiledFunction) and f.fell_back
-                    for f in (agent._critic_fn, agent._actor_fn))
-    return AgentTiming(ups, t1 - t0, fell_back)
+    return AgentTiming(ups, t1 - t0, agent.compile_fallbacks > 0)
 
 
 def agent_table(device: torch.device, cfg: AgentBenchConfig,
@@ -417,12 +414,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--envs", nargs="+",
-                   help="loop table: Gymnasium env ids (default: Pendulum-v1 HalfCheetah-v5)")
+                   help=f"loop table: Gymnasium env ids (default: "
+                   f"{' '.join(LOOP_DEFAULTS['envs'])})")
     p.add_argument("--warmup", type=int,
-                   help="loop table: env steps before the timed ones, a positive multiple of 500 "
-                   "(default: 1000)")
+                   help=f"loop table: env steps before the timed ones, a positive multiple of "
+                   f"500 (default: {LOOP_DEFAULTS['warmup']})")
     p.add_argument("--steps", type=int,
-                   help="loop table: timed env steps, a positive multiple of 500 (default: 3000)")
+                   help=f"loop table: timed env steps, a positive multiple of 500 (default: "
+                   f"{LOOP_DEFAULTS['steps']})")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(),
                    help="both tables: torch threads, a positive integer (default: torch's, "
                    "%(default)s here)")
@@ -431,11 +430,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-sb3", action="store_true", default=None,
                    help="loop table: leave out SB3 (its columns show -)")
     p.add_argument("--rounds", type=int,
-                   help="loop table: alternate the loops this many times and report medians "
-                   "(default: 1)")
+                   help=f"loop table: alternate the loops this many times and report medians "
+                   f"(default: {LOOP_DEFAULTS['rounds']})")
     p.add_argument("--precision", nargs="+", choices=("fp32", "bf16"),
-                   help="loop table: precisions of our loop and of the bare loops it is compared "
-                   "with (default: fp32)")
+                   help=f"loop table: precisions of our loop and of the bare loops it is compared "
+                   f"with (default: {' '.join(LOOP_DEFAULTS['precision'])})")
     p.add_argument("--sequence", action="store_true",
                    help="print the agent table (agent updates/s by backbone and mode) instead of "
                    "the loop table")
@@ -446,10 +445,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "(default: all three)")
     p.add_argument("--updates", type=int,
                    help=f"--sequence: timed updates per cell, a positive integer (default: "
-                   f"{AgentBenchConfig.updates})")
+                   f"{SEQUENCE_DEFAULTS['updates']})")
     p.add_argument("--windows", type=int, nargs="+",
                    help=f"--sequence: window lengths L of the sequence agents, positive integers, "
-                   f"one table each (default: {AgentBenchConfig.window})")
+                   f"one table each (default: {' '.join(map(str, SEQUENCE_DEFAULTS['windows']))})")
     a = p.parse_args(argv)
     other, table = ((LOOP_DEFAULTS, "the loop table, not to --sequence") if a.sequence
                     else (SEQUENCE_DEFAULTS, "--sequence (the agent table), not to the loop table"))

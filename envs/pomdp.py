@@ -32,6 +32,7 @@ height less its initial height, hidden by V); and reward terms such as ``reward_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -139,12 +140,10 @@ def make_masked_env(
     """
     layout = _layout(base_id)
     indices = layout.indices(kind)
-    spec = gym.spec(base_id)
-    creator = spec.entry_point if callable(spec.entry_point) else load_env_creator(spec.entry_point)
-    kwargs: dict[str, Any] = {**spec.kwargs, **base_kwargs}
+    kwargs: dict[str, Any] = {**gym.spec(base_id).kwargs, **base_kwargs}
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
-    env = creator(**kwargs)
+    env = _base_creator(base_id)(**kwargs)
     modes = list(env.metadata.get("render_modes", []))
     if render_mode is not None and render_mode not in modes:
         env.close()
@@ -158,6 +157,12 @@ def make_masked_env(
             f"{kind.upper()} variant expects the default layout of shape ({layout.size},)"
         )
     return MaskObservation(env, indices)
+
+
+def _base_creator(base_id: str) -> Callable[..., gym.Env[Any, Any]]:
+    """The registered entry point of the base task ``base_id``, loaded."""
+    entry = gym.spec(base_id).entry_point
+    return entry if callable(entry) else load_env_creator(entry)
 
 
 class MaskedEntry:
@@ -180,9 +185,7 @@ class MaskedEntry:
     @property
     def metadata(self) -> dict[str, Any]:
         """The base task's metadata (its render modes)."""
-        entry = gym.spec(self.base_id).entry_point
-        creator = entry if callable(entry) else load_env_creator(entry)
-        return dict(getattr(creator, "metadata", {}))
+        return dict(getattr(_base_creator(self.base_id), "metadata", {}))
 
     def __call__(self, render_mode: str | None = None, **base_kwargs: Any) -> MaskObservation:
         """Build the task; ``base_kwargs`` go to the base task's constructor.

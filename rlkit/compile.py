@@ -168,14 +168,8 @@ def reset_warnings() -> None:
 
 def _device_type(args: tuple[Any, ...]) -> str:
     """The device type of the first tensor found in ``args`` (nested tuples included)."""
-    stack = list(args)
-    while stack:
-        a = stack.pop(0)
-        if isinstance(a, Tensor):
-            return a.device.type
-        if isinstance(a, (tuple, list)):
-            stack.extend(a)
-    return "cpu"
+    shapes = _shapes(args)
+    return shapes[0][2].type if shapes else "cpu"
 
 
 __all__ = ["COMPILE_PAYS", "CompileSetting", "CompiledFunction", "choose_compile", "compile_modes",
