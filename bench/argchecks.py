@@ -26,6 +26,21 @@ def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace,
             parser.error(f"{flag} must be a positive integer, got {value}")
 
 
+def require_distinct(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                     *flags: str) -> None:
+    """Refuse the first of the list ``flags`` that names a value twice: each value is a row, a
+    column or a table of its own, so a repeat would time the same thing twice. A flag whose
+    value is ``None`` is skipped."""
+    for flag in flags:
+        values = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if values is None:
+            continue
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            parser.error(f"{flag} names {', '.join(repeated)} more than once, got "
+                         f"{' '.join(map(str, values))}; expected each value once")
+
+
 def require_device(parser: argparse.ArgumentParser, name: str,
                    flag: str = "--device") -> torch.device:
     """The torch device ``name`` (``cpu``, ``cuda`` or ``cuda:N``); refuses another string and a

@@ -29,7 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from argchecks import require_device, require_positive  # bench/argchecks.py (same folder)
+from argchecks import (  # bench/argchecks.py (same folder)
+    require_device,
+    require_distinct,
+    require_positive,
+)
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -265,6 +269,9 @@ def mamba_scan_lines(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+SCAN_IGNORES = ("--d-in", "--n-layers", "--context", "--families", "--dtype")
+"""Flags that ``--scan-only`` does not read: the scan lines run Mamba-1's scan alone, in fp32."""
+
 SIZE_FLAGS = ("--lengths", "--batch", "--d-model", "--d-in", "--n-layers", "--context",
               "--repeats")
 """Flags that take positive integers."""
@@ -289,9 +296,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5,
                    help="timed calls per median, a positive integer")
     p.add_argument("--scan-only", action="store_true",
-                   help="print only the Mamba scan lines (sequential vs parallel, exp floor)")
+                   help="print only the Mamba scan lines (sequential vs parallel, exp floor), in "
+                   "fp32 at --lengths, --batch, --d-model, --device, --repeats")
     args = p.parse_args(argv)
     require_positive(p, args, *SIZE_FLAGS)
+    require_distinct(p, args, "--lengths", "--families")
+    if args.scan_only and (given := [flag for flag in SCAN_IGNORES
+                                     if getattr(args, flag[2:].replace("-", "_"))
+                                     != p.get_default(flag[2:].replace("-", "_"))]):
+        p.error(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to the family "
+                f"table, not to --scan-only (Mamba-1's scan alone, in fp32, at --lengths, "
+                f"--batch, --d-model)")
     for name in [] if args.scan_only else args.families:
         try:
             make_config(name, args.d_model, args.n_layers, args.context, False)

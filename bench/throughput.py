@@ -49,7 +49,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from argchecks import require_device, require_positive  # bench/argchecks.py (same folder)
+from argchecks import (  # bench/argchecks.py (same folder)
+    require_device,
+    require_distinct,
+    require_positive,
+)
 from torch import nn
 
 from agents import train
@@ -461,6 +465,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if getattr(a, name) is None:
             setattr(a, name, copy.copy(default))
     require_positive(p, a, "--rounds", "--threads", "--updates", "--windows")
+    require_distinct(p, a, "--envs", "--precision", "--backbones", "--modes", "--windows")
     for name in ("warmup", "steps"):  # our loop logs a row every 500 steps
         if not a.sequence and (getattr(a, name) <= 0 or getattr(a, name) % 500):
             p.error(f"--{name} must be a positive multiple of 500, got {getattr(a, name)}")

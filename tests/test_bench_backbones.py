@@ -41,3 +41,24 @@ def test_cuda_without_a_cuda_device_is_refused(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     said = _refusal(["--device", "cuda"], capsys)
     assert "--device cuda asked for, but no CUDA device is available" in said
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--lengths", "64", "256", "64"], "--lengths names 64 more than once, got 64 256 64"),
+    (["--families", "gru", "s4", "gru"], "--families names gru more than once, got gru s4 gru"),
+])
+def test_a_value_named_twice_is_refused(argv, said, capsys):
+    assert said in _refusal(argv, capsys)
+
+
+@pytest.mark.parametrize("argv, flags", [
+    (["--dtype", "bf16"], "--dtype applies"),
+    (["--families", "gru", "--n-layers", "4"], "--n-layers, --families apply"),
+    (["--context", "8", "--d-in", "16"], "--d-in, --context apply"),
+])
+def test_flags_the_scan_lines_do_not_read_are_refused_with_scan_only(argv, flags, capsys):
+    said = _refusal(["--scan-only", *argv], capsys)
+    assert f"{flags} to the family table, not to --scan-only" in said
+    args = bench_script("backbones").parse_args(["--scan-only", "--lengths", "32", "--batch",
+                                                 "2", "--d-model", "16", "--dtype", "fp32"])
+    assert (args.lengths, args.batch, args.d_model) == ([32], 2, 16)

@@ -206,6 +206,20 @@ def test_flags_of_the_table_not_printed_are_refused_even_at_their_defaults(argv,
     assert said in _refusal(_throughput_module().parse_args, argv, capsys)
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["--sequence", "--backbones", "gru", "s4", "gru"],
+     "--backbones names gru more than once, got gru s4 gru"),
+    (["--sequence", "--modes", "fp32", "fp32"], "--modes names fp32 more than once"),
+    (["--sequence", "--windows", "64", "256", "64"], "--windows names 64 more than once"),
+    (["--skip-sb3", "--envs", "Pendulum-v1", "Pendulum-v1"],
+     "--envs names Pendulum-v1 more than once"),
+    (["--skip-sb3", "--precision", "bf16", "fp32", "bf16"],
+     "--precision names bf16 more than once"),
+])
+def test_a_value_named_twice_is_refused(argv, said, capsys):
+    assert said in _refusal(_throughput_module().parse_args, argv, capsys)
+
+
 def test_the_flags_left_out_take_their_defaults():
     throughput = _throughput_module()
     sequence, loop = throughput.parse_args(["--sequence"]), throughput.parse_args(["--skip-sb3"])
