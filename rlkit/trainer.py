@@ -17,7 +17,9 @@ An exception raised by an env's ``reset`` or ``step`` is raised as
 written, as :class:`rlkit.faults.FileSystemError`. A non-finite loss stops the run with
 ``diagnostic.pt`` written and ``checkpoint.pt`` kept at the last good state. With
 ``drop_nonfinite``, a non-finite transition is dropped (the buffer says how many rows that
-costs), its env's episode restarts, and the count is logged as ``dropped_transitions``.
+costs), its env's episode restarts, and the count is logged as ``dropped_transitions``. A
+sequence buffer drops the whole step (one row per env) and cuts every stream there, so then
+every env's episode restarts.
 """
 
 from __future__ import annotations
@@ -199,13 +201,20 @@ class Trainer:
         for i in np.flatnonzero(done):
             real_next[i] = info["final_obs"][i]
         bad = nonfinite_rows(next_obs, real_next, reward, self.step + n, cfg.drop_nonfinite)
-        restart = done | bad
-        self.dropped_transitions += self.buffer.add(
-            loop.obs, action, reward, real_next, term, trunc,
-            states=loop.state if self.buffer.wants_states else None,
-            keep=~bad if bad.any() else None)
-        if bad.any():
-            self._restart_envs(bad, next_obs)
+        dropped = self.buffer.add(loop.obs, action, reward, real_next, term, trunc,
+                                  states=loop.state if self.buffer.wants_states else None,
+                                  keep=~bad if bad.any() else None)
+        self.dropped_transitions += dropped
+        cut = bad
+        if dropped > bad.sum():
+            # The buffer dropped the whole step (one row per env) and every stream starts a
+            # new episode after it: every env restarts too, so that each acts from the
+            # initial state where its stored episode starts (training computes what acting
+            # computes). The envs that ended this step have restarted already.
+            cut = bad | ~done
+        if cut.any():
+            self._restart_envs(cut, next_obs)
+        restart = done | cut
         done_t = torch.as_tensor(restart, device=dev)
         loop.state = self.agent.reset_state(new_state, done_t) if restart.any() else new_state
         self.noise.reset(restart)
@@ -215,7 +224,7 @@ class Trainer:
                                            dtype=torch.float32)
         loop.episode_return += np.where(bad, 0.0, reward)
         for i in np.flatnonzero(restart):
-            if not bad[i]:
+            if not cut[i]:  # an episode cut by a dropped step is not a return
                 loop.recent_returns.append(float(loop.episode_return[i]))
                 self.episodes += 1
             loop.episode_return[i] = 0.0

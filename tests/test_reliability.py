@@ -648,7 +648,12 @@ def test_nonfinite_env_output_names_the_env_and_the_step(tmp_path, kind, what):
 
 
 @pytest.mark.parametrize(("backbone", "dropped", "stored"), [("mlp", 1, 599), ("gru", 2, 299)])
-def test_drop_nonfinite_drops_counts_and_goes_on(tmp_path, backbone, dropped, stored):
+def test_drop_nonfinite_drops_counts_and_goes_on(tmp_path, monkeypatch, backbone, dropped,
+                                                stored):
+    restarted = []
+    restart = Trainer._restart_envs
+    monkeypatch.setattr(Trainer, "_restart_envs", lambda self, mask, obs: (
+        restarted.append(mask.tolist()), restart(self, mask, obs)))
     cfg = replace_fields(TINY, env=_fault_in_env_1("NaNObs"), backbone=backbone, num_envs=2,
                          total_steps=600, log_every=100, drop_nonfinite=True,
                          run_dir=str(tmp_path / "run"))
@@ -662,6 +667,9 @@ def test_drop_nonfinite_drops_counts_and_goes_on(tmp_path, backbone, dropped, st
     # mlp: every transition but the bad one; gru: one step of both streams dropped
     assert (ckpt["buffer"]["size"] if backbone == "mlp" else ckpt["buffer"]["count"]) == stored
     assert np.isfinite(ckpt["loop"]["obs"]).all()
+    # mlp: the bad env restarts; gru: every stream is cut at the dropped step, so every env
+    # restarts and acts from the initial state where its stored episode starts
+    assert restarted == ([[False, True]] if backbone == "mlp" else [[True, True]])
 
 
 def test_nonfinite_loss_stops_with_a_diagnostic_checkpoint(tmp_path):
