@@ -22,6 +22,7 @@ for the flag parser's own, which come in a panel.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import sys
@@ -360,16 +361,38 @@ def parse_config(args: list[str]) -> TrainConfig:
     """The config of ``args``: the defaults, then the recipe (:mod:`agents.recipes`) chosen by
     ``--recipe`` and ``--env``, then the flags given (a resumed run takes its own config)."""
     description = f"{TrainConfig.__doc__}\n\n{recipes.describe()}"
-    cfg = tyro.cli(TrainConfig, args=args, description=description)
-    if cfg.run.resume is not None:
-        return cfg
-    recipe = recipes.choose(cfg.run.recipe, cfg.env.id)
+    choice = _recipe_choice(args)
+    if choice is None:  # a resumed run (it takes its own config), or flags for tyro to refuse
+        return tyro.cli(TrainConfig, args=args, description=description)
+    recipe = recipes.choose(*choice[:2])
     if recipe is None:
-        return replace_fields(cfg, recipe="none")
-    default = recipe.apply(replace_fields(TrainConfig(), backbone=cfg.model.backbone,
-                                          env=cfg.env.id))
+        return replace_fields(tyro.cli(TrainConfig, args=args, description=description),
+                              recipe="none")
+    # The flags are checked once, against the recipe's values: a flag that needs one of them
+    # (--agent.actor-q min needs the twin critics a recipe turns on) is valid here.
+    default = recipe.apply(replace_fields(TrainConfig(), backbone=choice[2], env=choice[1]))
     cfg = tyro.cli(TrainConfig, args=args, default=default, description=description)
     return replace_fields(cfg, recipe=recipe.name)
+
+
+def _recipe_choice(args: Sequence[str]) -> tuple[str, str, str] | None:
+    """``--recipe``, ``--env`` and ``--backbone`` of ``args`` (their defaults where left out),
+    read before the whole config is parsed, since the recipe gives the defaults the other
+    flags are parsed and checked against; ``None`` with ``--resume`` or where these flags do
+    not parse (tyro then names what is wrong)."""
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    p.add_argument("--resume")
+    p.add_argument("--recipe", default=defaults.run.recipe)
+    p.add_argument("--env", default=defaults.env.id)
+    p.add_argument("--backbone", default=defaults.model.backbone)
+    try:
+        known, _ = p.parse_known_args(list(args))
+    except argparse.ArgumentError:
+        return None
+    if known.resume not in (None, "None"):
+        return None
+    return known.recipe, known.env, known.backbone
 
 
 def parse_cli(argv: Sequence[str]) -> tuple[TrainConfig, list[str], list[int]]:

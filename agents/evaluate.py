@@ -14,8 +14,9 @@ driver, set unless ``SDL_VIDEODRIVER`` is).
 
 Exit codes: 0 done; 2 a missing or damaged run directory (``config.json``, checkpoint), a
 checkpoint of another run (or an edited ``config.json``: the field is named), no renderer, or
-``--policy average`` for a run without an average; 3 a file-system error; 4 the environment
-raised an exception (its traceback is printed after the one-line message).
+``--policy average`` for a run without an average, or the module of a ``module:EnvId`` task
+that is not on the import path; 3 a file-system error; 4 the environment raised an exception,
+its module's import included (its traceback is printed after the one-line message).
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ import torch
 from agents.train import env_modules, load_agent, one_line_warnings
 from rlkit.checkpoint import CheckpointError
 from rlkit.config import EVAL_POLICIES
-from rlkit.evaluate import Policy, RenderError, episode_rewards, evaluate, make_eval_env
+from rlkit.evaluate import (
+    Policy,
+    RenderError,
+    episode_rewards,
+    evaluate,
+    import_env_modules,
+    make_eval_env,
+)
 from rlkit.faults import EnvError, GuardedEnv
 from rlkit.rundir import RunDirError, RunPaths, RunRecord
 from rlkit.seeding import eval_env_seed
@@ -55,6 +63,7 @@ def _run_policy(run_dir: Path, device: str, video_dir: Path | None, policy: str 
         chosen = agent.policy(which)
     except ValueError as e:
         raise RunDirError(f"{run_dir}: {e}") from e
+    import_env_modules(env_modules(record.env), record.env.id)  # named as the run gave it
     env = GuardedEnv(make_eval_env(record.env.gym_id, video_dir, env_modules(record.env)),
                      "evaluation")
     try:
@@ -143,7 +152,7 @@ def run(argv: list[str] | None = None) -> int:
     except EnvError as e:
         print(f"error: {e}\nthe env's traceback:\n{e.env_traceback.rstrip()}", file=sys.stderr)
         return 4
-    except (RenderError, RunDirError, CheckpointError, FileNotFoundError) as e:
+    except (RenderError, RunDirError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -70,6 +70,28 @@ def _never_checkpointed(run_dir: Path) -> bool:
     return not paths.metrics.is_file() or not read_metrics(run_dir)
 
 
+def _check_recipe(run_dir: Path, requested: str, saved: TrainConfig) -> None:
+    """Refuse a ``--recipe`` on resume that is not the run's own (a run keeps its recipe),
+    naming what ``auto`` picks for the run's env; a run recorded with ``auto`` (made from
+    Python, where no recipe is applied) was made with none.
+
+    Raises:
+        ValueError: an unknown name, or another recipe than the run's.
+    """
+    try:
+        recipes.check_name(requested)
+    except ValueError as e:
+        raise ValueError(f"--resume {run_dir}: {e}") from e
+    own = "none" if saved.run.recipe == "auto" else saved.run.recipe
+    made = recipes.choose("auto", saved.env.id) if requested == "auto" else None
+    asked = (made.name if made else "none") if requested == "auto" else requested
+    if asked != own:
+        picks = f" (auto picks {asked} for {saved.env.id})" if requested == "auto" else ""
+        raise ValueError(f"--resume {run_dir} --recipe {requested}{picks}: the run was made "
+                         f"with {own!r}, and a run keeps its own recipe: give no --recipe, or "
+                         f"--recipe {own}")
+
+
 def resume_config(cfg: TrainConfig, given: Collection[str] = (),
                   ) -> tuple[TrainConfig, RunRecord, dict | None]:
     """The config, record and last checkpoint of the run in ``--resume`` (see there).
@@ -100,9 +122,9 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
     for name, section in STORED_RESOLVED.items():  # stored resolved: "auto" is the run's own
         if getattr(getattr(cfg, section), name) == "auto":
             cfg = replace_fields(cfg, **{name: getattr(getattr(saved, section), name)})
-    if "recipe" in given and cfg.run.recipe == "auto" != saved.run.recipe:  # stored by name
-        made = recipes.choose("auto", saved.env.id)
-        cfg = replace_fields(cfg, recipe=made.name if made else "none")
+    if "recipe" in given:
+        _check_recipe(run_dir, cfg.run.recipe, saved)
+        cfg = replace_fields(cfg, recipe=saved.run.recipe)
     merged = merge_config(cfg, saved, RESUME_MAY_CHANGE, keep=("resume",), given=given)
     merged = dataclasses.replace(
         merged, run=dataclasses.replace(merged.run, run_dir=str(run_dir), device=record.device))

@@ -4,7 +4,9 @@
     from rlkit.config import replace_fields
     main(replace_fields(TrainConfig(), env="rlkit/Pendulum-V-v0", backbone="gru"))
 
-Set this way the fields are the defaults plus those given: no recipe is applied.
+Set this way the fields are the defaults plus those given: no recipe is applied, and
+``config.json`` records ``run.recipe`` as ``none`` (a name given there is recorded as given, and
+must be a shipped recipe's).
 ``agents.cli.parse_config(["--env", ..., "--backbone", ...])`` gives the config ``train.py``
 would run (the recipe for the env, then the flags).
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import sys
 import uuid
 import warnings
@@ -32,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agents import recipes
 from agents.config import TrainConfig
 from agents.ddpg import DDPG
 from agents.resume import (
@@ -47,8 +49,9 @@ from rlkit.config import (
     EnvConfig,
     end_step,
     flag,
+    replace_fields,
 )
-from rlkit.evaluate import eval_time_limited, time_limit
+from rlkit.evaluate import eval_time_limited, import_env_modules, time_limit
 from rlkit.faults import EnvError, first_line
 from rlkit.loopstate import check_agent_state
 from rlkit.noise import make_noise
@@ -148,13 +151,7 @@ def make_env(env: EnvConfig | str) -> gym.Env:
     """``gym.make`` of the configured id, after importing :func:`env_modules`; checks the
     spaces."""
     env = env if isinstance(env, EnvConfig) else EnvConfig(id=env)
-    for module in env_modules(env):
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ValueError(f"cannot import module {module!r} for --env {env.id}: {e}; expected "
-                             f"a module on the import path (PYTHONPATH, or the folder of the "
-                             f"script run)") from e
+    import_env_modules(env_modules(env), env.id)
     try:
         made = gym.make(env.gym_id)
     except gym.error.Error as e:
@@ -328,6 +325,10 @@ def main(cfg: TrainConfig, given: Collection[str] = ()) -> dict[str, float]:
             check_run_dir(run_dir)
             held.enter_context(RunLock(run_dir))  # before anything in it is read or changed
             cfg, record, ckpt = resume_config(cfg, given)
+        else:
+            recipes.check_name(cfg.run.recipe)
+            if cfg.run.recipe == "auto":  # only the command line chooses and applies one
+                cfg = replace_fields(cfg, recipe="none")
         return _run(cfg, run_dir, record, ckpt, held)
 
 

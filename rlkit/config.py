@@ -114,6 +114,10 @@ class EnvConfig:
         if not isinstance(self.id, str) or not self.gym_id.strip():
             raise ValueError(f"--env must name a Gymnasium id (or module:EnvId), got "
                              f"{self.id!r}")
+        if self.imports and not all(part.isidentifier() for part in self.imports[0].split(".")):
+            raise ValueError(f"--env {self.id}: {self.imports[0]!r} before the ':' is not a "
+                             f"module name; expected module:EnvId with a dotted module name "
+                             f"such as mypackage.envs")
 
     @property
     def imports(self) -> tuple[str, ...]:

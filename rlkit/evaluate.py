@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlkit.faults import EnvError
 from rlkit.fields import is_count
 
 
@@ -124,6 +125,26 @@ def eval_time_limited(env: gym.Env) -> gym.Env:
     return gym.wrappers.TimeLimit(env, EVAL_STEP_LIMIT)
 
 
+def import_env_modules(modules: tuple[str, ...], env_id: str) -> None:
+    """Import the modules an env id needs first (they register it; ``module`` of
+    ``module:EnvId``).
+
+    Raises:
+        ValueError: a module that is not on the import path (bad input), named with the id.
+        rlkit.faults.EnvError: the module's own code raised while it was imported (a syntax
+            error included), its traceback kept.
+    """
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"cannot import module {module!r} for --env {env_id}: {e}; "
+                             f"expected a module on the import path (PYTHONPATH, or the folder "
+                             f"of the script run)") from e
+        except Exception as e:  # noqa: BLE001  (the module's own code failed)
+            raise EnvError.wrap(e, env_id, f"the import of module {module!r}") from e
+
+
 def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] = ()
                   ) -> gym.Env:
     """The evaluation env, recording every episode to ``video_dir`` when given; an env
@@ -133,9 +154,14 @@ def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] 
         env_id: a registered id (``module:EnvId`` imports ``module`` first).
         video_dir: where the MP4s go; ``None``: no video.
         imports: modules to import first (they register ids).
+
+    Raises:
+        ValueError, rlkit.faults.EnvError: a module that cannot be imported
+            (:func:`import_env_modules`).
+        RenderError: ``video_dir`` given and the env cannot render here.
     """
-    for module in (*imports, *((env_id.partition(":")[0],) if ":" in env_id else ())):
-        importlib.import_module(module)
+    import_env_modules((*imports, *((env_id.partition(":")[0],) if ":" in env_id else ())),
+                       env_id)
     env_id = env_id.partition(":")[2] or env_id
     if video_dir is None:
         return eval_time_limited(gym.make(env_id))

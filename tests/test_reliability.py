@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -569,7 +570,39 @@ def test_resume_takes_recipe_auto_as_the_recipe_made_for_the_runs_env(tmp_path, 
     assert RunRecord.read(run).loop.total_steps == 80
     code, err = _cli(["--resume", run, "--total-steps", 100, "--recipe", "pendulum-pomdp"],
                      capsys)
-    assert code == 2 and "run recipe 'none' != requested recipe 'pendulum-pomdp'" in err, err
+    assert code == 2 and (f"--resume {run} --recipe pendulum-pomdp: the run was made with "
+                          f"'none', and a run keeps its own recipe: give no --recipe, or "
+                          f"--recipe none") in err, err
+    code, err = _cli(["--resume", run, "--total-steps", 100, "--recipe", "bogus"], capsys)
+    assert code == 2 and f"--resume {run}: unknown --recipe 'bogus'; expected auto, none" in err
+
+
+def test_resume_names_the_recipe_auto_picks_for_the_runs_env(tmp_path, capsys):
+    """A run made with a recipe for another env than its own: ``--recipe auto`` on resume is
+    refused, naming what auto picks there (none) and the run's own."""
+    run = tmp_path / "run"
+    code, err = _cli([*TINY_ARGS, "--run-dir", run, "--recipe", "memory-corridor-20"], capsys)
+    assert code == 0, err
+    code, err = _cli(["--resume", run, "--total-steps", 80, "--recipe", "auto"], capsys)
+    assert code == 2 and ("--recipe auto (auto picks none for Pendulum-v1): the run was made "
+                          "with 'memory-corridor-20'") in err, err
+    code, err = _cli(["--resume", run, "--total-steps", 80, "--recipe", "memory-corridor-20"],
+                     capsys)
+    assert code == 0, err
+
+
+def test_a_run_made_from_python_records_no_recipe_and_refuses_an_unknown_one(tmp_path, capsys):
+    """``main`` applies no recipe: left at ``auto`` it records ``none``, which a resume with
+    ``--recipe none`` keeps; an unknown name is refused before the run starts."""
+    run = tmp_path / "run"
+    train.main(replace_fields(TINY, env="rlkit/Pendulum-V-v0", run_dir=str(run)))
+    assert RunRecord.read(run).run.recipe == "none"
+    code, err = _cli(["--resume", run, "--total-steps", TINY.loop.total_steps + 20, "--recipe",
+                      "none"], capsys)
+    assert code == 0, err
+    with pytest.raises(ValueError, match=r"unknown --recipe 'bogus'; expected auto, none"):
+        train.main(replace_fields(TINY, recipe="bogus", run_dir=str(tmp_path / "bogus")))
+    assert not (tmp_path / "bogus").exists()
 
 
 def test_resume_refuses_a_flag_typed_at_the_package_default_that_is_not_the_runs(
@@ -1158,6 +1191,46 @@ def test_resume_of_a_damaged_run_file_is_one_line_with_exit_2(tiny_run, tmp_path
 
 
 # ----------------------------------------------------------------------------- env exceptions
+@pytest.mark.parametrize(("source", "code", "said"), [
+    ("raise RuntimeError('boom at import')\n", 4,
+     "raised RuntimeError in the import of module '{name}': boom at import"),
+    ("def broken(:\n", 4, "raised SyntaxError in the import of module '{name}'"),
+    (None, 2, "cannot import module '{name}' for --env {name}:X-v0: No module named"),
+])
+def test_a_task_module_that_fails_to_import_is_named_with_its_exit_code(
+        tmp_path, monkeypatch, capsys, source, code, said):
+    """train.py names the --env and its module: one missing from the import path is bad input
+    (exit 2), one whose own code raises (a syntax error too) is the env's exception (exit 4,
+    its traceback printed)."""
+    name = f"badmod_{tmp_path.name.replace('-', '_')}"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    if source is not None:
+        (tmp_path / f"{name}.py").write_text(source)
+    got, err = _cli(["--env", f"{name}:X-v0", *TINY_ARGS, "--run-dir", tmp_path / "r"], capsys)
+    assert got == code and said.format(name=name) in err, err
+    assert ("the env's traceback" in err) == (code == 4)
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_names_a_task_module_gone_from_the_import_path(tmp_path, monkeypatch, capsys):
+    name = f"taskmod_{tmp_path.name.replace('-', '_')}"
+    module = tmp_path / f"{name}.py"
+    module.write_text(f"import gymnasium as gym\ngym.register('{name}/P-v0', "
+                      f"entry_point='gymnasium.envs.classic_control:PendulumEnv', "
+                      f"max_episode_steps=50)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    code, err = _cli([*TINY_ARGS, "--env", f"{name}:{name}/P-v0", "--run-dir", run], capsys)
+    assert code == 0, err
+    module.unlink()
+    monkeypatch.delitem(sys.modules, name)
+    importlib.invalidate_caches()
+    assert evaluate_run([str(run), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot import module '{name}' for --env {name}:{name}/P-v0"), err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_env_exception_keeps_the_envs_traceback(tmp_path, capsys):
     with pytest.raises(EnvError, match=r"env rlkit-test/Raise-v0 raised RuntimeError in step at "
                                        r"env step 30: simulator diverged at state") as e:

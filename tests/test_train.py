@@ -6,6 +6,7 @@ import re
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,9 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
         ({"env": "no_such_module:Foo-v0"}, r"cannot import module 'no_such_module' for --env "
                                              r"no_such_module:Foo-v0: .*; expected a module on the "
                                              r"import path"),
+        ({"env": ":Foo-v0"}, r"--env :Foo-v0: '' before the ':' is not a module name; "
+                             r"expected module:EnvId"),
+        ({"env": "my-pkg.envs:Foo-v0"}, r"'my-pkg.envs' before the ':' is not a module name"),
         ({"total_steps": 0}, "--total-steps must be a positive integer, got 0"),
         ({"total_steps": -5}, "--total-steps must be a positive integer, got -5"),
         ({"batch_size": 512, "buffer_size": 100}, "--batch-size 512 is larger than --buffer-size"),
@@ -230,6 +234,23 @@ def test_recipe_is_chosen_by_env_and_flags_win_over_it():
     with pytest.raises(ValueError, match="unknown --recipe 'nope'; expected auto, none or one "
                                          "of .*pendulum-pomdp"):
         cli.parse_cli(["--recipe", "nope"])
+
+
+@pytest.mark.parametrize("flag", [["--agent.actor-q", "min"], ["--agent.critics-share-encoder"]])
+@pytest.mark.parametrize("env", [["--env", "rlkit/MemoryCorridor-v0"],
+                                 ["--env=rlkit/MemoryCorridor-L20-v0"],
+                                 ["--recipe", "memory-corridor-20"]])
+def test_a_flag_that_needs_a_recipe_value_is_checked_against_the_recipe(flag, env):
+    """The memory-corridor recipes turn on twin critics, so the flags that need them are valid
+    with the recipe (they were checked against the plain defaults first, and refused); with
+    --recipe none they are refused, naming the flag that is missing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the recipe named for another env
+        cfg = cli.parse_config([*env, "--backbone", "gru", *flag])
+    assert cfg.run.recipe == "memory-corridor-20" and cfg.agent.twin_critics
+    assert cfg.agent.actor_q == "min" or cfg.agent.critics_share_encoder
+    with pytest.raises(SystemExit):
+        cli.parse_config(["--env", "rlkit/MemoryCorridor-v0", "--recipe", "none", *flag])
 
 
 def test_the_pendulum_recipe_trains_every_family_on_what_it_acts_on():
