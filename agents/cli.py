@@ -224,16 +224,10 @@ def _check_recipe(grid_dir: Path, requested: str) -> None:
         recipes.check_name(requested)
     except ValueError as e:
         raise ValueError(f"--resume {grid_dir}: {e}") from e
-
-    def own(env_id: str) -> str:
-        if requested != "auto":
-            return requested
-        made = recipes.choose("auto", env_id)
-        return made.name if made else "none"
-
-    made_with = {n: ("none" if c.run.recipe == "auto" else c.run.recipe, c.env.id)
+    made_with = {n: (recipes.made_with(c.run.recipe), c.env.id)
                  for n, c in read_manifest(grid_dir).items()}
-    other = {n: r for n, (r, env_id) in made_with.items() if r != own(env_id)}
+    other = {n: r for n, (r, env_id) in made_with.items()
+             if r != recipes.picks(requested, env_id)}
     if other:
         listed = ", ".join(f"{n} with {r!r}" for n, r in sorted(other.items()))
         raise ValueError(f"--resume {grid_dir} --recipe {requested}: runs of the grid were made "
@@ -359,27 +353,43 @@ def take_list(argv: list[str], flag: str) -> tuple[list[str], list[str]]:
 
 def parse_config(args: list[str]) -> TrainConfig:
     """The config of ``args``: the defaults, then the recipe (:mod:`agents.recipes`) chosen by
-    ``--recipe`` and ``--env``, then the flags given (a resumed run takes its own config)."""
+    ``--recipe`` and ``--env``, then the flags given, each checked against what comes before
+    it (``--agent.actor-q min`` needs twin critics, which a recipe may give). A resumed run
+    takes its own config: its flags are checked against the run's."""
     description = f"{TrainConfig.__doc__}\n\n{recipes.describe()}"
-    choice = _recipe_choice(args)
-    if choice is None:  # a resumed run (it takes its own config), or flags for tyro to refuse
+    if {"-h", "--help"} & set(args):  # the help, whatever the other flags say
         return tyro.cli(TrainConfig, args=args, description=description)
-    recipe = recipes.choose(*choice[:2])
+    first = _first_flags(args)
+    if first is None:  # flags the pre-pass cannot read: tyro names what is wrong, or reads them
+        plain = tyro.cli(TrainConfig, args=args, description=description)
+        first = FirstFlags(plain.run.resume, plain.run.recipe, plain.env.id,
+                           plain.model.backbone)
+    if first.resume is not None:
+        return tyro.cli(TrainConfig, args=args, default=_run_config(first.resume),
+                        description=description)
+    recipe = recipes.choose(first.recipe, first.env)
     if recipe is None:
         return replace_fields(tyro.cli(TrainConfig, args=args, description=description),
                               recipe="none")
-    # The flags are checked once, against the recipe's values: a flag that needs one of them
-    # (--agent.actor-q min needs the twin critics a recipe turns on) is valid here.
-    default = recipe.apply(replace_fields(TrainConfig(), backbone=choice[2], env=choice[1]))
+    default = recipe.apply(replace_fields(TrainConfig(), backbone=first.backbone,
+                                          env=first.env))
     cfg = tyro.cli(TrainConfig, args=args, default=default, description=description)
     return replace_fields(cfg, recipe=recipe.name)
 
 
-def _recipe_choice(args: Sequence[str]) -> tuple[str, str, str] | None:
-    """``--recipe``, ``--env`` and ``--backbone`` of ``args`` (their defaults where left out),
-    read before the whole config is parsed, since the recipe gives the defaults the other
-    flags are parsed and checked against; ``None`` with ``--resume`` or where these flags do
-    not parse (tyro then names what is wrong)."""
+class FirstFlags(typing.NamedTuple):
+    """The flags read before the config is parsed: they choose the defaults the other flags
+    are parsed and checked against (the run's config, or the recipe's values)."""
+
+    resume: str | None
+    recipe: str
+    env: str
+    backbone: str
+
+
+def _first_flags(args: Sequence[str]) -> FirstFlags | None:
+    """``--resume``, ``--recipe``, ``--env`` and ``--backbone`` of ``args`` (the defaults where
+    left out); ``None`` where they do not parse."""
     defaults = TrainConfig()
     p = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     p.add_argument("--resume")
@@ -390,9 +400,18 @@ def _recipe_choice(args: Sequence[str]) -> tuple[str, str, str] | None:
         known, _ = p.parse_known_args(list(args))
     except argparse.ArgumentError:
         return None
-    if known.resume not in (None, "None"):
-        return None
-    return known.recipe, known.env, known.backbone
+    resume = None if known.resume in (None, "None") else known.resume
+    return FirstFlags(resume, known.recipe, known.env, known.backbone)
+
+
+def _run_config(resume: str) -> TrainConfig:
+    """The config ``config.json`` of the run in ``resume`` records, as the defaults of its
+    resume's flags; the package defaults where there is none to read (a grid directory, or a
+    damaged file, which :func:`agents.resume.resume_config` then names)."""
+    try:
+        return TrainConfig.from_record(RunRecord.read(Path(resume)))
+    except Exception:  # noqa: BLE001  (reported with its cause where the run is resumed)
+        return TrainConfig()
 
 
 def parse_cli(argv: Sequence[str]) -> tuple[TrainConfig, list[str], list[int]]:

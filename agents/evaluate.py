@@ -34,11 +34,11 @@ from agents.train import env_modules, load_agent, one_line_warnings
 from rlkit.checkpoint import CheckpointError
 from rlkit.config import EVAL_POLICIES
 from rlkit.evaluate import (
+    EnvModuleError,
     Policy,
     RenderError,
     episode_rewards,
     evaluate,
-    import_env_modules,
     make_eval_env,
 )
 from rlkit.faults import EnvError, GuardedEnv
@@ -63,8 +63,7 @@ def _run_policy(run_dir: Path, device: str, video_dir: Path | None, policy: str 
         chosen = agent.policy(which)
     except ValueError as e:
         raise RunDirError(f"{run_dir}: {e}") from e
-    import_env_modules(env_modules(record.env), record.env.id)  # named as the run gave it
-    env = GuardedEnv(make_eval_env(record.env.gym_id, video_dir, env_modules(record.env)),
+    env = GuardedEnv(make_eval_env(record.env.id, video_dir, env_modules(record.env)),
                      "evaluation")
     try:
         yield chosen, env, record
@@ -152,7 +151,7 @@ def run(argv: list[str] | None = None) -> int:
     except EnvError as e:
         print(f"error: {e}\nthe env's traceback:\n{e.env_traceback.rstrip()}", file=sys.stderr)
         return 4
-    except (RenderError, RunDirError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (RenderError, RunDirError, CheckpointError, EnvModuleError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

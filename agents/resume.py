@@ -79,12 +79,10 @@ def _check_recipe(run_dir: Path, requested: str, saved: TrainConfig) -> None:
         ValueError: an unknown name, or another recipe than the run's.
     """
     try:
-        recipes.check_name(requested)
+        asked = recipes.picks(requested, saved.env.id)
     except ValueError as e:
         raise ValueError(f"--resume {run_dir}: {e}") from e
-    own = "none" if saved.run.recipe == "auto" else saved.run.recipe
-    made = recipes.choose("auto", saved.env.id) if requested == "auto" else None
-    asked = (made.name if made else "none") if requested == "auto" else requested
+    own = recipes.made_with(saved.run.recipe)
     if asked != own:
         picks = f" (auto picks {asked} for {saved.env.id})" if requested == "auto" else ""
         raise ValueError(f"--resume {run_dir} --recipe {requested}{picks}: the run was made "
@@ -104,7 +102,8 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
     while starting): it then starts again from step 0, which is the same run.
 
     Raises:
-        ValueError: not a run directory, or a run that has reached ``--total-steps``.
+        ValueError: not a run directory, a run that has reached ``--total-steps``, or a
+            ``--recipe`` that is unknown or not the run's own.
         rlkit.rundir.RunDirError: ``config.json`` or ``metrics.jsonl`` is malformed.
         CheckpointError: no readable checkpoint, or one whose own record of the run differs
             from ``config.json`` beyond :data:`RESUME_MAY_DIFFER` (named by field).

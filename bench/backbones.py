@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import functools
 import statistics
 import time
@@ -269,8 +270,11 @@ def mamba_scan_lines(args: argparse.Namespace) -> list[str]:
     return lines
 
 
-SCAN_IGNORES = ("--d-in", "--n-layers", "--context", "--families", "--dtype")
-"""Flags that ``--scan-only`` does not read: the scan lines run Mamba-1's scan alone, in fp32."""
+TABLE_DEFAULTS = {"d_in": 32, "n_layers": 2, "context": 64, "families": list(BACKBONE_NAMES),
+                  "dtype": "fp32"}
+"""Flags of the family table that ``--scan-only`` does not read (the scan lines run Mamba-1's
+scan alone, in fp32), and their defaults: they default to ``None`` so that one given is told
+from one left out, and get these after that check."""
 
 SIZE_FLAGS = ("--lengths", "--batch", "--d-model", "--d-in", "--n-layers", "--context",
               "--repeats")
@@ -286,27 +290,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="sequence lengths T, positive integers")
     p.add_argument("--batch", type=int, default=32, help="batch size B, a positive integer")
     p.add_argument("--d-model", type=int, default=128, help="model width, a positive integer")
-    p.add_argument("--d-in", type=int, default=32, help="input width, a positive integer")
-    p.add_argument("--n-layers", type=int, default=2, help="layers, a positive integer")
-    p.add_argument("--context", type=int, default=64,
-                   help="transformer window K, a positive integer")
-    p.add_argument("--families", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
+    p.add_argument("--d-in", type=int,
+                   help=f"input width, a positive integer (default: {TABLE_DEFAULTS['d_in']})")
+    p.add_argument("--n-layers", type=int,
+                   help=f"layers, a positive integer (default: {TABLE_DEFAULTS['n_layers']})")
+    p.add_argument("--context", type=int,
+                   help=f"transformer window K, a positive integer (default: "
+                   f"{TABLE_DEFAULTS['context']})")
+    p.add_argument("--families", nargs="+", choices=BACKBONE_NAMES,
+                   help="the families of the table (default: all)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--dtype", choices=("fp32", "bf16"),
+                   help=f"the table's precision (default: {TABLE_DEFAULTS['dtype']})")
     p.add_argument("--repeats", type=int, default=5,
                    help="timed calls per median, a positive integer")
     p.add_argument("--scan-only", action="store_true",
                    help="print only the Mamba scan lines (sequential vs parallel, exp floor), in "
                    "fp32 at --lengths, --batch, --d-model, --device, --repeats")
     args = p.parse_args(argv)
+    if args.scan_only and (given := [(name, getattr(args, name)) for name in TABLE_DEFAULTS
+                                     if getattr(args, name) is not None]):
+        said = ", ".join(f"--{name.replace('_', '-')} "
+                         f"{' '.join(map(str, v)) if isinstance(v, list) else v}"
+                         for name, v in given)
+        p.error(f"{said}: appl{'ies' if len(given) == 1 else 'y'} to the family table, not to "
+                f"--scan-only (Mamba-1's scan alone, in fp32, at --lengths, --batch, --d-model, "
+                f"--device, --repeats)")
+    for name, default in TABLE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, copy.copy(default))
     require_positive(p, args, *SIZE_FLAGS)
     require_distinct(p, args, "--lengths", "--families")
-    if args.scan_only and (given := [flag for flag in SCAN_IGNORES
-                                     if getattr(args, flag[2:].replace("-", "_"))
-                                     != p.get_default(flag[2:].replace("-", "_"))]):
-        p.error(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to the family "
-                f"table, not to --scan-only (Mamba-1's scan alone, in fp32, at --lengths, "
-                f"--batch, --d-model)")
     for name in [] if args.scan_only else args.families:
         try:
             make_config(name, args.d_model, args.n_layers, args.context, False)

@@ -37,7 +37,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 import torch
-from argchecks import require_positive  # bench/argchecks.py (this script's folder is on the path)
+from argchecks import (  # bench/argchecks.py (this script's folder is on the path)
+    require_distinct,
+    require_positive,
+)
 from backbones import (  # bench/backbones.py
     format_table,
     make_config,
@@ -377,6 +380,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="window of the peak-memory table, a positive integer")
     args = p.parse_args(argv)
     require_positive(p, args, "--lengths", "--agent-updates", "--memory-window")
+    require_distinct(p, args, "--lengths", "--families", "--agent-families")
     return args
 
 

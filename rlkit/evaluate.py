@@ -125,22 +125,31 @@ def eval_time_limited(env: gym.Env) -> gym.Env:
     return gym.wrappers.TimeLimit(env, EVAL_STEP_LIMIT)
 
 
+class EnvModuleError(ValueError):
+    """The module of a ``module:EnvId`` task (or a registry module) is not on the import path:
+    bad input, named with the id."""
+
+
 def import_env_modules(modules: tuple[str, ...], env_id: str) -> None:
     """Import the modules an env id needs first (they register it; ``module`` of
-    ``module:EnvId``).
+    ``module:EnvId``), each once.
 
     Raises:
-        ValueError: a module that is not on the import path (bad input), named with the id.
+        EnvModuleError: a module that is not on the import path (bad input), named with the id.
         rlkit.faults.EnvError: the module's own code raised while it was imported (a syntax
-            error included), its traceback kept.
+            error, or an import of its own that failed, included), its traceback kept.
     """
-    for module in modules:
+    for module in dict.fromkeys(modules):
         try:
             importlib.import_module(module)
-        except ImportError as e:
-            raise ValueError(f"cannot import module {module!r} for --env {env_id}: {e}; "
-                             f"expected a module on the import path (PYTHONPATH, or the folder "
-                             f"of the script run)") from e
+        except ModuleNotFoundError as e:
+            # the module itself (or a package above it) is missing, not one that it imports
+            missing = e.name is not None and (module == e.name or module.startswith(e.name + "."))
+            if not missing:
+                raise EnvError.wrap(e, env_id, f"the import of module {module!r}") from e
+            raise EnvModuleError(f"cannot import module {module!r} for --env {env_id}: {e}; "
+                                 f"expected a module on the import path (PYTHONPATH, or the "
+                                 f"folder of the script run)") from e
         except Exception as e:  # noqa: BLE001  (the module's own code failed)
             raise EnvError.wrap(e, env_id, f"the import of module {module!r}") from e
 
@@ -156,15 +165,21 @@ def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] 
         imports: modules to import first (they register ids).
 
     Raises:
-        ValueError, rlkit.faults.EnvError: a module that cannot be imported
-            (:func:`import_env_modules`).
+        EnvModuleError: a module that is not on the import path (:func:`import_env_modules`).
+        rlkit.faults.EnvError: a module's import, or the env's construction, raised.
         RenderError: ``video_dir`` given and the env cannot render here.
     """
+    given = env_id
     import_env_modules((*imports, *((env_id.partition(":")[0],) if ":" in env_id else ())),
-                       env_id)
+                       given)
     env_id = env_id.partition(":")[2] or env_id
     if video_dir is None:
-        return eval_time_limited(gym.make(env_id))
+        try:
+            return eval_time_limited(gym.make(env_id))
+        except gym.error.Error:
+            raise  # an unknown id: Gymnasium's own message
+        except Exception as e:  # noqa: BLE001  (the env's own code failed)
+            raise EnvError.wrap(e, given, "construction") from e
     try:
         env = eval_time_limited(gym.make(env_id, render_mode="rgb_array"))
         env.reset(seed=0)
@@ -184,5 +199,5 @@ def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] 
                                     name_prefix="eval")
 
 
-__all__ = ["EVAL_STEP_LIMIT", "Policy", "RenderError", "eval_time_limited", "evaluate",
-           "make_eval_env", "time_limit"]
+__all__ = ["EVAL_STEP_LIMIT", "EnvModuleError", "Policy", "RenderError", "eval_time_limited",
+           "evaluate", "import_env_modules", "make_eval_env", "time_limit"]

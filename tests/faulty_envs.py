@@ -147,6 +147,11 @@ IDS = {
 for _id, _kwargs in IDS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point="faulty_envs:make", kwargs=_kwargs)
+for _id, _kwargs in {"rlkit-test/NaNObs50Odd-v0": {"fault": "nan_obs", "at": 250, "parity": 1},
+                     "rlkit-test/NaNObs50Even-v0": {"fault": "nan_obs", "at": 250, "parity": 0}
+                     }.items():  # 50-step episodes: the fault comes on the last step of one
+    if _id not in gym.registry:
+        gym.register(_id, entry_point="faulty_envs:make", kwargs=_kwargs, max_episode_steps=50)
 for _id, _entry in {"rlkit-test/Image-v0": "faulty_envs:ImageEnv",
                     "rlkit-test/BrokenInit-v0": "faulty_envs:BrokenInit"}.items():
     if _id not in gym.registry:

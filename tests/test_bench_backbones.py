@@ -51,14 +51,21 @@ def test_a_value_named_twice_is_refused(argv, said, capsys):
     assert said in _refusal(argv, capsys)
 
 
-@pytest.mark.parametrize("argv, flags", [
-    (["--dtype", "bf16"], "--dtype applies"),
-    (["--families", "gru", "--n-layers", "4"], "--n-layers, --families apply"),
-    (["--context", "8", "--d-in", "16"], "--d-in, --context apply"),
+@pytest.mark.parametrize("argv, said", [
+    (["--dtype", "bf16"], "--dtype bf16: applies"),
+    (["--families", "gru", "--n-layers", "4"], "--n-layers 4, --families gru: apply"),
+    (["--context", "64", "--d-in", "32"], "--d-in 32, --context 64: apply"),  # the defaults too
 ])
-def test_flags_the_scan_lines_do_not_read_are_refused_with_scan_only(argv, flags, capsys):
-    said = _refusal(["--scan-only", *argv], capsys)
-    assert f"{flags} to the family table, not to --scan-only" in said
+def test_flags_the_scan_lines_do_not_read_are_refused_with_scan_only(argv, said, capsys):
+    assert (f"{said} to the family table, not to --scan-only" in
+            _refusal(["--scan-only", *argv], capsys))
     args = bench_script("backbones").parse_args(["--scan-only", "--lengths", "32", "--batch",
-                                                 "2", "--d-model", "16", "--dtype", "fp32"])
-    assert (args.lengths, args.batch, args.d_model) == ([32], 2, 16)
+                                                 "2", "--d-model", "16"])
+    assert (args.lengths, args.batch, args.d_model, args.dtype) == ([32], 2, 16, "fp32")
+
+
+def test_the_table_flags_left_out_take_their_defaults():
+    backbones = bench_script("backbones")
+    args = backbones.parse_args([])
+    assert (args.d_in, args.n_layers, args.context, args.dtype) == (32, 2, 64, "fp32")
+    assert args.families == list(backbones.BACKBONE_NAMES)

@@ -12,6 +12,9 @@ from helpers import bench_script
     (["--lengths", "32", "0"], "--lengths must be positive integers, got 32 0"),
     (["--agent-updates", "0"], "--agent-updates must be a positive integer, got 0"),
     (["--memory-window", "-1"], "--memory-window must be a positive integer, got -1"),
+    (["--lengths", "32", "32"], "--lengths names 32 more than once"),
+    (["--agent-families", "gru", "gru"], "--agent-families names gru more than once"),
+    (["--families", "s4", "gru", "s4"], "--families names s4 more than once"),
 ])
 @pytest.mark.parametrize("cpu", [[], ["--allow-cpu", "--families", "mlp", "--agent-families"]])
 def test_bad_values_are_refused_before_the_device_is_looked_at(argv, said, cpu, capsys,

@@ -7,6 +7,7 @@ subprocess, and bad flags. Exactness needs one thread: every test here runs sing
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import importlib
@@ -591,6 +592,37 @@ def test_resume_names_the_recipe_auto_picks_for_the_runs_env(tmp_path, capsys):
     assert code == 0, err
 
 
+def test_resume_checks_its_flags_against_the_runs_own_config(tmp_path, capsys):
+    """A run made with a recipe that turns on twin critics: typing one of its flags that needs
+    them again on resume is accepted (it was checked against the plain defaults, and refused)."""
+    run = tmp_path / "run"
+    args = [*TINY_ARGS, "--env", "rlkit/MemoryCorridor-v0", "--backbone", "gru", "--run-dir",
+            run]
+    code, err = _cli([*args, "--agent.actor-q", "min"], capsys)
+    assert code == 0, err
+    code, err = _cli(["--resume", run, "--total-steps", 80, "--agent.actor-q", "min"], capsys)
+    assert code == 0, err
+    assert RunRecord.read(run).agent["actor_q"] == "min"
+
+
+def test_resume_of_a_run_recorded_with_recipe_auto_takes_it_as_made_with_none(tmp_path,
+                                                                            capsys):
+    """Runs made from Python before ``main`` recorded ``none`` say ``auto``: on resume that is
+    a run made with no recipe, whatever auto picks for its env."""
+    run = tmp_path / "run"
+    with contextlib.ExitStack() as held:  # main's run, without its recipe check: an old run
+        train._run(replace_fields(TINY, env="rlkit/Pendulum-V-v0", run_dir=str(run)), None,
+                   None, None, held)
+    assert RunRecord.read(run).run.recipe == "auto"
+    code, err = _cli(["--resume", run, "--total-steps", 80, "--recipe", "none"], capsys)
+    assert code == 0, err
+    code, err = _cli(["--resume", run, "--total-steps", 100, "--recipe", "auto"], capsys)
+    assert code == 2 and ("--recipe auto (auto picks pendulum-pomdp for rlkit/Pendulum-V-v0): "
+                          "the run was made with 'none'") in err, err
+    code, err = _cli(["--resume", run, "--total-steps", 100], capsys)
+    assert code == 0, err
+
+
 def test_a_run_made_from_python_records_no_recipe_and_refuses_an_unknown_one(tmp_path, capsys):
     """``main`` applies no recipe: left at ``auto`` it records ``none``, which a resume with
     ``--recipe none`` keeps; an unknown name is refused before the run starts."""
@@ -703,6 +735,25 @@ def test_drop_nonfinite_drops_counts_and_goes_on(tmp_path, monkeypatch, backbone
     # mlp: the bad env restarts; gru: every stream is cut at the dropped step, so every env
     # restarts and acts from the initial state where its stored episode starts
     assert restarted == ([[False, True]] if backbone == "mlp" else [[True, True]])
+
+
+def test_a_dropped_step_restarts_no_env_whose_episode_ended_on_it(tmp_path, monkeypatch):
+    """50-step episodes: the fault comes on the last step of an episode of both envs, which
+    the vector env has restarted already; only the bad env is restarted again, and the other's
+    episode counts as one."""
+    restarted = []
+    restart = Trainer._restart_envs
+    monkeypatch.setattr(Trainer, "_restart_envs", lambda self, mask, obs: (
+        restarted.append(mask.tolist()), restart(self, mask, obs)))
+    cfg = replace_fields(TINY, env=_fault_in_env_1("NaNObs50"), backbone="gru", seq_len=4,
+                         num_envs=2, total_steps=600, log_every=100, drop_nonfinite=True,
+                         run_dir=str(tmp_path / "run"))
+    train.main(cfg)
+    assert restarted == [[False, True]]
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt["dropped_transitions"] == 2
+    # 12 episode ends over the two envs, one of them the bad env's (not an episode)
+    assert ckpt["episodes"] == 11
 
 
 def test_nonfinite_loss_stops_with_a_diagnostic_checkpoint(tmp_path):
@@ -1195,13 +1246,16 @@ def test_resume_of_a_damaged_run_file_is_one_line_with_exit_2(tiny_run, tmp_path
     ("raise RuntimeError('boom at import')\n", 4,
      "raised RuntimeError in the import of module '{name}': boom at import"),
     ("def broken(:\n", 4, "raised SyntaxError in the import of module '{name}'"),
+    ("import a_dependency_not_installed\n", 4,
+     "raised ModuleNotFoundError in the import of module '{name}': No module named "
+     "'a_dependency_not_installed'"),
     (None, 2, "cannot import module '{name}' for --env {name}:X-v0: No module named"),
 ])
 def test_a_task_module_that_fails_to_import_is_named_with_its_exit_code(
         tmp_path, monkeypatch, capsys, source, code, said):
     """train.py names the --env and its module: one missing from the import path is bad input
-    (exit 2), one whose own code raises (a syntax error too) is the env's exception (exit 4,
-    its traceback printed)."""
+    (exit 2), one whose own code raises (a syntax error, or an import of its own that fails,
+    too) is the env's exception (exit 4, its traceback printed)."""
     name = f"badmod_{tmp_path.name.replace('-', '_')}"
     monkeypatch.syspath_prepend(str(tmp_path))
     if source is not None:
@@ -1212,16 +1266,33 @@ def test_a_task_module_that_fails_to_import_is_named_with_its_exit_code(
     assert not (tmp_path / "r").exists()
 
 
-def test_evaluate_names_a_task_module_gone_from_the_import_path(tmp_path, monkeypatch, capsys):
+def test_evaluate_names_a_task_module_gone_from_the_import_path_or_an_env_that_raises(
+        tmp_path, monkeypatch, capsys):
+    """agents.evaluate, as train.py: the run's task module gone from the path is bad input
+    (exit 2, one line naming the run's --env); the env's constructor raising is the env's
+    exception (exit 4, its traceback printed)."""
     name = f"taskmod_{tmp_path.name.replace('-', '_')}"
     module = tmp_path / f"{name}.py"
-    module.write_text(f"import gymnasium as gym\ngym.register('{name}/P-v0', "
-                      f"entry_point='gymnasium.envs.classic_control:PendulumEnv', "
-                      f"max_episode_steps=50)\n")
+    module.write_text(
+        "import os\nimport gymnasium as gym\n"
+        "from gymnasium.envs.classic_control import PendulumEnv\n"
+        "class Env(PendulumEnv):\n"
+        "    def __init__(self, **kw):\n"
+        "        if os.environ.get('RLKIT_TEST_BREAK'):\n"
+        "            raise ValueError('bad physics in the constructor')\n"
+        "        super().__init__(**kw)\n"
+        f"gym.register('{name}/P-v0', entry_point=Env, max_episode_steps=50)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     run = tmp_path / "run"
     code, err = _cli([*TINY_ARGS, "--env", f"{name}:{name}/P-v0", "--run-dir", run], capsys)
     assert code == 0, err
+    monkeypatch.setenv("RLKIT_TEST_BREAK", "1")
+    assert evaluate_run([str(run), "--episodes", "1"]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: env {name}:{name}/P-v0 raised ValueError in construction: "
+                          f"bad physics in the constructor"), err
+    assert "the env's traceback" in err
+    monkeypatch.delenv("RLKIT_TEST_BREAK")
     module.unlink()
     monkeypatch.delitem(sys.modules, name)
     importlib.invalidate_caches()

@@ -236,11 +236,14 @@ def test_recipe_is_chosen_by_env_and_flags_win_over_it():
         cli.parse_cli(["--recipe", "nope"])
 
 
-@pytest.mark.parametrize("flag", [["--agent.actor-q", "min"], ["--agent.critics-share-encoder"]])
+@pytest.mark.parametrize(("flag", "field", "value"), [
+    (["--agent.actor-q", "min"], "actor_q", "min"),
+    (["--agent.critics-share-encoder"], "critics_share_encoder", True)])
 @pytest.mark.parametrize("env", [["--env", "rlkit/MemoryCorridor-v0"],
                                  ["--env=rlkit/MemoryCorridor-L20-v0"],
                                  ["--recipe", "memory-corridor-20"]])
-def test_a_flag_that_needs_a_recipe_value_is_checked_against_the_recipe(flag, env):
+def test_a_flag_that_needs_a_recipe_value_is_checked_against_the_recipe(flag, field, value, env,
+                                                                        capsys):
     """The memory-corridor recipes turn on twin critics, so the flags that need them are valid
     with the recipe (they were checked against the plain defaults first, and refused); with
     --recipe none they are refused, naming the flag that is missing."""
@@ -248,9 +251,17 @@ def test_a_flag_that_needs_a_recipe_value_is_checked_against_the_recipe(flag, en
         warnings.simplefilter("ignore")  # the recipe named for another env
         cfg = cli.parse_config([*env, "--backbone", "gru", *flag])
     assert cfg.run.recipe == "memory-corridor-20" and cfg.agent.twin_critics
-    assert cfg.agent.actor_q == "min" or cfg.agent.critics_share_encoder
+    assert getattr(cfg.agent, field) == value
     with pytest.raises(SystemExit):
         cli.parse_config(["--env", "rlkit/MemoryCorridor-v0", "--recipe", "none", *flag])
+    assert "expected --agent.twin-critics" in capsys.readouterr().err
+
+
+def test_the_help_is_shown_whatever_the_recipe_flags_say(capsys):
+    for argv in (["--recipe", "bogus", "--help"], ["--backbone", "bogus", "-h"]):
+        with pytest.raises(SystemExit) as exit:
+            cli.parse_config(argv)
+        assert exit.value.code == 0 and "recipes (--recipe NAME" in capsys.readouterr().out
 
 
 def test_the_pendulum_recipe_trains_every_family_on_what_it_acts_on():

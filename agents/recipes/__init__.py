@@ -122,6 +122,26 @@ def choose(name: str, env_id: str) -> Recipe | None:
     return recipe
 
 
+def made_with(recorded: str) -> str:
+    """The recipe a run was made with, from the name its ``config.json`` records: ``auto`` (a
+    run configured from Python, where no recipe is applied) was made with ``none``."""
+    return "none" if recorded == "auto" else recorded
+
+
+def picks(name: str, env_id: str) -> str:
+    """The recipe name ``name`` stands for on ``env_id``: ``auto`` the one made for the env, or
+    ``none``; any other name itself.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    check_name(name)
+    if name != "auto":
+        return name
+    made = choose("auto", env_id)
+    return made.name if made else "none"
+
+
 def describe() -> str:
     """One line per recipe, for ``--help``."""
     lines = [f"  {r.name}: {r.description} (default for {', '.join(r.envs) or 'no env'})"
