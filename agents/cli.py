@@ -405,13 +405,15 @@ def _first_flags(args: Sequence[str]) -> FirstFlags | None:
 
 
 def _run_config(resume: str) -> TrainConfig:
-    """The config ``config.json`` of the run in ``resume`` records, as the defaults of its
-    resume's flags; the package defaults where there is none to read (a grid directory, or a
+    """The defaults of a resume's flags: the training settings that ``config.json`` of the run
+    in ``resume`` records (every section but ``run`` and ``grid``, which say where and how this
+    process runs it); the package defaults where there is none to read (a grid directory, or a
     damaged file, which :func:`agents.resume.resume_config` then names)."""
     try:
-        return TrainConfig.from_record(RunRecord.read(Path(resume)))
+        saved = TrainConfig.from_record(RunRecord.read(Path(resume)))
     except Exception:  # noqa: BLE001  (reported with its cause where the run is resumed)
         return TrainConfig()
+    return dataclasses.replace(saved, run=TrainConfig().run, grid=TrainConfig().grid)
 
 
 def parse_cli(argv: Sequence[str]) -> tuple[TrainConfig, list[str], list[int]]:
