@@ -84,8 +84,8 @@ def _check_recipe(run_dir: Path, requested: str, saved: TrainConfig) -> None:
         raise ValueError(f"--resume {run_dir}: {e}") from e
     own = recipes.made_with(saved.run.recipe)
     if asked != own:
-        picks = f" (auto picks {asked} for {saved.env.id})" if requested == "auto" else ""
-        raise ValueError(f"--resume {run_dir} --recipe {requested}{picks}: the run was made "
+        auto = f" (auto picks {asked} for {saved.env.id})" if requested == "auto" else ""
+        raise ValueError(f"--resume {run_dir} --recipe {requested}{auto}: the run was made "
                          f"with {own!r}, and a run keeps its own recipe: give no --recipe, or "
                          f"--recipe {own}")
 

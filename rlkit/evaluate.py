@@ -142,15 +142,13 @@ def import_env_modules(modules: tuple[str, ...], env_id: str) -> None:
     for module in dict.fromkeys(modules):
         try:
             importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            # the module itself (or a package above it) is missing, not one that it imports
-            missing = e.name is not None and (module == e.name or module.startswith(e.name + "."))
-            if not missing:
-                raise EnvError.wrap(e, env_id, f"the import of module {module!r}") from e
-            raise EnvModuleError(f"cannot import module {module!r} for --env {env_id}: {e}; "
-                                 f"expected a module on the import path (PYTHONPATH, or the "
-                                 f"folder of the script run)") from e
-        except Exception as e:  # noqa: BLE001  (the module's own code failed)
+        except Exception as e:  # noqa: BLE001  (the module's own code failed, or it is missing)
+            name = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
+            if name is not None and (module == name or module.startswith(name + ".")):
+                # the module itself (or a package above it) is missing, not one it imports
+                raise EnvModuleError(f"cannot import module {module!r} for --env {env_id}: "
+                                     f"{e}; expected a module on the import path (PYTHONPATH, "
+                                     f"or the folder of the script run)") from e
             raise EnvError.wrap(e, env_id, f"the import of module {module!r}") from e
 
 
@@ -169,19 +167,18 @@ def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] 
         rlkit.faults.EnvError: a module's import, or the env's construction, raised.
         RenderError: ``video_dir`` given and the env cannot render here.
     """
-    given = env_id
     import_env_modules((*imports, *((env_id.partition(":")[0],) if ":" in env_id else ())),
-                       given)
-    env_id = env_id.partition(":")[2] or env_id
+                       env_id)
+    gym_id = env_id.partition(":")[2] or env_id
     if video_dir is None:
         try:
-            return eval_time_limited(gym.make(env_id))
+            return eval_time_limited(gym.make(gym_id))
         except gym.error.Error:
             raise  # an unknown id: Gymnasium's own message
         except Exception as e:  # noqa: BLE001  (the env's own code failed)
-            raise EnvError.wrap(e, given, "construction") from e
+            raise EnvError.wrap(e, env_id, "construction") from e
     try:
-        env = eval_time_limited(gym.make(env_id, render_mode="rgb_array"))
+        env = eval_time_limited(gym.make(gym_id, render_mode="rgb_array"))
         env.reset(seed=0)
         frame = env.render()
     except Exception as e:  # noqa: BLE001  (any backend failure means: no renderer)
