@@ -413,7 +413,8 @@ def _run_config(resume: str) -> TrainConfig:
         saved = TrainConfig.from_record(RunRecord.read(Path(resume)))
     except Exception:  # noqa: BLE001  (reported with its cause where the run is resumed)
         return TrainConfig()
-    return dataclasses.replace(saved, run=TrainConfig().run, grid=TrainConfig().grid)
+    plain = TrainConfig()
+    return dataclasses.replace(saved, run=plain.run, grid=plain.grid)
 
 
 def parse_cli(argv: Sequence[str]) -> tuple[TrainConfig, list[str], list[int]]:

@@ -8,8 +8,25 @@ and what was expected. The scripts import this module as ``argchecks``: run as
 from __future__ import annotations
 
 import argparse
+import copy
+from collections.abc import Mapping
+from typing import Any
 
 import torch
+
+
+def _dest(flag: str) -> str:
+    """The argparse destination of an option string (``--d-model`` -> ``d_model``)."""
+    return flag.lstrip("-").replace("-", "_")
+
+
+def fill_defaults(args: argparse.Namespace, defaults: Mapping[str, Any]) -> None:
+    """Give each destination of ``defaults`` left at ``None`` its default (a copy). Flags that
+    default to ``None`` tell a value given from one left out, for checks that refuse a flag
+    given where it does not apply; this fills them in after those checks."""
+    for name, default in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, copy.copy(default))
 
 
 def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace,
@@ -18,7 +35,7 @@ def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace,
     of whose values for a list flag, is not a positive integer. A flag whose value is ``None``
     (not given, no default) is skipped."""
     for flag in flags:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        value = getattr(args, _dest(flag))
         if isinstance(value, list):
             if any(v <= 0 for v in value):
                 parser.error(f"{flag} must be positive integers, got {' '.join(map(str, value))}")
@@ -32,7 +49,7 @@ def require_distinct(parser: argparse.ArgumentParser, args: argparse.Namespace,
     column or a table of its own, so a repeat would time the same thing twice. A flag whose
     value is ``None`` is skipped."""
     for flag in flags:
-        values = getattr(args, flag.lstrip("-").replace("-", "_"))
+        values = getattr(args, _dest(flag))
         if values is None:
             continue
         repeated = sorted({str(v) for v in values if values.count(v) > 1})

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import functools
 import statistics
 import time
@@ -31,6 +30,7 @@ from typing import Any
 
 import torch
 from argchecks import (  # bench/argchecks.py (same folder)
+    fill_defaults,
     require_device,
     require_distinct,
     require_positive,
@@ -316,9 +316,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"{said}: appl{'ies' if len(given) == 1 else 'y'} to the family table, not to "
                 f"--scan-only (Mamba-1's scan alone, in fp32, at --lengths, --batch, --d-model, "
                 f"--device, --repeats)")
-    for name, default in TABLE_DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, copy.copy(default))
+    fill_defaults(args, TABLE_DEFAULTS)
     require_positive(p, args, *SIZE_FLAGS)
     require_distinct(p, args, "--lengths", "--families")
     for name in [] if args.scan_only else args.families:

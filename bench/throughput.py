@@ -50,6 +50,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from argchecks import (  # bench/argchecks.py (same folder)
+    fill_defaults,
     require_device,
     require_distinct,
     require_positive,
@@ -461,9 +462,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if a.windows is not None and a.backbones is not None and set(a.backbones) == {"mlp"}:
         p.error("--windows sets the window of the sequence agents, and --backbones mlp has none: "
                 "leave --windows out or add a sequence backbone")
-    for name, default in {**LOOP_DEFAULTS, **SEQUENCE_DEFAULTS}.items():
-        if getattr(a, name) is None:
-            setattr(a, name, copy.copy(default))
+    fill_defaults(a, {**LOOP_DEFAULTS, **SEQUENCE_DEFAULTS})
     require_positive(p, a, "--rounds", "--threads", "--updates", "--windows")
     require_distinct(p, a, "--envs", "--precision", "--backbones", "--modes", "--windows")
     for name in ("warmup", "steps"):  # our loop logs a row every 500 steps

@@ -135,8 +135,8 @@ def picks(name: str, env_id: str) -> str:
     Raises:
         ValueError: an unknown name (the message lists the known ones).
     """
-    check_name(name)
     if name != "auto":
+        check_name(name)
         return name
     made = choose("auto", env_id)
     return made.name if made else "none"
