@@ -43,7 +43,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.loop.eval_policy == "average" and self.agent.average_tau is None:
-            raise ValueError(NO_AVERAGE)
+            raise ValueError(f"--eval-policy average {NO_AVERAGE}")
 
     @classmethod
     def from_record(cls, record: RunRecord) -> TrainConfig:

@@ -55,9 +55,10 @@ from rlkit.losses import grad_norm, polyak_update
 from rlkit.precision import MixedPrecision, PrecisionConfig
 from rlkit.rundir import RunRecord
 
-NO_AVERAGE = ("--eval-policy average evaluates the actor's average, which only "
-              "--agent.average-tau keeps: got --agent.average-tau None")
-"""The refusal of ``average`` as the evaluated policy of an agent that keeps no average."""
+NO_AVERAGE = ("evaluates the actor's average, which only --agent.average-tau keeps: got "
+              "--agent.average-tau None")
+"""Why ``average`` cannot be the evaluated policy of an agent that keeps no average; the caller
+names what asked for it in front (``--eval-policy average``, ``the policy 'average'``)."""
 
 
 @dataclass(frozen=True)
@@ -534,7 +535,7 @@ class DDPG(nn.Module):
             return ActorCopyPolicy(self, self.actor_target)
         if which == "average":
             if self.actor_average is None:
-                raise ValueError(NO_AVERAGE)
+                raise ValueError(f"the policy 'average' {NO_AVERAGE}")
             return ActorCopyPolicy(self, self.actor_average)
         raise ValueError(f"the evaluated policy must be 'actor', 'target' or 'average', got "
                          f"{which!r}")

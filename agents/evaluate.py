@@ -26,11 +26,12 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from numbers import Integral
 from pathlib import Path
 
 import torch
 
-from agents.train import env_modules, load_agent, one_line_warnings
+from agents.train import check_eval_device, env_modules, load_agent, one_line_warnings
 from rlkit.checkpoint import CheckpointError
 from rlkit.config import EVAL_POLICIES
 from rlkit.evaluate import (
@@ -42,7 +43,7 @@ from rlkit.evaluate import (
     make_eval_env,
 )
 from rlkit.faults import EnvError, GuardedEnv
-from rlkit.rundir import RunDirError, RunPaths, RunRecord
+from rlkit.rundir import RunDirError, RunPaths, RunRecord, dir_arg
 from rlkit.seeding import eval_env_seed
 
 
@@ -71,6 +72,16 @@ def _run_policy(run_dir: Path, device: str, video_dir: Path | None, policy: str 
         env.close()
 
 
+def check_episodes(episodes: int, seed: int, dash: str = "") -> None:
+    """Refuse (``ValueError``) a count of episodes that is not positive or a negative first
+    seed (Gymnasium's reset seeds are non-negative); ``dash``: ``--`` to name the flags."""
+    if isinstance(episodes, bool) or not isinstance(episodes, Integral) or episodes <= 0:
+        raise ValueError(f"{dash}episodes must be a positive integer, got {episodes!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise ValueError(f"{dash}seed must be a non-negative integer (Gymnasium's reset seeds), "
+                         f"got {seed!r}")
+
+
 def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
                  video_dir: Path | None = None, policy: str | None = None
                  ) -> tuple[dict[str, float], RunRecord]:
@@ -79,14 +90,19 @@ def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
     ``actor``, ``target`` or ``average`` (default: the run's ``--eval-policy``).
 
     Raises:
+        ValueError: ``episodes`` is not positive, ``seed`` is negative, or ``device`` is not a
+            torch device (or is CUDA where none is available).
         RunDirError: ``average`` for a run that kept no average of its actor."""
+    check_episodes(episodes, seed)
     with _run_policy(run_dir, device, video_dir, policy) as (chosen, env, record):
         return evaluate(chosen, env, episodes, torch.device(device), seed), record
 
 
 def run_rewards(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
                 policy: str | None = None) -> list[list[float]]:
-    """The rewards, step by step, of :func:`evaluate_run`'s episodes (same arguments)."""
+    """The rewards, step by step, of :func:`evaluate_run`'s episodes (same arguments and
+    errors)."""
+    check_episodes(episodes, seed)
     with _run_policy(run_dir, device, None, policy) as (chosen, env, _):
         return [r for r, _ in episode_rewards(chosen, env, episodes, torch.device(device), seed)]
 
@@ -94,7 +110,7 @@ def run_rewards(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(prog="python -m agents.evaluate",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=dir_arg)
     p.add_argument("--episodes", type=int, default=None, help="episodes (default 10)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first episode (default 0)")
     p.add_argument("--own-episodes", action="store_true",
@@ -115,17 +131,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         a.episodes, a.seed = own_episodes(a.run_dir)
     a.episodes = 10 if a.episodes is None else a.episodes
     a.seed = 0 if a.seed is None else a.seed
-    if a.episodes <= 0:
-        p.error(f"--episodes must be a positive integer, got {a.episodes}")
-    if a.seed < 0:
-        p.error(f"--seed must be a non-negative integer (Gymnasium's reset seeds), got {a.seed}")
     try:
-        device = torch.device(a.device)
-    except RuntimeError:
-        p.error(f"--device must be a torch device (cpu, cuda, cuda:1, ...), got {a.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device {a.device} was asked for but no CUDA device is available: expected "
-                "--device cpu")
+        check_episodes(a.episodes, a.seed, dash="--")
+        check_eval_device(a.device, flag="--device")
+    except ValueError as e:
+        p.error(str(e))
     video_dir = None
     if a.video:  # a folder of its own: no file of another call's is listed as this one's
         which = a.policy or RunRecord.read(a.run_dir).loop.eval_policy

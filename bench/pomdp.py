@@ -75,7 +75,7 @@ from envs.reference import PendulumOptimum, optimum_returns, optimum_rewards
 from rlkit.backbones import BACKBONE_NAMES
 from rlkit.config import EVAL_POLICIES
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, launch
-from rlkit.rundir import RunRecord
+from rlkit.rundir import RunRecord, dir_arg
 from rlkit.runlog import read_metrics
 from rlkit.seeding import eval_env_seed
 
@@ -353,8 +353,10 @@ def _grid_members(p: argparse.ArgumentParser, out: Path, own: list[str], backbon
                   seeds: list[int]) -> tuple[list[str], list[int]]:
     """``--summarize``: the backbones and seeds of the runs in ``out`` (directories named
     ``BACKBONE__sSEED``), unless ``--backbones`` / ``--seeds`` name them."""
-    names = [d.name.rpartition("__s") for d in sorted(out.iterdir()) if d.is_dir()] \
-        if out.is_dir() else []
+    if not out.is_dir():
+        p.error(f"--summarize {out}: " + ("a file, not a grid directory" if out.exists() else
+                                          "no such directory"))
+    names = [d.name.rpartition("__s") for d in sorted(out.iterdir()) if d.is_dir()]
     found = [(b, int(s)) for b, sep, s in names if sep and b in BACKBONE_NAMES and s.isdigit()]
     if not found and ("--backbones" not in own or "--seeds" not in own):
         p.error(f"--summarize {out}: no run directory named BACKBONE__sSEED there (or name "
@@ -390,7 +392,8 @@ def main() -> None:
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--env", default="rlkit/Pendulum-V-v0")
+    p.add_argument("--env", default="rlkit/Pendulum-V-v0",
+                   help="the task (default rlkit/Pendulum-V-v0; an --anchor sets its own)")
     p.add_argument("--backbones", nargs="+", default=list(BACKBONE_NAMES),
                    choices=BACKBONE_NAMES)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -399,13 +402,17 @@ def main() -> None:
                    help="final = mean of the last k evaluations of a run")
     p.add_argument("--threshold", type=float, default=None,
                    help="report whether every seed of every memory family ends at or above it")
-    p.add_argument("--anchor", choices=sorted(ANCHORS), default=None)
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--out", default=None, help="grid directory (default: a temp dir)")
+    p.add_argument("--anchor", choices=sorted(ANCHORS), default=None,
+                   help="run with a published agent's settings and print its figures beside")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help=f"runs at a time, one thread each (default: the CPU count, "
+                        f"{os.cpu_count() or 1} here)")
+    p.add_argument("--out", type=dir_arg, default=None,
+                   help="grid directory (default: a temp dir)")
     p.add_argument("--resume", action="store_true",
                    help="continue the grid in --out (same flags): finished runs are kept, "
                         "interrupted ones go on from their last checkpoint")
-    p.add_argument("--summarize", metavar="DIR", default=None,
+    p.add_argument("--summarize", metavar="DIR", type=dir_arg, default=None,
                    help="print the tables of the grid in DIR, each run as its config.json "
                         "records it; no training")
     p.add_argument("--common-episodes", type=int, default=0,

@@ -59,6 +59,15 @@ def _non_negative(section: Any, *names: str) -> None:
             raise ValueError(f"{flag(name)} must be an integer >= 0, got {v!r}")
 
 
+def _path(section: Any, *names: str) -> None:
+    """Refuse an empty path: ``Path("")`` is the current directory, which an empty string
+    does not mean."""
+    for name in names:
+        v = getattr(section, name)
+        if v is not None and (not isinstance(v, str) or not v.strip()):
+            raise ValueError(f"{flag(name)} must name a directory, got {v!r}")
+
+
 def _finite(value: float, name: str, low: float = -math.inf, low_open: bool = False) -> None:
     ok = isinstance(value, int | float) and math.isfinite(value) and (
         value > low if low_open else value >= low)
@@ -94,6 +103,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _non_negative(self, "seed")
+        _path(self, "run_dir", "resume")
         if self.seed >= 2**63:
             raise ValueError(f"--seed must be below 2**63, got {self.seed}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -585,6 +595,7 @@ class GridConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "jobs")
+        _path(self, "grid_dir")
         if self.launcher not in ("local", "ray"):
             raise ValueError(f"--launcher must be local or ray, got {self.launcher!r}")
 

@@ -206,8 +206,11 @@ def series(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """
     by_step = {r["step"]: r[metric] for r in run.rows if metric in r}  # later row wins
     if not by_step:
-        raise ReportError(f"{run.path / 'metrics.jsonl'}: no row has the metric {metric!r} "
-                          "(a run that stopped before its first evaluation?)")
+        names = sorted({k for r in run.rows for k in r} - {"step", "wall_time"})
+        early = metric.startswith("eval_") and not any(k.startswith("eval_") for k in names)
+        raise ReportError(f"{run.path / 'metrics.jsonl'}: no row has the metric {metric!r}"
+                          + (" (the run stopped before its first evaluation)" if early else "")
+                          + f"; its rows have {', '.join(names) or 'no metric'}")
     steps = np.array(sorted(by_step))
     return steps, np.array([by_step[s] for s in steps])
 

@@ -61,6 +61,7 @@ from rlkit.gridruns import (
     scan_runs,
     series,
 )
+from rlkit.rundir import dir_arg
 
 try:
     from scipy import stats
@@ -319,7 +320,8 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
     going = sum(not r.finished for r in runs)
     left_out += f"; {going} of them unfinished, read at the step they reached" if going else ""
     notes = (f"{len(runs)} runs{left_out}. Metric: {metric}; final value of a run: {final}; "
-             f"evaluations of the {' and the '.join(names[p] for p in policies)}. "
+             f"the runs' evaluations (eval_ metrics) are of the "
+             f"{' and the '.join(names[p] for p in policies)}. "
              "Mean, IQM "
              f"(interquartile mean) and {CONFIDENCE:.0%} percentile-bootstrap CIs over seeds. "
              "Wall time and updates/s: last logged value, mean over seeds; peak memory: max.")
@@ -361,8 +363,8 @@ def _settings_differ(group: list[Run], root: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; prints the paths written, one per line."""
     p = argparse.ArgumentParser(prog="python -m rlkit.report", description=__doc__.split("\n")[0])
-    p.add_argument("grid_dir", type=Path, help="folder searched for run directories")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default GRID/report)")
+    p.add_argument("grid_dir", type=dir_arg, help="folder searched for run directories")
+    p.add_argument("--out", type=dir_arg, default=None, help="output folder (default GRID/report)")
     p.add_argument("--metric", default="eval_return_mean", help="metric to compare")
     p.add_argument("--last-k", type=int, default=1, help="final = mean of the last k values")
     p.add_argument("--title", default=None, help="report title")

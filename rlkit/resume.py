@@ -15,7 +15,9 @@ import os
 import warnings
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
+
+import tyro
 
 from rlkit.checkpoint import (
     CheckpointError,
@@ -30,6 +32,26 @@ T = TypeVar("T")
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _shown(value: Any) -> str:
+    """A value as the command line writes it: ``0.5``, ``gru``, ``64 64`` (a tuple)."""
+    if isinstance(value, tuple | list):
+        return " ".join(map(str, value)) or "(none)"
+    return str(value)
+
+
+def _flags(cls: type, prefix: str) -> dict[str, str]:
+    """Field name -> its command-line name under ``prefix`` (``agent.``, or empty where the
+    section's flags carry no prefix), for the fields of the dataclass ``cls``; a section
+    field maps to the prefix of its own fields."""
+    out = {}
+    for name, hint in get_type_hints(cls, include_extras=True).items():
+        meta = getattr(hint, "__metadata__", ())
+        renamed = [m.name for m in meta if getattr(m, "name", None)]
+        own = (renamed[0] if renamed else name).replace("_", "-")
+        out[name] = "" if tyro.conf.OmitArgPrefixes in meta else prefix + own
+    return out
 
 
 def merge_config(requested: T, saved: T, may_change: Collection[str],
@@ -48,20 +70,23 @@ def merge_config(requested: T, saved: T, may_change: Collection[str],
 
     Raises:
         ValueError: a given field outside ``may_change`` differs from the run's, e.g.
-            ``--resume: run backbone 'gru' != requested backbone 'lstm'``.
+            ``--resume: the run has --backbone gru, not lstm; only --total-steps, ... may
+            change when resuming``.
     """
-    return _merge(requested, saved, type(requested)(), may_change, keep, given)
+    return _merge(requested, saved, type(requested)(), may_change, keep, given, "")
 
 
 def _merge(requested: Any, saved: Any, default: Any, may_change: Collection[str],
-           keep: Collection[str], given: Collection[str]) -> Any:
+           keep: Collection[str], given: Collection[str], prefix: str) -> Any:
     values = {}
+    flags = _flags(type(requested), prefix)
     for f in dataclasses.fields(requested):
         asked, base, old = (getattr(c, f.name) for c in (requested, default, saved))
         if f.name in keep:
             values[f.name] = asked
         elif dataclasses.is_dataclass(asked):
-            values[f.name] = _merge(asked, old, base, may_change, keep, given)
+            section = flags[f.name] + "." if flags[f.name] else ""
+            values[f.name] = _merge(asked, old, base, may_change, keep, given, section)
         elif f.name in given and f.name in may_change:
             values[f.name] = asked
         elif asked == old or (asked == base and f.name not in given):
@@ -70,8 +95,8 @@ def _merge(requested: Any, saved: Any, default: Any, may_change: Collection[str]
             values[f.name] = asked
         else:
             allowed = ", ".join(_flag(n) for n in may_change)
-            raise ValueError(f"--resume: run {f.name} {old!r} != requested {f.name} {asked!r}; "
-                             f"only {allowed} may change when resuming")
+            raise ValueError(f"--resume: the run has --{flags[f.name]} {_shown(old)}, not "
+                             f"{_shown(asked)}; only {allowed} may change when resuming")
     return type(requested)(**values)
 
 

@@ -26,6 +26,7 @@ it ends, so the lock of a killed process is taken over by the next one.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import errno
 import json
@@ -271,7 +272,9 @@ class RunRecord:
         """
         path = RunPaths(Path(run_dir)).config
         if not path.is_file():
-            raise RunDirError(f"{run_dir} is not a run directory (no config.json)")
+            why = ("no such directory" if not Path(run_dir).exists() else
+                   "a file, not a directory" if not Path(run_dir).is_dir() else "no config.json")
+            raise RunDirError(f"{run_dir} is not a run directory ({why})")
         try:
             with file_errors("read", path):
                 data = json.loads(path.read_text())
@@ -403,5 +406,13 @@ def _from_schema1(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def dir_arg(text: str) -> Path:
+    """An ``argparse`` type for a directory argument: the path, with an empty one refused
+    (``Path("")`` is the current directory, which an empty string does not mean)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a directory, got {text!r}")
+    return Path(text)
+
+
 __all__ = ["IDENTITY", "LOCK_NAME", "SCHEMA", "SECTIONS", "RunDirBusy", "RunDirError", "RunLock",
-           "RunPaths", "RunRecord", "fresh_dir", "holds_files", "make_dir", "slug"]
+           "RunPaths", "RunRecord", "dir_arg", "fresh_dir", "holds_files", "make_dir", "slug"]

@@ -43,6 +43,11 @@ TINY = replace_fields(train.TrainConfig(), total_steps=60, learning_starts=20, b
      "--gap 25 needs the full-state optimum: a Pendulum task without --no-reference, got --env "
      "rlkit/HalfCheetah-V-v0"),
     (["--gap", "25", "--no-reference"], "got --env rlkit/Pendulum-V-v0 --no-reference"),
+    (["--summarize", ""], "argument --summarize: expected a directory, got ''"),
+    (["--out", " "], "argument --out: expected a directory, got ' '"),
+    (["--summarize", "no/such/grid"], "--summarize no/such/grid: no such directory"),
+    (["--summarize", str(ROOT / "pyproject.toml")],
+     f"--summarize {ROOT / 'pyproject.toml'}: a file, not a grid directory"),
 ])
 def test_bad_flags_are_refused_with_the_value_named(monkeypatch, capsys, argv, named):
     monkeypatch.setattr(sys, "argv", ["pomdp.py", *argv])

@@ -902,7 +902,7 @@ def test_actor_average_moves_at_its_own_rate_and_changes_no_training():
         assert all(torch.equal(v, b[k]) for k, v in a.items())
     moved = sum((v - start[k]).abs().sum() for k, v in averaged.actor_average.state_dict().items())
     assert moved > 0
-    with pytest.raises(ValueError, match=r"--eval-policy average evaluates the actor's average, "
+    with pytest.raises(ValueError, match=r"^the policy 'average' evaluates the actor's average, "
                                          r"which only --agent.average-tau keeps"):
         plain.policy("average")
 

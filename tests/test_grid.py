@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from agents import cli, train
+from agents.evaluate import evaluate_run as evaluate_api
 from agents.evaluate import main as evaluate_main
 from agents.evaluate import run as evaluate_run
+from agents.evaluate import run_rewards
 from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.config import replace_fields
 from rlkit.evaluate import RenderError, make_eval_env
@@ -351,6 +353,40 @@ def test_evaluate_on_a_missing_cuda_device_says_so_before_reading_the_run(tmp_pa
         assert e.value.code == 2 and said in capsys.readouterr().err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_the_python_api_says_cuda_is_missing_not_that_the_checkpoint_is_corrupt(tmp_path,
+                                                                                capsys):
+    run = tmp_path / "run"
+    train.main(replace_fields(TINY, backbone="gru", run_dir=str(run), eval_episodes=1))
+    for call in (lambda: train.load_agent(run, device="cuda"),
+                 lambda: evaluate_api(run, episodes=1, seed=0, device="cuda"),
+                 lambda: run_rewards(run, episodes=1, seed=0, device="cuda")):
+        with pytest.raises(ValueError, match="^device cuda was asked for but no CUDA device is "
+                                             "available: expected device cpu$"):
+            call()
+    with pytest.raises(ValueError, match=r"^device must be a torch device \(cpu, cuda, cuda:1, "
+                                         r"\.\.\.\), got 'gpu0'$"):
+        train.load_agent(run, device="gpu0")
+    for kwargs, said in [({"seed": -4}, "seed must be a non-negative integer (Gymnasium's reset "
+                                        "seeds), got -4"),
+                         ({"episodes": 0}, "episodes must be a positive integer, got 0"),
+                         ({"episodes": 2.5}, "episodes must be a positive integer, got 2.5")]:
+        for fn in (evaluate_api, run_rewards):
+            with pytest.raises(ValueError) as e:
+                fn(run, **{"episodes": 1, "seed": 0, **kwargs})
+            assert str(e.value) == said
+    assert train.load_agent(run, device="cpu")[1].model.backbone == "gru"  # the file is fine
+    for path, said in [(run / "config.json", f"{run / 'config.json'} is not a run directory (a "
+                                             "file, not a directory)"),
+                       (run / "gone", f"{run / 'gone'} is not a run directory (no such "
+                                      "directory)")]:
+        assert evaluate_run([str(path)]) == 2
+        assert said in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # not the current directory
+        evaluate_main([""])
+    assert e.value.code == 2 and "expected a directory, got ''" in capsys.readouterr().err
+
+
 def test_eval_policy_target_logs_and_evaluates_the_target_actor(tmp_path, capsys):
     run = tmp_path / "run"
     cfg = replace_fields(TINY, backbone="gru", run_dir=str(run), eval_episodes=2,
@@ -377,7 +413,9 @@ def test_eval_policy_target_logs_and_evaluates_the_target_actor(tmp_path, capsys
         replace_fields(TINY, eval_policy="best")
     # this run kept no average of its actor
     assert evaluate_run([str(run), "--own-episodes", "--policy", "average"]) == 2
-    assert "only --agent.average-tau keeps" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "the policy 'average' evaluates the actor's average, which only --agent.average-tau " \
+           "keeps" in said and "--eval-policy" not in said
 
 
 def test_eval_policy_average_logs_and_evaluates_the_actors_average(tmp_path, capsys):

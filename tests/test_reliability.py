@@ -453,10 +453,20 @@ def test_checkpoint_with_other_shapes_is_refused_naming_the_parameters(tmp_path)
     assert files == {name: (tmp_path / "d32" / name).read_text() for name in files}  # untouched
 
 
-def test_resume_refuses_a_different_backbone_on_the_command_line(tiny_run):
-    with pytest.raises(ValueError, match=r"run backbone 'mlp' != requested backbone 'lstm'; "
+def test_resume_refuses_a_different_backbone_on_the_command_line(tiny_run, tmp_path):
+    """The refusal names the flag as typed, the run's value and the value asked for."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    with pytest.raises(ValueError, match=r"^--resume: the run has --backbone mlp, not lstm; "
                                          r"only --total-steps, .* may change"):
-        _resume(tiny_run, backbone="lstm", total_steps=80)
+        _resume(run, backbone="lstm", total_steps=80)
+    for fields, said in [({"env": "rlkit/Pendulum-V-v0"},
+                          "--env Pendulum-v1, not rlkit/Pendulum-V-v0"),
+                         ({"agent.gamma": 0.5}, "--agent.gamma 0.99, not 0.5"),
+                         ({"noise_sigma": 0.3}, "--noise-sigma 0.2, not 0.3")]:
+        with pytest.raises(ValueError, match=rf"^--resume: the run has {re.escape(said)}; only"):
+            _resume(run, total_steps=80, **fields)
+    assert RunRecord.read(run).loop.total_steps == 60  # nothing was changed
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -644,9 +654,9 @@ def test_resume_refuses_a_flag_typed_at_the_package_default_that_is_not_the_runs
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     assert train.TrainConfig().loop.log_every == 1000 != 20
-    for flags, said in ((["--log-every", 1000], "run log_every 20 != requested log_every 1000"),
+    for flags, said in ((["--log-every", 1000], "the run has --log-every 20, not 1000"),
                         (["--agent.head-hidden", 256],
-                         r"run head_hidden \(16,\) != requested head_hidden \(256,\)")):
+                         "the run has --agent.head-hidden 16, not 256")):
         code, err = _cli(["--resume", run, "--total-steps", 80, *flags], capsys)
         assert code == 2 and re.search(rf"^error: --resume: {said}; only --total-steps",
                                        _first_error(err)), err

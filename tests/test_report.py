@@ -3,7 +3,9 @@
 import dataclasses
 import html
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,8 +199,20 @@ def test_errors_name_directory_file_and_line(grid, tmp_path):
     with fails_with(f"{empty}: no run directory found"):
         build_report(empty)
     with pytest.raises(ReportError, match=r"no usable run among 10: .*no row has the metric "
-                                          r"'success'"):
+                                          r"'success'; its rows have [^;]*eval_return_mean"):
         build_report(grid, tmp_path / "o4", metric="success")
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_directory(grid, tmp_path):
+    cwd = tmp_path / "cwd"  # a run directory there would be reported if "" were "."
+    shutil.copytree(grid / "memory", cwd / "memory")
+    for argv in ([""], [str(grid), "--out", " "]):
+        proc = subprocess.run([sys.executable, "-m", "rlkit.report", *argv], capture_output=True,
+                              text=True, cwd=cwd, timeout=120, env={**os.environ,
+                                                                   "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 2 and "expected a directory, got " in proc.stderr, proc.stderr
+    assert sorted(p.name for p in cwd.iterdir()) == ["memory"]
+    assert not (grid / "report").exists()
 
 
 def test_unusable_runs_are_skipped_and_listed_with_the_reason(grid, tmp_path):
@@ -212,8 +226,8 @@ def test_unusable_runs_are_skipped_and_listed_with_the_reason(grid, tmp_path):
         (lines[:3] + ['{"wall_time": 1.0}'], f"{metrics}:4: expected an object with 'step'"),
         (lines[:1] + ['{"step": 1, "wall_time": 1, "eval_return_mean": "high"}'],
          f"{metrics}:2: 'eval_return_mean' must be a number"),
-        (lines[:1], "no row has the metric 'eval_return_mean' (a run that stopped before its "
-                    "first evaluation?)"),
+        (lines[:1], "no row has the metric 'eval_return_mean' (the run stopped before its "
+                    "first evaluation); its rows have "),
         (None, f"{metrics}: no such file (the run stopped before it logged)"),
     ]
     for i, (text, reason) in enumerate(cases):
@@ -266,13 +280,13 @@ def test_config_missing_field_is_named(grid, tmp_path):
 
 def test_the_notes_name_the_evaluated_policy_and_a_mix_is_warned(grid, tmp_path):
     md = build_report(grid, tmp_path / "a").markdown.read_text()
-    assert "evaluations of the actor." in md
+    assert "evaluations (eval_ metrics) are of the actor." in md
     run = grid / "pendulum" / "mlp" / "s0"
     rec = RunRecord.read(run)  # rewritten with the target actor
     dataclasses.replace(rec, loop=dataclasses.replace(rec.loop, eval_policy="target")).write(run)
     with pytest.warns(UserWarning, match=r"different policies \(9 the actor, 1 the target actor\)"):
         md = build_report(grid, tmp_path / "b").markdown.read_text()
-    assert "evaluations of the actor and the target actor." in md
+    assert "evaluations (eval_ metrics) are of the actor and the target actor." in md
     proc = subprocess.run([sys.executable, "-m", "rlkit.report", str(grid), "--out",
                            str(tmp_path / "c")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0

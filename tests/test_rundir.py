@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents import train
+from agents.config import TrainConfig
 from rlkit.config import LoopConfig, NoiseConfig, ReplayConfig, replace_fields
 from rlkit.rundir import SCHEMA, RunDirError, RunRecord
 from rlkit.runlog import read_metrics
@@ -117,3 +118,12 @@ def test_replace_fields_takes_flag_names_and_refuses_unknown_ones():
         replace_fields(cfg, nonsense=1)
     with pytest.raises(ValueError, match="--env must name a Gymnasium id"):
         replace_fields(cfg, env=":")
+
+
+@pytest.mark.parametrize("field, name", [("resume", "--resume"), ("run_dir", "--run-dir"),
+                                         ("grid_dir", "--grid-dir")])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_directory_flag_is_refused_not_read_as_the_current_directory(field, name,
+                                                                               value):
+    with pytest.raises(ValueError, match=rf"^{name} must name a directory, got '{value}'$"):
+        replace_fields(TrainConfig(), **{field: value})
