@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from agents.train import check_eval_device, env_modules, load_agent, one_line_warnings
+from agents.train import env_modules, load_agent, one_line_warnings
 from rlkit.checkpoint import CheckpointError
-from rlkit.config import EVAL_POLICIES
+from rlkit.config import EVAL_POLICIES, parse_device
 from rlkit.evaluate import (
     EnvModuleError,
     Policy,
@@ -90,8 +90,8 @@ def evaluate_run(run_dir: Path, episodes: int, seed: int, device: str = "cpu",
     ``actor``, ``target`` or ``average`` (default: the run's ``--eval-policy``).
 
     Raises:
-        ValueError: ``episodes`` is not positive, ``seed`` is negative, or ``device`` is not a
-            torch device (or is CUDA where none is available).
+        ValueError: ``episodes`` is not positive, ``seed`` is negative, or ``device`` is not
+            cpu, cuda or cuda:N (or a CUDA device this machine does not have).
         RunDirError: ``average`` for a run that kept no average of its actor."""
     check_episodes(episodes, seed)
     with _run_policy(run_dir, device, video_dir, policy) as (chosen, env, record):
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     a.seed = 0 if a.seed is None else a.seed
     try:
         check_episodes(a.episodes, a.seed, dash="--")
-        check_eval_device(a.device, flag="--device")
+        parse_device(a.device)
     except ValueError as e:
         p.error(str(e))
     video_dir = None

@@ -49,6 +49,7 @@ from rlkit.config import (
     EnvConfig,
     end_step,
     flag,
+    parse_device,
     replace_fields,
 )
 from rlkit.evaluate import eval_time_limited, import_env_modules, time_limit
@@ -396,33 +397,19 @@ def _run(cfg: TrainConfig, run_dir: Path | None, resumed: RunRecord | None, ckpt
     return result
 
 
-def check_eval_device(device: str | torch.device, flag: str = "device") -> torch.device:
-    """``device`` as a :class:`torch.device`, refused (``ValueError`` naming ``flag``) where it
-    is not one or is CUDA without a CUDA device: a checkpoint mapped there would fail to load
-    with an error that blames the file."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"{flag} must be a torch device (cpu, cuda, cuda:1, ...), got "
-                         f"{device!r}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{flag} {device} was asked for but no CUDA device is available: "
-                         f"expected {flag} cpu")
-    return dev
-
-
 def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[DDPG, RunRecord]:
     """The trained agent of a run directory (its ``checkpoint.pt``) and its record. Warns
     when the checkpoint is not the run's final one (a run stopped, or still going).
 
     Raises:
-        ValueError: ``device`` is not a torch device, or is CUDA where none is available.
+        ValueError: ``device`` is not cpu, cuda or cuda:N, or a CUDA device this machine
+            does not have.
         rlkit.rundir.RunDirError: no valid ``config.json``.
         rlkit.checkpoint.CheckpointError: the checkpoint is missing, unsafe or corrupt, of
             another run (``config.json`` was edited or the checkpoint replaced: the first
             field that differs is named), or its weights do not fit the agent.
     """
-    check_eval_device(device)
+    parse_device(device, "device")
     record = RunRecord.read(run_dir)
     agent = DDPG.from_record(record)
     path = RunPaths(Path(run_dir)).checkpoint

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from rlkit.config import parse_device
+
 
 def _dest(flag: str) -> str:
     """The argparse destination of an option string (``--d-model`` -> ``d_model``)."""
@@ -63,15 +65,6 @@ def require_device(parser: argparse.ArgumentParser, name: str,
     """The torch device ``name`` (``cpu``, ``cuda`` or ``cuda:N``); refuses another string and a
     CUDA device this machine does not have."""
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        parser.error(f"{flag} must be cpu, cuda or cuda:N, got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"{flag} {name} asked for, but no CUDA device is available")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        parser.error(f"{flag} {name} asked for, but this machine has "
-                     f"{torch.cuda.device_count()} CUDA device(s): expected an index below "
-                     f"{torch.cuda.device_count()}")
-    return device
+        return parse_device(name, flag)
+    except ValueError as e:
+        parser.error(str(e))

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.checkpoint import CheckpointError, load_checkpoint
+from rlkit.rundir import dir_arg
 from rlkit.runlog import read_metrics
 from rlkit.seeding import seed_everything
 
@@ -601,7 +602,8 @@ def wanted(all_: list[Scenario], only: str | None) -> list[Scenario]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=None, help="directory for the scenarios' runs")
+    p.add_argument("--out", type=dir_arg, default=None,
+                   help="directory for the scenarios' runs")
     p.add_argument("--only", default=None,
                    help="run the scenarios whose fault or group contains this")
     p.add_argument("--keep", action="store_true", help="keep the default temporary directory")

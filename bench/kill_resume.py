@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from rlkit.checkpoint import load_checkpoint
+from rlkit.rundir import dir_arg
 from rlkit.runlog import read_metrics
 
 TIMING = {"wall_time", "sps", "updates_per_s", "peak_memory_mb"}
@@ -83,7 +84,7 @@ def _start(args: list[str]) -> subprocess.Popen:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kills", type=int, default=50)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=dir_arg, required=True)
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--checkpoint-minutes", type=float, default=None)
     p.add_argument("--again", type=float, default=0.3,

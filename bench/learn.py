@@ -17,6 +17,7 @@ from pathlib import Path
 
 from agents import train
 from rlkit.config import replace_fields
+from rlkit.rundir import dir_arg
 from rlkit.runlog import read_metrics
 
 
@@ -40,7 +41,8 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1))
     p.add_argument("--threshold", type=float, default=-200.0)
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--out", default=None, help="directory for the runs (default: a temp dir)")
+    p.add_argument("--out", type=dir_arg, default=None,
+                   help="directory for the runs (default: a temp dir)")
     a = p.parse_args()
     out = Path(a.out or tempfile.mkdtemp(prefix="rlkit-learn-"))
     base = replace_fields(train.TrainConfig(), env=a.env, total_steps=a.total_steps,

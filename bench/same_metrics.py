@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rlkit.rundir import dir_arg
 from rlkit.runlog import read_metrics
 
 TIMING = {"wall_time", "sps", "updates_per_s", "peak_memory_mb"}
@@ -20,8 +21,8 @@ TIMING = {"wall_time", "sps", "updates_per_s", "peak_memory_mb"}
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("a")
-    p.add_argument("b")
+    p.add_argument("a", type=dir_arg)
+    p.add_argument("b", type=dir_arg)
     p.add_argument("--min-step", type=int, default=0)
     p.add_argument("--max-step", type=int, default=None)
     p.add_argument("--ignore", nargs="*", default=[], help="fields to leave out as well")
@@ -31,7 +32,7 @@ def main() -> int:
             p.error(f"{run} is not a run directory (no metrics.jsonl in it): expected two run "
                     "directories")
 
-    def rows(run: str) -> list[dict]:
+    def rows(run: Path) -> list[dict]:
         skip = TIMING | set(args.ignore)
         keep = [{k: v for k, v in r.items() if k not in skip} for r in read_metrics(run)]
         return [r for r in keep if r["step"] >= args.min_step

@@ -249,8 +249,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"refusing to load {path}: it is not a plain-data checkpoint, it names code to run "
             f"or types outside the allowed ones ({_why(e)}); it was not executed"
         ) from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: truncated or corrupt ({e})") from e
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"cannot load checkpoint {path} (its digest matches: the file is "
+                              f"as written) with map_location={str(map_location)!r}: {e}") from e
     if not isinstance(data, dict) or "format_version" not in data:
         raise CheckpointError(f"{path} is not an rlkit checkpoint (no format_version)")
     if data["format_version"] != FORMAT_VERSION:

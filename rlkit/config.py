@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import torch
 import tyro
 
 from rlkit.backbones import (
@@ -61,11 +63,32 @@ def _non_negative(section: Any, *names: str) -> None:
 
 def _path(section: Any, *names: str) -> None:
     """Refuse an empty path: ``Path("")`` is the current directory, which an empty string
-    does not mean."""
+    does not mean. A path object is taken as it is."""
     for name in names:
         v = getattr(section, name)
-        if v is not None and (not isinstance(v, str) or not v.strip()):
+        text = os.fspath(v) if isinstance(v, os.PathLike) else v
+        if text is not None and (not isinstance(text, str) or not text.strip()):
             raise ValueError(f"{flag(name)} must name a directory, got {v!r}")
+
+
+def parse_device(name: str | torch.device, flag: str = "--device") -> torch.device:
+    """The torch device ``name`` (``cpu``, ``cuda`` or ``cuda:N``), refused (``ValueError``
+    naming ``flag``) where it is another string or a CUDA device this machine does not have:
+    a checkpoint mapped onto it would fail to load with an error about the file."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{flag} must be cpu, cuda or cuda:N, got {str(name)!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{flag} {name} was asked for but no CUDA device is available: "
+                         f"expected {flag} cpu")
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ValueError(f"{flag} {name} was asked for but this machine has {count} CUDA "
+                         f"device(s): expected an index below {count}")
+    return device
 
 
 def _finite(value: float, name: str, low: float = -math.inf, low_open: bool = False) -> None:
@@ -609,6 +632,7 @@ __all__ = [
     "NoiseConfig",
     "ReplayConfig",
     "RunConfig",
+    "parse_device",
     "end_step",
     "flag",
     "replace_fields",

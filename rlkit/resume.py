@@ -38,7 +38,13 @@ def _shown(value: Any) -> str:
     """A value as the command line writes it: ``0.5``, ``gru``, ``64 64`` (a tuple)."""
     if isinstance(value, tuple | list):
         return " ".join(map(str, value)) or "(none)"
-    return str(value)
+    return str(value) if value != "" else "''"
+
+
+def _switch(name: str, on: bool) -> str:
+    """A boolean flag as typed: ``--agent.twin-critics`` or ``--agent.no-twin-critics``."""
+    section, _, own = name.rpartition(".")
+    return f"--{section}{'.' if section else ''}{'' if on else 'no-'}{own}"
 
 
 def _flags(cls: type, prefix: str) -> dict[str, str]:
@@ -95,8 +101,11 @@ def _merge(requested: Any, saved: Any, default: Any, may_change: Collection[str]
             values[f.name] = asked
         else:
             allowed = ", ".join(_flag(n) for n in may_change)
-            raise ValueError(f"--resume: the run has --{flags[f.name]} {_shown(old)}, not "
-                             f"{_shown(asked)}; only {allowed} may change when resuming")
+            name = flags[f.name]
+            has, wants = ((_switch(name, old), _switch(name, asked)) if isinstance(old, bool)
+                          else (f"--{name} {_shown(old)}", _shown(asked)))
+            raise ValueError(f"--resume: the run has {has}, not {wants}; only {allowed} may "
+                             "change when resuming")
     return type(requested)(**values)
 
 

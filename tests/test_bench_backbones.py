@@ -40,7 +40,7 @@ def test_sizes_a_family_cannot_be_built_at_are_refused_naming_the_family(capsys)
 def test_cuda_without_a_cuda_device_is_refused(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     said = _refusal(["--device", "cuda"], capsys)
-    assert "--device cuda asked for, but no CUDA device is available" in said
+    assert "--device cuda was asked for but no CUDA device is available" in said
 
 
 @pytest.mark.parametrize("argv, said", [

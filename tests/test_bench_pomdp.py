@@ -51,6 +51,7 @@ TINY = replace_fields(train.TrainConfig(), total_steps=60, learning_starts=20, b
 ])
 def test_bad_flags_are_refused_with_the_value_named(monkeypatch, capsys, argv, named):
     monkeypatch.setattr(sys, "argv", ["pomdp.py", *argv])
+    monkeypatch.setattr(pomdp, "_run_grid", lambda *a, **k: pytest.fail("a grid was started"))
     with pytest.raises(SystemExit) as e:
         pomdp.main()
     assert e.value.code == 2 and named in capsys.readouterr().err

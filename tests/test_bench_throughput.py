@@ -186,7 +186,7 @@ def test_values_the_benchmark_cannot_run_are_refused_naming_the_flag(argv, said,
 def test_a_cuda_device_is_refused_where_there_is_none(argv, device, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     said = _refusal(_throughput_module().parse_args, [*argv, "--device", device], capsys)
-    assert f"--device {device} asked for, but no CUDA device is available" in said
+    assert f"--device {device} was asked for but no CUDA device is available" in said
 
 
 @pytest.mark.parametrize("argv, said", [

@@ -21,7 +21,7 @@ from agents.evaluate import main as evaluate_main
 from agents.evaluate import run as evaluate_run
 from agents.evaluate import run_rewards
 from rlkit.checkpoint import CheckpointError, load_checkpoint
-from rlkit.config import replace_fields
+from rlkit.config import parse_device, replace_fields
 from rlkit.evaluate import RenderError, make_eval_env
 from rlkit.faults import TrainingInterrupted
 from rlkit.launch import (
@@ -340,8 +340,9 @@ def test_evaluate_refuses_a_checkpoint_of_another_run_naming_the_difference(tmp_
 def test_evaluate_on_a_missing_cuda_device_says_so_before_reading_the_run(tmp_path, capsys):
     for device, said in [("cuda", "--device cuda was asked for but no CUDA device is available: "
                                   "expected --device cpu"),
-                         ("gpu0", "--device must be a torch device (cpu, cuda, cuda:1, ...), "
-                                  "got 'gpu0'")]:
+                         ("gpu0", "--device must be cpu, cuda or cuda:N, got 'gpu0'"),
+                         ("mps", "--device must be cpu, cuda or cuda:N, got 'mps'"),
+                         ("meta", "--device must be cpu, cuda or cuda:N, got 'meta'")]:
         with pytest.raises(SystemExit) as e:
             evaluate_main([str(tmp_path / "never-read"), "--device", device])
         assert e.value.code == 2 and said in capsys.readouterr().err
@@ -364,9 +365,10 @@ def test_the_python_api_says_cuda_is_missing_not_that_the_checkpoint_is_corrupt(
         with pytest.raises(ValueError, match="^device cuda was asked for but no CUDA device is "
                                              "available: expected device cpu$"):
             call()
-    with pytest.raises(ValueError, match=r"^device must be a torch device \(cpu, cuda, cuda:1, "
-                                         r"\.\.\.\), got 'gpu0'$"):
-        train.load_agent(run, device="gpu0")
+    for device in ("gpu0", "mps", "meta"):
+        with pytest.raises(ValueError, match=rf"^device must be cpu, cuda or cuda:N, got "
+                                             rf"'{device}'$"):
+            train.load_agent(run, device=device)
     for kwargs, said in [({"seed": -4}, "seed must be a non-negative integer (Gymnasium's reset "
                                         "seeds), got -4"),
                          ({"episodes": 0}, "episodes must be a positive integer, got 0"),
@@ -376,6 +378,10 @@ def test_the_python_api_says_cuda_is_missing_not_that_the_checkpoint_is_corrupt(
                 fn(run, **{"episodes": 1, "seed": 0, **kwargs})
             assert str(e.value) == said
     assert train.load_agent(run, device="cpu")[1].model.backbone == "gru"  # the file is fine
+    with pytest.raises(CheckpointError, match=r"cannot load checkpoint \S+ \(its digest matches: "
+                                              r"the file is as written\) with "
+                                              r"map_location='mps': "):
+        load_checkpoint(run / "checkpoint.pt", map_location="mps")  # rlkit's own loader
     for path, said in [(run / "config.json", f"{run / 'config.json'} is not a run directory (a "
                                              "file, not a directory)"),
                        (run / "gone", f"{run / 'gone'} is not a run directory (no such "
@@ -797,3 +803,12 @@ def test_evaluating_no_episode_is_refused_by_name(episodes):
     with pytest.raises(ValueError, match=f"episodes must be an integer >= 1, got {episodes!r}"):
         evaluate(None, env, episodes, torch.device("cpu"), seed=0)  # before the policy is used
     env.close()
+
+
+def test_a_cuda_index_this_machine_does_not_have_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert parse_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match=r"^--device cuda:1 was asked for but this machine has 1 "
+                                         r"CUDA device\(s\): expected an index below 1$"):
+        parse_device("cuda:1")

@@ -463,7 +463,9 @@ def test_resume_refuses_a_different_backbone_on_the_command_line(tiny_run, tmp_p
     for fields, said in [({"env": "rlkit/Pendulum-V-v0"},
                           "--env Pendulum-v1, not rlkit/Pendulum-V-v0"),
                          ({"agent.gamma": 0.5}, "--agent.gamma 0.99, not 0.5"),
-                         ({"noise_sigma": 0.3}, "--noise-sigma 0.2, not 0.3")]:
+                         ({"noise_sigma": 0.3}, "--noise-sigma 0.2, not 0.3"),
+                         ({"agent.twin_critics": True},
+                          "--agent.no-twin-critics, not --agent.twin-critics")]:
         with pytest.raises(ValueError, match=rf"^--resume: the run has {re.escape(said)}; only"):
             _resume(run, total_steps=80, **fields)
     assert RunRecord.read(run).loop.total_steps == 60  # nothing was changed

@@ -127,3 +127,6 @@ def test_an_empty_directory_flag_is_refused_not_read_as_the_current_directory(fi
                                                                                value):
     with pytest.raises(ValueError, match=rf"^{name} must name a directory, got '{value}'$"):
         replace_fields(TrainConfig(), **{field: value})
+    as_path = Path("runs") / "x"  # a path object is taken as it is
+    assert getattr(replace_fields(TrainConfig(), **{field: as_path}).run if field != "grid_dir"
+                   else replace_fields(TrainConfig(), grid_dir=as_path).grid, field) == as_path
