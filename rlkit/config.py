@@ -71,22 +71,22 @@ def _path(section: Any, *names: str) -> None:
             raise ValueError(f"{flag(name)} must name a directory, got {v!r}")
 
 
-def parse_device(name: str | torch.device, flag: str = "--device") -> torch.device:
+def parse_device(name: str | torch.device, option: str = "--device") -> torch.device:
     """The torch device ``name`` (``cpu``, ``cuda`` or ``cuda:N``), refused (``ValueError``
-    naming ``flag``) where it is another string or a CUDA device this machine does not have:
+    naming ``option``) where it is another string or a CUDA device this machine does not have:
     a checkpoint mapped onto it would fail to load with an error about the file."""
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"{flag} must be cpu, cuda or cuda:N, got {str(name)!r}")
+        raise ValueError(f"{option} must be cpu, cuda or cuda:N, got {str(name)!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{flag} {name} was asked for but no CUDA device is available: "
-                         f"expected {flag} cpu")
+        raise ValueError(f"{option} {name} was asked for but no CUDA device is available: "
+                         f"expected {option} cpu")
     count = torch.cuda.device_count() if device.type == "cuda" else 0
     if device.type == "cuda" and (device.index or 0) >= count:
-        raise ValueError(f"{flag} {name} was asked for but this machine has {count} CUDA "
+        raise ValueError(f"{option} {name} was asked for but this machine has {count} CUDA "
                          f"device(s): expected an index below {count}")
     return device
 
