@@ -34,7 +34,6 @@ from pathlib import Path
 import tyro
 
 from agents import recipes
-from agents.config import Flat
 from agents.train import (
     RESUME_MAY_CHANGE,
     Resumed,
@@ -57,6 +56,7 @@ from rlkit.faults import (
     TrainingInterrupted,
     file_errors,
 )
+from rlkit.fields import flag_names, switch
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, check_ray_address, launch
 from rlkit.rundir import RunDirError, RunRecord, fresh_dir, make_dir, slug
 from rlkit.runlog import read_metrics
@@ -444,15 +444,11 @@ def flag_fields() -> dict[str, str]:
     ``total_steps``, ``--env`` -> ``id``, ``--agent.gamma`` -> ``gamma``, and a switch's
     ``--no-`` form (field names are unique across the sections)."""
     out = {}
-    for section, hint in typing.get_type_hints(TrainConfig, include_extras=True).items():
-        flat = Flat in getattr(hint, "__metadata__", ())
-        cls = typing.get_args(hint)[0] if flat else hint
-        for name, field_hint in typing.get_type_hints(cls, include_extras=True).items():
-            alias = [m.name for m in getattr(field_hint, "__metadata__", ())
-                     if getattr(m, "name", None)]
-            stem = (alias[0] if alias else name).replace("_", "-")
-            prefix = "--" if flat else f"--{section}."
-            out[prefix + stem] = out[prefix + "no-" + stem] = name
+    plain = TrainConfig()
+    for section, prefix in flag_names(TrainConfig).items():
+        cls = type(getattr(plain, section))
+        for name, typed in flag_names(cls, f"{prefix}." if prefix else "").items():
+            out[switch(typed, True)] = out[switch(typed, False)] = name
     return out
 
 

@@ -190,16 +190,15 @@ def check_buffer_holds_a_window(cfg: TrainConfig) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else the CPU."""
+    """``auto`` -> CUDA when available, else the CPU; another name as
+    :func:`rlkit.config.parse_device` checks it (CUDA refused where there is none)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return parse_device(name)
 
 
 def check_device(cfg: TrainConfig) -> torch.device:
     """The run's device, refusing CUDA without a device and an unsupported precision."""
-    if cfg.run.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
     device = resolve_device(cfg.run.device)
     require_precision(cfg.model.precision, device.type, name="--precision")
     return device

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
+
+import tyro
 
 C = TypeVar("C")
 
@@ -67,3 +69,25 @@ def replace_fields(cfg: C, **changes: Any) -> C:
     for section, values in per_section.items():
         top[section] = dataclasses.replace(getattr(cfg, section), **values)
     return dataclasses.replace(cfg, **top)
+
+
+def flag_names(cls: type, prefix: str = "") -> dict[str, str]:
+    """Field name -> its command-line name without the dashes, for the fields of the dataclass
+    ``cls`` whose flags carry ``prefix`` (``agent.``, or empty): ``total_steps`` ->
+    ``total-steps``, ``id`` -> ``env`` (renamed with ``tyro.conf.arg``); a section whose flags
+    carry no prefix (``tyro.conf.OmitArgPrefixes``) -> ``""``, another section -> its own
+    prefix (``agent``)."""
+    out = {}
+    for name, hint in get_type_hints(cls, include_extras=True).items():
+        meta = getattr(hint, "__metadata__", ())
+        renamed = [m.name for m in meta if getattr(m, "name", None)]
+        own = (renamed[0] if renamed else name).replace("_", "-")
+        out[name] = "" if tyro.conf.OmitArgPrefixes in meta else prefix + own
+    return out
+
+
+def switch(name: str, on: bool) -> str:
+    """A boolean flag as typed, from its name without the dashes: ``--agent.twin-critics`` or
+    ``--agent.no-twin-critics``."""
+    section, _, own = name.rpartition(".")
+    return f"--{section}{'.' if section else ''}{'' if on else 'no-'}{own}"

@@ -15,9 +15,7 @@ import os
 import warnings
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
-
-import tyro
+from typing import Any, TypeVar
 
 from rlkit.checkpoint import (
     CheckpointError,
@@ -25,6 +23,7 @@ from rlkit.checkpoint import (
     previous_path,
     remove_stale_temp_files,
 )
+from rlkit.fields import flag_names, switch
 from rlkit.rundir import RunPaths, holds_files
 
 T = TypeVar("T")
@@ -39,25 +38,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, tuple | list):
         return " ".join(map(str, value)) or "(none)"
     return str(value) if value != "" else "''"
-
-
-def _switch(name: str, on: bool) -> str:
-    """A boolean flag as typed: ``--agent.twin-critics`` or ``--agent.no-twin-critics``."""
-    section, _, own = name.rpartition(".")
-    return f"--{section}{'.' if section else ''}{'' if on else 'no-'}{own}"
-
-
-def _flags(cls: type, prefix: str) -> dict[str, str]:
-    """Field name -> its command-line name under ``prefix`` (``agent.``, or empty where the
-    section's flags carry no prefix), for the fields of the dataclass ``cls``; a section
-    field maps to the prefix of its own fields."""
-    out = {}
-    for name, hint in get_type_hints(cls, include_extras=True).items():
-        meta = getattr(hint, "__metadata__", ())
-        renamed = [m.name for m in meta if getattr(m, "name", None)]
-        own = (renamed[0] if renamed else name).replace("_", "-")
-        out[name] = "" if tyro.conf.OmitArgPrefixes in meta else prefix + own
-    return out
 
 
 def merge_config(requested: T, saved: T, may_change: Collection[str],
@@ -85,7 +65,7 @@ def merge_config(requested: T, saved: T, may_change: Collection[str],
 def _merge(requested: Any, saved: Any, default: Any, may_change: Collection[str],
            keep: Collection[str], given: Collection[str], prefix: str) -> Any:
     values = {}
-    flags = _flags(type(requested), prefix)
+    flags = flag_names(type(requested), prefix)
     for f in dataclasses.fields(requested):
         asked, base, old = (getattr(c, f.name) for c in (requested, default, saved))
         if f.name in keep:
@@ -102,7 +82,7 @@ def _merge(requested: Any, saved: Any, default: Any, may_change: Collection[str]
         else:
             allowed = ", ".join(_flag(n) for n in may_change)
             name = flags[f.name]
-            has, wants = ((_switch(name, old), _switch(name, asked)) if isinstance(old, bool)
+            has, wants = ((switch(name, old), switch(name, asked)) if isinstance(old, bool)
                           else (f"--{name} {_shown(old)}", _shown(asked)))
             raise ValueError(f"--resume: the run has {has}, not {wants}; only {allowed} may "
                              "change when resuming")

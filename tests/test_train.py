@@ -639,3 +639,11 @@ def test_a_recipe_named_for_another_env_is_applied_with_a_warning():
         w.simplefilter("error")
         assert recipes.choose("memory-corridor-100", "rlkit/MemoryCorridor-L100-v0") == recipe
         assert recipes.choose("auto", "Pendulum-v1") is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_run_on_cuda_without_a_cuda_device_is_refused_before_it_starts():
+    with pytest.raises(ValueError, match=r"^--device cuda was asked for but no CUDA device is "
+                                         r"available: expected --device cpu$"):
+        train.check_device(replace_fields(train.TrainConfig(), device="cuda"))
+    assert train.check_device(replace_fields(train.TrainConfig(), device="auto")).type == "cpu"
