@@ -22,15 +22,23 @@ SIGINT outside the training loop). The program itself is
 ``agents.train`` (one run) and ``agents.cli`` (the command line and grids).
 """
 
+import signal
 import sys
 
+
+def _stopped_while_loading(signum: int, frame: object = None) -> None:
+    print(f"stopped: {signal.Signals(signum).name} while the modules loaded, before anything "
+          "was written", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _stopped_while_loading)  # agents.cli.run puts its own in place
 try:
     import envs  # noqa: F401  (registers the rlkit/ task ids)
     from agents.cli import run
 except KeyboardInterrupt:  # Ctrl-C while the modules load: nothing was started
-    print("stopped: SIGINT while the modules loaded, before anything was written",
-          file=sys.stderr)
-    sys.exit(130)
+    _stopped_while_loading(signal.SIGINT)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 if __name__ == "__main__":
     run()

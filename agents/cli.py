@@ -23,6 +23,7 @@ for the flag parser's own, which come in a panel.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -60,6 +61,7 @@ from rlkit.fields import flag_names, switch
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, check_ray_address, launch
 from rlkit.rundir import RunDirError, RunRecord, fresh_dir, make_dir, slug
 from rlkit.runlog import read_metrics
+from rlkit.signals import sigterm_raises
 
 
 def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
@@ -151,6 +153,24 @@ def is_grid_dir(path: str | Path) -> bool:
     """A grid directory (holding ``grid.json``), not a run directory."""
     path = Path(path)
     return (path / GRID_MANIFEST).is_file() and not (path / "config.json").exists()
+
+
+def _refuse_unstarted_grid_run(run_dir: Path) -> None:
+    """``--resume GRID/NAME`` for a run of a grid that never started (the grid was stopped
+    before it): the grid's resume starts it.
+
+    Raises:
+        ValueError: naming ``--resume GRID``.
+    """
+    grid_dir = run_dir.parent
+    if run_dir.exists() or not is_grid_dir(grid_dir):
+        return
+    with contextlib.suppress(RunDirError):
+        if run_dir.name in read_manifest(grid_dir):
+            raise ValueError(f"--resume {run_dir}: run {run_dir.name} of the grid {grid_dir} "
+                             f"never started (the grid stopped before it), so it has no "
+                             f"directory; --resume {grid_dir} starts it and continues the "
+                             f"grid's other runs")
 
 
 def _finished(run_dir: Path, total_steps: int | None) -> dict | None:
@@ -520,6 +540,8 @@ def cli(argv: Sequence[str]) -> None:
         refuse_grid_flags(cfg)
         if cfg.run.resume is None:
             warn_unused_inputs(cfg, typed)
+        else:
+            _refuse_unstarted_grid_run(Path(cfg.run.resume))
         main(cfg, typed if cfg.run.resume is not None else ())
     else:
         per_backbone = {b: backbone_config(argv, b) for b in backbone_values}
@@ -532,17 +554,17 @@ def run(argv: Sequence[str] | None = None) -> None:
     """:func:`cli` with the documented exit codes (see the module docstring) and warnings
     shown as ``warning: <message>``."""
     try:
-        with one_line_warnings():
+        with one_line_warnings(), sigterm_raises():
             cli(sys.argv[1:] if argv is None else argv)
     except (TrainingInterrupted, GridInterrupted) as e:
         print(f"stopped: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt as e:  # SIGINT outside the loop, which handles it itself
+    except KeyboardInterrupt as e:  # SIGINT / SIGTERM outside the loop, which handles its own
         why = str(e) or "SIGINT outside the training loop"
         print(f"stopped: {why}, with no checkpoint written on it: a run directory that holds a "
               "checkpoint continues with --resume, one that does not (or none) with the same "
               "command", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(getattr(e, "exit_code", 130))
     except (NonFiniteError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

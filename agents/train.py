@@ -5,8 +5,9 @@
     main(replace_fields(TrainConfig(), env="rlkit/Pendulum-V-v0", backbone="gru"))
 
 Set this way the fields are the defaults plus those given: no recipe is applied, and
-``config.json`` records ``run.recipe`` as ``none`` (a name given there is recorded as given, and
-must be a shipped recipe's).
+``config.json`` records ``run.recipe`` as ``none``. A name given there is recorded as given, and
+must be a shipped recipe's; it is not applied (``agents.recipes.recipes()[NAME].apply(cfg)``
+applies one), and a config that holds none of that recipe's values is warned of.
 ``agents.cli.parse_config(["--env", ..., "--backbone", ...])`` gives the config ``train.py``
 would run (the recipe for the env, then the flags).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import sys
 import uuid
 import warnings
@@ -326,9 +328,15 @@ def main(cfg: TrainConfig, given: Collection[str] = ()) -> dict[str, float]:
             held.enter_context(RunLock(run_dir))  # before anything in it is read or changed
             cfg, record, ckpt = resume_config(cfg, given)
         else:
-            recipes.check_name(cfg.run.recipe)
+            known = recipes.check_name(cfg.run.recipe)
             if cfg.run.recipe == "auto":  # only the command line chooses and applies one
                 cfg = replace_fields(cfg, recipe="none")
+            elif cfg.run.recipe != "none" and (missing := known[cfg.run.recipe].missing_from(cfg)):
+                warnings.warn(f"run.recipe is {cfg.run.recipe!r}, but none of its values is in "
+                              f"this config ({', '.join(missing)}): setting the name does not "
+                              f"apply a recipe; apply it with agents.recipes.recipes()"
+                              f"[{cfg.run.recipe!r}].apply(cfg) (or agents.cli.parse_config), "
+                              f"or set recipe='none'", UserWarning, stacklevel=2)
         return _run(cfg, run_dir, record, ckpt, held)
 
 
@@ -430,7 +438,12 @@ def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
 def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
               line: str | None = None) -> str:
     kind = "warning" if category is UserWarning else category.__name__
-    return f"{kind}: {message}\n"
+    text = str(message) if sys.stderr.isatty() else _COLOUR.sub("", str(message))
+    return f"{kind}: {text}\n"
+
+
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+"""Terminal colour codes (Gymnasium colours its warnings), dropped where stderr is a file."""
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -722,6 +723,22 @@ def test_a_stopped_grid_continues_with_resume_grid_dir(tmp_path):
     assert [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(grid / "mlp__s0")
             ] == [{k: v for k, v in r.items() if k not in timing}
                   for r in read_metrics(tmp_path / "whole")]
+
+
+def test_resume_of_a_grid_run_that_never_started_names_the_grids_resume(tmp_path):
+    """A grid stopped before one of its runs started leaves no directory for it: ``--resume
+    GRID/NAME`` said only "no such run directory"; it now names ``--resume GRID``. A name the
+    grid does not list is still no such directory."""
+    grid = tmp_path / "g"
+    cli.write_manifest(grid, [GridRun("mlp__s0", TINY), GridRun("mlp__s1", TINY)])
+    with pytest.raises(ValueError, match=rf"--resume {re.escape(str(grid))}/mlp__s1: run "
+                                         rf"mlp__s1 of the grid {re.escape(str(grid))} never "
+                                         rf"started .*; --resume {re.escape(str(grid))} starts "
+                                         rf"it and continues the grid's other runs"):
+        cli.cli(["--resume", str(grid / "mlp__s1")])
+    with pytest.raises(ValueError, match=r"/mlp__s7: no such run directory"):
+        cli.cli(["--resume", str(grid / "mlp__s7")])
+    assert sorted(p.name for p in grid.iterdir()) == ["grid.json"]
 
 
 def test_resume_of_a_grid_refuses_flags_that_would_change_its_runs(tmp_path):

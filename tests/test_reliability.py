@@ -31,7 +31,7 @@ import pytest
 import torch
 
 import rlkit.buffers.memory
-from agents import cli, train
+from agents import cli, recipes, train
 from agents.ddpg import DDPG, DDPGConfig
 from agents.evaluate import run as evaluate_run
 from envs.wrappers import FlickerObservation
@@ -647,6 +647,24 @@ def test_a_run_made_from_python_records_no_recipe_and_refuses_an_unknown_one(tmp
     with pytest.raises(ValueError, match=r"unknown --recipe 'bogus'; expected auto, none"):
         train.main(replace_fields(TINY, recipe="bogus", run_dir=str(tmp_path / "bogus")))
     assert not (tmp_path / "bogus").exists()
+
+
+def test_a_recipe_named_from_python_but_not_applied_is_warned_of(tmp_path):
+    """``main`` applies no recipe: a config that names one but holds none of its values runs
+    as given, with a warning listing them; once applied (then changed in part) it is quiet."""
+    recipe = recipes.recipes()["pendulum-pomdp"]
+    cfg = replace_fields(TINY, env="rlkit/Pendulum-V-v0", backbone="gru",
+                         recipe="pendulum-pomdp", run_dir=str(tmp_path / "run"))
+    with pytest.warns(UserWarning, match=r"run.recipe is 'pendulum-pomdp', but none of its "
+                      r"values is in this config \(total_steps=30000, max_window=64, "
+                      r"batch_size=16, d_model=64.*: setting the name does not apply"):
+        train.main(cfg)
+    record = RunRecord.read(tmp_path / "run")
+    assert (record.run.recipe, record.loop.total_steps) == ("pendulum-pomdp",
+                                                            TINY.loop.total_steps)
+    applied = replace_fields(recipe.apply(cfg), total_steps=60, d_model=8)
+    assert recipe.missing_from(applied) == []
+    assert "agent.encoder_lr=0.0003" in recipe.missing_from(replace_fields(cfg, backbone="mamba"))
 
 
 def test_resume_refuses_a_flag_typed_at_the_package_default_that_is_not_the_runs(
@@ -1396,6 +1414,42 @@ def test_sigint_outside_the_loop_is_one_line_and_exit_130(monkeypatch, capsys):
     assert code == 130 and err == "stopped: SIGINT outside the training loop, with no " \
         "checkpoint written on it: a run directory that holds a checkpoint continues with " \
         "--resume, one that does not (or none) with the same command\n"
+
+
+def test_sigterm_outside_the_loop_is_one_line_and_exit_143(monkeypatch, capsys):
+    """A SIGTERM outside the loop's own handler (while the run starts) was the default action:
+    exit 143 with nothing said. It now stops ``cli`` as a SIGINT does, says so, and the
+    previous handler is back afterwards."""
+    def terminated(argv):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        raise AssertionError("SIGTERM did not stop the command")
+
+    def unhandled(signum, frame):  # what runs if ``run`` has no handler of its own
+        raise AssertionError("SIGTERM reached the handler from before cli.run")
+
+    before = signal.signal(signal.SIGTERM, unhandled)
+    monkeypatch.setattr(cli, "cli", terminated)
+    try:
+        code, err = _cli(["--total-steps", 10], capsys)
+        assert signal.getsignal(signal.SIGTERM) is unhandled
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 143 and err == "stopped: SIGTERM outside the training loop, with no " \
+        "checkpoint written on it: a run directory that holds a checkpoint continues with " \
+        "--resume, one that does not (or none) with the same command\n"
+
+
+def test_train_py_says_it_was_stopped_by_a_sigterm_while_it_starts(tmp_path):
+    """``python train.py`` sent SIGTERM one second in (loading its modules or building the
+    run; the exact moment varies with the machine) says so on one line and exits 143."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--total-steps", "5000",
+                             "--run-dir", str(tmp_path / "run"), "--no-progress"],
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143 and re.search(r"^stopped: SIGTERM ", err, re.M), err
 
 
 @pytest.mark.parametrize(("num_envs", "total", "end"), [(1, 60, 60), (3, 50, 51)])

@@ -1,5 +1,6 @@
 """End-to-end runs of train.py and the checks it makes before training."""
 
+import io
 import json
 import os
 import re
@@ -184,6 +185,19 @@ def test_cli_shows_a_warning_as_one_line_without_its_source(tmp_path):
     result = (rf"run dir: {re.escape(str(tmp_path / 'r'))}  "
               r"final eval return: -?\d+\.\d \+- \d+\.\d\n")
     assert re.fullmatch(result, outs[1].stdout), outs[1].stdout
+
+
+def test_a_coloured_warning_loses_its_colour_codes_where_stderr_is_a_file(monkeypatch):
+    """Gymnasium colours its warnings (``colorize``); on a file or a pipe the escape codes were
+    printed as they are."""
+    from gymnasium.logger import colorize
+
+    message = UserWarning(colorize("WARN: overwriting existing videos", "yellow"))
+    assert "\x1b[" in str(message)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with train.one_line_warnings():
+        line = warnings.formatwarning(message, UserWarning, "video.py", 1)
+    assert line == "warning: WARN: overwriting existing videos\n"
 
 
 def test_module_colon_env_form(tmp_path):

@@ -51,9 +51,22 @@ class Recipe:
     def apply(self, cfg: Any) -> Any:
         """``cfg`` with this recipe's values for ``cfg``'s backbone and env and ``run.recipe``
         set to its name."""
-        values = {k: tuple(v) if isinstance(v, list) else v
-                  for k, v in self.values_for(cfg.model.backbone, cfg.env.id).items()}
-        return replace_fields(cfg, **values, recipe=self.name)
+        return replace_fields(cfg, **self._values(cfg), recipe=self.name)
+
+    def _values(self, cfg: Any) -> dict[str, Any]:
+        return {k: tuple(v) if isinstance(v, list) else v
+                for k, v in self.values_for(cfg.model.backbone, cfg.env.id).items()}
+
+    def missing_from(self, cfg: Any) -> list[str]:
+        """This recipe's values that would change ``cfg``'s defaults (for its backbone and env)
+        when not one of them is in ``cfg``, as ``name=value``; empty when any one of them is
+        (the recipe was applied, then some of its values changed) or none would change it."""
+        default = replace_fields(type(cfg)(), backbone=cfg.model.backbone, env=cfg.env.id)
+        own = {k: v for k, v in self._values(cfg).items()
+               if replace_fields(default, **{k: v}) != default}
+        if any(replace_fields(cfg, **{k: v}) == cfg for k, v in own.items()):
+            return []
+        return [f"{k}={v}" for k, v in own.items()]
 
 
 def _load(path: Path) -> Recipe:
