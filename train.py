@@ -18,7 +18,7 @@ that is a file or in use, an edited or malformed run file, an unreadable checkpo
 enough memory for the replay buffer, a failed grid run); 3 file-system error (read-only or
 full, named with the path); 4 the environment raised an exception (its traceback is printed);
 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint (none for a second signal, or a
-SIGINT outside the training loop). The program itself is
+SIGINT or SIGTERM outside the training loop). The program itself is
 ``agents.train`` (one run) and ``agents.cli`` (the command line and grids).
 """
 

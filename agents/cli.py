@@ -14,7 +14,7 @@ Exit codes of :func:`run`:
 - 4 the environment raised an exception (its own traceback is printed after the message);
 - 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint (for a grid: every run in
   its training loop wrote one, and the report of the finished runs was written); a second
-  signal, or a SIGINT outside the training loop, stops it without one.
+  signal, or a SIGINT or SIGTERM outside the training loop, stops it without one.
 
 Errors are one line on stderr, starting with ``error:`` (``stopped:`` for a signal), except
 for the flag parser's own, which come in a panel.
