@@ -32,13 +32,14 @@ def _stopped_while_loading(signum: int, frame: object = None) -> None:
     sys.exit(128 + signum)
 
 
-signal.signal(signal.SIGTERM, _stopped_while_loading)  # agents.cli.run puts its own in place
+if __name__ == "__main__":  # not in a grid's run processes, which import this file again
+    signal.signal(signal.SIGTERM, _stopped_while_loading)
 try:
     import envs  # noqa: F401  (registers the rlkit/ task ids)
     from agents.cli import run
 except KeyboardInterrupt:  # Ctrl-C while the modules load: nothing was started
     _stopped_while_loading(signal.SIGINT)
-signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # agents.cli.run puts its own in place
     run()

@@ -156,21 +156,22 @@ def is_grid_dir(path: str | Path) -> bool:
 
 
 def _refuse_unstarted_grid_run(run_dir: Path) -> None:
-    """``--resume GRID/NAME`` for a run of a grid that never started (the grid was stopped
-    before it): the grid's resume starts it.
+    """``--resume GRID/NAME`` for a run of a grid that has no ``config.json`` (it never started,
+    or stopped or failed before writing it): the grid's resume starts it.
 
     Raises:
         ValueError: naming ``--resume GRID``.
     """
     grid_dir = run_dir.parent
-    if run_dir.exists() or not is_grid_dir(grid_dir):
+    if run_dir.is_file() or (run_dir / "config.json").exists() or not is_grid_dir(grid_dir):
         return
     with contextlib.suppress(RunDirError):
         if run_dir.name in read_manifest(grid_dir):
             raise ValueError(f"--resume {run_dir}: run {run_dir.name} of the grid {grid_dir} "
-                             f"never started (the grid stopped before it), so it has no "
-                             f"directory; --resume {grid_dir} starts it and continues the "
-                             f"grid's other runs")
+                             f"has no config.json: it never started, or stopped or failed "
+                             f"before it wrote one (or the grid is still running); once the "
+                             f"grid has stopped, --resume {grid_dir} starts it and continues "
+                             f"the grid's other runs")
 
 
 def _finished(run_dir: Path, total_steps: int | None) -> dict | None:
@@ -542,7 +543,7 @@ def cli(argv: Sequence[str]) -> None:
             warn_unused_inputs(cfg, typed)
         else:
             _refuse_unstarted_grid_run(Path(cfg.run.resume))
-        main(cfg, typed if cfg.run.resume is not None else ())
+        main(cfg, typed if cfg.run.resume is not None else (), recipe_applied=True)
     else:
         per_backbone = {b: backbone_config(argv, b) for b in backbone_values}
         for c in per_backbone.values():
@@ -561,9 +562,10 @@ def run(argv: Sequence[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt as e:  # SIGINT / SIGTERM outside the loop, which handles its own
         why = str(e) or "SIGINT outside the training loop"
-        print(f"stopped: {why}, with no checkpoint written on it: a run directory that holds a "
-              "checkpoint continues with --resume, one that does not (or none) with the same "
-              "command", file=sys.stderr)
+        print(f"stopped: {why}, with no checkpoint written on it: a run directory that holds "
+              "config.json continues with --resume RUN_DIR (from step 0 if it holds no "
+              "checkpoint), a grid directory with --resume GRID_DIR; a run that made neither "
+              "starts again with the same command", file=sys.stderr)
         sys.exit(getattr(e, "exit_code", 130))
     except (NonFiniteError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -303,10 +303,14 @@ def _record(cfg: TrainConfig, agent: DDPG, device: torch.device, wandb_id: str |
         device=str(device), wandb_run_id=wandb_id)
 
 
-def main(cfg: TrainConfig, given: Collection[str] = ()) -> dict[str, float]:
+def main(cfg: TrainConfig, given: Collection[str] = (), *,
+         recipe_applied: bool = False) -> dict[str, float]:
     """Validate, build, train (or resume), save; returns the final evaluation. ``given``: with
     ``--resume``, the fields that may change that the command line gave (see
-    :func:`agents.resume.resume_config`).
+    :func:`agents.resume.resume_config`). ``recipe_applied``: ``cfg`` is the command line's
+    (:func:`agents.cli.parse_config`: its recipe applied, then the flags); otherwise a config
+    that names a recipe and holds none of its values is warned of (setting the name from
+    Python applies nothing).
 
     The run directory is locked for the whole run (:class:`rlkit.rundir.RunLock`); a resumed
     one before anything in it is read or changed.
@@ -331,7 +335,8 @@ def main(cfg: TrainConfig, given: Collection[str] = ()) -> dict[str, float]:
             known = recipes.check_name(cfg.run.recipe)
             if cfg.run.recipe == "auto":  # only the command line chooses and applies one
                 cfg = replace_fields(cfg, recipe="none")
-            elif cfg.run.recipe != "none" and (missing := known[cfg.run.recipe].missing_from(cfg)):
+            elif cfg.run.recipe != "none" and not recipe_applied and \
+                    (missing := known[cfg.run.recipe].missing_from(cfg)):
                 warnings.warn(f"run.recipe is {cfg.run.recipe!r}, but none of its values is in "
                               f"this config ({', '.join(missing)}): setting the name does not "
                               f"apply a recipe; apply it with agents.recipes.recipes()"
@@ -438,7 +443,8 @@ def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
 def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
               line: str | None = None) -> str:
     kind = "warning" if category is UserWarning else category.__name__
-    text = str(message) if sys.stderr.isatty() else _COLOUR.sub("", str(message))
+    terminal = getattr(sys.stderr, "isatty", lambda: False)()
+    text = str(message) if terminal else _COLOUR.sub("", str(message))
     return f"{kind}: {text}\n"
 
 
@@ -473,7 +479,7 @@ def run_in(cfg: TrainConfig | Resumed, run_dir: str) -> dict[str, float]:
     with one_line_warnings():
         return main(dataclasses.replace(
             cfg, run=dataclasses.replace(cfg.run, run_dir=run_dir),
-            loop=dataclasses.replace(cfg.loop, progress=False)), given)
+            loop=dataclasses.replace(cfg.loop, progress=False)), given, recipe_applied=True)
 
 
 __all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "TrainConfig", "build", "check_fits",

@@ -219,7 +219,9 @@ def stop_signals() -> Iterator[StopFlag]:
 
     def handler(signum: int, frame: Any) -> None:
         if flag.signum is not None:  # both signals were pending before this handler ran
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now")
+            stop = KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now")
+            stop.exit_code = 128 + signum  # type: ignore[attr-defined]  (read by the CLI)
+            raise stop
         flag.signum = signum
         # A Python handler runs between bytecodes only, so it would wait for a long tensor
         # operation to return; the default action ends the process at once, wherever it is.

@@ -71,6 +71,27 @@ def replace_fields(cfg: C, **changes: Any) -> C:
     return dataclasses.replace(cfg, **top)
 
 
+def field_value(cfg: Any, name: str) -> Any:
+    """The value of the field ``name`` of ``cfg``'s sections, named as :func:`replace_fields`
+    names it (a field of one section, a flag's name, or a dotted path); nothing is rebuilt or
+    checked.
+
+    Raises:
+        ValueError: a name that no section has, or that several have.
+    """
+    name = FLAG_NAMES.get(name, name)
+    section, _, field_name = name.rpartition(".")
+    if not section:
+        if name in {f.name for f in dataclasses.fields(cfg)}:
+            return getattr(cfg, name)
+        sections = _fields_by_name(cfg).get(name, [])
+        if len(sections) != 1:
+            what = "no section has" if not sections else f"sections {sections} all have"
+            raise ValueError(f"cannot read {name!r}: {what} a field of that name")
+        section, field_name = sections[0], name
+    return getattr(getattr(cfg, section), field_name)
+
+
 def flag_names(cls: type, prefix: str = "") -> dict[str, str]:
     """Field name -> its command-line name without the dashes, for the fields of the dataclass
     ``cls`` whose flags carry ``prefix`` (``agent.``, or empty): ``total_steps`` ->

@@ -134,17 +134,21 @@ def _run_warnings(name: str) -> Iterator[None]:
 
     reset_warnings()
     with warnings.catch_warnings():  # entering forgets which warnings were already shown
-        plain = warnings.formatwarning
+        shown = warnings.showwarning
 
+        # The name goes on the shown line, whichever formatter the run sets (the command
+        # line's one-line warnings, agents.train.one_line_warnings, included).
         def named(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  line: str | None = None) -> str:
-            return f"[{name}] " + plain(message, category, filename, lineno, line)
+                  file: Any = None, line: str | None = None) -> None:
+            text = warnings.formatwarning(message, category, filename, lineno, line)
+            with contextlib.suppress(OSError):  # as Python's own: a closed stderr loses it
+                (sys.stderr if file is None else file).write(f"[{name}] {text}")
 
-        warnings.formatwarning = named
+        warnings.showwarning = named
         try:
             yield
         finally:
-            warnings.formatwarning = plain
+            warnings.showwarning = shown
 
 
 def _run_message(fn: RunFn, config: Any, run_dir: str, threads: int) -> tuple[str, Any]:

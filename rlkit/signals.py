@@ -45,9 +45,10 @@ class SigtermInterrupt(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """Inside the block a SIGTERM raises :class:`SigtermInterrupt` (blocks that handle stop
-    signals themselves, the loop's and the launcher's, install their own handlers and put this
-    one back); the previous handler comes back after it. Main thread only."""
+    """Inside the block a SIGTERM raises :class:`SigtermInterrupt`; the previous handler comes
+    back after it. Main thread only. Blocks that handle stop signals themselves (the training
+    loop's, the local grid launcher's) install their own handlers and put this one back; Ray,
+    once started, keeps its own."""
     def handler(signum: int, frame: Any) -> None:
         raise SigtermInterrupt
 

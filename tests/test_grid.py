@@ -120,6 +120,22 @@ def test_a_runs_warnings_start_with_its_name(tmp_path, capfd):
     assert "UserWarning: run 1 warns" in lines["[s4__s1]"]
 
 
+def _warns_as_the_command_line(config: int, run_dir: str) -> dict[str, float]:
+    with train.one_line_warnings():  # as agents.train.run_in, a grid run of the command line
+        warnings.warn(f"run {config} warns", UserWarning, stacklevel=1)
+    return {}
+
+
+def test_a_runs_one_line_warnings_keep_its_name(tmp_path, capfd):
+    """A grid run of ``train.py`` shows its warnings on one line (``warning: ...``); that
+    formatter replaced the one that put the run's name first, so they came without it."""
+    outcomes = launch(_warns_as_the_command_line, [GridRun("gru__s0", 0)], tmp_path, jobs=1,
+                      progress=False)
+    assert [o.error for o in outcomes] == [None]
+    warned = [ln for ln in capfd.readouterr().err.splitlines() if "warns" in ln]
+    assert warned == ["[gru__s0] warning: run 0 warns"]
+
+
 def test_a_ray_worker_that_runs_several_shows_each_runs_warnings_under_its_name():
     # a Ray worker is one process for many tasks; run two task bodies in one fresh interpreter
     script = textwrap.dedent("""
@@ -726,19 +742,24 @@ def test_a_stopped_grid_continues_with_resume_grid_dir(tmp_path):
 
 
 def test_resume_of_a_grid_run_that_never_started_names_the_grids_resume(tmp_path):
-    """A grid stopped before one of its runs started leaves no directory for it: ``--resume
-    GRID/NAME`` said only "no such run directory"; it now names ``--resume GRID``. A name the
-    grid does not list is still no such directory."""
+    """A grid stopped before one of its runs started leaves no directory for it (or one with
+    only its lock): ``--resume GRID/NAME`` said "no such run directory" (or "start it again
+    with the same --run-dir"); it now names ``--resume GRID``. A name the grid does not list is
+    still no such directory."""
     grid = tmp_path / "g"
     cli.write_manifest(grid, [GridRun("mlp__s0", TINY), GridRun("mlp__s1", TINY)])
-    with pytest.raises(ValueError, match=rf"--resume {re.escape(str(grid))}/mlp__s1: run "
-                                         rf"mlp__s1 of the grid {re.escape(str(grid))} never "
-                                         rf"started .*; --resume {re.escape(str(grid))} starts "
-                                         rf"it and continues the grid's other runs"):
-        cli.cli(["--resume", str(grid / "mlp__s1")])
+    (grid / "mlp__s0").mkdir()
+    (grid / "mlp__s0" / "run.lock").touch()  # what a run stopped before its config.json leaves
+    for name in ("mlp__s0", "mlp__s1"):
+        with pytest.raises(ValueError, match=rf"--resume {re.escape(str(grid))}/{name}: run "
+                                             rf"{name} of the grid {re.escape(str(grid))} has "
+                                             rf"no config.json: it never started, .*; once the "
+                                             rf"grid has stopped, --resume "
+                                             rf"{re.escape(str(grid))} starts it and continues"):
+            cli.cli(["--resume", str(grid / name)])
     with pytest.raises(ValueError, match=r"/mlp__s7: no such run directory"):
         cli.cli(["--resume", str(grid / "mlp__s7")])
-    assert sorted(p.name for p in grid.iterdir()) == ["grid.json"]
+    assert sorted(p.name for p in grid.iterdir()) == ["grid.json", "mlp__s0"]
 
 
 def test_resume_of_a_grid_refuses_flags_that_would_change_its_runs(tmp_path):

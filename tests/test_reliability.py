@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import importlib
 import io
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import faulty_envs
@@ -249,6 +251,22 @@ def test_signal_writes_a_checkpoint_of_the_latest_step_and_exits_128_plus_signal
     assert ckpt["kind"] == "interrupt" and ckpt["step"] == int(m.group(1))
     assert max(r["step"] for r in read_metrics(run)) == ckpt["step"] // 10 * 10
     assert ckpt["step"] > load_checkpoint(run / "checkpoint.prev.pt")["step"]
+
+
+def test_two_pending_stop_signals_stop_with_the_second_ones_exit_code(monkeypatch, capsys):
+    """Both signals pending before the loop's handler ran: the second raises at once, and the
+    command line exits with that signal's code (it was 130 for a SIGTERM too)."""
+    from rlkit.faults import stop_signals
+
+    def twice(argv):
+        with stop_signals():
+            handler = signal.getsignal(signal.SIGTERM)
+            handler(signal.SIGTERM, None)
+            handler(signal.SIGTERM, None)
+
+    monkeypatch.setattr(cli, "cli", twice)
+    code, err = _cli(["--total-steps", 10], capsys)
+    assert code == 143 and "stopped: second SIGTERM: stopping now, with no checkpoint" in err
 
 
 def test_a_second_stop_signal_ends_the_process_at_once_even_inside_a_long_operation():
@@ -665,6 +683,26 @@ def test_a_recipe_named_from_python_but_not_applied_is_warned_of(tmp_path):
     applied = replace_fields(recipe.apply(cfg), total_steps=60, d_model=8)
     assert recipe.missing_from(applied) == []
     assert "agent.encoder_lr=0.0003" in recipe.missing_from(replace_fields(cfg, backbone="mamba"))
+
+
+def test_the_recipe_warning_reads_values_without_checking_them_and_spares_the_command_line(
+        tmp_path, capsys):
+    """The check read each recipe value by setting it, so a value never typed was checked
+    against the flags: the corridor recipe's batch of 32 beside a buffer of 24 stopped a run
+    that names it. And the command line, which applies its recipe and then the flags, is not
+    warned when its flags change every one of the recipe's values."""
+    corridor = replace_fields(TINY, env="rlkit/MemoryCorridor-L20-v0", buffer_size=24,
+                              recipe="memory-corridor-20", run_dir=str(tmp_path / "py"))
+    with pytest.warns(UserWarning, match=r"none of its values is in this config \(total_steps="
+                                         r"6300, learning_starts=630, batch_size=32"):
+        train.main(corridor)
+    every = ["--env", "rlkit/MemoryCorridor-L20-v0", "--total-steps", 60, "--learning-starts", 20,
+             "--batch-size", 8, "--buffer-size", 24, "--d-model", 16, "--updates-per-step", 0.5,
+             "--eval-every", 0, "--eval-episodes", 1, "--agent.pre-tanh-penalty", 0,
+             "--agent.no-twin-critics", "--no-progress", "--device", "cpu"]
+    code, err = _cli([*every, "--run-dir", tmp_path / "cli"], capsys)
+    assert code == 0 and "recipe" not in err, err
+    assert RunRecord.read(tmp_path / "cli").run.recipe == "memory-corridor-20"
 
 
 def test_resume_refuses_a_flag_typed_at_the_package_default_that_is_not_the_runs(
@@ -1412,8 +1450,9 @@ def test_sigint_outside_the_loop_is_one_line_and_exit_130(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cli", interrupted)
     code, err = _cli(["--total-steps", 10], capsys)
     assert code == 130 and err == "stopped: SIGINT outside the training loop, with no " \
-        "checkpoint written on it: a run directory that holds a checkpoint continues with " \
-        "--resume, one that does not (or none) with the same command\n"
+        "checkpoint written on it: a run directory that holds config.json continues with " \
+        "--resume RUN_DIR (from step 0 if it holds no checkpoint), a grid directory with " \
+        "--resume GRID_DIR; a run that made neither starts again with the same command\n"
 
 
 def test_sigterm_outside_the_loop_is_one_line_and_exit_143(monkeypatch, capsys):
@@ -1436,20 +1475,59 @@ def test_sigterm_outside_the_loop_is_one_line_and_exit_143(monkeypatch, capsys):
     finally:
         signal.signal(signal.SIGTERM, before)
     assert code == 143 and err == "stopped: SIGTERM outside the training loop, with no " \
-        "checkpoint written on it: a run directory that holds a checkpoint continues with " \
-        "--resume, one that does not (or none) with the same command\n"
+        "checkpoint written on it: a run directory that holds config.json continues with " \
+        "--resume RUN_DIR (from step 0 if it holds no checkpoint), a grid directory with " \
+        "--resume GRID_DIR; a run that made neither starts again with the same command\n"
 
 
+def _catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a SIGTERM handler (Linux: ``SigCgt`` of /proc/PID/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M).group(1), 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux's /proc")
 def test_train_py_says_it_was_stopped_by_a_sigterm_while_it_starts(tmp_path):
-    """``python train.py`` sent SIGTERM one second in (loading its modules or building the
-    run; the exact moment varies with the machine) says so on one line and exits 143."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--total-steps", "5000",
-                             "--run-dir", str(tmp_path / "run"), "--no-progress"],
-                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
-    err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 143 and re.search(r"^stopped: SIGTERM ", err, re.M), err
+    """``python train.py`` sent SIGTERM once it has a handler for it (while it loads its
+    modules, on any machine but a very fast one), and again while it imports the env's module
+    (which sleeps): each time one ``stopped:`` line and exit 143, where before the process
+    ended silently."""
+    (tmp_path / "slow_env_module.py").write_text(
+        "import pathlib, time\n"
+        f"pathlib.Path({str(tmp_path / 'importing')!r}).touch()\n"
+        "time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    said = {}
+    for case, ready, extra in (
+            ("loading", None, []),
+            ("in cli", tmp_path / "importing", ["--env", "slow_env_module:Pendulum-v1"])):
+        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--total-steps", "5000",
+                                 "--run-dir", str(tmp_path / case), "--no-progress", *extra],
+                                stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+        try:
+            _wait_for(ready.exists if ready else functools.partial(_catches_sigterm, proc.pid),
+                      proc)
+            proc.send_signal(signal.SIGTERM)
+            err = proc.communicate(timeout=120)[1]
+        finally:
+            proc.kill()
+        assert proc.returncode == 143, err
+        said[case] = err
+    assert re.fullmatch(r"stopped: SIGTERM (while the modules loaded, before anything was "
+                        r"written|outside the training loop, with no checkpoint .*)\n",
+                        said["loading"]), said["loading"]
+    assert said["in cli"].startswith("stopped: SIGTERM outside the training loop, with no "
+                                      "checkpoint written on it"), said["in cli"]
+    assert not (tmp_path / "in cli").exists()
+
+
+def _wait_for(ready: Callable[[], bool], proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
 
 
 @pytest.mark.parametrize(("num_envs", "total", "end"), [(1, 60, 60), (3, 50, 51)])

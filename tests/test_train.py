@@ -165,8 +165,8 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
 
 
 def test_cli_shows_a_warning_as_one_line_without_its_source(tmp_path):
-    """A single run and a grid's runs alike (each grid run warns in its own process); a
-    single run's result line is on stdout, its progress and warnings on stderr."""
+    """A single run and a grid's runs alike (each grid run warns in its own process, its name
+    first); a single run's result line is on stdout, its progress and warnings on stderr."""
     short = ["--env", "rlkit/Pendulum-V-v0", "--backbone", "gru", "--recipe", "none",
              "--seq-len", "50", "--window-start", "episode", "--d-model", "8",
              "--total-steps", "5", "--eval-episodes", "1", "--no-progress"]
@@ -177,9 +177,10 @@ def test_cli_shows_a_warning_as_one_line_without_its_source(tmp_path):
                              capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr
         warned = [ln for ln in out.stderr.splitlines() if "train != act" in ln]
-        assert len(warned) == count and all(
-            ln.startswith("warning: train != act: windows cover the first 50 steps")
-            for ln in warned), out.stderr
+        names = [""] if count == 1 else ["[gru__s0] ", "[gru__s1] "]  # a grid's runs by name
+        assert sorted(ln.partition("warning: ")[0] for ln in warned) == names, out.stderr
+        assert all(ln.partition("warning: ")[2].startswith(
+            "train != act: windows cover the first 50 steps") for ln in warned), out.stderr
         assert "UserWarning" not in out.stderr and "build(" not in out.stderr
         outs[count] = out
     result = (rf"run dir: {re.escape(str(tmp_path / 'r'))}  "

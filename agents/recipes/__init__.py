@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.config import replace_fields
+from rlkit.fields import field_value
 
 _DIR = Path(__file__).resolve().parent
 
@@ -61,10 +62,9 @@ class Recipe:
         """This recipe's values that would change ``cfg``'s defaults (for its backbone and env)
         when not one of them is in ``cfg``, as ``name=value``; empty when any one of them is
         (the recipe was applied, then some of its values changed) or none would change it."""
-        default = replace_fields(type(cfg)(), backbone=cfg.model.backbone, env=cfg.env.id)
-        own = {k: v for k, v in self._values(cfg).items()
-               if replace_fields(default, **{k: v}) != default}
-        if any(replace_fields(cfg, **{k: v}) == cfg for k, v in own.items()):
+        default = type(cfg)()
+        own = {k: v for k, v in self._values(cfg).items() if field_value(default, k) != v}
+        if any(field_value(cfg, k) == v for k, v in own.items()):
             return []
         return [f"{k}={v}" for k, v in own.items()]
 
