@@ -48,24 +48,16 @@ def replace_fields(cfg: C, **changes: Any) -> C:
     Raises:
         ValueError: a name that no section has, or that several have.
     """
-    owners = _fields_by_name(cfg)
-    top_level = {f.name for f in dataclasses.fields(cfg)}
     per_section: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
     for name, value in changes.items():
         if name in FLAG_NAMES and not dataclasses.is_dataclass(value):
             name = FLAG_NAMES[name]
-        section, _, field_name = name.rpartition(".")
-        if not section:
-            if name in top_level:  # a whole section, or a field of the top level
-                top[name] = value
-                continue
-            sections = owners.get(name, [])
-            if len(sections) != 1:
-                what = "no section has" if not sections else f"sections {sections} all have"
-                raise ValueError(f"cannot set {name!r}: {what} a field of that name")
-            section, field_name = sections[0], name
-        per_section.setdefault(section, {})[field_name] = value
+        section, field_name = _locate(cfg, name, "set")
+        if not section:  # a whole section, or a field of the top level
+            top[name] = value
+        else:
+            per_section.setdefault(section, {})[field_name] = value
     for section, values in per_section.items():
         top[section] = dataclasses.replace(getattr(cfg, section), **values)
     return dataclasses.replace(cfg, **top)
@@ -79,17 +71,25 @@ def field_value(cfg: Any, name: str) -> Any:
     Raises:
         ValueError: a name that no section has, or that several have.
     """
-    name = FLAG_NAMES.get(name, name)
+    section, field_name = _locate(cfg, FLAG_NAMES.get(name, name), "read")
+    return getattr(getattr(cfg, section), field_name) if section else getattr(cfg, field_name)
+
+
+def _locate(cfg: Any, name: str, verb: str) -> tuple[str, str]:
+    """(section, field) that ``name`` (a field of one section, of the top level, or a dotted
+    path) names in ``cfg``; the section is empty for the top level.
+
+    Raises:
+        ValueError: a name that no section has, or that several have.
+    """
     section, _, field_name = name.rpartition(".")
-    if not section:
-        if name in {f.name for f in dataclasses.fields(cfg)}:
-            return getattr(cfg, name)
-        sections = _fields_by_name(cfg).get(name, [])
-        if len(sections) != 1:
-            what = "no section has" if not sections else f"sections {sections} all have"
-            raise ValueError(f"cannot read {name!r}: {what} a field of that name")
-        section, field_name = sections[0], name
-    return getattr(getattr(cfg, section), field_name)
+    if section or name in {f.name for f in dataclasses.fields(cfg)}:
+        return section, field_name
+    sections = _fields_by_name(cfg).get(name, [])
+    if len(sections) != 1:
+        what = "no section has" if not sections else f"sections {sections} all have"
+        raise ValueError(f"cannot {verb} {name!r}: {what} a field of that name")
+    return sections[0], name
 
 
 def flag_names(cls: type, prefix: str = "") -> dict[str, str]:

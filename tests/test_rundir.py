@@ -12,6 +12,7 @@ import pytest
 from agents import train
 from agents.config import TrainConfig
 from rlkit.config import LoopConfig, NoiseConfig, ReplayConfig, replace_fields
+from rlkit.fields import field_value
 from rlkit.rundir import SCHEMA, RunDirError, RunRecord
 from rlkit.runlog import read_metrics
 
@@ -118,6 +119,12 @@ def test_replace_fields_takes_flag_names_and_refuses_unknown_ones():
         replace_fields(cfg, nonsense=1)
     with pytest.raises(ValueError, match="--env must name a Gymnasium id"):
         replace_fields(cfg, env=":")
+    # read by the same names, without rebuilding (a value that would not validate is no matter)
+    assert [field_value(cfg, n) for n in ("env", "noise_sigma", "agent.gamma", "batch_size")] \
+        == ["rlkit/Pendulum-P-v0", 0.3, 0.9, 256]
+    assert field_value(cfg, "agent") is cfg.agent
+    with pytest.raises(ValueError, match="cannot read 'nonsense': no section has"):
+        field_value(cfg, "nonsense")
 
 
 @pytest.mark.parametrize("field, name", [("resume", "--resume"), ("run_dir", "--run-dir"),
