@@ -120,8 +120,8 @@ def test_replace_fields_takes_flag_names_and_refuses_unknown_ones():
     with pytest.raises(ValueError, match="--env must name a Gymnasium id"):
         replace_fields(cfg, env=":")
     # read by the same names, without rebuilding (a value that would not validate is no matter)
-    assert [field_value(cfg, n) for n in ("env", "noise_sigma", "agent.gamma", "batch_size")] \
-        == ["rlkit/Pendulum-P-v0", 0.3, 0.9, 256]
+    assert [field_value(cfg, n) for n in ("env", "noise_sigma", "agent.gamma", "total_steps")] \
+        == ["rlkit/Pendulum-P-v0", 0.3, 0.9, cfg.loop.total_steps]
     assert field_value(cfg, "agent") is cfg.agent
     with pytest.raises(ValueError, match="cannot read 'nonsense': no section has"):
         field_value(cfg, "nonsense")
