@@ -147,6 +147,24 @@ def _recorded(runs: list[GridRun], out: Path, first: train.TrainConfig, flags: l
     return recorded, first, [f"read from {out / dirs[0].name / 'config.json'}"]
 
 
+def _recorded_env(p: argparse.ArgumentParser, out: Path, runs: list[GridRun], own: list[str],
+                  env: str) -> str:
+    """``--summarize``: the env the grid's runs ran on (``env``, the ``--env`` flag's, where
+    none ran), which a given ``--env`` must name.
+
+    Raises:
+        SystemExit: runs on several envs, or not on the ``--env`` given.
+    """
+    ran = sorted({r.config.env.id for r in runs if (out / r.name / "config.json").is_file()})
+    if len(ran) > 1:
+        p.error(f"--summarize {out}: its runs are on several envs ({', '.join(ran)}); name "
+                "the runs of one with --backbones and --seeds")
+    given = any(arg == "--env" or arg.startswith("--env=") for arg in own)
+    if ran and given and ran[0] != env:
+        p.error(f"--summarize {out}: its runs are on {ran[0]}, not --env {env}")
+    return ran[0] if ran else env
+
+
 def _settings(first: train.TrainConfig, flags: list[str], outcomes: list[RunOutcome],
               final_policy: str | None, last_k: int) -> str:
     """The settings line above the table: the runs' configuration, the policy their
@@ -451,6 +469,7 @@ def main() -> None:
         outcomes = [RunOutcome(r.name, out / r.name, error=None if (out / r.name).is_dir()
                                else "not in the grid directory") for r in runs]
         runs, first, flags = _recorded(runs, out, first, flags)
+        env = _recorded_env(p, out, runs, own, env)
         print(f"\n{env}, {_count(len(a.seeds), 'seed')}, runs in {out}")
     else:
         if a.out and not a.resume:

@@ -271,6 +271,27 @@ def test_summarize_reads_the_backbones_and_seeds_of_the_grid(tiny_grid, monkeypa
         capsys.readouterr().err
 
 
+def test_summarize_names_the_env_its_runs_ran_on(tiny_grid, tmp_path, monkeypatch, capsys):
+    """Without ``--env`` the header named the flag's default (Pendulum-V) for a grid of
+    Pendulum-P runs, and chose the optimum rows by it; it is now the runs' env, and an
+    ``--env`` that is not theirs is refused."""
+    grid = tmp_path / "grid"
+    shutil.copytree(tiny_grid, grid)
+    for seed in (0, 2):
+        config = grid / f"gru__s{seed}" / "config.json"
+        data = json.loads(config.read_text())
+        data["env"]["id"] = "rlkit/Pendulum-P-v0"
+        config.write_text(json.dumps(data))
+    out = _summarize(monkeypatch, capsys, "--summarize", grid)
+    assert "rlkit/Pendulum-P-v0, 2 seeds" in out and "Pendulum-V" not in out
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", "--summarize", str(grid), "--env",
+                                      "rlkit/Pendulum-V-v0"])
+    with pytest.raises(SystemExit) as e:
+        pomdp.main()
+    assert e.value.code == 2 and f"--summarize {grid}: its runs are on rlkit/Pendulum-P-v0, " \
+        "not --env rlkit/Pendulum-V-v0" in capsys.readouterr().err
+
+
 def test_summarize_of_a_grid_still_going(tiny_grid, tmp_path, monkeypatch, capsys):
     """A run with no evaluation yet gets its own row instead of a traceback; a run short of
     its --total-steps is listed with the step it reached."""
