@@ -22,6 +22,7 @@ from rlkit.backbones import (
     Backbone,
     BackboneConfig,
     State,
+    backbone_config,
     backbone_config_class,
     check_backbone,
     make_backbone,
@@ -280,6 +281,27 @@ def test_float64_models_compute_in_float64_or_are_refused_by_name(name: str) -> 
     else:
         y, _ = model(x)
         assert y.dtype == torch.float64
+
+
+@families
+@torch.no_grad()
+def test_half_precision_weights_compute_or_are_refused_by_name(name: str) -> None:
+    """The recurrent and state-space families keep float32 states and steps: float16 or
+    bfloat16 weights met them in a matmul (or in oneDNN's LSTM) that named neither; they are
+    refused by name. The MLP and the Transformer compute in them."""
+    for dtype in (torch.bfloat16, torch.float16):
+        model = build(name).to(dtype)
+        x = randn(B, 4, D_IN, seed=0).to(dtype)
+        if name in ("mlp", "transformer"):
+            y, state = model(x)
+            assert y.dtype == dtype and torch.isfinite(y.float()).all()
+            continue
+        short = str(dtype).removeprefix("torch.")
+        with pytest.raises(ValueError, match=rf"{type(model).__name__}: {short} weights are not "
+                                             rf"supported .* run it under autocast"):
+            model(x)
+        with pytest.raises(ValueError, match=rf"{short} weights are not supported"):
+            model.step(x[:, 0], model.initial_state(B))
 
 
 @pytest.mark.parametrize("value", [16.5, "16", True, 0])
@@ -552,6 +574,14 @@ def test_orthogonal_init_draws_orthonormal_recurrent_weights_and_zero_biases(cel
         torch.testing.assert_close(both.rnn.bias_ih_l0[H:2 * H],
                                    torch.log(torch.linspace(1.0, 99.0, H)))
         assert torch.equal(both.rnn.bias_hh_l0, torch.zeros_like(both.rnn.bias_hh_l0))
+
+
+def test_a_config_of_another_cell_names_its_own_cell() -> None:
+    """The message showed the value needed twice (``needs {'cell': 'lstm'}, got config with
+    {'cell': 'lstm'}``) instead of the config's."""
+    with pytest.raises(ValueError, match=r"backbone 'lstm' needs \{'cell': 'lstm'\}, got "
+                                         r"config with \{'cell': 'gru'\}"):
+        make_backbone("lstm", D_IN, backbone_config("gru", 16, 1))
 
 
 def test_orthogonal_init_is_refused_outside_its_choices() -> None:

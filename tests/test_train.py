@@ -232,6 +232,19 @@ def test_every_train_command_in_the_readme_parses():
             assert cfg.model.prev_reward is True
 
 
+def test_an_env_id_without_its_version_gets_the_recipe_of_the_version_made():
+    """Gymnasium makes ``rlkit/Pendulum-P`` as its latest version, ``rlkit/Pendulum-P-v0``;
+    ``--recipe auto`` looked the bare id up, found none, and the run trained on the defaults
+    recorded as recipe ``none``."""
+    import envs  # noqa: F401  (registers the rlkit/ ids, as train.py does before parsing)
+
+    cfg, _, _ = cli.parse_cli(["--env", "rlkit/Pendulum-P", "--backbone", "transformer"])
+    assert cfg.run.recipe == "pendulum-pomdp" and cfg.model.context == 16  # its per-env value
+    corridor, _, _ = cli.parse_cli(["--env", "envs:rlkit/MemoryCorridor-L20"])
+    assert corridor.run.recipe == "memory-corridor-20"
+    assert recipes.picks("auto", "rlkit/No-Such-Task") == "none"
+
+
 def test_recipe_is_chosen_by_env_and_flags_win_over_it():
     cfg, _, _ = cli.parse_cli(["--env", "rlkit/Pendulum-V-v0", "--backbone", "gru",
                                "--total-steps", "1234"])

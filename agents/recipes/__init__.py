@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+from gymnasium.envs.registration import find_highest_version, get_env_id, parse_env_id
+
 from rlkit.config import replace_fields
 from rlkit.fields import field_value
 
@@ -88,8 +91,15 @@ def _load(path: Path) -> Recipe:
 
 
 def _gym_id(env_id: str) -> str:
-    """The registered id of ``--env``: ``module:Id`` -> ``Id``."""
-    return env_id.partition(":")[2] or env_id
+    """The registered id of ``--env``: ``module:Id`` -> ``Id``, and an id without a version
+    (``rlkit/Pendulum-P``) -> its latest registered version, the one Gymnasium makes for it."""
+    plain = env_id.partition(":")[2] or env_id
+    try:
+        namespace, name, version = parse_env_id(plain)
+    except gym.error.Error:
+        return plain
+    latest = find_highest_version(namespace, name) if version is None else None
+    return plain if latest is None else get_env_id(namespace, name, latest)
 
 
 def _objects(value: Any) -> bool:

@@ -150,7 +150,7 @@ def make_backbone(name: str, d_in: int, cfg: BackboneConfig | None = None) -> Ba
             f"got {type(cfg).__name__}"
         )
     else:
-        mismatched = {k: v for k, v in fixed.items() if getattr(cfg, k) != v}
+        mismatched = {k: getattr(cfg, k) for k, v in fixed.items() if getattr(cfg, k) != v}
         if mismatched:
             raise ValueError(f"backbone {name!r} needs {fixed}, got config with {mismatched}")
     return cls(d_in, cfg)

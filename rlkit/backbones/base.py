@@ -75,6 +75,10 @@ class Backbone(nn.Module, abc.ABC):
     float64: bool = True
     """Whether the family computes in float64 when its weights are (the state-space families
     keep float32 islands, so theirs refuse float64 weights by name)."""
+    half_weights: bool = False
+    """Whether the family computes with float16 / bfloat16 weights (the MLP and the
+    Transformer); the others keep float32 states and steps and refuse them by name (half
+    precision is autocast's, over float32 weights)."""
 
     def __init__(self, d_in: int, cfg: BackboneConfig) -> None:
         super().__init__()
@@ -128,6 +132,10 @@ class Backbone(nn.Module, abc.ABC):
         if wdt == torch.float64 and not self.float64:
             raise ValueError(f"{name}: float64 weights are not supported (its state-space "
                              "steps compute in float32); keep the model in float32")
+        if wdt in (torch.float16, torch.bfloat16) and not self.half_weights:
+            raise ValueError(f"{name}: {str(wdt).removeprefix('torch.')} weights are not "
+                             "supported (its states and steps compute in float32); keep the "
+                             "model in float32 and run it under autocast for half precision")
         allowed = {wdt}
         dev = x.device.type
         if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):

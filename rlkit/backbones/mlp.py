@@ -33,6 +33,7 @@ class MLPBackbone(Backbone):
         cfg: sizes; see :class:`MLPConfig`.
     """
 
+    half_weights = True  # computes in float16 / bfloat16 weights as given
     has_memory = False
 
     def __init__(self, d_in: int, cfg: MLPConfig) -> None:

@@ -187,6 +187,8 @@ class TransformerBackbone(Backbone):
         cfg: sizes and attention options; see :class:`TransformerConfig`.
     """
 
+    half_weights = True  # computes in float16 / bfloat16 weights as given
+
     def __init__(self, d_in: int, cfg: TransformerConfig) -> None:
         super().__init__(d_in, cfg)
         self.head_dim = cfg.d_model // cfg.n_heads
