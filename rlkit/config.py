@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,10 @@ EVAL_POLICIES = ("actor", "target", "average")
 WindowStart = Literal["any", "episode"]
 STORED_BURN_IN = 16  # default burn-in of stored-state windows (episodes over --max-window)
 TRAINED_STEPS = 64  # trained steps of a default window that is not a whole episode
+
+
+_FAMILY_FIELD = re.compile(r"\b(d_model|n_layers|n_heads|d_state|expand|context)\b")
+"""The fields of a family's config that are flags of :class:`ModelConfig` by the same name."""
 
 
 def flag(name: str) -> str:
@@ -421,6 +426,11 @@ class ModelConfig:
             object.__setattr__(self, "compile", "on" if self.compile else "off")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"--compile must be auto, on or off, got {self.compile!r}")
+        try:  # the family's own checks (--d-model a multiple of --n-heads, an even S4 state)
+            self.backbone_config()
+        except ValueError as e:
+            raise ValueError(f"--backbone {self.backbone}: " + _FAMILY_FIELD.sub(
+                lambda m: flag(m.group(0)), str(e))) from e
 
     def backbone_config(self) -> BackboneConfig:
         """The family's own config (:func:`rlkit.backbones.backbone_config`) from these

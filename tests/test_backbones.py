@@ -28,7 +28,7 @@ from rlkit.backbones import (
     make_backbone,
 )
 from rlkit.backbones.mlp import MLPConfig
-from rlkit.backbones.rnn import RNNConfig
+from rlkit.backbones.rnn import RNNBackbone, RNNConfig
 from rlkit.backbones.transformer import TransformerConfig
 
 B, T, D_IN, D_MODEL, N_LAYERS, K = 3, 12, 5, 16, 2, 8
@@ -574,6 +574,32 @@ def test_orthogonal_init_draws_orthonormal_recurrent_weights_and_zero_biases(cel
         torch.testing.assert_close(both.rnn.bias_ih_l0[H:2 * H],
                                    torch.log(torch.linspace(1.0, 99.0, H)))
         assert torch.equal(both.rnn.bias_hh_l0, torch.zeros_like(both.rnn.bias_hh_l0))
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("transformer", {"context": 8.0}, "context must be a positive integer, got 8.0"),
+    ("transformer", {"n_heads": True}, "n_heads must be a positive integer, got True"),
+    ("transformer", {"branch_init": "x"}, "branch_init must be a number, got 'x'"),
+    ("mamba", {"d_state": True}, "d_state must be a positive integer, got True"),
+    ("mamba", {"expand": True}, "expand must be a positive integer, got True"),
+    ("mamba2", {"expand": 2.0}, "expand must be a positive integer, got 2.0"),
+    ("s4", {"d_state": True}, r"d_state must be a positive even integer .*got True"),
+    ("gru", {"grad_checkpoint": "no"}, "grad_checkpoint must be True or False, got 'no'"),
+])
+def test_an_option_of_the_wrong_type_is_refused_by_name(name, options, message) -> None:
+    """From Python these were accepted: a float context failed later inside torch, True
+    counted as 1, and ``grad_checkpoint='no'`` turned checkpointing on."""
+    with pytest.raises(ValueError, match=message):
+        backbone_config(name, D_MODEL, 1, **options)
+
+
+@pytest.mark.parametrize("d_in", [True, 5.0, "5", 0])
+def test_an_input_width_that_is_not_a_positive_integer_is_refused(d_in) -> None:
+    with pytest.raises(ValueError, match=rf"^d_in must be a positive integer, got "
+                                         rf"{re.escape(repr(d_in))}$"):
+        make_backbone("gru", d_in, backbone_config("gru", D_MODEL, 1))
+    with pytest.raises(ValueError, match=r"^RNNBackbone: d_in must be a positive integer"):
+        RNNBackbone(d_in, RNNConfig(d_model=D_MODEL, cell="gru"))
 
 
 def test_a_config_of_another_cell_names_its_own_cell() -> None:

@@ -1,5 +1,6 @@
 """End-to-end runs of train.py and the checks it makes before training."""
 
+import contextlib
 import io
 import json
 import os
@@ -243,6 +244,22 @@ def test_an_env_id_without_its_version_gets_the_recipe_of_the_version_made():
     corridor, _, _ = cli.parse_cli(["--env", "envs:rlkit/MemoryCorridor-L20"])
     assert corridor.run.recipe == "memory-corridor-20"
     assert recipes.picks("auto", "rlkit/No-Such-Task") == "none"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--backbone", "transformer", "--d-model", "16", "--n-heads", "3"],
+     "--backbone transformer: --d-model must be divisible by --n-heads, got --d-model=16, "
+     "--n-heads=3"),
+    (["--backbone", "s4", "--d-state", "3"],
+     "--backbone s4: --d-state must be a positive even integer (conjugate pairs), got 3"),
+])
+def test_a_familys_own_check_fails_at_parse_time_by_flag_name(flags, message):
+    """These were found when the run built its model, after the run's warnings, and named by
+    field (``d_model=16, n_heads=3``)."""
+    with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(io.StringIO()) as err:
+        cli.parse_cli(["--total-steps", "300", *flags])
+    said = " ".join(err.getvalue().replace("│", " ").split())
+    assert e.value.code == 2 and message in said, said
 
 
 def test_recipe_is_chosen_by_env_and_flags_win_over_it():

@@ -137,8 +137,8 @@ def make_backbone(name: str, d_in: int, cfg: BackboneConfig | None = None) -> Ba
         The backbone, an ``nn.Module`` following the contract.
     """
     cls, cfg_cls, fixed = _classes(name)
-    if d_in <= 0:
-        raise ValueError(f"d_in must be a positive integer, got {d_in}")
+    if not isinstance(d_in, int) or isinstance(d_in, bool) or d_in <= 0:
+        raise ValueError(f"d_in must be a positive integer, got {d_in!r}")
     if cfg is None:
         cfg = cfg_cls(**fixed)
     elif type(cfg) is BackboneConfig:

@@ -52,10 +52,28 @@ class BackboneConfig:
     """Recompute each layer's activations in the backward pass (``forward`` only)."""
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_ints(self, "d_model", "n_layers")
+        if not isinstance(self.grad_checkpoint, bool):
+            raise ValueError(f"grad_checkpoint must be True or False, got "
+                             f"{self.grad_checkpoint!r}")
+
+
+def positive_ints(cfg: object, *names: str) -> None:
+    """Refuse a field of ``cfg`` that is not a positive integer (a bool or a float included),
+    naming it and its value."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def real_number(cfg: object, *names: str) -> None:
+    """Refuse a field of ``cfg`` that is not an int or a float (a bool or a string), naming it
+    and its value."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{name} must be a number, got {value!r}")
 
 
 class Backbone(nn.Module, abc.ABC):
@@ -82,6 +100,9 @@ class Backbone(nn.Module, abc.ABC):
 
     def __init__(self, d_in: int, cfg: BackboneConfig) -> None:
         super().__init__()
+        if not isinstance(d_in, int) or isinstance(d_in, bool) or d_in <= 0:
+            raise ValueError(f"{type(self).__name__}: d_in must be a positive integer, got "
+                             f"{d_in!r}")
         self.cfg = cfg
         self.d_in, self.d_out = d_in, cfg.d_model
 

@@ -39,6 +39,7 @@ from rlkit.backbones.base import (
     State,
     check_batch_size,
     check_state_shapes,
+    positive_ints,
 )
 from rlkit.backbones.scan import (
     selective_scan_fused,
@@ -72,11 +73,9 @@ class MambaConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("d_state", "d_conv", "expand", "chunk"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.dt_rank is not None and (not isinstance(self.dt_rank, int) or self.dt_rank <= 0):
+        positive_ints(self, *("d_state", "d_conv", "expand", "chunk"))
+        if self.dt_rank is not None and (not isinstance(self.dt_rank, int)
+                                         or isinstance(self.dt_rank, bool) or self.dt_rank <= 0):
             raise ValueError(f"dt_rank must be a positive integer or None, got {self.dt_rank!r}")
         if self.scan not in ("auto", "fused", "parallel", "sequential"):
             raise ValueError(

@@ -44,6 +44,7 @@ from rlkit.backbones.base import (
     State,
     check_batch_size,
     check_state_shapes,
+    positive_ints,
 )
 from rlkit.backbones.mamba import _keep_fp32
 
@@ -72,10 +73,7 @@ class Mamba2Config(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("d_state", "d_conv", "expand", "head_dim", "chunk"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_ints(self, *("d_state", "d_conv", "expand", "head_dim", "chunk"))
         if (self.expand * self.d_model) % self.head_dim:
             raise ValueError(
                 f"d_inner = expand * d_model = {self.expand * self.d_model} must be divisible by "

@@ -43,6 +43,7 @@ from rlkit.backbones.base import (
     State,
     check_batch_size,
     check_state_shapes,
+    real_number,
 )
 
 
@@ -61,7 +62,9 @@ class S4Config(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.d_state, int) or self.d_state <= 0 or self.d_state % 2:
+        real_number(self, "dt_min", "dt_max")
+        if not isinstance(self.d_state, int) or isinstance(self.d_state, bool) or \
+                self.d_state <= 0 or self.d_state % 2:
             raise ValueError(
                 f"d_state must be a positive even integer (conjugate pairs), got {self.d_state!r}"
             )

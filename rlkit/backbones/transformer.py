@@ -47,7 +47,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rlkit.backbones.base import Backbone, BackboneConfig, State, check_batch_size
+from rlkit.backbones.base import (
+    Backbone,
+    BackboneConfig,
+    State,
+    check_batch_size,
+    positive_ints,
+    real_number,
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,8 @@ class TransformerConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n_heads <= 0:
-            raise ValueError(f"n_heads must be a positive integer, got {self.n_heads}")
+        positive_ints(self, "n_heads", "context", "mlp_ratio")
+        real_number(self, "rope_base", "branch_init")
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model must be divisible by n_heads, got d_model={self.d_model}, "
@@ -81,10 +88,6 @@ class TransformerConfig(BackboneConfig):
                 "rotary embeddings need an even head_dim = d_model / n_heads, got "
                 f"{self.d_model} / {self.n_heads} = {self.d_model // self.n_heads}"
             )
-        if self.context <= 0:
-            raise ValueError(f"context must be a positive integer, got {self.context}")
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be a positive integer, got {self.mlp_ratio}")
         if self.rope_base <= 1.0:
             raise ValueError(f"rope_base must be greater than 1, got {self.rope_base}")
         if not 0.0 <= self.branch_init < float("inf"):
