@@ -74,6 +74,7 @@ from agents.evaluate import evaluate_run, own_episodes, run_rewards
 from envs.reference import PendulumOptimum, optimum_returns, optimum_rewards
 from rlkit.backbones import BACKBONE_NAMES
 from rlkit.config import EVAL_POLICIES
+from rlkit.faults import EnvError
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, launch
 from rlkit.rundir import RunRecord, dir_arg
 from rlkit.runlog import read_metrics
@@ -386,6 +387,14 @@ def _grid_members(p: argparse.ArgumentParser, out: Path, own: list[str], backbon
     return backbones, seeds
 
 
+def _check_env(p: argparse.ArgumentParser, env: str) -> None:
+    """Refuse an ``--env`` that cannot be made (exit 2, named), before a grid writes."""
+    try:
+        train.make_env(env).close()
+    except (ValueError, EnvError) as e:
+        p.error(f"--env {env}: {e}")
+
+
 def _check_out(p: argparse.ArgumentParser, out: Path, resume: bool, env: str,
                flags: list[str]) -> None:
     """Refuse an ``--out`` that is not empty without ``--resume``, and a ``--resume`` with
@@ -455,8 +464,10 @@ def main() -> None:
     out = Path(a.summarize or a.out or tempfile.mkdtemp(prefix="rlkit-pomdp-"))
     if a.summarize:
         backbones, a.seeds = _grid_members(p, out, own, backbones, a.seeds)
-    elif a.out:
-        _check_out(p, out, a.resume, env, flags)
+    else:
+        _check_env(p, env)  # before anything is written into --out
+        if a.out:
+            _check_out(p, out, a.resume, env, flags)
     runs = []
     for b in backbones:
         for s in a.seeds:

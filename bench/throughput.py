@@ -34,8 +34,10 @@ is refused with the other table); ``--threads`` and ``--device`` set both.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
+import io
 import os
 import platform
 import statistics
@@ -57,6 +59,7 @@ from argchecks import (  # bench/argchecks.py (same folder)
 )
 from torch import nn
 
+import envs  # noqa: F401  (registers the rlkit/ task ids, for --envs)
 from agents import train
 from agents.ddpg import DDPG, DDPGConfig
 from rlkit.backbones import BACKBONE_NAMES, BackboneConfig
@@ -82,15 +85,18 @@ def machine() -> str:
 def bench_ours(env_id: str, warmup: int, steps: int, device: str,
                precision: str = "fp32") -> tuple[float, float]:
     """Env steps/s and updates/s of our loop, over the steps after the warm-up."""
-    out = Path(tempfile.mkdtemp(prefix="rlkit-tp-")) / "run"
     if warmup % 500 or steps % 500:
         raise ValueError(f"warmup and steps must be multiples of 500, got {warmup}, {steps}")
-    cfg = replace_fields(train.TrainConfig(), env=env_id, total_steps=warmup + steps,
-                         learning_starts=warmup, eval_every=0, eval_episodes=1, log_every=500,
-                         progress=False, device=device, run_dir=str(out), precision=precision)
-    train.main(cfg)
-    # rows every 500 steps; those after the warm-up cover the timed steps, equal intervals
-    rows = [r for r in read_metrics(out) if "updates_per_s" in r and r["step"] > warmup]
+    with tempfile.TemporaryDirectory(prefix="rlkit-tp-") as tmp:  # the run is removed after
+        out = Path(tmp) / "run"
+        cfg = replace_fields(train.TrainConfig(), env=env_id, total_steps=warmup + steps,
+                             learning_starts=warmup, eval_every=0, eval_episodes=1,
+                             log_every=500, progress=False, device=device, run_dir=str(out),
+                             precision=precision)
+        with contextlib.redirect_stdout(io.StringIO()):  # its "run dir: ..." line
+            train.main(cfg)
+        # rows every 500 steps; those after the warm-up cover the timed steps, equal intervals
+        rows = [r for r in read_metrics(out) if "updates_per_s" in r and r["step"] > warmup]
     sps = len(rows) / sum(1 / r["sps"] for r in rows)  # harmonic mean: total steps / time
     ups = len(rows) / sum(1 / r["updates_per_s"] for r in rows)
     return sps, ups

@@ -57,6 +57,20 @@ def test_bad_flags_are_refused_with_the_value_named(monkeypatch, capsys, argv, n
     assert e.value.code == 2 and named in capsys.readouterr().err
 
 
+def test_an_unknown_env_is_refused_before_out_is_written(tmp_path, monkeypatch, capsys):
+    """It wrote ``--out``'s record, then failed with a traceback; the record then refused the
+    corrected command, with or without ``--resume``."""
+    out = tmp_path / "grid"
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", "--env", "rlkit/Pendulum-X-v0", "--out",
+                                      str(out)])
+    monkeypatch.setattr(pomdp, "_run_grid", lambda *a, **k: pytest.fail("a grid was started"))
+    with pytest.raises(SystemExit) as e:
+        pomdp.main()
+    assert e.value.code == 2 and "--env rlkit/Pendulum-X-v0: unknown env id " \
+        "'rlkit/Pendulum-X-v0'" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_resume_keeps_finished_runs_continues_interrupted_ones_and_starts_missing_ones(
         tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,17 @@ def test_the_loop_table_leaves_the_sb3_cells_empty_when_sb3_was_skipped():
     assert skipped == "| Pendulum-v1 | fp32 | 400 | 380 | - | 500 | 450 | - | 76% | 84% |"
     assert timed == "| Pendulum-v1 | fp32 | 400 | 380 | 190 | 500 | 450 | 2.00x | 76% | 84% |"
     assert "nan" not in table
+
+
+def test_our_loop_is_timed_on_a_package_task_and_leaves_no_run_behind(tmp_path, monkeypatch,
+                                                                      capsys):
+    """Each loop-table run left ``/tmp/rlkit-tp-*/run`` (two checkpoints) behind and printed
+    the run's ``run dir:`` line; ``rlkit/`` ids were refused ("Namespace rlkit not found")."""
+    throughput = _throughput_module()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sps, ups = throughput.bench_ours("rlkit/Pendulum-V-v0", 500, 500, "cpu")
+    assert sps > 0 and ups > 0
+    assert list(tmp_path.glob("rlkit-tp-*")) == [] and capsys.readouterr().out == ""
 
 
 def test_same_metrics_refuses_what_is_not_a_run_directory(tmp_path):
