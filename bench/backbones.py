@@ -39,8 +39,13 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from rlkit.backbones import BACKBONE_NAMES, Backbone, BackboneConfig, make_backbone
-from rlkit.backbones.transformer import TransformerConfig
+from rlkit.backbones import (
+    BACKBONE_NAMES,
+    Backbone,
+    BackboneConfig,
+    backbone_config,
+    make_backbone,
+)
 
 STEP_TS = (10, 1000)
 """Steps already taken when the ``step`` latency is measured."""
@@ -88,12 +93,14 @@ class _StoragePeak(TorchDispatchMode):
 def make_config(
     name: str, d_model: int, n_layers: int, context: int, grad_checkpoint: bool
 ) -> BackboneConfig:
-    """The benchmark's config for family ``name`` (family defaults besides these sizes)."""
-    if name == "transformer":
-        return TransformerConfig(
-            d_model=d_model, n_layers=n_layers, context=context, grad_checkpoint=grad_checkpoint
-        )
-    return BackboneConfig(d_model=d_model, n_layers=n_layers, grad_checkpoint=grad_checkpoint)
+    """The benchmark's config for family ``name`` (family defaults besides these sizes; the
+    context is the Transformer's), checked as the family checks it (Mamba-2's inner width a
+    multiple of its head size).
+
+    Raises:
+        ValueError: sizes the family cannot take.
+    """
+    return backbone_config(name, d_model, n_layers, grad_checkpoint, context=context)
 
 
 def autocast_ctx(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
