@@ -466,14 +466,15 @@ class DDPG(nn.Module):
             tuple(c.encoder.reset_state(s, done) for c, s in zip(self.critics, state.critics)))
 
     @torch.no_grad()
-    def act(self, obs: Tensor, state: AgentState, prev_action: Tensor | None = None,
+    def act(self, obs: Tensor, state: AgentState | None, prev_action: Tensor | None = None,
             prev_reward: Tensor | None = None, track_critic: bool = False
             ) -> tuple[Tensor, AgentState]:
         """Deterministic actions for one step of N environments.
 
         Args:
             obs: ``(N, obs_dim)``.
-            state: from :meth:`initial_state` / the previous call.
+            state: from :meth:`initial_state` / the previous call; ``None`` for
+                :meth:`initial_state`.
             prev_action: ``(N, act_dim)``, the previous action (zero at episode start).
             prev_reward: ``(N,)``, likewise.
             track_critic: also advance the critic encoders' states (stored-state replay).
@@ -486,6 +487,11 @@ class DDPG(nn.Module):
                 ``prev_reward`` left out where an encoder takes it (named, with the shape).
         """
         self._check_act_inputs(obs, prev_action, prev_reward, track_critic)
+        if state is None:
+            state = self.initial_state(obs.shape[0])
+        elif not isinstance(state, AgentState):
+            raise ValueError(f"state must be an AgentState (from initial_state or the previous "
+                             f"call) or None, got {type(state).__name__}")
         x = self.cfg.actor_inputs(obs, prev_action, prev_reward)
         action, actor_state = self.actor.step(x, state.actor)
         critic_states = state.critics

@@ -239,13 +239,16 @@ def test_step_without_a_state_starts_from_the_initial_state(name: str) -> None:
 @families
 def test_an_empty_sequence_gives_no_outputs_and_leaves_the_state(name: str) -> None:
     """``T = 0``: outputs ``(B, 0, D_out)`` and the state given (the initial one for None), in
-    every family (some returned that, others failed inside their kernels)."""
+    every family (some returned that, others failed inside their kernels); ``B = 0`` alike."""
     model = build(name)
     _, state = model(randn(B, 3, D_IN, seed=0))
     y, after = model(torch.zeros(B, 0, D_IN), state)
     assert y.shape == (B, 0, D_MODEL) and all(a is b for a, b in zip(after, state))
     y, start = model(torch.zeros(B, 0, D_IN))
     assert all(torch.equal(a, b) for a, b in zip(start, model.initial_state(B)))
+    # no rows: S4's FFT failed in MKL; every family gives (0, T, D_out)
+    y, none = model(torch.zeros(0, 3, D_IN))
+    assert y.shape == (0, 3, D_MODEL) and all(s.shape[0] == 0 for s in none)
 
 
 @families
@@ -281,6 +284,28 @@ def test_float64_models_compute_in_float64_or_are_refused_by_name(name: str) -> 
     else:
         y, _ = model(x)
         assert y.dtype == torch.float64
+
+
+@families
+@torch.no_grad()
+def test_a_state_of_another_dtype_or_type_is_refused_by_name(name: str) -> None:
+    """A float64 state on a float32 model failed in a matmul (RNN, GRU), in oneDNN (LSTM), was
+    cast silently (the state-space families) or came back in float64 (the Transformer's
+    counters); a state that is not a tuple of tensors failed on iterating it."""
+    model = build(name)
+    cls = type(model).__name__
+    x = randn(B, 4, D_IN, seed=0)
+    state = model.initial_state(B)
+    if state:
+        double = tuple(s.double() for s in state)
+        for call in (lambda: model(x, double), lambda: model.step(x[:, 0], double)):
+            with pytest.raises(ValueError, match=rf"{cls}: state tensors must be float32 \(as "
+                                                 rf"initial_state gives\), got float64"):
+                call()
+    with pytest.raises(ValueError, match=rf"{cls}: state must be a tuple of tensors .*got int"):
+        model(x, 0)
+    y, after = model.step(x[:, 0])  # no state: initial_state's, as forward takes it
+    assert torch.allclose(y, model(x[:, :1])[0][:, 0], atol=ATOL)
 
 
 @families

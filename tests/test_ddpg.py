@@ -253,6 +253,18 @@ def _seq_batch(agent: DDPG):
     return buf.sample(8)
 
 
+def test_act_without_a_state_starts_from_the_initial_one():
+    """``act(obs, None, ...)`` failed on ``None.actor``; a backbone takes ``None`` as its initial
+    state, and so does the agent. Another type is refused by name."""
+    agent = _seq_agent()
+    obs, prev_a = torch.randn(4, 3), torch.zeros(4, 2)
+    a0, s0 = agent.act(obs, None, prev_a)
+    a1, s1 = agent.act(obs, agent.initial_state(4), prev_a)
+    assert torch.equal(a0, a1) and all(torch.equal(x, y) for x, y in zip(s0.actor, s1.actor))
+    with pytest.raises(ValueError, match=r"state must be an AgentState .* or None, got tuple"):
+        agent.act(obs, tuple(s0), prev_a)
+
+
 def test_shared_encoder_is_shared_and_trained_by_the_critic_only():
     agent = _seq_agent(shared_encoder=True)
     enc = agent.actor.encoder

@@ -115,17 +115,18 @@ class Backbone(nn.Module, abc.ABC):
 
         Returns:
             ``(y, state)``: outputs ``(B, T, D_out)`` and the state after ``x[:, -1]`` (for
-            ``T = 0``, no outputs and the state given).
+            ``T = 0`` or ``B = 0``, no outputs and the state given).
         """
         if x.dim() != 3 or x.shape[-1] != self.d_in:
             raise ValueError(f"x must have shape (B, T, {self.d_in}), got {tuple(x.shape)}")
         self._check_dtype(x)
-        if x.shape[1] == 0:  # no step: no output, and the state is where it was
+        self._check_state_dtype(state)
+        if x.shape[1] == 0 or x.shape[0] == 0:  # no step (or no row): the state stays
             state = self.initial_state(x.shape[0], x.device) if state is None else state
-            return x.new_zeros(x.shape[0], 0, self.d_out), state
+            return x.new_zeros(x.shape[0], x.shape[1], self.d_out), state
         return self._forward(x, state)
 
-    def step(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+    def step(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Advance one time step.
 
         Args:
@@ -138,9 +139,27 @@ class Backbone(nn.Module, abc.ABC):
         if x.dim() != 2 or x.shape[-1] != self.d_in:
             raise ValueError(f"x must have shape (B, {self.d_in}), got {tuple(x.shape)}")
         self._check_dtype(x)
+        self._check_state_dtype(state)
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
         return self._step(x, state)
+
+    def _check_state_dtype(self, state: State | None) -> None:
+        """``state`` a tuple of tensors in the dtype :meth:`initial_state` gives (float32;
+        float64 for a float64 model of a family that computes in it)."""
+        if state is None or torch.compiler.is_compiling():
+            return
+        name = type(self).__name__
+        if not isinstance(state, tuple) or not all(isinstance(s, Tensor) for s in state):
+            raise ValueError(f"{name}: state must be a tuple of tensors (as initial_state "
+                             f"gives) or None, got {type(state).__name__}")
+        weight = next(self.parameters(), None)
+        want = torch.float64 if weight is not None and weight.dtype == torch.float64 \
+            and self.float64 else torch.float32
+        if bad := sorted({str(s.dtype).removeprefix("torch.") for s in state
+                          if s.dtype != want}):
+            raise ValueError(f"{name}: state tensors must be {str(want).removeprefix('torch.')} "
+                             f"(as initial_state gives), got {', '.join(bad)}")
 
     def _check_dtype(self, x: Tensor) -> None:
         """``x`` in the weights' dtype, or under autocast in a half precision (which autocast
