@@ -49,9 +49,12 @@ CASES = {
             "--prev-reward"],
 }
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root, where train.py is (the script runs from any directory)."""
+
 
 def _cmd(args: list[str]) -> list[str]:
-    return [sys.executable, "train.py", "--no-progress", "--device", "cpu", *args]
+    return [sys.executable, str(ROOT / "train.py"), "--no-progress", "--device", "cpu", *args]
 
 
 def _env() -> dict[str, str]:

@@ -15,8 +15,11 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from argchecks import require_positive  # bench/argchecks.py (same folder)
+
 from agents import train
 from rlkit.config import replace_fields
+from rlkit.faults import EnvError
 from rlkit.rundir import dir_arg
 from rlkit.runlog import read_metrics
 
@@ -33,22 +36,35 @@ def run_one(args: tuple[train.TrainConfig, str]) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--env", default="Pendulum-v1")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--total-steps", type=int, default=20_000)
-    p.add_argument("--eval-every", type=int, default=2_000)
-    p.add_argument("--eval-episodes", type=int, default=5)
-    p.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1))
-    p.add_argument("--threshold", type=float, default=-200.0)
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--env", default="Pendulum-v1", help="the task (default Pendulum-v1)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="one run per seed (default 0 1 2)")
+    p.add_argument("--total-steps", type=int, default=20_000,
+                   help="env steps per run (default 20000)")
+    p.add_argument("--eval-every", type=int, default=2_000,
+                   help="env steps between evaluations (default 2000)")
+    p.add_argument("--eval-episodes", type=int, default=5,
+                   help="episodes per evaluation (default 5)")
+    p.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1),
+                   help="runs at a time, one thread each (default: up to 3)")
+    p.add_argument("--threshold", type=float, default=-200.0,
+                   help="the final return every seed must reach for PASS (default -200)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="the update's arithmetic (default fp32)")
     p.add_argument("--out", type=dir_arg, default=None,
                    help="directory for the runs (default: a temp dir)")
     a = p.parse_args()
+    require_positive(p, a, "--jobs")
+    try:  # every flag checked, and the env made, before a run starts
+        base = replace_fields(train.TrainConfig(), env=a.env, total_steps=a.total_steps,
+                              eval_every=a.eval_every, eval_episodes=a.eval_episodes,
+                              progress=False, device="cpu", precision=a.precision)
+        jobs = [replace_fields(base, seed=s) for s in a.seeds]
+        train.make_env(a.env).close()
+    except (ValueError, EnvError) as e:
+        p.error(str(e))
     out = Path(a.out or tempfile.mkdtemp(prefix="rlkit-learn-"))
-    base = replace_fields(train.TrainConfig(), env=a.env, total_steps=a.total_steps,
-                          eval_every=a.eval_every, eval_episodes=a.eval_episodes,
-                          progress=False, device="cpu", precision=a.precision)
-    jobs = [(replace_fields(base, seed=s), str(out / f"seed{s}")) for s in a.seeds]
+    jobs = [(cfg, str(out / f"seed{cfg.run.seed}")) for cfg in jobs]
     with ProcessPoolExecutor(a.jobs) as pool:
         evals = list(pool.map(run_one, jobs))
     steps = sorted({r["step"] for rows in evals for r in rows})

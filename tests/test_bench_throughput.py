@@ -63,6 +63,27 @@ def test_our_loop_is_timed_on_a_package_task_and_leaves_no_run_behind(tmp_path, 
     assert list(tmp_path.glob("rlkit-tp-*")) == [] and capsys.readouterr().out == ""
 
 
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--total-steps", "0"], "--total-steps must be a positive integer, got 0"),
+    (["--jobs", "0"], "--jobs must be a positive integer, got 0"),
+    (["--env", "CartPole-v1"], "env 'CartPole-v1' has action space Discrete(2); expected a "
+                               "continuous Box action space"),
+])
+def test_learn_refuses_bad_values_by_name_before_a_run_starts(flags, said, tmp_path):
+    """They ended in tracebacks, the env's from inside the process pool."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "learn.py"), *flags, "--out",
+                          str(tmp_path / "runs")], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 2 and f"learn.py: error: {said}" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "runs").exists()
+
+
+def test_kill_resume_runs_train_py_wherever_it_is_started():
+    """It ran ``train.py`` relative to the current directory: only from the repository root."""
+    cmd = bench_script("kill_resume")._cmd(["--seed", "0"])
+    assert Path(cmd[1]) == ROOT / "train.py" and Path(cmd[1]).is_absolute()
+
+
 def test_same_metrics_refuses_what_is_not_a_run_directory(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
