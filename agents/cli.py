@@ -372,29 +372,30 @@ def take_list(argv: list[str], flag: str) -> tuple[list[str], list[str]]:
     return values, rest
 
 
-def parse_config(args: list[str]) -> TrainConfig:
+def parse_config(args: list[str], prog: str | None = None) -> TrainConfig:
     """The config of ``args``: the defaults, then the recipe (:mod:`agents.recipes`) chosen by
     ``--recipe`` and ``--env``, then the flags given, each checked against what comes before
     it (``--agent.actor-q min`` needs twin critics, which a recipe may give). A resumed run
-    takes its own config: its flags are checked against the run's."""
+    takes its own config: its flags are checked against the run's. ``prog``: the program
+    whose ``--help`` lists these flags, named in a refusal (default: this one)."""
     description = f"{TrainConfig.__doc__}\n\n{recipes.describe()}"
     if {"-h", "--help"} & set(args):  # the help, whatever the other flags say
-        return tyro.cli(TrainConfig, args=args, description=description)
+        return tyro.cli(TrainConfig, args=args, prog=prog, description=description)
     first = _first_flags(args)
     if first is None:  # flags the pre-pass cannot read: tyro names what is wrong, or reads them
-        plain = tyro.cli(TrainConfig, args=args, description=description)
+        plain = tyro.cli(TrainConfig, args=args, prog=prog, description=description)
         first = FirstFlags(plain.run.resume, plain.run.recipe, plain.env.id,
                            plain.model.backbone)
     if first.resume is not None:
-        return tyro.cli(TrainConfig, args=args, default=_run_config(first.resume),
+        return tyro.cli(TrainConfig, args=args, prog=prog, default=_run_config(first.resume),
                         description=description)
     recipe = recipes.choose(first.recipe, first.env)
     if recipe is None:
-        return replace_fields(tyro.cli(TrainConfig, args=args, description=description),
+        return replace_fields(tyro.cli(TrainConfig, args=args, prog=prog, description=description),
                               recipe="none")
     default = recipe.apply(replace_fields(TrainConfig(), backbone=first.backbone,
                                           env=first.env))
-    cfg = tyro.cli(TrainConfig, args=args, default=default, description=description)
+    cfg = tyro.cli(TrainConfig, args=args, prog=prog, default=default, description=description)
     return replace_fields(cfg, recipe=recipe.name)
 
 

@@ -472,7 +472,8 @@ def main() -> None:
     for b in backbones:
         for s in a.seeds:
             cfg = cli.parse_config(["--env", env, "--backbone", b, "--seed", str(s),
-                                    "--device", "cpu", "--no-progress", *flags])
+                                    "--device", "cpu", "--no-progress", *flags],
+                                   prog="train.py")  # whose --help lists the flags after --
             runs.append(GridRun(f"{b}__s{s}", cfg))
     first = train.resolve(runs[0].config, 200 if "Pendulum" in env else None)
     t0 = time.time()
