@@ -323,6 +323,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"{said}: appl{'ies' if len(given) == 1 else 'y'} to the family table, not to "
                 f"--scan-only (Mamba-1's scan alone, in fp32, at --lengths, --batch, --d-model, "
                 f"--device, --repeats)")
+    if args.context is not None and args.families and "transformer" not in args.families:
+        p.error(f"--context {args.context} is the Transformer's window, and --families "
+                f"{' '.join(args.families)} leaves it out")
     fill_defaults(args, TABLE_DEFAULTS)
     require_positive(p, args, *SIZE_FLAGS)
     require_distinct(p, args, "--lengths", "--families")

@@ -35,6 +35,8 @@ def test_sizes_a_family_cannot_be_built_at_are_refused_naming_the_family(capsys)
             "by n_heads, got d_model=6, n_heads=4") in said
     gru_only = bench_script("backbones").parse_args(["--families", "gru", "--d-model", "6"])
     assert gru_only.d_model == 6
+    said = _refusal(["--families", "gru", "s4", "--context", "8"], capsys)
+    assert "--context 8 is the Transformer's window, and --families gru s4 leaves it out" in said
     # Mamba-2 was built from a plain config: its check ran only after the others were timed
     said = _refusal(["--families", "gru", "mamba2", "--d-model", "15"], capsys)
     assert ("mamba2 at --d-model 15, --n-layers 2, --context 64: d_inner = expand * d_model = "
