@@ -74,5 +74,14 @@ class TrainConfig:
         except (TypeError, ValueError, KeyError) as e:
             raise RunDirError(f"{where}: {e}") from e
 
+ENV_REGISTRY = "envs"
+"""The module that registers the ``rlkit/`` ids (imported before ``gym.make`` of one)."""
 
-__all__ = ["Flat", "TrainConfig"]
+
+def env_modules(env: EnvConfig) -> tuple[str, ...]:
+    """Modules to import before ``gym.make`` of ``env``: the ``rlkit/`` ids' registry for those
+    ids, and the ``module`` of ``module:EnvId``."""
+    return (*((ENV_REGISTRY,) if env.gym_id.startswith("rlkit/") else ()), *env.imports)
+
+
+__all__ = ["ENV_REGISTRY", "Flat", "TrainConfig", "env_modules"]

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from agents import recipes
-from agents.config import TrainConfig
+from agents.config import TrainConfig, env_modules
 from agents.ddpg import DDPG
 from agents.resume import (
     RESUME_MAY_CHANGE,
@@ -72,9 +72,6 @@ from rlkit.rundir import (
 from rlkit.runlog import RunLogger, truncate_metrics
 from rlkit.seeding import seed_everything
 from rlkit.trainer import Trainer
-
-ENV_REGISTRY = "envs"
-"""The module that registers the ``rlkit/`` ids (imported before ``gym.make`` of one)."""
 
 
 def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConfig:
@@ -142,12 +139,6 @@ def stale_stored_state(cfg: TrainConfig, episode_steps: int | None = None) -> st
             f"(--n-layers x (--context - 1), at most an episode: the trained steps see only "
             f"recomputed keys and values, and nothing is stored), or a --burn-in of at least "
             f"{reach} with stored states, or whole episodes")
-
-
-def env_modules(env: EnvConfig) -> tuple[str, ...]:
-    """Modules to import before ``gym.make`` of ``env``: the ``rlkit/`` ids' registry for those
-    ids, and the ``module`` of ``module:EnvId``."""
-    return (*((ENV_REGISTRY,) if env.gym_id.startswith("rlkit/") else ()), *env.imports)
 
 
 def make_env(env: EnvConfig | str) -> gym.Env:

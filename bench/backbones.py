@@ -333,8 +333,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         try:
             make_config(name, args.d_model, args.n_layers, args.context, False)
         except ValueError as err:
-            p.error(f"{name} at --d-model {args.d_model}, --n-layers {args.n_layers}, --context "
-                    f"{args.context}: {err}")
+            context = f", --context {args.context}" if name == "transformer" else ""
+            p.error(f"{name} at --d-model {args.d_model}, --n-layers {args.n_layers}{context}: "
+                    f"{err}")
     require_device(p, args.device)
     return args
 

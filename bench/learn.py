@@ -15,7 +15,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from argchecks import require_positive  # bench/argchecks.py (same folder)
+from argchecks import require_distinct, require_positive  # bench/argchecks.py (same folder)
 
 from agents import train
 from rlkit.config import replace_fields
@@ -55,6 +55,10 @@ def main() -> None:
                    help="directory for the runs (default: a temp dir)")
     a = p.parse_args()
     require_positive(p, a, "--jobs")
+    require_distinct(p, a, "--seeds")
+    if a.out is not None and Path(a.out).exists() and \
+            (not Path(a.out).is_dir() or any(Path(a.out).iterdir())):
+        p.error(f"--out {a.out} is not an empty directory: expected a new or empty one")
     try:  # every flag checked, and the env made, before a run starts
         base = replace_fields(train.TrainConfig(), env=a.env, total_steps=a.total_steps,
                               eval_every=a.eval_every, eval_episodes=a.eval_episodes,

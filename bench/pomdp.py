@@ -461,7 +461,7 @@ def main() -> None:
     at = a.at or (anchor["at"] if anchor else [])
     flags = (anchor["flags"] if anchor else []) + extra
     _check_flags(p, a, env)
-    out = Path(a.summarize or a.out or tempfile.mkdtemp(prefix="rlkit-pomdp-"))
+    out = Path(a.summarize or a.out or "")  # a temp dir for none, once the flags are checked
     if a.summarize:
         backbones, a.seeds = _grid_members(p, out, own, backbones, a.seeds)
     else:
@@ -484,6 +484,7 @@ def main() -> None:
         env = _recorded_env(p, out, runs, own, env)
         print(f"\n{env}, {_count(len(a.seeds), 'seed')}, runs in {out}")
     else:
+        out = out if a.out else Path(tempfile.mkdtemp(prefix="rlkit-pomdp-"))
         if a.out and not a.resume:
             out.mkdir(parents=True, exist_ok=True)
             (out / BENCH_RECORD).write_text(json.dumps({"env": env, "flags": flags}, indent=1))

@@ -239,16 +239,18 @@ def test_step_without_a_state_starts_from_the_initial_state(name: str) -> None:
 @families
 def test_an_empty_sequence_gives_no_outputs_and_leaves_the_state(name: str) -> None:
     """``T = 0``: outputs ``(B, 0, D_out)`` and the state given (the initial one for None), in
-    every family (some returned that, others failed inside their kernels); ``B = 0`` alike."""
+    every family (some returned that, others failed inside their kernels); ``B = 0`` alike, its
+    outputs still on the weights' graph."""
     model = build(name)
     _, state = model(randn(B, 3, D_IN, seed=0))
     y, after = model(torch.zeros(B, 0, D_IN), state)
     assert y.shape == (B, 0, D_MODEL) and all(a is b for a, b in zip(after, state))
     y, start = model(torch.zeros(B, 0, D_IN))
     assert all(torch.equal(a, b) for a, b in zip(start, model.initial_state(B)))
-    # no rows: S4's FFT failed in MKL; every family gives (0, T, D_out)
+    # no rows: S4's FFT failed in MKL; every family gives (0, T, D_out), with a graph
     y, none = model(torch.zeros(0, 3, D_IN))
     assert y.shape == (0, 3, D_MODEL) and all(s.shape[0] == 0 for s in none)
+    y.sum().backward()
 
 
 @families
@@ -607,8 +609,7 @@ def test_orthogonal_init_draws_orthonormal_recurrent_weights_and_zero_biases(cel
     ("transformer", {"branch_init": "x"}, "branch_init must be a number, got 'x'"),
     ("mamba", {"d_state": True}, "d_state must be a positive integer, got True"),
     ("mamba", {"expand": True}, "expand must be a positive integer, got True"),
-    ("mamba2", {"expand": 2.0}, "expand must be a positive integer, got 2.0"),
-    ("s4", {"d_state": True}, r"d_state must be a positive even integer .*got True"),
+    ("mamba2", {"expand": True}, "expand must be a positive integer, got True"),
     ("gru", {"grad_checkpoint": "no"}, "grad_checkpoint must be True or False, got 'no'"),
 ])
 def test_an_option_of_the_wrong_type_is_refused_by_name(name, options, message) -> None:
@@ -616,6 +617,17 @@ def test_an_option_of_the_wrong_type_is_refused_by_name(name, options, message) 
     counted as 1, and ``grad_checkpoint='no'`` turned checkpointing on."""
     with pytest.raises(ValueError, match=message):
         backbone_config(name, D_MODEL, 1, **options)
+
+
+def test_an_s4_step_range_that_is_not_a_number_is_refused_by_name() -> None:
+    """``0 < 'x'`` raised a TypeError that named neither the field nor the value."""
+    with pytest.raises(ValueError, match=r"dt_min must be a number, got 'x'"):
+        backbone_config_class("s4")(d_model=D_MODEL, dt_min="x")
+
+
+def test_a_numpy_integer_input_width_is_taken_as_an_int() -> None:
+    model = make_backbone("gru", np.int64(D_IN), backbone_config("gru", D_MODEL, 1))
+    assert type(model.d_in) is int and model(randn(B, 2, D_IN, seed=0))[0].shape == (B, 2, D_MODEL)
 
 
 @pytest.mark.parametrize("d_in", [True, 5.0, "5", 0])

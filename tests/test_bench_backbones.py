@@ -39,8 +39,8 @@ def test_sizes_a_family_cannot_be_built_at_are_refused_naming_the_family(capsys)
     assert "--context 8 is the Transformer's window, and --families gru s4 leaves it out" in said
     # Mamba-2 was built from a plain config: its check ran only after the others were timed
     said = _refusal(["--families", "gru", "mamba2", "--d-model", "15"], capsys)
-    assert ("mamba2 at --d-model 15, --n-layers 2, --context 64: d_inner = expand * d_model = "
-            "30 must be divisible by head_dim") in said
+    assert ("mamba2 at --d-model 15, --n-layers 2: d_inner = expand * d_model = 30 must be "
+            "divisible by head_dim") in said
 
 
 def test_cuda_without_a_cuda_device_is_refused(capsys, monkeypatch):

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import faulty_envs
@@ -57,9 +58,10 @@ def test_bad_flags_are_refused_with_the_value_named(monkeypatch, capsys, argv, n
     assert e.value.code == 2 and named in capsys.readouterr().err
 
 
-def test_a_bad_training_flag_points_to_the_help_that_lists_it(monkeypatch, capsys):
+def test_a_bad_training_flag_points_to_the_help_that_lists_it(monkeypatch, capsys, tmp_path):
     """A flag after ``--`` is train.py's: its refusal pointed to ``pomdp.py --help``, which
-    lists only the script's own flags."""
+    lists only the script's own flags; and it left an empty temporary grid directory."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(sys, "argv", ["pomdp.py", "--seeds", "0", "--", "--bogus", "1"])
     monkeypatch.setattr(pomdp, "_run_grid", lambda *a, **k: pytest.fail("a grid was started"))
     with pytest.raises(SystemExit) as e:
@@ -67,6 +69,7 @@ def test_a_bad_training_flag_points_to_the_help_that_lists_it(monkeypatch, capsy
     said = " ".join(capsys.readouterr().err.replace("│", " ").split())
     assert e.value.code == 2 and "Unrecognized options: --bogus" in said
     assert "run train.py --help" in said, said
+    assert list(tmp_path.glob("rlkit-pomdp-*")) == []
 
 
 def test_an_unknown_env_is_refused_before_out_is_written(tmp_path, monkeypatch, capsys):

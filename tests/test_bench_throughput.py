@@ -68,6 +68,7 @@ def test_our_loop_is_timed_on_a_package_task_and_leaves_no_run_behind(tmp_path, 
     (["--jobs", "0"], "--jobs must be a positive integer, got 0"),
     (["--env", "CartPole-v1"], "env 'CartPole-v1' has action space Discrete(2); expected a "
                                "continuous Box action space"),
+    (["--seeds", "0", "0"], "--seeds names 0 more than once, got 0 0; expected each value once"),
 ])
 def test_learn_refuses_bad_values_by_name_before_a_run_starts(flags, said, tmp_path):
     """They ended in tracebacks, the env's from inside the process pool."""
@@ -76,6 +77,14 @@ def test_learn_refuses_bad_values_by_name_before_a_run_starts(flags, said, tmp_p
                          cwd=tmp_path)
     assert out.returncode == 2 and f"learn.py: error: {said}" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "runs").exists()
+
+
+def test_learn_refuses_an_out_that_holds_files(tmp_path):
+    """Runs of a seed already there made its pool fail with a traceback."""
+    (tmp_path / "seed0").mkdir()
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "learn.py"), "--out",
+                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and f"--out {tmp_path} is not an empty directory" in out.stderr
 
 
 def test_kill_resume_runs_train_py_wherever_it_is_started():

@@ -236,9 +236,15 @@ def test_every_train_command_in_the_readme_parses():
 def test_an_env_id_without_its_version_gets_the_recipe_of_the_version_made():
     """Gymnasium makes ``rlkit/Pendulum-P`` as its latest version, ``rlkit/Pendulum-P-v0``;
     ``--recipe auto`` looked the bare id up, found none, and the run trained on the defaults
-    recorded as recipe ``none``."""
-    import envs  # noqa: F401  (registers the rlkit/ ids, as train.py does before parsing)
-
+    recorded as recipe ``none``. In a fresh process (``envs`` not yet imported, as from
+    Python) the ids' registry is imported to find the version."""
+    script = ("from agents import cli\n"
+              "cfg, _, _ = cli.parse_cli(['--env', 'rlkit/Pendulum-P', '--backbone', "
+              "'transformer'])\n"
+              "print(cfg.run.recipe, cfg.model.context)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout == "pendulum-pomdp 16\n", out.stderr
     cfg, _, _ = cli.parse_cli(["--env", "rlkit/Pendulum-P", "--backbone", "transformer"])
     assert cfg.run.recipe == "pendulum-pomdp" and cfg.model.context == 16  # its per-env value
     corridor, _, _ = cli.parse_cli(["--env", "envs:rlkit/MemoryCorridor-L20"])

@@ -16,6 +16,7 @@ the recipe's envs only, where a setting measured to help it on one task hurts it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import find_highest_version, get_env_id, parse_env_id
 
-from rlkit.config import replace_fields
+from agents.config import env_modules
+from rlkit.config import EnvConfig, replace_fields
+from rlkit.evaluate import import_env_modules
 from rlkit.fields import field_value
 
 _DIR = Path(__file__).resolve().parent
@@ -98,7 +101,11 @@ def _gym_id(env_id: str) -> str:
         namespace, name, version = parse_env_id(plain)
     except gym.error.Error:
         return plain
-    latest = find_highest_version(namespace, name) if version is None else None
+    if version is not None:
+        return plain
+    with contextlib.suppress(Exception):  # what registers it; a failure is named by the run
+        import_env_modules(env_modules(EnvConfig(id=env_id)), env_id)
+    latest = find_highest_version(namespace, name)
     return plain if latest is None else get_env_id(namespace, name, latest)
 
 

@@ -12,6 +12,7 @@ import importlib
 
 from rlkit.backbones.base import Backbone, BackboneConfig, State, per_step
 from rlkit.backbones.check import check_backbone
+from rlkit.fields import is_count
 
 # name -> (module, backbone class, config class, fixed config fields)
 _REGISTRY: dict[str, tuple[str, str, str, dict[str, object]]] = {
@@ -137,8 +138,9 @@ def make_backbone(name: str, d_in: int, cfg: BackboneConfig | None = None) -> Ba
         The backbone, an ``nn.Module`` following the contract.
     """
     cls, cfg_cls, fixed = _classes(name)
-    if not isinstance(d_in, int) or isinstance(d_in, bool) or d_in <= 0:
+    if not is_count(d_in):
         raise ValueError(f"d_in must be a positive integer, got {d_in!r}")
+    d_in = int(d_in)
     if cfg is None:
         cfg = cfg_cls(**fixed)
     elif type(cfg) is BackboneConfig:

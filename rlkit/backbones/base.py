@@ -63,7 +63,7 @@ def positive_ints(cfg: object, *names: str) -> None:
     naming it and its value."""
     for name in names:
         value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        if not is_count(value):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
@@ -100,11 +100,11 @@ class Backbone(nn.Module, abc.ABC):
 
     def __init__(self, d_in: int, cfg: BackboneConfig) -> None:
         super().__init__()
-        if not isinstance(d_in, int) or isinstance(d_in, bool) or d_in <= 0:
+        if not is_count(d_in):
             raise ValueError(f"{type(self).__name__}: d_in must be a positive integer, got "
                              f"{d_in!r}")
         self.cfg = cfg
-        self.d_in, self.d_out = d_in, cfg.d_model
+        self.d_in, self.d_out = int(d_in), cfg.d_model
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Encode a sequence.
@@ -115,15 +115,14 @@ class Backbone(nn.Module, abc.ABC):
 
         Returns:
             ``(y, state)``: outputs ``(B, T, D_out)`` and the state after ``x[:, -1]`` (for
-            ``T = 0`` or ``B = 0``, no outputs and the state given).
+            ``T = 0``, no outputs and the state given).
         """
         if x.dim() != 3 or x.shape[-1] != self.d_in:
             raise ValueError(f"x must have shape (B, T, {self.d_in}), got {tuple(x.shape)}")
-        self._check_dtype(x)
-        self._check_state_dtype(state)
-        if x.shape[1] == 0 or x.shape[0] == 0:  # no step (or no row): the state stays
+        self._check_inputs(x, state)
+        if x.shape[1] == 0:  # no step: no output, and the state is where it was
             state = self.initial_state(x.shape[0], x.device) if state is None else state
-            return x.new_zeros(x.shape[0], x.shape[1], self.d_out), state
+            return x.new_zeros(x.shape[0], 0, self.d_out), state
         return self._forward(x, state)
 
     def step(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
@@ -138,36 +137,40 @@ class Backbone(nn.Module, abc.ABC):
         """
         if x.dim() != 2 or x.shape[-1] != self.d_in:
             raise ValueError(f"x must have shape (B, {self.d_in}), got {tuple(x.shape)}")
-        self._check_dtype(x)
-        self._check_state_dtype(state)
+        self._check_inputs(x, state)
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
         return self._step(x, state)
 
-    def _check_state_dtype(self, state: State | None) -> None:
+    def _check_inputs(self, x: Tensor, state: State | None) -> None:
+        """:meth:`_check_dtype` and :meth:`_check_state_dtype`, the weights' dtype read once
+        (eagerly only: kept out of compiled graphs)."""
+        if torch.compiler.is_compiling():
+            return
+        weight = next(self.parameters(), None)
+        wdt = torch.float32 if weight is None else weight.dtype
+        self._check_dtype(x, wdt)
+        self._check_state_dtype(state, wdt)
+
+    def _check_state_dtype(self, state: State | None, wdt: torch.dtype) -> None:
         """``state`` a tuple of tensors in the dtype :meth:`initial_state` gives (float32;
         float64 for a float64 model of a family that computes in it)."""
-        if state is None or torch.compiler.is_compiling():
+        if state is None:
             return
         name = type(self).__name__
         if not isinstance(state, tuple) or not all(isinstance(s, Tensor) for s in state):
             raise ValueError(f"{name}: state must be a tuple of tensors (as initial_state "
                              f"gives) or None, got {type(state).__name__}")
-        weight = next(self.parameters(), None)
-        want = torch.float64 if weight is not None and weight.dtype == torch.float64 \
-            and self.float64 else torch.float32
+        want = torch.float64 if wdt == torch.float64 and self.float64 else torch.float32
         if bad := sorted({str(s.dtype).removeprefix("torch.") for s in state
                           if s.dtype != want}):
             raise ValueError(f"{name}: state tensors must be {str(want).removeprefix('torch.')} "
                              f"(as initial_state gives), got {', '.join(bad)}")
 
-    def _check_dtype(self, x: Tensor) -> None:
-        """``x`` in the weights' dtype, or under autocast in a half precision (which autocast
-        computes in); float64 weights only for a family that computes in them."""
-        if torch.compiler.is_compiling():  # checked eagerly; kept out of compiled graphs
-            return
-        weight = next(self.parameters(), None)
-        wdt = torch.float32 if weight is None else weight.dtype
+    def _check_dtype(self, x: Tensor, wdt: torch.dtype) -> None:
+        """``x`` in the weights' dtype ``wdt``, or under autocast in a half precision (which
+        autocast computes in); float64 weights only for a family that computes in them, half
+        precision ones only for a family that computes in them."""
         name = type(self).__name__
         if wdt == torch.float64 and not self.float64:
             raise ValueError(f"{name}: float64 weights are not supported (its state-space "

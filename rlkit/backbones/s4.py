@@ -216,6 +216,12 @@ class S4Backbone(Backbone):
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
         self._check_state(state, x.shape[0])
+        if x.shape[0] == 0:  # MKL's FFT refuses a batch of none: the recurrence, step by step
+            ys = []
+            for t in range(x.shape[1]):
+                y, state = self._step(x[:, t], state)  # (0, d_model)
+                ys.append(y)
+            return torch.stack(ys, 1), state
         h, state = self.run_blocks(self.blocks, self.embed(x), state)  # h: (B, T, d_model)
         return self.norm_f(h), state
 
