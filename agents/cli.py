@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import sys
 import typing
@@ -378,24 +379,23 @@ def parse_config(args: list[str], prog: str | None = None) -> TrainConfig:
     it (``--agent.actor-q min`` needs twin critics, which a recipe may give). A resumed run
     takes its own config: its flags are checked against the run's. ``prog``: the program
     whose ``--help`` lists these flags, named in a refusal (default: this one)."""
-    description = f"{TrainConfig.__doc__}\n\n{recipes.describe()}"
+    parse = functools.partial(tyro.cli, TrainConfig, args=args, prog=prog,
+                              description=f"{TrainConfig.__doc__}\n\n{recipes.describe()}")
     if {"-h", "--help"} & set(args):  # the help, whatever the other flags say
-        return tyro.cli(TrainConfig, args=args, prog=prog, description=description)
+        return parse()
     first = _first_flags(args)
     if first is None:  # flags the pre-pass cannot read: tyro names what is wrong, or reads them
-        plain = tyro.cli(TrainConfig, args=args, prog=prog, description=description)
+        plain = parse()
         first = FirstFlags(plain.run.resume, plain.run.recipe, plain.env.id,
                            plain.model.backbone)
     if first.resume is not None:
-        return tyro.cli(TrainConfig, args=args, prog=prog, default=_run_config(first.resume),
-                        description=description)
+        return parse(default=_run_config(first.resume))
     recipe = recipes.choose(first.recipe, first.env)
     if recipe is None:
-        return replace_fields(tyro.cli(TrainConfig, args=args, prog=prog, description=description),
-                              recipe="none")
+        return replace_fields(parse(), recipe="none")
     default = recipe.apply(replace_fields(TrainConfig(), backbone=first.backbone,
                                           env=first.env))
-    cfg = tyro.cli(TrainConfig, args=args, prog=prog, default=default, description=description)
+    cfg = parse(default=default)
     return replace_fields(cfg, recipe=recipe.name)
 
 

@@ -26,7 +26,6 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from numbers import Integral
 from pathlib import Path
 
 import torch
@@ -43,6 +42,7 @@ from rlkit.evaluate import (
     make_eval_env,
 )
 from rlkit.faults import EnvError, GuardedEnv
+from rlkit.fields import is_count
 from rlkit.rundir import RunDirError, RunPaths, RunRecord, dir_arg
 from rlkit.seeding import eval_env_seed
 
@@ -75,9 +75,9 @@ def _run_policy(run_dir: Path, device: str, video_dir: Path | None, policy: str 
 def check_episodes(episodes: int, seed: int, dash: str = "") -> None:
     """Refuse (``ValueError``) a count of episodes that is not positive or a negative first
     seed (Gymnasium's reset seeds are non-negative); ``dash``: ``--`` to name the flags."""
-    if isinstance(episodes, bool) or not isinstance(episodes, Integral) or episodes <= 0:
+    if not is_count(episodes):
         raise ValueError(f"{dash}episodes must be a positive integer, got {episodes!r}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+    if not is_count(seed, minimum=0):
         raise ValueError(f"{dash}seed must be a non-negative integer (Gymnasium's reset seeds), "
                          f"got {seed!r}")
 

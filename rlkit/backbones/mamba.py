@@ -46,6 +46,7 @@ from rlkit.backbones.scan import (
     selective_scan_parallel,
     selective_scan_sequential,
 )
+from rlkit.fields import is_count
 
 _DT_MIN, _DT_MAX = 1e-3, 1e-1  # range of the initial step sizes Δ
 
@@ -73,9 +74,8 @@ class MambaConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive_ints(self, *("d_state", "d_conv", "expand", "chunk"))
-        if self.dt_rank is not None and (not isinstance(self.dt_rank, int)
-                                         or isinstance(self.dt_rank, bool) or self.dt_rank <= 0):
+        positive_ints(self, "d_state", "d_conv", "expand", "chunk")
+        if self.dt_rank is not None and not is_count(self.dt_rank):
             raise ValueError(f"dt_rank must be a positive integer or None, got {self.dt_rank!r}")
         if self.scan not in ("auto", "fused", "parallel", "sequential"):
             raise ValueError(

@@ -73,7 +73,7 @@ class Mamba2Config(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive_ints(self, *("d_state", "d_conv", "expand", "head_dim", "chunk"))
+        positive_ints(self, "d_state", "d_conv", "expand", "head_dim", "chunk")
         if (self.expand * self.d_model) % self.head_dim:
             raise ValueError(
                 f"d_inner = expand * d_model = {self.expand * self.d_model} must be divisible by "

@@ -45,6 +45,7 @@ from rlkit.backbones.base import (
     check_state_shapes,
     real_number,
 )
+from rlkit.fields import is_count
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,7 @@ class S4Config(BackboneConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         real_number(self, "dt_min", "dt_max")
-        if not isinstance(self.d_state, int) or isinstance(self.d_state, bool) or \
-                self.d_state <= 0 or self.d_state % 2:
+        if not is_count(self.d_state) or self.d_state % 2:
             raise ValueError(
                 f"d_state must be a positive even integer (conjugate pairs), got {self.d_state!r}"
             )
