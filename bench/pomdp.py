@@ -71,6 +71,7 @@ import numpy as np
 
 from agents import cli, train
 from agents.evaluate import evaluate_run, own_episodes, run_rewards
+from agents.recipes import registered_id
 from envs.reference import PendulumOptimum, optimum_returns, optimum_rewards
 from rlkit.backbones import BACKBONE_NAMES
 from rlkit.config import EVAL_POLICIES
@@ -161,7 +162,7 @@ def _recorded_env(p: argparse.ArgumentParser, out: Path, runs: list[GridRun], ow
         p.error(f"--summarize {out}: its runs are on several envs ({', '.join(ran)}); name "
                 "the runs of one with --backbones and --seeds")
     given = any(arg == "--env" or arg.startswith("--env=") for arg in own)
-    if ran and given and ran[0] != env:
+    if ran and given and registered_id(ran[0]) != registered_id(env):
         p.error(f"--summarize {out}: its runs are on {ran[0]}, not --env {env}")
     return ran[0] if ran else env
 

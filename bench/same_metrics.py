@@ -39,6 +39,10 @@ def main() -> int:
                 and (args.max_step is None or r["step"] <= args.max_step)]
 
     a, b = rows(args.a), rows(args.b)
+    if not a and not b:
+        print(f"no rows to compare: neither run logged a step in {args.min_step}.."
+              f"{'' if args.max_step is None else args.max_step}")
+        return 1
     for i, (ra, rb) in enumerate(zip(a, b)):
         if ra != rb:
             diff = {k: (ra.get(k), rb.get(k)) for k in ra.keys() | rb.keys()

@@ -319,6 +319,10 @@ def test_summarize_names_the_env_its_runs_ran_on(tiny_grid, tmp_path, monkeypatc
         pomdp.main()
     assert e.value.code == 2 and f"--summarize {grid}: its runs are on rlkit/Pendulum-P-v0, " \
         "not --env rlkit/Pendulum-V-v0" in capsys.readouterr().err
+    # the same task named without its version, or with its module, is the runs' own
+    for same in ("rlkit/Pendulum-P", "envs.pomdp:rlkit/Pendulum-P-v0"):
+        out = _summarize(monkeypatch, capsys, "--summarize", grid, "--env", same)
+        assert "rlkit/Pendulum-P-v0, 2 seeds" in out
 
 
 def test_summarize_of_a_grid_still_going(tiny_grid, tmp_path, monkeypatch, capsys):

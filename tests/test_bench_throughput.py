@@ -107,6 +107,11 @@ def test_same_metrics_refuses_what_is_not_a_run_directory(tmp_path):
     same = subprocess.run([sys.executable, str(ROOT / "bench" / "same_metrics.py"), str(run),
                            str(run)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert same.returncode == 0 and "1 rows identical" in same.stdout
+    none = subprocess.run([sys.executable, str(ROOT / "bench" / "same_metrics.py"), str(run),
+                           str(run), "--min-step", "5"], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert none.returncode == 1 and "Traceback" not in none.stderr  # an IndexError before
+    assert "no rows to compare: neither run logged a step in 5.." in none.stdout
 
 
 def test_the_sb3_column_without_sb3_installed_names_the_extra_and_the_flag():

@@ -53,7 +53,7 @@ class Recipe:
         """The values a run of ``backbone`` on ``env_id`` gets: :attr:`values`, then that
         backbone's own, then its own on that env."""
         return {**self.values, **self.backbones.get(backbone, {}),
-                **self.env_backbones.get(_gym_id(env_id), {}).get(backbone, {})}
+                **self.env_backbones.get(registered_id(env_id), {}).get(backbone, {})}
 
     def apply(self, cfg: Any) -> Any:
         """``cfg`` with this recipe's values for ``cfg``'s backbone and env and ``run.recipe``
@@ -93,7 +93,7 @@ def _load(path: Path) -> Recipe:
                   {e: {b: dict(v) for b, v in own.items()} for e, own in per_env.items()})
 
 
-def _gym_id(env_id: str) -> str:
+def registered_id(env_id: str) -> str:
     """The registered id of ``--env``: ``module:Id`` -> ``Id``, and an id without a version
     (``rlkit/Pendulum-P``) -> its latest registered version, the one Gymnasium makes for it."""
     plain = env_id.partition(":")[2] or env_id
@@ -144,9 +144,9 @@ def choose(name: str, env_id: str) -> Recipe | None:
     if name == "none":
         return None
     if name == "auto":
-        return next((r for r in known.values() if _gym_id(env_id) in r.envs), None)
+        return next((r for r in known.values() if registered_id(env_id) in r.envs), None)
     recipe = known[name]
-    if _gym_id(env_id) not in recipe.envs:
+    if registered_id(env_id) not in recipe.envs:
         warnings.warn(f"--recipe {name} is made for {', '.join(recipe.envs) or 'no env'}, not "
                       f"{env_id}: its values apply as given", UserWarning, stacklevel=2)
     return recipe
@@ -183,4 +183,4 @@ def describe() -> str:
     return "recipes (--recipe NAME; auto: the one made for --env):\n" + "\n".join(lines)
 
 
-__all__ = ["Recipe", "check_name", "choose", "describe", "recipes"]
+__all__ = ["Recipe", "check_name", "choose", "describe", "recipes", "registered_id"]
