@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import sys
 import typing
 import warnings
@@ -129,6 +130,45 @@ def write_manifest(grid_dir: Path, runs: Sequence[GridRun]) -> None:
     with file_errors("write", path):
         make_dir(grid_dir, "grid directory")
         path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def record_resume_values(grid_dir: Path, values: Mapping[str, object]) -> None:
+    """Keep in ``GRID_DIR/grid.json`` the values a ``--resume GRID`` changed for every run
+    (``--total-steps`` and the others of :data:`RESUME_MAY_CHANGE` but ``--progress``), so that
+    a later ``--resume GRID`` without them goes on to the same ends: a grid stopped while it
+    was extended brings every run to the new ``--total-steps``, not only those that started
+    (:func:`recorded_resume_values`). Written atomically."""
+    path = grid_dir / GRID_MANIFEST
+    with file_errors("read", path):
+        data = json.loads(path.read_text())
+    data["resume"] = {k: v for k, v in values.items() if k != "progress"}
+    tmp = path.with_name(path.name + ".tmp")
+    with file_errors("write", path):
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+
+
+def _flag_value(name: str, value: object) -> str:
+    """``total_steps, 900`` -> ``--total-steps 900``; a switch as ``--name`` / ``--no-name``."""
+    if isinstance(value, bool):
+        return flag(name) if value else "--no-" + flag(name)[2:]
+    return f"{flag(name)} {value}"
+
+
+def recorded_resume_values(grid_dir: Path) -> dict[str, object]:
+    """The values kept by :func:`record_resume_values` (none for a grid never resumed with
+    one).
+
+    Raises:
+        RunDirError: a ``resume`` entry that is not an object of fields a resume may change.
+    """
+    path = grid_dir / GRID_MANIFEST
+    with file_errors("read", path):
+        values = json.loads(path.read_text()).get("resume", {})
+    if not isinstance(values, dict) or set(values) - set(RESUME_MAY_CHANGE):
+        raise RunDirError(f"{path}: expected resume to be an object of some of "
+                          f"{list(RESUME_MAY_CHANGE)}, got {values!r}")
+    return values
 
 
 def read_manifest(grid_dir: Path) -> dict[str, TrainConfig]:
@@ -291,8 +331,16 @@ def resume_grid(cfg: TrainConfig, explicit: Collection[str] = ()) -> Path:
                          f"--launcher, ...) and {', '.join(flag(n) for n in RESUME_MAY_CHANGE)}"
                          f"{named}; every run keeps the rest of its config")
     manifest = read_manifest(grid_dir)
+    recorded = recorded_resume_values(grid_dir)
+    if kept := {k: v for k, v in recorded.items() if k not in given}:
+        print(f"resuming grid {grid_dir} with "
+              f"{', '.join(_flag_value(k, v) for k, v in sorted(kept.items()))}, as its last "
+              f"resume gave", file=sys.stderr)
+    given = {**recorded, **given}  # an earlier resume's --total-steps holds until changed
     if "total_steps" in given:
         _refuse_going_back(grid_dir, manifest, given["total_steps"])
+    if {k: v for k, v in given.items() if k != "progress"} != recorded:
+        record_resume_values(grid_dir, given)
     done, runs = resume_runs(grid_dir, [GridRun(name, c) for name, c in manifest.items()],
                              given)
     print(f"resuming grid {grid_dir}: {len(done)} runs finished, {len(runs)} to go",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -811,6 +812,38 @@ def test_resume_of_a_grid_takes_the_recipe_its_runs_were_made_with(tmp_path, mon
     cli.cli(["--resume", str(tmp_path / "py"), "--recipe", "none"])
     cli.cli(["--resume", str(tmp_path / "py"), "--recipe", "auto"])  # none made for Pendulum-v1
     assert launched[2:] == [["mlp__s0"], ["mlp__s0"]]
+
+
+def test_a_grid_extension_stopped_early_goes_on_to_its_new_end(tmp_path, monkeypatch, capsys):
+    """``--resume GRID --total-steps N`` stopped before some runs started their extension: the
+    plain ``--resume GRID`` that the stop message names kept those at the old end (their
+    ``config.json`` still had it) while the others went on to N. The grid now keeps N in
+    ``grid.json``, and a later ``--resume GRID`` without it goes on to N for every run."""
+    grid = tmp_path / "g"
+    cli.cli(["--env", "Pendulum-v1", "--seed", "0", "1", "--jobs", "1", "--grid-dir", str(grid),
+             *GRID_ARGS])
+    launched = []
+    monkeypatch.setattr(cli, "_launch_grid", lambda g, progress, runs, grid_dir, done: (
+        launched.append({r.name: r.config.cfg.loop.total_steps for r in runs}), grid_dir)[1])
+    cli.cli(["--resume", str(grid), "--total-steps", "200"])  # as if stopped at once
+    assert json.loads((grid / "grid.json").read_text())["resume"] == {"total_steps": 200}
+    capsys.readouterr()
+    cli.cli(["--resume", str(grid)])
+    assert launched == [{"mlp__s0": 200, "mlp__s1": 200}] * 2
+    assert f"resuming grid {grid} with --total-steps 200, as its last resume gave" in \
+        capsys.readouterr().err
+    cli.cli(["--resume", str(grid), "--total-steps", "250"])  # a new end replaces it
+    assert cli.recorded_resume_values(grid) == {"total_steps": 250}
+    assert launched[-1] == {"mlp__s0": 250, "mlp__s1": 250}
+    with pytest.raises(ValueError, match=r"--total-steps 100: runs of the grid are past it"):
+        cli.cli(["--resume", str(grid), "--total-steps", "100"])
+    data = json.loads((grid / "grid.json").read_text())
+    data["resume"] = {"total_steps": 300, "batch_size": 64}
+    (grid / "grid.json").write_text(json.dumps(data))
+    with pytest.raises(RunDirError, match=r"grid.json: expected resume to be an object of some "
+                                          r"of \['total_steps', .*\], got \{'total_steps': 300, "
+                                          r"'batch_size': 64\}"):
+        cli.cli(["--resume", str(grid)])
 
 
 def test_resume_of_a_grid_refuses_a_total_steps_below_its_runs(tmp_path):
