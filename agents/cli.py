@@ -403,22 +403,35 @@ def summarize(grid_dir: Path, outcomes: Sequence[RunOutcome]) -> None:
 
 
 def take_list(argv: list[str], flag: str) -> tuple[list[str], list[str]]:
-    """Remove ``flag V1 V2 ...`` (or ``flag=V``) from ``argv``; return (values, rest)."""
-    values, rest, i = [], [], 0
+    """Remove ``flag V1 V2 ...`` (or ``flag=V``) from ``argv``; return (values, rest).
+
+    Raises:
+        ValueError: ``flag`` with no value after it, or given twice (its values make a grid:
+            a second one would be read as more of them, not as a change of the first).
+    """
+    groups, rest, i = [], [], 0
     while i < len(argv):
         arg = argv[i]
         if arg == flag:
             i += 1
+            groups.append([])
             while i < len(argv) and not argv[i].startswith("--"):
-                values.append(argv[i])
+                groups[-1].append(argv[i])
                 i += 1
+            if not groups[-1]:
+                raise ValueError(f"{flag} has no value after it; expected one, or several for "
+                                 f"a grid ({flag} A B)")
             continue
         if arg.startswith(flag + "="):
-            values.append(arg.split("=", 1)[1])
+            groups.append([arg.split("=", 1)[1]])
         else:
             rest.append(arg)
         i += 1
-    return values, rest
+    if len(groups) > 1:
+        raise ValueError(f"{flag} is given {len(groups)} times "
+                         f"({'; '.join(' '.join(g) for g in groups)}); expected it once, with "
+                         f"every value after it ({flag} A B for a grid)")
+    return (groups[0] if groups else []), rest
 
 
 def parse_config(args: list[str], prog: str | None = None) -> TrainConfig:

@@ -280,6 +280,24 @@ def test_take_list_parses_several_values():
     assert cli.take_list(["--backbone=mamba"], "--backbone") == (["mamba"], [])
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--backbone"], "--backbone has no value after it; expected one, or several for a grid "
+                     "(--backbone A B)"),
+    (["--backbone", "--env", "Pendulum-v1"], "--backbone has no value after it"),
+    (["--seed"], "--seed has no value after it"),
+    (["--backbone", "gru", "--total-steps", "9", "--backbone", "mlp"],
+     "--backbone is given 2 times (gru; mlp); expected it once, with every value after it "
+     "(--backbone A B for a grid)"),
+    (["--seed=1", "--seed", "2", "3"], "--seed is given 2 times (1; 2 3)"),
+])
+def test_a_grid_flag_without_a_value_or_given_twice_is_refused(argv, message, tmp_path):
+    """``--backbone`` with nothing after it trained the default MLP (``--seed``: seed 0), and a
+    second ``--backbone`` (an override appended to a script's command) made a grid of both."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cli.cli([*argv, "--run-dir", str(tmp_path / "run")])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_evaluate_saved_run(tmp_path, capsys):
     run = tmp_path / "run"
     train.main(replace_fields(TINY, backbone="gru", run_dir=str(run)))
