@@ -386,6 +386,9 @@ def summarize(grid_dir: Path, outcomes: Sequence[RunOutcome]) -> None:
         status = (f"{'stopped' if o.stopped else 'error'}: {o.error}" if o.error else
                   f"eval return {o.result['eval_return_mean']:.1f}")
         print(f"{o.name}: {status}", file=sys.stderr)
+        if o.details:
+            whose = "the env's" if o.error.startswith("EnvError") else "its"
+            print(f"{o.name}: {whose} traceback:\n{o.details}", file=sys.stderr)
     if not any(o.error is None for o in outcomes):
         print("report: none written (no run finished)", file=sys.stderr)
         return

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import re
 import signal
 import socket
 import sys
@@ -40,7 +41,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from rlkit.faults import TrainingInterrupted, first_line
+from rlkit.faults import EnvError, TrainingInterrupted, first_line
 from rlkit.rundir import RunPaths
 from rlkit.signals import on_stop_signals
 
@@ -68,6 +69,10 @@ class RunOutcome:
     error: str | None = None
     stopped: bool = False
     """A stop signal ended it, or kept it from starting (``error`` says which)."""
+    details: str | None = None
+    """The traceback that a failed run's one-line ``error`` leaves out, as a single run prints
+    it: the env's own for an :class:`rlkit.faults.EnvError`, the whole one for an error that
+    is not a ``ValueError``, ``RuntimeError`` or ``OSError`` (a bug, not bad input)."""
 
 
 class GridInterrupted(Exception):  # noqa: N818 (a stop, not a failure)
@@ -151,11 +156,11 @@ def _run_warnings(name: str) -> Iterator[None]:
             warnings.showwarning = shown
 
 
-def _run_message(fn: RunFn, config: Any, run_dir: str, threads: int) -> tuple[str, Any]:
+def _run_message(fn: RunFn, config: Any, run_dir: str, threads: int) -> tuple[Any, ...]:
     """``("ok", result)`` of ``fn(config, run_dir)`` at ``threads`` torch threads,
     ``("stopped", message)`` when a stop signal ended it (its training loop's checkpoint and
     stop; a second signal; a SIGINT outside the loop, while it starts or after it), or
-    ``("error", message)``."""
+    ``("error", message, details)`` (:attr:`RunOutcome.details`)."""
     try:
         import torch
 
@@ -167,7 +172,7 @@ def _run_message(fn: RunFn, config: Any, run_dir: str, threads: int) -> tuple[st
         why = str(e) or "SIGINT outside its training loop"
         return ("stopped", _stopped(why, Path(run_dir)))
     except BaseException as e:  # noqa: BLE001  (reported per run)
-        return ("error", _one_line(e))
+        return ("error", _one_line(e), _details(e))
 
 
 _STOPS = {-signal.SIGINT.value: "SIGINT", -signal.SIGTERM.value: "SIGTERM",
@@ -186,6 +191,19 @@ def _stopped(why: str, run_dir: Path) -> str:
 def _one_line(e: BaseException) -> str:
     """``Type: message`` of an exception (the class name without its module)."""
     return f"{type(e).__name__}: {e}".strip().rstrip(":")
+
+
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+"""A terminal colour code (Ray colours the traceback of a failed task)."""
+
+
+def _details(e: BaseException) -> str | None:
+    """What a single run prints after the one line of ``e`` (:attr:`RunOutcome.details`)."""
+    if isinstance(e, EnvError):
+        return e.env_traceback.rstrip() or None
+    if isinstance(e, (ValueError, RuntimeError, OSError)):
+        return None
+    return "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
 
 
 RAY_TASK_THREADS = 1
@@ -285,7 +303,7 @@ class _Running:
     name: str
     process: Any  # multiprocessing.Process
     conn: Connection
-    message: tuple[str, Any] | None = None
+    message: tuple[Any, ...] | None = None
 
 
 class _Relay:
@@ -372,6 +390,7 @@ def _collect(x: _Running, outcome: RunOutcome) -> None:
         outcome.result = x.message[1]
     elif x.message is not None and x.message[0] in ("error", "stopped"):
         outcome.error, outcome.stopped = x.message[1], x.message[0] == "stopped"
+        outcome.details = x.message[2] if len(x.message) > 2 else None
     elif code in _STOPS:  # a second signal, or one before its loop took it over
         why = (f"killed by {_STOPS[code]}, a second signal or one outside its training loop"
                if code < 0 else f"stopped by {_STOPS[code]} while it started")
@@ -461,7 +480,16 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
                         path.write_bytes(data)
                     outcomes[name].result = result
                 except Exception as e:  # noqa: BLE001  (reported per run)
-                    outcomes[name].error = "".join(traceback.format_exception_only(e)).strip()
+                    cause = getattr(e, "cause", None)  # a RayTaskError's: the run's own
+                    if isinstance(cause, BaseException):  # as a local run reports it
+                        outcomes[name].error = _one_line(cause)
+                        details = _details(cause)
+                        if details and not isinstance(cause, EnvError):  # frames: the worker's,
+                            details = _COLOUR.sub("", str(e)).rstrip() or details  # in Ray's text
+                        outcomes[name].details = details
+                    else:
+                        outcomes[name].error = "".join(
+                            traceback.format_exception_only(e)).strip()
                 _finish(bar, outcomes)
     finally:
         if started_here:

@@ -25,7 +25,7 @@ from agents.evaluate import run_rewards
 from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.config import parse_device, replace_fields
 from rlkit.evaluate import RenderError, make_eval_env
-from rlkit.faults import TrainingInterrupted
+from rlkit.faults import EnvError, TrainingInterrupted
 from rlkit.launch import (
     GridInterrupted,
     GridRun,
@@ -91,6 +91,35 @@ def test_a_failing_run_does_not_stop_the_grid(tmp_path):
     outcomes = launch(_fails, [GridRun("a", 1), GridRun("b", 2)], tmp_path, jobs=2,
                       progress=False)
     assert [o.error for o in outcomes] == ["ValueError: run 1 broke", "ValueError: run 2 broke"]
+    assert [o.details for o in outcomes] == [None, None]  # bad input: one line, as a single run
+
+
+def _breaks(config: str, run_dir: str) -> dict[str, float]:
+    if config == "env":
+        try:
+            {}["missing"]  # noqa: B018  (the env's own failure)
+        except KeyError as e:
+            raise EnvError.wrap(e, "Toy-v0", "step") from e
+    return {"x": 1.0}["y"]  # a bug of the run's own
+
+
+@pytest.mark.parametrize("launcher", ["local", pytest.param("ray", marks=[pytest.mark.slow,
+                                     pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                                        reason="needs ray")])])
+def test_a_failed_runs_traceback_comes_back_with_its_one_line(tmp_path, launcher):
+    """A run failing in a grid reported its one line only: the env's traceback (or a bug's),
+    which a single run prints, was lost (and Ray's one line held its own traceback, in
+    colour)."""
+    if launcher == "ray":  # Ray's workers cannot import this module: ship it by value
+        from ray import cloudpickle
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    env, bug = launch(_breaks, [GridRun("env", "env"), GridRun("bug", "bug")], tmp_path,
+                      launcher, jobs=2, progress=False)
+    assert env.error.startswith("EnvError: env Toy-v0 raised KeyError in step")
+    assert env.details.startswith("Traceback (most recent call last):")
+    assert env.details.endswith("KeyError: 'missing'") and "_breaks" in env.details
+    assert bug.error == "KeyError: 'y'" and bug.details.endswith("KeyError: 'y'")
+    assert "_breaks" in bug.details and "\x1b[" not in bug.details
 
 
 @pytest.mark.parametrize(("jobs", "omp", "said"), [(2, "1", "2 at a time, 1 thread each"),
@@ -628,6 +657,9 @@ def test_grid_with_a_run_that_fails_before_its_first_evaluation_reports_the_othe
     assert f"mlp__s{bad}: error: EnvError: env rlkit-test/Raise{kind}-v0 raised RuntimeError " \
            "in step at env step 30" in err
     assert f"report: skipped {grid / f'mlp__s{bad}'}: did not finish: EnvError:" in err
+    # the env's own traceback follows, as a single run prints it (it was lost in a grid)
+    assert f"mlp__s{bad}: the env's traceback:\nTraceback (most recent call last):" in err
+    assert "faulty_envs.py" in err and f"mlp__s{good}: the env's traceback" not in err
     md = (grid / "report" / "report.md").read_text()
     assert "| mlp | 1 |" in md and "## Skipped runs" in md and f"mlp__s{bad}" in md
 
