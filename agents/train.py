@@ -369,7 +369,7 @@ def _run(cfg: TrainConfig, run_dir: Path | None, resumed: RunRecord | None, ckpt
     if ckpt is not None:  # refuse a misfit before the run directory is touched
         check_agent_state(agent, ckpt["agent"])
     if resumed is not None:  # events after the checkpoint are logged again
-        if ckpt is not None and ckpt["step"] > 0 and not RunPaths(run_dir).metrics.is_file():
+        if ckpt is not None and ckpt["step"] > 0 and not RunPaths(run_dir).metrics.exists():
             warnings.warn(f"{RunPaths(run_dir).metrics} is missing: the rows logged up to "
                           f"step {ckpt['step']} are lost; the run goes on logging from there",
                           UserWarning, stacklevel=2)

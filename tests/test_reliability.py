@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -1438,6 +1439,13 @@ def test_resume_without_metrics_says_the_earlier_rows_are_lost(tiny_run, tmp_pat
                                          r"60 are lost; the run goes on logging from there"):
         _resume(run, total_steps=80)
     assert [r["step"] for r in read_metrics(run)][0] > 60
+    # a directory in its place is not missing: the run stops on it, without that warning
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(OSError, match=r"metrics.jsonl.*[Ii]s a directory"):
+            _resume(run, total_steps=100)
 
 
 def test_sigint_outside_the_loop_is_one_line_and_exit_130(monkeypatch, capsys):
