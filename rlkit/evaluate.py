@@ -170,13 +170,19 @@ def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] 
     import_env_modules((*imports, *((env_id.partition(":")[0],) if ":" in env_id else ())),
                        env_id)
     gym_id = env_id.partition(":")[2] or env_id
+    try:
+        plain = eval_time_limited(gym.make(gym_id))
+    except gym.error.Error:
+        raise  # an unknown id: Gymnasium's own message
+    except Exception as e:  # noqa: BLE001  (the env's own code failed)
+        raise EnvError.wrap(e, env_id, "construction") from e
     if video_dir is None:
-        try:
-            return eval_time_limited(gym.make(gym_id))
-        except gym.error.Error:
-            raise  # an unknown id: Gymnasium's own message
-        except Exception as e:  # noqa: BLE001  (the env's own code failed)
-            raise EnvError.wrap(e, env_id, "construction") from e
+        return plain
+    modes = list(plain.metadata.get("render_modes") or [])
+    plain.close()
+    if "rgb_array" not in modes:  # no backend can help: say so, not how to set one up
+        raise RenderError(f"{env_id!r} does not render frames: its render modes are {modes}, "
+                          "without 'rgb_array'; a video needs a task that renders")
     try:
         env = eval_time_limited(gym.make(gym_id, render_mode="rgb_array"))
         env.reset(seed=0)
