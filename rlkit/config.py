@@ -472,7 +472,11 @@ class ModelConfig:
             return None
         return (f"--context {self.context} keeps a cache of {self.context - 1} steps, but the "
                 f"task's episodes last at most {episode_steps} steps: every step attends over "
-                f"the empty slots too. --context {episode_steps + 1} sees as much, for less")
+                f"the empty slots too. --context {episode_steps + 1} sees as much, for less "
+                f"(its {episode_steps} cached steps reach an episode's first from the "
+                f"observation after its last, which the critic's target reads; "
+                f"--context {-(-(episode_steps - 1) // self.n_layers) + 1} lets every step "
+                f"acted on see its whole episode)")
 
     def unused_flags(self) -> str | None:
         """The family-specific flags given values that this backbone does not use (``None``

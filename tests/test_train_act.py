@@ -358,7 +358,9 @@ def test_windows_that_reach_past_every_episode_are_refused_and_a_long_reach_is_c
     assert tf.model.empty_cache(200) == (
         "--context 100000 keeps a cache of 99999 steps, but the task's episodes last at most "
         "200 steps: every step attends over the empty slots too. --context 201 sees as much, "
-        "for less")
+        "for less (its 200 cached steps reach an episode's first from the observation after its "
+        "last, which the critic's target reads; --context 200 lets every step acted on see its "
+        "whole episode)")
     assert replace_fields(tf, context=201).model.empty_cache(200) is None
     assert tf.model.empty_cache(None) is None
     assert ModelConfig(backbone="gru").empty_cache(2) is None
