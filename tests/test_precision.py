@@ -324,6 +324,25 @@ def test_compile_failure_falls_back_with_one_warning_per_function(monkeypatch):
     assert m["compile_fallbacks"] == 2.0 and "compile_fallbacks" not in m_e
 
 
+def test_inductors_complex_operator_warning_is_not_shown(monkeypatch):
+    """``--compile auto`` with S4 on a CPU printed inductor's "performance may be worse than
+    eager" for the complex kernel, on the setting the README recommends; other warnings of the
+    compiled call still show."""
+    def warns(fn, **kw):
+        def run(*args):
+            warnings.warn("Torchinductor does not support code generation for complex "
+                          "operators. Performance may be worse than eager.", stacklevel=1)
+            warnings.warn("something else", UserWarning, stacklevel=1)
+            return fn(*args)
+        return run
+
+    monkeypatch.setattr(torch, "compile", warns)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert CompiledFunction(lambda x: x + 1, "f")(torch.zeros(2)).tolist() == [1.0, 1.0]
+    assert [str(w.message) for w in caught] == ["something else"]
+
+
 def test_compiled_function_raises_errors_that_are_not_the_compilers(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
     monkeypatch.setattr(compile_module, "_WARNED", set())
