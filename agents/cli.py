@@ -59,7 +59,7 @@ from rlkit.faults import (
     TrainingInterrupted,
     file_errors,
 )
-from rlkit.fields import flag_names, switch
+from rlkit.fields import flag_names, is_count, switch
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, check_ray_address, launch
 from rlkit.rundir import RunDirError, RunRecord, fresh_dir, make_dir, slug
 from rlkit.runlog import read_metrics
@@ -132,43 +132,39 @@ def write_manifest(grid_dir: Path, runs: Sequence[GridRun]) -> None:
         path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
-def record_resume_values(grid_dir: Path, values: Mapping[str, object]) -> None:
-    """Keep in ``GRID_DIR/grid.json`` the values a ``--resume GRID`` changed for every run
-    (``--total-steps`` and the others of :data:`RESUME_MAY_CHANGE` but ``--progress``), so that
-    a later ``--resume GRID`` without them goes on to the same ends: a grid stopped while it
-    was extended brings every run to the new ``--total-steps``, not only those that started
-    (:func:`recorded_resume_values`). Written atomically."""
+def record_total_steps(grid_dir: Path, total_steps: int) -> None:
+    """Keep in ``GRID_DIR/grid.json`` the ``--total-steps`` that a ``--resume GRID`` gave, so
+    that a later ``--resume GRID`` without one takes every run at least that far: a grid
+    stopped while it was extended brings every run to the new end, not only those that started
+    (:func:`recorded_total_steps`). Written atomically."""
     path = grid_dir / GRID_MANIFEST
     with file_errors("read", path):
         data = json.loads(path.read_text())
-    data["resume"] = {k: v for k, v in values.items() if k != "progress"}
+    data["resume"] = {"total_steps": total_steps}
     tmp = path.with_name(path.name + ".tmp")
     with file_errors("write", path):
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
         os.replace(tmp, path)
 
 
-def _flag_value(name: str, value: object) -> str:
-    """``total_steps, 900`` -> ``--total-steps 900``; a switch as ``--name`` / ``--no-name``."""
-    if isinstance(value, bool):
-        return flag(name) if value else "--no-" + flag(name)[2:]
-    return f"{flag(name)} {value}"
-
-
-def recorded_resume_values(grid_dir: Path) -> dict[str, object]:
-    """The values kept by :func:`record_resume_values` (none for a grid never resumed with
-    one).
+def recorded_total_steps(grid_dir: Path) -> int | None:
+    """The ``--total-steps`` kept by :func:`record_total_steps` (``None`` for a grid never
+    resumed with one).
 
     Raises:
-        RunDirError: a ``resume`` entry that is not an object of fields a resume may change.
+        RunDirError: a ``resume`` entry that is not ``{"total_steps": N}`` with N >= 1.
     """
     path = grid_dir / GRID_MANIFEST
     with file_errors("read", path):
-        values = json.loads(path.read_text()).get("resume", {})
-    if not isinstance(values, dict) or set(values) - set(RESUME_MAY_CHANGE):
-        raise RunDirError(f"{path}: expected resume to be an object of some of "
-                          f"{list(RESUME_MAY_CHANGE)}, got {values!r}")
-    return values
+        kept = json.loads(path.read_text()).get("resume")
+    if kept is None:
+        return None
+    steps = kept.get("total_steps") if isinstance(kept, dict) else None
+    if not isinstance(kept, dict) or set(kept) != {"total_steps"} or not is_count(steps):
+        raise RunDirError(f"{path}: expected resume to be {{\"total_steps\": N}} with N an "
+                          f"integer >= 1 (what a --resume of the grid with --total-steps "
+                          f"writes), got {kept!r}")
+    return steps
 
 
 def read_manifest(grid_dir: Path) -> dict[str, TrainConfig]:
@@ -227,23 +223,30 @@ def _finished(run_dir: Path, total_steps: int | None) -> dict | None:
 
 
 def resume_runs(grid_dir: Path, runs: Sequence[GridRun], given: dict | None = None,
-                ) -> tuple[list[RunOutcome], list[GridRun]]:
+                floor: int | None = None) -> tuple[list[RunOutcome], list[GridRun]]:
     """What resuming the grid in ``grid_dir`` does with each of its ``runs``: one that never
     started starts from its config, one that reached its ``--total-steps`` is kept (an outcome
     with its last evaluation), any other continues from its last checkpoint (``--resume`` of
     its run directory, its own config). ``given``: fields that change on resume, for every run.
-    Returns the kept outcomes and the runs to launch."""
-    given = given or {}
+    ``floor``: a ``--total-steps`` that every run reaches at least (an earlier resume's; a run
+    whose own end is further keeps it). Returns the kept outcomes and the runs to launch."""
     done, todo = [], []
     for r in runs:
         run_dir = grid_dir / r.name
+        own = dict(given or {})
+        if floor is not None and "total_steps" not in own:
+            with contextlib.suppress(ValueError, OSError):  # resuming it says what is wrong
+                end = (RunRecord.read(run_dir).loop if (run_dir / "config.json").is_file()
+                       else r.config.loop).total_steps
+                if end < floor:
+                    own["total_steps"] = floor
         if not (run_dir / "config.json").is_file():  # never started
-            todo.append(GridRun(r.name, replace_fields(r.config, **given)) if given else r)
-        elif (final := _finished(run_dir, given.get("total_steps"))) is not None:
+            todo.append(GridRun(r.name, replace_fields(r.config, **own)) if own else r)
+        elif (final := _finished(run_dir, own.get("total_steps"))) is not None:
             done.append(RunOutcome(r.name, run_dir, result=final))
         else:
             todo.append(GridRun(r.name, Resumed(replace_fields(
-                TrainConfig(), resume=str(run_dir), **given), tuple(given))))
+                TrainConfig(), resume=str(run_dir), **own), tuple(own))))
     return done, todo
 
 
@@ -331,18 +334,17 @@ def resume_grid(cfg: TrainConfig, explicit: Collection[str] = ()) -> Path:
                          f"--launcher, ...) and {', '.join(flag(n) for n in RESUME_MAY_CHANGE)}"
                          f"{named}; every run keeps the rest of its config")
     manifest = read_manifest(grid_dir)
-    recorded = recorded_resume_values(grid_dir)
-    if kept := {k: v for k, v in recorded.items() if k not in given}:
-        print(f"resuming grid {grid_dir} with "
-              f"{', '.join(_flag_value(k, v) for k, v in sorted(kept.items()))}, as its last "
-              f"resume gave", file=sys.stderr)
-    given = {**recorded, **given}  # an earlier resume's --total-steps holds until changed
+    floor = recorded_total_steps(grid_dir)
     if "total_steps" in given:
         _refuse_going_back(grid_dir, manifest, given["total_steps"])
-    if {k: v for k, v in given.items() if k != "progress"} != recorded:
-        record_resume_values(grid_dir, given)
+        if given["total_steps"] != floor:
+            record_total_steps(grid_dir, given["total_steps"])
+        floor = None
+    elif floor is not None:
+        print(f"resuming grid {grid_dir}: every run to --total-steps {floor} at least, as its "
+              f"last resume gave", file=sys.stderr)
     done, runs = resume_runs(grid_dir, [GridRun(name, c) for name, c in manifest.items()],
-                             given)
+                             given, floor)
     print(f"resuming grid {grid_dir}: {len(done)} runs finished, {len(runs)} to go",
           file=sys.stderr)
     return _launch_grid(cfg.grid, cfg.loop.progress, runs, grid_dir, done)
@@ -506,6 +508,8 @@ def _run_config(resume: str) -> TrainConfig:
 def parse_cli(argv: Sequence[str]) -> tuple[TrainConfig, list[str], list[int]]:
     """The config of the first run, and every backbone and seed asked for (``--backbone`` and
     ``--seed`` take several values)."""
+    if {"-h", "--help"} & set(argv):  # the help, whatever the other flags say
+        parse_config([a for a in argv if a in ("-h", "--help")])
     backbones, rest = take_list(list(argv), "--backbone")
     seeds, rest = take_list(rest, "--seed")
     extra = [f"--backbone={backbones[0]}"] if backbones else []

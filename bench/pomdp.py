@@ -157,8 +157,10 @@ def _recorded_env(p: argparse.ArgumentParser, out: Path, runs: list[GridRun], ow
     Raises:
         SystemExit: runs on several envs, or not on the ``--env`` given.
     """
-    ran = sorted({r.config.env.id for r in runs if (out / r.name / "config.json").is_file()})
-    if len(ran) > 1:
+    ids = {r.config.env.id: registered_id(r.config.env.id) for r in runs
+           if (out / r.name / "config.json").is_file()}
+    ran = sorted({min(i for i in ids if ids[i] == task) for task in set(ids.values())})
+    if len(ran) > 1:  # one task named two ways is one
         p.error(f"--summarize {out}: its runs are on several envs ({', '.join(ran)}); name "
                 "the runs of one with --backbones and --seeds")
     given = any(arg == "--env" or arg.startswith("--env=") for arg in own)

@@ -81,16 +81,20 @@ class CompiledFunction:
             self._modes = list(compile_modes(self._device_type))
             self._next_mode()
         errors = []
+        compiles = _shapes(args) not in self._shapes  # a new shape: this call compiles
         if self._compiled is not None and self._new_shape_past_limit(args):
             errors.append(f"{len(self._shapes)} input shapes, more than PyTorch's recompile "
                           f"limit ({_recompile_limit()})")
             self._modes, self.mode, self._compiled = [], None, None
         while self._compiled is not None:
             try:
+                if not compiles:  # (a filter on every call would show "once" warnings again)
+                    return self._compiled(*args)
                 with warnings.catch_warnings():  # S4's kernel is complex: inductor leaves that
                     warnings.filterwarnings("ignore", message=_COMPLEX)  # part eager, as timed
                     return self._compiled(*args)
             except Exception as e:  # noqa: BLE001  (any compiler failure falls back)
+                compiles = True  # the next mode compiles
                 errors.append(f"{self.mode}: {first_line(e)}")
                 self._next_mode()
         out = self.fn(*args)

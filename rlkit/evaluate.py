@@ -178,11 +178,11 @@ def make_eval_env(env_id: str, video_dir: Path | None, imports: tuple[str, ...] 
         raise EnvError.wrap(e, env_id, "construction") from e
     if video_dir is None:
         return plain
-    modes = list(plain.metadata.get("render_modes") or [])
+    modes = plain.metadata.get("render_modes")
     plain.close()
-    if "rgb_array" not in modes:  # no backend can help: say so, not how to set one up
-        raise RenderError(f"{env_id!r} does not render frames: its render modes are {modes}, "
-                          "without 'rgb_array'; a video needs a task that renders")
+    if modes is not None and len(modes) == 0:  # it renders nothing: no backend can help
+        raise RenderError(f"{env_id!r} does not render frames: its render modes are [] (its "
+                          "metadata); a video needs a task that renders 'rgb_array'")
     try:
         env = eval_time_limited(gym.make(gym_id, render_mode="rgb_array"))
         env.reset(seed=0)

@@ -323,6 +323,13 @@ def test_summarize_names_the_env_its_runs_ran_on(tiny_grid, tmp_path, monkeypatc
     for same in ("rlkit/Pendulum-P", "envs.pomdp:rlkit/Pendulum-P-v0"):
         out = _summarize(monkeypatch, capsys, "--summarize", grid, "--env", same)
         assert "rlkit/Pendulum-P-v0, 2 seeds" in out
+    # and runs of one task named two ways are runs of one task
+    config = grid / "gru__s2" / "config.json"
+    data = json.loads(config.read_text())
+    data["env"]["id"] = "rlkit/Pendulum-P"
+    config.write_text(json.dumps(data))
+    out = _summarize(monkeypatch, capsys, "--summarize", grid)
+    assert "rlkit/Pendulum-P, 2 seeds" in out
 
 
 def test_summarize_of_a_grid_still_going(tiny_grid, tmp_path, monkeypatch, capsys):

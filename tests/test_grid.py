@@ -325,6 +325,9 @@ def test_a_grid_flag_without_a_value_or_given_twice_is_refused(argv, message, tm
     with pytest.raises(ValueError, match=re.escape(message)):
         cli.cli([*argv, "--run-dir", str(tmp_path / "run")])
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SystemExit) as e:  # the help, whatever the other flags say
+        cli.cli([*argv, "--help"])
+    assert e.value.code == 0
 
 
 def test_evaluate_saved_run(tmp_path, capsys):
@@ -515,8 +518,8 @@ def test_video_without_renderer_is_a_clear_error():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(RenderError, match=re.escape(
-                "'rlkit/MemoryCorridor-v0' does not render frames: its render modes are [], "
-                "without 'rgb_array'; a video needs a task that renders")) as e:
+                "'rlkit/MemoryCorridor-v0' does not render frames: its render modes are [] "
+                "(its metadata); a video needs a task that renders 'rgb_array'")) as e:
             make_eval_env("rlkit/MemoryCorridor-v0", Path("unused"), imports=("envs",))
     assert "MUJOCO_GL" not in str(e.value)
 
@@ -874,32 +877,44 @@ def test_a_grid_extension_stopped_early_goes_on_to_its_new_end(tmp_path, monkeyp
     """``--resume GRID --total-steps N`` stopped before some runs started their extension: the
     plain ``--resume GRID`` that the stop message names kept those at the old end (their
     ``config.json`` still had it) while the others went on to N. The grid now keeps N in
-    ``grid.json``, and a later ``--resume GRID`` without it goes on to N for every run."""
+    ``grid.json``, and a later ``--resume GRID`` without it takes every run at least to N; a
+    run resumed on its own to a further end keeps its own."""
     grid = tmp_path / "g"
     cli.cli(["--env", "Pendulum-v1", "--seed", "0", "1", "--jobs", "1", "--grid-dir", str(grid),
              *GRID_ARGS])
     launched = []
+
+    def ends(runs):  # the --total-steps each resumed run is given ("own": its config's)
+        return {r.name: r.config.cfg.loop.total_steps if "total_steps" in r.config.given
+                else "own" for r in runs}
     monkeypatch.setattr(cli, "_launch_grid", lambda g, progress, runs, grid_dir, done: (
-        launched.append({r.name: r.config.cfg.loop.total_steps for r in runs}), grid_dir)[1])
-    cli.cli(["--resume", str(grid), "--total-steps", "200"])  # as if stopped at once
+        launched.append(ends(runs)), grid_dir)[1])
+    cli.cli(["--resume", str(grid), "--total-steps", "200", "--checkpoint-every", "50"])
     assert json.loads((grid / "grid.json").read_text())["resume"] == {"total_steps": 200}
     capsys.readouterr()
-    cli.cli(["--resume", str(grid)])
+    cli.cli(["--resume", str(grid)])  # as if the first had stopped before either run started
     assert launched == [{"mlp__s0": 200, "mlp__s1": 200}] * 2
-    assert f"resuming grid {grid} with --total-steps 200, as its last resume gave" in \
-        capsys.readouterr().err
-    cli.cli(["--resume", str(grid), "--total-steps", "250"])  # a new end replaces it
-    assert cli.recorded_resume_values(grid) == {"total_steps": 250}
-    assert launched[-1] == {"mlp__s0": 250, "mlp__s1": 250}
+    assert f"resuming grid {grid}: every run to --total-steps 200 at least, as its last resume " \
+           "gave" in capsys.readouterr().err
+    # a run resumed on its own to a further end (and stopped on the way) keeps its own end
+    config = json.loads((grid / "mlp__s1" / "config.json").read_text())
+    config["loop"]["total_steps"] = 300  # as its own --resume writes it
+    (grid / "mlp__s1" / "config.json").write_text(json.dumps(config))
+    cli.cli(["--resume", str(grid)])
+    assert launched[-1] == {"mlp__s0": 200, "mlp__s1": "own"}
+    cli.cli(["--resume", str(grid), "--total-steps", "250"])  # a new end replaces the kept one
+    assert cli.recorded_total_steps(grid) == 250 and launched[-1] == {"mlp__s0": 250,
+                                                                      "mlp__s1": 250}
     with pytest.raises(ValueError, match=r"--total-steps 100: runs of the grid are past it"):
         cli.cli(["--resume", str(grid), "--total-steps", "100"])
     data = json.loads((grid / "grid.json").read_text())
-    data["resume"] = {"total_steps": 300, "batch_size": 64}
-    (grid / "grid.json").write_text(json.dumps(data))
-    with pytest.raises(RunDirError, match=r"grid.json: expected resume to be an object of some "
-                                          r"of \['total_steps', .*\], got \{'total_steps': 300, "
-                                          r"'batch_size': 64\}"):
-        cli.cli(["--resume", str(grid)])
+    for bad in ({"total_steps": "400"}, {"total_steps": None}, {"total_steps": 300, "x": 1}, 7):
+        data["resume"] = bad
+        (grid / "grid.json").write_text(json.dumps(data))
+        with pytest.raises(RunDirError, match=re.escape(
+                f"grid.json: expected resume to be {{\"total_steps\": N}} with N an integer >= "
+                f"1 (what a --resume of the grid with --total-steps writes), got {bad!r}")):
+            cli.cli(["--resume", str(grid)])
 
 
 def test_resume_of_a_grid_refuses_a_total_steps_below_its_runs(tmp_path):

@@ -342,6 +342,20 @@ def test_inductors_complex_operator_warning_is_not_shown(monkeypatch):
         assert CompiledFunction(lambda x: x + 1, "f")(torch.zeros(2)).tolist() == [1.0, 1.0]
     assert [str(w.message) for w in caught] == ["something else"]
 
+    def loop_warns(x):  # a warning shown once per place, as Python's default filter does
+        warnings.warn("every step", UserWarning, stacklevel=1)
+        return x
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    f = CompiledFunction(loop_warns, "g")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(5):
+            f(torch.zeros(2))
+    # shown on the call that compiles, once more after its filter is lifted (which forgets
+    # what was shown), then no more: the filter is only where it compiles (on every call: 5)
+    assert len(caught) == 2
+
 
 def test_compiled_function_raises_errors_that_are_not_the_compilers(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
