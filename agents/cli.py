@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import os
 import sys
 import typing
 import warnings
@@ -58,6 +57,7 @@ from rlkit.faults import (
     NonFiniteLossError,
     TrainingInterrupted,
     file_errors,
+    write_atomic,
 )
 from rlkit.fields import flag_names, is_count, switch
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, check_ray_address, launch
@@ -141,10 +141,7 @@ def record_total_steps(grid_dir: Path, total_steps: int) -> None:
     with file_errors("read", path):
         data = json.loads(path.read_text())
     data["resume"] = {"total_steps": total_steps}
-    tmp = path.with_name(path.name + ".tmp")
-    with file_errors("write", path):
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def recorded_total_steps(grid_dir: Path) -> int | None:

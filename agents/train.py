@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import sys
 import uuid
 import warnings
@@ -55,7 +54,7 @@ from rlkit.config import (
     replace_fields,
 )
 from rlkit.evaluate import eval_time_limited, import_env_modules, time_limit
-from rlkit.faults import EnvError, first_line
+from rlkit.faults import COLOUR, EnvError, first_line
 from rlkit.loopstate import check_agent_state
 from rlkit.noise import make_noise
 from rlkit.precision import PrecisionConfig, require_precision
@@ -435,12 +434,8 @@ def _warning_line(message: Warning | str, category: type[Warning], filename: str
               line: str | None = None) -> str:
     kind = "warning" if category is UserWarning else category.__name__
     terminal = getattr(sys.stderr, "isatty", lambda: False)()
-    text = str(message) if terminal else _COLOUR.sub("", str(message))
+    text = str(message) if terminal else COLOUR.sub("", str(message))
     return f"{kind}: {text}\n"
-
-
-_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
-"""Terminal colour codes (Gymnasium colours its warnings), dropped where stderr is a file."""
 
 
 @contextlib.contextmanager

@@ -81,8 +81,9 @@ class CompiledFunction:
             self._modes = list(compile_modes(self._device_type))
             self._next_mode()
         errors = []
-        compiles = _shapes(args) not in self._shapes  # a new shape: this call compiles
-        if self._compiled is not None and self._new_shape_past_limit(args):
+        shapes = _shapes(args)
+        compiles = shapes not in self._shapes  # a new shape: this call compiles
+        if self._compiled is not None and self._new_shape_past_limit(shapes):
             errors.append(f"{len(self._shapes)} input shapes, more than PyTorch's recompile "
                           f"limit ({_recompile_limit()})")
             self._modes, self.mode, self._compiled = [], None, None
@@ -103,10 +104,9 @@ class CompiledFunction:
                        f"failed on {self._device_type} ({'; '.join(errors)}); running it eagerly")
         return out
 
-    def _new_shape_past_limit(self, args: tuple[Any, ...]) -> bool:
-        """Record the input shapes of ``args``; True when they are new and the function has
-        already met as many as PyTorch compiles it for."""
-        shapes = _shapes(args)
+    def _new_shape_past_limit(self, shapes: tuple[Any, ...]) -> bool:
+        """Record the input ``shapes`` of a call (:func:`_shapes`); True when they are new and
+        the function has already met as many as PyTorch compiles it for."""
         if shapes in self._shapes:
             return False
         self._shapes.add(shapes)

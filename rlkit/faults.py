@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import re
 import signal
 import sys
 import traceback
@@ -89,6 +91,25 @@ def file_errors(action: str, path: str | Path, note: str = "") -> Iterator[None]
         raise
     except OSError as e:
         raise FileSystemError(action, path, e, note) from e
+
+
+def write_atomic(path: Path, text: str, action: str = "write") -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it (``.NAME.tmp``, which a
+    run directory's emptiness check ignores) renamed over it: a reader sees the old file or
+    the new one, never part of one.
+
+    Raises:
+        FileSystemError: it cannot be written (``action path``).
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    with file_errors(action, path):
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+"""A terminal colour code (Gymnasium colours its warnings, Ray the traceback of a failed
+task): dropped from text that goes to a file."""
 
 
 class EnvError(RuntimeError):
@@ -285,6 +306,6 @@ def first_line(e: BaseException, with_type: bool = True, limit: int = 200) -> st
     return f"{type(e).__name__}: {lines[0][:limit]}" if with_type else lines[0][:limit]
 
 
-__all__ = ["EnvError", "FileSystemError", "GuardedEnv", "LossWatch", "NonFiniteError",
+__all__ = ["COLOUR", "EnvError", "FileSystemError", "GuardedEnv", "LossWatch", "NonFiniteError",
            "NonFiniteLossError", "StopFlag", "TrainingInterrupted", "env_calls", "env_name",
-           "file_errors", "first_line", "nonfinite_rows", "stop_signals"]
+           "file_errors", "first_line", "nonfinite_rows", "stop_signals", "write_atomic"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import re
 import signal
 import socket
 import sys
@@ -41,7 +40,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from rlkit.faults import EnvError, TrainingInterrupted, first_line
+from rlkit.faults import COLOUR, EnvError, TrainingInterrupted, first_line
 from rlkit.rundir import RunPaths
 from rlkit.signals import on_stop_signals
 
@@ -191,10 +190,6 @@ def _stopped(why: str, run_dir: Path) -> str:
 def _one_line(e: BaseException) -> str:
     """``Type: message`` of an exception (the class name without its module)."""
     return f"{type(e).__name__}: {e}".strip().rstrip(":")
-
-
-_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
-"""A terminal colour code (Ray colours the traceback of a failed task)."""
 
 
 def _details(e: BaseException) -> str | None:
@@ -485,7 +480,7 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
                         outcomes[name].error = _one_line(cause)
                         details = _details(cause)
                         if details and not isinstance(cause, EnvError):  # frames: the worker's,
-                            details = _COLOUR.sub("", str(e)).rstrip() or details  # in Ray's text
+                            details = COLOUR.sub("", str(e)).rstrip() or details  # in Ray's text
                         outcomes[name].details = details
                     else:
                         outcomes[name].error = "".join(

@@ -52,7 +52,7 @@ from rlkit.config import (
     ReplayConfig,
     RunConfig,
 )
-from rlkit.faults import FileSystemError, file_errors
+from rlkit.faults import FileSystemError, file_errors, write_atomic
 
 SCHEMA = 2
 """Version of ``config.json`` (1: flat keys; 2: sections)."""
@@ -257,11 +257,8 @@ class RunRecord:
         Raises:
             rlkit.faults.FileSystemError: it cannot be written.
         """
-        path = RunPaths(Path(run_dir)).config
-        tmp = path.with_name(f".{path.name}.tmp")
-        with file_errors("write", path):
-            tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
-            os.replace(tmp, path)
+        write_atomic(RunPaths(Path(run_dir)).config,
+                     json.dumps(self.to_json(), indent=2, sort_keys=True))
 
     @classmethod
     def read(cls, run_dir: str | Path) -> RunRecord:

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from rlkit.faults import FileSystemError, file_errors, first_line
+from rlkit.faults import FileSystemError, file_errors, first_line, write_atomic
 from rlkit.rundir import RunDirError, RunPaths
 
 WandbMode = Literal["disabled", "offline", "online"]
@@ -273,8 +273,5 @@ def truncate_metrics(run_dir: str | Path, step: int) -> int:
         return 0
     rows = _rows(path)
     kept = [line for line, row in rows if row is not None and row["step"] <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with file_errors("rewrite", path):
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        os.replace(tmp, path)
+    write_atomic(path, "".join(f"{line}\n" for line in kept), "rewrite")
     return len(rows) - len(kept)
