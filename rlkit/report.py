@@ -305,6 +305,10 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
             if differ := _settings_differ(group, Path(grid_dir)):
                 warnings.warn(f"{env}/{backbone}: runs of different settings are pooled as "
                               f"seeds of one row ({differ})", stacklevel=2)
+            if ends := _ends_differ(group, metric, Path(grid_dir)):
+                warnings.warn(f"{env}/{backbone}: the seeds' final values are read at "
+                              f"different steps ({ends}); the row compares runs of different "
+                              "lengths", stacklevel=2)
             rows.append(_table_row(env, backbone, group, metric, last_k, seed, n_resamples))
         png = out / f"curves_{_safe_name(env, taken)}.png"
         plots[env] = plot_env(env, groups[env], metric, png, seed, n_resamples)
@@ -338,16 +342,28 @@ in without the per-row warning: the seed, where and how a run ran and was saved 
 evaluated policy, warned about across all runs); any other difference is warned about."""
 
 
+def _run_name(run: Run, root: Path) -> str:
+    """``run``'s path under ``root`` (as it is when it lies elsewhere)."""
+    return run.path.relative_to(root).as_posix() if run.path.is_relative_to(root) \
+        else str(run.path)
+
+
+def _ends_differ(group: list[Run], metric: str, root: Path) -> str:
+    """The first and last steps at which the runs of ``group`` last logged ``metric``, with a
+    run at each (``step 300 in a/gru__s0 / 900 in b/gru__s1``), or ``""`` when all agree."""
+    ends = [(float(series(r, metric)[0][-1]), i) for i, r in enumerate(group)]
+    (lo, i), (hi, j) = min(ends), min(ends, key=lambda e: (-e[0], e[1]))  # first runs at each
+    if lo == hi:
+        return ""
+    return (f"step {lo:g} in {_run_name(group[i], root)} / {hi:g} in "
+            f"{_run_name(group[j], root)}")
+
+
 def _settings_differ(group: list[Run], root: Path) -> str:
     """The first settings in which a run of ``group`` differs from the first run, with both
     values and the runs by their path under ``root`` (``loop.total_steps 400 in a/gru__s0 /
     900 in b/gru__s1``), or ``""``."""
     first = group[0].record
-
-    def name(run: Run) -> str:
-        return run.path.relative_to(root).as_posix() if run.path.is_relative_to(root) \
-            else str(run.path)
-
     for run in group[1:]:
         if first is None or run.record is None:
             continue
@@ -355,8 +371,8 @@ def _settings_differ(group: list[Run], root: Path) -> str:
         if diff:
             a, b = first.flat(), run.record.flat()
             more = f", and {len(diff) - 3} more" if len(diff) > 3 else ""
-            return ", ".join(f"{k} {a.get(k)!r} in {name(group[0])} / {b.get(k)!r} in "
-                             f"{name(run)}" for k in diff[:3]) + more
+            return ", ".join(f"{k} {a.get(k)!r} in {_run_name(group[0], root)} / "
+                             f"{b.get(k)!r} in {_run_name(run, root)}" for k in diff[:3]) + more
     return ""
 
 

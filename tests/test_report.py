@@ -383,3 +383,20 @@ def test_load_run_takes_a_string_path(grid):
 
     run = load_run(str(grid / "memory" / "s0"), "eval_return_mean")
     assert run.path == grid / "memory" / "s0" and run.backbone == "mlp"
+
+
+def test_seeds_read_at_different_steps_are_warned(grid, tmp_path):
+    """A seed stopped early and reported with --unfinished (or one extended alone) is read at
+    another step than the rest of its row: the report says so, naming both ends."""
+    short = grid / "pendulum" / "mlp" / "s3"
+    shutil.rmtree(short)
+    write_run(short, "Pendulum-v1", "mlp", 3, [(100, 0.0), (200, 4.0)], wall_time=5.0,
+              updates_per_s=100.0)
+    record("Pendulum-v1", "mlp", 3, total_steps=300).write(short)  # stopped at 200 of 300
+    with pytest.warns(UserWarning) as caught:
+        res = build_report(grid, tmp_path / "a", unfinished=True)
+    mlp = next(r for r in res.rows if r.env == "Pendulum-v1" and r.backbone == "mlp")
+    assert mlp.n_seeds == 4 and mlp.mean == pytest.approx(2.5)  # read at 200 for seed 3
+    assert [str(w.message) for w in caught] == [
+        "Pendulum-v1/mlp: the seeds' final values are read at different steps (step 200 in "
+        "pendulum/mlp/s3 / 300 in pendulum/mlp/s0); the row compares runs of different lengths"]
