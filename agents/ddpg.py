@@ -80,6 +80,10 @@ class DDPGConfig:
     """Rewards summed before the target critic bootstraps (n-step TD targets along each window,
     :func:`agents.losses.n_step_returns`; 1: the one-step target). Needs windows (a memory
     backbone, or ``--seq-len`` > 1)."""
+    reward_scale: float = 1.0
+    """The critics learn ``reward_scale`` times the return: the TD target takes
+    ``reward_scale * r_t`` (Henderson et al. 2018: DDPG is sensitive to it). Only the target:
+    the encoders' previous-reward input, the logged and evaluated returns are the env's."""
     tau: float = 0.005
     """Polyak averaging rate of the target networks."""
     average_tau: float | None = None
@@ -230,6 +234,8 @@ class DDPGConfig:
               "a finite number >= 0")
         check("squash_grad", self.squash_grad in ("tanh", "inverting"), "'tanh' or 'inverting'")
         check("gamma", finite(self.gamma) and 0 <= self.gamma <= 1, "in [0, 1]")
+        check("reward_scale", finite(self.reward_scale) and self.reward_scale > 0,
+              "a finite number > 0")
         check("gamma_rise", isinstance(self.gamma_rise, int) and not isinstance(
             self.gamma_rise, bool) and self.gamma_rise >= 0, "an integer >= 0")
         if self.gamma_from is not None:
@@ -555,7 +561,8 @@ class DDPG(nn.Module):
         with self.amp.autocast(self.actor.scale.device.type):
             gamma = cfg.gamma if self._gamma is None else self._gamma
             target = td_target(self.actor_target, self.critic_targets, batch, states,
-                               cfg.actor_inputs, cfg.critic_inputs, gamma, noise, cfg.n_step)
+                               cfg.actor_inputs, cfg.critic_inputs, gamma, noise, cfg.n_step,
+                               cfg.reward_scale)
             return critic_loss(self.critics, batch, target, c_states, cfg.critic_inputs)
 
     def _actor_losses(self, batch: SequenceBatch, enc: CriticEncoding) -> ActorLoss:

@@ -72,9 +72,9 @@ def n_step_returns(reward: Tensor, terminated: Tensor, truncated: Tensor, mask: 
 def td_target(actor_target: Actor, critic_targets: nn.ModuleList, batch: SequenceBatch,
               states: AgentState | None, actor_inputs: EncoderInputs,
               critic_inputs: EncoderInputs, gamma: float | Tensor, noise: TargetNoise,
-              n_step: int = 1) -> Tensor:
-    """``r_t + gamma * (1 - terminated_t) * min_i Q'_i(h'_{t+1}, mu'(h'_{t+1}))``, ``(B, L)``
-    (``n_step > 1``: the n-step form of :func:`n_step_returns`).
+              n_step: int = 1, reward_scale: float = 1.0) -> Tensor:
+    """``s r_t + gamma * (1 - terminated_t) * min_i Q'_i(h'_{t+1}, mu'(h'_{t+1}))``, ``(B, L)``
+    with ``s = reward_scale`` (``n_step > 1``: the n-step form of :func:`n_step_returns`).
 
     Target networks encode the same window as the online ones, from the same start states.
     ``truncated`` steps bootstrap (the time limit is not part of the task).
@@ -106,8 +106,9 @@ def td_target(actor_target: Actor, critic_targets: nn.ModuleList, batch: Sequenc
         qs = [critic.q(encode(critic.encoder, x, s), next_action)  # (B, L)
               for critic, s in zip(critic_targets, c_states)]
         next_q = torch.stack(qs).min(0).values if len(qs) > 1 else qs[0]
-        return n_step_returns(batch.reward, batch.terminated, batch.truncated, batch.mask,
-                              next_q, gamma, n_step)
+        reward = batch.reward if reward_scale == 1.0 else batch.reward * reward_scale
+        return n_step_returns(reward, batch.terminated, batch.truncated, batch.mask, next_q,
+                              gamma, n_step)
 
 
 def critic_loss(critics: nn.ModuleList, batch: SequenceBatch, target: Tensor,

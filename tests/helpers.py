@@ -27,7 +27,7 @@ def td_target(agent: DDPG, batch: SequenceBatch) -> torch.Tensor:
     noise = losses.TargetNoise(cfg.target_noise, cfg.target_noise_clip, agent.noise_gen)
     return losses.td_target(agent.actor_target, agent.critic_targets, batch, batch.states,
                             cfg.actor_inputs, cfg.critic_inputs, cfg.gamma, noise,
-                            cfg.n_step)
+                            cfg.n_step, cfg.reward_scale)
 
 
 def critic_loss(agent: DDPG, batch: SequenceBatch, target: torch.Tensor):

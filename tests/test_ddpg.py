@@ -698,6 +698,8 @@ def test_bad_gamma_rise_values_name_their_flag(kw, message):
     ("head_hidden", (0,), r"--agent.head-hidden must be one or more positive integers, got \(0,\)"),
     ("head_hidden", (), r"--agent.head-hidden must be one or more positive integers, got \(\)"),
     ("gamma", float("nan"), r"--agent.gamma must be in \[0, 1\], got nan"),
+    ("reward_scale", 0.0, "--agent.reward-scale must be a finite number > 0, got 0.0"),
+    ("reward_scale", float("inf"), "--agent.reward-scale must be a finite number > 0, got inf"),
     ("policy_delay", 0, "--agent.policy-delay must be an integer >= 1, got 0"),
     ("n_step", 0, "--agent.n-step must be an integer >= 1, got 0"),
     ("n_step", 2.0, "--agent.n-step must be an integer >= 1, got 2.0"),

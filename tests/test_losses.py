@@ -200,3 +200,23 @@ def test_an_n_step_update_under_bf16_autocast_is_finite_and_moves_every_critic_w
     metrics = agent.update(batch)
     assert all(torch.isfinite(v).all() for v in metrics.values())
     assert all(not torch.equal(b, p) for b, p in zip(before, agent.critics.parameters()))
+
+
+def test_reward_scale_scales_the_rewards_of_the_agents_td_target_and_nothing_else():
+    from helpers import critic_loss
+
+    batch = _batch()
+    for n_step in (1, 3):
+        kw = dict(gamma=0.9, n_step=n_step, actor_prev_reward=True, critic_prev_reward=True)
+        one, scaled = _agent(**kw), _agent(**kw, reward_scale=0.1)
+        scaled.load_state_dict(one.state_dict())
+        # the same bootstrap from the same target networks (which read the previous reward
+        # as it was), the rewards a tenth
+        y1 = td_target(one, batch)
+        scaled_batch = batch._replace(reward=batch.reward * 0.1)
+        want = td_target(one, scaled_batch)
+        assert not torch.allclose(want * batch.mask, y1 * batch.mask)
+        torch.testing.assert_close(td_target(scaled, batch), want)
+        # the agent's own critic loss is taken against that target
+        got = scaled._critic_losses(batch)[0]
+        torch.testing.assert_close(got, critic_loss(scaled, batch, want)[0])
