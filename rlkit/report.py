@@ -103,6 +103,9 @@ class ReportResult:
     skipped: list[Skipped]
     """Runs left out (malformed, failed before their first evaluation, or excluded by the
     caller), sorted by path."""
+    cautions: list[str]
+    """The warnings the report gave (runs of different settings or lengths pooled in one row,
+    repeated seeds, curves not drawn, different evaluated policies), also on its pages."""
 
 
 
@@ -166,16 +169,20 @@ def _safe_name(env: str, taken: set[str]) -> str:
 
 
 def plot_env(env: str, groups: dict[str, list[Run]], metric: str, path: Path, seed: int = 0,
-             n_resamples: int = 2000) -> Path:
-    """Write the learning curves of every backbone on ``env`` to the PNG ``path``."""
+             n_resamples: int = 2000, cautions: list[str] | None = None) -> Path:
+    """Write the learning curves of every backbone on ``env`` to the PNG ``path``; a warning
+    (a curve not drawn) is also appended to ``cautions`` when given."""
     fig = Figure(figsize=(8, 5), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for backbone, runs in sorted(groups.items()):
         steps, values = aligned_curves(runs, metric)
         if steps.size == 0:
-            warnings.warn(f"{env}/{backbone}: the seeds' evaluation steps do not overlap; "
-                          "no curve drawn", stacklevel=2)
+            message = (f"{env}/{backbone}: the seeds' evaluation steps do not overlap; no curve "
+                       "drawn")
+            warnings.warn(message, stacklevel=2)
+            if cautions is not None:
+                cautions.append(message)
             continue
         mean = values.mean(axis=0)
         (line,) = ax.plot(steps, mean, marker="o" if steps.size < 30 else None, markersize=3,
@@ -215,9 +222,11 @@ def table_cells(row: TableRow) -> list[str]:
 
 
 def _markdown(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path],
-              skipped: list[Skipped]) -> str:
-    lines = [f"# {title}", "", notes, "", "| " + " | ".join(HEADER) + " |",
-             "|" + "---|" * len(HEADER)]
+              skipped: list[Skipped], cautions: list[str]) -> str:
+    lines = [f"# {title}", "", notes, ""]
+    if cautions:
+        lines += ["**Warnings:**", ""] + [f"- {c}" for c in cautions] + [""]
+    lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in table_cells(r)) + " |"
               for r in rows]
     for env, png in plots.items():
@@ -230,12 +239,14 @@ def _markdown(title: str, notes: str, rows: list[TableRow], plots: dict[str, Pat
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px}
 th{background:#f0f0f0}td{text-align:right}td:nth-child(-n+2){text-align:left}
-img{max-width:100%;border:1px solid #eee}p.notes{color:#555}"""
+img{max-width:100%;border:1px solid #eee}p.notes{color:#555}ul.warn{color:#a40}"""
 
 
 def _html(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path],
-          skipped: list[Skipped]) -> str:
+          skipped: list[Skipped], cautions: list[str]) -> str:
     esc = html.escape
+    warned = "" if not cautions else "<p><b>Warnings:</b></p><ul class=\"warn\">" + "".join(
+        f"<li>{esc(c)}</li>" for c in cautions) + "</ul>"
     head = "".join(f"<th>{esc(h)}</th>" for h in HEADER)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in table_cells(r)) + "</tr>"
                    for r in rows)
@@ -247,7 +258,7 @@ def _html(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path],
         f"<li><code>{esc(str(s.path))}</code>: {esc(s.reason)}</li>" for s in skipped) + "</ul>"
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-            f"<h1>{esc(title)}</h1><p class=\"notes\">{esc(notes)}</p>"
+            f"<h1>{esc(title)}</h1><p class=\"notes\">{esc(notes)}</p>{warned}"
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
             f"{imgs}{skips}</body></html>\n")
 
@@ -295,31 +306,35 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
                          "missing)")
     out.mkdir(parents=True, exist_ok=True)
     title = title or f"Backbone comparison: {metric}"
-    rows, plots, taken = [], {}, set()
+    rows, plots, taken, cautions = [], {}, set(), []
+
+    def caution(message: str) -> None:
+        """Warn, and keep the warning for the report's pages."""
+        warnings.warn(message, stacklevel=3)
+        cautions.append(message)
+
     for env in sorted(groups):
         for backbone in sorted(groups[env]):
             group = groups[env][backbone]
             if len({str(r.seed) for r in group}) < len(group):
-                warnings.warn(f"{env}/{backbone}: repeated seeds; each run counts as one seed",
-                              stacklevel=2)
+                caution(f"{env}/{backbone}: repeated seeds; each run counts as one seed")
             if differ := _settings_differ(group, Path(grid_dir)):
-                warnings.warn(f"{env}/{backbone}: runs of different settings are pooled as "
-                              f"seeds of one row ({differ})", stacklevel=2)
+                caution(f"{env}/{backbone}: runs of different settings are pooled as seeds of "
+                        f"one row ({differ})")
             if ends := _ends_differ(group, metric, Path(grid_dir)):
-                warnings.warn(f"{env}/{backbone}: the seeds' final values are read at "
-                              f"different steps ({ends}); the row compares runs of different "
-                              "lengths", stacklevel=2)
+                caution(f"{env}/{backbone}: the seeds' final values are read at different "
+                        f"steps ({ends}); the row compares runs of different lengths")
             rows.append(_table_row(env, backbone, group, metric, last_k, seed, n_resamples))
         png = out / f"curves_{_safe_name(env, taken)}.png"
-        plots[env] = plot_env(env, groups[env], metric, png, seed, n_resamples)
+        plots[env] = plot_env(env, groups[env], metric, png, seed, n_resamples, cautions)
     final = "last value" if last_k == 1 else f"mean of the last {last_k} values"
     policies = sorted({r.eval_policy for r in runs})
     names = {"actor": "actor", "target": "target actor", "average": "actor's average"}
     if len(policies) > 1:
         counts = ", ".join(f"{sum(r.eval_policy == p for r in runs)} the {names[p]}"
                            for p in policies)
-        warnings.warn(f"the runs evaluated different policies ({counts}): their evaluation "
-                      f"metrics are not of the same policy", stacklevel=2)
+        caution(f"the runs evaluated different policies ({counts}): their evaluation metrics "
+                f"are not of the same policy")
     left_out = f" ({len(skipped)} more skipped: see the end)" if skipped else ""
     going = sum(not r.finished for r in runs)
     left_out += f"; {going} of them unfinished, read at the step they reached" if going else ""
@@ -330,9 +345,9 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
              f"(interquartile mean) and {CONFIDENCE:.0%} percentile-bootstrap CIs over seeds. "
              "Wall time and updates/s: last logged value, mean over seeds; peak memory: max.")
     md, page = out / "report.md", out / "report.html"
-    md.write_text(_markdown(title, notes, rows, plots, skipped))
-    page.write_text(_html(title, notes, rows, plots, skipped))
-    return ReportResult(out, md, page, plots, rows, skipped)
+    md.write_text(_markdown(title, notes, rows, plots, skipped, cautions))
+    page.write_text(_html(title, notes, rows, plots, skipped, cautions))
+    return ReportResult(out, md, page, plots, rows, skipped, cautions)
 
 
 SEED_FIELDS = ("run.", "loop.progress", "loop.checkpoint_every", "loop.checkpoint_minutes",

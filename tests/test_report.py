@@ -397,6 +397,11 @@ def test_seeds_read_at_different_steps_are_warned(grid, tmp_path):
         res = build_report(grid, tmp_path / "a", unfinished=True)
     mlp = next(r for r in res.rows if r.env == "Pendulum-v1" and r.backbone == "mlp")
     assert mlp.n_seeds == 4 and mlp.mean == pytest.approx(2.5)  # read at 200 for seed 3
-    assert [str(w.message) for w in caught] == [
-        "Pendulum-v1/mlp: the seeds' final values are read at different steps (step 200 in "
-        "pendulum/mlp/s3 / 300 in pendulum/mlp/s0); the row compares runs of different lengths"]
+    message = ("Pendulum-v1/mlp: the seeds' final values are read at different steps (step "
+               "200 in pendulum/mlp/s3 / 300 in pendulum/mlp/s0); the row compares runs of "
+               "different lengths")
+    assert [str(w.message) for w in caught] == [message] == res.cautions
+    # the pages say it too, above the table, not only the warning on stderr
+    md = res.markdown.read_text()
+    assert f"**Warnings:**\n\n- {message}\n" in md and md.index(message) < md.index("| env |")
+    assert f"<li>{html.escape(message)}</li>" in res.html.read_text()
