@@ -399,9 +399,10 @@ def _check_env(p: argparse.ArgumentParser, env: str) -> None:
 
 
 def _check_out(p: argparse.ArgumentParser, out: Path, resume: bool, env: str,
-               flags: list[str]) -> None:
+               flags: list[str], names: list[str]) -> None:
     """Refuse an ``--out`` that is not empty without ``--resume``, and a ``--resume`` with
-    another env or other flags than the grid was run with (its runs keep theirs)."""
+    another env or other flags than the grid was run with (its runs keep theirs), or with
+    runs (``names``) that the grid does not have (a mistyped backbone would start a new run)."""
     if not resume:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             p.error(f"--out {out} is not an empty directory: give --resume to continue the "
@@ -415,6 +416,11 @@ def _check_out(p: argparse.ArgumentParser, out: Path, resume: bool, env: str,
         p.error(f"--resume {out}: the grid was run with --env {ran.get('env')} and the flags "
                 f"{ran.get('flags')}, not --env {env} and {flags}: expected the same (a "
                 "continued run keeps its own config)")
+    members = ran.get("runs")  # None: a grid recorded before its runs were
+    if members is not None and (new := [n for n in names if n not in members]):
+        p.error(f"--resume {out}: the grid has no run {', '.join(new)}; its runs are "
+                f"{', '.join(members)} (--backbones and --seeds name some of them; a new run "
+                "goes in a grid of its own)")
 
 
 def main() -> None:
@@ -470,7 +476,8 @@ def main() -> None:
     else:
         _check_env(p, env)  # before anything is written into --out
         if a.out:
-            _check_out(p, out, a.resume, env, flags)
+            _check_out(p, out, a.resume, env, flags,
+                       [f"{b}__s{s}" for b in backbones for s in a.seeds])
     runs = []
     for b in backbones:
         for s in a.seeds:
@@ -490,7 +497,8 @@ def main() -> None:
         out = out if a.out else Path(tempfile.mkdtemp(prefix="rlkit-pomdp-"))
         if a.out and not a.resume:
             out.mkdir(parents=True, exist_ok=True)
-            (out / BENCH_RECORD).write_text(json.dumps({"env": env, "flags": flags}, indent=1))
+            (out / BENCH_RECORD).write_text(json.dumps(
+                {"env": env, "flags": flags, "runs": [r.name for r in runs]}, indent=1))
         outcomes = _run_grid(runs, out, a.jobs, a.resume, own, extra)
         if a.resume:  # the kept runs as they ran
             runs, first, flags = _recorded(runs, out, first, flags)

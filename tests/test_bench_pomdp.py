@@ -387,6 +387,28 @@ def test_out_holding_runs_needs_resume_and_resume_needs_the_same_flags(tiny_grid
     assert f"--resume {grid}: the grid was run with --env rlkit/Pendulum-V-v0 and the flags " \
            "['--batch-size', '16'], not --env rlkit/Pendulum-V-v0 and ['--batch-size', '8']" \
            in err
+    # runs the grid does not have (a mistyped backbone) are refused, not started
+    (grid / pomdp.BENCH_RECORD).write_text(json.dumps({
+        "env": "rlkit/Pendulum-V-v0", "flags": ["--batch-size", "16"],
+        "runs": ["gru__s0", "gru__s1"]}))
+    monkeypatch.setattr(pomdp, "_run_grid", lambda *a, **k: pytest.fail("a grid was started"))
+    err = refused("--backbones", "gru", "lstm", "--seeds", "0", "--out", grid, "--resume", "--",
+                  "--batch-size", "16")
+    assert f"--resume {grid}: the grid has no run lstm__s0; its runs are gru__s0, gru__s1 " \
+           "(--backbones and --seeds name some of them; a new run goes in a grid of its own)" \
+           in " ".join(err.split())
+    # a new grid records its runs
+    new = tmp_path / "new"
+    def start(*a, **k):  # stop where the grid would start: its record is written by then
+        raise KeyError("started")
+
+    monkeypatch.setattr(pomdp, "_run_grid", start)
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", "--backbones", "gru", "mlp", "--seeds", "0",
+                                      "1", "--out", str(new)])
+    with pytest.raises(KeyError):
+        pomdp.main()
+    assert json.loads((new / pomdp.BENCH_RECORD).read_text())["runs"] == \
+        ["gru__s0", "gru__s1", "mlp__s0", "mlp__s1"]
 
 
 def test_the_grid_launches_the_longest_expected_runs_first_and_keeps_seed_order():
