@@ -358,8 +358,10 @@ def fresh_dir(given: str | None, default_name: str, what: str, flag: str) -> Pat
         raise RunDirError(f"{flag} {path} is a file, not a directory; expected a new or empty "
                           "directory")
     if holds_files(path):
+        held = any((path / name).is_file() for name in ("config.json", "grid.json"))
         raise FileExistsError(f"{what} {path} already exists and is not empty; choose another "
-                              f"{flag}")
+                              f"{flag}" + (f", or go on with what it holds: --resume {path}"
+                                           if held else ""))
     return path
 
 

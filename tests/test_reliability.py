@@ -509,7 +509,12 @@ def test_a_run_stopped_while_starting_is_started_again_in_its_directory(tmp_path
         _resume(run)
     assert fresh_dir(str(run), "x", "run directory", "--run-dir") == run
     (run / "metrics.jsonl").write_text("")
-    with pytest.raises(FileExistsError, match="already exists and is not empty"):
+    with pytest.raises(FileExistsError, match="already exists and is not empty; choose another "
+                                              "--run-dir$"):
+        fresh_dir(str(run), "x", "run directory", "--run-dir")
+    (run / "config.json").write_text("{}")  # a run's directory: --resume goes on with it
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"not empty; choose another --run-dir, or go on with what it holds: --resume {run}")):
         fresh_dir(str(run), "x", "run directory", "--run-dir")
 
 
