@@ -272,9 +272,11 @@ def launch(
 
 
 def _finish(bar: tqdm, outcomes: dict[str, RunOutcome]) -> None:
-    failed = sum(o.error is not None for o in outcomes.values())
-    bar.update(1)
-    bar.set_postfix(failed=failed)
+    """Count on the bar the runs that ended (a stopped run has not: it goes on when resumed)."""
+    stopped = sum(o.stopped for o in outcomes.values())
+    failed = sum(o.error is not None and not o.stopped for o in outcomes.values())
+    bar.update(len(outcomes) - stopped - bar.n)
+    bar.set_postfix(dict(failed=failed, **({"stopped": stopped} if stopped else {})))
 
 
 def threads_per_job(jobs: int, cpu_count: int | None = None,

@@ -955,3 +955,21 @@ def test_a_cuda_index_this_machine_does_not_have_is_refused(monkeypatch):
     with pytest.raises(ValueError, match=r"^--device cuda:1 was asked for but this machine has 1 "
                                          r"CUDA device\(s\): expected an index below 1$"):
         parse_device("cuda:1")
+
+
+def test_the_progress_bar_counts_a_stopped_run_neither_done_nor_failed():
+    """A run stopped by SIGINT goes on when the grid is resumed: the bar showed it as done and
+    failed (``2/2, failed=1``)."""
+    import io
+
+    from tqdm import tqdm
+
+    from rlkit.launch import RunOutcome, _finish
+
+    bar, outcomes = tqdm(total=3, file=io.StringIO()), {}
+    for o in (RunOutcome("a", Path("a"), result={}),
+              RunOutcome("b", Path("b"), error="ValueError: bad"),
+              RunOutcome("c", Path("c"), error="stopped: interrupted by SIGINT", stopped=True)):
+        outcomes[o.name] = o
+        _finish(bar, outcomes)
+    assert bar.n == 2 and bar.postfix == "failed=1, stopped=1"
