@@ -163,7 +163,7 @@ class TrainingInterrupted(Exception):  # noqa: N818 (a stop, not a failure)
 
 
 def nonfinite_rows(next_obs: np.ndarray, final_obs: np.ndarray, reward: np.ndarray, step: int,
-                   drop: bool) -> np.ndarray:
+                   drop: bool, env_id: str | None = None) -> np.ndarray:
     """Rows (envs) of a vector step with a non-finite value, shape ``(N,)``.
 
     Args:
@@ -172,6 +172,7 @@ def nonfinite_rows(next_obs: np.ndarray, final_obs: np.ndarray, reward: np.ndarr
         reward: ``(N,)``.
         step: the env step reached, for the message.
         drop: return the rows instead of raising.
+        env_id: the envs' id, named in the message beside the row.
 
     Raises:
         NonFiniteError: a row is non-finite and ``drop`` is false.
@@ -186,8 +187,9 @@ def nonfinite_rows(next_obs: np.ndarray, final_obs: np.ndarray, reward: np.ndarr
         i = int(np.flatnonzero(bad)[0])
         what = [name for name, b in (("observation", bad_next[i] or bad_final[i]),
                                      ("reward", bad_reward[i])) if b]
+        who = f"env {i}" if env_id is None else f"env {env_id} (vector index {i})"
         raise NonFiniteError(
-            f"env {i} returned a non-finite {' and '.join(what)} at step {step} "
+            f"{who} returned a non-finite {' and '.join(what)} at step {step} "
             f"(reward={reward[i]}); expected finite values (drop_nonfinite / "
             "--drop-nonfinite drops such transitions instead)"
         )

@@ -47,6 +47,7 @@ from rlkit.faults import (
     NonFiniteLossError,
     TrainingInterrupted,
     env_calls,
+    env_name,
     nonfinite_rows,
     stop_signals,
 )
@@ -200,7 +201,8 @@ class Trainer:
         real_next = next_obs.copy()
         for i in np.flatnonzero(done):
             real_next[i] = info["final_obs"][i]
-        bad = nonfinite_rows(next_obs, real_next, reward, self.step + n, cfg.drop_nonfinite)
+        bad = nonfinite_rows(next_obs, real_next, reward, self.step + n, cfg.drop_nonfinite,
+                             env_name(self.envs))
         dropped = self.buffer.add(loop.obs, action, reward, real_next, term, trunc,
                                   states=loop.state if self.buffer.wants_states else None,
                                   keep=~bad if bad.any() else None)
@@ -242,7 +244,8 @@ class Trainer:
             with env_calls(subs[i], "reset"):
                 first, _ = subs[i].reset()
             if not np.isfinite(first).all():
-                raise NonFiniteError(f"env {i} returned a non-finite observation from reset "
+                raise NonFiniteError(f"env {env_name(subs[i])} (vector index {i}) returned a "
+                                     f"non-finite observation from reset "
                                      f"at step {self.step + self.envs.num_envs}")
             obs[i] = first
 

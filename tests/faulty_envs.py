@@ -34,8 +34,9 @@ class FaultyPendulum(gym.Wrapper):
         fault: ``nan_obs``, ``nan_reward``, ``huge_reward`` (1e30: finite, but its squared TD
             error overflows float32), ``kill`` (see :data:`KILL_AT_ENV`), ``raise`` (the env's
             own code raises ``RuntimeError("simulator diverged")``), ``slow`` (every step
-            sleeps :data:`SLOW_STEP_S`) or ``opaque`` (no fault; holds state in an object a
-            checkpoint cannot capture).
+            sleeps :data:`SLOW_STEP_S`), ``nan_reset`` (``nan_obs``, and every reset after it
+            returns a non-finite observation) or ``opaque`` (no fault; holds state in an object
+            a checkpoint cannot capture).
         at: the wrapper's step at which the fault fires.
         parity: fire only in the env whose first seeded reset had a seed of this parity.
     """
@@ -53,7 +54,10 @@ class FaultyPendulum(gym.Wrapper):
         if seed is not None and self.first_seed is None:
             self.first_seed = seed
             self.armed = self.parity is None or seed % 2 == self.parity
-        return super().reset(seed=seed, options=options)
+        obs, info = super().reset(seed=seed, options=options)
+        if self.armed and self.fault == "nan_reset" and self.t >= self.at:
+            obs = np.full_like(obs, np.nan)
+        return obs, info
 
     def step(self, action):
         global _process_steps
@@ -68,7 +72,7 @@ class FaultyPendulum(gym.Wrapper):
         if self.armed and self.t == self.at:
             if self.fault == "raise":
                 _integrate(obs)
-            if self.fault == "nan_obs":
+            if self.fault in ("nan_obs", "nan_reset"):
                 obs = np.full_like(obs, np.nan)
             elif self.fault == "nan_reward":
                 reward = float("nan")
@@ -135,6 +139,8 @@ IDS = {
     "rlkit-test/NaNObsOdd-v0": {"fault": "nan_obs", "at": 250, "parity": 1},
     "rlkit-test/NaNObsEven-v0": {"fault": "nan_obs", "at": 250, "parity": 0},
     "rlkit-test/NaNRewardOdd-v0": {"fault": "nan_reward", "at": 250, "parity": 1},
+    "rlkit-test/NaNResetOdd-v0": {"fault": "nan_reset", "at": 250, "parity": 1},
+    "rlkit-test/NaNResetEven-v0": {"fault": "nan_reset", "at": 250, "parity": 0},
     "rlkit-test/NaNRewardEven-v0": {"fault": "nan_reward", "at": 250, "parity": 0},
     "rlkit-test/HugeReward-v0": {"fault": "huge_reward", "at": 150},
     "rlkit-test/Raise-v0": {"fault": "raise", "at": 30},

@@ -781,8 +781,21 @@ def test_nonfinite_env_output_names_the_env_and_the_step(tmp_path, kind, what):
     cfg = replace_fields(TINY, env=_fault_in_env_1(kind), num_envs=2, total_steps=600,
                          run_dir=str(tmp_path / "run"))
     # the fault fires at sub-env 1's 250th step: 500 steps summed over the 2 envs
-    with pytest.raises(NonFiniteError, match=rf"env 1 returned a non-finite {what} at step "
-                                             rf"500 .*--drop-nonfinite"):
+    env_id = _fault_in_env_1(kind).split(":")[1]
+    with pytest.raises(NonFiniteError, match=rf"^env {env_id} \(vector index 1\) returned a "
+                                             rf"non-finite {what} at step 500 .*--drop-nonfinite"):
+        train.main(cfg)
+
+
+def test_a_non_finite_observation_from_a_restart_names_the_env(tmp_path):
+    """A dropped transition restarts its env; a reset that is not finite either stops the run,
+    naming the env by id and by its index in the vector env."""
+    kind = _fault_in_env_1("NaNReset")
+    cfg = replace_fields(TINY, env=kind, num_envs=2, total_steps=600, drop_nonfinite=True,
+                         run_dir=str(tmp_path / "run"))
+    with pytest.raises(NonFiniteError, match=rf"^env {kind.split(':')[1]} \(vector index 1\) "
+                                             r"returned a non-finite observation from reset at "
+                                             r"step 500$"):
         train.main(cfg)
 
 
