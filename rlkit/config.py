@@ -622,7 +622,8 @@ class GridConfig:
     """Where the runs of a grid (several ``--backbone`` or ``--seed`` values) go."""
 
     grid_dir: str | None = None
-    """Grid directory when ``--backbone`` or ``--seed`` take several values (a grid)."""
+    """Grid directory when ``--backbone`` or ``--seed`` take several values (a grid); None:
+    ``runs/grid-<env>-<date>-<time>``."""
     launcher: Literal["local", "ray"] = "local"
     """Where a grid's runs go: local processes or tasks on a Ray cluster."""
     jobs: int = 1
