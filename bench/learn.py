@@ -30,7 +30,8 @@ def run_one(args: tuple[train.TrainConfig, str]) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
-    train.main(replace_fields(cfg, run_dir=run_dir))
+    with train.one_line_warnings():  # as train.py prints them: "warning: ..."
+        train.main(replace_fields(cfg, run_dir=run_dir))
     return [r for r in read_metrics(run_dir) if "eval_return_mean" in r]
 
 
