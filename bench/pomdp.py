@@ -399,28 +399,45 @@ def _check_env(p: argparse.ArgumentParser, env: str) -> None:
 
 
 def _check_out(p: argparse.ArgumentParser, out: Path, resume: bool, env: str,
-               flags: list[str], names: list[str]) -> None:
+               flags: list[str]) -> list[str] | None:
     """Refuse an ``--out`` that is not empty without ``--resume``, and a ``--resume`` with
-    another env or other flags than the grid was run with (its runs keep theirs), or with
-    runs (``names``) that the grid does not have (a mistyped backbone would start a new run)."""
+    another env or other flags than the grid was run with (its runs keep theirs).
+
+    Returns:
+        With ``--resume``, the grid's runs as its record lists them (``None``: not recorded).
+    """
     if not resume:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             p.error(f"--out {out} is not an empty directory: give --resume to continue the "
                     "grid there, or a new --out")
-        return
+        return None
     try:
         ran = json.loads((out / BENCH_RECORD).read_text())
     except (OSError, ValueError):
-        return  # a grid run before the record was kept: its runs' config.json describe it
+        return None  # a grid run before the record was kept: its runs' config.json describe it
     if [ran.get("env"), ran.get("flags")] != [env, flags]:
         p.error(f"--resume {out}: the grid was run with --env {ran.get('env')} and the flags "
                 f"{ran.get('flags')}, not --env {env} and {flags}: expected the same (a "
                 "continued run keeps its own config)")
-    members = ran.get("runs")  # None: a grid recorded before its runs were
-    if members is not None and (new := [n for n in names if n not in members]):
+    return ran.get("runs")  # None: a grid recorded before its runs were
+
+
+def _resumed_members(p: argparse.ArgumentParser, out: Path, own: list[str], backbones: list[str],
+                     seeds: list[int], members: list[str]) -> tuple[list[str], list[int]]:
+    """``--resume``: the grid's own backbones and seeds (its record's ``members``), unless
+    ``--backbones`` / ``--seeds`` name some of them; a run the grid does not have is refused
+    (a mistyped backbone would start a new run)."""
+    pairs = [(b, int(s)) for b, _, s in (m.rpartition("__s") for m in members)]
+    if "--backbones" not in own:
+        backbones = [b for b in BACKBONE_NAMES if any(b == m for m, _ in pairs)]
+    if "--seeds" not in own:
+        seeds = sorted({s for _, s in pairs})
+    new = [f"{b}__s{s}" for b in backbones for s in seeds if (b, s) not in pairs]
+    if new:
         p.error(f"--resume {out}: the grid has no run {', '.join(new)}; its runs are "
                 f"{', '.join(members)} (--backbones and --seeds name some of them; a new run "
                 "goes in a grid of its own)")
+    return backbones, seeds
 
 
 def main() -> None:
@@ -447,7 +464,8 @@ def main() -> None:
                    help="grid directory (default: a temp dir)")
     p.add_argument("--resume", action="store_true",
                    help="continue the grid in --out (same flags): finished runs are kept, "
-                        "interrupted ones go on from their last checkpoint")
+                        "interrupted ones go on from their last checkpoint; without "
+                        "--backbones / --seeds, the grid's own runs")
     p.add_argument("--summarize", metavar="DIR", type=dir_arg, default=None,
                    help="print the tables of the grid in DIR, each run as its config.json "
                         "records it; no training")
@@ -475,9 +493,9 @@ def main() -> None:
         backbones, a.seeds = _grid_members(p, out, own, backbones, a.seeds)
     else:
         _check_env(p, env)  # before anything is written into --out
-        if a.out:
-            _check_out(p, out, a.resume, env, flags,
-                       [f"{b}__s{s}" for b in backbones for s in a.seeds])
+        members = _check_out(p, out, a.resume, env, flags) if a.out else None
+        if members is not None:
+            backbones, a.seeds = _resumed_members(p, out, own, backbones, a.seeds, members)
     runs = []
     for b in backbones:
         for s in a.seeds:

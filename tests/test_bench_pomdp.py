@@ -387,26 +387,40 @@ def test_out_holding_runs_needs_resume_and_resume_needs_the_same_flags(tiny_grid
     assert f"--resume {grid}: the grid was run with --env rlkit/Pendulum-V-v0 and the flags " \
            "['--batch-size', '16'], not --env rlkit/Pendulum-V-v0 and ['--batch-size', '8']" \
            in err
-    # runs the grid does not have (a mistyped backbone) are refused, not started
-    (grid / pomdp.BENCH_RECORD).write_text(json.dumps({
-        "env": "rlkit/Pendulum-V-v0", "flags": ["--batch-size", "16"],
-        "runs": ["gru__s0", "gru__s1"]}))
-    monkeypatch.setattr(pomdp, "_run_grid", lambda *a, **k: pytest.fail("a grid was started"))
-    err = refused("--backbones", "gru", "lstm", "--seeds", "0", "--out", grid, "--resume", "--",
-                  "--batch-size", "16")
-    assert f"--resume {grid}: the grid has no run lstm__s0; its runs are gru__s0, gru__s1 " \
-           "(--backbones and --seeds name some of them; a new run goes in a grid of its own)" \
-           in " ".join(err.split())
-    # a new grid records its runs
-    new = tmp_path / "new"
-    def start(*a, **k):  # stop where the grid would start: its record is written by then
-        raise KeyError("started")
+    # the runs a --resume takes: the grid's own by default, some of them when named; a run
+    # the grid does not have (a mistyped backbone) is refused, not started
+    class Started(Exception):
+        """Raised where the grid would start (its record is written by then)."""
+
+    def start(runs, *args, **kwargs):
+        raise Started([r.name for r in runs])
+
+    def started(*argv) -> list[str]:
+        monkeypatch.setattr(sys, "argv", ["pomdp.py", *map(str, argv)])
+        with pytest.raises(Started) as e:
+            pomdp.main()
+        return e.value.args[0]
 
     monkeypatch.setattr(pomdp, "_run_grid", start)
-    monkeypatch.setattr(sys, "argv", ["pomdp.py", "--backbones", "gru", "mlp", "--seeds", "0",
-                                      "1", "--out", str(new)])
-    with pytest.raises(KeyError):
-        pomdp.main()
+    (grid / pomdp.BENCH_RECORD).write_text(json.dumps({
+        "env": "rlkit/Pendulum-V-v0", "flags": ["--batch-size", "16"],
+        "runs": ["gru__s0", "gru__s2"]}))
+    resume = ["--out", grid, "--resume", "--", "--batch-size", "16"]
+    assert started(*resume) == ["gru__s0", "gru__s2"]
+    assert started("--seeds", "2", *resume) == ["gru__s2"]
+    err = refused("--backbones", "gru", "lstm", "--seeds", "0", *resume)
+    assert f"--resume {grid}: the grid has no run lstm__s0; its runs are gru__s0, gru__s2 " \
+           "(--backbones and --seeds name some of them; a new run goes in a grid of its own)" \
+           in " ".join(err.split())
+    assert "no run gru__s1;" in " ".join(refused("--seeds", "1", *resume).split())
+    # a grid recorded before its runs were: what is named is run
+    (grid / pomdp.BENCH_RECORD).write_text(json.dumps({
+        "env": "rlkit/Pendulum-V-v0", "flags": ["--batch-size", "16"]}))
+    assert started("--backbones", "lstm", "--seeds", "0", *resume) == ["lstm__s0"]
+    # a new grid records its runs
+    new = tmp_path / "new"
+    assert started("--backbones", "gru", "mlp", "--seeds", "0", "1", "--out", new) == \
+        ["gru__s0", "gru__s1", "mlp__s0", "mlp__s1"]
     assert json.loads((new / pomdp.BENCH_RECORD).read_text())["runs"] == \
         ["gru__s0", "gru__s1", "mlp__s0", "mlp__s1"]
 
