@@ -272,10 +272,13 @@ def launch(
 
 
 def _finish(bar: tqdm, outcomes: dict[str, RunOutcome]) -> None:
-    """Count on the bar the runs that ended (a stopped run has not: it goes on when resumed)."""
+    """Count on the bar the runs that ended, of ``outcomes`` (every run of the grid, those
+    not ended yet without a result or an error); a stopped run has not ended: it goes on
+    when the grid is resumed."""
     stopped = sum(o.stopped for o in outcomes.values())
     failed = sum(o.error is not None and not o.stopped for o in outcomes.values())
-    bar.update(len(outcomes) - stopped - bar.n)
+    ended = failed + sum(o.result is not None for o in outcomes.values())
+    bar.update(ended - bar.n)
     bar.set_postfix(dict(failed=failed, **({"stopped": stopped} if stopped else {})))
 
 

@@ -966,10 +966,14 @@ def test_the_progress_bar_counts_a_stopped_run_neither_done_nor_failed():
 
     from rlkit.launch import RunOutcome, _finish
 
-    bar, outcomes = tqdm(total=3, file=io.StringIO()), {}
-    for o in (RunOutcome("a", Path("a"), result={}),
-              RunOutcome("b", Path("b"), error="ValueError: bad"),
-              RunOutcome("c", Path("c"), error="stopped: interrupted by SIGINT", stopped=True)):
-        outcomes[o.name] = o
-        _finish(bar, outcomes)
+    # as launch keeps them: every run of the grid, filled in as each one ends
+    bar, outcomes = tqdm(total=4, file=io.StringIO()), {n: RunOutcome(n, Path(n)) for n in "abcd"}
+    outcomes["a"].result = {}
+    _finish(bar, outcomes)
+    assert bar.n == 1 and bar.postfix == "failed=0"
+    outcomes["b"].error = "ValueError: bad"
+    _finish(bar, outcomes)
+    assert bar.n == 2 and bar.postfix == "failed=1"
+    outcomes["c"].error, outcomes["c"].stopped = "stopped: interrupted by SIGINT", True
+    _finish(bar, outcomes)
     assert bar.n == 2 and bar.postfix == "failed=1, stopped=1"
