@@ -221,11 +221,16 @@ def table_cells(row: TableRow) -> list[str]:
             _fmt(row.updates_per_s, 1), _fmt(row.peak_memory_mb, 0)]
 
 
+def _md_text(text: str) -> str:
+    """``text`` as Markdown shows it (``gru__s0`` is not bold, ``*`` not a list)."""
+    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", text)
+
+
 def _markdown(title: str, notes: str, rows: list[TableRow], plots: dict[str, Path],
               skipped: list[Skipped], cautions: list[str]) -> str:
     lines = [f"# {title}", "", notes, ""]
     if cautions:
-        lines += ["**Warnings:**", ""] + [f"- {c}" for c in cautions] + [""]
+        lines += ["**Warnings:**", ""] + [f"- {_md_text(c)}" for c in cautions] + [""]
     lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in table_cells(r)) + " |"
               for r in rows]
@@ -318,10 +323,14 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
             group = groups[env][backbone]
             if len({str(r.seed) for r in group}) < len(group):
                 caution(f"{env}/{backbone}: repeated seeds; each run counts as one seed")
-            if differ := _settings_differ(group, Path(grid_dir)):
+            differ, keys = _settings_differ(group, Path(grid_dir))
+            if differ:
                 caution(f"{env}/{backbone}: runs of different settings are pooled as seeds of "
                         f"one row ({differ})")
-            if ends := _ends_differ(group, metric, Path(grid_dir)):
+            # runs of different --total-steps are named above; this is for the rest (a run
+            # reported with --unfinished)
+            if "loop.total_steps" not in keys and (ends := _ends_differ(group, metric,
+                                                                        Path(grid_dir))):
                 caution(f"{env}/{backbone}: the seeds' final values are read at different "
                         f"steps ({ends}); the row compares runs of different lengths")
             rows.append(_table_row(env, backbone, group, metric, last_k, seed, n_resamples))
@@ -370,14 +379,15 @@ def _ends_differ(group: list[Run], metric: str, root: Path) -> str:
     (lo, i), (hi, j) = min(ends), min(ends, key=lambda e: (-e[0], e[1]))  # first runs at each
     if lo == hi:
         return ""
-    return (f"step {lo:g} in {_run_name(group[i], root)} / {hi:g} in "
+    return (f"step {lo:.0f} in {_run_name(group[i], root)} / {hi:.0f} in "
             f"{_run_name(group[j], root)}")
 
 
-def _settings_differ(group: list[Run], root: Path) -> str:
+def _settings_differ(group: list[Run], root: Path) -> tuple[str, list[str]]:
     """The first settings in which a run of ``group`` differs from the first run, with both
     values and the runs by their path under ``root`` (``loop.total_steps 400 in a/gru__s0 /
-    900 in b/gru__s1``), or ``""``."""
+    900 in b/gru__s1``), and their dotted paths; ``("", [])`` where none differs. A setting
+    that one record lacks (written before the setting existed) is named as absent."""
     first = group[0].record
     for run in group[1:]:
         if first is None or run.record is None:
@@ -385,10 +395,16 @@ def _settings_differ(group: list[Run], root: Path) -> str:
         diff = [k for k in first.differences(run.record) if not k.startswith(SEED_FIELDS)]
         if diff:
             a, b = first.flat(), run.record.flat()
+
+            def value(flat: dict[str, Any], key: str) -> str:
+                return repr(flat[key]) if key in flat else \
+                    "absent (recorded before the setting existed)"
+
             more = f", and {len(diff) - 3} more" if len(diff) > 3 else ""
-            return ", ".join(f"{k} {a.get(k)!r} in {_run_name(group[0], root)} / "
-                             f"{b.get(k)!r} in {_run_name(run, root)}" for k in diff[:3]) + more
-    return ""
+            return ", ".join(f"{k} {value(a, k)} in {_run_name(group[0], root)} / "
+                             f"{value(b, k)} in {_run_name(run, root)}"
+                             for k in diff[:3]) + more, diff
+    return "", []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -405,3 +405,40 @@ def test_seeds_read_at_different_steps_are_warned(grid, tmp_path):
     md = res.markdown.read_text()
     assert f"**Warnings:**\n\n- {message}\n" in md and md.index(message) < md.index("| env |")
     assert f"<li>{html.escape(message)}</li>" in res.html.read_text()
+
+
+def test_a_setting_one_record_lacks_is_named_absent_and_longer_runs_warned_once(grid, tmp_path):
+    """A run recorded before a setting existed shows it as absent (not None); seeds of another
+    --total-steps (one extended alone) get the settings warning alone, not a second one for
+    their ends; steps print whole (1000000, not 1e+06)."""
+
+    newer = dataclasses.replace(record("Pendulum-v1", "mlp", 1, total_steps=300),
+                                agent={"gamma": 0.99, "reward_scale": 0.1})
+    newer.write(grid / "pendulum" / "mlp" / "s1")
+    with pytest.warns(UserWarning) as caught:
+        build_report(grid, tmp_path / "a")
+    assert [str(c.message) for c in caught] == [
+        "Pendulum-v1/mlp: runs of different settings are pooled as seeds of one row "
+        "(agent.reward_scale absent (recorded before the setting existed) in pendulum/mlp/s0 "
+        "/ 0.1 in pendulum/mlp/s1)"]
+    longer = grid / "pendulum" / "mlp" / "s1"
+    shutil.rmtree(longer)
+    write_run(longer, "Pendulum-v1", "mlp", 1, [(300, 1.0), (1_000_000, 2.0)], wall_time=5.0,
+              updates_per_s=1.0)
+    with pytest.warns(UserWarning) as caught:
+        build_report(grid, tmp_path / "b")
+    assert [str(c.message) for c in caught] == [
+        "Pendulum-v1/mlp: runs of different settings are pooled as seeds of one row "
+        "(loop.total_steps 300 in pendulum/mlp/s0 / 1000000 in pendulum/mlp/s1)"]
+    record("Pendulum-v1", "mlp", 1, total_steps=2_000_000).write(longer)
+    for run in (grid / "pendulum" / "mlp").iterdir():  # every seed of 2,000,000 steps
+        record("Pendulum-v1", "mlp", int(run.name[1:]), total_steps=2_000_000).write(run)
+    with pytest.warns(UserWarning) as caught:
+        build_report(grid, tmp_path / "c", unfinished=True)
+    assert [str(c.message) for c in caught] == [
+        "Pendulum-v1/mlp: the seeds' final values are read at different steps (step 300 in "
+        "pendulum/mlp/s0 / 1000000 in pendulum/mlp/s1); the row compares runs of different "
+        "lengths"]
+    # on report.md, a warning reads as written: run names are not bold, a | ends no cell
+    from rlkit.report import _md_text
+    assert _md_text("gru__s0 | a*b [x]") == r"gru\_\_s0 \| a\*b \[x\]"
