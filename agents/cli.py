@@ -61,7 +61,7 @@ from rlkit.faults import (
 )
 from rlkit.fields import flag_names, is_count, switch
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, check_ray_address, launch
-from rlkit.rundir import RunDirError, RunRecord, fresh_dir, make_dir, slug
+from rlkit.rundir import GRID_MANIFEST, RunDirError, RunPaths, RunRecord, fresh_dir, make_dir, slug
 from rlkit.runlog import read_metrics
 from rlkit.signals import sigterm_raises
 
@@ -118,9 +118,6 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
     write_manifest(grid_dir, runs)
     return _launch_grid(cfg.grid, cfg.loop.progress, runs, grid_dir, new=True, created=created)
 
-
-GRID_MANIFEST = "grid.json"
-"""The file of a grid directory that lists its runs and their configs (for ``--resume``)."""
 
 
 def write_manifest(grid_dir: Path, runs: Sequence[GridRun]) -> None:
@@ -186,7 +183,7 @@ def read_manifest(grid_dir: Path) -> dict[str, TrainConfig]:
 def is_grid_dir(path: str | Path) -> bool:
     """A grid directory (holding ``grid.json``), not a run directory."""
     path = Path(path)
-    return (path / GRID_MANIFEST).is_file() and not (path / "config.json").exists()
+    return (path / GRID_MANIFEST).is_file() and not RunPaths(path).config.exists()
 
 
 def _refuse_unstarted_grid_run(run_dir: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from rlkit.rundir import RunDirError, RunPaths, RunRecord
+from rlkit.rundir import GRID_MANIFEST, RunDirError, RunPaths, RunRecord
 
 
 class ReportError(ValueError):
@@ -172,7 +172,7 @@ def scan_runs(grid_dir: str | Path, metric: str = "eval_return_mean",
 def _grid_runs(grid: Path) -> list[Path]:
     """The run directories that ``grid/grid.json`` lists (none without a readable one)."""
     try:
-        names = json.loads((grid / "grid.json").read_text())["runs"]
+        names = json.loads((grid / GRID_MANIFEST).read_text())["runs"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
     return [grid / name for name in names] if isinstance(names, dict) else []

@@ -84,6 +84,10 @@ class RunDirBusy(RunDirError):
     """Another live process runs in this run directory (the message names it)."""
 
 
+GRID_MANIFEST = "grid.json"
+"""The file of a grid directory that lists its runs and their configs (for ``--resume``)."""
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """The files of a run directory."""
@@ -358,7 +362,7 @@ def fresh_dir(given: str | None, default_name: str, what: str, flag: str) -> Pat
         raise RunDirError(f"{flag} {path} is a file, not a directory; expected a new or empty "
                           "directory")
     if holds_files(path):
-        held = any((path / name).is_file() for name in ("config.json", "grid.json"))
+        held = RunPaths(path).config.is_file() or (path / GRID_MANIFEST).is_file()
         raise FileExistsError(f"{what} {path} already exists and is not empty; choose another "
                               f"{flag}" + (f", or go on with what it holds: --resume {path}"
                                            if held else ""))

@@ -516,6 +516,12 @@ def test_a_run_stopped_while_starting_is_started_again_in_its_directory(tmp_path
     with pytest.raises(FileExistsError, match=re.escape(
             f"not empty; choose another --run-dir, or go on with what it holds: --resume {run}")):
         fresh_dir(str(run), "x", "run directory", "--run-dir")
+    (run / "config.json").unlink()
+    (run / "grid.json").write_text("{}")  # a grid's directory: likewise
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"grid directory {run} already exists and is not empty; choose another "
+            f"--grid-dir, or go on with what it holds: --resume {run}")):
+        fresh_dir(str(run), "x", "grid directory", "--grid-dir")
 
 
 def test_resume_of_a_directory_of_other_files_does_not_say_start_it_again(tmp_path):

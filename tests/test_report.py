@@ -411,7 +411,6 @@ def test_a_setting_one_record_lacks_is_named_absent_and_longer_runs_warned_once(
     """A run recorded before a setting existed shows it as absent (not None); seeds of another
     --total-steps (one extended alone) get the settings warning alone, not a second one for
     their ends; steps print whole (1000000, not 1e+06)."""
-
     newer = dataclasses.replace(record("Pendulum-v1", "mlp", 1, total_steps=300),
                                 agent={"gamma": 0.99, "reward_scale": 0.1})
     newer.write(grid / "pendulum" / "mlp" / "s1")
