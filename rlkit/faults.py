@@ -38,7 +38,7 @@ import re
 import signal
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,7 @@ class TrainingInterrupted(Exception):  # noqa: N818 (a stop, not a failure)
 
 
 def nonfinite_rows(next_obs: np.ndarray, final_obs: np.ndarray, reward: np.ndarray, step: int,
-                   drop: bool, env_id: str | None = None) -> np.ndarray:
+                   drop: bool, names: Sequence[str] | None = None) -> np.ndarray:
     """Rows (envs) of a vector step with a non-finite value, shape ``(N,)``.
 
     Args:
@@ -172,7 +172,7 @@ def nonfinite_rows(next_obs: np.ndarray, final_obs: np.ndarray, reward: np.ndarr
         reward: ``(N,)``.
         step: the env step reached, for the message.
         drop: return the rows instead of raising.
-        env_id: the envs' id, named in the message beside the row.
+        names: each row's env id (:func:`row_names`), named in the message beside the row.
 
     Raises:
         NonFiniteError: a row is non-finite and ``drop`` is false.
@@ -187,9 +187,8 @@ def nonfinite_rows(next_obs: np.ndarray, final_obs: np.ndarray, reward: np.ndarr
         i = int(np.flatnonzero(bad)[0])
         what = [name for name, b in (("observation", bad_next[i] or bad_final[i]),
                                      ("reward", bad_reward[i])) if b]
-        who = f"env {i}" if env_id is None else f"env {env_id} (vector index {i})"
         raise NonFiniteError(
-            f"{who} returned a non-finite {' and '.join(what)} at step {step} "
+            f"{env_row(i, names)} returned a non-finite {' and '.join(what)} at step {step} "
             f"(reward={reward[i]}); expected finite values (drop_nonfinite / "
             "--drop-nonfinite drops such transitions instead)"
         )
@@ -264,6 +263,21 @@ def env_name(env: Any) -> str:
     if spec is None and sub_envs(env):
         spec = getattr(sub_envs(env)[0], "spec", None)
     return spec.id if spec is not None else type(env).__name__
+
+
+def row_names(envs: Any) -> list[str] | None:
+    """The id of each row of a vector env: its sub-envs' own, or the vector env's for every
+    row where it does not expose them; None where no id is known."""
+    subs = sub_envs(envs)
+    specs = [getattr(s, "spec", None) for s in subs] if subs else \
+        [getattr(envs, "spec", None)] * envs.num_envs
+    return None if any(s is None for s in specs) else [s.id for s in specs]
+
+
+def env_row(i: int, names: Sequence[str] | None) -> str:
+    """Row ``i`` of a vector env in a message: ``env ID (vector index i)``, or ``env i``
+    where the ids are not known (``names`` None, :func:`row_names`)."""
+    return f"env {i}" if names is None else f"env {names[i]} (vector index {i})"
 
 
 @contextlib.contextmanager

@@ -47,8 +47,9 @@ from rlkit.faults import (
     NonFiniteLossError,
     TrainingInterrupted,
     env_calls,
-    env_name,
+    env_row,
     nonfinite_rows,
+    row_names,
     stop_signals,
 )
 from rlkit.loopstate import CheckpointClock, LoopState, loop_checkpoint, restore_loop
@@ -114,6 +115,7 @@ class Trainer:
                  checkpoint_meta: dict[str, Any] | None = None,
                  eval_policy: Policy | None = None) -> None:
         self.agent, self.envs, self.buffer = agent, envs, buffer
+        self._row_names = row_names(envs)  # each row's env id, for messages
         self.eval_policy: Policy = agent if eval_policy is None else eval_policy
         self.eval_env = GuardedEnv(eval_env, "evaluation")
         self.noise, self.cfg, self.logger, self.rng, self.device = noise, cfg, logger, rng, device
@@ -202,7 +204,7 @@ class Trainer:
         for i in np.flatnonzero(done):
             real_next[i] = info["final_obs"][i]
         bad = nonfinite_rows(next_obs, real_next, reward, self.step + n, cfg.drop_nonfinite,
-                             env_name(self.envs))
+                             self._row_names)
         dropped = self.buffer.add(loop.obs, action, reward, real_next, term, trunc,
                                   states=loop.state if self.buffer.wants_states else None,
                                   keep=~bad if bad.any() else None)
@@ -244,9 +246,9 @@ class Trainer:
             with env_calls(subs[i], "reset"):
                 first, _ = subs[i].reset()
             if not np.isfinite(first).all():
-                raise NonFiniteError(f"env {env_name(subs[i])} (vector index {i}) returned a "
-                                     f"non-finite observation from reset "
-                                     f"at step {self.step + self.envs.num_envs}")
+                raise NonFiniteError(f"{env_row(i, self._row_names)} returned a non-finite "
+                                     f"observation from reset at step "
+                                     f"{self.step + self.envs.num_envs}")
             obs[i] = first
 
     def _learn(self) -> None:

@@ -1587,3 +1587,24 @@ def test_a_run_stopped_on_its_last_step_resumes_to_its_final_evaluation(tmp_path
     assert result["step"] == end and result["eval_return_mean"] == rows[-1]["eval_return_mean"]
     assert load_checkpoint(run / "checkpoint.pt")["kind"] == "final"
     assert read_metrics(run)[-1] == rows[-1] | {"wall_time": read_metrics(run)[-1]["wall_time"]}
+
+
+def test_each_row_of_a_vector_env_is_named_by_its_own_id_or_by_its_index():
+    import gymnasium as gym
+
+    from rlkit.faults import env_row, row_names
+
+    mixed = gym.vector.SyncVectorEnv([lambda: gym.make("rlkit-test/NaNObsEven-v0"),
+                                      lambda: gym.make("rlkit-test/NaNObsOdd-v0")])
+    assert row_names(mixed) == ["rlkit-test/NaNObsEven-v0", "rlkit-test/NaNObsOdd-v0"]
+    assert env_row(1, row_names(mixed)) == "env rlkit-test/NaNObsOdd-v0 (vector index 1)"
+    from gymnasium.envs.classic_control import PendulumEnv
+
+    unnamed = gym.vector.SyncVectorEnv([PendulumEnv] * 2)  # built without gym.make: no spec
+    assert row_names(unnamed) is None and env_row(1, None) == "env 1"  # no id: the index
+    hidden = gym.make_vec("Pendulum-v1", num_envs=2, vectorization_mode="async")
+    try:  # sub-envs in other processes: the vector env's own id for every row
+        assert row_names(hidden) == ["Pendulum-v1", "Pendulum-v1"]
+    finally:
+        hidden.close()
+    mixed.close(), unnamed.close()
