@@ -83,7 +83,8 @@ class DDPGConfig:
     reward_scale: float = 1.0
     """The critics learn ``reward_scale`` times the return: the TD target takes
     ``reward_scale * r_t`` (Henderson et al. 2018: DDPG is sensitive to it). Only the target:
-    the encoders' previous-reward input, the logged and evaluated returns are the env's."""
+    the encoders' previous-reward input and the evaluated returns are the env's; the logged
+    Q values and critic losses are in the scaled units."""
     tau: float = 0.005
     """Polyak averaging rate of the target networks."""
     average_tau: float | None = None
