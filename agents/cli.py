@@ -119,7 +119,6 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
     return _launch_grid(cfg.grid, cfg.loop.progress, runs, grid_dir, new=True, created=created)
 
 
-
 def write_manifest(grid_dir: Path, runs: Sequence[GridRun]) -> None:
     """Write ``GRID_DIR/grid.json``: every run's name and config."""
     path = grid_dir / GRID_MANIFEST
