@@ -193,7 +193,7 @@ def _refuse_unstarted_grid_run(run_dir: Path) -> None:
         ValueError: naming ``--resume GRID``.
     """
     grid_dir = run_dir.parent
-    if run_dir.is_file() or (run_dir / "config.json").exists() or not is_grid_dir(grid_dir):
+    if run_dir.is_file() or RunPaths(run_dir).config.exists() or not is_grid_dir(grid_dir):
         return
     with contextlib.suppress(RunDirError):
         if run_dir.name in read_manifest(grid_dir):
@@ -226,14 +226,14 @@ def resume_runs(grid_dir: Path, runs: Sequence[GridRun], given: dict | None = No
     done, todo = [], []
     for r in runs:
         run_dir = grid_dir / r.name
+        started = RunPaths(run_dir).config.is_file()
         own = dict(given or {})
         if floor is not None and "total_steps" not in own:
             with contextlib.suppress(ValueError, OSError):  # resuming it says what is wrong
-                end = (RunRecord.read(run_dir).loop if (run_dir / "config.json").is_file()
-                       else r.config.loop).total_steps
+                end = (RunRecord.read(run_dir).loop if started else r.config.loop).total_steps
                 if end < floor:
                     own["total_steps"] = floor
-        if not (run_dir / "config.json").is_file():  # never started
+        if not started:
             todo.append(GridRun(r.name, replace_fields(r.config, **own)) if own else r)
         elif (final := _finished(run_dir, own.get("total_steps"))) is not None:
             done.append(RunOutcome(r.name, run_dir, result=final))
