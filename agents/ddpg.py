@@ -52,6 +52,7 @@ from rlkit.buffers import SequenceBatch
 from rlkit.checkpoint import load_optimizer_state
 from rlkit.compile import CompiledFunction, mark_step_begin
 from rlkit.losses import grad_norm, polyak_update
+from rlkit.normalize import RunningNorm
 from rlkit.precision import MixedPrecision, PrecisionConfig
 from rlkit.rundir import RunRecord
 
@@ -149,6 +150,12 @@ class DDPGConfig:
     """Widths ``(observation, action, reward)`` of separate ``Linear -> ReLU`` embedders of the
     encoders' inputs before the backbone (pomdp-baselines' 32, 8, 8;
     :class:`agents.networks.InputEmbed`); empty: the backbone takes the inputs as they are."""
+    input_norm: bool = False
+    """The encoders see the observation and the previous reward normalised per feature, by
+    the mean and standard deviation of the steps before learning starts (random actions;
+    :class:`rlkit.normalize.RunningNorm`, clipped to [-10, 10]), fixed from the first update
+    on, so acting and training normalise alike. The previous action, within its bounds, and the
+    rewards of the TD target stay as they are. Needs ``learning_starts`` > 0."""
     critic_norm: bool = False
     """Each hidden layer of the critics' heads is normalised (LayerNorm, no scale or shift)
     before its ReLU, as RLPD's critics (Ball et al. 2023): Q's features keep one scale however
@@ -450,6 +457,9 @@ class DDPG(nn.Module):
         self._target_params = list(targets.parameters())
         self._average_pairs = None if self.actor_average is None else (
             list(self.actor_average.parameters()), list(self.actor.parameters()))
+        # the encoders' inputs on one scale (input_norm): shown the steps before learning starts
+        self.obs_norm = RunningNorm(obs_dim) if cfg.input_norm else None
+        self.reward_norm = RunningNorm(1) if cfg.input_norm else None
         self.noise_gen: torch.Generator | None = None  # TD3 target smoothing draws from it
         self.num_updates = 0
         # running means of the critics' and the actor's clipped gradient norms (spike_clip);
@@ -494,6 +504,7 @@ class DDPG(nn.Module):
                 ``prev_reward`` left out where an encoder takes it (named, with the shape).
         """
         self._check_act_inputs(obs, prev_action, prev_reward, track_critic)
+        obs, prev_reward = self.normed_inputs(obs, prev_reward)
         if state is None:
             state = self.initial_state(obs.shape[0])
         elif not isinstance(state, AgentState):
@@ -512,6 +523,25 @@ class DDPG(nn.Module):
                     stepped[id(c.encoder)] = c.encoder.step(x, s)[1]
             critic_states = tuple(stepped[id(c.encoder)] for c in self.critics)
         return action, AgentState(actor_state, critic_states)
+
+    @torch.no_grad()
+    def observe_inputs(self, obs: Tensor, reward: Tensor) -> None:
+        """Show the input norms (``input_norm``) a step of N envs: ``obs`` ``(N, obs_dim)``,
+        ``reward`` ``(N,)``; nothing without them. The training loop shows them the steps
+        before learning starts."""
+        if self.obs_norm is not None and self.reward_norm is not None:
+            self.obs_norm.update(obs)
+            self.reward_norm.update(reward.reshape(-1, 1))
+
+    def normed_inputs(self, obs: Tensor, prev_reward: Tensor | None
+                      ) -> tuple[Tensor, Tensor | None]:
+        """The observation ``(..., obs_dim)`` and previous reward ``(...)`` as the encoders
+        see them: normalised with ``input_norm``, else as they are."""
+        if self.obs_norm is None or self.reward_norm is None:
+            return obs, prev_reward
+        if prev_reward is not None:
+            prev_reward = self.reward_norm(prev_reward[..., None])[..., 0]
+        return self.obs_norm(obs), prev_reward
 
     def _check_act_inputs(self, obs: Tensor, prev_action: Tensor | None,
                           prev_reward: Tensor | None, track_critic: bool) -> None:
@@ -613,6 +643,9 @@ class DDPG(nn.Module):
             ValueError: a field of ``batch`` has the wrong shape (named).
         """
         batch.check(self.obs_dim, self.action_dim)
+        if self.obs_norm is not None:  # the inputs only: the TD target's rewards stay
+            obs, prev_reward = self.normed_inputs(batch.obs, batch.prev_reward)
+            batch = batch._replace(obs=obs, prev_reward=prev_reward)
         amp, compiled = self.amp, isinstance(self._critic_fn, CompiledFunction)
         if compiled:
             mark_step_begin(self._critic_fn, self._actor_fn)
@@ -718,6 +751,8 @@ class DDPG(nn.Module):
             "grad_norm_mean": {"critic": self.grad_norm_mean[0].item(),
                                "actor": self.grad_norm_mean[1].item()},
             "precision": self.amp.state_dict(),
+            **({} if self.obs_norm is None or self.reward_norm is None else {"input_norm": {
+                "obs": self.obs_norm.state_dict(), "reward": self.reward_norm.state_dict()}}),
         }
 
     def load_checkpoint_state(self, state: dict[str, dict]) -> None:
@@ -731,6 +766,12 @@ class DDPG(nn.Module):
                 raise ValueError("this agent keeps an average of the actor (--agent.average-tau "
                                  f"{self.cfg.average_tau}) but the checkpoint has none")
             self.actor_average.load_state_dict(state["actor_average"])
+        if self.obs_norm is not None and self.reward_norm is not None:
+            if "input_norm" not in state:
+                raise ValueError("this agent normalises its encoders' inputs "
+                                 "(--agent.input-norm) but the checkpoint has no input norms")
+            self.obs_norm.load_state_dict(state["input_norm"]["obs"])
+            self.reward_norm.load_state_dict(state["input_norm"]["reward"])
         load_optimizer_state(self.actor_opt, state["actor_opt"])
         load_optimizer_state(self.critic_opt, state["critic_opt"])
         self.num_updates = int(state["counters"]["num_updates"])
@@ -777,6 +818,7 @@ class ActorCopyPolicy:
             prev_reward: Tensor | None = None) -> tuple[Tensor, State]:
         """Actions ``(N, act_dim)`` for one step of N environments, and the new state."""
         self.agent._check_act_inputs(obs, prev_action, prev_reward, track_critic=False)
+        obs, prev_reward = self.agent.normed_inputs(obs, prev_reward)
         x = self.agent.cfg.actor_inputs(obs, prev_action, prev_reward)
         return self.actor.step(x, state)
 

@@ -114,6 +114,10 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
     else:
         agent = a
     agent.check_embed_inputs()
+    if agent.input_norm and cfg.loop.learning_starts == 0:
+        raise ValueError("--agent.input-norm takes the scale of the encoders' inputs from the "
+                         "random-action steps before learning starts; got --learning-starts 0 "
+                         "(expected --learning-starts > 0)")
     return dataclasses.replace(cfg, replay=replay, agent=agent)
 
 

@@ -69,6 +69,10 @@ class Agent(Protocol):
             prev_reward: Tensor | None = None, track_critic: bool = False
             ) -> tuple[Tensor, Any]: ...
 
+    def observe_inputs(self, obs: Tensor, reward: Tensor) -> None:
+        """Shown each step before learning starts (``(N, obs_dim)``, ``(N,)``), e.g. to fix
+        the scale of the agent's inputs; may do nothing."""
+
     def update(self, batch: SequenceBatch) -> dict[str, Tensor]: ...
 
     def checkpoint_state(self) -> dict[str, Any]: ...
@@ -209,6 +213,11 @@ class Trainer:
                                   states=loop.state if self.buffer.wants_states else None,
                                   keep=~bad if bad.any() else None)
         self.dropped_transitions += dropped
+        if self.step < cfg.learning_starts:  # the random-action steps fix the inputs' scale
+            keep = ~bad
+            self.agent.observe_inputs(obs_t[torch.as_tensor(keep, device=dev)],
+                                      torch.as_tensor(reward[keep], device=dev,
+                                                      dtype=torch.float32))
         cut = bad
         if dropped > bad.sum():
             # The buffer dropped the whole step (one row per env) and every stream starts a
