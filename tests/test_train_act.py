@@ -48,10 +48,14 @@ class Episodes(gym.Env):
 
 
 class Recorder:
-    """The agent, recording the deterministic action of every ``act`` call."""
+    """The agent, recording the deterministic action of every ``act`` call; its updates change
+    nothing (the parameters stay fixed)."""
 
     def __init__(self, agent: DDPG) -> None:
         self.agent, self.actions = agent, []
+
+    def update(self, batch):
+        return {"critic_loss": torch.zeros(())}
 
     def __getattr__(self, name):
         return getattr(self.agent, name)
@@ -62,13 +66,15 @@ class Recorder:
         return action, state
 
 
-def acted(backbone: str, replay: ReplayConfig, tmp_path, head_obs: bool = False
+def acted(backbone: str, replay: ReplayConfig, tmp_path, head_obs: bool = False,
+          input_norm: bool = False, learning_starts: int = 10**6
           ) -> tuple[DDPG, SequenceReplayBuffer, torch.Tensor]:
     """Run the training loop without updates (the parameters stay fixed); returns the agent,
     the filled buffer and the acted actions ``(2, STEPS, 2)`` by env and stream index."""
     torch.manual_seed(0)
     cfg = DDPGConfig(head_hidden=(16,), actor_prev_action=True, critic_prev_action=True,
-                     actor_prev_reward=True, critic_prev_reward=True, head_obs=head_obs)
+                     actor_prev_reward=True, critic_prev_reward=True, head_obs=head_obs,
+                     input_norm=input_norm)
     bcfg = backbone_config(backbone, 16, 2, context=CONTEXT)
     agent = DDPG(3, -2 * torch.ones(2), 2 * torch.ones(2), backbone, bcfg, cfg)
     rec = Recorder(agent)
@@ -77,7 +83,7 @@ def acted(backbone: str, replay: ReplayConfig, tmp_path, head_obs: bool = False
     buffer = SequenceReplayBuffer(replay, num_envs=2, obs_dim=3, action_dim=2,
                                   generator=torch.Generator().manual_seed(0),
                                   state_example=agent.initial_state(1))
-    loop = LoopConfig(total_steps=2 * STEPS, learning_starts=10**6, eval_every=0,
+    loop = LoopConfig(total_steps=2 * STEPS, learning_starts=learning_starts, eval_every=0,
                       eval_episodes=1, log_every=10**6, progress=False)
     trainer = Trainer(rec, envs=envs, eval_env=Episodes(), buffer=buffer,
                       noise=GaussianNoise(2, 2, 0.1, np.random.default_rng(0)), cfg=loop,
@@ -96,7 +102,8 @@ def trained_on(agent: DDPG, buffer: SequenceReplayBuffer, env: int, start: int
     ``start`` (what the actor loss differentiates), and how many of its steps lie in the
     episode."""
     b = buffer._gather(torch.tensor([env]), torch.tensor([start]))
-    x = agent.cfg.actor_inputs(b.obs, b.prev_action, b.prev_reward)[:, :-1]
+    obs, prev_reward = agent.normed_inputs(b.obs, b.prev_reward)  # as DDPG.update does
+    x = agent.cfg.actor_inputs(obs, b.prev_action, prev_reward)[:, :-1]
     state = None if b.states is None else b.states.actor
     actions, _ = agent.actor(x, state)  # (1, L, 2)
     return actions[0], _valid(buffer, env, start)
@@ -170,6 +177,38 @@ def test_heads_that_see_the_observation_train_on_what_the_agent_acts_on(backbone
                           window_start="any")
     agent, buffer, actions = acted(backbone, stored, tmp_path / "stored", head_obs=True)
     assert compare(agent, buffer, actions, lambda env: stored_starts(buffer, env)) > 60
+
+
+@pytest.mark.parametrize("backbone", ["gru", "transformer"])
+def test_normalised_inputs_train_on_what_the_agent_acts_on_once_learning_starts(backbone,
+                                                                                  tmp_path):
+    """``--agent.input-norm``: the norms are shown the steps before learning starts and fixed
+    after; windows acted after that train on what was acted (whole episodes and stored
+    states), and windows acted while the statistics still moved do not (what keeping them
+    moving would do to every window)."""
+    first = 10  # vector steps of random actions (learning_starts counts env steps: 2 a step)
+    whole = ReplayConfig(buffer_size=1000, seq_len=12, window_start="episode")
+    agent, buffer, actions = acted(backbone, whole, tmp_path / "whole", input_norm=True,
+                                   learning_starts=2 * first)
+    assert agent.obs_norm.count.item() == pytest.approx(2 * first, abs=1e-3)
+    shown = buffer.obs[:, :first].reshape(-1, 3).double()  # (20, 3)
+    torch.testing.assert_close(agent.obs_norm.mean, shown.mean(0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(agent.reward_norm.mean, buffer.reward[:, :first].double().mean()
+                               [None], atol=1e-4, rtol=0)
+    assert compare(agent, buffer, actions, lambda env: [
+        t for t in episode_starts(buffer, env) if t >= first]) >= 2 * (STEPS - first) - 24
+    early = [(env, t) for env in range(2) for t in episode_starts(buffer, env) if t < first]
+    assert early and all(not torch.allclose(
+        trained_on(agent, buffer, env, t)[0][:2], actions[env, t:t + 2], atol=2e-5, rtol=0)
+        for env, t in early)
+    if backbone == "transformer":
+        return
+    stored = ReplayConfig(buffer_size=1000, seq_len=6, state_mode="stored", burn_in=2,
+                          window_start="any")
+    agent, buffer, actions = acted(backbone, stored, tmp_path / "stored", input_norm=True,
+                                   learning_starts=2 * first)
+    assert compare(agent, buffer, actions, lambda env: [
+        t for t in stored_starts(buffer, env) if t >= first]) > 40
 
 
 @pytest.mark.parametrize("backbone", MEMORY)
