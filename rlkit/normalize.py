@@ -6,9 +6,10 @@ saturate on large inputs. :class:`RunningNorm` keeps the mean and variance of th
 shown (Chan et al.'s parallel update, as Stable-Baselines3's ``RunningMeanStd``) and maps ``x``
 to ``clip((x - mean) / sqrt(var + eps), -clip, clip)``.
 
-Who shows it values decides what training sees: ``train.py`` shows it only the steps before
-learning starts, so the statistics are fixed while the agent learns, and acting and training
-normalise every step alike (train == act holds at every update, as it does without it).
+Who shows it values decides what training sees: the training loop (:class:`rlkit.trainer.Trainer`,
+through the agent's ``observe_inputs``) shows it only the steps before learning starts, so the
+statistics are fixed while the agent learns, and acting and training normalise every step alike
+(train == act holds at every update, as it does without it).
 """
 
 from __future__ import annotations
