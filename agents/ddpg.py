@@ -772,6 +772,9 @@ class DDPG(nn.Module):
                                  "(--agent.input-norm) but the checkpoint has no input norms")
             self.obs_norm.load_state_dict(state["input_norm"]["obs"])
             self.reward_norm.load_state_dict(state["input_norm"]["reward"])
+        elif "input_norm" in state:  # its weights expect normalised inputs
+            raise ValueError("the checkpoint's agent normalises its encoders' inputs "
+                             "(--agent.input-norm) but this agent does not")
         load_optimizer_state(self.actor_opt, state["actor_opt"])
         load_optimizer_state(self.critic_opt, state["critic_opt"])
         self.num_updates = int(state["counters"]["num_updates"])

@@ -125,7 +125,7 @@ def test_an_update_normalises_the_inputs_and_leaves_the_td_targets_rewards_raw()
     assert not torch.allclose(wrong["critic_loss"], normed.update(b)["critic_loss"])
 
 
-def test_input_norms_are_saved_and_a_checkpoint_without_them_is_refused():
+def test_input_norms_are_saved_and_a_checkpoint_that_disagrees_is_refused_both_ways():
     _, normed = _agents()
     saved = copy.deepcopy(normed.checkpoint_state())
     torch.manual_seed(0)
@@ -140,6 +140,11 @@ def test_input_norms_are_saved_and_a_checkpoint_without_them_is_refused():
                                          r"input norms"):
         DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=16), normed.cfg
              ).load_checkpoint_state(old)
+    plain = DDPG(3, LOW, HIGH, "gru", BackboneConfig(d_model=16),
+                 dataclasses.replace(normed.cfg, input_norm=False))
+    with pytest.raises(ValueError, match=r"the checkpoint's agent normalises its encoders' "
+                                         r"inputs \(--agent.input-norm\) but this agent does not"):
+        plain.load_checkpoint_state(saved)
 
 
 def test_input_norm_without_random_action_steps_is_refused_by_name():
