@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.checkpoint import CheckpointError, load_checkpoint
-from rlkit.rundir import dir_arg
+from rlkit.rundir import RunPaths, dir_arg
 from rlkit.runlog import read_metrics
 from rlkit.seeding import seed_everything
 
@@ -255,7 +255,7 @@ def edit_config(change: Callable[[dict[str, Any]], Any] | bytes) -> Callable[[Ct
     """Copy the base run, then rewrite its config.json (a function of the JSON, or bytes)."""
     def setup(ctx: Ctx) -> None:
         run = copy_base(ctx)
-        path = run / "config.json"
+        path = RunPaths(run).config
         if isinstance(change, bytes):
             path.write_bytes(change)
         else:

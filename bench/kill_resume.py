@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from rlkit.checkpoint import load_checkpoint
-from rlkit.rundir import dir_arg
+from rlkit.rundir import RunPaths, dir_arg
 from rlkit.runlog import read_metrics
 
 TIMING = {"wall_time", "sps", "updates_per_s", "peak_memory_mb"}
@@ -122,7 +122,7 @@ def main() -> int:
         while True:
             # killed before it wrote config.json: nothing to resume, start it again (the
             # message of --resume says so); else resume
-            fresh = n == 0 or not (run / "config.json").exists()
+            fresh = n == 0 or not RunPaths(run).config.exists()
             proc = _start(args if fresh else ["--resume", str(run), *extra])
             at = None
             if kills < a.kills and (n == 0 or rng.random() < a.again):

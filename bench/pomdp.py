@@ -77,7 +77,7 @@ from rlkit.backbones import BACKBONE_NAMES
 from rlkit.config import EVAL_POLICIES
 from rlkit.faults import EnvError
 from rlkit.launch import GridInterrupted, GridRun, RunOutcome, launch
-from rlkit.rundir import RunRecord, dir_arg
+from rlkit.rundir import RunPaths, RunRecord, dir_arg
 from rlkit.runlog import read_metrics
 from rlkit.seeding import eval_env_seed
 
@@ -141,8 +141,8 @@ def _recorded(runs: list[GridRun], out: Path, first: train.TrainConfig, flags: l
     place of what the command line's flags resolve to, and the settings line's flags (none
     when read from the runs: a grid run with other flags is then described as it ran)."""
     recorded = [GridRun(r.name, train.TrainConfig.from_record(RunRecord.read(out / r.name)))
-                if (out / r.name / "config.json").is_file() else r for r in runs]
-    dirs = [r for r in runs if (out / r.name / "config.json").is_file()]
+                if RunPaths(out / r.name).config.is_file() else r for r in runs]
+    dirs = [r for r in runs if RunPaths(out / r.name).config.is_file()]
     if not dirs:
         return runs, first, flags
     first = next(r.config for r in recorded if r.name == dirs[0].name)
@@ -158,7 +158,7 @@ def _recorded_env(p: argparse.ArgumentParser, out: Path, runs: list[GridRun], ow
         SystemExit: runs on several envs, or not on the ``--env`` given.
     """
     ids = {r.config.env.id: registered_id(r.config.env.id) for r in runs
-           if (out / r.name / "config.json").is_file()}
+           if RunPaths(out / r.name).config.is_file()}
     ran = sorted({min(i for i in ids if ids[i] == task) for task in set(ids.values())})
     if len(ran) > 1:  # one task named two ways is one
         p.error(f"--summarize {out}: its runs are on several envs ({', '.join(ran)}); name "
@@ -174,7 +174,7 @@ def _settings(first: train.TrainConfig, flags: list[str], outcomes: list[RunOutc
     """The settings line above the table: the runs' configuration, the policy their
     evaluations logged (read from the runs where they exist) and what "final" means."""
     logged = sorted({RunRecord.read(o.run_dir).loop.eval_policy for o in outcomes
-                     if (o.run_dir / "config.json").is_file()}) or [first.loop.eval_policy]
+                     if RunPaths(o.run_dir).config.is_file()}) or [first.loop.eval_policy]
     final = (f"the final checkpoint's {final_policy} on each run's own "
              f"{first.loop.eval_episodes} evaluation episodes" if final_policy else
              f"mean of the last {last_k} evaluation(s) of {first.loop.eval_episodes} episodes")
