@@ -153,8 +153,10 @@ class DDPGConfig:
     input_norm: bool = False
     """The encoders see the observation and the previous reward normalised per feature, by
     the mean and standard deviation of the steps before learning starts (random actions;
-    :class:`rlkit.normalize.RunningNorm`, clipped to [-10, 10]), fixed from the first update
-    on, so acting and training normalise alike. The previous action, within its bounds, and the
+    :class:`rlkit.normalize.RunningNorm`, clipped to [-10, 10]; a feature constant over them is
+    centred only), fixed from the first update on, so that an episode started after that is
+    normalised alike when acted and when trained on (earlier steps are replayed with the fixed
+    statistics, as with the current weights). The previous action, within its bounds, and the
     rewards of the TD target stay as they are. Needs ``learning_starts`` > 0."""
     critic_norm: bool = False
     """Each hidden layer of the critics' heads is normalised (LayerNorm, no scale or shift)

@@ -8,8 +8,12 @@ to ``clip((x - mean) / sqrt(var + eps), -clip, clip)``.
 
 Who shows it values decides what training sees: the training loop (:class:`rlkit.trainer.Trainer`,
 through the agent's ``observe_inputs``) shows it only the steps before learning starts, so the
-statistics are fixed while the agent learns, and acting and training normalise every step alike
-(train == act holds at every update, as it does without it).
+statistics are fixed while the agent learns, as its weights are between two updates. An episode
+that starts after that is normalised alike when acted and when trained on (train == act, as
+without it). Steps acted while the statistics still moved (the random-action steps, and the rest
+of an episode in progress when learning starts) are replayed with the fixed statistics, as every
+step is replayed with the current weights; so are recurrent states stored then, which a burn-in
+refreshes.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from torch import Tensor, nn
 class RunningNorm(nn.Module):
     """Running mean and variance of ``dim`` features; calling it normalises ``(..., dim)``.
 
-    The statistics start at mean 0 and variance 1 with a weight of ``1e-4`` samples, so an
-    unshown norm is the identity and the first values shown replace them.
+    The statistics start at mean 0 and variance 1 with a weight of 0 rows: an unshown norm is
+    the identity, and the first values shown replace them.
 
     Args:
         dim: number of features (the last axis).
@@ -42,7 +46,7 @@ class RunningNorm(nn.Module):
         self.dim, self.clip, self.eps = dim, float(clip), float(eps)
         self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
         self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
-        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(0.0, dtype=torch.float64))
 
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
@@ -57,8 +61,10 @@ class RunningNorm(nn.Module):
         if x.shape[0] == 0:
             return
         x = x.to(self.mean.device, torch.float64)
-        if not torch.isfinite(x).all():
-            raise ValueError("values to normalise by must be finite, got a non-finite one")
+        if not (finite := torch.isfinite(x)).all():
+            row, col = (~finite).nonzero()[0].tolist()
+            raise ValueError(f"values to normalise by must be finite, got {x[row, col].item()} "
+                             f"in row {row}, feature {col}")
         n = x.shape[0]
         mean, var = x.mean(0), x.var(0, unbiased=False)  # (dim,)
         total = self.count + n
@@ -69,9 +75,12 @@ class RunningNorm(nn.Module):
         self.count.copy_(total)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x`` ``(..., dim)`` normalised and clipped, in ``x``'s dtype."""
+        """``x`` ``(..., dim)`` normalised and clipped, in ``x``'s dtype. A feature whose
+        variance is at most ``eps`` (constant in what was shown, as a sparse reward that stayed
+        0) is centred only: scaled by its tiny spread, any later change would hit the clip."""
         mean = self.mean.to(x.dtype)
-        std = torch.sqrt(self.var + self.eps).to(x.dtype)
+        spread = self.var > self.eps * (1.0 + self.mean.square())
+        std = torch.where(spread, torch.sqrt(self.var + self.eps), 1.0).to(x.dtype)
         return ((x - mean) / std).clamp(-self.clip, self.clip)
 
 

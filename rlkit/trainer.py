@@ -59,7 +59,9 @@ from rlkit.runlog import RunLogger
 
 
 class Agent(Protocol):
-    """What the loop needs from an agent (and, optionally, a ``noise_gen`` generator)."""
+    """What the loop needs from an agent. Optionally also a ``noise_gen`` generator, and an
+    ``observe_inputs(obs, reward)`` method, which the loop shows each step before learning
+    starts (``(N, obs_dim)`` and ``(N,)``, finite rows only; e.g. to fix its inputs' scale)."""
 
     def initial_state(self, batch_size: int) -> Any: ...
 
@@ -68,10 +70,6 @@ class Agent(Protocol):
     def act(self, obs: Tensor, state: Any, prev_action: Tensor | None = None,
             prev_reward: Tensor | None = None, track_critic: bool = False
             ) -> tuple[Tensor, Any]: ...
-
-    def observe_inputs(self, obs: Tensor, reward: Tensor) -> None:
-        """Shown each step before learning starts (``(N, obs_dim)``, ``(N,)``), e.g. to fix
-        the scale of the agent's inputs; may do nothing."""
 
     def update(self, batch: SequenceBatch) -> dict[str, Tensor]: ...
 
@@ -120,6 +118,8 @@ class Trainer:
                  eval_policy: Policy | None = None) -> None:
         self.agent, self.envs, self.buffer = agent, envs, buffer
         self._row_names = row_names(envs)  # each row's env id, for messages
+        # optional: shown each random-action step (e.g. to fix the scale of its inputs)
+        self._observe = getattr(agent, "observe_inputs", None)
         self.eval_policy: Policy = agent if eval_policy is None else eval_policy
         self.eval_env = GuardedEnv(eval_env, "evaluation")
         self.noise, self.cfg, self.logger, self.rng, self.device = noise, cfg, logger, rng, device
@@ -183,6 +183,9 @@ class Trainer:
         n, dev, cfg = self.envs.num_envs, self.device, self.cfg
         with env_calls(self.envs, "reset"):
             obs, _ = self.envs.reset(seed=self.env_seed)
+        for i in np.flatnonzero(~np.isfinite(obs).reshape(n, -1).all(axis=1)):
+            raise NonFiniteError(f"{env_row(i, self._row_names)} returned a non-finite "
+                                 f"observation from reset at step {self.step}")
         return LoopState(
             obs=obs, state=self.agent.initial_state(n),
             prev_action=torch.zeros(n, len(self.low), device=dev),
@@ -213,11 +216,10 @@ class Trainer:
                                   states=loop.state if self.buffer.wants_states else None,
                                   keep=~bad if bad.any() else None)
         self.dropped_transitions += dropped
-        if self.step < cfg.learning_starts:  # the random-action steps fix the inputs' scale
-            keep = ~bad
-            self.agent.observe_inputs(obs_t[torch.as_tensor(keep, device=dev)],
-                                      torch.as_tensor(reward[keep], device=dev,
-                                                      dtype=torch.float32))
+        if self._observe is not None and self.step < cfg.learning_starts:
+            keep = ~bad  # the random-action steps fix the scale of the agent's inputs
+            self._observe(obs_t[torch.as_tensor(keep, device=dev)],
+                          torch.as_tensor(reward[keep], device=dev, dtype=torch.float32))
         cut = bad
         if dropped > bad.sum():
             # The buffer dropped the whole step (one row per env) and every stream starts a

@@ -142,6 +142,8 @@ IDS = {
     "rlkit-test/NaNRewardEven-v0": {"fault": "nan_reward", "at": 250, "parity": 0},
     "rlkit-test/NaNResetOdd-v0": {"fault": "nan_reset", "at": 250, "parity": 1},
     "rlkit-test/NaNResetEven-v0": {"fault": "nan_reset", "at": 250, "parity": 0},
+    "rlkit-test/NaNFirstResetOdd-v0": {"fault": "nan_reset", "at": 0, "parity": 1},
+    "rlkit-test/NaNFirstResetEven-v0": {"fault": "nan_reset", "at": 0, "parity": 0},
     "rlkit-test/HugeReward-v0": {"fault": "huge_reward", "at": 150},
     "rlkit-test/Raise-v0": {"fault": "raise", "at": 30},
     "rlkit-test/RaiseOdd-v0": {"fault": "raise", "at": 30, "parity": 1},

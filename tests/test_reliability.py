@@ -805,6 +805,21 @@ def test_a_non_finite_observation_from_a_restart_names_the_env(tmp_path):
         train.main(cfg)
 
 
+@pytest.mark.parametrize("input_norm", [False, True])
+def test_a_non_finite_observation_from_the_first_reset_names_the_env_at_step_0(tmp_path,
+                                                                             input_norm):
+    """The first reset is checked as every later one: the run stops at step 0 naming the env
+    (it went unnoticed until that env's first step came back non-finite, and with
+    ``--agent.input-norm`` the norms refused it without naming the env)."""
+    kind = _fault_in_env_1("NaNFirstReset")
+    cfg = replace_fields(TINY, env=kind, num_envs=2, total_steps=600,
+                         run_dir=str(tmp_path / "run"), **{"agent.input_norm": input_norm})
+    with pytest.raises(NonFiniteError, match=rf"^env {kind.split(':')[1]} \(vector index 1\) "
+                                             r"returned a non-finite observation from reset at "
+                                             r"step 0$"):
+        train.main(cfg)
+
+
 @pytest.mark.parametrize(("backbone", "dropped", "stored"), [("mlp", 1, 599), ("gru", 2, 299)])
 def test_drop_nonfinite_drops_counts_and_goes_on(tmp_path, monkeypatch, backbone, dropped,
                                                 stored):

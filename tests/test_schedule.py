@@ -46,9 +46,6 @@ class CountingAgent:
     def act(self, obs, state, prev_action=None, prev_reward=None, track_critic=False):
         return torch.zeros(len(obs), 1), state
 
-    def observe_inputs(self, obs, reward):
-        pass
-
     def update(self, batch):
         self.update_steps.append(self.trainer.step)
         return {"critic_loss": torch.zeros(())}
