@@ -61,7 +61,8 @@ from rlkit.runlog import RunLogger
 class Agent(Protocol):
     """What the loop needs from an agent. Optionally also a ``noise_gen`` generator, and an
     ``observe_inputs(obs, reward)`` method, which the loop shows each step before learning
-    starts (``(N, obs_dim)`` and ``(N,)``, finite rows only; e.g. to fix its inputs' scale)."""
+    starts (``(N, obs_dim)`` and ``(N,)``, the rows whose step came back finite; e.g. to fix
+    its inputs' scale)."""
 
     def initial_state(self, batch_size: int) -> Any: ...
 
