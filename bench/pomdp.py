@@ -371,6 +371,22 @@ BENCH_RECORD = "bench.json"
 """The file of a grid directory that records the env and flags it was run with."""
 
 
+def _run_pair(name: str) -> tuple[str, int] | None:
+    """``(backbone, seed)`` of a grid run's name ``BACKBONE__sSEED``; None for another name."""
+    b, sep, s = name.rpartition("__s")
+    return (b, int(s)) if sep and b in BACKBONE_NAMES and s.isdigit() else None
+
+
+def _named_or_all(own: list[str], backbones: list[str], seeds: list[int],
+                  pairs: list[tuple[str, int]]) -> tuple[list[str], list[int]]:
+    """``--backbones`` / ``--seeds`` where given (``own``), else every one of ``pairs``."""
+    if "--backbones" not in own:
+        backbones = [b for b in BACKBONE_NAMES if any(b == f for f, _ in pairs)]
+    if "--seeds" not in own:
+        seeds = sorted({s for _, s in pairs})
+    return backbones, seeds
+
+
 def _grid_members(p: argparse.ArgumentParser, out: Path, own: list[str], backbones: list[str],
                   seeds: list[int]) -> tuple[list[str], list[int]]:
     """``--summarize``: the backbones and seeds of the runs in ``out`` (directories named
@@ -378,16 +394,11 @@ def _grid_members(p: argparse.ArgumentParser, out: Path, own: list[str], backbon
     if not out.is_dir():
         p.error(f"--summarize {out}: " + ("a file, not a grid directory" if out.exists() else
                                           "no such directory"))
-    names = [d.name.rpartition("__s") for d in sorted(out.iterdir()) if d.is_dir()]
-    found = [(b, int(s)) for b, sep, s in names if sep and b in BACKBONE_NAMES and s.isdigit()]
+    found = [pair for d in sorted(out.iterdir()) if d.is_dir() and (pair := _run_pair(d.name))]
     if not found and ("--backbones" not in own or "--seeds" not in own):
         p.error(f"--summarize {out}: no run directory named BACKBONE__sSEED there (or name "
                 "them with --backbones and --seeds)")
-    if "--backbones" not in own:
-        backbones = [b for b in BACKBONE_NAMES if any(b == f for f, _ in found)]
-    if "--seeds" not in own:
-        seeds = sorted({s for _, s in found})
-    return backbones, seeds
+    return _named_or_all(own, backbones, seeds, found)
 
 
 def _check_env(p: argparse.ArgumentParser, env: str) -> None:
@@ -427,11 +438,8 @@ def _resumed_members(p: argparse.ArgumentParser, out: Path, own: list[str], back
     """``--resume``: the grid's own backbones and seeds (its record's ``members``), unless
     ``--backbones`` / ``--seeds`` name some of them; a run the grid does not have is refused
     (a mistyped backbone would start a new run)."""
-    pairs = [(b, int(s)) for b, _, s in (m.rpartition("__s") for m in members)]
-    if "--backbones" not in own:
-        backbones = [b for b in BACKBONE_NAMES if any(b == m for m, _ in pairs)]
-    if "--seeds" not in own:
-        seeds = sorted({s for _, s in pairs})
+    pairs = [pair for m in members if (pair := _run_pair(m))]
+    backbones, seeds = _named_or_all(own, backbones, seeds, pairs)
     new = [f"{b}__s{s}" for b in backbones for s in seeds if (b, s) not in pairs]
     if new:
         p.error(f"--resume {out}: the grid has no run {', '.join(new)}; its runs are "

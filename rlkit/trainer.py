@@ -184,9 +184,8 @@ class Trainer:
         n, dev, cfg = self.envs.num_envs, self.device, self.cfg
         with env_calls(self.envs, "reset"):
             obs, _ = self.envs.reset(seed=self.env_seed)
-        for i in np.flatnonzero(~np.isfinite(obs).reshape(n, -1).all(axis=1)):
-            raise NonFiniteError(f"{env_row(i, self._row_names)} returned a non-finite "
-                                 f"observation from reset at step {self.step}")
+        if not (finite := np.isfinite(obs).reshape(n, -1).all(axis=1)).all():
+            raise self._reset_error(int(np.argmin(finite)), self.step)
         return LoopState(
             obs=obs, state=self.agent.initial_state(n),
             prev_action=torch.zeros(n, len(self.low), device=dev),
@@ -258,10 +257,12 @@ class Trainer:
             with env_calls(subs[i], "reset"):
                 first, _ = subs[i].reset()
             if not np.isfinite(first).all():
-                raise NonFiniteError(f"{env_row(i, self._row_names)} returned a non-finite "
-                                     f"observation from reset at step "
-                                     f"{self.step + self.envs.num_envs}")
+                raise self._reset_error(i, self.step + self.envs.num_envs)
             obs[i] = first
+
+    def _reset_error(self, i: int, step: int) -> NonFiniteError:
+        return NonFiniteError(f"{env_row(i, self._row_names)} returned a non-finite "
+                              f"observation from reset at step {step}")
 
     def _learn(self) -> None:
         if self.step < self.cfg.learning_starts:
