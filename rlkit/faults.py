@@ -280,6 +280,21 @@ def env_row(i: int, names: Sequence[str] | None) -> str:
     return f"env {i}" if names is None else f"env {names[i]} (vector index {i})"
 
 
+def check_reset_obs(obs: np.ndarray, rows: Sequence[int], names: Sequence[str] | None,
+                    step: int) -> None:
+    """Refuse a reset whose first observation is not finite in one of ``rows`` (row ``i``
+    of ``obs`` is the first observation of vector index ``i``).
+
+    Raises:
+        NonFiniteError: ``env ID (vector index i) returned a non-finite observation from
+            reset at step N`` (the first such row).
+    """
+    for i in rows:
+        if not np.isfinite(obs[i]).all():
+            raise NonFiniteError(f"{env_row(i, names)} returned a non-finite observation "
+                                 f"from reset at step {step}")
+
+
 @contextlib.contextmanager
 def env_calls(env: Any, call: str, step: int | None = None) -> Iterator[None]:
     """Raise an exception of the env's ``call`` in the block as :class:`EnvError` (its

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from rlkit.checkpoint import CheckpointError, check_state_dict
 from rlkit.envstate import restore_env, snapshot_env, sub_envs
-from rlkit.faults import env_calls
+from rlkit.faults import check_reset_obs, env_calls, row_names
 from rlkit.seeding import global_rng_state, set_global_rng_state
 from rlkit.tree import tree_map
 
@@ -192,6 +192,8 @@ def _restore_envs(tr: Loop, snapshots: list[dict[str, Any]] | None) -> None:
 
 
 def _restart_on_resume(tr: Loop, mask: np.ndarray) -> None:
+    """Restart the episodes of the envs in ``mask`` at the resumed step (their first
+    observations checked as every reset's is)."""
     loop, dev = tr.loop, tr.device
     subs = sub_envs(tr.envs)
     if subs is None:
@@ -201,6 +203,7 @@ def _restart_on_resume(tr: Loop, mask: np.ndarray) -> None:
         for i in np.flatnonzero(mask):
             with env_calls(subs[i], "reset"):
                 loop.obs[i] = subs[i].reset()[0]
+    check_reset_obs(loop.obs, np.flatnonzero(mask), row_names(tr.envs), tr.step)
     mask_t = torch.as_tensor(mask, device=dev)
     loop.state = tr.agent.reset_state(loop.state, mask_t)
     tr.noise.reset(mask)

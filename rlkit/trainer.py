@@ -46,8 +46,8 @@ from rlkit.faults import (
     NonFiniteError,
     NonFiniteLossError,
     TrainingInterrupted,
+    check_reset_obs,
     env_calls,
-    env_row,
     nonfinite_rows,
     row_names,
     stop_signals,
@@ -184,8 +184,7 @@ class Trainer:
         n, dev, cfg = self.envs.num_envs, self.device, self.cfg
         with env_calls(self.envs, "reset"):
             obs, _ = self.envs.reset(seed=self.env_seed)
-        if not (finite := np.isfinite(obs).reshape(n, -1).all(axis=1)).all():
-            raise self._reset_error(int(np.argmin(finite)), self.step)
+        check_reset_obs(obs, range(n), self._row_names, self.step)
         return LoopState(
             obs=obs, state=self.agent.initial_state(n),
             prev_action=torch.zeros(n, len(self.low), device=dev),
@@ -256,13 +255,9 @@ class Trainer:
         for i in np.flatnonzero(mask):
             with env_calls(subs[i], "reset"):
                 first, _ = subs[i].reset()
-            if not np.isfinite(first).all():
-                raise self._reset_error(i, self.step + self.envs.num_envs)
             obs[i] = first
-
-    def _reset_error(self, i: int, step: int) -> NonFiniteError:
-        return NonFiniteError(f"{env_row(i, self._row_names)} returned a non-finite "
-                              f"observation from reset at step {step}")
+        check_reset_obs(obs, np.flatnonzero(mask), self._row_names,
+                        self.step + self.envs.num_envs)
 
     def _learn(self) -> None:
         if self.step < self.cfg.learning_starts:

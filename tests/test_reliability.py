@@ -202,6 +202,25 @@ def test_env_state_that_cannot_be_saved_restarts_the_episode_with_a_warning(tmp_
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 80
 
 
+def test_a_non_finite_observation_from_a_reset_on_resume_names_the_env(tmp_path, monkeypatch):
+    """An episode restarted on resume has its first observation checked as every reset's
+    is (it went into the replay unchecked)."""
+    run = tmp_path / "run"
+    train.main(replace_fields(TINY, env="faulty_envs:rlkit-test/Opaque-v0", run_dir=str(run)))
+    reset = faulty_envs.FaultyPendulum.reset
+
+    def nan_unless_seeded(self, *, seed=None, options=None):
+        obs, info = reset(self, seed=seed, options=options)
+        return (obs if seed is not None else np.full_like(obs, np.nan)), info
+
+    monkeypatch.setattr(faulty_envs.FaultyPendulum, "reset", nan_unless_seeded)
+    with pytest.warns(UserWarning, match="episode restarts"), \
+            pytest.raises(NonFiniteError, match=r"^env rlkit-test/Opaque-v0 \(vector index 0\) "
+                                                r"returned a non-finite observation from reset "
+                                                r"at step 60$"):
+        _resume(run, total_steps=80)
+
+
 # ----------------------------------------------------------------------------- kills, signals
 @pytest.mark.slow
 def test_sigkill_during_training_loses_at_most_one_checkpoint_interval(tmp_path):
