@@ -464,12 +464,16 @@ class Resumed(NamedTuple):
 
 
 def run_in(cfg: TrainConfig | Resumed, run_dir: str) -> dict[str, float]:
-    """One run of a grid: :func:`main` in ``run_dir``, without a progress bar."""
-    cfg, given = cfg if isinstance(cfg, Resumed) else (cfg, ())
+    """One run of a grid: :func:`main` in ``run_dir``, without a progress bar. A
+    :class:`Resumed` run continues the run in ``run_dir`` (wherever the grid is now, however
+    its path is written, and on Ray the worker's copy of it), not the one its ``--resume``
+    named when the grid was read."""
+    if isinstance(cfg, Resumed):
+        cfg, given = replace_fields(cfg.cfg, resume=run_dir), cfg.given
+    else:
+        cfg, given = replace_fields(cfg, run_dir=run_dir), ()
     with one_line_warnings():
-        return main(dataclasses.replace(
-            cfg, run=dataclasses.replace(cfg.run, run_dir=run_dir),
-            loop=dataclasses.replace(cfg.loop, progress=False)), given, recipe_applied=True)
+        return main(replace_fields(cfg, progress=False), given, recipe_applied=True)
 
 
 __all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "TrainConfig", "build", "check_fits",

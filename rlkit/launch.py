@@ -21,6 +21,7 @@ Local runs are one process each (``jobs`` at a time), in their own process group
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing as mp
 import os
 import signal
@@ -41,7 +42,7 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from rlkit.faults import COLOUR, EnvError, TrainingInterrupted, first_line
-from rlkit.rundir import RunPaths
+from rlkit.rundir import RunPaths, RunRecord
 from rlkit.signals import on_stop_signals
 
 Launcher = Literal["local", "ray"]
@@ -205,18 +206,38 @@ RAY_TASK_THREADS = 1
 """Torch threads of each Ray task (Ray schedules a task on one CPU)."""
 
 
-def _run_remote(fn: RunFn, config: Any, name: str) -> tuple[dict[str, float], dict[str, bytes]]:
-    """Ray task body: train in a scratch directory, return the result and the run's files."""
+def _run_files(run_dir: Path) -> dict[str, bytes]:
+    """Every file under ``run_dir`` by its relative path (none where it does not exist)."""
+    return {str(p.relative_to(run_dir)): p.read_bytes()
+            for p in run_dir.rglob("*") if p.is_file()} if run_dir.is_dir() else {}
+
+
+def _run_remote(fn: RunFn, config: Any, name: str, files: dict[str, bytes]
+                ) -> tuple[dict[str, float], dict[str, bytes]]:
+    """Ray task body: put ``files`` (what the run's directory holds already: a resumed run's
+    checkpoint and logs) in a scratch directory, train there, return the result and the run's
+    files."""
     import torch
 
     torch.set_num_threads(RAY_TASK_THREADS)
     torch.compiler.reset()  # a worker's earlier runs leave no compiled code to this one
     with _run_warnings(name), tempfile.TemporaryDirectory(prefix="rlkit-ray-") as tmp:
         run_dir = Path(tmp) / name
+        for rel, data in files.items():
+            (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (run_dir / rel).write_bytes(data)
         result = fn(config, str(run_dir))
-        files = {str(p.relative_to(run_dir)): p.read_bytes()
-                 for p in run_dir.rglob("*") if p.is_file()}
+        files = _run_files(run_dir)
     return result, files
+
+
+def _record_home(run_dir: Path) -> None:
+    """Make the ``config.json`` of a run that came back from a Ray worker name ``run_dir``,
+    where the run now is, instead of the worker's scratch directory."""
+    if RunPaths(run_dir).config.is_file():
+        record = RunRecord.read(run_dir)
+        dataclasses.replace(record, run=dataclasses.replace(record.run, run_dir=str(run_dir))
+                            ).write(run_dir)
 
 
 def launch(
@@ -467,7 +488,8 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
         _connect_ray(ray, ray_address, jobs)
     try:
         task = ray.remote(num_cpus=RAY_TASK_THREADS, max_retries=0)(_run_remote)
-        refs = {task.remote(fn, r.config, r.name): r.name for r in runs}
+        refs = {task.remote(fn, r.config, r.name, _run_files(outcomes[r.name].run_dir)): r.name
+                for r in runs}
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:
@@ -478,6 +500,7 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
                         path = outcomes[name].run_dir / rel
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_bytes(data)
+                    _record_home(outcomes[name].run_dir)
                     outcomes[name].result = result
                 except Exception as e:  # noqa: BLE001  (reported per run)
                     cause = getattr(e, "cause", None)  # a RayTaskError's: the run's own

@@ -936,6 +936,46 @@ def test_resume_of_a_grid_refuses_a_total_steps_below_its_runs(tmp_path):
     cli._refuse_going_back(grid, ["mlp__s0", "mlp__s1", "mlp__s2"], 3500)  # at it: kept
 
 
+def _grid_of_two(grid: Path, launcher: str = "local") -> None:
+    """Two tiny MLP runs (seeds 0, 1) in ``grid``, to their 150 steps."""
+    cli.grid(replace_fields(TINY, grid_dir=str(grid), launcher=launcher, jobs=2), ["mlp"], [0, 1])
+    assert all(read_metrics(grid / n)[-1]["step"] == 150 for n in ("mlp__s0", "mlp__s1"))
+
+
+def test_a_moved_grid_resumes_from_wherever_it_is_and_however_its_path_is_written(
+        tmp_path, monkeypatch):
+    """``--resume GRID`` failed for every started run unless GRID was written as the grid's
+    ``--grid-dir`` had been (moved, copied, relative against absolute, another working
+    directory): each run was refused for a --run-dir other than its recorded one."""
+    _grid_of_two(tmp_path / "g")
+    (tmp_path / "g").rename(tmp_path / "moved")
+    monkeypatch.chdir(tmp_path)
+    cli.cli(["--resume", "moved", "--total-steps", "200", "--jobs", "2"])
+    for name in ("mlp__s0", "mlp__s1"):
+        assert read_metrics(tmp_path / "moved" / name)[-1]["step"] == 200
+        assert load_checkpoint(tmp_path / "moved" / name / "checkpoint.pt")["kind"] == "final"
+        assert RunRecord.read(tmp_path / "moved" / name).run.run_dir == f"moved/{name}"
+    cli.cli(["--resume", str(tmp_path / "moved"), "--total-steps", "250"])  # absolute
+    assert read_metrics(tmp_path / "moved" / "mlp__s1")[-1]["step"] == 250
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                    reason="Ray is not installed (pip install 'rlkit[ray]')")
+@pytest.mark.slow
+def test_a_ray_grid_records_where_its_runs_are_and_resumes_on_ray(tmp_path):
+    """A Ray run's config.json named the worker's scratch directory, and ``--resume GRID``
+    refused every run of a Ray grid (the worker had no copy of the run to continue)."""
+    grid = tmp_path / "g"
+    _grid_of_two(grid, "ray")
+    assert RunRecord.read(grid / "mlp__s0").run.run_dir == str(grid / "mlp__s0")
+    cli.cli(["--resume", str(grid), "--total-steps", "200", "--launcher", "ray", "--jobs", "2"])
+    for name in ("mlp__s0", "mlp__s1"):
+        rows = read_metrics(grid / name)
+        assert [r["step"] for r in rows if "critic_loss" in r] == [50, 100, 150, 200]
+        assert RunRecord.read(grid / name).run.run_dir == str(grid / name)
+        assert load_checkpoint(grid / name / "checkpoint.pt")["step"] == 200
+
+
 @pytest.mark.parametrize("episodes", [0, -1, 2.0, True])
 def test_evaluating_no_episode_is_refused_by_name(episodes):
     import gymnasium as gym
