@@ -109,12 +109,12 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
                 raise ValueError(f"--backbone {b}: {e}") from e
     if cfg.grid.launcher == "ray" and cfg.grid.ray_address is not None:
         check_ray_address(cfg.grid.ray_address)  # before the grid directory is written
-    grid_dir = fresh_dir(cfg.grid.grid_dir, f"grid-{slug(cfg.env.id)}-", "grid directory",
-                         "--grid-dir")
+    given = cfg.grid.grid_dir
+    created = given is None or not Path(given).exists()  # a default one is created here
+    grid_dir = fresh_dir(given, f"grid-{slug(cfg.env.id)}-", "grid directory", "--grid-dir")
     group = cfg.run.wandb_group or grid_dir.name
     runs = [GridRun(f"{c.model.backbone}__s{c.run.seed}", replace_fields(c, wandb_group=group))
             for c in configs]
-    created = not grid_dir.exists()
     write_manifest(grid_dir, runs)
     return _launch_grid(cfg.grid, cfg.loop.progress, runs, grid_dir, new=True, created=created)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import itertools
 import json
 import os
 import socket
@@ -352,12 +353,13 @@ def holds_files(path: Path) -> bool:
 
 
 def fresh_dir(given: str | None, default_name: str, what: str, flag: str) -> Path:
-    """``given``, or ``runs/<default_name>-<time>``; refused if it exists and is not empty
-    (nothing is ever overwritten). ``what`` and ``flag`` name it in the message."""
+    """``given``, refused if it exists and is not empty (nothing is ever overwritten); or,
+    where none is given, ``runs/<default_name><time>`` created here, with ``-2``, ``-3``, ...
+    after it where that exists already (two runs started in the same second each get their
+    own). ``what`` and ``flag`` name it in the message."""
     if given is None:
-        path = Path("runs") / f"{default_name}{time.strftime('%Y%m%d-%H%M%S')}"
-    else:
-        path = Path(given)
+        return _claim(Path("runs") / f"{default_name}{time.strftime('%Y%m%d-%H%M%S')}", what)
+    path = Path(given)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{flag} {path} is a file, not a directory; expected a new or empty "
                           "directory")
@@ -367,6 +369,21 @@ def fresh_dir(given: str | None, default_name: str, what: str, flag: str) -> Pat
                               f"{flag}" + (f", or go on with what it holds: --resume {path}"
                                            if held else ""))
     return path
+
+
+def _claim(path: Path, what: str) -> Path:
+    """Create ``path``, or the first of ``path-2``, ``path-3``, ... that does not exist (an
+    atomic ``mkdir``: of processes claiming names at once, each gets its own)."""
+    make_dir(path.parent, f"parent of the {what}")
+    for k in itertools.count(1):
+        candidate = path if k == 1 else path.with_name(f"{path.name}-{k}")
+        with file_errors(f"create the {what}", candidate):
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            return candidate
+    raise AssertionError("unreachable")
 
 
 def make_dir(path: Path, what: str) -> Path:

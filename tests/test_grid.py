@@ -180,7 +180,7 @@ def test_a_ray_worker_that_runs_several_shows_each_runs_warnings_under_its_name(
 
         plain = warnings.formatwarning
         for name in ("gru__s0", "gru__s1"):
-            _run_remote(warns, 0, name)
+            _run_remote(warns, 0, name, {})
         assert warnings.formatwarning is plain
         warnings.warn("after the runs", UserWarning, stacklevel=1)
     """)

@@ -543,6 +543,28 @@ def test_a_run_stopped_while_starting_is_started_again_in_its_directory(tmp_path
         fresh_dir(str(run), "x", "grid directory", "--grid-dir")
 
 
+def test_runs_started_in_the_same_second_each_get_their_own_default_directory(tmp_path,
+                                                                            monkeypatch):
+    """The default name holds the time to the second: a second run started in the same
+    second (another --agent.gamma, say) was refused with a --resume of the first one's
+    directory. Each now claims its own (an atomic mkdir, so also between processes)."""
+    from rlkit import rundir
+    from rlkit.rundir import fresh_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20261206-182855")
+    got = [fresh_dir(None, "Pendulum-v1__mlp__s0__", "run directory", "--run-dir")
+           for _ in range(3)]
+    assert [str(p) for p in got] == ["runs/Pendulum-v1__mlp__s0__20261206-182855",
+                                     "runs/Pendulum-v1__mlp__s0__20261206-182855-2",
+                                     "runs/Pendulum-v1__mlp__s0__20261206-182855-3"]
+    assert all(p.is_dir() and not any(p.iterdir()) for p in got)
+    for gamma in (0.9, 0.95):  # two whole runs on the default directory, in the same second
+        train.main(replace_fields(TINY, **{"agent.gamma": gamma}))
+    made = sorted((tmp_path / "runs").glob("Pendulum-v1__mlp__s0__20261206-182855-[45]"))
+    assert [RunRecord.read(p).agent["gamma"] for p in made] == [0.9, 0.95]
+
+
 def test_resume_of_a_directory_of_other_files_does_not_say_start_it_again(tmp_path):
     """A folder with files that no run writes before config.json is not a run stopped while
     starting: --run-dir would refuse it, so --resume does not point there."""
