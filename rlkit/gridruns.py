@@ -95,13 +95,16 @@ def load_run(run_dir: str | Path, metric: str) -> Run:
     except (OSError, UnicodeDecodeError) as e:
         raise ReportError(f"{met_path}: cannot read it ({e})") from e
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    lines = text.split("\n")
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{met_path}:{lineno}"
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as e:
+            if lineno == len(lines):  # a last line without its newline: a write cut short
+                break  # (a kill during it; a resume drops it too)
             raise ReportError(f"{where}: invalid JSON ({e.msg})") from e
         if not isinstance(raw, dict) or "step" not in raw or "wall_time" not in raw:
             raise ReportError(f"{where}: expected an object with 'step' and 'wall_time', "

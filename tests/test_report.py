@@ -244,6 +244,21 @@ def test_unusable_runs_are_skipped_and_listed_with_the_reason(grid, tmp_path):
         assert "<h2>Skipped runs</h2>" in page and html.escape(reason) in page
 
 
+def test_a_last_line_cut_short_is_dropped_as_a_resume_drops_it(grid, tmp_path):
+    """A kill during a write leaves the last line of metrics.jsonl without its newline:
+    ``--resume`` drops it, but the report skipped the whole run as invalid JSON. Only a last
+    line without a newline is dropped; the same text before it is still refused."""
+    metrics = grid / "memory" / "s0" / "metrics.jsonl"
+    whole = build_report(grid, tmp_path / "whole").markdown.read_text()
+    text = metrics.read_text()
+    assert text.endswith("\n")
+    metrics.write_text(text + '{"step": 900, "wall_time": 1.2, "sp')
+    res = build_report(grid, tmp_path / "cut")
+    assert skipped(res) == {} and res.markdown.read_text() == whole
+    metrics.write_text(text + '{"step": 900, "wall_time": 1.2, "sp\n')  # a whole line: malformed
+    assert "invalid JSON" in skipped(build_report(grid, tmp_path / "bad"))[metrics.parent]
+
+
 def test_excluded_runs_are_listed_as_skipped(grid, tmp_path):
     gone = grid / "pendulum" / "mlp" / "s3"
     res = build_report(grid, tmp_path / "out", exclude={gone: "did not finish: killed"})
