@@ -583,6 +583,30 @@ def warn_unused_inputs(cfg: TrainConfig, typed: Collection[str]) -> None:
                       f"(--seq-len 1) does not use {them}", UserWarning, stacklevel=2)
 
 
+def refuse_overridden_switches(cfg: TrainConfig, argv: Sequence[str]) -> None:
+    """Refuse ``--agent.no-{actor,critic}-prev-{action,reward}`` where :func:`agents.train.resolve`
+    turns that input on for both networks (``--prev-action``, on by default for memory
+    backbones; ``--prev-reward``, which a recipe may give): the typed switch was overridden
+    without a word, and config.json recorded it on.
+
+    Raises:
+        ValueError: naming the switch, what turns the input on and how to feed one network.
+    """
+    m, typed = cfg.model, {arg.split("=", 1)[0].replace("_", "-") for arg in argv}
+    on = {"action": m.prev_action if m.prev_action is not None else m.memory,
+          "reward": m.prev_reward}
+    why = {"action": ("--prev-action (on by default for memory backbones)", "--prev-action False"),
+           "reward": ("--prev-reward (given, or by the recipe)", "--no-prev-reward")}
+    for net, other in (("actor", "critic"), ("critic", "actor")):
+        for what in ("action", "reward"):
+            switch = f"--agent.no-{net}-prev-{what}"
+            if switch in typed and on[what] and not getattr(cfg.agent, f"{net}_prev_{what}"):
+                raise ValueError(
+                    f"{switch}: {why[what][0]} gives the previous {what} to the actor and the "
+                    f"critic alike, so the {net} would see it anyway; to feed it to the {other} "
+                    f"alone give {why[what][1]} --agent.{other}-prev-{what}")
+
+
 def cli(argv: Sequence[str]) -> None:
     """One run, or a grid when there is more than one (backbone, seed) combination."""
     cfg, backbone_values, seed_values = parse_cli(argv)
@@ -602,6 +626,7 @@ def cli(argv: Sequence[str]) -> None:
     elif len(backbone_values) * len(seed_values) == 1:
         refuse_grid_flags(cfg)
         if cfg.run.resume is None:
+            refuse_overridden_switches(cfg, argv)
             warn_unused_inputs(cfg, typed)
         else:
             _refuse_unstarted_grid_run(Path(cfg.run.resume))
@@ -609,6 +634,7 @@ def cli(argv: Sequence[str]) -> None:
     else:
         per_backbone = {b: backbone_config(argv, b) for b in backbone_values}
         for c in per_backbone.values():
+            refuse_overridden_switches(c, argv)
             warn_unused_inputs(c, typed)
         grid(cfg, backbone_values, seed_values, per_backbone)
 

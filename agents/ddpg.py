@@ -180,16 +180,18 @@ class DDPGConfig:
     """TD3: update the actor and the targets every k-th critic update (1 = every update)."""
     actor_prev_action: bool = False
     """The actor's encoder also sees the previous action. ``train.py`` turns it on for
-    memory backbones unless ``--prev-action False`` is given; config.json records
-    the value the run used."""
+    memory backbones unless ``--prev-action False`` is given (``--agent.no-actor-prev-action``
+    alone is refused there); config.json records the value the run used."""
     actor_prev_reward: bool = False
-    """The actor's encoder also sees the previous reward."""
+    """The actor's encoder also sees the previous reward. ``train.py`` turns it on with
+    ``--prev-reward`` (``--agent.no-actor-prev-reward`` is then refused)."""
     critic_prev_action: bool = False
     """The critic's encoder also sees the previous action. ``train.py`` turns it on for
-    memory backbones unless ``--prev-action False`` is given; config.json records
-    the value the run used."""
+    memory backbones unless ``--prev-action False`` is given (``--agent.no-critic-prev-action``
+    alone is refused there); config.json records the value the run used."""
     critic_prev_reward: bool = False
-    """The critic's encoder also sees the previous reward."""
+    """The critic's encoder also sees the previous reward. ``train.py`` turns it on with
+    ``--prev-reward`` (``--agent.no-critic-prev-reward`` is then refused)."""
     shared_encoder: bool = False
     """Actor and critic(s) share one encoder, trained by the critic loss; the actor loss reaches
     it only with ``shared_encoder_actor_grad``. Actor and critic inputs must then agree."""

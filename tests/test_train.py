@@ -678,6 +678,37 @@ def test_typed_previous_inputs_on_mlp_transitions_are_warned_and_a_recipes_are_n
         cli.warn_unused_inputs(windows, cli.given_on_resume(["--prev-reward", "--seq-len", "8"]))
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--backbone", "gru", "--agent.no-actor-prev-action"],
+     r"^--agent.no-actor-prev-action: --prev-action \(on by default for memory backbones\) "
+     r"gives the previous action to the actor and the critic alike, so the actor would see it "
+     r"anyway; to feed it to the critic alone give --prev-action False "
+     r"--agent.critic-prev-action$"),
+    (["--env", "rlkit/Pendulum-V-v0", "--backbone", "mlp", "--seq-len", "8",
+      "--agent.no-critic-prev-reward"],  # the recipe's --prev-reward
+     r"^--agent.no-critic-prev-reward: --prev-reward \(given, or by the recipe\) gives the "
+     r"previous reward to the actor and the critic alike, so the critic would see it anyway; "
+     r"to feed it to the actor alone give --no-prev-reward --agent.actor-prev-reward$"),
+])
+def test_a_per_network_switch_that_would_be_overridden_is_refused(tmp_path, argv, message):
+    """``--agent.no-actor-prev-action`` on a memory backbone (or ``--agent.no-critic-prev-
+    reward`` with ``--prev-reward``) was overridden without a word and config.json recorded
+    the input on; it is refused, and the way it suggests builds what was asked for."""
+    with pytest.raises(ValueError, match=message):
+        cli.cli([*argv, "--run-dir", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()
+    way = re.search(r"give (.*)\$$", message).group(1).split()
+    net = "critic" if "actor" in argv[-1] else "actor"
+    what = argv[-1].rsplit("-", 1)[1]
+    cfg = cli.parse_config([*argv[:-1], *way])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resolved = train.resolve(cfg, 200).agent
+    assert getattr(resolved, f"{net}_prev_{what}")
+    assert not getattr(resolved, f"{'actor' if net == 'critic' else 'critic'}_prev_{what}")
+    cli.refuse_overridden_switches(cli.parse_config(argv[:-1]), argv[:-1])  # none typed: kept
+
+
 def test_a_recipe_named_for_another_env_is_applied_with_a_warning():
     import warnings as w
 
