@@ -66,6 +66,19 @@ from rlkit.runlog import read_metrics
 from rlkit.signals import sigterm_raises
 
 
+def refuse_address_without_ray(g: GridConfig) -> None:
+    """Refuse ``--ray-address`` on the local launcher: the grid would run here, the address
+    never used (or checked), and config.json would record it.
+
+    Raises:
+        ValueError: ``--ray-address ADDR`` without ``--launcher ray``.
+    """
+    if g.launcher == "local" and g.ray_address is not None:
+        raise ValueError(f"--ray-address {g.ray_address} places the runs on a Ray cluster, but "
+                         "the launcher is local (the default): expected --launcher ray with it, "
+                         "or no --ray-address")
+
+
 def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
          per_backbone: Mapping[str, TrainConfig] | None = None) -> Path:
     """Every (backbone, seed) combination, each in its own run directory, then a report.
@@ -84,6 +97,7 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
         GridInterrupted: SIGINT / SIGTERM stopped the grid (after the report was written).
         RuntimeError: a run failed (after the report was written).
     """
+    refuse_address_without_ray(cfg.grid)
     if cfg.run.run_dir is not None:
         raise ValueError(f"--run-dir {cfg.run.run_dir} names the directory of one run; a grid "
                          f"of {len(backbones) * len(seeds)} runs (--backbone "
@@ -308,6 +322,7 @@ def resume_grid(cfg: TrainConfig, explicit: Collection[str] = ()) -> Path:
         GridInterrupted, RuntimeError: as :func:`grid`.
     """
     grid_dir = Path(cfg.run.resume)
+    refuse_address_without_ray(cfg.grid)
     if "recipe" in explicit:  # the runs' own recipe (auto: each made for its env) is no change
         _check_recipe(grid_dir, cfg.run.recipe)
         explicit = set(explicit) - {"recipe"}

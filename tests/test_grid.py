@@ -302,6 +302,20 @@ def test_grid_flags_for_one_run_are_refused_not_ignored(tmp_path, monkeypatch, f
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_ray_address_on_the_local_launcher_is_refused_not_ignored(tmp_path, monkeypatch):
+    """``--ray-address`` without ``--launcher ray`` ran the grid here, never checked the
+    address, and recorded it in every config.json; a grid's resume likewise."""
+    monkeypatch.chdir(tmp_path)
+    said = (r"^--ray-address 127.0.0.1:1 places the runs on a Ray cluster, but the launcher "
+            r"is local \(the default\): expected --launcher ray with it, or no --ray-address$")
+    with pytest.raises(ValueError, match=said):
+        cli.cli(["--seed", "0", "1", "--ray-address", "127.0.0.1:1", "--grid-dir", "g"])
+    assert list(tmp_path.iterdir()) == []
+    cli.write_manifest(tmp_path / "g", [GridRun("mlp__s0", TINY)])
+    with pytest.raises(ValueError, match=said):
+        cli.cli(["--resume", "g", "--ray-address", "127.0.0.1:1"])
+
+
 def test_take_list_parses_several_values():
     values, rest = cli.take_list(["--backbone", "gru", "s4", "--seed", "1", "--x=2"],
                                     "--backbone")
