@@ -367,6 +367,30 @@ def test_summarize_of_a_grid_still_going(tiny_grid, tmp_path, monkeypatch, capsy
            "step 60 of 60 without its final evaluation" in out
 
 
+def test_summarize_names_the_runs_whose_settings_differ_and_warns_of_pooled_lengths(
+        tiny_grid, tmp_path, monkeypatch, capsys):
+    """The settings line gave the first run's values for every run (one extended alone to
+    another --total-steps, the RNN's own updates per step), and a row pooled seeds of
+    different lengths without a word, where ``rlkit.report`` warns."""
+    grid = tmp_path / "grid"
+    shutil.copytree(tiny_grid, grid)
+    config = grid / "gru__s2" / "config.json"
+    data = json.loads(config.read_text())
+    data["loop"]["total_steps"], data["loop"]["updates_per_step"] = 600, 0.5
+    config.write_text(json.dumps(data))
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", "--no-reference", "--summarize", str(grid)])
+    pomdp.main()
+    got = capsys.readouterr()
+    assert ": 60 env steps (600: gru__s2), 1.0 updates/step (0.5: gru__s2), batch 8," in got.out
+    assert "warning: rows pool seeds of different --total-steps: gru (60: gru__s0; 600: " \
+           "gru__s2)" in got.err
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", "--no-reference", "--summarize",
+                                      str(tiny_grid)])
+    pomdp.main()
+    got = capsys.readouterr()
+    assert ": 60 env steps, 1.0 updates/step, batch 8," in got.out and "warning" not in got.err
+
+
 def test_out_holding_runs_needs_resume_and_resume_needs_the_same_flags(tiny_grid, tmp_path,
                                                                        monkeypatch, capsys):
     def refused(*argv) -> str:
