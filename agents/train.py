@@ -118,6 +118,11 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
         raise ValueError("--agent.input-norm takes the scale of the encoders' inputs from the "
                          "random-action steps before learning starts; got --learning-starts 0 "
                          "(expected --learning-starts > 0)")
+    if cfg.loop.initial_updates and cfg.loop.learning_starts == 0:
+        raise ValueError(f"--initial-updates {cfg.loop.initial_updates} are made on the "
+                         "random-action steps gathered before learning starts; got "
+                         "--learning-starts 0, where there are none (expected --learning-starts "
+                         "> 0, or no --initial-updates)")
     return dataclasses.replace(cfg, replay=replay, agent=agent)
 
 

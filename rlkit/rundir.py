@@ -240,8 +240,9 @@ class RunRecord:
             f.name for f in dataclasses.fields(cls)
             if f.name not in data and f.default is dataclasses.MISSING}
         if unknown or missing:
-            raise RunDirError(f"{where}: unknown field(s) {sorted(unknown)}, missing field(s) "
-                              f"{sorted(missing)}")
+            said = [f"{what} field(s) {sorted(names)}" for what, names in
+                    (("unknown", unknown), ("missing", missing)) if names]
+            raise RunDirError(f"{where}: {', '.join(said)}")
         values = dict(data)
         try:
             for name, section in SECTIONS.items():

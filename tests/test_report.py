@@ -287,7 +287,11 @@ def test_config_missing_field_is_named(grid, tmp_path):
     del data["model"]
     config.write_text(json.dumps(data))
     res = build_report(grid, tmp_path / "out")
-    assert skipped(res) == {run: f"{config}: unknown field(s) [], missing field(s) ['model']"}
+    assert skipped(res) == {run: f"{config}: missing field(s) ['model']"}  # no empty list
+    config.write_text(json.dumps(data | {"colour": "red"}))
+    res = build_report(grid, tmp_path / "out1")
+    assert skipped(res) == {run: f"{config}: unknown field(s) ['colour'], missing field(s) "
+                                 f"['model']"}
     config.write_text("[1, 2]")
     res = build_report(grid, tmp_path / "out2")
     assert skipped(res) == {run: f"{config}: expected a JSON object, got list"}

@@ -709,6 +709,19 @@ def test_a_per_network_switch_that_would_be_overridden_is_refused(tmp_path, argv
     cli.refuse_overridden_switches(cli.parse_config(argv[:-1]), argv[:-1])  # none typed: kept
 
 
+def test_initial_updates_without_random_action_steps_are_refused_by_name():
+    """``--initial-updates`` are made on the steps gathered before learning starts; with
+    ``--learning-starts 0`` they were made at step 1 on a replay of one transition."""
+    cfg = replace_fields(train.TrainConfig(), initial_updates=5, learning_starts=0)
+    with pytest.raises(ValueError, match=r"^--initial-updates 5 are made on the random-action "
+                                         r"steps gathered before learning starts; got "
+                                         r"--learning-starts 0, where there are none \(expected "
+                                         r"--learning-starts > 0, or no --initial-updates\)$"):
+        train.resolve(cfg, 200)
+    train.resolve(replace_fields(cfg, learning_starts=1), 200)
+    train.resolve(replace_fields(cfg, initial_updates=0), 200)
+
+
 def test_a_recipe_named_for_another_env_is_applied_with_a_warning():
     import warnings as w
 
