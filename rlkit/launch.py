@@ -41,8 +41,8 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from rlkit.faults import COLOUR, EnvError, TrainingInterrupted, first_line
-from rlkit.rundir import RunPaths, RunRecord
+from rlkit.faults import COLOUR, EnvError, FileSystemError, TrainingInterrupted, first_line
+from rlkit.rundir import RunDirBusy, RunDirError, RunLock, RunPaths, RunRecord, make_dir
 from rlkit.signals import on_stop_signals
 
 Launcher = Literal["local", "ray"]
@@ -207,9 +207,16 @@ RAY_TASK_THREADS = 1
 
 
 def _run_files(run_dir: Path) -> dict[str, bytes]:
-    """Every file under ``run_dir`` by its relative path (none where it does not exist)."""
-    return {str(p.relative_to(run_dir)): p.read_bytes()
-            for p in run_dir.rglob("*") if p.is_file()} if run_dir.is_dir() else {}
+    """Every file under ``run_dir`` by its relative path (none where it does not exist), but
+    its lock file: each side keeps its own."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*")
+            if p.is_file() and p != RunPaths(run_dir).lock} if run_dir.is_dir() else {}
+
+
+def _write_files(run_dir: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / rel).write_bytes(data)
 
 
 def _run_remote(fn: RunFn, config: Any, name: str, files: dict[str, bytes]
@@ -223,10 +230,12 @@ def _run_remote(fn: RunFn, config: Any, name: str, files: dict[str, bytes]
     torch.compiler.reset()  # a worker's earlier runs leave no compiled code to this one
     with _run_warnings(name), tempfile.TemporaryDirectory(prefix="rlkit-ray-") as tmp:
         run_dir = Path(tmp) / name
-        for rel, data in files.items():
-            (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            (run_dir / rel).write_bytes(data)
-        result = fn(config, str(run_dir))
+        _write_files(run_dir, files)
+        try:
+            result = fn(config, str(run_dir))
+        except BaseException as e:
+            e.run_files = _run_files(run_dir)  # what it left (checkpoints, logs) comes back too
+            raise
         files = _run_files(run_dir)
     return result, files
 
@@ -236,8 +245,9 @@ def _record_home(run_dir: Path) -> None:
     where the run now is, instead of the worker's scratch directory."""
     if RunPaths(run_dir).config.is_file():
         record = RunRecord.read(run_dir)
-        dataclasses.replace(record, run=dataclasses.replace(record.run, run_dir=str(run_dir))
-                            ).write(run_dir)
+        resume = None if record.run.resume is None else str(run_dir)  # it resumed itself
+        dataclasses.replace(record, run=dataclasses.replace(
+            record.run, run_dir=str(run_dir), resume=resume)).write(run_dir)
 
 
 def launch(
@@ -486,24 +496,36 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
     started_here = not ray.is_initialized()
     if started_here:
         _connect_ray(ray, ray_address, jobs)
+    locks: dict[str, RunLock] = {}
     try:
         task = ray.remote(num_cpus=RAY_TASK_THREADS, max_retries=0)(_run_remote)
-        refs = {task.remote(fn, r.config, r.name, _run_files(outcomes[r.name].run_dir)): r.name
-                for r in runs}
+        refs = {}
+        for r in runs:  # the grid holds each run's directory while its task runs, as a local
+            run_dir = outcomes[r.name].run_dir  # run holds its own
+            try:
+                make_dir(run_dir, "run directory")
+                locks[r.name] = RunLock(run_dir).acquire()
+            except (RunDirBusy, FileSystemError) as e:
+                outcomes[r.name].error = _one_line(e)
+                _finish(bar, outcomes)
+                continue
+            refs[task.remote(fn, r.config, r.name, _run_files(run_dir))] = r.name
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:
                 name = refs.pop(ref)
+                run_dir = outcomes[name].run_dir
                 try:
                     result, files = ray.get(ref)
-                    for rel, data in files.items():
-                        path = outcomes[name].run_dir / rel
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(data)
-                    _record_home(outcomes[name].run_dir)
+                    _write_files(run_dir, files)
+                    _record_home(run_dir)
                     outcomes[name].result = result
                 except Exception as e:  # noqa: BLE001  (reported per run)
                     cause = getattr(e, "cause", None)  # a RayTaskError's: the run's own
+                    if files := getattr(cause, "run_files", None):
+                        _write_files(run_dir, files)
+                        with contextlib.suppress(RunDirError):  # its error is reported
+                            _record_home(run_dir)
                     if isinstance(cause, BaseException):  # as a local run reports it
                         outcomes[name].error = _one_line(cause)
                         details = _details(cause)
@@ -514,7 +536,10 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
                         outcomes[name].error = "".join(
                             traceback.format_exception_only(e)).strip()
                 _finish(bar, outcomes)
+                locks.pop(name).release()
     finally:
+        for lock in locks.values():
+            lock.release()
         if started_here:
             ray.shutdown()
 

@@ -36,7 +36,7 @@ from rlkit.launch import (
     launch,
     threads_per_job,
 )
-from rlkit.rundir import RunDirError, RunRecord
+from rlkit.rundir import RunDirError, RunLock, RunRecord
 from rlkit.runlog import read_metrics
 from rlkit.seeding import eval_env_seed, seed_everything
 
@@ -982,12 +982,38 @@ def test_a_ray_grid_records_where_its_runs_are_and_resumes_on_ray(tmp_path):
     grid = tmp_path / "g"
     _grid_of_two(grid, "ray")
     assert RunRecord.read(grid / "mlp__s0").run.run_dir == str(grid / "mlp__s0")
+    busy = RunLock(grid / "mlp__s1").acquire()  # another process resumes this one meanwhile
+    before = (grid / "mlp__s1" / "checkpoint.pt").read_bytes()
+    with pytest.raises(RuntimeError, match="1 of 2 runs failed"):
+        cli.cli(["--resume", str(grid), "--total-steps", "200", "--launcher", "ray"])
+    busy.release()
+    assert (grid / "mlp__s1" / "checkpoint.pt").read_bytes() == before  # left to its holder
     cli.cli(["--resume", str(grid), "--total-steps", "200", "--launcher", "ray", "--jobs", "2"])
     for name in ("mlp__s0", "mlp__s1"):
         rows = read_metrics(grid / name)
         assert [r["step"] for r in rows if "critic_loss" in r] == [50, 100, 150, 200]
-        assert RunRecord.read(grid / name).run.run_dir == str(grid / name)
+        run = RunRecord.read(grid / name).run
+        assert run.run_dir == run.resume == str(grid / name)  # not the worker's scratch
         assert load_checkpoint(grid / name / "checkpoint.pt")["step"] == 200
+
+
+def _logs_then_fails(config: int, run_dir: str) -> dict[str, float]:
+    Path(run_dir).mkdir(parents=True)
+    (Path(run_dir) / "metrics.jsonl").write_text('{"step": 10, "wall_time": 1.0}\n')
+    raise ValueError(f"run {config} diverged")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
+@pytest.mark.slow
+def test_a_failed_ray_run_brings_back_what_it_wrote(tmp_path):
+    """A run failing on a Ray worker lost its directory (its checkpoints, its log) with the
+    worker's scratch space; it comes back as a local run's stays."""
+    from ray import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    (out,) = launch(_logs_then_fails, [GridRun("a", 1)], tmp_path, "ray", jobs=1,
+                    progress=False)
+    assert out.error == "ValueError: run 1 diverged"
+    assert (tmp_path / "a" / "metrics.jsonl").read_text() == '{"step": 10, "wall_time": 1.0}\n'
 
 
 @pytest.mark.parametrize("episodes", [0, -1, 2.0, True])
