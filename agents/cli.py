@@ -600,14 +600,16 @@ def warn_unused_inputs(cfg: TrainConfig, typed: Collection[str]) -> None:
 
 def refuse_overridden_switches(cfg: TrainConfig, argv: Sequence[str]) -> None:
     """Refuse ``--agent.no-{actor,critic}-prev-{action,reward}`` where :func:`agents.train.resolve`
-    turns that input on for both networks (``--prev-action``, on by default for memory
-    backbones; ``--prev-reward``, which a recipe may give): the typed switch was overridden
-    without a word, and config.json recorded it on.
+    turns that input on for both networks of a run that trains on sequences (``--prev-action``,
+    on by default for memory backbones; ``--prev-reward``, which a recipe may give): the typed
+    switch was overridden without a word, and config.json recorded it on.
 
     Raises:
         ValueError: naming the switch, what turns the input on and how to feed one network.
     """
     m, typed = cfg.model, {arg.split("=", 1)[0].replace("_", "-") for arg in argv}
+    if not m.memory and cfg.replay.seq_len in (None, 1):  # single transitions: nothing is
+        return  # turned on (see warn_unused_inputs)
     on = {"action": m.prev_action if m.prev_action is not None else m.memory,
           "reward": m.prev_reward}
     why = {"action": ("--prev-action (on by default for memory backbones)", "--prev-action False"),

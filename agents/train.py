@@ -118,12 +118,22 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
         raise ValueError("--agent.input-norm takes the scale of the encoders' inputs from the "
                          "random-action steps before learning starts; got --learning-starts 0 "
                          "(expected --learning-starts > 0)")
+    return dataclasses.replace(cfg, replay=replay, agent=agent)
+
+
+def check_new_run(cfg: TrainConfig) -> None:
+    """Refuse what a new run may not be given but a run made before the check may hold (and
+    a resume, which cannot change it, goes on with): ``--initial-updates`` with
+    ``--learning-starts 0``, where no random-action steps are gathered for them.
+
+    Raises:
+        ValueError: named by flag.
+    """
     if cfg.loop.initial_updates and cfg.loop.learning_starts == 0:
         raise ValueError(f"--initial-updates {cfg.loop.initial_updates} are made on the "
                          "random-action steps gathered before learning starts; got "
                          "--learning-starts 0, where there are none (expected --learning-starts "
                          "> 0, or no --initial-updates)")
-    return dataclasses.replace(cfg, replay=replay, agent=agent)
 
 
 def stale_stored_state(cfg: TrainConfig, episode_steps: int | None = None) -> str | None:
@@ -332,6 +342,7 @@ def main(cfg: TrainConfig, given: Collection[str] = (), *,
             cfg, record, ckpt = resume_config(cfg, given)
         else:
             known = recipes.check_name(cfg.run.recipe)
+            check_new_run(cfg)
             if cfg.run.recipe == "auto":  # only the command line chooses and applies one
                 cfg = replace_fields(cfg, recipe="none")
             elif cfg.run.recipe != "none" and not recipe_applied and \
@@ -482,5 +493,6 @@ def run_in(cfg: TrainConfig | Resumed, run_dir: str) -> dict[str, float]:
 
 
 __all__ = ["RESUME_MAY_CHANGE", "RESUME_MAY_DIFFER", "TrainConfig", "build", "check_fits",
+           "check_new_run",
            "Resumed", "check_buffer_holds_a_window", "check_memory", "load_agent", "main",
            "make_env", "one_line_warnings", "resolve", "resume_config", "run_in"]

@@ -709,17 +709,31 @@ def test_a_per_network_switch_that_would_be_overridden_is_refused(tmp_path, argv
     cli.refuse_overridden_switches(cli.parse_config(argv[:-1]), argv[:-1])  # none typed: kept
 
 
-def test_initial_updates_without_random_action_steps_are_refused_by_name():
+def test_a_per_network_switch_on_single_transitions_is_not_refused():
+    """``mlp`` at ``--seq-len 1`` trains on single transitions, where nothing turns an input
+    on: the recipe's ``--prev-reward`` does not make ``--agent.no-critic-prev-reward`` a
+    contradiction there."""
+    argv = ["--env", "rlkit/Pendulum-V-v0", "--backbone", "mlp", "--agent.no-critic-prev-reward"]
+    cfg = cli.parse_config(argv)
+    assert cfg.model.prev_reward
+    cli.refuse_overridden_switches(cfg, argv)
+
+
+def test_initial_updates_without_random_action_steps_are_refused_by_name(tmp_path):
     """``--initial-updates`` are made on the steps gathered before learning starts; with
-    ``--learning-starts 0`` they were made at step 1 on a replay of one transition."""
-    cfg = replace_fields(train.TrainConfig(), initial_updates=5, learning_starts=0)
+    ``--learning-starts 0`` they were made at step 1 on a replay of one transition. Refused for
+    a new run only: a run made before the check still resumes (``resolve`` keeps it)."""
+    cfg = replace_fields(train.TrainConfig(), initial_updates=5, learning_starts=0,
+                         run_dir=str(tmp_path / "never"))
     with pytest.raises(ValueError, match=r"^--initial-updates 5 are made on the random-action "
                                          r"steps gathered before learning starts; got "
                                          r"--learning-starts 0, where there are none \(expected "
                                          r"--learning-starts > 0, or no --initial-updates\)$"):
-        train.resolve(cfg, 200)
-    train.resolve(replace_fields(cfg, learning_starts=1), 200)
-    train.resolve(replace_fields(cfg, initial_updates=0), 200)
+        train.main(cfg)
+    assert not (tmp_path / "never").exists()
+    train.resolve(cfg, 200)
+    train.check_new_run(replace_fields(cfg, learning_starts=1))
+    train.check_new_run(replace_fields(cfg, initial_updates=0))
 
 
 def test_a_recipe_named_for_another_env_is_applied_with_a_warning():
