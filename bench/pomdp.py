@@ -182,13 +182,12 @@ def _field(cfg: train.TrainConfig, dotted: str) -> object:
 
 def _by_run(word: str, dotted: str, first: train.TrainConfig, runs: list[GridRun]) -> str:
     """``first``'s value of ``dotted`` with ``word`` (``12000 env steps``), followed by the
-    runs that have another: ``0.25 updates/step (0.5: rnn__s0, rnn__s1)`` (a run's value not
-    yet resolved, None, is ``first``'s)."""
+    runs that have another: ``0.25 updates/step (0.5: rnn__s0, rnn__s1)``."""
     mine = _field(first, dotted)
     other: dict[str, list[str]] = {}
     for r in runs:
         value = _field(r.config, dotted)
-        if value is not None and value != mine:
+        if value != mine:
             other.setdefault(str(value), []).append(r.name)
     text = f"{word} {mine}" if word in ("batch", "d_model", "head", "gamma") else f"{mine} {word}"
     if other:
@@ -197,29 +196,34 @@ def _by_run(word: str, dotted: str, first: train.TrainConfig, runs: list[GridRun
 
 
 def _settings(first: train.TrainConfig, flags: list[str], outcomes: list[RunOutcome],
-              final_policy: str | None, last_k: int, runs: list[GridRun]) -> str:
-    """The settings line above the table: the runs' configuration (``first``'s, with the
-    runs whose values differ named after each), the policy their evaluations logged (read
-    from the runs where they exist) and what "final" means."""
+              final_policy: str | None, last_k: int) -> str:
+    """The settings line above the table: the runs' configuration as their ``config.json``
+    records it (the first's values, with the runs whose values differ named after each;
+    ``first``'s where no run has one), the policy their evaluations logged and what "final"
+    means."""
     logged = sorted({RunRecord.read(o.run_dir).loop.eval_policy for o in outcomes
                      if RunPaths(o.run_dir).config.is_file()}) or [first.loop.eval_policy]
     final = (f"the final checkpoint's {final_policy} on each run's own "
              f"{first.loop.eval_episodes} evaluation episodes" if final_policy else
              f"mean of the last {last_k} evaluation(s) of {first.loop.eval_episodes} episodes")
-    shown = ", ".join(_by_run(w, d, first, runs) for w, d in _SHOWN.items())
+    ran = [GridRun(o.name, train.TrainConfig.from_record(RunRecord.read(o.run_dir)))
+           for o in outcomes if RunPaths(o.run_dir).config.is_file()]  # as resolved and run
+    mine = ran[0].config if ran else first
+    shown = ", ".join(_by_run(w, d, mine, ran) for w, d in _SHOWN.items())
     return (f"settings (recipe {first.run.recipe!r}{', ' + ' '.join(flags) if flags else ''}): "
             f"{shown}, evaluations logged of the {' and the '.join(logged)}, final = {final}")
 
 
-def _warn_pooled_lengths(runs: list[GridRun], backbones: list[str]) -> None:
+def _warn_pooled_lengths(outcomes: list[RunOutcome], backbones: list[str]) -> None:
     """Warn on stderr of the rows that pool seeds of different ``--total-steps`` (one run
-    extended alone), as ``rlkit.report`` does: ``gru (700: gru__s0; 600: gru__s1)``."""
+    extended alone; read from the runs that have a ``config.json``), as ``rlkit.report``
+    does: ``gru (700: gru__s0; 600: gru__s1)``."""
     out = []
     for b in backbones:
         ends: dict[int, list[str]] = {}
-        for r in runs:
-            if r.name.startswith(f"{b}__"):
-                ends.setdefault(r.config.loop.total_steps, []).append(r.name)
+        for o in outcomes:
+            if o.name.startswith(f"{b}__") and RunPaths(o.run_dir).config.is_file():
+                ends.setdefault(RunRecord.read(o.run_dir).loop.total_steps, []).append(o.name)
         if len(ends) > 1:
             out.append(f"{b} (" + "; ".join(f"{t}: {', '.join(n)}" for t, n in ends.items())
                        + ")")
@@ -573,8 +577,8 @@ def main() -> None:
             runs, first, flags = _recorded(runs, out, first, flags)
         print(f"\n{env}, {_count(len(a.seeds), 'seed')}, grid {time.time() - t0:.0f} s with "
               f"{_count(a.jobs, 'job')}, runs in {out}")
-    print(_settings(first, flags, outcomes, a.final_policy, a.last_k, runs))
-    _warn_pooled_lengths(runs, backbones)
+    print(_settings(first, flags, outcomes, a.final_policy, a.last_k))
+    _warn_pooled_lengths(outcomes, backbones)
     head = " | ".join(f"at {s / 1000:g}k" for s in at)
     print(f"| backbone | final per seed | mean | min | max | {head + ' | ' if at else ''}"
           "saturation | success | wall s | updates/s |")
