@@ -213,6 +213,17 @@ def _run_files(run_dir: Path) -> dict[str, bytes]:
             if p.is_file() and p != RunPaths(run_dir).lock} if run_dir.is_dir() else {}
 
 
+SHIP_BYTES = 2 * 2**30
+"""Bytes of run files (a resumed run's checkpoints) that a Ray grid's driver holds for the
+tasks in flight at most; one run is always let through, whatever its size."""
+
+
+def _files_size(run_dir: Path) -> int:
+    """What :func:`_run_files` of ``run_dir`` would hold, in bytes."""
+    return sum(p.stat().st_size for p in run_dir.rglob("*")
+               if p.is_file() and p != RunPaths(run_dir).lock) if run_dir.is_dir() else 0
+
+
 def _write_files(run_dir: Path, files: dict[str, bytes]) -> None:
     for rel, data in files.items():
         (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -499,21 +510,33 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
     locks: dict[str, RunLock] = {}
     try:
         task = ray.remote(num_cpus=RAY_TASK_THREADS, max_retries=0)(_run_remote)
-        refs = {}
-        for r in runs:  # the grid holds each run's directory while its task runs, as a local
-            run_dir = outcomes[r.name].run_dir  # run holds its own
-            try:
-                make_dir(run_dir, "run directory")
-                locks[r.name] = RunLock(run_dir).acquire()
-            except (RunDirBusy, FileSystemError) as e:
-                outcomes[r.name].error = _one_line(e)
-                _finish(bar, outcomes)
+        # A resumed run's files (its replay, in its checkpoints) are read when its task is
+        # submitted, and tasks wait on the driver while those in flight hold SHIP_BYTES: a
+        # grid of large checkpoints is not all in memory at once. Runs without files (new
+        # ones) are all submitted at once, so that a cluster sees the whole demand.
+        waiting, refs, shipped = list(runs), {}, {}
+        while waiting or refs:
+            while waiting and (not refs or sum(shipped.values()) + _files_size(
+                    outcomes[waiting[0].name].run_dir) <= SHIP_BYTES):
+                r = waiting.pop(0)
+                run_dir = outcomes[r.name].run_dir  # the grid holds each run's directory while
+                try:  # its task runs, as a local run holds its own
+                    make_dir(run_dir, "run directory")
+                    locks[r.name] = RunLock(run_dir).acquire()
+                except (RunDirBusy, FileSystemError) as e:
+                    outcomes[r.name].error = _one_line(e)
+                    _finish(bar, outcomes)
+                    continue
+                files = _run_files(run_dir)
+                shipped[r.name] = sum(map(len, files.values()))
+                refs[task.remote(fn, r.config, r.name, files)] = r.name
+                del files
+            if not refs:
                 continue
-            refs[task.remote(fn, r.config, r.name, _run_files(run_dir))] = r.name
-        while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:
                 name = refs.pop(ref)
+                shipped.pop(name)
                 run_dir = outcomes[name].run_dir
                 try:
                     result, files = ray.get(ref)

@@ -997,6 +997,41 @@ def test_a_ray_grid_records_where_its_runs_are_and_resumes_on_ray(tmp_path):
         assert load_checkpoint(grid / name / "checkpoint.pt")["step"] == 200
 
 
+def _appends(config: int, run_dir: str) -> dict[str, float]:
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with (Path(run_dir) / "log.txt").open("a") as f:
+        f.write(f"run {config}\n")
+    return {"x": 1.0}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
+@pytest.mark.slow
+def test_a_ray_grid_ships_run_files_within_its_budget(tmp_path, monkeypatch):
+    """A Ray grid read every run's files (a resumed run's checkpoints, replay included) into
+    the driver before any task started; now tasks wait while those in flight hold
+    ``SHIP_BYTES``, and runs without files are all submitted at once."""
+    from ray import cloudpickle
+
+    import rlkit.launch as launch_module
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    runs = [GridRun(n, i) for i, n in enumerate("abc")]
+    events = []
+    read, write = launch_module._run_files, launch_module._write_files
+    monkeypatch.setattr(launch_module, "_run_files", lambda d: (
+        events.append(f"read {d.name}"), read(d))[1])
+    monkeypatch.setattr(launch_module, "_write_files", lambda d, f: (
+        events.append(f"write {d.name}"), write(d, f))[1])
+    launch(_appends, runs, tmp_path, "ray", jobs=3, progress=False)  # new: no files to hold
+    assert events[:3] == ["read a", "read b", "read c"]
+    events.clear()
+    monkeypatch.setattr(launch_module, "SHIP_BYTES", 1)  # each run's files are over it
+    outcomes = launch(_appends, runs, tmp_path, "ray", jobs=3, progress=False)
+    assert [o.error for o in outcomes] == [None, None, None]
+    assert events == ["read a", "write a", "read b", "write b", "read c", "write c"]
+    assert [(tmp_path / n / "log.txt").read_text() for n in "abc"] == [
+        f"run {i}\nrun {i}\n" for i in range(3)]  # shipped out and back
+
+
 def _logs_then_fails(config: int, run_dir: str) -> dict[str, float]:
     Path(run_dir).mkdir(parents=True)
     (Path(run_dir) / "metrics.jsonl").write_text('{"step": 10, "wall_time": 1.0}\n')
