@@ -492,6 +492,34 @@ def _connect_ray(ray: Any, address: str | None, jobs: int) -> None:
                            f"({first_line(e, with_type=False)}); {_RAY_EXPECTED}") from e
 
 
+def _take_ray_result(ray: Any, ref: Any, outcome: RunOutcome) -> None:
+    """A finished Ray task into ``outcome``: its files written into the run directory (a
+    failed run's too, what it wrote before it failed), its result or its error."""
+    run_dir = outcome.run_dir
+    try:
+        result, files = ray.get(ref)
+        _write_files(run_dir, files)
+        _record_home(run_dir)
+        outcome.result = result
+    except Exception as e:  # noqa: BLE001  (reported per run)
+        cause = getattr(e, "cause", None)  # a RayTaskError's: the run's own
+        lost = ""
+        if files := getattr(cause, "run_files", None):
+            try:
+                _write_files(run_dir, files)
+                _record_home(run_dir)
+            except (OSError, RunDirError) as back:
+                lost = f" (and what it wrote did not come back: {_one_line(back)})"
+        if isinstance(cause, BaseException):  # as a local run reports it
+            outcome.error = _one_line(cause) + lost
+            details = _details(cause)
+            if details and not isinstance(cause, EnvError):  # frames: the worker's,
+                details = COLOUR.sub("", str(e)).rstrip() or details  # in Ray's text
+            outcome.details = details
+        else:
+            outcome.error = "".join(traceback.format_exception_only(e)).strip()
+
+
 def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutcome], jobs: int,
                 ray_address: str | None, bar: tqdm) -> None:
     try:
@@ -537,27 +565,7 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
             for ref in done:
                 name = refs.pop(ref)
                 shipped.pop(name)
-                run_dir = outcomes[name].run_dir
-                try:
-                    result, files = ray.get(ref)
-                    _write_files(run_dir, files)
-                    _record_home(run_dir)
-                    outcomes[name].result = result
-                except Exception as e:  # noqa: BLE001  (reported per run)
-                    cause = getattr(e, "cause", None)  # a RayTaskError's: the run's own
-                    if files := getattr(cause, "run_files", None):
-                        _write_files(run_dir, files)
-                        with contextlib.suppress(RunDirError):  # its error is reported
-                            _record_home(run_dir)
-                    if isinstance(cause, BaseException):  # as a local run reports it
-                        outcomes[name].error = _one_line(cause)
-                        details = _details(cause)
-                        if details and not isinstance(cause, EnvError):  # frames: the worker's,
-                            details = COLOUR.sub("", str(e)).rstrip() or details  # in Ray's text
-                        outcomes[name].details = details
-                    else:
-                        outcomes[name].error = "".join(
-                            traceback.format_exception_only(e)).strip()
+                _take_ray_result(ray, ref, outcomes[name])
                 _finish(bar, outcomes)
                 locks.pop(name).release()
     finally:

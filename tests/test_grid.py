@@ -1045,10 +1045,13 @@ def test_a_failed_ray_run_brings_back_what_it_wrote(tmp_path):
     worker's scratch space; it comes back as a local run's stays."""
     from ray import cloudpickle
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    (out,) = launch(_logs_then_fails, [GridRun("a", 1)], tmp_path, "ray", jobs=1,
-                    progress=False)
-    assert out.error == "ValueError: run 1 diverged"
+    (tmp_path / "b" / "metrics.jsonl").mkdir(parents=True)  # where its file cannot go
+    a, b = launch(_logs_then_fails, [GridRun("a", 1), GridRun("b", 2)], tmp_path, "ray",
+                  jobs=2, progress=False)
+    assert a.error == "ValueError: run 1 diverged"
     assert (tmp_path / "a" / "metrics.jsonl").read_text() == '{"step": 10, "wall_time": 1.0}\n'
+    assert b.error.startswith("ValueError: run 2 diverged (and what it wrote did not come "
+                              "back: IsADirectoryError: ")  # said, not lost silently
 
 
 @pytest.mark.parametrize("episodes", [0, -1, 2.0, True])
