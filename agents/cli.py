@@ -584,6 +584,14 @@ def refuse_grid_flags(cfg: TrainConfig) -> None:
                          "--backbone or --seed values for a grid")
 
 
+def on_transitions(cfg: TrainConfig) -> bool:
+    """Whether the run trains on single transitions (``mlp`` at ``--seq-len 1``), where the
+    encoders see one step and :func:`agents.train.resolve` turns no previous input on: the
+    replay's own rule, which needs no episode length for it."""
+    memory = cfg.model.memory
+    return cfg.replay.resolved(memory, None).transitions(memory)
+
+
 def warn_unused_inputs(cfg: TrainConfig, typed: Collection[str]) -> None:
     """Warn when ``--prev-action`` / ``--prev-reward`` are typed (``typed``: field names, see
     :func:`given_on_resume`) for a run that trains on single transitions (``mlp`` at
@@ -591,7 +599,7 @@ def warn_unused_inputs(cfg: TrainConfig, typed: Collection[str]) -> None:
     them for every family; only a typed flag is worth a word."""
     unused = [flag(name) for name in ("prev_action", "prev_reward")
               if name in typed and getattr(cfg.model, name)]
-    if unused and not cfg.model.memory and cfg.replay.seq_len in (None, 1):
+    if unused and on_transitions(cfg):
         them = "them" if len(unused) > 1 else "it"
         warnings.warn(f"unused flags: {' '.join(unused)} feed{'' if unused[1:] else 's'} "
                       f"sequence training; --backbone {cfg.model.backbone} on single transitions "
@@ -607,11 +615,10 @@ def refuse_overridden_switches(cfg: TrainConfig, argv: Sequence[str]) -> None:
     Raises:
         ValueError: naming the switch, what turns the input on and how to feed one network.
     """
+    if on_transitions(cfg):  # nothing is turned on there
+        return
     m, typed = cfg.model, {arg.split("=", 1)[0].replace("_", "-") for arg in argv}
-    if not m.memory and cfg.replay.seq_len in (None, 1):  # single transitions: nothing is
-        return  # turned on (see warn_unused_inputs)
-    on = {"action": m.prev_action if m.prev_action is not None else m.memory,
-          "reward": m.prev_reward}
+    on = {"action": m.feeds_prev_action, "reward": m.prev_reward}
     why = {"action": ("--prev-action (on by default for memory backbones)", "--prev-action False"),
            "reward": ("--prev-reward (given, or by the recipe)", "--no-prev-reward")}
     for net, other in (("actor", "critic"), ("critic", "actor")):

@@ -93,10 +93,9 @@ def resolve(cfg: TrainConfig, max_episode_steps: int | None = None) -> TrainConf
                                  reach=m.reach_in(max_episode_steps))
     replay.check_resolved(max_episode_steps)
     if not replay.transitions(m.memory):
-        prev_action = m.prev_action if m.prev_action is not None else m.memory
         agent = dataclasses.replace(
-            a, actor_prev_action=a.actor_prev_action or prev_action,
-            critic_prev_action=a.critic_prev_action or prev_action,
+            a, actor_prev_action=a.actor_prev_action or m.feeds_prev_action,
+            critic_prev_action=a.critic_prev_action or m.feeds_prev_action,
             actor_prev_reward=a.actor_prev_reward or m.prev_reward,
             critic_prev_reward=a.critic_prev_reward or m.prev_reward)
     elif given := [flag for flag, on in (

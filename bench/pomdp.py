@@ -169,10 +169,10 @@ def _recorded_env(p: argparse.ArgumentParser, out: Path, runs: list[GridRun], ow
     return ran[0] if ran else env
 
 
-_SHOWN = {"env steps": "loop.total_steps", "updates/step": "loop.updates_per_step",
-          "batch": "replay.batch_size", "d_model": "model.d_model",
-          "head": "agent.head_hidden", "gamma": "agent.gamma"}
-"""The settings line's values (its word: the config field)."""
+_SHOWN = {"loop.total_steps": "{} env steps", "loop.updates_per_step": "{} updates/step",
+          "replay.batch_size": "batch {}", "model.d_model": "d_model {}",
+          "agent.head_hidden": "head {}", "agent.gamma": "gamma {}"}
+"""The settings line's values: config field, and how the line says it."""
 
 
 def _field(cfg: train.TrainConfig, dotted: str) -> object:
@@ -180,50 +180,53 @@ def _field(cfg: train.TrainConfig, dotted: str) -> object:
     return getattr(getattr(cfg, section), name)
 
 
-def _by_run(word: str, dotted: str, first: train.TrainConfig, runs: list[GridRun]) -> str:
-    """``first``'s value of ``dotted`` with ``word`` (``12000 env steps``), followed by the
-    runs that have another: ``0.25 updates/step (0.5: rnn__s0, rnn__s1)``."""
+def _by_run(dotted: str, said: str, first: train.TrainConfig,
+            ran: dict[str, train.TrainConfig]) -> str:
+    """``first``'s value of ``dotted`` as ``said`` puts it (``12000 env steps``), followed by
+    the runs that have another: ``0.25 updates/step (0.5: rnn__s0, rnn__s1)``."""
     mine = _field(first, dotted)
     other: dict[str, list[str]] = {}
-    for r in runs:
-        value = _field(r.config, dotted)
+    for name, cfg in ran.items():
+        value = _field(cfg, dotted)
         if value != mine:
-            other.setdefault(str(value), []).append(r.name)
-    text = f"{word} {mine}" if word in ("batch", "d_model", "head", "gamma") else f"{mine} {word}"
+            other.setdefault(str(value), []).append(name)
+    text = said.format(mine)
     if other:
         text += " (" + "; ".join(f"{v}: {', '.join(names)}" for v, names in other.items()) + ")"
     return text
 
 
-def _settings(first: train.TrainConfig, flags: list[str], outcomes: list[RunOutcome],
+def _ran(outcomes: list[RunOutcome]) -> dict[str, train.TrainConfig]:
+    """Each run's config as its ``config.json`` records it (resolved, as it ran), for the runs
+    that have one."""
+    return {o.name: train.TrainConfig.from_record(RunRecord.read(o.run_dir))
+            for o in outcomes if RunPaths(o.run_dir).config.is_file()}
+
+
+def _settings(first: train.TrainConfig, flags: list[str], ran: dict[str, train.TrainConfig],
               final_policy: str | None, last_k: int) -> str:
-    """The settings line above the table: the runs' configuration as their ``config.json``
-    records it (the first's values, with the runs whose values differ named after each;
-    ``first``'s where no run has one), the policy their evaluations logged and what "final"
-    means."""
-    logged = sorted({RunRecord.read(o.run_dir).loop.eval_policy for o in outcomes
-                     if RunPaths(o.run_dir).config.is_file()}) or [first.loop.eval_policy]
+    """The settings line above the table: the runs' configuration as ``ran`` holds it (the
+    first's values, with the runs whose values differ named after each; ``first``'s where no
+    run has one), the policy their evaluations logged and what "final" means."""
+    logged = sorted({c.loop.eval_policy for c in ran.values()}) or [first.loop.eval_policy]
     final = (f"the final checkpoint's {final_policy} on each run's own "
              f"{first.loop.eval_episodes} evaluation episodes" if final_policy else
              f"mean of the last {last_k} evaluation(s) of {first.loop.eval_episodes} episodes")
-    ran = [GridRun(o.name, train.TrainConfig.from_record(RunRecord.read(o.run_dir)))
-           for o in outcomes if RunPaths(o.run_dir).config.is_file()]  # as resolved and run
-    mine = ran[0].config if ran else first
-    shown = ", ".join(_by_run(w, d, mine, ran) for w, d in _SHOWN.items())
+    mine = next(iter(ran.values()), first)
+    shown = ", ".join(_by_run(d, said, mine, ran) for d, said in _SHOWN.items())
     return (f"settings (recipe {first.run.recipe!r}{', ' + ' '.join(flags) if flags else ''}): "
             f"{shown}, evaluations logged of the {' and the '.join(logged)}, final = {final}")
 
 
-def _warn_pooled_lengths(outcomes: list[RunOutcome], backbones: list[str]) -> None:
+def _warn_pooled_lengths(ran: dict[str, train.TrainConfig], backbones: list[str]) -> None:
     """Warn on stderr of the rows that pool seeds of different ``--total-steps`` (one run
-    extended alone; read from the runs that have a ``config.json``), as ``rlkit.report``
-    does: ``gru (700: gru__s0; 600: gru__s1)``."""
+    extended alone), as ``rlkit.report`` does: ``gru (700: gru__s0; 600: gru__s1)``."""
     out = []
     for b in backbones:
         ends: dict[int, list[str]] = {}
-        for o in outcomes:
-            if o.name.startswith(f"{b}__") and RunPaths(o.run_dir).config.is_file():
-                ends.setdefault(RunRecord.read(o.run_dir).loop.total_steps, []).append(o.name)
+        for name, cfg in ran.items():
+            if name.startswith(f"{b}__"):
+                ends.setdefault(cfg.loop.total_steps, []).append(name)
         if len(ends) > 1:
             out.append(f"{b} (" + "; ".join(f"{t}: {', '.join(n)}" for t, n in ends.items())
                        + ")")
@@ -577,8 +580,9 @@ def main() -> None:
             runs, first, flags = _recorded(runs, out, first, flags)
         print(f"\n{env}, {_count(len(a.seeds), 'seed')}, grid {time.time() - t0:.0f} s with "
               f"{_count(a.jobs, 'job')}, runs in {out}")
-    print(_settings(first, flags, outcomes, a.final_policy, a.last_k))
-    _warn_pooled_lengths(outcomes, backbones)
+    ran = _ran(outcomes)
+    print(_settings(first, flags, ran, a.final_policy, a.last_k))
+    _warn_pooled_lengths(ran, backbones)
     head = " | ".join(f"at {s / 1000:g}k" for s in at)
     print(f"| backbone | final per seed | mean | min | max | {head + ' | ' if at else ''}"
           "saturation | success | wall s | updates/s |")

@@ -445,6 +445,12 @@ class ModelConfig:
         return backbone_has_memory(self.backbone)
 
     @property
+    def feeds_prev_action(self) -> bool:
+        """Whether sequence training feeds both networks the previous action: ``prev_action``,
+        or by default whether the family carries state."""
+        return self.prev_action if self.prev_action is not None else self.memory
+
+    @property
     def reach(self) -> int | None:
         """How many past steps the encoder's output can depend on: ``n_layers x (context - 1)``
         for the Transformer (each layer attends ``context - 1`` steps back), 0 for a family

@@ -206,11 +206,17 @@ RAY_TASK_THREADS = 1
 """Torch threads of each Ray task (Ray schedules a task on one CPU)."""
 
 
+def _run_file_paths(run_dir: Path) -> list[Path]:
+    """Every file under ``run_dir`` (none where it does not exist) but its lock file: each
+    side of a Ray task keeps its own."""
+    lock = RunPaths(run_dir).lock
+    return [p for p in run_dir.rglob("*") if p.is_file() and p != lock] \
+        if run_dir.is_dir() else []
+
+
 def _run_files(run_dir: Path) -> dict[str, bytes]:
-    """Every file under ``run_dir`` by its relative path (none where it does not exist), but
-    its lock file: each side keeps its own."""
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*")
-            if p.is_file() and p != RunPaths(run_dir).lock} if run_dir.is_dir() else {}
+    """:func:`_run_file_paths` by relative path, with their contents."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in _run_file_paths(run_dir)}
 
 
 SHIP_BYTES = 2 * 2**30
@@ -220,8 +226,7 @@ tasks in flight at most; one run is always let through, whatever its size."""
 
 def _files_size(run_dir: Path) -> int:
     """What :func:`_run_files` of ``run_dir`` would hold, in bytes."""
-    return sum(p.stat().st_size for p in run_dir.rglob("*")
-               if p.is_file() and p != RunPaths(run_dir).lock) if run_dir.is_dir() else 0
+    return sum(p.stat().st_size for p in _run_file_paths(run_dir))
 
 
 def _write_files(run_dir: Path, files: dict[str, bytes]) -> None:
