@@ -95,8 +95,9 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
     """The config, record and last checkpoint of the run in ``--resume`` (see there).
     ``given``: the fields the command line gave (:func:`agents.cli.given_on_resume`): one of
     :data:`RESUME_MAY_CHANGE` applies even at its default value, any other must equal the
-    run's (``auto`` of :data:`STORED_RESOLVED` is the run's own, and ``--recipe auto`` names
-    the recipe made for the run's env).
+    run's (``auto`` of :data:`STORED_RESOLVED` is the run's own, as is the device a run made
+    with ``--device auto`` resolved to, and ``--recipe auto`` names the recipe made for the
+    run's env).
 
     The checkpoint is ``None`` for a run that stopped before it wrote its first one (killed
     while starting): it then starts again from step 0, which is the same run.
@@ -121,6 +122,8 @@ def resume_config(cfg: TrainConfig, given: Collection[str] = (),
     for name, section in STORED_RESOLVED.items():  # stored resolved: "auto" is the run's own
         if getattr(getattr(cfg, section), name) == "auto":
             cfg = replace_fields(cfg, **{name: getattr(getattr(saved, section), name)})
+    if cfg.run.device == record.device:  # the device "auto" resolved to is the run's own too
+        cfg = replace_fields(cfg, device=saved.run.device)
     if "recipe" in given:
         _check_recipe(run_dir, cfg.run.recipe, saved)
         cfg = replace_fields(cfg, recipe=saved.run.recipe)

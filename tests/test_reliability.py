@@ -783,6 +783,24 @@ def test_resume_refuses_a_flag_typed_at_the_package_default_that_is_not_the_runs
     assert RunRecord.read(run).loop.total_steps == 100
 
 
+
+def test_resume_accepts_the_device_a_run_made_with_auto_resolved_to(tmp_path, capsys):
+    """A run made with ``--device auto`` records ``run.device`` as typed and ``device`` as
+    resolved: ``--resume --device <that device>`` names the device it ran on, not a change
+    (it was refused as "the run has --device auto, not cpu"); another device still is."""
+    args = [a for a in TINY_ARGS if a != "--device" and a != "cpu"]
+    run = tmp_path / "run"
+    code, err = _cli([*args, "--device", "auto", "--run-dir", run], capsys)
+    assert code == 0, err
+    record = RunRecord.read(run)
+    assert record.run.device == "auto" and record.device in ("cpu", "cuda")
+    code, err = _cli(["--resume", run, "--total-steps", 80, "--device", record.device], capsys)
+    assert code == 0, err
+    assert RunRecord.read(run).loop.total_steps == 80
+    other = "cuda" if record.device == "cpu" else "cpu"
+    code, err = _cli(["--resume", run, "--total-steps", 100, "--device", other], capsys)
+    assert code == 2 and f"not {other}" in _first_error(err), err
+
 def test_resume_applies_a_flag_given_at_its_default_value(tiny_run, tmp_path, capsys):
     """A flag that may change on resume counts as given when it is on the command line, even
     at its default value (``--checkpoint-every 0``, ``--total-steps 15000``); left off, the
