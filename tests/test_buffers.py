@@ -332,6 +332,43 @@ def test_episode_window_start_samples_whole_episodes_from_their_start():
         SequenceReplayBuffer(100, 1, 1, 1, seq_len=4, window_start="mid")
 
 
+
+def test_episodes_drawn_by_steps_weigh_each_stored_episode_by_its_stored_length(monkeypatch):
+    """``--episode-sampling steps`` after the ring has wrapped many times: each stored episode
+    is drawn in proportion to the steps of it still stored (an episode whose start was
+    overwritten is never drawn), and the count behind it spans the buffer, not the whole run
+    (it grew with every step added: 200 MB a draw at 10M steps)."""
+    from rlkit.buffers.sequences import SequenceReplayBuffer as Buffer
+    from rlkit.config import ReplayConfig
+
+    cfg = ReplayConfig(buffer_size=200, batch_size=1, seq_len=12, window_start="episode",
+                       episode_sampling="steps")
+    buf = Buffer(cfg, num_envs=2, obs_dim=1, action_dim=1,
+                 generator=torch.Generator().manual_seed(0))
+    ends = [{i for i in range(5003) if i % 7 == 6}, {i for i in range(5003) if i % 11 in (2, 10)}]
+    for i in range(5003):  # 100 steps kept per env: the ring wraps 50 times
+        done = np.array([float(i in e) for e in ends])
+        buf.add(np.zeros((2, 1)), np.zeros((2, 1)), np.zeros(2), np.zeros((2, 1)), done,
+                np.zeros(2))
+    want = []  # (env, start, stored length) of each episode that starts in the stored steps
+    for e in range(2):
+        start = 0
+        for i in range(5003):
+            if start >= 5003 - 100 and (i in ends[e] or i == 5002):
+                want.append((e, start, i - start + 1))
+            if i in ends[e]:
+                start = i + 1
+    weights, sizes = [], []
+    real_multinomial, real_bincount = torch.multinomial, torch.bincount
+    monkeypatch.setattr(torch, "multinomial", lambda w, *a, **k: weights.append(w.clone())
+                        or real_multinomial(w, *a, **k))
+    monkeypatch.setattr(torch, "bincount", lambda x, weights=None, minlength=0: sizes.append(
+        minlength) or real_bincount(x, weights, minlength))
+    b = buf.sample(64)
+    assert weights[0].tolist() == [float(n) for _, _, n in want]
+    assert max(sizes) <= 2 * (100 + 1), sizes
+    assert set(b.mask.sum(1).long().tolist()) <= {n for _, _, n in want}
+
 def test_episode_windows_are_cut_after_their_longest_episode_or_at_one_of_few_lengths():
     from rlkit.buffers import COMPILED_WINDOW_LENGTHS, make_replay
     from rlkit.buffers.sequences import SequenceReplayBuffer as Buffer

@@ -224,11 +224,13 @@ class SequenceReplayBuffer:
                 raise RuntimeError("no stored step starts an episode (all were overwritten)")
             starts = absolute[pos]  # (N,) one per stored episode
             if self.episode_sampling == "steps":  # in proportion to the stored length
-                span = self.count + 1
-                keys = torch.arange(self.num_envs, device=self.device)[:, None] * span \
-                    + self.episode_start[:, slots]  # (E, S) one key per episode
+                # keys relative to the oldest stored step (0: an episode started before it,
+                # never drawn), so the count's size is bounded by the buffer, not the run
+                span = stored + 1
+                rel = (self.episode_start[:, slots] - first).clamp_min(-1) + 1  # (E, S)
+                keys = torch.arange(self.num_envs, device=self.device)[:, None] * span + rel
                 counts = torch.bincount(keys.flatten(), minlength=self.num_envs * span)
-                lengths = counts[env_idx * span + starts].float()  # (N,)
+                lengths = counts[env_idx * span + starts - first + 1].float()  # (N,)
                 pick = torch.multinomial(lengths, batch_size, replacement=True, generator=g)
             else:
                 pick = torch.randint(len(env_idx), (batch_size,), device=self.device,
