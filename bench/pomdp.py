@@ -338,6 +338,27 @@ def _gap_table(outcomes: list[RunOutcome], backbones: list[str], env: str, windo
     print("\n".join(rows))
 
 
+GRID_SETS = {"--backbone": "--backbones", "--seed": "--seeds", "--env": "--env",
+             "--run-dir": "--out", "--grid-dir": "--out", "--resume": "--out DIR --resume",
+             "--jobs": "--jobs", "--launcher": None, "--ray-address": None}
+"""train.py flags that the grid sets for each run (its name, seed, task and directory, run
+here one at a time): refused after ``--``, with this script's own flag where it has one."""
+
+
+def _check_pass_through(p: argparse.ArgumentParser, extra: list[str]) -> None:
+    """Refuse a flag after ``--`` that would set what the grid sets for each run: it would win
+    over the grid's value, and the runs would be filed and tabulated under names they are not
+    (``-- --backbone gru`` trained a GRU as ``mlp__s0``, ``rnn__s0``, ...)."""
+    for arg in extra:
+        flag = arg.split("=", 1)[0].replace("_", "-")
+        if flag in GRID_SETS:
+            ours = GRID_SETS[flag]
+            use = (f"give this script's {ours} before --" if ours else
+                   "a grid on a Ray cluster is train.py's (--backbone A B --launcher ray)")
+            p.error(f"{arg} after --: the grid sets each run's {flag.lstrip('-')} itself "
+                    f"(its runs are named by backbone and seed); {use}")
+
+
 def _check_flags(p: argparse.ArgumentParser, a: argparse.Namespace, env: str) -> None:
     """Refuse flags that cannot go together on ``env`` (exit 2, the value named)."""
     if a.last_k < 1:
@@ -545,6 +566,7 @@ def main() -> None:
     backbones = anchor["backbones"] if anchor and "--backbones" not in own else a.backbones
     at = a.at or (anchor["at"] if anchor else [])
     flags = (anchor["flags"] if anchor else []) + extra
+    _check_pass_through(p, extra)
     _check_flags(p, a, env)
     out = Path(a.summarize or a.out or "")  # a temp dir for none, once the flags are checked
     if a.summarize:

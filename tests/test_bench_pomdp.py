@@ -49,6 +49,16 @@ TINY = replace_fields(train.TrainConfig(), total_steps=60, learning_starts=20, b
     (["--summarize", "no/such/grid"], "--summarize no/such/grid: no such directory"),
     (["--summarize", str(ROOT / "pyproject.toml")],
      f"--summarize {ROOT / 'pyproject.toml'}: a file, not a grid directory"),
+    # train.py flags that would win over what the grid sets for each run (a GRU filed as mlp)
+    (["--backbones", "mlp", "rnn", "--", "--backbone", "gru"],
+     "--backbone after --: the grid sets each run's backbone itself (its runs are named by "
+     "backbone and seed); give this script's --backbones before --"),
+    (["--seeds", "0", "1", "--", "--seed=7"], "--seed=7 after --: the grid sets each run's "
+     "seed itself"),
+    (["--", "--total-steps", "10", "--env", "Pendulum-v1"], "give this script's --env before --"),
+    (["--", "--run_dir", "x"], "give this script's --out before --"),
+    (["--", "--resume", "x"], "give this script's --out DIR --resume before --"),
+    (["--", "--launcher", "ray"], "a grid on a Ray cluster is train.py's"),
 ])
 def test_bad_flags_are_refused_with_the_value_named(monkeypatch, capsys, argv, named):
     monkeypatch.setattr(sys, "argv", ["pomdp.py", *argv])
