@@ -269,6 +269,13 @@ class Trainer:
         every = self.cfg.update_every
         if self.step // every == (self.step - n) // every:  # no multiple of it reached yet
             return
+        if loop.credit >= 1.0 and len(self.buffer) == 0:  # every transition was dropped
+            names = self._row_names
+            which = f"env {', '.join(sorted(set(names)))}" if names else "the env"
+            raise NonFiniteError(
+                f"nothing to train on at step {self.step}: --drop-nonfinite dropped every "
+                f"transition so far ({self.dropped_transitions} rows) and the replay is "
+                f"empty; {which} returned a non-finite observation or reward at every step")
         while loop.credit >= 1.0:
             metrics = self.agent.update(self.buffer.sample(self.batch_size))
             self.num_updates += 1

@@ -35,7 +35,8 @@ class FaultyPendulum(gym.Wrapper):
             error overflows float32), ``kill`` (see :data:`KILL_AT_ENV`), ``raise`` (the env's
             own code raises ``RuntimeError("simulator diverged")``), ``slow`` (every step
             sleeps :data:`SLOW_STEP_S`), ``nan_reset`` (``nan_obs``, and every reset after it
-            returns a non-finite observation) or ``opaque`` (no fault; holds state in an object
+            returns a non-finite observation), ``nan_rewards`` (every reward from ``at`` on is
+            NaN) or ``opaque`` (no fault; holds state in an object
             a checkpoint cannot capture).
         at: the wrapper's step at which the fault fires.
         parity: fire only in the env whose first seeded reset had a seed of this parity.
@@ -69,6 +70,8 @@ class FaultyPendulum(gym.Wrapper):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.armed and self.fault == "slow":
             time.sleep(SLOW_STEP_S)
+        if self.armed and self.fault == "nan_rewards" and self.t >= self.at:
+            reward = float("nan")
         if self.armed and self.t == self.at:
             if self.fault == "raise":
                 _integrate(obs)
@@ -145,6 +148,7 @@ IDS = {
     "rlkit-test/NaNFirstResetOdd-v0": {"fault": "nan_reset", "at": 0, "parity": 1},
     "rlkit-test/NaNFirstResetEven-v0": {"fault": "nan_reset", "at": 0, "parity": 0},
     "rlkit-test/HugeReward-v0": {"fault": "huge_reward", "at": 150},
+    "rlkit-test/NaNRewards-v0": {"fault": "nan_rewards"},
     "rlkit-test/Raise-v0": {"fault": "raise", "at": 30},
     "rlkit-test/RaiseOdd-v0": {"fault": "raise", "at": 30, "parity": 1},
     "rlkit-test/RaiseEven-v0": {"fault": "raise", "at": 30, "parity": 0},

@@ -904,6 +904,21 @@ def test_drop_nonfinite_drops_counts_and_goes_on(tmp_path, monkeypatch, backbone
     assert restarted == ([[False, True]] if backbone == "mlp" else [[True, True]])
 
 
+
+@pytest.mark.parametrize("backbone", ["mlp", "gru"])
+def test_drop_nonfinite_that_drops_every_transition_stops_naming_why(tmp_path, backbone):
+    """An env whose every reward is NaN, with --drop-nonfinite: the replay is empty when
+    learning starts. The run stopped as bad input with "cannot sample from an empty replay
+    buffer" (exit 2), naming neither the drops nor the env."""
+    cfg = replace_fields(TINY, env="faulty_envs:rlkit-test/NaNRewards-v0", backbone=backbone,
+                         drop_nonfinite=True, run_dir=str(tmp_path / "run"))
+    with pytest.raises(NonFiniteError, match=r"^nothing to train on at step 20: "
+                                             r"--drop-nonfinite dropped every transition so far "
+                                             r"\(20 rows\) and the replay is empty; env "
+                                             r"rlkit-test/NaNRewards-v0 returned a non-finite "
+                                             r"observation or reward at every step$"):
+        train.main(cfg)
+
 def test_a_dropped_step_restarts_no_env_whose_episode_ended_on_it(tmp_path, monkeypatch):
     """50-step episodes: the fault comes on the last step of an episode of both envs, which
     the vector env has restarted already; only the bad env is restarted again, and the other's
