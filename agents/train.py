@@ -229,6 +229,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     than a window (:func:`check_buffer_holds_a_window`)."""
     env = make_env(cfg.env)
     steps = time_limit(env)
+    dropped = cfg.replay.dropped_start(cfg.model.memory, steps, reach=cfg.model.reach_in(steps))
     try:
         cfg = resolve(cfg, steps)
         check_buffer_holds_a_window(cfg)
@@ -236,7 +237,8 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         env.close()
         raise
     if gap := cfg.replay.act_gap(cfg.model.memory, steps, reach=cfg.model.reach_in(steps)):
-        warnings.warn(f"train != act: {gap}", UserWarning, stacklevel=2)
+        why = f" ({dropped})" if dropped else ""
+        warnings.warn(f"train != act: {gap}{why}", UserWarning, stacklevel=2)
     if short := cfg.model.reach_gap(steps, cfg.replay.seq_len):
         warnings.warn(f"short reach: {short}", UserWarning, stacklevel=2)
     if empty := cfg.model.empty_cache(steps):

@@ -327,6 +327,26 @@ class ReplayConfig:
         """Whether a resolved config trains on single transitions, not on windows."""
         return not memory and self.seq_len == 1
 
+    def dropped_start(self, memory: bool, episode_steps: int | None,
+                      reach: int | None = None) -> str | None:
+        """Why an unresolved config whose ``--seq-len`` leaves no step after the default
+        burn-in trains windows from the initial state (the default start, stored states or a
+        replayed reach, needs a trained step after it); ``None`` where that is not so.
+
+        Args:
+            reach: past steps the encoder sees, when finite (the Transformer's); else ``None``.
+        """
+        burn = reach if reach is not None else STORED_BURN_IN
+        if (not memory or not burn or self.state_mode is not None or self.burn_in
+                or self.window_start is not None or self.seq_len is None or self.seq_len > burn
+                or self.resolved(memory, episode_steps, reach).window_start == "episode"):
+            return None
+        mode = "prefix" if reach is not None else "stored"
+        return (f"--seq-len {self.seq_len} leaves no step to train after the default burn-in "
+                f"of {burn} (--state-mode {mode}), so its windows start from the initial state "
+                f"instead; a --seq-len above {burn}, or a --burn-in below {self.seq_len}, "
+                f"keeps the {mode} start")
+
     def act_gap(self, memory: bool, episode_steps: int | None,
                 reach: int | None = None) -> str | None:
         """Why a resolved config trains a memory encoder on other histories than it acts on

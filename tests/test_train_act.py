@@ -310,6 +310,40 @@ def test_a_burn_in_given_alone_takes_the_default_mode_where_episodes_do_not_fit(
         resolve(replace_fields(TrainConfig(), backbone="gru", burn_in=32), 200)
 
 
+
+def test_a_window_no_longer_than_the_default_burn_in_says_why_it_starts_from_zero():
+    """``--seq-len`` at or below the default burn-in (16 stored, the Transformer's reach
+    replayed) leaves no trained step after it, so the windows start from the initial state: the
+    ``train != act`` warning says so (it read as if zero-start windows had been asked for),
+    and a longer window or a shorter --burn-in keeps the default start."""
+    import warnings
+
+    from agents.train import TrainConfig, build, resolve
+    from rlkit.config import replace_fields
+
+    def warned(cfg):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            build(replace_fields(cfg, total_steps=10, d_model=8), torch.device("cpu"))[2].close()
+        return [str(w.message) for w in caught if str(w.message).startswith("train != act")]
+
+    cheetah = replace_fields(TrainConfig(), env="rlkit/HalfCheetah-V-v0", backbone="gru")
+    r = resolve(replace_fields(cheetah, seq_len=16), 1000).replay
+    assert (r.state_mode, r.burn_in) == ("zero", 0)
+    said = warned(replace_fields(cheetah, seq_len=16))
+    assert len(said) == 1 and said[0].endswith(
+        "(--seq-len 16 leaves no step to train after the default burn-in of 16 (--state-mode "
+        "stored), so its windows start from the initial state instead; a --seq-len above 16, "
+        "or a --burn-in below 16, keeps the stored start)"), said
+    assert warned(replace_fields(cheetah, seq_len=17)) == []  # stored, burn-in 16
+    assert warned(replace_fields(cheetah, seq_len=16, burn_in=8)) == []
+    said = warned(replace_fields(cheetah, seq_len=16, state_mode="zero"))  # asked for: no why
+    assert len(said) == 1 and "default burn-in" not in said[0]
+    r = replace_fields(cheetah, backbone="transformer", seq_len=40).replay
+    assert "burn-in of 63 (--state-mode prefix)" in r.dropped_start(True, 1000, reach=63)
+    pendulum = replace_fields(TrainConfig(), backbone="gru", seq_len=200).replay
+    assert pendulum.dropped_start(True, 200) is None  # whole episodes: no burn-in to drop
+
 def test_replay_flags_a_run_does_not_use_are_named():
     """--state-every outside stored mode, a stored mode for an encoder that carries no state,
     and --episode-sampling on windows from any step are recorded but change nothing: named
