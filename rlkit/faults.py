@@ -129,8 +129,25 @@ class EnvError(RuntimeError):
         """An :class:`EnvError` for ``error``, raised by ``env``'s ``call``."""
         at = f" at env step {step}" if step is not None else ""
         first = f": {str(error).splitlines()[0]}" if str(error).strip() else ""
-        return cls(f"env {env} raised {type(error).__name__} in {call}{at}{first}",
+        return cls(f"env {env} raised {type(error).__name__} in {call}{at}{first}"
+                   f"{_renderer_hint(error)}",
                    "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+
+
+_RENDERER_DIRS = re.compile(r"[\\/](OpenGL|mujoco[\\/](egl|osmesa|glfw))[\\/]")
+
+
+def _renderer_hint(error: BaseException) -> str:
+    """A hint when ``MUJOCO_GL`` is set and ``error`` came from loading a renderer (PyOpenGL,
+    MuJoCo's GL backends): importing MuJoCo loads the backend it names, so a backend whose
+    library is missing fails every MuJoCo task, video or not."""
+    gl = os.environ.get("MUJOCO_GL")
+    files = [frame.filename for frame in traceback.extract_tb(error.__traceback__)]
+    if not gl or not any(_RENDERER_DIRS.search(f) for f in files):
+        return ""
+    return (f" (MUJOCO_GL={gl} is set and loading that renderer failed: its library is "
+            f"missing here; set MUJOCO_GL to a renderer this machine has (egl), or leave it "
+            f"unset where no video is made)")
 
     def __reduce__(self) -> tuple:
         return (type(self), (str(self), self.env_traceback))

@@ -135,6 +135,15 @@ class BrokenInit(gym.Env):
         raise KeyError("missing asset 'pendulum.xml'")
 
 
+class NoRenderer(gym.Env):
+    """An env whose constructor fails where PyOpenGL does when the renderer that ``MUJOCO_GL``
+    names has no library (as importing MuJoCo with ``MUJOCO_GL=osmesa`` and no OSMesa)."""
+
+    def __init__(self) -> None:
+        exec(compile("raise AttributeError(\"'NoneType' object has no attribute 'glGetError'\")",
+                     os.path.join("site-packages", "OpenGL", "raw", "GL", "_errors.py"), "exec"))
+
+
 IDS = {
     "rlkit-test/Kill-v0": {"fault": "kill"},
     "rlkit-test/Opaque-v0": {"fault": "opaque"},
@@ -165,7 +174,8 @@ for _id, _kwargs in {"rlkit-test/NaNObs50Odd-v0": {"fault": "nan_obs", "at": 250
     if _id not in gym.registry:
         gym.register(_id, entry_point="faulty_envs:make", kwargs=_kwargs, max_episode_steps=50)
 for _id, _entry in {"rlkit-test/Image-v0": "faulty_envs:ImageEnv",
-                    "rlkit-test/BrokenInit-v0": "faulty_envs:BrokenInit"}.items():
+                    "rlkit-test/BrokenInit-v0": "faulty_envs:BrokenInit",
+                    "rlkit-test/NoRenderer-v0": "faulty_envs:NoRenderer"}.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=_entry, max_episode_steps=200)
 for _id, _kwargs in {"rlkit-test/MatrixObs-v0": {"obs_shape": (2, 3)},

@@ -1509,6 +1509,23 @@ def test_env_exception_keeps_the_envs_traceback(tmp_path, capsys):
     assert "in __init__" in err and not (tmp_path / "init").exists()
 
 
+
+def test_a_renderer_that_mujoco_gl_names_and_cannot_load_is_named(tmp_path, monkeypatch, capsys):
+    """Importing MuJoCo loads the renderer ``MUJOCO_GL`` names; without its library every
+    MuJoCo task failed to build with PyOpenGL's "'NoneType' object has no attribute
+    'glGetError'" alone. The error now names the setting (the README's "clear error")."""
+    args = [*TINY_ARGS, "--env", "faulty_envs:rlkit-test/NoRenderer-v0"]
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    code, err = _cli([*args, "--run-dir", tmp_path / "a"], capsys)
+    assert code == 4 and "glGetError'\nthe env's traceback" in err and "MUJOCO_GL" not in err
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    code, err = _cli([*args, "--run-dir", tmp_path / "b"], capsys)
+    assert code == 4 and err.startswith(
+        "error: env faulty_envs:rlkit-test/NoRenderer-v0 raised AttributeError in construction: "
+        "'NoneType' object has no attribute 'glGetError' (MUJOCO_GL=osmesa is set and loading "
+        "that renderer failed: its library is missing here; set MUJOCO_GL to a renderer this "
+        "machine has (egl), or leave it unset where no video is made)\n"), err
+
 def test_a_non_finite_evaluation_return_stops_the_run(tmp_path):
     """The evaluation env's NaN reward (at its 250th step: in the second 200-step evaluation
     episode) stops the run naming the evaluation, --drop-nonfinite or not, instead of logging
