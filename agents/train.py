@@ -44,7 +44,7 @@ from agents.resume import (
     resume_config,
 )
 from rlkit.buffers import check_replay_memory, make_replay
-from rlkit.checkpoint import CheckpointError, load_checkpoint
+from rlkit.checkpoint import CheckpointError, load_checkpoint, previous_path
 from rlkit.compile import choose_compile
 from rlkit.config import (
     EnvConfig,
@@ -421,8 +421,9 @@ def _run(cfg: TrainConfig, run_dir: Path | None, resumed: RunRecord | None, ckpt
 
 
 def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[DDPG, RunRecord]:
-    """The trained agent of a run directory (its ``checkpoint.pt``) and its record. Warns
-    when the checkpoint is not the run's final one (a run stopped, or still going).
+    """The trained agent of a run directory (its ``checkpoint.pt``, or, where that cannot be
+    read, the one kept before it, with a warning, as ``--resume`` takes it) and its record.
+    Warns when the checkpoint is not the run's final one (a run stopped, or still going).
 
     Raises:
         ValueError: ``device`` is not cpu, cuda or cuda:N, or a CUDA device this machine
@@ -436,7 +437,19 @@ def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     record = RunRecord.read(run_dir)
     agent = DDPG.from_record(record)
     path = RunPaths(Path(run_dir)).checkpoint
-    ckpt = load_checkpoint(path, map_location=device)
+    try:
+        ckpt = load_checkpoint(path, map_location=device)
+    except CheckpointError as newest:  # as --resume: the one kept before it, if it reads
+        prev = previous_path(path)
+        if path.is_dir() or not prev.is_file():
+            raise
+        try:
+            ckpt = load_checkpoint(prev, map_location=device)
+        except CheckpointError as older:
+            raise CheckpointError(f"{newest}; and {older}") from older
+        warnings.warn(f"{newest}; the policy is that of {prev.name} (step {ckpt['step']}), "
+                      f"the checkpoint kept before it", UserWarning, stacklevel=2)
+        path = prev
     check_checkpoint_record(record, ckpt, str(path))
     try:
         agent.load_checkpoint_state(ckpt["agent"])

@@ -427,6 +427,30 @@ def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged
     assert (run / "checkpoint.corrupt.pt").read_bytes() == data[: len(data) // 2]
 
 
+
+def test_evaluation_falls_back_to_the_previous_checkpoint_as_resume_does(tiny_run, tmp_path,
+                                                                         capsys):
+    """``python -m agents.evaluate`` on a run whose checkpoint.pt is damaged and whose
+    checkpoint.prev.pt reads: the previous policy, with a warning naming both (it stopped,
+    where --resume goes on); with both damaged, both are named. Nothing is renamed."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match=r"checkpoint.pt has no rlkit integrity footer: the "
+                                         r"file is truncated.*; the policy is that of "
+                                         r"checkpoint.prev.pt \(step 40\), the checkpoint kept "
+                                         r"before it"):
+        assert evaluate_run([str(run), "--episodes", "1"]) == 0
+    assert sorted(p.name for p in run.glob("checkpoint*")) == ["checkpoint.prev.pt",
+                                                               "checkpoint.pt"]
+    prev = (run / "checkpoint.prev.pt").read_bytes()
+    (run / "checkpoint.prev.pt").write_bytes(prev[:100])
+    assert evaluate_run([str(run), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"^error: \S*checkpoint.pt has no rlkit integrity footer.*; and "
+                     r"\S*checkpoint.prev.pt has no rlkit integrity footer", err), err
+
 def test_a_fallback_resume_keeps_a_readable_previous_checkpoint(tiny_run, tmp_path):
     """Resuming past a corrupt checkpoint.pt must not make the corrupt file the previous
     checkpoint: after the first save of the resumed run, checkpoint.prev.pt still loads (the
