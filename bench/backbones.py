@@ -294,9 +294,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     without a CUDA device."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024],
-                   help="sequence lengths T, positive integers")
-    p.add_argument("--batch", type=int, default=32, help="batch size B, a positive integer")
-    p.add_argument("--d-model", type=int, default=128, help="model width, a positive integer")
+                   help="sequence lengths T, positive integers (default: 64 256 1024)")
+    p.add_argument("--batch", type=int, default=32,
+                   help="batch size B, a positive integer (default: 32)")
+    p.add_argument("--d-model", type=int, default=128,
+                   help="model width, a positive integer (default: 128)")
     p.add_argument("--d-in", type=int,
                    help=f"input width, a positive integer (default: {TABLE_DEFAULTS['d_in']})")
     p.add_argument("--n-layers", type=int,
@@ -306,11 +308,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    f"{TABLE_DEFAULTS['context']})")
     p.add_argument("--families", nargs="+", choices=BACKBONE_NAMES,
                    help="the families of the table (default: all)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the table runs (default: cpu)")
     p.add_argument("--dtype", choices=("fp32", "bf16"),
                    help=f"the table's precision (default: {TABLE_DEFAULTS['dtype']})")
     p.add_argument("--repeats", type=int, default=5,
-                   help="timed calls per median, a positive integer")
+                   help="timed calls per median, a positive integer (default: 5)")
     p.add_argument("--scan-only", action="store_true",
                    help="print only the Mamba scan lines (sequential vs parallel, exp floor), in "
                    "fp32 at --lengths, --batch, --d-model, --device, --repeats")

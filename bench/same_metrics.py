@@ -28,6 +28,8 @@ def main() -> int:
     p.add_argument("--ignore", nargs="*", default=[], help="fields to leave out as well")
     args = p.parse_args()
     for run in (args.a, args.b):
+        if not Path(run).exists():
+            p.error(f"{run}: no such directory: expected two run directories")
         if not (Path(run) / "metrics.jsonl").is_file():
             p.error(f"{run} is not a run directory (no metrics.jsonl in it): expected two run "
                     "directories")

@@ -296,7 +296,7 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         ValueError: ``last_k`` or ``n_resamples`` is not a positive integer, or ``out_dir`` is
             a file.
     """
-    for name, v in (("last_k", last_k), ("n_resamples", n_resamples)):
+    for name, v in (("last_k (--last-k)", last_k), ("n_resamples", n_resamples)):
         if not is_count(v):
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     runs, skipped = scan_runs(grid_dir, metric, exclude, unfinished)

@@ -104,6 +104,11 @@ def test_same_metrics_refuses_what_is_not_a_run_directory(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"{stray} is not a run directory (no metrics.jsonl in it): expected two run " \
            "directories" in out.stderr
+    gone = subprocess.run([sys.executable, str(ROOT / "bench" / "same_metrics.py"), str(run),
+                           str(tmp_path / "gone")], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert gone.returncode == 2 and f"{tmp_path / 'gone'}: no such directory: expected two " \
+        "run directories" in gone.stderr
     same = subprocess.run([sys.executable, str(ROOT / "bench" / "same_metrics.py"), str(run),
                            str(run)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert same.returncode == 0 and "1 rows identical" in same.stdout

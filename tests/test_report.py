@@ -388,8 +388,8 @@ def test_runs_of_different_settings_pooled_in_one_row_are_warned(grid, tmp_path)
 
 
 @pytest.mark.parametrize(("kw", "message"), [
-    (dict(last_k=0), "last_k must be an integer >= 1, got 0"),
-    (dict(last_k=2.5), "last_k must be an integer >= 1, got 2.5"),
+    (dict(last_k=0), "last_k (--last-k) must be an integer >= 1, got 0"),
+    (dict(last_k=2.5), "last_k (--last-k) must be an integer >= 1, got 2.5"),
     (dict(n_resamples=0), "n_resamples must be an integer >= 1, got 0"),
 ])
 def test_bad_counts_are_refused_by_name(grid, tmp_path, kw, message):
