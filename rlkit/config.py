@@ -168,6 +168,17 @@ class EnvConfig:
         return self.id.partition(":")[2] if ":" in self.id else self.id
 
 
+def _default_burn_in(episode_steps: int | None, reach: int | None) -> int:
+    """The burn-in of windows that start mid-episode when none is given: the encoder's reach
+    (replayed), else :data:`STORED_BURN_IN` steps refreshing a stored state, at most
+    ``episode_steps - 1`` (no step has more before it in its episode)."""
+    if reach is not None:
+        return reach
+    if episode_steps is None:
+        return STORED_BURN_IN
+    return min(STORED_BURN_IN, episode_steps - 1)
+
+
 @dataclass(frozen=True)
 class ReplayConfig:
     """What is stored and what an update samples.
@@ -262,7 +273,7 @@ class ReplayConfig:
         # A default window trains 64 steps (fewer on shorter episodes) after its burn-in,
         # whether the burn-in is the default or given.
         trained = min(TRAINED_STEPS, episode_steps or TRAINED_STEPS)
-        burn = self.burn_in or (reach if reach is not None else STORED_BURN_IN)
+        burn = self.burn_in or _default_burn_in(episode_steps, reach)
         if (self.state_mode is None and self.window_start is None and memory and burn
                 and (self.seq_len is None or self.seq_len > burn)):
             return dataclasses.replace(  # replay what it sees, or refresh a stored state
@@ -336,7 +347,7 @@ class ReplayConfig:
         Args:
             reach: past steps the encoder sees, when finite (the Transformer's); else ``None``.
         """
-        burn = reach if reach is not None else STORED_BURN_IN
+        burn = _default_burn_in(episode_steps, reach)
         if (not memory or not burn or self.state_mode is not None or self.burn_in
                 or self.window_start is not None or self.seq_len is None or self.seq_len > burn
                 or self.resolved(memory, episode_steps, reach).window_start == "episode"):

@@ -311,6 +311,22 @@ def test_a_burn_in_given_alone_takes_the_default_mode_where_episodes_do_not_fit(
 
 
 
+
+def test_the_default_burn_in_of_stored_windows_fits_short_episodes():
+    """Episodes of at most 16 steps that are longer than --max-window: the default burn-in of
+    16 was taken as it is, and the config the package made was refused ("--burn-in 16 is as
+    long as the task's episodes") though no --burn-in was given. It is now at most one step
+    less than an episode, as the Transformer's replayed reach already was."""
+    from agents.train import TrainConfig, resolve
+    from rlkit.config import replace_fields
+
+    gru = replace_fields(TrainConfig(), backbone="gru", max_window=4)
+    for steps, burn in ((8, 7), (16, 15), (17, 16), (1000, 16)):
+        r = resolve(gru, steps).replay
+        assert (r.state_mode, r.burn_in, r.seq_len) == ("stored", burn, burn + min(64, steps))
+    with pytest.raises(ValueError, match=r"--burn-in 8 is as long as the task's episodes"):
+        resolve(replace_fields(gru, burn_in=8), 8)  # given: refused as before
+
 def test_a_window_no_longer_than_the_default_burn_in_says_why_it_starts_from_zero():
     """``--seq-len`` at or below the default burn-in (16 stored, the Transformer's reach
     replayed) leaves no trained step after it, so the windows start from the initial state: the
