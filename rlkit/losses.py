@@ -15,7 +15,14 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         pred: ``(B, T)``.
         target: ``(B, T)``, no gradient expected.
         mask: ``(B, T)`` of 0/1; an all-zero mask gives 0.
+
+    Raises:
+        ValueError: the three shapes differ (a ``(B, T, 1)`` target or a ``(T,)`` mask would
+            broadcast into another loss without an error where ``B == T``).
     """
+    if not pred.shape == target.shape == mask.shape:
+        raise ValueError(f"pred, target and mask must have one shape, got {tuple(pred.shape)}, "
+                         f"{tuple(target.shape)} and {tuple(mask.shape)}")
     err = (pred - target.detach()) ** 2
     return (err * mask).sum() / mask.sum().clamp_min(1.0)
 

@@ -251,6 +251,11 @@ def test_an_empty_sequence_gives_no_outputs_and_leaves_the_state(name: str) -> N
     y, none = model(torch.zeros(0, 3, D_IN))
     assert y.shape == (0, 3, D_MODEL) and all(s.shape[0] == 0 for s in none)
     y.sum().backward()
+    if state:  # a state of other shapes is refused at T = 0 as at T > 0 (it came back as given)
+        wrong = tuple(torch.zeros(B + 1, *s.shape[1:], dtype=s.dtype) for s in state)
+        for t in (0, 2):
+            with pytest.raises(ValueError, match=r"state .*must (have|be)"):
+                model(torch.zeros(B, t, D_IN), wrong)
 
 
 @families

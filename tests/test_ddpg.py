@@ -55,6 +55,18 @@ def test_masked_mse_ignores_masked_steps():
     assert masked_mse(pred, target, torch.zeros(1, 2)).item() == 0.0
 
 
+def test_masked_mse_refuses_shapes_that_would_broadcast():
+    """With B == T a (B, T, 1) target or a (T,) mask broadcast into another loss (3.0 for
+    1.0) without an error; the shapes are now named."""
+    p, t, m = torch.zeros(3, 3), torch.ones(3, 3), torch.ones(3, 3)
+    assert masked_mse(p, t, m).item() == 1.0
+    with pytest.raises(ValueError, match=r"^pred, target and mask must have one shape, got "
+                                         r"\(3, 3\), \(3, 3, 1\) and \(3, 3\)$"):
+        masked_mse(p, t[..., None], m)
+    with pytest.raises(ValueError, match=r"got \(3, 3\), \(3, 3\) and \(3,\)$"):
+        masked_mse(p, t, torch.tensor([1.0, 1.0, 0.0]))
+
+
 def test_actor_outputs_stay_within_bounds():
     agent = make_agent()
     obs = torch.randn(64, 1, 3) * 1e4

@@ -121,7 +121,12 @@ class Backbone(nn.Module, abc.ABC):
             raise ValueError(f"x must have shape (B, T, {self.d_in}), got {tuple(x.shape)}")
         self._check_inputs(x, state)
         if x.shape[1] == 0:  # no step: no output, and the state is where it was
-            state = self.initial_state(x.shape[0], x.device) if state is None else state
+            fresh = self.initial_state(x.shape[0], x.device)
+            if state is None:
+                state = fresh
+            elif fresh:  # checked as a step would check it (a family without state ignores it)
+                check_state_shapes(type(self).__name__, state,
+                                   [tuple(s.shape) for s in fresh])
             return x.new_zeros(x.shape[0], 0, self.d_out), state
         return self._forward(x, state)
 
