@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rlkit.fields import is_count
+
 
 class ActionNoise:
     """Interface: ``sample() -> (num_envs, action_dim)`` and ``reset(done_mask)``."""
@@ -28,13 +30,30 @@ class ActionNoise:
         self.rng.bit_generator.state = state["rng"]
 
 
-def _check(num_envs: int, action_dim: int, sigma: float) -> None:
-    if num_envs <= 0:
-        raise ValueError(f"num_envs must be a positive integer, got {num_envs}")
-    if action_dim <= 0:
-        raise ValueError(f"action_dim must be a positive integer, got {action_dim}")
-    if not sigma >= 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
+def _number(name: str, value: object, low: float | None = None, above: bool = False) -> None:
+    """Refuse ``value`` unless it is a finite real number (at least ``low``, or above it)."""
+    real = isinstance(value, int | float | np.integer | np.floating) and \
+        not isinstance(value, bool) and bool(np.isfinite(value))
+    if not real or (low is not None and (value <= low if above else value < low)):
+        bound = "" if low is None else f" {'>' if above else '>='} {low}"
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+
+
+def _check(num_envs: int, action_dim: int, sigma: float, rng: np.random.Generator) -> None:
+    for name, value in (("num_envs", num_envs), ("action_dim", action_dim)):
+        if not is_count(value):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    _number("sigma", sigma, 0.0)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator of the process's own (never the "
+                         f"global one), got {type(rng).__name__}")
+
+
+def _check_mask(done_mask: np.ndarray, num_envs: int) -> np.ndarray:
+    done_mask = np.asarray(done_mask, dtype=bool)
+    if done_mask.shape != (num_envs,):
+        raise ValueError(f"done_mask must have shape ({num_envs},), got {done_mask.shape}")
+    return done_mask
 
 
 class GaussianNoise(ActionNoise):
@@ -43,11 +62,16 @@ class GaussianNoise(ActionNoise):
     def __init__(
         self, num_envs: int, action_dim: int, sigma: float, rng: np.random.Generator
     ) -> None:
-        _check(num_envs, action_dim, sigma)
+        _check(num_envs, action_dim, sigma, rng)
         self.num_envs, self.action_dim, self.sigma, self.rng = num_envs, action_dim, sigma, rng
 
     def sample(self) -> np.ndarray:
         return self.sigma * self.rng.standard_normal((self.num_envs, self.action_dim))
+
+    def reset(self, done_mask: np.ndarray | None = None) -> None:
+        """Memoryless: nothing to reset; the mask is checked as the OU process checks it."""
+        if done_mask is not None:
+            _check_mask(done_mask, self.num_envs)
 
 
 class OrnsteinUhlenbeckNoise(ActionNoise):
@@ -78,11 +102,12 @@ class OrnsteinUhlenbeckNoise(ActionNoise):
         dt: float = 1e-2,
         x0: float | None = None,
     ) -> None:
-        _check(num_envs, action_dim, sigma)
-        if not theta > 0:
-            raise ValueError(f"theta must be > 0, got {theta}")
-        if not dt > 0:
-            raise ValueError(f"dt must be > 0, got {dt}")
+        _check(num_envs, action_dim, sigma, rng)
+        _number("theta", theta, 0.0, above=True)
+        _number("dt", dt, 0.0, above=True)
+        _number("mu", mu)
+        if x0 is not None:
+            _number("x0", x0)
         self.num_envs, self.action_dim, self.sigma, self.rng = num_envs, action_dim, sigma, rng
         self.theta, self.mu, self.dt = theta, mu, dt
         self.x0 = mu if x0 is None else x0
@@ -97,12 +122,7 @@ class OrnsteinUhlenbeckNoise(ActionNoise):
         if done_mask is None:
             self.x[:] = self.x0
             return
-        done_mask = np.asarray(done_mask, dtype=bool)
-        if done_mask.shape != (self.num_envs,):
-            raise ValueError(
-                f"done_mask must have shape ({self.num_envs},), got {done_mask.shape}"
-            )
-        self.x[done_mask] = self.x0
+        self.x[_check_mask(done_mask, self.num_envs)] = self.x0
 
     def state_dict(self) -> dict[str, object]:
         return {"rng": self.rng.bit_generator.state, "x": self.x.copy()}

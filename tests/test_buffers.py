@@ -445,5 +445,15 @@ def test_sizes_are_counts_numpy_ones_included_and_rows_are_one_per_env():
         seq.add(reward=z((1, 2)), terminated=z(2), truncated=z(2), **step)
     with pytest.raises(ValueError, match="num_envs must be a positive integer, got 1.5"):
         SequenceReplayBuffer(20, 1.5, 3, 1, seq_len=4)
+    # keep: one flag per row (a short one was taken as "keep all", or indexed past the rows)
+    for buf, rows in ((seq, 2), (ReplayBuffer(20, 3, 1, generator=torch.Generator()), 2)):
+        count = len(buf)
+        for bad in ([True], np.array([True, False, True]), [[True, True]]):
+            said = rf"keep must have shape \({rows},\), one flag per row added, got "
+            with pytest.raises(ValueError, match=said + re.escape(str(np.shape(bad)))):
+                buf.add(keep=bad, reward=z(2), terminated=z(2), truncated=z(2), **step)
+        assert len(buf) == count  # nothing stored or dropped
+        assert buf.add(keep=[True, False], reward=z(2), terminated=z(2), truncated=z(2),
+                       **step) == (2 if buf is seq else 1)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 2.5"):
         seq.sample(2.5)

@@ -46,12 +46,32 @@ def test_noise_reproducible_with_seed_and_not_global():
 
 def test_noise_bad_input():
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="sigma must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"sigma must be a finite number >= 0.0, got -1.0"):
         GaussianNoise(1, 1, -1.0, rng)
     with pytest.raises(ValueError, match="num_envs must be a positive integer, got 0"):
         OrnsteinUhlenbeckNoise(0, 1, 0.1, rng)
     with pytest.raises(ValueError, match="unknown noise 'pink'"):
         make_noise("pink", 1, 1, 0.1, rng)
+    # each refused by name where it failed later in numpy (or sampled NaN) before
+    for args, kwargs, said in (
+            ((1.5, 1, 0.1, rng), {}, "num_envs must be a positive integer, got 1.5"),
+            (("2", 1, 0.1, rng), {}, "num_envs must be a positive integer, got '2'"),
+            ((1, 1, 0.1, None), {}, r"rng must be a numpy.random.Generator of the process's "
+                                    r"own \(never the global one\), got NoneType"),
+            ((1, 1, 0.1, 0), {}, "rng must be a numpy.random.Generator .*got int"),
+            ((1, 1, float("nan"), rng), {}, "sigma must be a finite number >= 0.0, got nan"),
+            ((1, 1, 0.1, rng), {"x0": float("nan")}, "x0 must be a finite number, got nan"),
+            ((1, 1, 0.1, rng), {"mu": float("inf")}, "mu must be a finite number, got inf"),
+            ((1, 1, 0.1, rng), {"theta": 0.0}, "theta must be a finite number > 0.0, got 0.0"),
+            ((1, 1, 0.1, rng), {"dt": float("inf")}, "dt must be a finite number > 0.0")):
+        with pytest.raises(ValueError, match=said):
+            OrnsteinUhlenbeckNoise(*args, **kwargs)
+    with pytest.raises(ValueError, match="rng must be a numpy.random.Generator"):
+        GaussianNoise(1, 1, 0.1, 0)
+    for noise in (GaussianNoise(2, 1, 0.1, rng), OrnsteinUhlenbeckNoise(2, 1, 0.1, rng)):
+        with pytest.raises(ValueError, match=r"done_mask must have shape \(2,\), got \(1,\)"):
+            noise.reset(np.array([True]))
+        noise.reset(np.array([True, False]))
 
 
 def test_noise_state_round_trip():

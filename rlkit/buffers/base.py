@@ -119,6 +119,21 @@ def as_tensor(x: ArrayLike, device: torch.device, dtype: torch.dtype) -> Tensor:
     return torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(device, dtype)
 
 
+def check_keep(keep: ArrayLike | None, rows: int) -> np.ndarray | None:
+    """``keep`` (one flag per row added, or ``None``) as a boolean array of shape ``(rows,)``.
+
+    Raises:
+        ValueError: another shape (it indexed the rows wrongly, or was taken as "keep all").
+    """
+    if keep is None:
+        return None
+    flags = np.asarray(keep.cpu() if isinstance(keep, Tensor) else keep, dtype=bool)
+    if flags.shape != (rows,):
+        raise ValueError(f"keep must have shape ({rows},), one flag per row added, got "
+                         f"{flags.shape}")
+    return flags
+
+
 def check_sizes(capacity: int, obs_dim: int, action_dim: int) -> None:
     """Refuse non-positive sizes, naming the value."""
     for name, v in (("capacity", capacity), ("obs_dim", obs_dim), ("action_dim", action_dim)):

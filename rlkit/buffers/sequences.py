@@ -8,7 +8,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlkit.buffers.base import ArrayLike, SequenceBatch, as_tensor, check_sizes, cpu_copy
+from rlkit.buffers.base import (
+    ArrayLike,
+    SequenceBatch,
+    as_tensor,
+    check_keep,
+    check_sizes,
+    cpu_copy,
+)
 from rlkit.config import ReplayConfig
 from rlkit.fields import is_count
 from rlkit.tree import tree_flatten, tree_unflatten
@@ -147,6 +154,7 @@ class SequenceReplayBuffer:
         Returns:
             The number of rows dropped (0, or ``num_envs``).
         """
+        keep = check_keep(keep, self.num_envs)
         if keep is not None and not np.all(keep):
             self.start_new_episodes(np.ones(self.num_envs, dtype=bool))
             return self.num_envs

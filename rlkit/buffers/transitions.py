@@ -8,7 +8,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlkit.buffers.base import ArrayLike, SequenceBatch, as_tensor, check_sizes, cpu_copy
+from rlkit.buffers.base import (
+    ArrayLike,
+    SequenceBatch,
+    as_tensor,
+    check_keep,
+    check_sizes,
+    cpu_copy,
+)
 from rlkit.fields import is_count
 
 
@@ -98,8 +105,9 @@ class ReplayBuffer:
                                  "as in obs)")
             parts[name] = value.reshape(n, -1)
         dropped = 0
+        keep = check_keep(keep, n)
         if keep is not None and not np.all(keep):
-            rows_kept = np.flatnonzero(np.asarray(keep))
+            rows_kept = np.flatnonzero(keep)
             dropped = n - len(rows_kept)
             parts = {k: v[rows_kept] for k, v in parts.items()}
             n = len(rows_kept)
