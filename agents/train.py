@@ -323,7 +323,11 @@ def main(cfg: TrainConfig, given: Collection[str] = (), *,
     Python applies nothing).
 
     The run directory is locked for the whole run (:class:`rlkit.rundir.RunLock`); a resumed
-    one before anything in it is read or changed.
+    one before anything in it is read or changed. Side effects beyond the run directory: the
+    process's global generators (``random``, NumPy's and torch's) are seeded from the run's
+    seed (:func:`rlkit.seeding.seed_everything`: weight initialisation draws from torch's,
+    every other component from a generator of its own) and left where the run leaves them, and
+    the run directory and final return are printed on one line to stdout.
 
     Raises:
         ValueError: bad input (flags, env, not enough memory, ...), named by flag.

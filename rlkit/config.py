@@ -531,8 +531,9 @@ class ModelConfig:
         return f"{'; '.join(unused)}; {self.backbone} does not use {them}"
 
     def reach_gap(self, episode_steps: int | None, seq_len: int) -> str | None:
-        """Why a Transformer trained on whole episodes cannot see all of them (``None`` when
-        its reach covers the episode, or when it does not train on whole episodes), or why one
+        """Why a Transformer trained on windows that span its episodes (whole episodes, or
+        prefix windows as long) cannot see all of them (``None`` when its reach covers the
+        episode, or when its windows are shorter than the episodes), or why one
         at ``--context 1`` (reach 0) has no memory at all, on windows too.
 
         Training on whole episodes asks the encoder to use the whole episode; with a reach
@@ -556,8 +557,9 @@ class ModelConfig:
         context = -(-(episode_steps - 1) // self.n_layers) + 1  # n_layers x (K - 1) >= T - 1
         steps = "step" if reach == 1 else "steps"
         return (f"the Transformer sees {reach} {steps} back (--n-layers {self.n_layers} x "
-                f"(--context {self.context} - 1)) but trains on whole episodes of "
-                f"{episode_steps} steps: the last step of an episode cannot see its first "
+                f"(--context {self.context} - 1)) but trains on windows that span its "
+                f"episodes of up to {episode_steps} steps: the last step of an episode cannot see "
+                f"its first "
                 f"{episode_steps - 1 - reach}. --context {context} or more lets every step see "
                 f"its whole episode")
 

@@ -41,7 +41,10 @@ def episode_rewards(agent: Policy, env: gym.Env, episodes: int, device: torch.de
     """Run the deterministic policy (step mode, state carried) for ``episodes`` episodes.
 
     Episode ``k`` resets ``env`` with ``seed + k``; nothing here draws from the training loop's
-    generators, so evaluating does not change what training does next.
+    generators, so evaluating does not change what training does next. An env without a time
+    limit (:func:`time_limit`) has its episodes cut at :data:`EVAL_STEP_LIMIT` steps, with a
+    warning, as :func:`eval_time_limited` cuts them (a policy that never ends an episode would
+    otherwise never let the evaluation finish).
 
     Returns:
         Per episode, its rewards step by step and the ``info`` of its last step.
@@ -53,6 +56,12 @@ def episode_rewards(agent: Policy, env: gym.Env, episodes: int, device: torch.de
         raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
     out = []
     act_dim = env.action_space.shape[0]
+    limit = None
+    if time_limit(env) is None:
+        limit = EVAL_STEP_LIMIT
+        warnings.warn(f"{_env_name(env)} has no time limit (register it with "
+                      f"max_episode_steps): evaluation episodes are cut at {limit} steps",
+                      stacklevel=2)
     for ep in range(episodes):
         obs, _ = env.reset(seed=None if seed is None else seed + ep)
         state = agent.initial_state(1)
@@ -65,7 +74,7 @@ def episode_rewards(agent: Policy, env: gym.Env, episodes: int, device: torch.de
             action = a[0].cpu().numpy()
             obs, r, term, trunc, info = env.step(action)
             rewards.append(float(r))
-            done = bool(term or trunc)
+            done = bool(term or trunc) or (limit is not None and len(rewards) >= limit)
             prev_a, prev_r = a, torch.tensor([float(r)], device=device)
         out.append((rewards, info))
     return out
@@ -119,10 +128,14 @@ def eval_time_limited(env: gym.Env) -> gym.Env:
     ends would otherwise never let the evaluation finish."""
     if time_limit(env):
         return env
-    name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
-    warnings.warn(f"env {name!r} has no time limit (register it with max_episode_steps): "
+    warnings.warn(f"{_env_name(env)} has no time limit (register it with max_episode_steps): "
                   f"evaluation episodes are cut at {EVAL_STEP_LIMIT} steps", stacklevel=3)
     return gym.wrappers.TimeLimit(env, EVAL_STEP_LIMIT)
+
+
+def _env_name(env: gym.Env) -> str:
+    """``env 'ID'`` (its registered id, else its class) in a message."""
+    return f"env {env.spec.id if env.spec is not None else type(env.unwrapped).__name__!r}"
 
 
 class EnvModuleError(ValueError):

@@ -137,3 +137,12 @@ def test_an_empty_directory_flag_is_refused_not_read_as_the_current_directory(fi
     as_path = Path("runs") / "x"  # a path object is taken as it is
     assert getattr(replace_fields(TrainConfig(), **{field: as_path}).run if field != "grid_dir"
                    else replace_fields(TrainConfig(), grid_dir=as_path).grid, field) == as_path
+
+
+def test_the_package_version_is_the_installed_distributions():
+    """``rlkit.__version__`` is what ``pip show rlkit`` says (the README names it)."""
+    from importlib.metadata import version
+
+    import rlkit
+
+    assert rlkit.__version__ == version("rlkit") != "unknown"

@@ -555,6 +555,11 @@ def test_a_transformer_that_cannot_see_its_whole_training_episodes_is_named():
     gap = m.reach_gap(101, 101)
     assert "sees 63 steps back" in gap and "cannot see its first 37" in gap
     assert "--context 101 or more lets every step see" in gap
+    # prefix windows that span the episode (burn-in 2 + 8 trained on 8-step episodes) are
+    # not whole episodes: the warning said they were
+    short = dataclasses.replace(m, context=3)  # reach 2
+    assert "but trains on windows that span its episodes of up to 8 steps: the last step of " \
+        "an episode cannot see its first 5" in short.reach_gap(8, 10)
     two = dataclasses.replace(m, n_layers=2, context=32)  # reach 62; 2 x (K - 1) >= 100: 51
     assert "sees 62 steps back" in two.reach_gap(101, 101)
     assert "--context 51 or more" in two.reach_gap(101, 101)
