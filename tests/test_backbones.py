@@ -276,6 +276,12 @@ def test_inputs_of_another_dtype_are_refused_by_name(name: str) -> None:
     # outside autocast a half input met float32 weights in a matmul that named neither
     with pytest.raises(ValueError, match=rf"{cls}: x must be float32 .* got bfloat16"):
         model(randn(B, 4, D_IN, seed=0).bfloat16())
+    # a NumPy array failed on its missing .dim() (AttributeError)
+    with pytest.raises(ValueError, match=rf"^x must be a tensor of shape \(B, T, {D_IN}\), got "
+                                         r"ndarray$"):
+        model(randn(B, 4, D_IN, seed=0).numpy())
+    with pytest.raises(ValueError, match=rf"^x must be a tensor of shape \(B, {D_IN}\), got list$"):
+        model.step([[0.0] * D_IN])
 
 
 @families

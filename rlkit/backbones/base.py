@@ -117,6 +117,9 @@ class Backbone(nn.Module, abc.ABC):
             ``(y, state)``: outputs ``(B, T, D_out)`` and the state after ``x[:, -1]`` (for
             ``T = 0``, no outputs and the state given).
         """
+        if not isinstance(x, Tensor):
+            raise ValueError(f"x must be a tensor of shape (B, T, {self.d_in}), got "
+                             f"{type(x).__name__}")
         if x.dim() != 3 or x.shape[-1] != self.d_in:
             raise ValueError(f"x must have shape (B, T, {self.d_in}), got {tuple(x.shape)}")
         self._check_inputs(x, state)
@@ -140,6 +143,9 @@ class Backbone(nn.Module, abc.ABC):
         Returns:
             ``(y, state)``: output ``(B, D_out)`` and the state after ``x``.
         """
+        if not isinstance(x, Tensor):
+            raise ValueError(f"x must be a tensor of shape (B, {self.d_in}), got "
+                             f"{type(x).__name__}")
         if x.dim() != 2 or x.shape[-1] != self.d_in:
             raise ValueError(f"x must have shape (B, {self.d_in}), got {tuple(x.shape)}")
         self._check_inputs(x, state)
