@@ -26,6 +26,10 @@ from rlkit.config import (
 from rlkit.rundir import SECTIONS, RunDirError, RunRecord
 
 Flat = tyro.conf.OmitArgPrefixes
+SECTION_TYPES = {"run": RunConfig, "env": EnvConfig, "replay": ReplayConfig,
+                 "model": ModelConfig, "noise": NoiseConfig, "loop": LoopConfig,
+                 "grid": GridConfig}
+"""The class of each section of :class:`TrainConfig` but ``agent``."""
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -42,6 +46,11 @@ class TrainConfig:
     """Agent hyper-parameters (``--agent.gamma``, ``--agent.twin-critics``, ...)."""
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # a section of another type failed on a field later
+            want = DDPGConfig if f.name == "agent" else SECTION_TYPES[f.name]
+            if not isinstance(getattr(self, f.name), want):
+                raise TypeError(f"TrainConfig.{f.name} must be a {want.__name__}, got "
+                                f"{type(getattr(self, f.name)).__name__}")
         if self.loop.eval_policy == "average" and self.agent.average_tau is None:
             raise ValueError(f"--eval-policy average {NO_AVERAGE}")
 

@@ -104,6 +104,8 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
         ({"total_steps": -5}, "--total-steps must be a positive integer, got -5"),
         ({"batch_size": 512, "buffer_size": 100}, "--batch-size 512 is larger than --buffer-size"),
         ({"backbone": "lstmx"}, "unknown backbone 'lstmx'; expected one of mlp, rnn"),
+        ({"backbone": ["gru", "lstm"]}, r"unknown backbone \['gru', 'lstm'\]; expected one of "
+                                          r"mlp, rnn"),  # unhashable: a TypeError before
         ({"updates_per_step": 0.0}, r"--updates-per-step must be a finite number > 0.0, got 0.0"),
         ({"updates_per_step": float("inf")}, "--updates-per-step must be a finite number"),
         ({"context": 0, "backbone": "transformer"}, "--context must be a positive integer"),
@@ -121,6 +123,18 @@ def test_bad_input_stops_before_training(tmp_path, change, message):
         train.main(replace_fields(SMALL, run_dir=str(run), **change))
     assert not run.exists()
 
+
+
+def test_a_section_of_another_type_is_refused_by_name():
+    """``TrainConfig(loop=ModelConfig())`` failed later on a field the section lacks
+    (AttributeError: 'ModelConfig' object has no attribute 'eval_policy')."""
+    from rlkit.config import ModelConfig
+
+    with pytest.raises(TypeError, match=r"^TrainConfig.loop must be a LoopConfig, got "
+                                        r"ModelConfig$"):
+        train.TrainConfig(loop=ModelConfig())
+    with pytest.raises(TypeError, match=r"^TrainConfig.agent must be a DDPGConfig, got dict$"):
+        train.TrainConfig(agent={"gamma": 0.9})
 
 def test_branch_init_reaches_every_transformer_block_of_the_agent():
     from rlkit.backbones.transformer import Block

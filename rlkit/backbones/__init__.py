@@ -70,7 +70,7 @@ def register_backbone(name: str, backbone_cls: type[Backbone],
 def check_backbone_name(name: str) -> None:
     """Raise ``ValueError`` unless ``name`` is a family this process knows (built in or
     registered), naming the known ones."""
-    if name not in _REGISTRY and name not in _ADDED:
+    if not isinstance(name, str) or (name not in _REGISTRY and name not in _ADDED):
         raise ValueError(f"unknown backbone {name!r}; expected one of "
                          f"{', '.join(backbone_names())} (a family of your own is known only "
                          "to a process that registers it: rlkit.backbones.register_backbone)")
