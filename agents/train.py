@@ -219,8 +219,9 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     probe env of the task (the evaluation env: without a time limit of its own, cut at
     :data:`rlkit.evaluate.EVAL_STEP_LIMIT` steps). Warns when the resolved config trains a
     memory encoder on other histories than it acts on
-    (:meth:`rlkit.config.ReplayConfig.act_gap`), when a Transformer trained on whole episodes
-    cannot see all of them
+    (:meth:`rlkit.config.ReplayConfig.act_gap`; with the reason, where a short --seq-len
+    dropped the default burn-in: :meth:`rlkit.config.ReplayConfig.dropped_start`), when a
+    Transformer trained on windows that span its episodes cannot see all of them
     (:meth:`rlkit.config.ModelConfig.reach_gap`), when its cache is longer than any
     episode (:meth:`rlkit.config.ModelConfig.empty_cache`), when a family-specific flag is
     given to a backbone that does not use it (:meth:`rlkit.config.ModelConfig.unused_flags`)

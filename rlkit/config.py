@@ -273,9 +273,11 @@ class ReplayConfig:
         # A default window trains 64 steps (fewer on shorter episodes) after its burn-in,
         # whether the burn-in is the default or given.
         trained = min(TRAINED_STEPS, episode_steps or TRAINED_STEPS)
-        burn = self.burn_in or _default_burn_in(episode_steps, reach)
-        if (self.state_mode is None and self.window_start is None and memory and burn
-                and (self.seq_len is None or self.seq_len > burn)):
+        asked = self.burn_in or (reach if reach is not None else STORED_BURN_IN)
+        if (self.state_mode is None and self.window_start is None and memory and asked
+                and (self.seq_len is None or self.seq_len > asked)):
+            # the mode as the burn-in asked for decides; its length fits the episodes
+            burn = self.burn_in or _default_burn_in(episode_steps, reach)
             return dataclasses.replace(  # replay what it sees, or refresh a stored state
                 self, seq_len=self.seq_len or trained + burn, burn_in=burn, window_start="any",
                 state_mode="prefix" if reach is not None else "stored",
@@ -347,7 +349,7 @@ class ReplayConfig:
         Args:
             reach: past steps the encoder sees, when finite (the Transformer's); else ``None``.
         """
-        burn = _default_burn_in(episode_steps, reach)
+        burn = reach if reach is not None else STORED_BURN_IN  # as resolved() decides
         if (not memory or not burn or self.state_mode is not None or self.burn_in
                 or self.window_start is not None or self.seq_len is None or self.seq_len > burn
                 or self.resolved(memory, episode_steps, reach).window_start == "episode"):

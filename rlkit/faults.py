@@ -112,6 +112,22 @@ COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 task): dropped from text that goes to a file."""
 
 
+_RENDERER_DIRS = re.compile(r"[\\/](OpenGL|mujoco[\\/](egl|osmesa|glfw))[\\/]")
+
+
+def _renderer_hint(error: BaseException, call: str) -> str:
+    """A hint when ``MUJOCO_GL`` is set and ``error``, raised while building an env, came from
+    loading a renderer (PyOpenGL, MuJoCo's GL backends): importing MuJoCo loads the backend it
+    names, so one that cannot load here fails every MuJoCo task, video or not."""
+    gl = os.environ.get("MUJOCO_GL")
+    files = [frame.filename for frame in traceback.extract_tb(error.__traceback__)]
+    if call != "construction" or not gl or not any(_RENDERER_DIRS.search(f) for f in files):
+        return ""
+    other = "osmesa" if gl == "egl" else "egl"
+    return (f" (MUJOCO_GL={gl} is set and that renderer failed to load here; set MUJOCO_GL to "
+            f"one this machine has, such as {other}, or leave it unset where no video is made)")
+
+
 class EnvError(RuntimeError):
     """An environment raised an exception in its construction, ``reset`` or ``step``.
 
@@ -130,24 +146,8 @@ class EnvError(RuntimeError):
         at = f" at env step {step}" if step is not None else ""
         first = f": {str(error).splitlines()[0]}" if str(error).strip() else ""
         return cls(f"env {env} raised {type(error).__name__} in {call}{at}{first}"
-                   f"{_renderer_hint(error)}",
+                   f"{_renderer_hint(error, call)}",
                    "".join(traceback.format_exception(type(error), error, error.__traceback__)))
-
-
-_RENDERER_DIRS = re.compile(r"[\\/](OpenGL|mujoco[\\/](egl|osmesa|glfw))[\\/]")
-
-
-def _renderer_hint(error: BaseException) -> str:
-    """A hint when ``MUJOCO_GL`` is set and ``error`` came from loading a renderer (PyOpenGL,
-    MuJoCo's GL backends): importing MuJoCo loads the backend it names, so a backend whose
-    library is missing fails every MuJoCo task, video or not."""
-    gl = os.environ.get("MUJOCO_GL")
-    files = [frame.filename for frame in traceback.extract_tb(error.__traceback__)]
-    if not gl or not any(_RENDERER_DIRS.search(f) for f in files):
-        return ""
-    return (f" (MUJOCO_GL={gl} is set and loading that renderer failed: its library is "
-            f"missing here; set MUJOCO_GL to a renderer this machine has (egl), or leave it "
-            f"unset where no video is made)")
 
     def __reduce__(self) -> tuple:
         return (type(self), (str(self), self.env_traceback))

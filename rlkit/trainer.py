@@ -273,9 +273,9 @@ class Trainer:
             names = self._row_names
             which = f"env {', '.join(sorted(set(names)))}" if names else "the env"
             raise NonFiniteError(
-                f"nothing to train on at step {self.step}: --drop-nonfinite dropped every "
-                f"transition so far ({self.dropped_transitions} rows) and the replay is "
-                f"empty; {which} returned a non-finite observation or reward at every step")
+                f"nothing to train on at step {self.step}: every step so far had a non-finite "
+                f"observation or reward ({which}) and --drop-nonfinite dropped it "
+                f"({self.dropped_transitions} rows), so the replay is empty")
         while loop.credit >= 1.0:
             metrics = self.agent.update(self.buffer.sample(self.batch_size))
             self.num_updates += 1

@@ -936,11 +936,11 @@ def test_drop_nonfinite_that_drops_every_transition_stops_naming_why(tmp_path, b
     buffer" (exit 2), naming neither the drops nor the env."""
     cfg = replace_fields(TINY, env="faulty_envs:rlkit-test/NaNRewards-v0", backbone=backbone,
                          drop_nonfinite=True, run_dir=str(tmp_path / "run"))
-    with pytest.raises(NonFiniteError, match=r"^nothing to train on at step 20: "
-                                             r"--drop-nonfinite dropped every transition so far "
-                                             r"\(20 rows\) and the replay is empty; env "
-                                             r"rlkit-test/NaNRewards-v0 returned a non-finite "
-                                             r"observation or reward at every step$"):
+    with pytest.raises(NonFiniteError, match=r"^nothing to train on at step 20: every step "
+                                             r"so far had a non-finite observation or reward "
+                                             r"\(env rlkit-test/NaNRewards-v0\) and "
+                                             r"--drop-nonfinite dropped it \(20 rows\), so the "
+                                             r"replay is empty$"):
         train.main(cfg)
 
 def test_a_dropped_step_restarts_no_env_whose_episode_ended_on_it(tmp_path, monkeypatch):
@@ -1534,6 +1534,15 @@ def test_env_exception_keeps_the_envs_traceback(tmp_path, capsys):
 
 
 
+
+def _raised_in_opengl() -> AttributeError:
+    """An error raised where PyOpenGL raises it (its traceback ends in an OpenGL file)."""
+    try:
+        faulty_envs.NoRenderer()
+    except AttributeError as e:
+        return e
+    raise AssertionError("NoRenderer did not raise")
+
 def test_a_renderer_that_mujoco_gl_names_and_cannot_load_is_named(tmp_path, monkeypatch, capsys):
     """Importing MuJoCo loads the renderer ``MUJOCO_GL`` names; without its library every
     MuJoCo task failed to build with PyOpenGL's "'NoneType' object has no attribute
@@ -1546,9 +1555,16 @@ def test_a_renderer_that_mujoco_gl_names_and_cannot_load_is_named(tmp_path, monk
     code, err = _cli([*args, "--run-dir", tmp_path / "b"], capsys)
     assert code == 4 and err.startswith(
         "error: env faulty_envs:rlkit-test/NoRenderer-v0 raised AttributeError in construction: "
-        "'NoneType' object has no attribute 'glGetError' (MUJOCO_GL=osmesa is set and loading "
-        "that renderer failed: its library is missing here; set MUJOCO_GL to a renderer this "
-        "machine has (egl), or leave it unset where no video is made)\n"), err
+        "'NoneType' object has no attribute 'glGetError' (MUJOCO_GL=osmesa is set and that "
+        "renderer failed to load here; set MUJOCO_GL to one this machine has, such as egl, or "
+        "leave it unset where no video is made)\n"), err
+    monkeypatch.setenv("MUJOCO_GL", "egl")  # the one that failed is not the one suggested
+    code, err = _cli([*args, "--run-dir", tmp_path / "c"], capsys)
+    assert code == 4 and "MUJOCO_GL=egl is set" in err and "such as osmesa" in err, err
+    # an env error raised by a step, not by building the env, gets no hint
+    error = EnvError.wrap(_raised_in_opengl(), "x", "step", 3)
+    assert "MUJOCO_GL" not in str(error) and "construction" not in str(error)
+    assert pickle.loads(pickle.dumps(error)).env_traceback == error.env_traceback
 
 def test_a_non_finite_evaluation_return_stops_the_run(tmp_path):
     """The evaluation env's NaN reward (at its 250th step: in the second 200-step evaluation

@@ -140,9 +140,13 @@ def test_an_empty_directory_flag_is_refused_not_read_as_the_current_directory(fi
 
 
 def test_the_package_version_is_the_installed_distributions():
-    """``rlkit.__version__`` is what ``pip show rlkit`` says (the README names it)."""
+    """``rlkit.__version__`` is what ``pip show rlkit`` says and ``pyproject.toml`` declares
+    (the README names it)."""
+    import re
     from importlib.metadata import version
 
     import rlkit
 
-    assert rlkit.__version__ == version("rlkit") != "unknown"
+    project = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"$', project, re.MULTILINE).group(1)
+    assert rlkit.__version__ == version("rlkit") == declared

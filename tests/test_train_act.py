@@ -326,6 +326,10 @@ def test_the_default_burn_in_of_stored_windows_fits_short_episodes():
         assert (r.state_mode, r.burn_in, r.seq_len) == ("stored", burn, burn + min(64, steps))
     with pytest.raises(ValueError, match=r"--burn-in 8 is as long as the task's episodes"):
         resolve(replace_fields(gru, burn_in=8), 8)  # given: refused as before
+    # a --seq-len up to the default of 16 still trains zero-start windows of all its steps
+    # (the cap decided the mode in a first version: stored, 15 steps of burn-in, 1 trained)
+    r = resolve(replace_fields(gru, seq_len=16), 16).replay
+    assert (r.state_mode, r.burn_in, r.seq_len) == ("zero", 0, 16)
 
 def test_a_window_no_longer_than_the_default_burn_in_says_why_it_starts_from_zero():
     """``--seq-len`` at or below the default burn-in (16 stored, the Transformer's reach
