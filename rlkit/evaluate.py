@@ -42,9 +42,9 @@ def episode_rewards(agent: Policy, env: gym.Env, episodes: int, device: torch.de
 
     Episode ``k`` resets ``env`` with ``seed + k``; nothing here draws from the training loop's
     generators, so evaluating does not change what training does next. An env without a time
-    limit (:func:`time_limit`) has its episodes cut at :data:`EVAL_STEP_LIMIT` steps, with a
-    warning, as :func:`eval_time_limited` cuts them (a policy that never ends an episode would
-    otherwise never let the evaluation finish).
+    limit (:func:`time_limit`) has an episode that reaches :data:`EVAL_STEP_LIMIT` steps cut
+    there, with a warning, as :func:`eval_time_limited` cuts them (a policy that never ends an
+    episode would otherwise never let the evaluation finish).
 
     Returns:
         Per episode, its rewards step by step and the ``info`` of its last step.
@@ -56,12 +56,7 @@ def episode_rewards(agent: Policy, env: gym.Env, episodes: int, device: torch.de
         raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
     out = []
     act_dim = env.action_space.shape[0]
-    limit = None
-    if time_limit(env) is None:
-        limit = EVAL_STEP_LIMIT
-        warnings.warn(f"{_env_name(env)} has no time limit (register it with "
-                      f"max_episode_steps): evaluation episodes are cut at {limit} steps",
-                      stacklevel=2)
+    limit = EVAL_STEP_LIMIT if time_limit(env) is None else None
     for ep in range(episodes):
         obs, _ = env.reset(seed=None if seed is None else seed + ep)
         state = agent.initial_state(1)
@@ -74,7 +69,12 @@ def episode_rewards(agent: Policy, env: gym.Env, episodes: int, device: torch.de
             action = a[0].cpu().numpy()
             obs, r, term, trunc, info = env.step(action)
             rewards.append(float(r))
-            done = bool(term or trunc) or (limit is not None and len(rewards) >= limit)
+            done = bool(term or trunc)
+            if not done and limit is not None and len(rewards) >= limit:
+                warnings.warn(f"{_env_name(env)} has no time limit (register it with "
+                              f"max_episode_steps): evaluation episode {ep} was cut at {limit} "
+                              f"steps", stacklevel=2)
+                done = True
             prev_a, prev_r = a, torch.tensor([float(r)], device=device)
         out.append((rewards, info))
     return out
