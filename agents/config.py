@@ -26,10 +26,6 @@ from rlkit.config import (
 from rlkit.rundir import SECTIONS, RunDirError, RunRecord
 
 Flat = tyro.conf.OmitArgPrefixes
-SECTION_TYPES = {"run": RunConfig, "env": EnvConfig, "replay": ReplayConfig,
-                 "model": ModelConfig, "noise": NoiseConfig, "loop": LoopConfig,
-                 "grid": GridConfig}
-"""The class of each section of :class:`TrainConfig` but ``agent``."""
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -47,7 +43,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # a section of another type failed on a field later
-            want = DDPGConfig if f.name == "agent" else SECTION_TYPES[f.name]
+            want = DDPGConfig if f.name == "agent" else SECTIONS[f.name]
             if not isinstance(getattr(self, f.name), want):
                 raise TypeError(f"TrainConfig.{f.name} must be a {want.__name__}, got "
                                 f"{type(getattr(self, f.name)).__name__}")

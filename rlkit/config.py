@@ -14,7 +14,6 @@ bad value names its flag: ``--total-steps must be a positive integer, got 0``.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from rlkit.backbones import (
 )
 from rlkit.backbones.rnn import check_chrono
 from rlkit.compile import CompileSetting
-from rlkit.fields import FLAG_NAMES, replace_fields
+from rlkit.fields import FLAG_NAMES, check_finite, replace_fields
 from rlkit.precision import Precision, check_precision
 
 StateMode = Literal["zero", "stored", "prefix"]
@@ -94,14 +93,6 @@ def parse_device(name: str | torch.device, option: str = "--device") -> torch.de
         raise ValueError(f"{option} {name} was asked for but this machine has {count} CUDA "
                          f"device(s): expected an index below {count}")
     return device
-
-
-def _finite(value: float, name: str, low: float = -math.inf, low_open: bool = False) -> None:
-    ok = isinstance(value, int | float) and math.isfinite(value) and (
-        value > low if low_open else value >= low)
-    if not ok:
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -171,7 +162,7 @@ class EnvConfig:
 def _default_burn_in(episode_steps: int | None, reach: int | None) -> int:
     """The burn-in of windows that start mid-episode when none is given: the encoder's reach
     (replayed), else :data:`STORED_BURN_IN` steps refreshing a stored state, at most
-    ``episode_steps - 1`` (no step has more before it in its episode)."""
+    ``episode_steps - 1`` (no step has more before it in its episode; ``None``: uncapped)."""
     if reach is not None:
         return reach
     if episode_steps is None:
@@ -273,11 +264,10 @@ class ReplayConfig:
         # A default window trains 64 steps (fewer on shorter episodes) after its burn-in,
         # whether the burn-in is the default or given.
         trained = min(TRAINED_STEPS, episode_steps or TRAINED_STEPS)
-        asked = self.burn_in or (reach if reach is not None else STORED_BURN_IN)
+        asked = self.burn_in or _default_burn_in(None, reach)  # uncapped: decides the mode
         if (self.state_mode is None and self.window_start is None and memory and asked
                 and (self.seq_len is None or self.seq_len > asked)):
-            # the mode as the burn-in asked for decides; its length fits the episodes
-            burn = self.burn_in or _default_burn_in(episode_steps, reach)
+            burn = self.burn_in or _default_burn_in(episode_steps, reach)  # fits the episodes
             return dataclasses.replace(  # replay what it sees, or refresh a stored state
                 self, seq_len=self.seq_len or trained + burn, burn_in=burn, window_start="any",
                 state_mode="prefix" if reach is not None else "stored",
@@ -349,7 +339,7 @@ class ReplayConfig:
         Args:
             reach: past steps the encoder sees, when finite (the Transformer's); else ``None``.
         """
-        burn = reach if reach is not None else STORED_BURN_IN  # as resolved() decides
+        burn = _default_burn_in(None, reach)  # uncapped, as resolved() decides the mode
         if (not memory or not burn or self.state_mode is not None or self.burn_in
                 or self.window_start is not None or self.seq_len is None or self.seq_len > burn
                 or self.resolved(memory, episode_steps, reach).window_start == "episode"):
@@ -453,7 +443,7 @@ class ModelConfig:
         check_chrono(self.chrono, "--chrono")
         if self.rnn_init not in ("torch", "orthogonal"):
             raise ValueError(f"--rnn-init must be torch or orthogonal, got {self.rnn_init!r}")
-        _finite(self.branch_init, "--branch-init", 0.0)
+        check_finite(self.branch_init, "--branch-init", 0.0)
         check_precision(self.precision, "--precision")
         if isinstance(self.compile, bool):  # config.json before auto recorded a bool
             object.__setattr__(self, "compile", "on" if self.compile else "off")
@@ -582,9 +572,9 @@ class NoiseConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("ou", "gaussian"):
             raise ValueError(f"--noise must be ou or gaussian, got {self.kind!r}")
-        _finite(self.sigma, "--noise-sigma", 0.0)
-        _finite(self.ou_theta, "--ou-theta", 0.0, low_open=True)
-        _finite(self.ou_dt, "--ou-dt", 0.0, low_open=True)
+        check_finite(self.sigma, "--noise-sigma", 0.0)
+        check_finite(self.ou_theta, "--ou-theta", 0.0, low_open=True)
+        check_finite(self.ou_dt, "--ou-dt", 0.0, low_open=True)
         if self.ou_theta * self.ou_dt >= 2.0:  # x += theta * (mu - x) * dt overshoots and grows
             raise ValueError(f"--ou-theta x --ou-dt must be below 2 for the OU process to stay "
                              f"bounded, got {self.ou_theta} x {self.ou_dt}")
@@ -642,8 +632,8 @@ class LoopConfig:
         _positive(self, "total_steps", "eval_episodes", "log_every", "update_every")
         _non_negative(self, "learning_starts", "initial_updates", "eval_every",
                       "checkpoint_every")
-        _finite(self.updates_per_step, "--updates-per-step", 0.0, low_open=True)
-        _finite(self.checkpoint_minutes, "--checkpoint-minutes", 0.0)
+        check_finite(self.updates_per_step, "--updates-per-step", 0.0, low_open=True)
+        check_finite(self.checkpoint_minutes, "--checkpoint-minutes", 0.0)
         if self.eval_policy not in EVAL_POLICIES:
             raise ValueError(f"--eval-policy must be actor, target or average, got "
                              f"{self.eval_policy!r}")

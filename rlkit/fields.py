@@ -8,6 +8,7 @@ rebuilds each changed section, so that it validates itself again.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from typing import Any, TypeVar, get_type_hints
 
@@ -22,6 +23,18 @@ FLAG_NAMES = {"env": "env.id", "noise": "noise.kind", "noise_sigma": "noise.sigm
 def is_count(v: object, minimum: int = 1) -> bool:
     """``v`` is an integer >= ``minimum``: a Python or NumPy one; not a bool, not a float."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum
+
+
+def check_finite(value: float, name: str, low: float = -math.inf,
+                 low_open: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a finite Python number at least
+    ``low`` (above it with ``low_open``); the bound is left out of the message when there is
+    none."""
+    ok = isinstance(value, int | float) and math.isfinite(value) and (
+        value > low if low_open else value >= low)
+    if not ok:
+        bound = "" if low == -math.inf else f" {'>' if low_open else '>='} {low}"
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
 
 
 def _fields_by_name(cfg: Any) -> dict[str, list[str]]:

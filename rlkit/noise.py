@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlkit.fields import is_count
+from rlkit.fields import check_finite, is_count
 
 
 class ActionNoise:
@@ -30,20 +30,11 @@ class ActionNoise:
         self.rng.bit_generator.state = state["rng"]
 
 
-def _number(name: str, value: object, low: float | None = None, above: bool = False) -> None:
-    """Refuse ``value`` unless it is a finite real number (at least ``low``, or above it)."""
-    real = isinstance(value, int | float | np.integer | np.floating) and \
-        not isinstance(value, bool) and bool(np.isfinite(value))
-    if not real or (low is not None and (value <= low if above else value < low)):
-        bound = "" if low is None else f" {'>' if above else '>='} {low}"
-        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
-
-
 def _check(num_envs: int, action_dim: int, sigma: float, rng: np.random.Generator) -> None:
     for name, value in (("num_envs", num_envs), ("action_dim", action_dim)):
         if not is_count(value):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    _number("sigma", sigma, 0.0)
+    check_finite(sigma, "sigma", 0.0)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator of the process's own (never the "
                          f"global one), got {type(rng).__name__}")
@@ -103,11 +94,11 @@ class OrnsteinUhlenbeckNoise(ActionNoise):
         x0: float | None = None,
     ) -> None:
         _check(num_envs, action_dim, sigma, rng)
-        _number("theta", theta, 0.0, above=True)
-        _number("dt", dt, 0.0, above=True)
-        _number("mu", mu)
+        check_finite(theta, "theta", 0.0, low_open=True)
+        check_finite(dt, "dt", 0.0, low_open=True)
+        check_finite(mu, "mu")
         if x0 is not None:
-            _number("x0", x0)
+            check_finite(x0, "x0")
         self.num_envs, self.action_dim, self.sigma, self.rng = num_envs, action_dim, sigma, rng
         self.theta, self.mu, self.dt = theta, mu, dt
         self.x0 = mu if x0 is None else x0
