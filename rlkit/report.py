@@ -5,7 +5,9 @@
 every run directory below ``GRID_DIR`` (a folder holding ``config.json``), groups the runs by
 ``(env, backbone)`` and writes, to ``--out`` (default ``GRID_DIR/report``): one
 ``curves_<env>.png`` per env, ``report.md`` and one self-contained ``report.html`` (plots as
-base64 data URIs, inline CSS, no external link).
+base64 data URIs, inline CSS, no external link). Written again to the same folder, it removes
+the curve images the previous ``report.md`` there linked and it does not write (an env that
+dropped out); other files in the folder are left alone.
 
 A run it cannot use (a malformed or missing ``config.json`` or ``metrics.jsonl``, no value of
 the metric: a run that failed before its first evaluation; a run without its final evaluation
@@ -354,6 +356,7 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
              f"(interquartile mean) and {CONFIDENCE:.0%} percentile-bootstrap CIs over seeds. "
              "Wall time and updates/s: last logged value, mean over seeds; peak memory: max.")
     md, page = out / "report.md", out / "report.html"
+    _remove_stale_plots(md, plots)
     md.write_text(_markdown(title, notes, rows, plots, skipped, cautions))
     page.write_text(_html(title, notes, rows, plots, skipped, cautions))
     return ReportResult(out, md, page, plots, rows, skipped, cautions)
@@ -364,6 +367,18 @@ SEED_FIELDS = ("run.", "loop.progress", "loop.checkpoint_every", "loop.checkpoin
 """Entries of ``config.json`` (prefixes of dotted paths) that the seeds of one row may differ
 in without the per-row warning: the seed, where and how a run ran and was saved (and the
 evaluated policy, warned about across all runs); any other difference is warned about."""
+
+
+def _remove_stale_plots(md: Path, plots: dict[str, Path]) -> None:
+    """Remove the curve images that the previous ``report.md`` in this folder linked and this
+    report does not write (an env that dropped out of the grid), so that the folder holds
+    only this report's images. Files the previous report did not link are left alone."""
+    if not md.is_file():
+        return
+    written = {p.name for p in plots.values()}
+    for name in re.findall(r"\]\((curves_[^)/\\]+\.png)\)", md.read_text(errors="replace")):
+        if name not in written:
+            (md.parent / name).unlink(missing_ok=True)
 
 
 def _run_name(run: Run, root: Path) -> str:

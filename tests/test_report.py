@@ -341,6 +341,26 @@ def test_unfinished_runs_are_skipped_unless_asked_for_and_never_started_ones_lis
         "300 of --total-steps 1000" in proc.stderr, proc.stderr
 
 
+def test_a_report_rewritten_without_an_env_removes_that_envs_old_curves_only(grid, tmp_path):
+    """A report written with --unfinished and then without it, in the same folder: the curves
+    of the env that dropped out (its only run unfinished) are removed, since the new report.md
+    no longer links them; an image the old report did not link stays. Before, the stale
+    curves_<env>.png stayed beside the new report."""
+    memory = grid / "memory" / "s0"
+    record("memory/Recall-v0", "mlp", 0, total_steps=1000).write(memory)  # reached step 100
+    out = tmp_path / "r"
+    first = build_report(grid, out, unfinished=True)
+    assert set(first.plots) == {"Pendulum-v1", "memory/Recall-v0"}
+    stale, kept = first.plots["memory/Recall-v0"], first.plots["Pendulum-v1"]
+    mine = out / "curves_mine.png"
+    mine.write_bytes(b"not the report's")
+    second = build_report(grid, out)
+    assert set(second.plots) == {"Pendulum-v1"} and second.plots["Pendulum-v1"] == kept
+    assert not stale.exists() and kept.is_file() and mine.read_bytes() == b"not the report's"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.md", "report.html", kept.name, mine.name])
+
+
 def test_a_run_killed_between_its_last_training_row_and_its_final_evaluation_is_unfinished(
         grid, tmp_path):
     """Its last row is at --total-steps, but its final evaluation (and checkpoint) never came:
