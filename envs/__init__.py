@@ -1,8 +1,11 @@
 """Gymnasium tasks for memory-based control, registered under the ``rlkit/`` namespace.
 
-Importing this package registers the ids in :data:`ENV_IDS` by string entry point: nothing is
-built and MuJoCo is not imported until ``gym.make``. Registration is idempotent (an id already
-in the registry is left as is), so reloading the package neither fails nor warns.
+Importing this package registers the ids in :data:`ENV_IDS`: nothing is built and MuJoCo is not
+imported until ``gym.make``. Registration is idempotent (an id already in the registry is left
+as is), so reloading the package neither fails nor warns. ``rlkit/MemoryCorridor-v0`` has a
+string entry point; the P/V ids and ``rlkit/MemoryCorridor-L{n}-v0`` have entry-point objects
+that refuse a keyword turning the id into another task, so Gymnasium cannot write their specs
+as JSON (``env.spec.to_json()`` raises; pickling a spec and ``gym.make(spec)`` work).
 
 Ids:
 

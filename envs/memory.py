@@ -114,7 +114,9 @@ class MemoryCorridorEnv(gym.Env[np.ndarray, np.ndarray]):
             ``(observation, reward, terminated, truncated, info)``; see the class docstring.
 
         Raises:
-            ValueError: ``action`` does not have shape ``(1,)``.
+            ValueError: ``action`` does not have shape ``(1,)`` or is not finite (NaN or
+                infinite), at any step.
+            TypeError: ``action`` is not numeric.
             RuntimeError: called before ``reset`` or after the episode terminated.
         """
         if self._t is None or self._t > self.length:
@@ -122,6 +124,12 @@ class MemoryCorridorEnv(gym.Env[np.ndarray, np.ndarray]):
         action = np.asarray(action)
         if action.shape != (1,):
             raise ValueError(f"action must have shape (1,), got shape {action.shape}")
+        if action.dtype == np.bool_ or not np.issubdtype(action.dtype, np.number):
+            raise TypeError(f"action must be a real number array of shape (1,), got {action!r} "
+                            f"(dtype {action.dtype})")
+        if not np.isfinite(action).all():
+            raise ValueError(f"action must be finite, got {action!r}: a non-finite action is a "
+                             "fault of the agent, not a choice")
         if self._t < self.length:
             self._t += 1
             return self._obs(self._t, cue_visible=False), 0.0, False, False, {}
@@ -154,7 +162,8 @@ class CorridorEntry:
         Raises:
             ValueError: a ``length`` other than the id's, or as :class:`MemoryCorridorEnv`.
         """
-        if length is not None and (isinstance(length, bool) or length != self.length):
+        if length is not None and (isinstance(length, bool) or np.ndim(length) != 0
+                                   or length != self.length):
             raise ValueError(f"rlkit/MemoryCorridor-L{self.length}-v0 is the corridor of length "
                              f"{self.length}, got length={length!r}; expected no length (or "
                              f"{self.length}); another length: gym.make('rlkit/MemoryCorridor-v0',"

@@ -32,6 +32,7 @@ height less its initial height, hidden by V); and reward terms such as ``reward_
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -57,6 +58,32 @@ class ObservationLayout:
     """Indices kept by the P variant."""
     velocities: tuple[int, ...]
     """Indices kept by the V variant."""
+
+    def __post_init__(self) -> None:
+        """Refuse a layout that could not describe an observation: ``size`` not an integer
+        >= 1, an index list that is empty, repeats an index or leaves ``[0, size)``, or the
+        two lists sharing an index.
+
+        Raises:
+            TypeError: ``size`` or an index is not an integer, or a list is not a tuple.
+            ValueError: as above.
+        """
+        if isinstance(self.size, bool) or not isinstance(self.size, numbers.Integral):
+            raise TypeError(f"ObservationLayout size must be an integer, got {self.size!r}")
+        if self.size < 1:
+            raise ValueError(f"ObservationLayout size must be >= 1, got {self.size}")
+        for name in ("positions", "velocities"):
+            idx = getattr(self, name)
+            if not isinstance(idx, tuple) or not all(
+                    isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in idx):
+                raise TypeError(f"ObservationLayout {name} must be a tuple of integers, got "
+                                f"{idx!r}")
+            if not idx or len(set(idx)) != len(idx) or not all(0 <= i < self.size for i in idx):
+                raise ValueError(f"ObservationLayout {name} must be distinct indices in "
+                                 f"[0, {self.size}), at least one, got {idx!r}")
+        if shared := sorted(set(self.positions) & set(self.velocities)):
+            raise ValueError(f"ObservationLayout positions and velocities must not share an "
+                             f"index, got {shared} in both")
 
     def indices(self, kind: Kind) -> tuple[int, ...]:
         """Return the indices kept by the ``kind`` variant.
@@ -91,7 +118,7 @@ def _check_kind(kind: str) -> None:
 
 
 def _layout(base_id: str) -> ObservationLayout:
-    if base_id not in POMDP_LAYOUTS:
+    if not isinstance(base_id, str) or base_id not in POMDP_LAYOUTS:
         raise ValueError(f"base_id must be one of {sorted(POMDP_LAYOUTS)}, got {base_id!r}")
     return POMDP_LAYOUTS[base_id]
 
@@ -196,7 +223,7 @@ class MaskedEntry:
         """
         for name, own in (("base_id", self.base_id), ("kind", self.kind)):
             given = base_kwargs.pop(name, own)
-            if given != own:
+            if not isinstance(given, str) or given != own:
                 raise ValueError(
                     f"{pomdp_id(self.base_id, self.kind)} is {self.base_id} with "
                     f"{'positions' if self.kind == 'p' else 'velocities'} only, got {name}="
@@ -221,8 +248,12 @@ def make_pomdp(base_id: str, kind: Kind, render_mode: str | None = None) -> gym.
 
     Raises:
         ValueError: unknown ``base_id`` or ``kind``.
+        TypeError: ``render_mode`` is neither None nor a string.
     """
     env_id = pomdp_id(base_id, kind)
+    if render_mode is not None and not isinstance(render_mode, str):
+        raise TypeError(f"render_mode must be None or a string (e.g. 'rgb_array'), got "
+                        f"{render_mode!r} ({type(render_mode).__name__})")
     if render_mode is None:
         return gym.make(env_id)
     return gym.make(env_id, render_mode=render_mode)

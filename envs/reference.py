@@ -228,7 +228,7 @@ class PendulumOptimum:
                             f"{steps_left!r} ({type(steps_left).__name__})")
         if not 1 <= steps_left <= self.horizon:
             raise ValueError(f"steps_left must be in [1, {self.horizon}], got {steps_left}")
-        th, w = float(state[0]), float(state[1])
+        th, w = _state(state)
         u = self._acts
         th2, w2 = self._next(np.full_like(u, th), np.full_like(u, w), u)
         return 0.001 * u**2 + self.gamma * self._gather(self._values[steps_left - 1],
@@ -237,17 +237,43 @@ class PendulumOptimum:
     def action(self, state: np.ndarray, steps_left: int) -> float:
         """The greedy torque for the full ``state`` = (theta, theta_dot) with ``steps_left`` to
         go: the best of ``2 * n_actions - 1`` torques by a one-step look-ahead on the grid's
-        values. What it scores against the best possible: see the module docstring."""
+        values. What it scores against the best possible: see the module docstring.
+
+        Raises:
+            ValueError: ``state`` is not finite or not of shape ``(2,)`` (an observation
+                ``(cos, sin, theta_dot)`` is not the state), or ``steps_left`` is outside
+                ``[1, horizon]``.
+            TypeError: ``state`` is not numeric, or ``steps_left`` is not an integer."""
         return float(self._acts[int(np.argmin(self._q(state, steps_left)))])
 
     def value(self, state: np.ndarray, steps_left: int) -> float:
         """The grid's prediction of the best return (minus the cost-to-go) from ``state`` with
         ``steps_left`` to go; with ``gamma < 1`` of the discounted return of the unending
         episode. A prediction, not a bound: on single starts it can be tens of points above or
-        below what :meth:`action` plays; averages over many starts agree (module docstring)."""
-        th, w = float(state[0]), float(state[1])
+        below what :meth:`action` plays; averages over many starts agree (module docstring).
+
+        Raises:
+            ValueError, TypeError: as :meth:`action`."""
+        th, w = _state(state)
         stage = _wrap(np.array(th)) ** 2 + 0.1 * w**2
         return -float(stage + self._q(state, steps_left).min())
+
+
+def _state(state: Any) -> tuple[float, float]:
+    """``(theta, theta_dot)`` from a full state of shape ``(2,)``, refused by name otherwise
+    (the likely slip: an observation ``(cos, sin, theta_dot)`` given for the state)."""
+    try:
+        s = np.asarray(state, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"state must be (theta, theta_dot), real numbers of shape (2,), got "
+                        f"{state!r}") from e
+    if s.shape != (2,):
+        raise ValueError(f"state must be (theta, theta_dot) of shape (2,), got shape {s.shape} "
+                         f"({state!r}); an observation (cos, sin, theta_dot) is not the state: "
+                         "env.unwrapped.state is")
+    if not np.isfinite(s).all():
+        raise ValueError(f"state must be finite, got {state!r}")
+    return float(s[0]), float(s[1])
 
 
 def optimum_returns(env_id: str, seed: int, episodes: int,

@@ -279,7 +279,7 @@ class GaussianObservationNoise(_RandomObservationWrapper):
         Raises:
             TypeError: ``env`` is not a ``gymnasium.Env``, its observation space is not a
                 floating-point Box, or ``std`` is not a real number.
-            ValueError: ``std`` is negative or not finite.
+            ValueError: ``std`` is negative, not finite, or too large for the observation dtype.
         """
         space = _require_box(env, "GaussianObservationNoise")
         if not np.issubdtype(space.dtype, np.floating):
@@ -289,6 +289,10 @@ class GaussianObservationNoise(_RandomObservationWrapper):
         scale = real(std, "std")
         if not (np.isfinite(scale) and scale >= 0.0):
             raise ValueError(f"std must be finite and >= 0, got {std!r}")
+        if scale > (top := float(np.finfo(space.dtype).max) / 100):
+            raise ValueError(f"std must be at most {top:.3g} for {space.dtype} observations "
+                             f"(a hundredth of the dtype's largest value, so that noisy "
+                             f"observations stay finite), got {std!r}")
         gym.utils.RecordConstructorArgs.__init__(self, std=scale)
         gym.ObservationWrapper.__init__(self, env)
         self.std: float = scale

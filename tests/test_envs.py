@@ -8,6 +8,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.pomdp import POMDP_LAYOUTS, make_pomdp, pomdp_id
+from envs.pomdp import POMDP_LAYOUTS, ObservationLayout, make_pomdp, pomdp_id
 
 ENVS_DIR = Path(envs.__file__).resolve().parent
 
@@ -180,6 +181,57 @@ def test_make_pomdp_and_pomdp_id_errors() -> None:
         pomdp_id("Hopper-v5", "x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"base_id must be one of .*'Hopper-v5'.*got 'Hopper-v4'"):
         make_pomdp("Hopper-v4", "p")
+    # not a string (before: "unhashable type: 'list'")
+    with pytest.raises(ValueError, match=r"base_id must be one of .*got \['Hopper-v5'\]"):
+        make_pomdp(["Hopper-v5"], "p")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"base_id must be one of .*got \{'id': 'Hopper-v5'\}"):
+        pomdp_id({"id": "Hopper-v5"}, "v")  # type: ignore[arg-type]
+    # before: an AttributeError from inside gym.make
+    with pytest.raises(TypeError, match=r"render_mode must be None or a string \(e.g. "
+                                        r"'rgb_array'\), got 5 \(int\)"):
+        make_pomdp("Pendulum-v1", "p", render_mode=5)  # type: ignore[arg-type]
+
+
+def test_an_array_for_the_ids_own_keyword_is_refused_by_the_entry_not_by_numpy() -> None:
+    """Before: numpy's 'truth value of an array ... is ambiguous'."""
+    with pytest.raises(ValueError, match=r"rlkit/Pendulum-P-v0 is Pendulum-v1 with positions "
+                                         r"only, got kind=array\(\['p', 'p'\]"):
+        gym.make("rlkit/Pendulum-P-v0", kind=np.array(["p", "p"]))
+    with pytest.raises(ValueError, match=r"got base_id=array\(\['Pendulum-v1'\]"):
+        gym.make("rlkit/Pendulum-V-v0", base_id=np.array(["Pendulum-v1"]))
+    with pytest.raises(ValueError, match=r"rlkit/MemoryCorridor-L20-v0 is the corridor of length "
+                                         r"20, got length=array\(\[20, 20\]\)"):
+        gym.make("rlkit/MemoryCorridor-L20-v0", length=np.array([20, 20]))
+    env = gym.make("rlkit/MemoryCorridor-L20-v0", length=np.int64(20))  # its own, as numpy's
+    assert env.unwrapped.length == 20  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("args", "error", "message"), [
+    ((0, (0,), (1,)), ValueError, r"size must be >= 1, got 0"),
+    ((3.0, (0,), (1,)), TypeError, r"size must be an integer, got 3.0"),
+    ((3, (0, 7), (1,)), ValueError, r"positions must be distinct indices in \[0, 3\), at least "
+                                    r"one, got \(0, 7\)"),
+    ((3, (0, 0), (1,)), ValueError, r"positions must be distinct indices"),
+    ((3, (0,), ()), ValueError, r"velocities must be distinct indices in \[0, 3\), at least one"),
+    ((3, (0, 1), (1, 2)), ValueError, r"positions and velocities must not share an index, got "
+                                      r"\[1\] in both"),
+    ((3, [0], (1,)), TypeError, r"positions must be a tuple of integers, got \[0\]"),
+    ((3, (0,), (1.0,)), TypeError, r"velocities must be a tuple of integers, got \(1.0,\)"),
+])
+def test_an_observation_layout_that_cannot_describe_an_observation_is_refused(
+        args: tuple[Any, ...], error: type[Exception], message: str) -> None:
+    """Before: accepted, and refused (or for an overlap, never) only when an env was built."""
+    with pytest.raises(error, match=message):
+        ObservationLayout(*args)
+    assert ObservationLayout(3, (0, 1), (2,)).indices("v") == (2,)
+
+
+def test_spec_to_json_works_for_the_string_entry_point_and_is_documented_not_to_for_the_others(
+        ) -> None:
+    assert "MemoryCorridor" in gym.spec("rlkit/MemoryCorridor-v0").to_json()
+    with pytest.raises(ValueError, match="Callable found"):
+        gym.spec("rlkit/Hopper-P-v0").to_json()
+    assert "to_json()" in (envs.__doc__ or "")
 
 
 def test_memory_corridor_length_kwarg_reaches_the_env() -> None:

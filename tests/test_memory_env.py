@@ -136,6 +136,26 @@ def test_action_shape_is_checked() -> None:
         env.step(np.zeros(2, dtype=np.float32))
 
 
+@pytest.mark.parametrize("at_decision", [False, True])
+def test_a_non_finite_or_non_numeric_action_is_refused_at_any_step(at_decision: bool) -> None:
+    """Before, a NaN decision scored as a wrong answer (reward -1) and a string gave numpy's
+    'could not convert string to float'."""
+    env = MemoryCorridorEnv(length=2)
+    env.reset(seed=0)
+    if at_decision:
+        for _ in range(2):
+            env.step(np.zeros(1, dtype=np.float32))
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match=r"action must be finite, got array\(\[.*(nan|inf)"):
+            env.step(np.array([bad], dtype=np.float32))
+    for bad in (np.array(["x"]), np.array([True]), np.array([None])):
+        with pytest.raises(TypeError, match=r"action must be a real number array of shape "
+                                            r"\(1,\), got array"):
+            env.step(bad)
+    _, reward, terminated, _, _ = env.step(np.array([1.0], dtype=np.float32))  # still usable
+    assert terminated is at_decision and reward in ((-1.0, 1.0) if at_decision else (0.0,))
+
+
 @pytest.mark.parametrize(
     ("length", "error", "message"),
     [

@@ -161,6 +161,19 @@ def test_bad_input_is_refused_with_the_value_named(solver):
         optimum_returns("MountainCarContinuous-v0", 0, 1)
     with pytest.raises(ValueError, match=r"steps_left must be in \[1, 200\], got 0"):
         solver.action(np.zeros(2), 0)
+    # the state: before, NaN gave -2.0, an observation (cos, sin, theta_dot) a wrong action
+    for call in (solver.action, solver.value):
+        with pytest.raises(ValueError, match=r"state must be finite, got array\(\[nan"):
+            call(np.array([np.nan, 0.0]), 5)
+        with pytest.raises(ValueError, match=r"state must be \(theta, theta_dot\) of shape "
+                                             r"\(2,\), got shape \(3,\).*an observation \(cos, "
+                                             r"sin, theta_dot\) is not the state"):
+            call(np.array([1.0, 0.0, 0.0]), 5)
+        with pytest.raises(ValueError, match=r"of shape \(2,\), got shape \(\)"):
+            call(5.0, 5)
+        with pytest.raises(TypeError, match=r"state must be \(theta, theta_dot\), real numbers"):
+            call(["a", "b"], 5)
+    assert solver.action((0.0, 0.0), 5) == solver.action(np.zeros(2), 5)
     with pytest.raises(ValueError, match="n_theta must be an integer >= 4, got 2"):
         PendulumOptimum(200, n_theta=2)
     for gamma in (0.0, 1.5):

@@ -388,11 +388,21 @@ def test_noise_passes_check_env() -> None:
         (-1.0, ValueError, r"std must be finite and >= 0, got -1.0"),
         (float("inf"), ValueError, r"std must be finite and >= 0, got inf"),
         (None, TypeError, r"std must be a real number, got None \(NoneType\)"),
+        # finite, but noisy float32 observations would be infinite (before: accepted, inf out)
+        (1e39, ValueError, r"std must be at most 3.4e\+36 for float32 observations \(a "
+                           r"hundredth of the dtype's largest value.*got 1e\+39"),
     ],
 )
 def test_noise_std_errors(std: Any, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         GaussianObservationNoise(CountingEnv(), std)
+
+
+def test_noise_std_at_the_float32_limit_keeps_observations_finite() -> None:
+    env = GaussianObservationNoise(CountingEnv(), 3.4e36)
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and np.isfinite(obs).all()
+    assert GaussianObservationNoise(CountingEnv(dtype=np.float64), 1e39).std == 1e39
 
 
 def test_noise_rejects_integer_observations() -> None:
