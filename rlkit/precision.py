@@ -14,8 +14,8 @@ Mixed precision (``--precision``):
   as metrics (``skipped_steps``, ``grad_scale``), never applied silently.
 
 Parameters (the master weights) and optimizer states stay fp32 in every mode: autocast casts
-on the fly, and the SSM backbones keep their ``_keep_fp32`` parameters and their scans in fp32
-inside autocast themselves.
+on the fly, and the SSM backbones run their discretisations and scans in fp32 inside autocast
+themselves (a half-precision model of an SSM family is refused).
 
 Nothing here calls ``.item()`` or otherwise waits for the device (except ``state_dict``).
 """

@@ -258,6 +258,71 @@ def test_an_empty_sequence_gives_no_outputs_and_leaves_the_state(name: str) -> N
                 model(torch.zeros(B, t, D_IN), wrong)
 
 
+@pytest.mark.parametrize("which", [0, 1, 2, 3])
+@pytest.mark.parametrize("path", ["forward", "step"])
+def test_every_tensor_of_a_transformer_state_is_checked(which: int, path: str) -> None:
+    """Only ``k`` was checked: an ``n_valid`` or ``pos`` of batch 1 for a batch of 3 was
+    broadcast (wrong outputs, and a state of batch 1 came back), a bad ``v`` failed inside
+    torch. Each of the four is now refused by name, with its shape, for T > 0 as for T = 0."""
+    model = build("transformer")
+    _, state = model(randn(B, 4, D_IN, seed=0))
+    names = ("k", "v", "n_valid", "pos")
+    for bad in (state[which][:1], state[which][..., None]):
+        wrong = tuple(bad if i == which else s for i, s in enumerate(state))
+        want = r"\(3,\)" if which >= 2 else r"\(3, 2, 7, 4, 4\)"
+        with pytest.raises(ValueError, match=rf"transformer state {names[which]} must have shape "
+                                             rf"{want} \(the state is \(k, v, n_valid, pos\)\), "
+                                             rf"got {re.escape(str(tuple(bad.shape)))}"):
+            if path == "forward":
+                model(randn(B, 3, D_IN, seed=1), wrong)
+            else:
+                model.step(randn(B, D_IN, seed=1), wrong)
+
+
+@families
+def test_inputs_or_a_state_on_another_device_are_refused_by_name(name: str) -> None:
+    """Before: torch's own 'Tensor on device cpu is not on the expected device meta!' (or the
+    RNN's 'Input and hidden tensors are not at the same device'), naming no argument. The
+    meta device stands in for a second device on a CPU-only machine."""
+    model = build(name)
+    meta = torch.zeros(B, 3, D_IN, device="meta")
+    with pytest.raises(ValueError, match=rf"{type(model).__name__}: x is on meta but the "
+                                         r"weights are on cpu; move x \(or the model\)"):
+        model(meta)
+    with pytest.raises(ValueError, match=r"x is on meta but the weights are on cpu"):
+        model.step(meta[:, 0])
+    state = model.initial_state(B, device="meta")
+    if state:
+        with pytest.raises(ValueError, match=rf"{type(model).__name__}: state tensors on meta "
+                                             r"but x is on cpu; make the state with "
+                                             r"initial_state\(batch_size, device=x.device\)"):
+            model(randn(B, 3, D_IN, seed=0), state)
+        with pytest.raises(ValueError, match=r"state tensors on meta but x is on cpu"):
+            model.step(randn(B, D_IN, seed=0), state)
+
+
+def test_a_float64_transformer_rotates_its_queries_and_keys_in_float64() -> None:
+    """RoPE cast q and k to float32 in a float64 model: outputs 1e-8 from float64 arithmetic,
+    where the other float64 families agree to 1e-15."""
+    from rlkit.backbones import transformer as tr
+
+    model = build("transformer").double()
+    x = randn(B, T, D_IN, seed=0).double()
+    y, _ = model(x)
+    q = randn(B, T, 4, 4, seed=1).double()
+    cos, sin = (f(torch.linspace(0, 3, 2 * B * T).double()).view(B, T, 1, 2) for f in
+                (torch.cos, torch.sin))
+    assert tr._rotate(q, cos, sin).dtype == torch.float64
+    x1, x2 = q.chunk(2, dim=-1)
+    torch.testing.assert_close(tr._rotate(q, cos, sin),
+                               torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), -1),
+                               rtol=0, atol=1e-15)
+    assert y.dtype == torch.float64
+    assert tr._rotate(q.float(), cos.float(), sin.float()).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert tr._rotate(q.bfloat16(), cos.float(), sin.float()).dtype == torch.float32
+
+
 @families
 def test_inputs_of_another_dtype_are_refused_by_name(name: str) -> None:
     """A float64 or integer input names the family and the dtype expected (it failed in a
@@ -435,7 +500,7 @@ def test_config_rejects_nonpositive_d_model(name: str) -> None:
         ({"context": 0}, "context.*0"),
         ({"n_heads": 0}, "n_heads.*0"),
         ({"branch_init": -0.5}, r"branch_init must be a finite number >= 0, got -0.5"),
-        ({"branch_init": float("nan")}, r"branch_init must be a finite number >= 0, got nan"),
+        ({"branch_init": float("nan")}, r"branch_init must be a finite number, got nan"),
     ],
 )
 def test_transformer_config_errors(kwargs: dict[str, int], match: str) -> None:
@@ -617,7 +682,8 @@ def test_orthogonal_init_draws_orthonormal_recurrent_weights_and_zero_biases(cel
 @pytest.mark.parametrize(("name", "options", "message"), [
     ("transformer", {"context": 8.0}, "context must be a positive integer, got 8.0"),
     ("transformer", {"n_heads": True}, "n_heads must be a positive integer, got True"),
-    ("transformer", {"branch_init": "x"}, "branch_init must be a number, got 'x'"),
+    ("transformer", {"branch_init": "x"}, "branch_init must be a finite number, got 'x'"),
+
     ("mamba", {"d_state": True}, "d_state must be a positive integer, got True"),
     ("mamba", {"expand": True}, "expand must be a positive integer, got True"),
     ("mamba2", {"expand": True}, "expand must be a positive integer, got True"),
@@ -630,9 +696,23 @@ def test_an_option_of_the_wrong_type_is_refused_by_name(name, options, message) 
         backbone_config(name, D_MODEL, 1, **options)
 
 
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("transformer", {"rope_base": float("nan")}, "rope_base must be a finite number, got nan"),
+    ("transformer", {"rope_base": float("inf")}, "rope_base must be a finite number, got inf"),
+    ("transformer", {"branch_init": float("nan")}, "branch_init must be a finite number, got nan"),
+    ("s4", {"dt_max": float("inf")}, "dt_max must be a finite number, got inf"),
+    ("s4", {"dt_min": float("nan")}, "dt_min must be a finite number, got nan"),
+])
+def test_a_non_finite_number_option_is_refused_by_name(name, options, message) -> None:
+    """Before: rope_base NaN gave NaN keys in step's cache (the first forward finite), inf
+    zeroed every frequency but one; S4's dt_max inf gave NaN outputs."""
+    with pytest.raises(ValueError, match=message):
+        backbone_config_class(name)(d_model=D_MODEL, **options)
+
+
 def test_an_s4_step_range_that_is_not_a_number_is_refused_by_name() -> None:
     """``0 < 'x'`` raised a TypeError that named neither the field nor the value."""
-    with pytest.raises(ValueError, match=r"dt_min must be a number, got 'x'"):
+    with pytest.raises(ValueError, match=r"dt_min must be a finite number, got 'x'"):
         backbone_config_class("s4")(d_model=D_MODEL, dt_min="x")
 
 

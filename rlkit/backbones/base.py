@@ -28,6 +28,7 @@ Invariants (tested for every family in ``tests/test_backbones.py``):
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,12 +69,13 @@ def positive_ints(cfg: object, *names: str) -> None:
 
 
 def real_number(cfg: object, *names: str) -> None:
-    """Refuse a field of ``cfg`` that is not an int or a float (a bool or a string), naming it
-    and its value."""
+    """Refuse a field of ``cfg`` that is not a finite int or float (a bool, a string, NaN or
+    an infinity), naming it and its value."""
     for name in names:
         value = getattr(cfg, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValueError(f"{name} must be a number, got {value!r}")
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or not math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 class Backbone(nn.Module, abc.ABC):
@@ -154,14 +156,29 @@ class Backbone(nn.Module, abc.ABC):
         return self._step(x, state)
 
     def _check_inputs(self, x: Tensor, state: State | None) -> None:
-        """:meth:`_check_dtype` and :meth:`_check_state_dtype`, the weights' dtype read once
-        (eagerly only: kept out of compiled graphs)."""
+        """:meth:`_check_dtype`, :meth:`_check_state_dtype` and :meth:`_check_devices`, the
+        weights read once (eagerly only: kept out of compiled graphs)."""
         if torch.compiler.is_compiling():
             return
         weight = next(self.parameters(), None)
         wdt = torch.float32 if weight is None else weight.dtype
         self._check_dtype(x, wdt)
         self._check_state_dtype(state, wdt)
+        self._check_devices(x, state, None if weight is None else weight.device)
+
+    def _check_devices(self, x: Tensor, state: State | None,
+                       wdev: torch.device | None) -> None:
+        """``x`` on the weights' device and every state tensor on ``x``'s (``initial_state``
+        makes its state on the device it is given, the CPU by default)."""
+        name = type(self).__name__
+        if wdev is not None and x.device != wdev:
+            raise ValueError(f"{name}: x is on {x.device} but the weights are on {wdev}; move "
+                             f"x (or the model) so that both are on one device")
+        if state is not None and (bad := sorted({str(s.device) for s in state
+                                                 if s.device != x.device})):
+            raise ValueError(f"{name}: state tensors on {', '.join(bad)} but x is on "
+                             f"{x.device}; make the state with initial_state(batch_size, "
+                             f"device=x.device) or move it")
 
     def _check_state_dtype(self, state: State | None, wdt: torch.dtype) -> None:
         """``state`` a tuple of tensors in the dtype :meth:`initial_state` gives (float32;

@@ -18,9 +18,10 @@ Glossary (paper symbol -> code name, shapes with B = batch, T = time, E·D = ``d
                    Mamba. The reference scans take ``dA_log = Δ·A`` (the log of ``dA``, always
                    <= 0); the fused scan takes Δ, A, B, C and x and forms ``dA`` chunk by chunk.
 
-Precision: ``A_log``, ``D`` and ``dt_proj.bias`` carry ``_keep_fp32 = True`` so that a
-mixed-precision wrapper can leave them in fp32; Δ, the discretisation and the scan run in fp32
-with autocast disabled, the RMSNorms take fp32 inputs, and the returned states are fp32.
+Precision: the weights are fp32 (half-precision weights are refused; mixed precision is
+autocast), and ``A_log``, ``D`` and ``dt_proj.bias`` are read in fp32; Δ, the discretisation and
+the scan run in fp32 with autocast disabled, the RMSNorms take fp32 inputs, and the returned
+states are fp32.
 """
 
 from __future__ import annotations
@@ -83,11 +84,6 @@ class MambaConfig(BackboneConfig):
             )
 
 
-def _keep_fp32(*params: nn.Parameter) -> None:
-    for p in params:
-        p._keep_fp32 = True  # type: ignore[attr-defined]
-
-
 class MambaBlock(nn.Module):
     """Pre-norm residual Mamba block: ``x + out_proj(SSM(SiLU(conv(x_in))) * SiLU(z))``."""
 
@@ -114,7 +110,6 @@ class MambaBlock(nn.Module):
         A = torch.arange(1, N + 1, dtype=torch.float32).repeat(d_inner, 1)  # (E·D, N)
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(d_inner))
-        _keep_fp32(self.A_log, self.D, self.dt_proj.bias)
 
     def _ssm_inputs(self, xs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Δ (fp32), -exp(A_log), B and C from the conv output ``xs`` (..., E·D)."""

@@ -23,7 +23,8 @@ Glossary (paper symbol -> code name, shapes with B = batch, T = time):
     Q              chunk length (at most ``chunk``); L: the (Q, Q) segment-sum decay matrix.
     conv state     the last ``d_conv - 1`` inputs (x, B, C) of the causal convolution.
 
-Precision: ``A_log``, ``D`` and ``dt_bias`` carry ``_keep_fp32 = True``; dt, the decays, their
+Precision: the weights are fp32 (half-precision weights are refused; mixed precision is
+autocast), and ``A_log``, ``D`` and ``dt_bias`` are read in fp32; dt, the decays, their
 cumulative sums and exponentials and the whole SSD run in fp32 with autocast disabled (so does
 the short convolution), the RMSNorms take fp32 inputs, and the returned states are fp32.
 """
@@ -46,7 +47,6 @@ from rlkit.backbones.base import (
     check_state_shapes,
     positive_ints,
 )
-from rlkit.backbones.mamba import _keep_fp32
 
 _DT_MIN, _DT_MAX = 1e-3, 1e-1  # range of the initial step sizes dt
 _A_MIN, _A_MAX = 1.0, 16.0  # range of the initial -A
@@ -220,7 +220,6 @@ class Mamba2Block(nn.Module):
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
         self.A_log = nn.Parameter(torch.log(torch.linspace(_A_MIN, _A_MAX, H)))
         self.D = nn.Parameter(torch.ones(H))
-        _keep_fp32(self.A_log, self.D, self.dt_bias)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """z, xBC and dt (fp32) from the block input ``x`` (..., d_model)."""

@@ -23,8 +23,9 @@ modes); A = ``-exp(log_neg_A_real) + i A_imag`` (H, N/2); B, C = ``B``, ``C`` st
 Init: S4D-LegS takes A from the eigenvalues of the normal part of the HiPPO-LegS matrix,
 S4D-Lin takes ``A_n = -1/2 + i π n``; B = 1, C ~ complex normal, Δ log-spaced in [dt_min, dt_max].
 
-Precision: the SSM parameters carry ``_keep_fp32 = True``; the discretisation, the kernel, the FFT
-convolution and the state run in fp32 / complex64 with autocast disabled; states are fp32.
+Precision: the weights are fp32 (half-precision weights are refused; mixed precision is
+autocast); the discretisation, the kernel, the FFT convolution and the state run in fp32 /
+complex64 with autocast disabled; states are fp32.
 """
 
 from __future__ import annotations
@@ -115,8 +116,6 @@ class S4DLayer(nn.Module):
         self.C = nn.Parameter(torch.empty(H, N2, 2))
         nn.init.normal_(self.C, std=0.5**0.5)  # complex normal with E|C_n|^2 = 1
         self.D = nn.Parameter(torch.ones(H))
-        for p in self.parameters():
-            p._keep_fp32 = True  # type: ignore[attr-defined]
 
     def discretise(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """ZOH from the current parameters (never cached), all complex64 (H, N/2).

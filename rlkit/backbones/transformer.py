@@ -95,9 +95,9 @@ class TransformerConfig(BackboneConfig):
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """RoPE on the two halves of the last dim, in fp32: x ``(B, T, H, Dh)``, cos/sin
-    ``(B, T, 1, Dh / 2)``."""
-    x1, x2 = x.float().chunk(2, dim=-1)  # (B, T, H, Dh / 2) each
+    """RoPE on the two halves of the last dim, in fp32 (fp64 for a float64 model): x
+    ``(B, T, H, Dh)``, cos/sin ``(B, T, 1, Dh / 2)``."""
+    x1, x2 = x.to(torch.promote_types(x.dtype, torch.float32)).chunk(2, dim=-1)  # (B, T, H, Dh/2)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, T, H, Dh)
 
 
@@ -215,9 +215,12 @@ class TransformerBackbone(Backbone):
             raise ValueError(
                 f"transformer state must be (k, v, n_valid, pos), got {len(state)} tensors"
             )
-        want = (batch_size, self.cfg.n_layers, self.n_cache, self.cfg.n_heads, self.head_dim)
-        if tuple(state[0].shape) != want:
-            raise ValueError(f"state k must have shape {want}, got {tuple(state[0].shape)}")
+        kv = (batch_size, self.cfg.n_layers, self.n_cache, self.cfg.n_heads, self.head_dim)
+        for name, s, want in zip(("k", "v", "n_valid", "pos"), state,
+                                 (kv, kv, (batch_size,), (batch_size,))):
+            if tuple(s.shape) != want:
+                raise ValueError(f"transformer state {name} must have shape {want} (the state "
+                                 f"is (k, v, n_valid, pos)), got {tuple(s.shape)}")
 
     def _run(self, x: Tensor, state: State | None, use_ckpt: bool) -> tuple[Tensor, State]:
         b, t, _ = x.shape
