@@ -87,14 +87,21 @@ def _decay(log_decay: Tensor) -> Tensor:
 
 
 class _SegmentDecay(torch.autograd.Function):
-    """``L ∘ CB`` from the cumulative log-decays ``s`` (..., H, Q) and a lower-triangular ``CB``
-    (..., 1, Q, Q), with ``L[i, j] = exp(s_i - s_j)`` clamped to ``[_EXP_FLOOR, 0]`` in the
-    exponent (above the diagonal, where CB is 0, that gives 1 and no overflow). The backward
-    takes one (..., H, Q, Q) temporary where autograd through the same ops takes five."""
+    """``L ∘ CB`` from the per-step log-decays ``a`` (..., H, Q) and a lower-triangular ``CB``
+    (..., 1, Q, Q), with ``L[i, j] = exp(a_{j+1} + ... + a_i)`` clamped to ``[_EXP_FLOOR, 0]``
+    in the exponent (above the diagonal, where CB is 0, that gives 1 and no overflow).
+
+    Each exponent is summed over its own segment (a masked cumulative sum), not taken as the
+    difference ``s_i - s_j`` of two running sums: after one large ``|dt A|`` both sums are large
+    and their difference would lose the digits that the recurrence of :meth:`step` keeps. The
+    backward takes one (..., H, Q, Q) temporary where autograd through the same ops takes more."""
 
     @staticmethod
-    def forward(ctx, s: Tensor, CB: Tensor) -> Tensor:  # type: ignore[override]
-        L = (s.unsqueeze(-1) - s.unsqueeze(-2)).clamp_(_EXP_FLOOR, 0.0).exp_()  # (..., H, Q, Q)
+    def forward(ctx, a: Tensor, CB: Tensor) -> Tensor:  # type: ignore[override]
+        q = a.shape[-1]
+        below = torch.ones(q, q, dtype=torch.bool, device=a.device).tril_(-1)  # i > j
+        seg = (a.unsqueeze(-1) * below).cumsum(-2)  # (..., H, Q, Q): sum of a over (j, i]
+        L = seg.clamp_(_EXP_FLOOR, 0.0).exp_()  # (..., H, Q, Q)
         ctx.save_for_backward(L, CB)
         return L * CB
 
@@ -104,8 +111,9 @@ class _SegmentDecay(torch.autograd.Function):
         L, CB = ctx.saved_tensors
         G = grad * L  # (..., H, Q, Q)
         grad_CB = G.sum(-3, keepdim=True)
-        G.mul_(CB)  # the gradient w.r.t. s_i - s_j
-        return G.sum(-1) - G.sum(-2), grad_CB
+        G.mul_(CB)  # the gradient w.r.t. the exponent of L[i, j]
+        g = G.sum(-1) - G.sum(-2)  # w.r.t. the running sum s_i = a_0 + ... + a_i
+        return g.flip(-1).cumsum(-1).flip(-1), grad_CB  # w.r.t. a_k: the sum of g over i >= k
 
 
 def ssd_sequential(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h0: Tensor
@@ -149,8 +157,10 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
     3. boundary states ``h_- <- exp(s_-1) h_- + (2.)``, a recurrence over the ``n_c`` chunks;
     4. start state to output: ``y += exp(s) ∘ C h_-^T``.
 
-    Every exponent is a sum of ``dt A <= 0`` (no exponential of a positive number), clamped
-    at ``_EXP_FLOOR``. Args and returns as :func:`ssd_sequential`, plus ``chunk`` (Q, > 0).
+    Every exponent is a sum of ``dt A <= 0`` (no exponential of a positive number) over its own
+    steps, ``s_i - s_j`` and ``s_-1 - s`` summed directly rather than subtracted (which would
+    lose digits after one large ``|dt A|``), clamped at ``_EXP_FLOOR``. Args and returns as
+    :func:`ssd_sequential`, plus ``chunk`` (Q, > 0).
     """
     if not isinstance(chunk, int) or chunk <= 0:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
@@ -166,19 +176,21 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
     if pad:
         dA_log, B_c, C_c = (F.pad(t, (0, 0, 0, pad)) for t in (dA_log, B_c, C_c))
         xdt = F.pad(xdt, (0, 0, 0, 0, 0, pad))
-    s = dA_log.reshape(bsz, n_c, Q, H).cumsum(2)  # (B, n_c, Q, H)
+    a = dA_log.reshape(bsz, n_c, Q, H)  # (B, n_c, Q, H)
+    s = a.cumsum(2)  # (B, n_c, Q, H): the decay from the chunk's start
     xdt = xdt.reshape(bsz, n_c, Q, H, P)
     B_c, C_c = B_c.reshape(bsz * n_c, Q, N), C_c.reshape(bsz * n_c, Q, N)
 
     # 1. inside each chunk: L ∘ C B^T per head, one bmm over (B, n_c, H)
     CB = torch.bmm(C_c, B_c.transpose(1, 2)).tril().view(bsz, n_c, 1, Q, Q)
-    M = _SegmentDecay.apply(s.transpose(2, 3).contiguous(), CB)  # (B, n_c, H, Q, Q)
+    M = _SegmentDecay.apply(a.transpose(2, 3).contiguous(), CB)  # (B, n_c, H, Q, Q)
     x_h = xdt.transpose(2, 3).reshape(-1, Q, P)  # (B n_c H, Q, P)
     y = torch.bmm(M.view(-1, Q, Q), x_h)  # (B n_c H, Q, P)
     y = y.view(bsz, n_c, H, Q, P).transpose(2, 3)  # (B, n_c, Q, H, P)
 
     # 2. each chunk's end state from a zero start; B is shared, so heads and P are one axis
-    to_end = _decay(s[:, :, -1:] - s).unsqueeze(-1)  # (B, n_c, Q, H, 1)
+    after = a.flip(2).cumsum(2).flip(2)[:, :, 1:]  # (B, n_c, Q - 1, H): sum of a over (i, Q)
+    to_end = _decay(F.pad(after, (0, 0, 0, 1))).unsqueeze(-1)  # (B, n_c, Q, H, 1)
     W = (xdt * to_end).reshape(bsz * n_c, Q, H * P)
     local = torch.bmm(W.transpose(1, 2), B_c).view(bsz, n_c, H, P, N)
 
