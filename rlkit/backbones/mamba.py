@@ -19,9 +19,9 @@ Glossary (paper symbol -> code name, shapes with B = batch, T = time, E·D = ``d
                    <= 0); the fused scan takes Δ, A, B, C and x and forms ``dA`` chunk by chunk.
 
 Precision: the weights are fp32 (half-precision weights are refused; mixed precision is
-autocast), and ``A_log``, ``D`` and ``dt_proj.bias`` are read in fp32; Δ, the discretisation and
-the scan run in fp32 with autocast disabled, the RMSNorms take fp32 inputs, and the returned
-states are fp32.
+autocast), and ``A_log``, ``D`` and ``dt_proj.bias`` are read in fp32; the causal convolution,
+Δ, the discretisation and the scan run in fp32 with autocast disabled (so forward and step agree
+under autocast too), the RMSNorms take fp32 inputs, and the returned states are fp32.
 """
 
 from __future__ import annotations
@@ -126,7 +126,11 @@ class MambaBlock(nn.Module):
         xs, z = self.in_proj(self.norm(x.float())).chunk(2, dim=-1)  # (B, T, E·D) each
         window = torch.cat([conv0.to(xs.dtype), xs.transpose(1, 2)], dim=2)  # (B, E·D, K-1+T)
         conv_state = window[:, :, window.shape[2] - (self.d_conv - 1) :].float()
-        xs = F.silu(self.conv1d(window)).transpose(1, 2)  # (B, T, E·D)
+        with torch.autocast(device_type=x.device.type, enabled=False):  # fp32, as in step
+            conv = self.conv1d
+            xs = F.conv1d(window.float(), conv.weight.float(), conv.bias.float(),
+                          groups=conv.groups)
+        xs = F.silu(xs).transpose(1, 2)  # (B, T, E·D)
         delta, A, B_ssm, C_ssm = self._ssm_inputs(xs)
         with torch.autocast(device_type=x.device.type, enabled=False):
             xs, h0 = xs.float(), h0.float()
