@@ -48,6 +48,7 @@ from agents.train import (
     resolve,
     run_in,
 )
+from rlkit.checkpoint import CheckpointError, load_checkpoint
 from rlkit.config import GridConfig, LoopConfig, flag, replace_fields
 from rlkit.evaluate import time_limit
 from rlkit.faults import (
@@ -220,13 +221,21 @@ def _refuse_unstarted_grid_run(run_dir: Path) -> None:
 
 def _finished(run_dir: Path, total_steps: int | None) -> dict | None:
     """The final evaluation of a run that reached its ``--total-steps`` (``total_steps`` when
-    given, else its config's), else ``None``."""
+    given, else its config's), else ``None``. Reached means both logged and saved: a run
+    stopped between its final evaluation and its final checkpoint is not finished (resuming it
+    goes on from the checkpoint it has, as a single run's ``--resume`` does)."""
     try:
         total = total_steps or RunRecord.read(run_dir).loop.total_steps
         evals = [r for r in read_metrics(run_dir) if "eval_return_mean" in r]
     except (ValueError, OSError):
         return None  # resuming it says what is wrong
-    return evals[-1] if evals and evals[-1]["step"] >= total else None
+    if not evals or evals[-1]["step"] < total:
+        return None
+    try:
+        saved = load_checkpoint(RunPaths(run_dir).checkpoint)["step"]
+    except (CheckpointError, KeyError):
+        return None  # resuming it falls back to the previous checkpoint, or says why not
+    return evals[-1] if saved >= total else None
 
 
 def resume_runs(grid_dir: Path, runs: Sequence[GridRun], given: dict | None = None,

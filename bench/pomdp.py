@@ -59,7 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
+import shlex
 import statistics
 import sys
 import tempfile
@@ -163,7 +163,7 @@ def _recorded_env(p: argparse.ArgumentParser, out: Path, runs: list[GridRun], ow
     if len(ran) > 1:  # one task named two ways is one
         p.error(f"--summarize {out}: its runs are on several envs ({', '.join(ran)}); name "
                 "the runs of one with --backbones and --seeds")
-    given = any(arg == "--env" or arg.startswith("--env=") for arg in own)
+    given = _given(own, "--env")
     if ran and given and registered_id(ran[0]) != registered_id(env):
         p.error(f"--summarize {out}: its runs are on {ran[0]}, not --env {env}")
     return ran[0] if ran else env
@@ -283,8 +283,8 @@ def _run_grid(runs: list[GridRun], out: Path, jobs: int, resume: bool, own: list
         return [ran[r.name] for r in runs]
     except GridInterrupted as e:
         again = [*own, *([] if resume else ["--resume"]), *(["--", *extra] if extra else [])]
-        print(f"grid interrupted by {signal.Signals(e.signum).name}; the runs that were going "
-              f"wrote a checkpoint; continue with: python bench/pomdp.py {' '.join(again)}",
+        what = str(e).rsplit("; continue with", 1)[0]  # which runs stopped, which have a checkpoint
+        print(f"{what}; continue with: python bench/pomdp.py {shlex.join(again)}",
               file=sys.stderr)
         sys.exit(e.exit_code)
 
@@ -378,6 +378,45 @@ def _check_flags(p: argparse.ArgumentParser, a: argparse.Namespace, env: str) ->
                 f"--no-reference, got --env {env}{' --no-reference' if a.no_reference else ''}")
     if a.resume and (a.out is None or a.summarize):
         p.error("--resume continues the grid in --out DIR: give --out, not --summarize")
+    if a.summarize and a.out is not None:
+        p.error(f"--out {a.out} with --summarize {a.summarize}: --summarize reads the grid in "
+                "its DIR and trains nothing; --out is where a grid trains")
+    if a.common_seed < 0:
+        p.error(f"--common-seed must be >= 0 (Gymnasium's reset seeds), got {a.common_seed}")
+    if bad := [s for s in a.at if s <= 0]:
+        p.error(f"--at must be env steps >= 1, got {' '.join(map(str, bad))}")
+    if bad := [s for s in a.seeds if s < 0]:
+        p.error(f"--seeds must be integers >= 0, got {' '.join(map(str, bad))}")
+    for flag, values in (("--backbones", a.backbones), ("--seeds", a.seeds), ("--at", a.at)):
+        if twice := sorted({str(v) for v in values if values.count(v) > 1}):
+            p.error(f"{flag} names {', '.join(twice)} more than once, got "
+                    f"{' '.join(map(str, values))}; expected each value once")
+
+
+def _anchor_env(p: argparse.ArgumentParser, a: argparse.Namespace, own: list[str],
+                anchor: dict | None) -> str:
+    """The grid's env: the anchor's own, or ``--env``; an ``--env`` given beside an anchor of
+    another task is refused (it was dropped without a word)."""
+    if anchor is None:
+        return a.env
+    if _given(own, "--env") and registered_id(a.env) != registered_id(anchor["env"]):
+        p.error(f"--anchor {a.anchor} runs on {anchor['env']} (their published task), got "
+                f"--env {a.env}; leave --env out")
+    return anchor["env"]
+
+
+def _check_average(p: argparse.ArgumentParser, policy: str | None, runs: list[GridRun],
+                   out: Path | None) -> None:
+    """``--final-policy average`` reads each run's average of the actor: refused, before the
+    grid trains, for runs that keep none (of a grid in ``out``: those that have started)."""
+    if policy != "average":
+        return
+    none = [r.name for r in runs if r.config.agent.average_tau is None
+            and (out is None or RunPaths(out / r.name).config.is_file())]
+    if none:
+        p.error(f"--final-policy average reads each run's average of the actor; "
+                f"{', '.join(none)} keep none: give --agent.average-tau after -- (a grid read "
+                "by --summarize: its runs ran without it)")
 
 
 def _backbone_row(b: str, mine: list[RunOutcome], a: argparse.Namespace, at: list[int],
@@ -389,7 +428,14 @@ def _backbone_row(b: str, mine: list[RunOutcome], a: argparse.Namespace, at: lis
     of the row with the reason (failed, absent, no evaluation yet)."""
     left_out = [f"{o.name} ({o.error})" for o in mine if o.error]
     mine = [o for o in mine if not o.error]
-    s = [summarize(o.run_dir, a.last_k, at) for o in mine]
+    s, readable = [], []
+    for o in mine:  # a run stopped while it started has no metrics yet: left out, named
+        try:
+            s.append(summarize(o.run_dir, a.last_k, at))
+            readable.append(o)
+        except (ValueError, OSError) as e:
+            left_out.append(f"{o.name} (cannot be read: {e})")
+    mine = readable
     short = [f"{o.name} at step {x['reached']:.0f} of {total[o.name]}"
              + (" without its final evaluation" if x["reached"] >= total[o.name] else "")
              for x, o in zip(s, mine) if x["evaluated"] < total[o.name]]  # as rlkit.report
@@ -405,6 +451,9 @@ def _backbone_row(b: str, mine: list[RunOutcome], a: argparse.Namespace, at: lis
             x["final"] = final_of(o.run_dir, a.final_policy)
     finals = [x["final"] for x in s]
     ok = exempt or (not left_out and min(finals) >= a.threshold)
+    # with a seed left out, each value says whose it is
+    cells = [f"s{_run_pair(o.name)[1]}: {v:.1f}" if left_out and _run_pair(o.name) else f"{v:.1f}"
+             for v, o in zip(finals, mine)]
     at_cells = " | ".join(_cell([x["at"][st] for x in s]) for st in at)
     succ = [x["success"] for x in s if "success" in x]
     sat = [x["saturation"] for x in s if x["saturation"] is not None]
@@ -412,7 +461,7 @@ def _backbone_row(b: str, mine: list[RunOutcome], a: argparse.Namespace, at: lis
     succ_cell = f"{statistics.mean(succ):.2f}" if succ else "n/a"
     ups = [x["ups"] for x in s if x["ups"] is not None]  # none: no training row logged yet
     ups_cell = f"{statistics.mean(ups):.1f}" if ups else "n/a"
-    print(f"| {b} | {', '.join(f'{v:.1f}' for v in finals)} | {statistics.mean(finals):.1f} "
+    print(f"| {b} | {', '.join(cells)} | {statistics.mean(finals):.1f} "
           f"| {min(finals):.1f} | {max(finals):.1f} | {at_cells + ' | ' if at else ''}"
           f"{sat_cell} | {succ_cell} | {statistics.mean(x['wall'] for x in s):.0f} | "
           f"{ups_cell} |")
@@ -448,12 +497,18 @@ def _run_pair(name: str) -> tuple[str, int] | None:
     return (b, int(s)) if sep and b in BACKBONE_NAMES and s.isdigit() else None
 
 
+def _given(own: list[str], flag: str) -> bool:
+    """Whether this script's own arguments ``own`` give ``flag`` (``--flag V`` or
+    ``--flag=V``; abbreviations are refused by the parser)."""
+    return any(arg == flag or arg.startswith(f"{flag}=") for arg in own)
+
+
 def _named_or_all(own: list[str], backbones: list[str], seeds: list[int],
                   pairs: list[tuple[str, int]]) -> tuple[list[str], list[int]]:
     """``--backbones`` / ``--seeds`` where given (``own``), else every one of ``pairs``."""
-    if "--backbones" not in own:
+    if not _given(own, "--backbones"):
         backbones = [b for b in BACKBONE_NAMES if any(b == f for f, _ in pairs)]
-    if "--seeds" not in own:
+    if not _given(own, "--seeds"):
         seeds = sorted({s for _, s in pairs})
     return backbones, seeds
 
@@ -466,7 +521,7 @@ def _grid_members(p: argparse.ArgumentParser, out: Path, own: list[str], backbon
         p.error(f"--summarize {out}: " + ("a file, not a grid directory" if out.exists() else
                                           "no such directory"))
     found = [pair for d in sorted(out.iterdir()) if d.is_dir() and (pair := _run_pair(d.name))]
-    if not found and ("--backbones" not in own or "--seeds" not in own):
+    if not found and not (_given(own, "--backbones") and _given(own, "--seeds")):
         p.error(f"--summarize {out}: no run directory named BACKBONE__sSEED there (or name "
                 "them with --backbones and --seeds)")
     return _named_or_all(own, backbones, seeds, found)
@@ -493,6 +548,9 @@ def _check_out(p: argparse.ArgumentParser, out: Path, resume: bool, env: str,
             p.error(f"--out {out} is not an empty directory: give --resume to continue the "
                     "grid there, or a new --out")
         return None
+    if not out.is_dir() or not any(out.iterdir()):
+        p.error(f"--resume --out {out}: no grid there to continue (the directory is "
+                f"{'empty' if out.is_dir() else 'missing'}); leave out --resume to start one")
     try:
         ran = json.loads((out / BENCH_RECORD).read_text())
     except (OSError, ValueError):
@@ -523,7 +581,7 @@ def main() -> None:
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--env", default="rlkit/Pendulum-V-v0",
                    help="the task (default rlkit/Pendulum-V-v0; an --anchor sets its own)")
     p.add_argument("--backbones", nargs="+", default=list(BACKBONE_NAMES),
@@ -537,8 +595,8 @@ def main() -> None:
     p.add_argument("--anchor", choices=sorted(ANCHORS), default=None,
                    help="run with a published agent's settings and print its figures beside")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help=f"runs at a time, one thread each (default: the CPU count, "
-                        f"{os.cpu_count() or 1} here)")
+                   help=f"runs at a time, each with the CPU count / jobs threads, at most "
+                        f"OMP_NUM_THREADS (default: the CPU count, {os.cpu_count() or 1} here)")
     p.add_argument("--out", type=dir_arg, default=None,
                    help="grid directory (default: a temp dir)")
     p.add_argument("--resume", action="store_true",
@@ -562,8 +620,8 @@ def main() -> None:
                         "own evaluation episodes, by STEPS-step stretch (Pendulum tasks)")
     a = p.parse_args(own)
     anchor = ANCHORS[a.anchor] if a.anchor else None
-    env = anchor["env"] if anchor else a.env
-    backbones = anchor["backbones"] if anchor and "--backbones" not in own else a.backbones
+    env = _anchor_env(p, a, own, anchor)
+    backbones = anchor["backbones"] if anchor and not _given(own, "--backbones") else a.backbones
     at = a.at or (anchor["at"] if anchor else [])
     flags = (anchor["flags"] if anchor else []) + extra
     _check_pass_through(p, extra)
@@ -584,20 +642,27 @@ def main() -> None:
                                    prog="train.py")  # whose --help lists the flags after --
             runs.append(GridRun(f"{b}__s{s}", cfg))
     first = train.resolve(runs[0].config, 200 if "Pendulum" in env else None)
+    if not a.summarize:
+        _check_average(p, a.final_policy, runs, None)
     t0 = time.time()
     if a.summarize:
         outcomes = [RunOutcome(r.name, out / r.name, error=None if (out / r.name).is_dir()
                                else "not in the grid directory") for r in runs]
         runs, first, flags = _recorded(runs, out, first, flags)
+        _check_average(p, a.final_policy, runs, out)
         env = _recorded_env(p, out, runs, own, env)
+        if a.gap and "Pendulum" not in env:
+            p.error(f"--gap {a.gap} needs the full-state optimum: a Pendulum task, got the "
+                    f"grid's {env}")
         print(f"\n{env}, {_count(len(a.seeds), 'seed')}, runs in {out}")
     else:
         out = out if a.out else Path(tempfile.mkdtemp(prefix="rlkit-pomdp-"))
-        if a.out and not a.resume:
+        if not a.resume:  # a temp grid too: its --resume is checked against the record
             out.mkdir(parents=True, exist_ok=True)
             (out / BENCH_RECORD).write_text(json.dumps(
                 {"env": env, "flags": flags, "runs": [r.name for r in runs]}, indent=1))
-        outcomes = _run_grid(runs, out, a.jobs, a.resume, own, extra)
+        outcomes = _run_grid(runs, out, a.jobs, a.resume,
+                             own if a.out else [*own, "--out", str(out)], extra)
         if a.resume:  # the kept runs as they ran
             runs, first, flags = _recorded(runs, out, first, flags)
         print(f"\n{env}, {_count(len(a.seeds), 'seed')}, grid {time.time() - t0:.0f} s with "
@@ -624,6 +689,32 @@ def main() -> None:
     if short:
         print(f"\nruns short of their --total-steps (final: their last evaluation so far): "
               f"{', '.join(short)}")
+    _more_tables(a, outcomes, backbones, env, solver, anchor, at)
+    if a.threshold is not None:
+        print(f"\nevery memory family >= {a.threshold} on every seed: "
+              f"{'PASS' if memory_ok else 'FAIL'}")
+    if not a.summarize:
+        _exit_on_failures(outcomes)
+
+
+def _exit_on_failures(outcomes: list[RunOutcome]) -> None:
+    """As train.py's grid: each failed run's traceback (the env's for an env error), then exit
+    2 naming them; the tables printed before cover the others."""
+    failed = [o for o in outcomes if o.error]
+    for o in failed:
+        if o.details:
+            whose = "the env's" if o.error.startswith("EnvError") else "its"
+            print(f"{o.name}: {whose} traceback:\n{o.details}", file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} of {len(outcomes)} runs failed: "
+              f"{', '.join(o.name for o in failed)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _more_tables(a: argparse.Namespace, outcomes: list[RunOutcome], backbones: list[str],
+                 env: str, solver: PendulumOptimum | None, anchor: dict | None,
+                 at: list[int]) -> None:
+    """The tables the flags ask for beyond the main one: common episodes, gaps, the anchor."""
     if a.common_episodes:
         _common_table(outcomes, backbones, env, a.common_episodes, a.common_seed, solver,
                       a.final_policy)
@@ -633,9 +724,6 @@ def main() -> None:
         pub = anchor["published"]
         print(f"\n{a.anchor} (published, read off their curves): " + ", ".join(
             f"{st // 1000}k: {pub[st]:.0f}" if st in pub else f"{st // 1000}k: n/a" for st in at))
-    if a.threshold is not None:
-        print(f"\nevery memory family >= {a.threshold} on every seed: "
-              f"{'PASS' if memory_ok else 'FAIL'}")
 
 
 if __name__ == "__main__":

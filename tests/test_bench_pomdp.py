@@ -19,8 +19,9 @@ import torch
 from agents import cli, train
 from agents.ddpg import DDPGConfig
 from envs.reference import PendulumOptimum, optimum_rewards
+from rlkit.checkpoint import load_checkpoint, save_checkpoint
 from rlkit.config import replace_fields
-from rlkit.launch import GridRun, RunOutcome
+from rlkit.launch import GridInterrupted, GridRun, RunOutcome
 from rlkit.runlog import read_metrics
 from rlkit.seeding import eval_env_seed
 
@@ -59,6 +60,22 @@ TINY = replace_fields(train.TrainConfig(), total_steps=60, learning_starts=20, b
     (["--", "--run_dir", "x"], "give this script's --out before --"),
     (["--", "--resume", "x"], "give this script's --out DIR --resume before --"),
     (["--", "--launcher", "ray"], "a grid on a Ray cluster is train.py's"),
+    # checked before the grid trains (they failed after it, or never)
+    (["--common-seed", "-1"], "--common-seed must be >= 0 (Gymnasium's reset seeds), got -1"),
+    (["--at", "100", "0"], "--at must be env steps >= 1, got 0"),
+    (["--seeds", "0", "-1"], "--seeds must be integers >= 0, got -1"),
+    (["--seeds", "0", "0"], "--seeds names 0 more than once, got 0 0; expected each value once"),
+    (["--backbones", "gru", "gru"], "--backbones names gru more than once"),
+    (["--at", "100", "100"], "--at names 100 more than once"),
+    (["--anchor", "pomdp-baselines", "--env", "rlkit/Pendulum-P-v0"],
+     "--anchor pomdp-baselines runs on rlkit/Pendulum-V-v0 (their published task), got --env "
+     "rlkit/Pendulum-P-v0; leave --env out"),
+    (["--summarize", str(ROOT), "--out", "x"], "--summarize reads the grid in its DIR and "
+     "trains nothing"),
+    (["--final-policy", "average", "--seeds", "0"], "--final-policy average reads each run's "
+     "average of the actor; mlp__s0"),
+    # an abbreviation of a flag was taken for it (--seed 1 for --seeds 1), and then ignored
+    (["--seed", "1"], "unrecognized arguments: --seed 1"),
 ])
 def test_bad_flags_are_refused_with_the_value_named(monkeypatch, capsys, argv, named):
     monkeypatch.setattr(sys, "argv", ["pomdp.py", *argv])
@@ -80,6 +97,49 @@ def test_a_bad_training_flag_points_to_the_help_that_lists_it(monkeypatch, capsy
     assert e.value.code == 2 and "Unrecognized options: --bogus" in said
     assert "run train.py --help" in said, said
     assert list(tmp_path.glob("rlkit-pomdp-*")) == []
+
+
+def test_a_grid_in_a_temp_dir_prints_a_resume_command_that_names_it(tmp_path, monkeypatch,
+                                                                    capsys):
+    """Without --out, the command printed on a stop left out the temp dir, and --resume without
+    --out is refused; the temp grid also had no record, so its --resume was not checked."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def stopped(fn, todo, out, jobs):
+        raise GridInterrupted(signal.SIGINT, [RunOutcome(r.name, out / r.name, error="stopped")
+                                              for r in todo], out)
+    monkeypatch.setattr(pomdp, "launch", stopped)
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", "--backbones", "mlp", "--seeds", "0", "--",
+                                      "--total-steps", "300"])
+    with pytest.raises(SystemExit) as e:
+        pomdp.main()
+    (grid,) = tmp_path.glob("rlkit-pomdp-*")
+    err = capsys.readouterr().err
+    assert e.value.code == 130 and "1 of 1 runs did not finish" in err
+    assert f"continue with: python bench/pomdp.py --backbones mlp --seeds 0 --out {grid} " \
+           "--resume -- --total-steps 300" in err
+    assert json.loads((grid / "bench.json").read_text())["flags"] == ["--total-steps", "300"]
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", "--out", str(tmp_path / "none"), "--resume"])
+    with pytest.raises(SystemExit) as e:  # --resume of a grid that is not there
+        pomdp.main()
+    assert e.value.code == 2 and "no grid there to continue (the directory is missing)" in \
+        capsys.readouterr().err
+
+
+def test_a_grid_with_a_failed_run_prints_its_traceback_and_exits_2(tmp_path, monkeypatch,
+                                                                   capsys):
+    """It exited 0, with the failure only in 'runs left out of their row' and no traceback."""
+    monkeypatch.setattr(pomdp, "_run_grid", lambda runs, out, *a: [
+        RunOutcome(r.name, out / r.name, error="EnvError: the simulator diverged",
+                   details="Traceback: in step") for r in runs])
+    monkeypatch.setattr(sys, "argv", ["pomdp.py", "--backbones", "mlp", "--seeds", "3",
+                                      "--no-reference", "--out", str(tmp_path / "g")])
+    with pytest.raises(SystemExit) as e:
+        pomdp.main()
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and "runs left out of their row: mlp__s3 (EnvError" in out
+    assert "mlp__s3: the env's traceback:\nTraceback: in step" in err
+    assert "error: 1 of 1 runs failed: mlp__s3" in err
 
 
 def test_an_unknown_env_is_refused_before_out_is_written(tmp_path, monkeypatch, capsys):
@@ -342,6 +402,46 @@ def test_summarize_names_the_env_its_runs_ran_on(tiny_grid, tmp_path, monkeypatc
     assert "rlkit/Pendulum-P, 2 seeds" in out
 
 
+def test_summarize_takes_backbones_and_seeds_given_with_an_equals_sign(tiny_grid, monkeypatch,
+                                                                      capsys):
+    """``--seeds=2`` was not seen as naming the seeds: every run of the grid was tabulated (and
+    with --resume, continued)."""
+    final = pomdp.summarize(tiny_grid / "gru__s2", 1, [])["final"]
+    out = _summarize(monkeypatch, capsys, "--summarize", tiny_grid, "--seeds=2",
+                     "--backbones=gru")
+    assert f"| gru | {final:.1f} | {final:.1f} |" in out and "2 seeds" not in out
+
+
+def test_summarize_lists_a_run_it_cannot_read_and_tabulates_the_others(tiny_grid, tmp_path,
+                                                                       monkeypatch, capsys):
+    """A run directory without metrics (a run stopped while it started) ended the summary
+    with 'error: cannot read ...metrics.jsonl', exit 2, half a table printed. Each value of a
+    row with a seed left out now says whose it is."""
+    grid = tmp_path / "grid"
+    shutil.copytree(tiny_grid, grid)
+    (grid / "gru__s2" / "metrics.jsonl").unlink()
+    final = pomdp.summarize(grid / "gru__s0", 1, [])["final"]
+    out = _summarize(monkeypatch, capsys, "--summarize", grid)
+    assert f"| gru | s0: {final:.1f} | {final:.1f} |" in out
+    assert "runs left out of their row: gru__s2 (cannot be read: " in out and \
+        "metrics.jsonl" in out
+
+
+def test_a_run_whose_final_checkpoint_was_not_written_is_not_finished(tiny_grid, tmp_path):
+    """Its final evaluation logged, then stopped while it saved: a grid's --resume kept it as
+    finished, and the tables read the older checkpoint as final; a single run's --resume
+    continues it, and so now does the grid's."""
+    grid = tmp_path / "grid"
+    shutil.copytree(tiny_grid, grid)
+    run = grid / "gru__s0"
+    assert cli._finished(run, None) is not None
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    save_checkpoint(run / "checkpoint.pt", {**ckpt, "step": 40})  # as a step-40 checkpoint
+    assert cli._finished(run, None) is None
+    (run / "checkpoint.pt").write_bytes(b"damaged")  # resuming it falls back or says why
+    assert cli._finished(run, None) is None
+
+
 def test_summarize_of_a_grid_still_going(tiny_grid, tmp_path, monkeypatch, capsys):
     """A run with no evaluation yet gets its own row instead of a traceback; a run short of
     its --total-steps is listed with the step it reached."""
@@ -359,7 +459,7 @@ def test_summarize_of_a_grid_still_going(tiny_grid, tmp_path, monkeypatch, capsy
                                if "eval_return_mean" not in line))
     out = _summarize(monkeypatch, capsys, "--summarize", grid, "--threshold=-1e9")
     final = pomdp.summarize(grid / "gru__s2", 1, [])["final"]
-    assert f"| gru | {final:.1f} | {final:.1f} |" in out  # the row: the run that has a final
+    assert f"| gru | s2: {final:.1f} | {final:.1f} |" in out  # the run that has a final
     assert "runs left out of their row: gru__s0 (no evaluation yet)" in out
     assert "every memory family >= -1000000000.0 on every seed: FAIL" in out  # one is missing
     out = _summarize(monkeypatch, capsys, "--summarize", grid, "--seeds", "0")
