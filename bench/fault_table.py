@@ -609,6 +609,8 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the default temporary directory")
     a = p.parse_args()
     out = a.out or Path(tempfile.mkdtemp(prefix="fault_table."))
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out} is a file; expected a directory (made if missing)")
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         p.error(f"--out {out} is not empty")

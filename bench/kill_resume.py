@@ -94,6 +94,16 @@ def main() -> int:
                    help="probability that a resumed process is killed again")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    if a.kills < 1:
+        p.error(f"--kills must be >= 1, got {a.kills}")
+    if not 0.0 <= a.again <= 1.0:
+        p.error(f"--again must be a probability in [0, 1], got {a.again}")
+    if a.checkpoint_minutes is not None and not a.checkpoint_minutes > 0:
+        p.error(f"--checkpoint-minutes must be > 0, got {a.checkpoint_minutes}")
+    if a.out.is_dir() and (old := sorted(d.name for d in a.out.glob("*_t[0-9][0-9][0-9]"))):
+        p.error(f"--out {a.out} holds the trials of an earlier invocation ({', '.join(old[:3])}"
+                f"{', ...' if len(old) > 3 else ''}): their runs would be resumed, not killed "
+                "and resumed afresh; give a new --out (a *_ref run in it is reused)")
     rng = random.Random(a.seed)
     extra = [] if a.checkpoint_minutes is None else ["--checkpoint-minutes",
                                                      str(a.checkpoint_minutes)]

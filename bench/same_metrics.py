@@ -27,6 +27,11 @@ def main() -> int:
     p.add_argument("--max-step", type=int, default=None)
     p.add_argument("--ignore", nargs="*", default=[], help="fields to leave out as well")
     args = p.parse_args()
+    if "step" in args.ignore:
+        p.error("--ignore step: the rows are matched by their step; it cannot be left out")
+    if args.max_step is not None and args.max_step < args.min_step:
+        p.error(f"--max-step {args.max_step} is below --min-step {args.min_step}: no row "
+                "could be compared")
     for run in (args.a, args.b):
         if not Path(run).exists():
             p.error(f"{run}: no such directory: expected two run directories")
@@ -40,7 +45,10 @@ def main() -> int:
         return [r for r in keep if r["step"] >= args.min_step
                 and (args.max_step is None or r["step"] <= args.max_step)]
 
-    a, b = rows(args.a), rows(args.b)
+    try:
+        a, b = rows(args.a), rows(args.b)
+    except ValueError as e:  # a line of metrics.jsonl that is not a row (RunDirError)
+        p.error(str(e))
     if not a and not b:
         print(f"no rows to compare: neither run logged a step in {args.min_step}.."
               f"{'' if args.max_step is None else args.max_step}")

@@ -119,6 +119,48 @@ def test_same_metrics_refuses_what_is_not_a_run_directory(tmp_path):
     assert "no rows to compare: neither run logged a step in 5.." in none.stdout
 
 
+@pytest.mark.parametrize("args, named", [
+    (["--ignore", "step"], "--ignore step: the rows are matched by their step"),
+    (["--min-step", "500", "--max-step", "100"], "--max-step 100 is below --min-step 500"),
+    ([], "metrics.jsonl:2"),  # a malformed row: named by file and line, not a traceback
+])
+def test_same_metrics_refuses_what_it_cannot_compare_by_name(tmp_path, args, named):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 0, "wall_time": 1}\n' + (
+        "" if args else 'not json\n{"step": 1, "wall_time": 2}\n'))
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "same_metrics.py"), str(run),
+                          str(run), *args], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and named in out.stderr, \
+        out.stderr
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--kills", "0"], "--kills must be >= 1, got 0"),
+    (["--again", "1.5"], "--again must be a probability in [0, 1], got 1.5"),
+    (["--checkpoint-minutes", "0"], "--checkpoint-minutes must be > 0, got 0.0"),
+    (["--kills", "1"], "holds the trials of an earlier invocation (mlp_t000)"),
+])
+def test_kill_resume_refuses_bad_values_and_an_out_with_earlier_trials(tmp_path, args, named):
+    """An --out holding an earlier invocation's trial directories gave false 'equal' counts:
+    its runs were resumed (or refused as not empty), never killed afresh."""
+    (tmp_path / "mlp_t000").mkdir()
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "kill_resume.py"), "--out",
+                          str(tmp_path), "--cases", "mlp", *args], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2 and named in out.stderr, out.stderr
+
+
+def test_fault_table_refuses_an_out_that_is_a_file(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "fault_table.py"), "--out",
+                          str(afile)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"--out {afile} is a file; expected a directory" in out.stderr
+
+
 def test_the_sb3_column_without_sb3_installed_names_the_extra_and_the_flag():
     import importlib.util
     if importlib.util.find_spec("stable_baselines3") is not None:
