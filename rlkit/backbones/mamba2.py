@@ -111,9 +111,13 @@ class _SegmentDecay(torch.autograd.Function):
         L, CB = ctx.saved_tensors
         G = grad * L  # (..., H, Q, Q)
         grad_CB = G.sum(-3, keepdim=True)
-        G.mul_(CB)  # the gradient w.r.t. the exponent of L[i, j]
-        g = G.sum(-1) - G.sum(-2)  # w.r.t. the running sum s_i = a_0 + ... + a_i
-        return g.flip(-1).cumsum(-1).flip(-1), grad_CB  # w.r.t. a_k: the sum of g over i >= k
+        G.mul_(CB)  # the gradient w.r.t. the exponent of L[i, j], i >= j
+        # a_k is in the exponents of i >= k > j: summed directly (no difference of sums), each
+        # row's prefix P[i, c] = sum over j <= c, then over the rows i > c: a_{c+1}'s gradient
+        q = G.shape[-1]
+        below = torch.ones(q, q, dtype=torch.bool, device=G.device).tril_(-1)  # i > c
+        per_c = G.cumsum_(-1).mul_(below).sum(-2)  # (..., H, Q): index c holds a_{c+1}'s
+        return F.pad(per_c[..., :-1], (1, 0)), grad_CB  # a_0 is in no exponent
 
 
 def ssd_sequential(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h0: Tensor
