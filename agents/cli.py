@@ -221,9 +221,14 @@ def _refuse_unstarted_grid_run(run_dir: Path) -> None:
 
 def _finished(run_dir: Path, total_steps: int | None) -> dict | None:
     """The final evaluation of a run that reached its ``--total-steps`` (``total_steps`` when
-    given, else its config's), else ``None``. Reached means both logged and saved: a run
-    stopped between its final evaluation and its final checkpoint is not finished (resuming it
-    goes on from the checkpoint it has, as a single run's ``--resume`` does)."""
+    given, else its config's), else ``None``.
+
+    Reached means logged, and where ``checkpoint.pt`` can be read, also saved: a checkpoint
+    behind the total, or one on the last step that is not the final one (a stop between the
+    final evaluation and the final save), leaves the run to be continued, as a single run's
+    ``--resume`` continues it. A run without a readable ``checkpoint.pt`` (deleted to save disk,
+    or damaged) is judged by its metrics alone: there is nothing better to go on from.
+    Reading a checkpoint loads it whole (its replay buffer too), once per finished run."""
     try:
         total = total_steps or RunRecord.read(run_dir).loop.total_steps
         evals = [r for r in read_metrics(run_dir) if "eval_return_mean" in r]
@@ -231,11 +236,15 @@ def _finished(run_dir: Path, total_steps: int | None) -> dict | None:
         return None  # resuming it says what is wrong
     if not evals or evals[-1]["step"] < total:
         return None
-    try:
-        saved = load_checkpoint(RunPaths(run_dir).checkpoint)["step"]
-    except (CheckpointError, KeyError):
-        return None  # resuming it falls back to the previous checkpoint, or says why not
-    return evals[-1] if saved >= total else None
+    path = RunPaths(run_dir).checkpoint
+    if path.is_file():
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError:
+            return evals[-1]
+        if ckpt.get("kind") != "final" or ckpt.get("step", total) < total:
+            return None
+    return evals[-1]
 
 
 def resume_runs(grid_dir: Path, runs: Sequence[GridRun], given: dict | None = None,

@@ -22,6 +22,7 @@ between and during many checkpoint writes.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import re
@@ -98,8 +99,10 @@ def main() -> int:
         p.error(f"--kills must be >= 1, got {a.kills}")
     if not 0.0 <= a.again <= 1.0:
         p.error(f"--again must be a probability in [0, 1], got {a.again}")
-    if a.checkpoint_minutes is not None and not a.checkpoint_minutes > 0:
-        p.error(f"--checkpoint-minutes must be > 0, got {a.checkpoint_minutes}")
+    if a.checkpoint_minutes is not None and not (math.isfinite(a.checkpoint_minutes)
+                                                 and a.checkpoint_minutes >= 0):
+        p.error(f"--checkpoint-minutes must be a finite number >= 0 (0: off, as train.py "
+                f"takes it), got {a.checkpoint_minutes}")
     if a.out.is_dir() and (old := sorted(d.name for d in a.out.glob("*_t[0-9][0-9][0-9]"))):
         p.error(f"--out {a.out} holds the trials of an earlier invocation ({', '.join(old[:3])}"
                 f"{', ...' if len(old) > 3 else ''}): their runs would be resumed, not killed "

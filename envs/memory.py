@@ -124,7 +124,8 @@ class MemoryCorridorEnv(gym.Env[np.ndarray, np.ndarray]):
         action = np.asarray(action)
         if action.shape != (1,):
             raise ValueError(f"action must have shape (1,), got shape {action.shape}")
-        if action.dtype == np.bool_ or not np.issubdtype(action.dtype, np.number):
+        if not (np.issubdtype(action.dtype, np.floating)
+                or np.issubdtype(action.dtype, np.integer)):  # not bool, complex or text
             raise TypeError(f"action must be a real number array of shape (1,), got {action!r} "
                             f"(dtype {action.dtype})")
         if not np.isfinite(action).all():

@@ -262,11 +262,11 @@ class PendulumOptimum:
 def _state(state: Any) -> tuple[float, float]:
     """``(theta, theta_dot)`` from a full state of shape ``(2,)``, refused by name otherwise
     (the likely slip: an observation ``(cos, sin, theta_dot)`` given for the state)."""
-    try:
-        s = np.asarray(state, dtype=np.float64)
-    except (TypeError, ValueError) as e:
+    s = np.asarray(state)
+    if not (np.issubdtype(s.dtype, np.floating) or np.issubdtype(s.dtype, np.integer)):
         raise TypeError(f"state must be (theta, theta_dot), real numbers of shape (2,), got "
-                        f"{state!r}") from e
+                        f"{state!r} (dtype {s.dtype})")  # not bool, complex, text or objects
+    s = s.astype(np.float64)
     if s.shape != (2,):
         raise ValueError(f"state must be (theta, theta_dot) of shape (2,), got shape {s.shape} "
                          f"({state!r}); an observation (cos, sin, theta_dot) is not the state: "

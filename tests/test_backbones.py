@@ -263,7 +263,8 @@ def test_an_empty_sequence_gives_no_outputs_and_leaves_the_state(name: str) -> N
 def test_every_tensor_of_a_transformer_state_is_checked(which: int, path: str) -> None:
     """Only ``k`` was checked: an ``n_valid`` or ``pos`` of batch 1 for a batch of 3 was
     broadcast (wrong outputs, and a state of batch 1 came back), a bad ``v`` failed inside
-    torch. Each of the four is now refused by name, with its shape, for T > 0 as for T = 0."""
+    torch. Each of the four is now refused by name, with its shape, in forward and step (at
+    T = 0 a state of other shapes is refused as well: the empty-sequence test)."""
     model = build("transformer")
     _, state = model(randn(B, 4, D_IN, seed=0))
     names = ("k", "v", "n_valid", "pos")
@@ -700,7 +701,6 @@ def test_orthogonal_init_draws_orthonormal_recurrent_weights_and_zero_biases(cel
     ("transformer", {"context": 8.0}, "context must be a positive integer, got 8.0"),
     ("transformer", {"n_heads": True}, "n_heads must be a positive integer, got True"),
     ("transformer", {"branch_init": "x"}, "branch_init must be a finite number, got 'x'"),
-
     ("mamba", {"d_state": True}, "d_state must be a positive integer, got True"),
     ("mamba", {"expand": True}, "expand must be a positive integer, got True"),
     ("mamba2", {"expand": True}, "expand must be a positive integer, got True"),
@@ -719,6 +719,7 @@ def test_an_option_of_the_wrong_type_is_refused_by_name(name, options, message) 
     ("transformer", {"branch_init": float("nan")}, "branch_init must be a finite number, got nan"),
     ("s4", {"dt_max": float("inf")}, "dt_max must be a finite number, got inf"),
     ("s4", {"dt_min": float("nan")}, "dt_min must be a finite number, got nan"),
+    ("transformer", {"rope_base": 10**400}, "rope_base must be a finite number, got 1000"),
 ])
 def test_a_non_finite_number_option_is_refused_by_name(name, options, message) -> None:
     """Before: rope_base NaN gave NaN keys in step's cache (the first forward finite), inf

@@ -430,16 +430,22 @@ def test_summarize_lists_a_run_it_cannot_read_and_tabulates_the_others(tiny_grid
 def test_a_run_whose_final_checkpoint_was_not_written_is_not_finished(tiny_grid, tmp_path):
     """Its final evaluation logged, then stopped while it saved: a grid's --resume kept it as
     finished, and the tables read the older checkpoint as final; a single run's --resume
-    continues it, and so now does the grid's."""
+    continues it, and so now does the grid's. A run without a readable checkpoint is judged by
+    its metrics, as before (nothing to go on from)."""
     grid = tmp_path / "grid"
     shutil.copytree(tiny_grid, grid)
     run = grid / "gru__s0"
-    assert cli._finished(run, None) is not None
+    final = cli._finished(run, None)
     ckpt = load_checkpoint(run / "checkpoint.pt")
-    save_checkpoint(run / "checkpoint.pt", {**ckpt, "step": 40})  # as a step-40 checkpoint
-    assert cli._finished(run, None) is None
-    (run / "checkpoint.pt").write_bytes(b"damaged")  # resuming it falls back or says why
-    assert cli._finished(run, None) is None
+    assert final is not None and ckpt["kind"] == "final"
+    save_checkpoint(run / "checkpoint.pt", {**ckpt, "step": 40, "kind": "periodic"})
+    assert cli._finished(run, None) is None  # behind: continued from step 40
+    save_checkpoint(run / "checkpoint.pt", {**ckpt, "kind": "interrupt"})
+    assert cli._finished(run, None) is None  # a stop on the last step: its final save to come
+    (run / "checkpoint.pt").write_bytes(b"damaged")
+    assert cli._finished(run, None) == final
+    (run / "checkpoint.pt").unlink()
+    assert cli._finished(run, None) == final
 
 
 def test_summarize_of_a_grid_still_going(tiny_grid, tmp_path, monkeypatch, capsys):

@@ -139,7 +139,9 @@ def test_same_metrics_refuses_what_it_cannot_compare_by_name(tmp_path, args, nam
 @pytest.mark.parametrize("args, named", [
     (["--kills", "0"], "--kills must be >= 1, got 0"),
     (["--again", "1.5"], "--again must be a probability in [0, 1], got 1.5"),
-    (["--checkpoint-minutes", "0"], "--checkpoint-minutes must be > 0, got 0.0"),
+    (["--checkpoint-minutes", "-1"], "--checkpoint-minutes must be a finite number >= 0 (0: "
+                                     "off, as train.py takes it), got -1.0"),
+    (["--checkpoint-minutes", "inf"], "--checkpoint-minutes must be a finite number >= 0"),
     (["--kills", "1"], "holds the trials of an earlier invocation (mlp_t000)"),
 ])
 def test_kill_resume_refuses_bad_values_and_an_out_with_earlier_trials(tmp_path, args, named):

@@ -148,7 +148,7 @@ def test_a_non_finite_or_non_numeric_action_is_refused_at_any_step(at_decision: 
     for bad in (np.nan, np.inf, -np.inf):
         with pytest.raises(ValueError, match=r"action must be finite, got array\(\[.*(nan|inf)"):
             env.step(np.array([bad], dtype=np.float32))
-    for bad in (np.array(["x"]), np.array([True]), np.array([None])):
+    for bad in (np.array(["x"]), np.array([True]), np.array([None]), np.array([-1 + 5j])):
         with pytest.raises(TypeError, match=r"action must be a real number array of shape "
                                             r"\(1,\), got array"):
             env.step(bad)

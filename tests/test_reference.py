@@ -171,8 +171,10 @@ def test_bad_input_is_refused_with_the_value_named(solver):
             call(np.array([1.0, 0.0, 0.0]), 5)
         with pytest.raises(ValueError, match=r"of shape \(2,\), got shape \(\)"):
             call(5.0, 5)
-        with pytest.raises(TypeError, match=r"state must be \(theta, theta_dot\), real numbers"):
-            call(["a", "b"], 5)
+        for bad in (["a", "b"], ["0.5", "1.0"], [True, False], [1 + 1j, 0j]):
+            with pytest.raises(TypeError, match=r"state must be \(theta, theta_dot\), real "
+                                                r"numbers"):
+                call(bad, 5)
     assert solver.action((0.0, 0.0), 5) == solver.action(np.zeros(2), 5)
     with pytest.raises(ValueError, match="n_theta must be an integer >= 4, got 2"):
         PendulumOptimum(200, n_theta=2)

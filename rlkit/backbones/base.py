@@ -74,7 +74,8 @@ def real_number(cfg: object, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
         if (not isinstance(value, (int, float)) or isinstance(value, bool)
-                or not math.isfinite(value)):
+                or (isinstance(value, float) and not math.isfinite(value))
+                or (isinstance(value, int) and abs(value) > 2**1023)):  # no float holds it
             raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
