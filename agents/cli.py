@@ -407,6 +407,14 @@ def _launch_grid(g: GridConfig, progress: bool, runs: Sequence[GridRun], grid_di
     return grid_dir
 
 
+def print_traceback(o: RunOutcome) -> None:
+    """A failed run's traceback on stderr, as a single run prints it: the env's own for an env
+    error, the whole one for a bug; nothing for a run without one."""
+    if o.details:
+        whose = "the env's" if o.error and o.error.startswith("EnvError") else "its"
+        print(f"{o.name}: {whose} traceback:\n{o.details}", file=sys.stderr)
+
+
 def summarize(grid_dir: Path, outcomes: Sequence[RunOutcome]) -> None:
     """Print each run's outcome to stderr, then write the report of the runs that finished
     (the others are listed in it with their error)."""
@@ -414,9 +422,7 @@ def summarize(grid_dir: Path, outcomes: Sequence[RunOutcome]) -> None:
         status = (f"{'stopped' if o.stopped else 'error'}: {o.error}" if o.error else
                   f"eval return {o.result['eval_return_mean']:.1f}")
         print(f"{o.name}: {status}", file=sys.stderr)
-        if o.details:
-            whose = "the env's" if o.error.startswith("EnvError") else "its"
-            print(f"{o.name}: {whose} traceback:\n{o.details}", file=sys.stderr)
+        print_traceback(o)
     if not any(o.error is None for o in outcomes):
         print("report: none written (no run finished)", file=sys.stderr)
         return

@@ -702,9 +702,7 @@ def _exit_on_failures(outcomes: list[RunOutcome]) -> None:
     2 naming them; the tables printed before cover the others."""
     failed = [o for o in outcomes if o.error]
     for o in failed:
-        if o.details:
-            whose = "the env's" if o.error.startswith("EnvError") else "its"
-            print(f"{o.name}: {whose} traceback:\n{o.details}", file=sys.stderr)
+        cli.print_traceback(o)
     if failed:
         print(f"error: {len(failed)} of {len(outcomes)} runs failed: "
               f"{', '.join(o.name for o in failed)}", file=sys.stderr)

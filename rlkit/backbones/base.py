@@ -74,9 +74,16 @@ def real_number(cfg: object, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
         if (not isinstance(value, (int, float)) or isinstance(value, bool)
-                or (isinstance(value, float) and not math.isfinite(value))
-                or (isinstance(value, int) and abs(value) > 2**1023)):  # no float holds it
+                or not _finite(value)):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _finite(value: float) -> bool:
+    """Finite as a float (an int too large for one is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 class Backbone(nn.Module, abc.ABC):
@@ -175,8 +182,8 @@ class Backbone(nn.Module, abc.ABC):
         if wdev is not None and x.device != wdev:
             raise ValueError(f"{name}: x is on {x.device} but the weights are on {wdev}; move "
                              f"x (or the model) so that both are on one device")
-        if state is not None and (bad := sorted({str(s.device) for s in state
-                                                 if s.device != x.device})):
+        if state is not None and any(s.device != x.device for s in state):
+            bad = sorted({str(s.device) for s in state if s.device != x.device})
             raise ValueError(f"{name}: state tensors on {', '.join(bad)} but x is on "
                              f"{x.device}; make the state with initial_state(batch_size, "
                              f"device=x.device) or move it")

@@ -86,6 +86,11 @@ def _decay(log_decay: Tensor) -> Tensor:
     return torch.exp(log_decay.clamp(min=_EXP_FLOOR))
 
 
+def _below(q: int, device: torch.device) -> Tensor:
+    """``(q, q)`` bool, true strictly below the diagonal (row i > column j)."""
+    return torch.ones(q, q, dtype=torch.bool, device=device).tril_(-1)
+
+
 class _SegmentDecay(torch.autograd.Function):
     """``L ∘ CB`` from the per-step log-decays ``a`` (..., H, Q) and a lower-triangular ``CB``
     (..., 1, Q, Q), with ``L[i, j] = exp(a_{j+1} + ... + a_i)`` clamped to ``[_EXP_FLOOR, 0]``
@@ -98,9 +103,8 @@ class _SegmentDecay(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, CB: Tensor) -> Tensor:  # type: ignore[override]
-        q = a.shape[-1]
-        below = torch.ones(q, q, dtype=torch.bool, device=a.device).tril_(-1)  # i > j
-        seg = (a.unsqueeze(-1) * below).cumsum(-2)  # (..., H, Q, Q): sum of a over (j, i]
+        # (..., H, Q, Q): the sum of a over (j, i]
+        seg = (a.unsqueeze(-1) * _below(a.shape[-1], a.device)).cumsum(-2)
         L = seg.clamp_(_EXP_FLOOR, 0.0).exp_()  # (..., H, Q, Q)
         ctx.save_for_backward(L, CB)
         return L * CB
@@ -114,9 +118,8 @@ class _SegmentDecay(torch.autograd.Function):
         G.mul_(CB)  # the gradient w.r.t. the exponent of L[i, j], i >= j
         # a_k is in the exponents of i >= k > j: summed directly (no difference of sums), each
         # row's prefix P[i, c] = sum over j <= c, then over the rows i > c: a_{c+1}'s gradient
-        q = G.shape[-1]
-        below = torch.ones(q, q, dtype=torch.bool, device=G.device).tril_(-1)  # i > c
-        per_c = G.cumsum_(-1).mul_(below).sum(-2)  # (..., H, Q): index c holds a_{c+1}'s
+        # (..., H, Q): index c holds a_{c+1}'s
+        per_c = G.cumsum_(-1).mul_(_below(G.shape[-1], G.device)).sum(-2)
         return F.pad(per_c[..., :-1], (1, 0)), grad_CB  # a_0 is in no exponent
 
 
