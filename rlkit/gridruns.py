@@ -158,7 +158,7 @@ def scan_runs(grid_dir: str | Path, metric: str = "eval_return_mean",
         if not unfinished and not run.finished:
             total = run.record.loop.total_steps
             short = " without its final evaluation" if run.last_step >= total else ""
-            skipped.append(Skipped(d, f"did not finish: at step {run.last_step:.0f} of "
+            skipped.append(Skipped(d, f"did not finish: last logged at step {run.last_step:.0f} of "
                                       f"--total-steps {total}{short} (stopped or still going; "
                                       "--unfinished reports it as it is)"))
             continue

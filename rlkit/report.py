@@ -27,10 +27,15 @@ Statistics, all over seeds (one run = one seed):
   at each end (the convention of rliable);
 - 95% CIs: percentile bootstrap (``scipy.stats.bootstrap``) with a generator seeded from
   ``seed`` and the group name, so a report is reproducible and adding a group leaves the
-  others' intervals unchanged; with one seed a CI is ``n/a``;
+  others' intervals unchanged; below ``MIN_CI_SEEDS`` (4) seeds a CI is ``n/a``: with 2 or 3
+  seeds the percentile bootstrap returns the seeds' own lowest and highest values, which is
+  no 95% interval (and the IQM, which trims nothing there, is the mean);
 - curves: seeds are aligned on the union of their evaluation steps inside the range every
   seed covers (from the latest first step to the earliest last step), each seed linearly
-  interpolated there; no seed is extrapolated past its own data.
+  interpolated there; no seed is extrapolated past its own data. The band is the 95% CI of
+  the mean, or below 4 seeds the seeds' range (the legend says which);
+- a value that is not finite (a run that diverged logs ``nan``) is kept: the row's
+  statistics and the curve there are ``nan``, with a warning that names the run and step.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("rlkit.report needs scipy: pip install 'rlkit[report]'") from e
 
 CONFIDENCE = 0.95
+MIN_CI_SEEDS = 4
+"""Fewest seeds for a bootstrap CI: below it the percentile bootstrap gives the seeds' range."""
 
 
 @dataclass(frozen=True)
@@ -112,11 +119,14 @@ class ReportResult:
 
 
 def _ci(x: np.ndarray, statistic: Any, rng: np.random.Generator, n_resamples: int) -> Any:
-    """Percentile-bootstrap CI of ``statistic`` over axis 0 of ``x``, ``None`` with one seed."""
-    if x.shape[0] < 2:
+    """Percentile-bootstrap CI of ``statistic`` over axis 0 of ``x``, ``None`` below
+    ``MIN_CI_SEEDS`` seeds."""
+    if x.shape[0] < MIN_CI_SEEDS:
         return None
-    res = stats.bootstrap((x,), statistic, axis=0, n_resamples=n_resamples, method="percentile",
-                          confidence_level=CONFIDENCE, rng=rng)
+    with warnings.catch_warnings():  # a nan value: scipy warns of a method not used here
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap((x,), statistic, axis=0, n_resamples=n_resamples,
+                              method="percentile", confidence_level=CONFIDENCE, rng=rng)
     return res.confidence_interval
 
 
@@ -187,14 +197,19 @@ def plot_env(env: str, groups: dict[str, list[Run]], metric: str, path: Path, se
                 cautions.append(message)
             continue
         mean = values.mean(axis=0)
+        ranged = 1 < len(runs) < MIN_CI_SEEDS
         (line,) = ax.plot(steps, mean, marker="o" if steps.size < 30 else None, markersize=3,
-                          label=f"{backbone} (n={len(runs)})")
-        ci = _ci(values, np.mean, _rng(seed, "curve", env, backbone), n_resamples)
-        if ci is not None:
+                          label=f"{backbone} (n={len(runs)}{', band: range' if ranged else ''})")
+        if ranged:
+            ax.fill_between(steps, values.min(axis=0), values.max(axis=0),
+                            color=line.get_color(), alpha=0.2, lw=0)
+        elif (ci := _ci(values, np.mean, _rng(seed, "curve", env, backbone), n_resamples)
+              ) is not None:
             ax.fill_between(steps, ci.low, ci.high, color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("environment step")
     ax.set_ylabel(metric)
-    ax.set_title(f"{env}: {metric}\nmean over seeds, band: {CONFIDENCE:.0%} bootstrap CI")
+    ax.set_title(f"{env}: {metric}\nmean over seeds, band: {CONFIDENCE:.0%} bootstrap CI "
+                 f"(below {MIN_CI_SEEDS} seeds: the seeds' range)")
     ax.grid(alpha=0.3)
     ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)
     if ax.lines:
@@ -329,12 +344,16 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
             if differ:
                 caution(f"{env}/{backbone}: runs of different settings are pooled as seeds of "
                         f"one row ({differ})")
-            # runs of different --total-steps are named above; this is for the rest (a run
-            # reported with --unfinished)
-            if "loop.total_steps" not in keys and (ends := _ends_differ(group, metric,
-                                                                        Path(grid_dir))):
+            # runs of different --total-steps are named above; this is for the rest and for
+            # runs reported with --unfinished (read where they stopped, whatever their end)
+            unfinished_here = any(not r.finished for r in group)
+            if ("loop.total_steps" not in keys or unfinished_here) and (
+                    ends := _ends_differ(group, metric, Path(grid_dir))):
                 caution(f"{env}/{backbone}: the seeds' final values are read at different "
                         f"steps ({ends}); the row compares runs of different lengths")
+            for run in group:
+                if message := _not_finite(run, metric, last_k, Path(grid_dir)):
+                    caution(f"{env}/{backbone}: {message}")
             rows.append(_table_row(env, backbone, group, metric, last_k, seed, n_resamples))
         png = out / f"curves_{_safe_name(env, taken)}.png"
         plots[env] = plot_env(env, groups[env], metric, png, seed, n_resamples, cautions)
@@ -347,13 +366,17 @@ def build_report(grid_dir: str | Path, out_dir: str | Path | None = None,
         caution(f"the runs evaluated different policies ({counts}): their evaluation metrics "
                 f"are not of the same policy")
     left_out = f" ({len(skipped)} more skipped: see the end)" if skipped else ""
-    going = sum(not r.finished for r in runs)
-    left_out += f"; {going} of them unfinished, read at the step they reached" if going else ""
+    going = [f"{_run_name(r, Path(grid_dir))} at {r.last_step:.0f}" for r in runs
+             if not r.finished]
+    left_out += (f"; {len(going)} of them unfinished, read at the step they reached "
+                 f"({', '.join(going)})") if going else ""
     notes = (f"{len(runs)} runs{left_out}. Metric: {metric}; final value of a run: {final}; "
              f"the runs' evaluations (eval_ metrics) are of the "
              f"{' and the '.join(names[p] for p in policies)}. "
              "Mean, IQM "
-             f"(interquartile mean) and {CONFIDENCE:.0%} percentile-bootstrap CIs over seeds. "
+             f"(interquartile mean) and {CONFIDENCE:.0%} percentile-bootstrap CIs over seeds "
+             f"(CIs n/a below {MIN_CI_SEEDS} seeds, where the bootstrap gives the seeds' range; "
+             f"the IQM is the mean there). "
              "Wall time and updates/s: last logged value, mean over seeds; peak memory: max.")
     md, page = out / "report.md", out / "report.html"
     _remove_stale_plots(md, plots)
@@ -399,27 +422,47 @@ def _ends_differ(group: list[Run], metric: str, root: Path) -> str:
 
 
 def _settings_differ(group: list[Run], root: Path) -> tuple[str, list[str]]:
-    """The first settings in which a run of ``group`` differs from the first run, with both
-    values and the runs by their path under ``root`` (``loop.total_steps 400 in a/gru__s0 /
-    900 in b/gru__s1``), and their dotted paths; ``("", [])`` where none differs. A setting
-    that one record lacks (written before the setting existed) is named as absent."""
+    """The settings in which any run of ``group`` differs from the first run, each with every
+    value seen and the first run having it, by its path under ``root`` (``loop.total_steps
+    400 in a/gru__s0 / 900 in b/gru__s1``; three settings named, the count of the rest), and
+    their dotted paths; ``("", [])`` where none differs. A setting that one record lacks
+    (written before the setting existed) is named as absent."""
     first = group[0].record
+    if first is None:
+        return "", []
+
+    def value(flat: dict[str, Any], key: str) -> str:
+        return repr(flat[key]) if key in flat else "absent (recorded before the setting existed)"
+
+    a = first.flat()
+    seen: dict[str, list[tuple[str, Run]]] = {}  # setting -> (value, first run with it)
     for run in group[1:]:
-        if first is None or run.record is None:
+        if run.record is None:
             continue
-        diff = [k for k in first.differences(run.record) if not k.startswith(SEED_FIELDS)]
-        if diff:
-            a, b = first.flat(), run.record.flat()
+        b = run.record.flat()
+        for k in first.differences(run.record):
+            if k.startswith(SEED_FIELDS):
+                continue
+            values = seen.setdefault(k, [(value(a, k), group[0])])
+            if (v := value(b, k)) not in {x for x, _ in values}:
+                values.append((v, run))
+    keys = list(seen)
+    more = f", and {len(keys) - 3} more" if len(keys) > 3 else ""
+    return ", ".join(f"{k} " + " / ".join(f"{v} in {_run_name(r, root)}" for v, r in seen[k])
+                     for k in keys[:3]) + more, keys
 
-            def value(flat: dict[str, Any], key: str) -> str:
-                return repr(flat[key]) if key in flat else \
-                    "absent (recorded before the setting existed)"
 
-            more = f", and {len(diff) - 3} more" if len(diff) > 3 else ""
-            return ", ".join(f"{k} {value(a, k)} in {_run_name(group[0], root)} / "
-                             f"{value(b, k)} in {_run_name(run, root)}"
-                             for k in diff[:3]) + more, diff
-    return "", []
+def _not_finite(run: Run, metric: str, last_k: int, root: Path) -> str:
+    """Where ``run`` logged a value of ``metric`` that is not finite (``nan`` from a run that
+    diverged), or ``""``."""
+    steps, values = series(run, metric)
+    bad = ~np.isfinite(np.asarray(values, dtype=float))
+    if not bad.any():
+        return ""
+    at = ", ".join(f"{s:.0f}" for s in steps[bad][:3]) + (" ..." if bad.sum() > 3 else "")
+    where = "the curve there and the row (a final value) are nan" if bad[-last_k:].any() \
+        else "the curve there is nan"
+    return f"{_run_name(run, root)} logged {metric} {values[bad][0]} at step {at}; {where}"
 
 
 def main(argv: list[str] | None = None) -> int:

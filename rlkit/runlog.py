@@ -17,6 +17,7 @@ import math
 import os
 import socket
 import ssl
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -29,7 +30,8 @@ WandbMode = Literal["disabled", "offline", "online"]
 
 
 def _wandb_reachable(timeout: float = 3.0) -> bool:
-    """Whether the W&B host (``WANDB_BASE_URL``) answers within ``timeout`` seconds: a TLS
+    """Whether the W&B host (``WANDB_BASE_URL``) answers within ``timeout`` seconds, its name's
+    lookup included: a TLS
     handshake (any TLS answer, a certificate W&B may be set up to accept included) for https,
     an HTTP reply for http. A host that takes the connection and never answers is not
     reachable: ``wandb.init`` would wait on it for about a minute."""
@@ -40,8 +42,9 @@ def _wandb_reachable(timeout: float = 3.0) -> bool:
     https = scheme.lower() != "http"
     deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((name, int(port or (443 if https else 80))),
-                                      timeout=timeout) as sock:
+        address = _resolve(name, int(port or (443 if https else 80)), timeout)
+        with socket.create_connection(address, timeout=max(deadline - time.monotonic(), 0.01)
+                                      ) as sock:
             sock.settimeout(max(deadline - time.monotonic(), 0.01))  # the same 3 s in all
             if https:
                 with ssl.create_default_context().wrap_socket(sock, server_hostname=name):
@@ -52,6 +55,27 @@ def _wandb_reachable(timeout: float = 3.0) -> bool:
         return True  # it answered (a certificate W&B may accept, a close: W&B fails fast)
     except (OSError, ValueError):
         return False
+
+
+def _resolve(name: str, port: int, timeout: float) -> tuple[str, int]:
+    """The first address of ``name``, looked up in a daemon thread so that a slow resolver
+    (which ``socket`` cannot time out) costs at most ``timeout`` seconds.
+
+    Raises:
+        OSError: the name does not resolve, or not within ``timeout``.
+    """
+    found: list[Any] = []
+
+    def lookup() -> None:
+        with contextlib.suppress(OSError, UnicodeError):
+            found.extend(socket.getaddrinfo(name, port, type=socket.SOCK_STREAM))
+
+    thread = threading.Thread(target=lookup, name="wandb-resolve", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not found:
+        raise OSError(f"{name!r} did not resolve within {timeout:g} s")
+    return found[0][4][:2]
 
 
 def _wandb_has_key() -> bool:
@@ -106,12 +130,15 @@ def start_wandb(mode: WandbMode, **init: Any) -> tuple[Any, WandbMode]:
     return None, "disabled"
 
 
+def _plain(v: Any) -> Any:
+    """A tensor or numpy scalar as a Python number."""
+    return v.item() if hasattr(v, "item") else v
+
+
 def _jsonable(v: Any) -> Any:
-    if hasattr(v, "item"):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v
+    """``v`` for ``metrics.jsonl``: a float that is not finite as its text (``"nan"``), which
+    JSON has no number for (:mod:`rlkit.gridruns` reads it back as a float)."""
+    return str(v) if isinstance(v, float) and not math.isfinite(v) else v
 
 
 class RunLogger:
@@ -176,15 +203,16 @@ class RunLogger:
         """
         wall = time.time() - self._t0 if wall_time is None else wall_time
         row = {"step": int(step), "wall_time": round(wall, 3)}
-        row.update({k: _jsonable(v) for k, v in metrics.items()})
+        row.update({k: _plain(v) for k, v in metrics.items()})
         try:
-            self._metrics.write(json.dumps(row) + "\n")
+            self._metrics.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
         except OSError as e:
             self._failed = True
             raise FileSystemError("write", self.path, e, "the rows written before are kept"
                                   ) from e
         if self._wandb is not None:
             try:
+                # numbers as numbers (nan and inf too, which W&B takes as floats)
                 self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=int(step))
             except Exception as e:  # noqa: BLE001  (W&B never stops a run)
                 warnings.warn(f"W&B: logging failed ({first_line(e)}); the rest of this run "

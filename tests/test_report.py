@@ -324,7 +324,8 @@ def test_unfinished_runs_are_skipped_unless_asked_for_and_never_started_ones_lis
     (grid / "grid.json").write_text(json.dumps({"schema": 1, "runs": {"mlp__s9": {}}}))
     res = build_report(grid, tmp_path / "a")
     assert skipped(res) == {
-        stopped: "did not finish: at step 300 of --total-steps 1000 (stopped or still going; "
+        stopped: "did not finish: last logged at step 300 of --total-steps 1000 (stopped or "
+                 "still going; "
                  "--unfinished reports it as it is)",
         grid / "mlp__s9": "never started (listed in grid.json)"}
     mlp = next(r for r in res.rows if r.env == "Pendulum-v1" and r.backbone == "mlp")
@@ -333,12 +334,12 @@ def test_unfinished_runs_are_skipped_unless_asked_for_and_never_started_ones_lis
     mlp = next(r for r in res.rows if r.env == "Pendulum-v1" and r.backbone == "mlp")
     assert mlp.n_seeds == 4 and mlp.mean == pytest.approx(2.5)
     assert "10 runs (1 more skipped: see the end); 1 of them unfinished, read at the step " \
-           "they reached." in res.markdown.read_text()
+           "they reached (pendulum/mlp/s3 at 300)." in res.markdown.read_text()
     proc = subprocess.run([sys.executable, "-m", "rlkit.report", str(grid), "--out",
                            str(tmp_path / "cli")], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
-    assert proc.returncode == 0 and f"rlkit.report: skipped {stopped}: did not finish: at step " \
-        "300 of --total-steps 1000" in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and f"rlkit.report: skipped {stopped}: did not finish: last " \
+        "logged at step 300 of --total-steps 1000" in proc.stderr, proc.stderr
 
 
 def test_a_report_rewritten_without_an_env_removes_that_envs_old_curves_only(grid, tmp_path):
@@ -373,7 +374,8 @@ def test_a_run_killed_between_its_last_training_row_and_its_final_evaluation_is_
             {"step": 300, "wall_time": 2.0, "critic_loss": 0.1, "updates_per_s": 9.0}]
     (killed / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     res = build_report(grid, tmp_path / "a")
-    assert skipped(res) == {killed: "did not finish: at step 300 of --total-steps 300 without "
+    assert skipped(res) == {killed: "did not finish: last logged at step 300 of --total-steps 300 "
+                                        "without "
                                     "its final evaluation (stopped or still going; "
                                     "--unfinished reports it as it is)"}
     mlp = next(r for r in res.rows if r.env == "Pendulum-v1" and r.backbone == "mlp")
@@ -480,3 +482,118 @@ def test_a_setting_one_record_lacks_is_named_absent_and_longer_runs_warned_once(
     # on report.md, a warning reads as written: run names are not bold, a | ends no cell
     from rlkit.report import _md_text
     assert _md_text("gru__s0 | a*b [x]") == r"gru\_\_s0 \| a\*b \[x\]"
+
+
+def test_below_four_seeds_no_ci_is_claimed_and_the_band_is_the_range(grid, tmp_path):
+    """With 2 or 3 seeds the percentile bootstrap of the mean returns the seeds' own lowest and
+    highest values (with 3, every resample at the lowest has chance 1/27 > 2.5%), which is no
+    95% interval: the table says n/a and the notes say why; 4 seeds get an interval inside the
+    seeds' range."""
+    for seed in (3, 4):
+        shutil.rmtree(grid / "pendulum" / "gru" / "deep" / f"s{seed}")  # gru: 0, 1, 2
+    res = build_report(grid, tmp_path / "a")
+    gru, mlp = rows_by_key(res)[("Pendulum-v1", "gru")], rows_by_key(res)[("Pendulum-v1", "mlp")]
+    assert gru.n_seeds == 3 and gru.mean_ci is None and gru.iqm_ci is None
+    assert gru.mean == pytest.approx(1.0) and gru.iqm == gru.mean  # nothing trimmed at 3
+    assert 1.0 < mlp.mean_ci[0] < mlp.mean_ci[1] < 4.0  # 4 seeds, finals 1 to 4
+    md = res.markdown.read_text()
+    assert "| Pendulum-v1 | gru | 3 | 1.00 | n/a | 1.00 | n/a |" in md
+    assert "CIs n/a below 4 seeds, where the bootstrap gives the seeds' range" in md
+    # the pure-CI plot path: 3 seeds give a band of the seeds' range, named in the legend
+    import matplotlib.figure
+
+    drawn = {}
+    real = matplotlib.axes.Axes.fill_between
+
+    def spy(self, x, lo, hi, **kw):
+        drawn[len(drawn)] = (np.asarray(lo), np.asarray(hi))
+        return real(self, x, lo, hi, **kw)
+
+    labels = []
+    real_plot = matplotlib.axes.Axes.plot
+
+    def spy_plot(self, *a, **kw):
+        labels.append(kw.get("label"))
+        return real_plot(self, *a, **kw)
+
+    from unittest import mock
+    runs = {b: [r for r in find_runs(grid) if r.backbone == b and r.env == "Pendulum-v1"]
+            for b in ("gru", "mlp")}
+    with mock.patch.object(matplotlib.axes.Axes, "fill_between", spy), \
+            mock.patch.object(matplotlib.axes.Axes, "plot", spy_plot):
+        from rlkit.report import plot_env
+        plot_env("Pendulum-v1", runs, "eval_return_mean", tmp_path / "c.png")
+    assert labels == ["gru (n=3, band: range)", "mlp (n=4)"]
+    _, values = aligned_curves(runs["gru"], "eval_return_mean")
+    np.testing.assert_allclose(drawn[0][0], values.min(axis=0))
+    np.testing.assert_allclose(drawn[0][1], values.max(axis=0))
+    assert (drawn[1][0] > values.min()).any()  # mlp: a bootstrap band, not the range
+
+
+def test_a_non_finite_value_is_kept_and_named_with_its_run_and_step(grid, tmp_path):
+    """A diverged run logs nan: the row and the curve carry it, and a warning names the run
+    and the step (scipy's warning about a method the report does not use is not shown)."""
+    import warnings as w
+
+    path = grid / "pendulum" / "mlp" / "s1" / "metrics.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[-1]["eval_return_mean"] = "nan"  # the final evaluation, at step 300
+    rows[1]["eval_return_mean"] = "nan"  # and the first, at step 100
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        res = build_report(grid, tmp_path / "a")
+    message = ("Pendulum-v1/mlp: pendulum/mlp/s1 logged eval_return_mean nan at step 100, 300; "
+               "the curve there and the row (a final value) are nan")
+    assert [str(c.message) for c in caught] == [message] == res.cautions
+    mlp = rows_by_key(res)[("Pendulum-v1", "mlp")]
+    assert np.isnan(mlp.mean) and np.isnan(mlp.mean_ci[0])
+    rows[-1]["eval_return_mean"] = 2.0
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    res = build_report(grid, tmp_path / "c")
+    assert res.cautions == ["Pendulum-v1/mlp: pendulum/mlp/s1 logged eval_return_mean nan at "
+                            "step 100; the curve there is nan"]
+    assert rows_by_key(res)[("Pendulum-v1", "mlp")].mean == pytest.approx(2.5)
+
+
+def test_every_setting_any_seed_differs_in_is_named_with_each_value(grid, tmp_path):
+    """Seed 1 differs in gamma and seed 2 in the number of evaluation episodes: both are
+    named (the first version named only the first run that differed), and a third value of a
+    setting is named once with the first run that has it."""
+    def seed(s: int):
+        return record("Pendulum-v1", "mlp", s, total_steps=300)
+
+    dataclasses.replace(seed(1), agent={"gamma": 0.9}).write(grid / "pendulum" / "mlp" / "s1")
+    loop = dataclasses.replace(seed(2).loop, eval_episodes=1)
+    dataclasses.replace(seed(2), loop=loop).write(grid / "pendulum" / "mlp" / "s2")
+    dataclasses.replace(seed(3), agent={"gamma": 0.5}).write(grid / "pendulum" / "mlp" / "s3")
+    with pytest.warns(UserWarning) as caught:
+        build_report(grid, tmp_path / "a")
+    assert [str(c.message) for c in caught] == [
+        "Pendulum-v1/mlp: runs of different settings are pooled as seeds of one row "
+        "(agent.gamma 0.99 in pendulum/mlp/s0 / 0.9 in pendulum/mlp/s1 / 0.5 in "
+        "pendulum/mlp/s3, loop.eval_episodes 5 in pendulum/mlp/s0 / 1 in pendulum/mlp/s2)"]
+
+
+def test_an_unfinished_run_read_where_it_stopped_is_warned_even_beside_another_length(
+        grid, tmp_path):
+    """Seed 1 ran to 1,000,000 and seed 3 stopped at 200 of 300, reported with --unfinished:
+    besides the settings warning (total steps), the ends are named, since seed 3 is read at
+    200 whatever its own end."""
+    longer = grid / "pendulum" / "mlp" / "s1"
+    shutil.rmtree(longer)
+    write_run(longer, "Pendulum-v1", "mlp", 1, [(300, 1.0), (1_000_000, 2.0)], wall_time=5.0,
+              updates_per_s=1.0)
+    short = grid / "pendulum" / "mlp" / "s3"
+    shutil.rmtree(short)
+    write_run(short, "Pendulum-v1", "mlp", 3, [(100, 0.0), (200, 4.0)], wall_time=5.0,
+              updates_per_s=100.0)
+    record("Pendulum-v1", "mlp", 3, total_steps=300).write(short)
+    with pytest.warns(UserWarning) as caught:
+        res = build_report(grid, tmp_path / "a", unfinished=True)
+    assert [str(c.message) for c in caught][1] == (
+        "Pendulum-v1/mlp: the seeds' final values are read at different steps (step 200 in "
+        "pendulum/mlp/s3 / 1000000 in pendulum/mlp/s1); the row compares runs of different "
+        "lengths")
+    assert "1 of them unfinished, read at the step they reached (pendulum/mlp/s3 at 200)" in \
+        res.markdown.read_text()

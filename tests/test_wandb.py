@@ -179,3 +179,35 @@ def test_a_host_that_takes_the_connection_and_never_answers_is_not_reachable(mon
     finally:
         silent.close()
         answering.close()
+
+
+def test_a_slow_name_lookup_counts_inside_the_timeout(monkeypatch):
+    """``socket`` cannot time out a lookup; a resolver that hangs for 8 s would hold the run
+    for 8 s where the check promises its timeout."""
+    import socket
+    import time
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: time.sleep(8) or [])
+    monkeypatch.setenv("WANDB_BASE_URL", "http://wandb.example:8080")
+    t0 = time.monotonic()
+    assert not runlog._wandb_reachable(timeout=0.5)
+    assert time.monotonic() - t0 < 2
+
+
+def test_non_finite_values_reach_wandb_as_numbers(tmp_path, monkeypatch):
+    """metrics.jsonl holds ``"nan"`` (JSON has no number for it); W&B gets the float, not
+    the text, in its numeric series (the row a diverging run logs before it stops)."""
+    import math
+
+    import torch
+
+    wb = fake_wandb(set())
+    monkeypatch.setitem(sys.modules, "wandb", wb)
+    log = logger(tmp_path, "offline")
+    log.log(1, {"critic_loss": float("nan"), "q": torch.tensor(float("inf")), "x": 2.0})
+    log.close()
+    (step, sent), = wb.runs[0].rows
+    assert step == 1 and math.isnan(sent["critic_loss"]) and sent["q"] == float("inf")
+    assert sent["x"] == 2.0 and isinstance(sent["critic_loss"], float)
+    (row,) = rows(tmp_path)
+    assert (row["critic_loss"], row["q"], row["x"]) == ("nan", "inf", 2.0)
