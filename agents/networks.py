@@ -66,11 +66,25 @@ def _frozen(layer: nn.Linear, x: Tensor) -> Tensor:
     return F.linear(x, layer.weight.detach(), layer.bias.detach())
 
 
+def _layer(net: nn.Sequential, i: int, x: Tensor, frozen: bool = False) -> Tensor:
+    """``net``'s layer ``i`` on ``x``; ``frozen``: its weights detached. The last layer (Q, or
+    the actor's output before its tanh) runs in fp32 under autocast: in bf16 a Q of -300
+    would keep 8 significant bits (steps of 2.0), and the TD error between two such values
+    would be mostly rounding."""
+    layer = net[i]
+    if i < len(net) - 1:
+        return _frozen(layer, x) if frozen and isinstance(layer, nn.Linear) else layer(x)
+    with torch.autocast(x.device.type, enabled=False):  # an fp32 island (a no-op in fp32)
+        x = x.float()
+        return _frozen(layer, x) if frozen else layer(x)
+
+
 def _run(net: nn.Sequential, x: Tensor, first: int = 0, frozen: bool = False) -> Tensor:
-    """``net``'s layers from index ``first`` on ``x`` ``(N, D)``; ``frozen``: with their weights
-    detached, so gradients reach ``x`` but never ``net``."""
-    for layer in list(net)[first:]:
-        x = _frozen(layer, x) if frozen and isinstance(layer, nn.Linear) else layer(x)
+    """``net``'s layers from index ``first`` on ``x`` ``(N, D)`` (the last in fp32, see
+    :func:`_layer`); ``frozen``: with their weights detached, so gradients reach ``x`` but
+    never ``net``."""
+    for i in range(first, len(net)):
+        x = _layer(net, i, x, frozen)
     return x
 
 
@@ -250,7 +264,7 @@ class Actor(nn.Module):
 
     def _head(self, h: Tensor) -> Tensor:
         """The head on encodings ``(N, H)``, through the embedder if there is one."""
-        return self.head(h if self.embed is None else self.embed(h))
+        return _run(self.head, h if self.embed is None else self.embed(h))
 
     def pre_tanh(self, h: Tensor) -> Tensor:
         """The head's output before the tanh, ``(B, T, A)``, from encodings ``(B, T, H)``."""
@@ -299,7 +313,7 @@ class Critic(nn.Module):
             x = torch.cat([h, action.to(h.dtype)], dim=-1)  # (B, T, H + A)
         else:
             x = self.embed(h, action)  # (B, T, M + width)
-        return per_step(self.head[0], x)
+        return per_step(lambda y: _layer(self.head, 0, y), x)
 
     def q_from_pre(self, pre: Tensor, frozen: bool = False) -> Tensor:
         """The rest of the head on :meth:`pre`'s output; Q ``(B, T)``. ``frozen``: the

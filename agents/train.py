@@ -226,7 +226,8 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     episode (:meth:`rlkit.config.ModelConfig.empty_cache`), when a family-specific flag is
     given to a backbone that does not use it (:meth:`rlkit.config.ModelConfig.unused_flags`)
     or a replay flag to a run that does not use it (:meth:`rlkit.config.ReplayConfig.unused_flags`),
-    and when the run ends before its first update. Refuses a buffer that holds fewer steps
+    when updates run under mixed precision (autocast) while acting runs in fp32, and when
+    the run ends before its first update. Refuses a buffer that holds fewer steps
     than a window (:func:`check_buffer_holds_a_window`)."""
     env = make_env(cfg.env)
     steps = time_limit(env)
@@ -240,6 +241,11 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     if gap := cfg.replay.act_gap(cfg.model.memory, steps, reach=cfg.model.reach_in(steps)):
         why = f" ({dropped})" if dropped else ""
         warnings.warn(f"train != act: {gap}{why}", UserWarning, stacklevel=2)
+    if cfg.model.precision != "fp32":
+        warnings.warn(f"train != act: updates run under {cfg.model.precision} autocast and "
+                      "acting in fp32, so the policy trains on outputs that differ from those "
+                      "it acts on by autocast's rounding (measured in the README, --precision)",
+                      UserWarning, stacklevel=2)
     if short := cfg.model.reach_gap(steps, cfg.replay.seq_len):
         warnings.warn(f"short reach: {short}", UserWarning, stacklevel=2)
     if empty := cfg.model.empty_cache(steps):

@@ -5,8 +5,12 @@ Numerical faults
     step, unless non-finite transitions are to be dropped (``--drop-nonfinite``). A non-finite
     loss is recorded on the device by :class:`LossWatch` as the first bad update's index (no
     host synchronisation per update) and checked at log, evaluation and checkpoint points; the
-    run then stops with :class:`NonFiniteLossError`. Updates that report ``grad_scale`` (fp16
-    with a GradScaler, which skips non-finite steps itself) are not checked.
+    run then stops with :class:`NonFiniteLossError`. fp16 updates are checked the same way
+    (the loss is computed in fp32 before scaling, so a non-finite one comes from the forward
+    pass, which the GradScaler cannot mend), and also stop when the loss scale falls below
+    ``2**-24`` (every scaled gradient below fp16's smallest value: an update after update
+    whose gradients were not finite; left alone, the scale reaches 0 and ``1 / scale`` turns
+    finite gradients into NaN after the scaler's check).
 
 Signals
     :func:`stop_signals` makes the first SIGINT or SIGTERM set a flag; the loop finishes the
@@ -213,33 +217,44 @@ def nonfinite_rows(next_obs: np.ndarray, final_obs: np.ndarray, reward: np.ndarr
 
 
 class LossWatch:
-    """Keeps the index of the first update whose losses were not finite, on the device."""
+    """Keeps, on the device, the index of the first update whose losses were not finite and
+    of the first whose fp16 loss scale fell below :attr:`MIN_SCALE`."""
+
+    MIN_SCALE = 2.0**-24
+    """fp16's smallest (subnormal) value: a scale below it flushes every scaled gradient."""
 
     def __init__(self) -> None:
         self.first_bad: Tensor | None = None
+        self.first_low_scale: Tensor | None = None
+
+    @staticmethod
+    def _mark(first: Tensor | None, bad: Tensor, update: int) -> Tensor:
+        if first is None:
+            first = torch.full((), -1, dtype=torch.long, device=bad.device)
+        return first.masked_fill_(bad & (first < 0), update)
 
     def record(self, metrics: dict[str, Tensor], update: int) -> None:
-        """Note update ``update``'s losses (the metrics ending in ``_loss``); fp16 updates
-        (with ``grad_scale``) are left to their scaler."""
-        if "grad_scale" in metrics:
-            return
+        """Note update ``update``'s losses (the metrics ending in ``_loss``) and, for fp16, its
+        ``grad_scale``."""
         losses = [v for k, v in metrics.items() if k.endswith("_loss")]
-        if not losses:
-            return
-        total = losses[0].float()
-        for v in losses[1:]:
-            total = total + v.float()  # non-finite iff one of them is
-        if self.first_bad is None:
-            self.first_bad = torch.full((), -1, dtype=torch.long, device=total.device)
-        first = self.first_bad
-        first.masked_fill_(~torch.isfinite(total) & (first < 0), update)
+        if losses:
+            total = losses[0].float()
+            for v in losses[1:]:
+                total = total + v.float()  # non-finite iff one of them is
+            self.first_bad = self._mark(self.first_bad, ~torch.isfinite(total), update)
+        if "grad_scale" in metrics:
+            self.first_low_scale = self._mark(self.first_low_scale,
+                                              metrics["grad_scale"] < self.MIN_SCALE, update)
 
-    def first_bad_update(self) -> int | None:
-        """The first bad update's index, or ``None`` (one host synchronisation)."""
-        if self.first_bad is None:
-            return None
-        update = int(self.first_bad)
-        return update if update >= 0 else None
+    def first_fault(self) -> tuple[int, str] | None:
+        """The first bad update's index and what was wrong (``"loss"``: a loss not finite;
+        ``"scale"``: the fp16 loss scale below :attr:`MIN_SCALE`), or ``None`` (one host
+        synchronisation)."""
+        found = [(int(t), why) for t, why in ((self.first_bad, "loss"),
+                                              (self.first_low_scale, "scale"))
+                 if t is not None]
+        found = [(u, why) for u, why in found if u >= 0]
+        return min(found) if found else None
 
 
 class StopFlag:

@@ -28,9 +28,10 @@ def is_count(v: object, minimum: int = 1) -> bool:
 def check_finite(value: float, name: str, low: float = -math.inf,
                  low_open: bool = False) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``value`` is a finite Python number at least
-    ``low`` (above it with ``low_open``); the bound is left out of the message when there is
-    none."""
-    ok = isinstance(value, int | float) and math.isfinite(value) and (
+    ``low`` (above it with ``low_open``), not a bool; the bound is left out of the message
+    when there is none."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
+        value) and (
         value > low if low_open else value >= low)
     if not ok:
         bound = "" if low == -math.inf else f" {'>' if low_open else '>='} {low}"

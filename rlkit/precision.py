@@ -30,6 +30,8 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
+from rlkit.fields import check_finite, is_count
+
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 """Every accepted ``--precision`` value."""
@@ -106,11 +108,10 @@ class PrecisionConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        if not self.init_scale > 0:
-            raise ValueError(f"init_scale must be > 0, got {self.init_scale}")
-        if self.growth_interval <= 0:
-            raise ValueError(f"growth_interval must be a positive integer, got "
-                             f"{self.growth_interval}")
+        check_finite(self.init_scale, "init_scale", 0.0, low_open=True)
+        if not is_count(self.growth_interval):
+            raise ValueError(f"growth_interval must be an integer >= 1, got "
+                             f"{self.growth_interval!r}")
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -204,12 +205,16 @@ class MixedPrecision:
             return {}
         # The public get_scale() syncs; the async scale tensor is updated in place.
         scale = self.scaler._get_scale_async()
-        before = scale.clone()
+        # what the scaler's own update reads: one flag per optimizer and device, set where
+        # unscale_ found inf / NaN (a scale that cannot shrink, 0 or inf, hides a skip)
+        found = [f for state in self.scaler._per_optimizer_states.values()
+                 for f in state["found_inf_per_device"].values()]
         self.scaler.update()
         if self._skipped is None:
             start = int(self._pending.get("skipped_steps", 0))
             self._skipped = torch.full((), start, dtype=torch.int64, device=scale.device)
-        self._skipped += scale < before  # the scaler backs off exactly when it found inf / NaN
+        if found:
+            self._skipped += torch.stack(found).to(scale.device).sum() > 0
         return {"skipped_steps": self._skipped.clone(), "grad_scale": scale.clone()}
 
     def state_dict(self) -> dict[str, Any]:

@@ -332,21 +332,28 @@ class Trainer:
         self.last_eval = {**res, "step": self.step}
 
     def _check_losses(self) -> None:
-        """Stop with ``diagnostic.pt`` if a loss was non-finite (one host synchronisation)."""
-        update = self.losses.first_bad_update()
-        if update is None:
+        """Stop with ``diagnostic.pt`` if a loss was non-finite or the fp16 loss scale fell
+        below its floor (one host synchronisation)."""
+        fault = self.losses.first_fault()
+        if fault is None:
             return
+        update, why = fault
         path = None
         if self.paths is not None:
             path = save_checkpoint(self.paths.diagnostic, {
-                **self.checkpoint_meta, "kind": "diagnostic", "first_nonfinite_update": update,
+                **self.checkpoint_meta, "kind": "diagnostic",
+                ("first_nonfinite_update" if why == "loss" else "first_low_scale_update"): update,
                 **self.state_dict()})
         last = {k: float(v) for k, v in self.loop.last_metrics.items()}
         good = (f"the last good checkpoint is {self.paths.checkpoint} at step "
                 f"{self.checkpoint_step}" if self.checkpoint_step is not None
                 else "no checkpoint was written before")
+        what = "a loss became non-finite" if why == "loss" else (
+            f"the fp16 loss scale fell below 2**-24 ({LossWatch.MIN_SCALE:.3g}): update after "
+            "update had gradients that were not finite and was skipped (skipped_steps counts "
+            "them; bf16, or fp32, needs no scale)")
         raise NonFiniteLossError(
-            f"a loss became non-finite at update {update} (seen at step {self.step}; last "
+            f"{what} at update {update} (seen at step {self.step}; last "
             f"update's metrics {last}); "
             + (f"diagnostic checkpoint written to {path}; " if path else "") + good)
 

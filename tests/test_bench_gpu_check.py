@@ -93,3 +93,58 @@ def test_the_agent_sections_take_their_agents_from_agent_families(cpu_run):
     _, lines, _ = cpu_run(["--agent-families", "mlp", "--agent-updates", "1"])
     assert ("checkpointing off / on: none (the sequence backbones in --agent-families)\n  "
             "skipped: no sequence backbone in --agent-families") in "\n".join(lines)
+
+
+def test_a_family_or_a_table_that_raises_is_a_fail_and_the_rest_still_runs(cpu_run,
+                                                                             monkeypatch):
+    """One family's error (a CUDA-only dtype mismatch, say) used to end the script with no
+    summary and no table: it is a FAIL line now, the other families are checked, every table
+    prints (the failing one as its error) and the exit code is 1."""
+    from rlkit.backbones.rnn import RNNBackbone
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("expected scalar type Float but found BFloat16\nmore")
+
+    monkeypatch.setattr(RNNBackbone, "forward", broken)
+    gpu_check = bench_script("gpu_check")
+    monkeypatch.setattr(gpu_check, "agent_table",
+                        lambda *a: (_ for _ in ()).throw(ValueError("no table")))
+    code, lines, _ = cpu_run(["--families", "gru", "mlp", "--agent-families", "mlp",
+                              "--agent-updates", "1"])
+    text = "\n".join(lines)
+    assert code == 1
+    assert ("FAIL  gru          contract checks            RuntimeError: expected scalar type "
+            "Float but found BFloat16") in lines
+    assert any(line.startswith("PASS  mlp") for line in lines)  # checked after gru
+    # the benchmark table times the broken gru too: its section is its error
+    assert "FAILED: gru/contract checks, section/agent table, section/benchmark table" in lines
+    assert "== agent table\n  FAILED: ValueError: no table" in text
+    assert "| ours compile | 2 | 2.00x |" in lines  # the MLP table after the failed one
+    assert lines[-2:] == ["== benchmark table", "  FAILED: RuntimeError: expected scalar type "
+                          "Float but found BFloat16"]
+
+
+def test_step_chunking_and_checkpointing_are_also_checked_in_fp32_to_round_off(cpu_run,
+                                                                                 monkeypatch):
+    """In bf16 these three had tolerances of 3e-2 and 5e-2; a recomputation of checkpointed
+    blocks outside autocast (8e-3 off) passed. They run in fp32 to 1e-5 too, and
+    checkpointing in bf16 to 2e-3."""
+    import rlkit.backbones.base as base
+
+    def outside_autocast(fn, *args, **kwargs):  # the blocks' forward runs in fp32
+        with torch.autocast("cpu", enabled=False):
+            return fn(*(t.float() if torch.is_tensor(t) and t.is_floating_point() else t
+                        for t in args))
+
+    code, lines, _ = cpu_run(["--families", "gru", "--agent-families"])
+    names = [line.split("err=")[0].split(None, 2)[2].strip() for line in lines
+             if line.startswith(("PASS", "FAIL"))]
+    assert code == 0 and {"step == forward fp32 (T=48)", "step == forward fp32 (state)",
+                          "chunking fp32 (k=16)", "checkpointing fp32 (y, grads)",
+                          "checkpointing (y, grads)"} <= set(names)
+    fp32 = [line for line in lines if "fp32 (" in line and line.startswith("PASS")]
+    assert all(float(line.split("err=")[1].split()[0]) < 1e-5 for line in fp32)
+    monkeypatch.setattr(base, "checkpoint", outside_autocast)
+    code, lines, _ = cpu_run(["--families", "mamba", "--agent-families"])
+    assert code == 1 and any(line.startswith("FAIL  mamba        checkpointing (y, grads)")
+                             for line in lines)

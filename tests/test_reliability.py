@@ -977,21 +977,31 @@ def test_nonfinite_loss_stops_with_a_diagnostic_checkpoint(tmp_path):
     assert all(torch.isfinite(p).all() for p in good["agent"]["critics"].values())
 
 
-def test_loss_check_leaves_scaler_handled_updates_alone(tmp_path, monkeypatch):
+def test_fp16_stops_on_a_non_finite_loss_and_on_a_loss_scale_below_its_floor(tmp_path,
+                                                                           monkeypatch):
+    """fp16 updates (with ``grad_scale``) were left to their scaler. The loss is computed
+    before scaling, so a non-finite one is the forward's, which no scale mends: the scaler
+    skipped every update, halved its scale to 0 and, 1 / 0 being inf, the actor stepped on
+    NaN gradients (its weights NaN after 145 updates, no error). Both now stop the run."""
     update = DDPG.update
 
-    def inf_loss(self, batch, scaler: bool):
+    def faulty(self, batch, loss: float, scale: float):
         metrics = update(self, batch)
-        metrics["critic_loss"] = torch.tensor(float("inf"))
-        if scaler:
-            metrics["grad_scale"] = torch.tensor(2.0**16)  # fp16: a skipped step, not a fault
+        metrics["critic_loss"] = torch.tensor(loss)
+        metrics["grad_scale"] = torch.tensor(scale)
         return metrics
 
-    monkeypatch.setattr(DDPG, "update", lambda self, batch: inf_loss(self, batch, True))
-    train.main(replace_fields(TINY, run_dir=str(tmp_path / "fp16")))
-    monkeypatch.setattr(DDPG, "update", lambda self, batch: inf_loss(self, batch, False))
-    with pytest.raises(NonFiniteLossError, match="at update 1 "):
-        train.main(replace_fields(TINY, run_dir=str(tmp_path / "fp32")))
+    monkeypatch.setattr(DDPG, "update", lambda self, b: faulty(self, b, float("inf"), 2.0**16))
+    with pytest.raises(NonFiniteLossError, match="a loss became non-finite at update 1 "):
+        train.main(replace_fields(TINY, run_dir=str(tmp_path / "loss")))
+    monkeypatch.setattr(DDPG, "update", lambda self, b: faulty(self, b, 1.0, 2.0**-25))
+    with pytest.raises(NonFiniteLossError, match=r"the fp16 loss scale fell below 2\*\*-24 "
+                                                 r"\(5.96e-08\): .* at update 1 "):
+        train.main(replace_fields(TINY, run_dir=str(tmp_path / "scale")))
+    diag = load_checkpoint(tmp_path / "scale" / "diagnostic.pt")
+    assert diag["first_low_scale_update"] == 1 and "first_nonfinite_update" not in diag
+    monkeypatch.setattr(DDPG, "update", lambda self, b: faulty(self, b, 1.0, 2.0**-24))
+    train.main(replace_fields(TINY, run_dir=str(tmp_path / "floor")))  # at the floor: goes on
 
 
 # ============================================================================ faults, issue 15

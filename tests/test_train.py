@@ -776,3 +776,21 @@ def test_a_run_on_cuda_without_a_cuda_device_is_refused_before_it_starts():
                                          r"available: expected --device cpu$"):
         train.check_device(replace_fields(train.TrainConfig(), device="cuda"))
     assert train.check_device(replace_fields(train.TrainConfig(), device="auto")).type == "cpu"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
+def test_mixed_precision_warns_that_training_and_acting_round_differently(precision):
+    """The update runs under autocast and acting in fp32 (a GRU's actions 8e-4 apart in bf16
+    on a 50-step episode, README): said where the precision is not fp32, not in fp32."""
+    import warnings as w
+
+    cfg = cli.parse_config(["--precision", precision, "--backbone", "gru"])
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        _, _, env = train.build(cfg, torch.device("cpu"))
+        env.close()
+    said = [str(c.message) for c in caught if "autocast" in str(c.message)]
+    assert said == ([] if precision == "fp32" else [
+        f"train != act: updates run under {precision} autocast and acting in fp32, so the "
+        "policy trains on outputs that differ from those it acts on by autocast's rounding "
+        "(measured in the README, --precision)"])
