@@ -420,6 +420,9 @@ def _run(cfg: TrainConfig, run_dir: Path | None, resumed: RunRecord | None, ckpt
                       eval_policy=agent.policy(cfg.loop.eval_policy))
     if ckpt is not None:
         trainer.load_state_dict(ckpt)
+        # loaded: its copies (the replay's filled steps, on the CPU) would otherwise stay for
+        # the run's whole life, one more replay than a fresh run holds (main holds it too)
+        ckpt.clear()
         print(f"resuming {run_dir} at step {trainer.step} of {cfg.loop.total_steps}",
               file=sys.stderr)
     elif resumed is not None:

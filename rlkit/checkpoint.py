@@ -214,6 +214,36 @@ def remove_stale_temp_files(path: str | Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- reading
+class _ReadOnlyView(io.RawIOBase):
+    """A seekable binary file over a memoryview, without copying it (``io.BytesIO`` of a
+    slice would copy the file's body: loading would then hold it three times, the file, its
+    body and the tensors, where it now holds it twice)."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view, self._pos = view, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(base + offset, 0)
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        n = max(min(len(b), len(self._view) - self._pos), 0)
+        b[:n] = self._view[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint: check its digest, ``torch.load(weights_only=True)``, check its format
     version.
@@ -233,7 +263,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raw = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
-    body, footer = raw[:-_FOOTER_LEN], raw[-_FOOTER_LEN:]
+    body, footer = memoryview(raw)[:-_FOOTER_LEN], raw[-_FOOTER_LEN:]  # body: not a copy
     if len(raw) < _FOOTER_LEN or not footer.startswith(FOOTER_MAGIC):
         raise CheckpointError(
             f"{path} has no rlkit integrity footer: the file is truncated, or it is not an "
@@ -243,7 +273,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is corrupt: its SHA-256 does not match the one written with it (the file "
             "was altered or partly overwritten)")
     try:
-        data = torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
+        data = torch.load(_ReadOnlyView(body), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refusing to load {path}: it is not a plain-data checkpoint, it names code to run "

@@ -44,6 +44,7 @@ class LoopState:
     credit: float = 0.0  # updates owed (fractional updates_per_step)
     recent_returns: list[float] = field(default_factory=list)  # returns since the last log
     last_metrics: dict[str, Tensor] = field(default_factory=dict)  # of the latest update
+    last_log_step: int = 0  # the step of the latest training row (0: none yet)
 
     def state_dict(self) -> dict[str, Any]:
         # a NamedTuple state is saved as a plain tuple (weights_only loading takes no classes)
@@ -53,7 +54,7 @@ class LoopState:
             "prev_reward": self.prev_reward, "last_metrics": self.last_metrics})
         return {**cpu, "obs": self.obs.copy(), "episode_return": self.episode_return.copy(),
                 "next_log": self.next_log, "next_eval": self.next_eval, "credit": self.credit,
-                "recent_returns": list(self.recent_returns)}
+                "recent_returns": list(self.recent_returns), "last_log_step": self.last_log_step}
 
     @classmethod
     def from_state_dict(cls, d: dict[str, Any], device: torch.device,
@@ -67,7 +68,10 @@ class LoopState:
         return cls(obs=np.array(d["obs"]), episode_return=np.array(d["episode_return"]),
                    next_log=int(d["next_log"]), next_eval=int(d["next_eval"]),
                    credit=float(d["credit"]),
-                   recent_returns=[float(r) for r in d["recent_returns"]], **dev)
+                   recent_returns=[float(r) for r in d["recent_returns"]],
+                   # a checkpoint from before the field: the step it was saved at (no row
+                   # after it is known)
+                   last_log_step=int(d.get("last_log_step", -1)), **dev)
 
 
 class Loop(Protocol):

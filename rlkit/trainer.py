@@ -149,6 +149,8 @@ class Trainer:
         cfg = self.cfg
         if self.loop is None:
             self.loop = self._initial_loop_state()
+        if self.loop.last_log_step < 0:  # loaded from a checkpoint that did not record it
+            self.loop.last_log_step = self.step
         clock = CheckpointClock(cfg.checkpoint_every, cfg.checkpoint_minutes, self.step)
         self._rates = (time.time(), self.step, self.num_updates)
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not cfg.progress,
@@ -170,7 +172,8 @@ class Trainer:
                     if clock.due(self.step) and self.step < cfg.total_steps:
                         self.save("periodic")
                         clock.saved()
-                if self.step > self._rates[1]:  # steps since the last row: a final one
+                # steps since the last row (of this process or the one it resumed): a final one
+                if self.step > self.loop.last_log_step:
                     self._log()
                 self._check_losses()
                 if not self.last_eval or self.last_eval.get("step") != self.step:
@@ -299,6 +302,7 @@ class Trainer:
         row.update(sps=(self.step - step0) / dt, updates=self.num_updates,
                    updates_per_s=(self.num_updates - updates0) / dt)
         self._rates = (now, self.step, self.num_updates)
+        loop.last_log_step = self.step
         row["peak_memory_mb"] = peak_memory_mb(self.device)
         if loop.recent_returns:
             row["train_return_mean"] = float(np.mean(loop.recent_returns))

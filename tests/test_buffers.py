@@ -457,3 +457,53 @@ def test_sizes_are_counts_numpy_ones_included_and_rows_are_one_per_env():
                        **step) == (2 if buf is seq else 1)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 2.5"):
         seq.sample(2.5)
+
+
+def test_stored_states_need_more_steps_per_env_than_a_chunk():
+    """With one chunk of K steps per environment the ring holds no chunk start with its state
+    after a wrap, at every multiple of K: a run sampled fine until then and stopped at step
+    48 with "no stored step has a stored state yet". Refused when the buffer is made."""
+    shapes = (((2,),),)
+    with pytest.raises(ValueError, match=re.escape(
+            "capacity 12 holds 6 steps per environment for 2 environments; --state-mode stored "
+            "keeps a state every 6 steps (--state-every, default --seq-len minus --burn-in) and "
+            "needs more steps per environment than that: a --buffer-size above 12")):
+        SequenceReplayBuffer(12, 2, 1, 1, seq_len=6, state_mode="stored", burn_in=0,
+                             state_shapes=shapes)
+    buf = SequenceReplayBuffer(7, 1, 1, 1, seq_len=6, state_mode="stored", burn_in=0,
+                               state_shapes=shapes, generator=torch.Generator().manual_seed(0))
+    for t in range(40):  # many wraps: every draw finds a start
+        buf.add([[t]], [[0.0]], [0.0], [[t + 1]], [0.0], [0.0],
+                states=((torch.tensor([[t, -t]], dtype=torch.float32),),))
+        buf.sample(4)
+
+
+def test_a_dropped_step_is_checked_as_a_kept_one():
+    """``add`` returned at a dropped row before it checked the others: an observation of the
+    wrong shape went unnoticed on that step."""
+    buf = SequenceReplayBuffer(100, 2, 3, 1, seq_len=4)
+    with pytest.raises(ValueError, match=re.escape("obs must have shape (2, 3), got (2, 5)")):
+        buf.add(np.zeros((2, 5)), np.zeros((2, 1)), np.zeros(2), np.zeros((2, 3)), np.zeros(2),
+                np.zeros(2), keep=np.array([True, False]))
+    assert buf.count == 0
+    assert buf.add(np.zeros((2, 3)), np.zeros((2, 1)), np.zeros(2), np.zeros((2, 3)),
+                   np.zeros(2), np.zeros(2), keep=np.array([True, False])) == 2
+
+
+def test_a_replay_state_whose_rows_or_position_do_not_fit_is_refused():
+    """A one-row field broadcast into every slot, and any position was taken."""
+    buf = ReplayBuffer(8, 3, 2)
+    _add(buf, 0, n=5)
+    state = buf.state_dict()
+    bad = {**state, "obs": state["obs"][:1]}
+    with pytest.raises(ValueError, match=re.escape(
+            "replay field obs has shape (1, 3) in the checkpoint, expected (5, 3) (5 "
+            "transitions)")):
+        ReplayBuffer(8, 3, 2).load_state_dict(bad)
+    with pytest.raises(ValueError, match=re.escape(
+            "checkpoint's replay position is 7 with 5 transitions held; expected 5 (or, once "
+            "full, 0 to 7)")):
+        ReplayBuffer(8, 3, 2).load_state_dict({**state, "pos": 7})
+    other = ReplayBuffer(8, 3, 2)
+    other.load_state_dict(state)
+    assert other.pos == 5 and other.size == 5

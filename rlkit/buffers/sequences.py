@@ -122,6 +122,15 @@ class SequenceReplayBuffer:
         # Stored states: the state before every K-th step of a stream (absolute index t with
         # t % K == 0) in a ring of S = ceil(per_env / K) slots, which outlives the steps.
         self.state_every = cfg.state_every or seq_len - burn_in  # K
+        if state_mode == "stored" and c <= self.state_every:
+            # after a wrap the ring would hold no chunk start with its state at every multiple
+            # of K: nothing to draw a window from but episode starts
+            raise ValueError(
+                f"capacity {cfg.buffer_size} holds {c} steps per environment for {num_envs} "
+                f"environments; --state-mode stored keeps a state every {self.state_every} "
+                f"steps (--state-every, default --seq-len minus --burn-in) and needs more "
+                f"steps per environment than that: a --buffer-size above "
+                f"{self.state_every * num_envs}")
         self.state_slots = -(-c // self.state_every)  # S
         self.states: list[Tensor] = []  # one (E, S, *shape) store per state leaf
         self._state_spec = None
@@ -155,9 +164,6 @@ class SequenceReplayBuffer:
             The number of rows dropped (0, or ``num_envs``).
         """
         keep = check_keep(keep, self.num_envs)
-        if keep is not None and not np.all(keep):
-            self.start_new_episodes(np.ones(self.num_envs, dtype=bool))
-            return self.num_envs
         f = dict(device=self.device, dtype=torch.float32)
         rows = {
             "obs": as_tensor(obs, **f),
@@ -184,6 +190,9 @@ class SequenceReplayBuffer:
         elif states is not None:
             raise ValueError(f"states were given but the buffer's state_mode is "
                              f"{self.state_mode!r}")
+        if keep is not None and not np.all(keep):  # checked as a kept step is, then dropped
+            self.start_new_episodes(np.ones(self.num_envs, dtype=bool))
+            return self.num_envs
         slot = self.count % self.per_env
         for name, value in rows.items():
             getattr(self, name)[:, slot] = value
@@ -259,7 +268,8 @@ class SequenceReplayBuffer:
             begin = torch.maximum(start - self.burn_in, lo)
             return gather_windows(self, env, begin, trained_from=start)
         # stored states: a uniformly drawn step's window starts at its chunk start (a step with
-        # a stored state) or at its episode start, whichever is later
+        # a stored state) or at its episode start, whichever is later. After a wrap the steps
+        # before the oldest chunk start still stored (fewer than K per env) are not drawn.
         k = self.state_every
         oldest = -(-(first + lost) // k) * k  # the oldest chunk start still usable
         if oldest >= self.count:

@@ -166,16 +166,19 @@ class ReplayBuffer:
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        n = int(state["size"])
+        n, pos = int(state["size"]), int(state["pos"])
         if n > self.capacity:
             raise ValueError(f"checkpoint holds {n} transitions, capacity is {self.capacity}")
+        if not 0 <= pos < self.capacity or (n < self.capacity and pos != n):
+            raise ValueError(f"checkpoint's replay position is {pos} with {n} transitions held; "
+                             f"expected {n} (or, once full, 0 to {self.capacity - 1})")
         for name in self.FIELDS:
             value = state[name]
-            if tuple(value.shape[1:]) != tuple(getattr(self, name).shape[1:]):
+            if tuple(value.shape) != (n, *getattr(self, name).shape[1:]):
                 raise ValueError(
-                    f"replay field {name} has shape {tuple(value.shape[1:])} per row in the "
-                    f"checkpoint, expected {tuple(getattr(self, name).shape[1:])}"
+                    f"replay field {name} has shape {tuple(value.shape)} in the checkpoint, "
+                    f"expected {(n, *getattr(self, name).shape[1:])} ({n} transitions)"
                 )
             getattr(self, name)[:n] = value.to(self.device)
-        self.pos, self.size = int(state["pos"]), n
+        self.pos, self.size = pos, n
         self.generator.set_state(state["generator"])
