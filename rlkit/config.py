@@ -209,7 +209,9 @@ class ReplayConfig:
     state_every: int | None = None
     """--state-mode stored: keep the state of every K-th step of a stream (default
     seq_len - burn_in); windows start there or at an episode start, so that the stored states
-    cost 1/K of the buffer and consecutive windows cover every step."""
+    cost 1/K of the buffer and consecutive windows cover every step. After the buffer wraps,
+    the steps of an env before its oldest kept chunk start (fewer than K) are not drawn; the
+    buffer must hold more than K steps per env."""
     window_start: Annotated[WindowStart | None,
                             tyro.conf.arg(metavar="{any,episode}")] = None
     """Windows start at any stored step, or at episode starts only (whole episodes); default

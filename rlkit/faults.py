@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 
 from rlkit.envstate import sub_envs
+from rlkit.precision import MIN_LOSS_SCALE
 from rlkit.signals import on_stop_signals
 
 
@@ -220,7 +221,7 @@ class LossWatch:
     """Keeps, on the device, the index of the first update whose losses were not finite and
     of the first whose fp16 loss scale fell below :attr:`MIN_SCALE`."""
 
-    MIN_SCALE = 2.0**-24
+    MIN_SCALE = MIN_LOSS_SCALE
     """fp16's smallest (subnormal) value: a scale below it flushes every scaled gradient."""
 
     def __init__(self) -> None:

@@ -95,6 +95,11 @@ def require_precision(precision: str, device_type: str, name: str = "precision")
                          f"{', '.join(usable)}")
 
 
+MIN_LOSS_SCALE = 2.0**-24
+"""fp16's smallest (subnormal) value: a loss scale below it flushes every scaled gradient
+(a run whose scale falls below it stops: :class:`rlkit.faults.LossWatch`)."""
+
+
 @dataclass(frozen=True)
 class PrecisionConfig:
     """How the update computes: autocast dtype and fp16 loss scaling."""
@@ -108,7 +113,11 @@ class PrecisionConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        check_finite(self.init_scale, "init_scale", 0.0, low_open=True)
+        try:
+            check_finite(self.init_scale, "init_scale", MIN_LOSS_SCALE)
+        except ValueError:
+            raise ValueError(f"init_scale must be a finite number >= 2**-24 (fp16's smallest "
+                             f"value), got {self.init_scale!r}") from None
         if not is_count(self.growth_interval):
             raise ValueError(f"growth_interval must be an integer >= 1, got "
                              f"{self.growth_interval!r}")
@@ -239,6 +248,7 @@ class MixedPrecision:
 
 __all__ = [
     "PRECISIONS",
+    "MIN_LOSS_SCALE",
     "MixedPrecision",
     "Precision",
     "PrecisionConfig",

@@ -42,9 +42,8 @@ def _wandb_reachable(timeout: float = 3.0) -> bool:
     https = scheme.lower() != "http"
     deadline = time.monotonic() + timeout
     try:
-        address = _resolve(name, int(port or (443 if https else 80)), timeout)
-        with socket.create_connection(address, timeout=max(deadline - time.monotonic(), 0.01)
-                                      ) as sock:
+        sock = _connect(_resolve(name, int(port or (443 if https else 80)), timeout), deadline)
+        with sock:
             sock.settimeout(max(deadline - time.monotonic(), 0.01))  # the same 3 s in all
             if https:
                 with ssl.create_default_context().wrap_socket(sock, server_hostname=name):
@@ -57,9 +56,9 @@ def _wandb_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _resolve(name: str, port: int, timeout: float) -> tuple[str, int]:
-    """The first address of ``name``, looked up in a daemon thread so that a slow resolver
-    (which ``socket`` cannot time out) costs at most ``timeout`` seconds.
+def _resolve(name: str, port: int, timeout: float) -> list[tuple[Any, ...]]:
+    """``name``'s addresses (``getaddrinfo``'s entries), looked up in a daemon thread so that
+    a slow resolver (which ``socket`` cannot time out) costs at most ``timeout`` seconds.
 
     Raises:
         OSError: the name does not resolve, or not within ``timeout``.
@@ -75,7 +74,28 @@ def _resolve(name: str, port: int, timeout: float) -> tuple[str, int]:
     thread.join(timeout)
     if not found:
         raise OSError(f"{name!r} did not resolve within {timeout:g} s")
-    return found[0][4][:2]
+    return found
+
+
+def _connect(addresses: list[tuple[Any, ...]], deadline: float) -> socket.socket:
+    """A connection to the first of ``addresses`` that takes one before ``deadline`` (as
+    ``socket.create_connection`` tries each: a dual-stack name whose IPv6 address has no
+    route, a name with one host of several down).
+
+    Raises:
+        OSError: none took it in time.
+    """
+    error: OSError = OSError("no address")
+    for family, kind, proto, _, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            sock.connect(address)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+    raise error
 
 
 def _wandb_has_key() -> bool:

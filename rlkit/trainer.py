@@ -299,8 +299,10 @@ class Trainer:
         now = time.time()
         t0, step0, updates0 = self._rates
         dt = max(now - t0, 1e-9)
-        row.update(sps=(self.step - step0) / dt, updates=self.num_updates,
-                   updates_per_s=(self.num_updates - updates0) / dt)
+        row["updates"] = self.num_updates
+        if self.step > step0:  # no rate from a row without steps (resumed at the last step)
+            row.update(sps=(self.step - step0) / dt,
+                       updates_per_s=(self.num_updates - updates0) / dt)
         self._rates = (now, self.step, self.num_updates)
         loop.last_log_step = self.step
         row["peak_memory_mb"] = peak_memory_mb(self.device)

@@ -467,9 +467,14 @@ def test_stored_states_need_more_steps_per_env_than_a_chunk():
     with pytest.raises(ValueError, match=re.escape(
             "capacity 12 holds 6 steps per environment for 2 environments; --state-mode stored "
             "keeps a state every 6 steps (--state-every, default --seq-len minus --burn-in) and "
-            "needs more steps per environment than that: a --buffer-size above 12")):
+            "needs more steps per environment than that: a --buffer-size of at least 14")):
         SequenceReplayBuffer(12, 2, 1, 1, seq_len=6, state_mode="stored", burn_in=0,
                              state_shapes=shapes)
+    with pytest.raises(ValueError, match=re.escape("a --buffer-size of at least 14")):
+        SequenceReplayBuffer(13, 2, 1, 1, seq_len=6, state_mode="stored", burn_in=0,
+                             state_shapes=shapes)  # 6 steps per env: 13 is above 12
+    SequenceReplayBuffer(14, 2, 1, 1, seq_len=6, state_mode="stored", burn_in=0,
+                         state_shapes=shapes)
     buf = SequenceReplayBuffer(7, 1, 1, 1, seq_len=6, state_mode="stored", burn_in=0,
                                state_shapes=shapes, generator=torch.Generator().manual_seed(0))
     for t in range(40):  # many wraps: every draw finds a start

@@ -77,14 +77,19 @@ def test_bad_precision_value_names_it():
         PrecisionConfig("fp8")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"unknown --precision 'fp8'; expected one of fp32"):
         replace_fields(train.TrainConfig(), precision="fp8")
-    with pytest.raises(ValueError, match="init_scale must be a finite number > 0.0, got 0.0"):
+    with pytest.raises(ValueError, match=re.escape("init_scale must be a finite number >= 2**-24 "
+                                                   "(fp16's smallest value), got 0.0")):
         PrecisionConfig("fp16", init_scale=0.0)
 
 
+SCALE = "init_scale must be a finite number >= 2**-24 (fp16's smallest value), got "
+
+
 @pytest.mark.parametrize(("kw", "message"), [
-    (dict(init_scale=float("inf")), "init_scale must be a finite number > 0.0, got inf"),
-    (dict(init_scale=True), "init_scale must be a finite number > 0.0, got True"),
-    (dict(init_scale="big"), "init_scale must be a finite number > 0.0, got 'big'"),
+    (dict(init_scale=float("inf")), SCALE + "inf"),
+    (dict(init_scale=True), SCALE + "True"),
+    (dict(init_scale=1e-9), SCALE + "1e-09"),  # a run at it would stop at once on the floor
+    (dict(init_scale="big"), SCALE + "'big'"),
     (dict(growth_interval=2.5), "growth_interval must be an integer >= 1, got 2.5"),
     (dict(growth_interval=True), "growth_interval must be an integer >= 1, got True"),
     (dict(growth_interval="10"), "growth_interval must be an integer >= 1, got '10'"),

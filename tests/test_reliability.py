@@ -143,6 +143,10 @@ def test_a_stop_on_the_last_step_keeps_the_final_training_row_on_resume(tmp_path
     full, split = (read_metrics(tmp_path / d) for d in ("full", "split"))
     assert [r["step"] for r in full if "critic_loss" in r] == [20, 40, 60, 70]
     assert _strip(split) == _strip(full)
+    # no steps ran in the resumed process: that row has no rates, rather than rates of 0 that
+    # a report would average in
+    last = [r for r in split if r["step"] == 70 and "critic_loss" in r][0]
+    assert "sps" not in last and "updates_per_s" not in last and last["updates"] > 0
 
 
 @pytest.mark.parametrize("base", [MLP, GRU, replace_fields(MLP, initial_updates=30),

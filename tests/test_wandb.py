@@ -211,3 +211,35 @@ def test_non_finite_values_reach_wandb_as_numbers(tmp_path, monkeypatch):
     assert sent["x"] == 2.0 and isinstance(sent["critic_loss"], float)
     (row,) = rows(tmp_path)
     assert (row["critic_loss"], row["q"], row["x"]) == ("nan", "inf", 2.0)
+
+
+def test_every_address_of_the_name_is_tried(monkeypatch):
+    """A name whose first address takes no connection (a dual-stack host's IPv6 address
+    without a route, one host of several down) was found unreachable: only the first address
+    was tried after the lookup moved into its own thread."""
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.recv(1024)
+        conn.sendall(b"HTTP/1.0 404 Not Found\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    closed = socket.create_server(("127.0.0.2", 0))
+    dead = closed.getsockname()[1]
+    closed.close()  # nothing listens there: refused
+    entry = (socket.AF_INET, socket.SOCK_STREAM, 6, "")
+    lookup = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: [
+        (*entry, ("127.0.0.2", dead)), (*entry, ("127.0.0.1", port))]
+        if host == "wandb.example" else lookup(host, *a, **k))
+    monkeypatch.setenv("WANDB_BASE_URL", "http://wandb.example")
+    try:
+        assert runlog._wandb_reachable(timeout=2.0)
+    finally:
+        srv.close()

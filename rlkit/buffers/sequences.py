@@ -129,8 +129,8 @@ class SequenceReplayBuffer:
                 f"capacity {cfg.buffer_size} holds {c} steps per environment for {num_envs} "
                 f"environments; --state-mode stored keeps a state every {self.state_every} "
                 f"steps (--state-every, default --seq-len minus --burn-in) and needs more "
-                f"steps per environment than that: a --buffer-size above "
-                f"{self.state_every * num_envs}")
+                f"steps per environment than that: a --buffer-size of at least "
+                f"{(self.state_every + 1) * num_envs}")
         self.state_slots = -(-c // self.state_every)  # S
         self.states: list[Tensor] = []  # one (E, S, *shape) store per state leaf
         self._state_spec = None
