@@ -5,12 +5,12 @@ Numerical faults
     step, unless non-finite transitions are to be dropped (``--drop-nonfinite``). A non-finite
     loss is recorded on the device by :class:`LossWatch` as the first bad update's index (no
     host synchronisation per update) and checked at log, evaluation and checkpoint points; the
-    run then stops with :class:`NonFiniteLossError`. fp16 updates are checked the same way
-    (the loss is computed in fp32 before scaling, so a non-finite one comes from the forward
-    pass, which the GradScaler cannot mend), and also stop when the loss scale falls below
-    ``2**-24`` (every scaled gradient below fp16's smallest value: an update after update
-    whose gradients were not finite; left alone, the scale reaches 0 and ``1 / scale`` turns
-    finite gradients into NaN after the scaler's check).
+    run then stops with :class:`NonFiniteLossError`. fp16 updates are checked the same way:
+    their loss is computed in fp32 before scaling, so a non-finite one comes from the forward
+    pass, which the GradScaler cannot mend. An fp16 run also stops when its loss scale falls
+    below ``2**-24``, fp16's smallest value, which only update after update with gradients
+    that are not finite brings (left alone, the scale reaches 0, and ``1 / scale`` turns
+    finite gradients into NaN after the scaler has checked them).
 
 Signals
     :func:`stop_signals` makes the first SIGINT or SIGTERM set a flag; the loop finishes the

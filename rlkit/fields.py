@@ -30,9 +30,8 @@ def check_finite(value: float, name: str, low: float = -math.inf,
     """Raise ``ValueError`` naming ``name`` unless ``value`` is a finite Python number at least
     ``low`` (above it with ``low_open``), not a bool; the bound is left out of the message
     when there is none."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
-        value) and (
-        value > low if low_open else value >= low)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = number and math.isfinite(value) and (value > low if low_open else value >= low)
     if not ok:
         bound = "" if low == -math.inf else f" {'>' if low_open else '>='} {low}"
         raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")

@@ -35,7 +35,8 @@ Statistics, all over seeds (one run = one seed):
   interpolated there; no seed is extrapolated past its own data. The band is the 95% CI of
   the mean, or below 4 seeds the seeds' range (the legend says which);
 - a value that is not finite (a run that diverged logs ``nan``) is kept: the row's
-  statistics and the curve there are ``nan``, with a warning that names the run and step.
+  statistics and the curve there are not finite either, with a warning that names the run
+  and step.
 """
 
 from __future__ import annotations
@@ -460,8 +461,8 @@ def _not_finite(run: Run, metric: str, last_k: int, root: Path) -> str:
     if not bad.any():
         return ""
     at = ", ".join(f"{s:.0f}" for s in steps[bad][:3]) + (" ..." if bad.sum() > 3 else "")
-    where = "the curve there and the row (a final value) are nan" if bad[-last_k:].any() \
-        else "the curve there is nan"
+    where = "the curve there and the row (a final value) are not finite" \
+        if bad[-last_k:].any() else "the curve there is not finite"
     return f"{_run_name(run, root)} logged {metric} {values[bad][0]} at step {at}; {where}"
 
 

@@ -31,10 +31,10 @@ WandbMode = Literal["disabled", "offline", "online"]
 
 def _wandb_reachable(timeout: float = 3.0) -> bool:
     """Whether the W&B host (``WANDB_BASE_URL``) answers within ``timeout`` seconds, its name's
-    lookup included: a TLS
-    handshake (any TLS answer, a certificate W&B may be set up to accept included) for https,
-    an HTTP reply for http. A host that takes the connection and never answers is not
-    reachable: ``wandb.init`` would wait on it for about a minute."""
+    lookup included: a TLS handshake (any TLS answer, a certificate W&B may be set up to
+    accept included) for https, an HTTP reply for http. A host that takes the connection
+    and never answers is not reachable: ``wandb.init`` would wait on it for about a
+    minute."""
     url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
     scheme, _, rest = url.rpartition("://")
     host = rest.split("/")[0]

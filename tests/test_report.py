@@ -544,7 +544,7 @@ def test_a_non_finite_value_is_kept_and_named_with_its_run_and_step(grid, tmp_pa
         w.simplefilter("always")
         res = build_report(grid, tmp_path / "a")
     message = ("Pendulum-v1/mlp: pendulum/mlp/s1 logged eval_return_mean nan at step 100, 300; "
-               "the curve there and the row (a final value) are nan")
+               "the curve there and the row (a final value) are not finite")
     assert [str(c.message) for c in caught] == [message] == res.cautions
     mlp = rows_by_key(res)[("Pendulum-v1", "mlp")]
     assert np.isnan(mlp.mean) and np.isnan(mlp.mean_ci[0])
@@ -552,7 +552,7 @@ def test_a_non_finite_value_is_kept_and_named_with_its_run_and_step(grid, tmp_pa
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     res = build_report(grid, tmp_path / "c")
     assert res.cautions == ["Pendulum-v1/mlp: pendulum/mlp/s1 logged eval_return_mean nan at "
-                            "step 100; the curve there is nan"]
+                            "step 100; the curve there is not finite"]
     assert rows_by_key(res)[("Pendulum-v1", "mlp")].mean == pytest.approx(2.5)
 
 
