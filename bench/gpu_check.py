@@ -67,6 +67,7 @@ from torch.profiler import ProfilerActivity, profile
 from rlkit.backbones import BACKBONE_NAMES, Backbone, State, make_backbone
 from rlkit.buffers import ReplayBuffer, SequenceReplayBuffer
 from rlkit.config import ReplayConfig
+from rlkit.faults import first_line
 from rlkit.precision import PRECISIONS
 
 B, T, D_IN, D_MODEL, N_LAYERS, K = 8, 48, 16, 64, 2, 16
@@ -106,8 +107,7 @@ class Report:
     def fail(self, family: str, what: str, err: BaseException) -> None:
         """A check that raised: a FAIL line with the error's first line."""
         self.failed.append(f"{family}/{what}")
-        line = (str(err).splitlines() or [""])[0][:160]
-        print(f"FAIL  {family:<12} {what:<26} {type(err).__name__}: {line}")
+        print(f"FAIL  {family:<12} {what:<26} {first_line(err, limit=160)}")
 
     def check(self, family: str, what: str, err: float, tol: float) -> None:
         ok = err < tol  # NaN fails
@@ -211,7 +211,7 @@ def table_section(report: Report, what: str, fn: Callable[[], str]) -> str:
         return fn()
     except Exception as err:  # noqa: BLE001
         report.fail("section", what, err)
-        return f"== {what}\n  FAILED: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+        return f"== {what}\n  FAILED: {first_line(err)}"
 
 
 def _kernel_names(fn: Callable[[], object], device: torch.device) -> list[str]:
@@ -272,7 +272,7 @@ def _without_sync(fn: Callable[[], object]) -> tuple[bool, str]:
         fn()
         return True, ""
     except Exception as err:  # noqa: BLE001  (a sync is a RuntimeError; any error fails too)
-        return False, (str(err).splitlines() or [""])[0][:120]
+        return False, first_line(err, with_type=False, limit=120)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
