@@ -596,6 +596,10 @@ def wanted(all_: list[Scenario], only: str | None) -> list[Scenario]:
     the base run (which several of them copy)."""
     if only is None:
         return all_
+    if not any(only in s.fault + s.group for s in all_):
+        groups = ", ".join(sorted({s.group for s in all_ if s.group}))
+        raise ValueError(f"--only {only!r} matches no scenario; expected part of a scenario's "
+                         f"fault (the table's first column) or of a group: {groups}")
     groups = {s.group for s in all_ if s.group and only in s.fault + s.group}
     return [s for s in all_ if s.group in groups | {"base"} or only in s.fault]
 
@@ -608,6 +612,10 @@ def main() -> int:
                    help="run the scenarios whose fault or group contains this")
     p.add_argument("--keep", action="store_true", help="keep the default temporary directory")
     a = p.parse_args()
+    try:
+        todo = wanted(scenarios(), a.only)
+    except ValueError as e:
+        p.error(str(e))
     out = a.out or Path(tempfile.mkdtemp(prefix="fault_table."))
     if out.exists() and not out.is_dir():
         p.error(f"--out {out} is a file; expected a directory (made if missing)")
@@ -615,7 +623,7 @@ def main() -> int:
     if any(out.iterdir()):
         p.error(f"--out {out} is not empty")
     start = time.time()
-    rows, skipped, good = run_all(wanted(scenarios(), a.only), out)
+    rows, skipped, good = run_all(todo, out)
     print(f"`$FAST` = `{' '.join(FAST)}` (env Pendulum-v1, backbone mlp unless named); "
           f"`$D` = the scenario's directory under {out}; "
           "every command runs as `python ...` with OMP_NUM_THREADS=1, WANDB_MODE=disabled, "

@@ -5,12 +5,15 @@
     python bench/learn.py --precision bf16      # the same with bf16 autocast in the update
 
 Goal: the mean evaluation return reaches at least -200 by 20,000 env steps on every seed.
+A seed that fails does not cost the others' table: it is named after it, with its traceback,
+and the script exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -70,24 +73,39 @@ def main() -> None:
         p.error(str(e))
     out = Path(a.out or tempfile.mkdtemp(prefix="rlkit-learn-"))
     jobs = [(cfg, str(out / f"seed{cfg.run.seed}")) for cfg in jobs]
-    with ProcessPoolExecutor(a.jobs) as pool:
-        evals = list(pool.map(run_one, jobs))
-    steps = sorted({r["step"] for rows in evals for r in rows})
-    by = [{r["step"]: r["eval_return_mean"] for r in rows} for rows in evals]
+    with ProcessPoolExecutor(a.jobs) as pool:  # a seed that fails leaves the others' table
+        futures = [pool.submit(run_one, job) for job in jobs]
+        done: list[tuple[int, list[dict]]] = []
+        failed: list[tuple[int, BaseException]] = []
+        for cfg, fut in zip(a.seeds, futures):
+            try:
+                done.append((cfg, fut.result()))
+            except Exception as e:  # noqa: BLE001 - every failure is printed below
+                failed.append((cfg, e))
+    seeds = [s for s, rows in done if rows]
+    by = [{r["step"]: r["eval_return_mean"] for r in rows} for _, rows in done if rows]
+    steps = sorted({st for b in by for st in b})
     print(f"\n{a.env}, MLP-DDPG ({a.precision}), eval return (mean of {a.eval_episodes} "
           "episodes) by env step")
-    print("| step | " + " | ".join(f"seed {s}" for s in a.seeds) + " | mean |")
-    print("|---:|" + "---:|" * (len(a.seeds) + 1))
+    print("| step | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |")
+    print("|---:|" + "---:|" * (len(seeds) + 1))
     for st in steps:
         vals = [b.get(st) for b in by]
         ok = [v for v in vals if v is not None]
         cells = " | ".join("" if v is None else f"{v:.1f}" for v in vals)
         print(f"| {st} | {cells} | {sum(ok) / len(ok):.1f} |")
     final = [b[max(b)] for b in by]
-    passed = all(v >= a.threshold for v in final)
+    passed = bool(final) and not failed and all(v >= a.threshold for v in final)
     print(f"\nfinal returns {[round(v, 1) for v in final]}: "
           f"{'PASS' if passed else 'FAIL'} (every seed >= {a.threshold}); runs in {out}")
-
+    for s, e in failed:  # the pool's exception carries the run's own traceback as its cause
+        print(f"seed {s}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        if e.__cause__ is not None:
+            print(f"seed {s}: its traceback:\n{str(e.__cause__).strip()}", file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} of {len(a.seeds)} seeds failed: "
+              f"{', '.join(str(s) for s, _ in failed)}", file=sys.stderr)
+        sys.exit(2)
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -335,3 +336,37 @@ def test_every_example_of_the_docstring_is_accepted():
     assert len(examples) == 6
     for argv in examples:
         throughput.parse_args(argv if "--sequence" in argv else [*argv, "--skip-sb3"])
+
+
+def test_fault_table_refuses_an_only_that_matches_no_scenario(tmp_path, monkeypatch, capsys):
+    """It ran the base scenario alone and exited 0, as if the faults asked for had passed."""
+    monkeypatch.setattr(sys, "argv", ["fault_table.py", "--only", "NOMATCH", "--out",
+                                      str(tmp_path / "ft")])
+    with pytest.raises(SystemExit) as stop:
+        bench_script("fault_table").main()
+    out = capsys.readouterr()
+    assert stop.value.code == 2 and out.out == "" and not (tmp_path / "ft").exists()
+    assert "--only 'NOMATCH' matches no scenario; expected part of a scenario's fault" \
+        in out.err and "base" in out.err
+
+
+def test_learn_keeps_the_other_seeds_table_when_one_seed_fails(tmp_path):
+    """One failing seed raised out of the pool's map: no table, not even the others' rows."""
+    from rlkit.seeding import seed_everything
+
+    parity = seed_everything(0).env_seed % 2  # the env that raises is seed 0's training env
+    assert {seed_everything(3).env_seed % 2, seed_everything(0).eval_env_seed % 2,
+            seed_everything(3).eval_env_seed % 2} == {1 - parity}
+    env = f"faulty_envs:rlkit-test/Raise{'Odd' if parity else 'Even'}-v0"
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "learn.py"), "--env", env,
+                          "--seeds", "0", "3", "--total-steps", "400", "--eval-every", "200",
+                          "--eval-episodes", "1", "--jobs", "2", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}",
+                              "WANDB_MODE": "disabled"})
+    assert out.returncode == 2, out.stderr
+    lines = out.stdout.splitlines()
+    assert "| step | seed 3 | mean |" in lines and any(ln.startswith("| 400 | ") for ln in lines)
+    assert "FAIL (every seed >= -200.0)" in out.stdout
+    assert "seed 0: error: EnvError" in out.stderr and "simulator diverged" in out.stderr
+    assert "error: 1 of 2 seeds failed: 0" in out.stderr
