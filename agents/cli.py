@@ -42,6 +42,7 @@ from agents.train import (
     TrainConfig,
     check_device,
     check_fits,
+    check_new_run,
     main,
     make_env,
     one_line_warnings,
@@ -114,7 +115,8 @@ def grid(cfg: TrainConfig, backbones: Sequence[str], seeds: Sequence[int],
     env = make_env(cfg.env)  # a bad env id stops the grid before any run starts
     steps = time_limit(env)
     env.close()
-    for c in configs:  # so do windows that reach past the task's episodes
+    for c in configs:  # so do windows that reach past the task's episodes, and what a new
+        check_new_run(c)  # run may not be given (a grid made of them could never finish)
         check_device(resolve(c, steps))
     if cfg.grid.launcher == "local":  # so does a backbone whose replay would not fit here
         for b, c in {c.model.backbone: c for c in configs}.items():
@@ -576,10 +578,12 @@ def flag_fields() -> dict[str, str]:
 
 def given_on_resume(argv: Sequence[str]) -> set[str]:
     """The fields whose flag is in ``argv`` (``--total-steps N``, ``--total-steps=N``,
-    ``--no-progress``, ``--backbone gru``, ...), whatever their value: on resume, one that
+    ``--no-progress``, ``--backbone gru``, ...; ``--total_steps`` too, which the parser takes as
+    the same flag), whatever their value: on resume, one that
     may change applies even at its default value, any other must equal the run's."""
     fields = flag_fields()
-    return {fields[a] for a in (arg.split("=", 1)[0] for arg in argv) if a in fields}
+    typed = (arg.split("=", 1)[0] for arg in argv if arg.startswith("--"))
+    return {fields[a] for a in ("--" + t[2:].replace("_", "-") for t in typed) if a in fields}
 
 
 def refuse_grid_flags(cfg: TrainConfig) -> None:
@@ -676,6 +680,10 @@ def cli(argv: Sequence[str]) -> None:
         if cfg.run.resume is None:
             refuse_overridden_switches(cfg, argv)
             warn_unused_inputs(cfg, typed)
+            if cfg.grid.jobs != 1:
+                warnings.warn(f"unused flags: --jobs {cfg.grid.jobs} is for a grid (several "
+                              f"--backbone or --seed values), whose runs it starts that many at "
+                              f"a time; this is one run", UserWarning, stacklevel=2)
         else:
             _refuse_unstarted_grid_run(Path(cfg.run.resume))
         main(cfg, typed if cfg.run.resume is not None else (), recipe_applied=True)

@@ -313,6 +313,23 @@ class DDPGConfig:
                 f"{self.actor_prev_reward}, critic_prev_action={self.critic_prev_action}, "
                 f"critic_prev_reward={self.critic_prev_reward}")
 
+    def unused_flags(self) -> str | None:
+        """The agent flags given values that this config's other choices leave unused (``None``
+        when there are none): ``--agent.lr-decay-to 0.5 is for --agent.lr-decay; this run's is
+        0``."""
+        plain = DDPGConfig()
+        unused = []
+        if self.lr_decay_to != plain.lr_decay_to and not self.lr_decay:
+            unused.append(f"--agent.lr-decay-to {self.lr_decay_to} is for --agent.lr-decay N; "
+                          "this run's is 0 (no decay)")
+        if self.shared_encoder_actor_grad and not self.shared_encoder:
+            unused.append("--agent.shared-encoder-actor-grad is for --agent.shared-encoder; "
+                          "this run's actor has its own encoder, which it trains anyway")
+        if self.target_noise_clip != plain.target_noise_clip and not self.target_noise:
+            unused.append(f"--agent.target-noise-clip {self.target_noise_clip} is for "
+                          "--agent.target-noise above 0; this run's is 0 (no target noise)")
+        return "; ".join(unused) or None
+
     @classmethod
     def from_json(cls, data: dict) -> DDPGConfig:
         """The config from its JSON form (``dataclasses.asdict``, tuples as lists)."""

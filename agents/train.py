@@ -52,6 +52,7 @@ from rlkit.config import (
     flag,
     parse_device,
     replace_fields,
+    updates_made,
 )
 from rlkit.evaluate import eval_time_limited, import_env_modules, time_limit
 from rlkit.faults import COLOUR, EnvError, first_line
@@ -251,16 +252,24 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
     if empty := cfg.model.empty_cache(steps):
         warnings.warn(f"long context: {empty}", UserWarning, stacklevel=2)
     if unused := "; ".join(filter(None, (cfg.model.unused_flags(),
-                                         cfg.replay.unused_flags(cfg.model.memory)))):
+                                         cfg.replay.unused_flags(cfg.model.memory),
+                                         cfg.agent.unused_flags(), cfg.noise.unused_flags()))):
         warnings.warn(f"unused flags: {unused}", UserWarning, stacklevel=2)
     n = cfg.env.num_envs  # the envs step together: the run's last step is a multiple of n
     if end_step(cfg.loop.total_steps, n) < cfg.loop.learning_starts:
         warnings.warn(f"no update: --total-steps {cfg.loop.total_steps} ends before "
                       f"--learning-starts {cfg.loop.learning_starts} (random actions until then):"
                       f" the policy evaluated is the untrained one", UserWarning, stacklevel=2)
-    m = dataclasses.replace(cfg.model, compile="on" if choose_compile(
+    elif updates_made(cfg.loop, n) == 0:
+        lp = cfg.loop
+        warnings.warn(f"no update: --updates-per-step {lp.updates_per_step} from --learning-starts"
+                      f" {lp.learning_starts}, made at multiples of --update-every "
+                      f"{lp.update_every}, comes to no whole update by --total-steps "
+                      f"{lp.total_steps}: the policy evaluated is the untrained one", UserWarning,
+                      stacklevel=2)
+    m = dataclasses.replace(cfg.model.family_defaults_resolved(), compile="on" if choose_compile(
         cfg.model.compile, cfg.model.backbone, device.type) else "off")
-    cfg = dataclasses.replace(cfg, model=m)  # config.json records the choice
+    cfg = dataclasses.replace(cfg, model=m)  # config.json records the choices
     agent = DDPG(
         obs_dim=int(np.prod(env.observation_space.shape)),
         action_low=torch.as_tensor(env.action_space.low),

@@ -14,6 +14,7 @@ bad value names its flag: ``--total-steps must be a positive integer, got 0``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -463,6 +464,15 @@ class ModelConfig:
         return backbone_config(self.backbone, self.d_model, self.n_layers, self.grad_checkpoint,
                                **{name: getattr(self, name) for name in FAMILY_OPTIONS})
 
+    def family_defaults_resolved(self) -> ModelConfig:
+        """These options with the family's own defaults in place of the ``None`` of the options
+        it takes (``--n-heads``, ``--d-state``, ``--expand``): what config.json records, so
+        that it says what ran. Other families' options are left as they are."""
+        built = self.backbone_config()
+        return dataclasses.replace(self, **{
+            name: getattr(built, field_name) for name, (field_name, users) in FAMILY_OPTIONS.items()
+            if getattr(self, name) is None and self.backbone in users})
+
     @property
     def memory(self) -> bool:
         """Whether the encoder family carries state (its class's ``has_memory``: every built-in
@@ -581,6 +591,17 @@ class NoiseConfig:
             raise ValueError(f"--ou-theta x --ou-dt must be below 2 for the OU process to stay "
                              f"bounded, got {self.ou_theta} x {self.ou_dt}")
 
+    def unused_flags(self) -> str | None:
+        """The OU flags given values that Gaussian noise does not use (``None`` when there are
+        none, or when the noise is OU)."""
+        plain = NoiseConfig()
+        given = [f"--{name.replace('_', '-')} {getattr(self, name)}"
+                 for name in ("ou_theta", "ou_dt") if getattr(self, name) != getattr(plain, name)]
+        if self.kind == "ou" or not given:
+            return None
+        return (f"{' and '.join(given)} {'are' if given[1:] else 'is'} for --noise ou; this "
+                "run's is gaussian")
+
 
 @dataclass(frozen=True)
 class LoopConfig:
@@ -648,6 +669,22 @@ def end_step(total_steps: int, num_envs: int) -> int:
     """The step a run of ``--total-steps`` ends at: the first multiple of ``--num-envs`` at or
     past it (the vector envs step together)."""
     return -(-total_steps // num_envs) * num_envs
+
+
+def updates_made(loop: LoopConfig, num_envs: int) -> int:
+    """How many updates a new run of ``loop`` makes, as the trainer schedules them: the envs
+    step ``num_envs`` at a time to :func:`end_step`; from the first step at or past
+    ``--learning-starts`` each step owes ``--updates-per-step`` per env (and the first one
+    ``--initial-updates`` more), and what is owed is made, whole updates only, at the first step
+    at or past each multiple of ``--update-every`` (the trainer sums what is owed step by step,
+    so a sum that lands on a whole number may round to one fewer)."""
+    n, end = num_envs, end_step(loop.total_steps, num_envs)
+    first = max(n, -(-loop.learning_starts // n) * n)  # the first step that learns
+    last = -(-(end // loop.update_every * loop.update_every) // n) * n  # the last round's step
+    if last < first or last == 0:
+        return 0
+    owed = loop.updates_per_step * (last - first + n) + loop.initial_updates
+    return math.floor(owed + 1e-9)
 
 
 @dataclass(frozen=True)

@@ -302,6 +302,19 @@ def test_grid_flags_for_one_run_are_refused_not_ignored(tmp_path, monkeypatch, f
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_grid_a_new_run_may_not_be_is_refused_before_its_directory_is_written(tmp_path,
+                                                                               monkeypatch):
+    """``--initial-updates`` with ``--learning-starts 0`` wrote grid.json, then every run
+    failed, and so did the ``--resume`` the message gave, for ever."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"^--initial-updates 5 are made on the random-action "
+                                         r"steps gathered before learning starts; got "
+                                         r"--learning-starts 0"):
+        cli.cli(["--seed", "0", "1", "--initial-updates", "5", "--learning-starts", "0",
+                 "--grid-dir", "g", *GRID_ARGS[:2]])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_ray_address_on_the_local_launcher_is_refused_not_ignored(tmp_path, monkeypatch):
     """``--ray-address`` without ``--launcher ray`` ran the grid here, never checked the
     address, and recorded it in every config.json; a grid's resume likewise."""

@@ -836,6 +836,21 @@ def test_resume_refuses_a_flag_typed_at_the_package_default_that_is_not_the_runs
 
 
 
+def test_resume_takes_a_flag_spelt_with_underscores_as_given(tiny_run, tmp_path, capsys):
+    """The parser takes ``--log_every`` as ``--log-every``, but resume did not count it as
+    given: a change to a field that may not change went through unapplied, without a word, and
+    ``--total_steps 15000`` (the default) was dropped."""
+    assert cli.given_on_resume(["--log_every", "5", "--total_steps=15000", "--agent.head_hidden",
+                                "8", "--no_progress"]) == {
+        "log_every", "total_steps", "head_hidden", "progress"}
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    code, err = _cli(["--resume", run, "--total_steps", 80, "--log_every", 1000], capsys)
+    assert code == 2 and re.search(r"^error: --resume: the run has --log-every 20, not 1000; "
+                                   r"only --total-steps", _first_error(err)), err
+    assert RunRecord.read(run).loop.total_steps == 60
+
+
 def test_resume_accepts_the_device_a_run_made_with_auto_resolved_to(tmp_path, capsys):
     """A run made with ``--device auto`` records ``run.device`` as typed and ``device`` as
     resolved: ``--resume --device <that device>`` names the device it ran on, not a change

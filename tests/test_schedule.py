@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlkit.buffers import ReplayBuffer
-from rlkit.config import LoopConfig
+from rlkit.config import LoopConfig, updates_made
 from rlkit.noise import GaussianNoise
 from rlkit.runlog import RunLogger
 from rlkit.trainer import Trainer
@@ -133,3 +133,19 @@ def test_update_every_makes_the_same_updates_in_rounds_at_its_multiples(tmp_path
 def test_update_every_must_be_a_positive_count():
     with pytest.raises(ValueError, match=r"--update-every must be a positive integer, got 0"):
         LoopConfig(update_every=0)
+
+
+@pytest.mark.parametrize(("updates_per_step", "num_envs", "starts", "initial", "every", "total"), [
+    (0.25, 1, 8, 0, 1, 40), (0.25, 2, 8, 0, 1, 40), (4.0, 2, 8, 0, 1, 40), (1.0, 2, 7, 6, 1, 40),
+    (1.0, 1, 0, 6, 1, 40), (1.0, 1, 8, 0, 16, 40), (0.5, 2, 10, 3, 12, 41), (1.0, 1, 8, 0, 50, 40),
+    (0.01, 1, 8, 0, 1, 40), (0.01, 1, 8, 1, 1, 40), (1.0, 1, 45, 0, 1, 40), (1.0, 3, 0, 0, 7, 20),
+])
+def test_updates_made_counts_what_the_trainer_makes(tmp_path, updates_per_step, num_envs,
+                                                    starts, initial, every, total):
+    """``train.py`` warns of a run that makes no update from this count, before it starts."""
+    made = run_loop(tmp_path, updates_per_step, num_envs, total=total, starts=starts,
+                    initial=initial, every=every)
+    loop = LoopConfig(total_steps=total, learning_starts=starts,
+                      updates_per_step=updates_per_step, initial_updates=initial,
+                      update_every=every)
+    assert updates_made(loop, num_envs) == len(made)

@@ -794,3 +794,75 @@ def test_mixed_precision_warns_that_training_and_acting_round_differently(precis
         f"train != act: updates run under {precision} autocast and acting in fp32, so the "
         "policy trains on outputs that differ from those it acts on by autocast's rounding "
         "(measured in the README, --precision)"])
+
+
+def test_a_schedule_that_makes_no_update_says_it_trains_nothing(tmp_path):
+    """Only a run that ended before ``--learning-starts`` was warned of; ``--update-every``
+    past the run's end (or too few updates per step to make a whole one) trained nothing
+    without a word."""
+    for name, flags in (("every", {"update_every": 1000}), ("few", {"updates_per_step": 0.001})):
+        cfg = replace_fields(SMALL, run_dir=str(tmp_path / name), **flags)
+        with pytest.warns(UserWarning, match=r"^no update: --updates-per-step .* comes to no "
+                                             r"whole update by --total-steps 300: the policy "
+                                             r"evaluated is the untrained one$"):
+            train.main(cfg)
+        assert not [r for r in read_metrics(tmp_path / name) if r.get("updates")]
+
+
+def test_config_json_records_the_family_defaults_that_ran():
+    """``--n-heads``, ``--d-state`` and ``--expand`` left out were recorded as null."""
+    def recorded(backbone):
+        cfg, _, env = train.build(replace_fields(SMALL, backbone=backbone), torch.device("cpu"))
+        env.close()
+        return cfg.model.n_heads, cfg.model.d_state, cfg.model.expand
+
+    assert recorded("transformer") == (4, None, None)
+    assert recorded("s4") == (None, 64, None)
+    assert recorded("mamba") == (None, 16, 2) == recorded("mamba2")
+    assert recorded("gru") == (None, None, None)
+    cfg, _, env = train.build(replace_fields(SMALL, backbone="transformer", n_heads=2),
+                              torch.device("cpu"))
+    env.close()
+    assert cfg.model.n_heads == 2
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    ({"lr_decay_to": 0.5}, "--agent.lr-decay-to 0.5 is for --agent.lr-decay N; this run's is 0"),
+    ({"shared_encoder_actor_grad": True}, "--agent.shared-encoder-actor-grad is for "
+                                          "--agent.shared-encoder"),
+    ({"target_noise_clip": 0.3}, "--agent.target-noise-clip 0.3 is for --agent.target-noise "
+                                 "above 0"),
+    ({"kind": "gaussian", "ou_theta": 0.3}, "--ou-theta 0.3 is for --noise ou; this run's is "
+                                             "gaussian"),
+])
+def test_a_flag_the_rest_of_the_config_leaves_unused_is_warned_of(flags, said):
+    """They ran without a word, and config.json recorded them as if they applied."""
+    with pytest.warns(UserWarning, match=f"^unused flags: {re.escape(said)}"):
+        _, _, env = train.build(replace_fields(SMALL, **flags), torch.device("cpu"))
+    env.close()
+    used = {"lr_decay": 100} if "lr_decay_to" in flags else {
+        "shared_encoder": True} if "shared_encoder_actor_grad" in flags else {
+        "target_noise": 0.2} if "target_noise_clip" in flags else {"kind": "ou"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _, _, env = train.build(replace_fields(SMALL, **{**flags, **used}), torch.device("cpu"))
+    env.close()
+
+
+def test_jobs_on_one_run_is_warned_of(monkeypatch):
+    monkeypatch.setattr(cli, "main", lambda *a, **k: None)
+    with pytest.warns(UserWarning, match=r"^unused flags: --jobs 4 is for a grid \(several "
+                                         r"--backbone or --seed values\)"):
+        cli.cli(["--jobs", "4"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        cli.cli(["--jobs", "1"])
+
+
+def test_help_lists_each_recipes_values_for_every_family():
+    """``--help`` named a recipe's per-family values only, so its defaults (d_model 256) read
+    as what a recipe's run would use (64)."""
+    text = recipes.describe()
+    assert "the defaults shown with each flag below are the package's" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("  pendulum-pomdp:"))
+    assert "; every family: total_steps=30000, max_window=64, batch_size=16, d_model=64," in line

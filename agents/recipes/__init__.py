@@ -175,12 +175,15 @@ def picks(name: str, env_id: str) -> str:
 def describe() -> str:
     """One line per recipe, for ``--help``."""
     lines = [f"  {r.name}: {r.description} (default for {', '.join(r.envs) or 'no env'})"
+             + "; every family: " + ", ".join(f"{k}={v}" for k, v in r.values.items())
              + "".join(f"; {b}: " + ", ".join(f"{k}={v}" for k, v in own.items())
                        for b, own in r.backbones.items())
              + "".join(f"; {b} on {e}: " + ", ".join(f"{k}={v}" for k, v in own.items())
                        for e, fams in r.env_backbones.items() for b, own in fams.items())
              for r in recipes().values()]
-    return "recipes (--recipe NAME; auto: the one made for --env):\n" + "\n".join(lines)
+    return ("recipes (--recipe NAME; auto: the one made for --env; the defaults shown with each "
+            "flag below are the package's, which a recipe's values replace and flags given "
+            "replace in turn):\n" + "\n".join(lines))
 
 
 __all__ = ["Recipe", "check_name", "choose", "describe", "recipes", "registered_id"]
