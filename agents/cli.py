@@ -401,8 +401,8 @@ def _launch_grid(g: GridConfig, progress: bool, runs: Sequence[GridRun], grid_di
         raise RuntimeError(f"{e}; continue with --resume {grid_dir}") from e
     outcomes = [*done, *outcomes]
     summarize(grid_dir, outcomes)
-    if stopped is not None:
-        raise stopped
+    if stopped is not None:  # counted over the grid's runs, those finished before included
+        raise GridInterrupted(stopped.signum, outcomes, grid_dir) if done else stopped
     if any(o.error for o in outcomes):
         raise RuntimeError(f"{sum(bool(o.error) for o in outcomes)} of {len(outcomes)} runs "
                            f"failed; see above; continue with --resume {grid_dir}")

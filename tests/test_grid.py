@@ -23,7 +23,7 @@ from agents.evaluate import main as evaluate_main
 from agents.evaluate import run as evaluate_run
 from agents.evaluate import run_rewards
 from rlkit.checkpoint import CheckpointError, load_checkpoint
-from rlkit.config import parse_device, replace_fields
+from rlkit.config import GridConfig, parse_device, replace_fields
 from rlkit.evaluate import RenderError, make_eval_env
 from rlkit.faults import EnvError, TrainingInterrupted
 from rlkit.launch import (
@@ -671,6 +671,22 @@ def test_a_run_stopped_by_a_signal_outside_its_loop_says_so_and_whether_it_has_a
         f"grid interrupted by SIGINT; 0 of 1 runs did not finish; continue with --resume "
         f"{tmp_path}")
 
+
+
+def test_a_resumed_grid_stopped_again_counts_every_run_of_the_grid(tmp_path, monkeypatch):
+    """It counted the runs that invocation launched only: "1 of 1 runs did not finish" for a
+    grid of three, two of which had finished before."""
+    done = [RunOutcome(n, tmp_path / n, result={"eval_return_mean": 1.0}) for n in ("a", "b")]
+
+    def stopped(fn, runs, grid_dir, *args, **kwargs):
+        raise GridInterrupted(signal.SIGINT, [RunOutcome("c", grid_dir / "c", error="stopped")],
+                              grid_dir)
+
+    monkeypatch.setattr(cli, "launch", stopped)
+    monkeypatch.setattr(cli, "summarize", lambda grid_dir, outcomes: None)
+    with pytest.raises(GridInterrupted, match=r"^grid interrupted by SIGINT; 1 of 3 runs did "
+                                              r"not finish \(none with a checkpoint"):
+        cli._launch_grid(GridConfig(), False, [GridRun("c", TINY)], tmp_path, done)
 
 def _pair() -> tuple[str, int, int]:
     """A faulty env id whose fault fires in the training env of seed 0 only (not in seed 3's,
