@@ -302,6 +302,18 @@ def test_inputs_or_a_state_on_another_device_are_refused_by_name(name: str) -> N
             model.step(randn(B, D_IN, seed=0), state)
 
 
+
+@families
+def test_initial_state_left_without_a_device_is_made_where_the_weights_are(name: str) -> None:
+    """It was made on the CPU whatever the model's device, so ``step`` on a GPU model refused
+    the state ``initial_state(B)`` gave it. The meta device stands in for a GPU."""
+    model = build(name)
+    assert all(s.device.type == "cpu" for s in model.initial_state(B))
+    model = model.to("meta")
+    state = model.initial_state(B)
+    assert all(s.device.type == "meta" for s in state)
+    assert all(s.device.type == "cpu" for s in model.initial_state(B, device="cpu"))
+
 def test_a_float64_transformer_rotates_its_queries_and_keys_in_float64() -> None:
     """RoPE cast q and k to float32 in a float64 model: outputs 1e-8 from float64 arithmetic,
     where the other float64 families agree to 1e-15."""

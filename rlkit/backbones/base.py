@@ -264,7 +264,15 @@ class Backbone(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """The state at an episode start for ``batch_size`` sequences (fp32)."""
+        """The state at an episode start for ``batch_size`` sequences (fp32), on ``device``
+        (default: the device of the backbone's weights)."""
+
+    def _state_device(self, device: torch.device | str | None) -> torch.device | str:
+        """``device``, or where :meth:`initial_state` left at ``None`` puts the state: with the
+        weights (the CPU for a backbone without any)."""
+        if device is not None:
+            return device
+        return next((p.device for p in self.parameters()), torch.device("cpu"))
 
     def reset_state(self, state: State, done_mask: Tensor) -> State:
         """Return ``state`` with the rows where ``done_mask`` (shape ``(B,)``) is true reset.

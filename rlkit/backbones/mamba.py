@@ -187,6 +187,7 @@ class MambaBackbone(Backbone):
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Zero states ``(ssm, conv)``, shapes as in the class docstring."""
         check_batch_size("Mamba", batch_size)
+        device = self._state_device(device)
         return tuple(torch.zeros(s, device=device) for s in self._state_shapes(batch_size))
 
     def _check_state(self, state: State, batch_size: int) -> None:

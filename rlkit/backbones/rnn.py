@@ -160,4 +160,5 @@ class RNNBackbone(Backbone):
         check_batch_size(self.cfg.cell, batch_size)
         shape = (batch_size, self.cfg.n_layers, self.cfg.d_model)
         dt = self._state_dtype()
+        device = self._state_device(device)
         return tuple(torch.zeros(shape, device=device, dtype=dt) for _ in range(self._n_state))

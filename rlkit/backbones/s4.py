@@ -205,7 +205,7 @@ class S4Backbone(Backbone):
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Zero state, shape as in the class docstring."""
         check_batch_size("S4", batch_size)
-        return (torch.zeros(self._state_shape(batch_size), device=device),)
+        return (torch.zeros(self._state_shape(batch_size), device=self._state_device(device)),)
 
     def _check_state(self, state: State, batch_size: int) -> None:
         check_state_shapes("S4", state, [self._state_shape(batch_size)])

@@ -271,7 +271,7 @@ class TransformerBackbone(Backbone):
         """Zeros: an empty cache ``k``, ``v`` ``(B, n_layers, K - 1, n_heads, head_dim)``,
         ``n_valid = 0`` and ``pos = 0`` ``(B,)``, in fp32."""
         check_batch_size("Transformer", batch_size)
-        z = dict(device=device, dtype=self._state_dtype())
+        z = dict(device=self._state_device(device), dtype=self._state_dtype())
         kv = (batch_size, self.cfg.n_layers, self.n_cache, self.cfg.n_heads, self.head_dim)
         return (
             torch.zeros(kv, **z),
