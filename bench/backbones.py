@@ -24,7 +24,7 @@ import functools
 import statistics
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,10 +64,13 @@ class Row:
 
 
 class _StoragePeak(TorchDispatchMode):
-    """Peak total bytes of the tensor storages created while active (CPU memory measure)."""
+    """Peak total bytes of the tensor storages created while active (CPU memory measure).
+    ``kept``: tensors whose storages are not counted when an op returns a view of them (the
+    parameters, buffers and input, which live before and after the call)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kept: Iterable[Tensor] = ()) -> None:
         super().__init__()
+        self.kept = {t.untyped_storage().data_ptr() for t in kept}
         self.live: dict[int, int] = {}
         self.current = self.peak = 0
 
@@ -82,7 +85,7 @@ class _StoragePeak(TorchDispatchMode):
             if isinstance(t, Tensor) and t.device.type != "meta":
                 storage = t.untyped_storage()
                 key = storage.data_ptr()
-                if storage.nbytes() and key not in self.live:
+                if storage.nbytes() and key not in self.live and key not in self.kept:
                     self.live[key] = storage.nbytes()
                     self.current += storage.nbytes()
                     self.peak = max(self.peak, self.current)
@@ -146,7 +149,7 @@ def peak_memory_mib(model: Backbone, x: Tensor, amp: Callable[[], Any]) -> float
         _fwd_bwd(model, x, amp)
         torch.cuda.synchronize(x.device)
         return (torch.cuda.max_memory_allocated(x.device) - base) / 2**20
-    with _StoragePeak() as tracker:
+    with _StoragePeak([*model.parameters(), *model.buffers(), x]) as tracker:
         _fwd_bwd(model, x, amp)
     return tracker.peak / 2**20
 
@@ -242,7 +245,7 @@ def mamba_scan_lines(args: argparse.Namespace) -> list[str]:
     cfg = MambaConfig(d_model=args.d_model)
     device, gen = torch.device(args.device), torch.Generator().manual_seed(0)
     d, n, b = cfg.expand * cfg.d_model, cfg.d_state, args.batch
-    lines = [f"mamba scan, sequential vs parallel (chunk={cfg.chunk}), ms, B={b}, "
+    lines = [f"mamba scan, sequential vs parallel (chunk={cfg.chunk}), ms, fp32, B={b}, "
              f"d_inner={d}, N={n}:"]
     for length in args.lengths:
         dA_log = (-torch.rand(b, length, d, n, generator=gen) * 0.1).to(device)  # <= 0

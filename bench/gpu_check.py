@@ -297,6 +297,8 @@ def sync_check(device: torch.device, families: Sequence[str], report: Report) ->
         for precision, compiled in cases:
             what = f"no sync ({precision}{', compiled' if compiled else ''})"
             try:
+                if compiled:  # each compiled agent compiles afresh, within dynamo's limits
+                    torch.compiler.reset()
                 agent = make_bench_agent(name, cfg, device, precision, compile=compiled)
                 batch = bench_batch(name, cfg, device)
                 for _ in range(3):

@@ -313,6 +313,8 @@ def bench_agent_update(backbone: str, mode: str, cfg: AgentBenchConfig,
     """Updates/s of one agent in one mode of :data:`AGENT_MODES`, the warm-up seconds, and
     whether a compiled loss fell back to eager (read from the agent, not from a warning, which
     is shown once a process)."""
+    if mode == "compile":  # compiled code an earlier agent left would be reused (its warm-up
+        torch.compiler.reset()  # not counted) or fill dynamo's recompile limit (run eagerly)
     agent = make_bench_agent(backbone, cfg, device, "bf16" if mode == "bf16" else "fp32",
                              compile=mode == "compile")
     batch = bench_batch(backbone, cfg, device)

@@ -75,3 +75,24 @@ def test_the_table_flags_left_out_take_their_defaults():
     args = backbones.parse_args([])
     assert (args.d_in, args.n_layers, args.context, args.dtype) == (32, 2, 64, "fp32")
     assert args.families == list(backbones.BACKBONE_NAMES)
+
+
+def test_cpu_peak_memory_leaves_out_the_parameters_and_the_input():
+    """A view of a weight (the transpose inside ``linear``) counted the weight's whole storage
+    for the rest of the call: a 1 MiB layer on a tiny input measured twice its gradient."""
+    import contextlib
+
+    import torch
+    from torch import nn
+
+    class Layer(nn.Module):  # the backbone interface peak_memory_mib calls: (y, state)
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(512, 512, bias=False)  # 1 MiB of fp32 weight
+
+        def forward(self, x):
+            return self.lin(x), ()
+
+    peak = bench_script("backbones").peak_memory_mib(Layer(), torch.randn(1, 1, 512),
+                                                      contextlib.nullcontext)
+    assert 1.0 <= peak < 1.05  # the weight's gradient, and a few small activations

@@ -370,3 +370,27 @@ def test_learn_keeps_the_other_seeds_table_when_one_seed_fails(tmp_path):
     assert "FAIL (every seed >= -200.0)" in out.stdout
     assert "seed 0: error: EnvError" in out.stderr and "simulator diverged" in out.stderr
     assert "error: 1 of 2 seeds failed: 0" in out.stderr
+
+
+def test_each_compiled_agent_compiles_afresh(monkeypatch):
+    """Compiled agents of one process shared dynamo's cache: a later one reused an earlier
+    one's graphs (its warm-up read 0 s) or passed the recompile limit and ran eagerly, still
+    labelled compiled."""
+    throughput = _throughput_module()
+    calls = []
+
+    class Agent:
+        compile_fallbacks = 0
+
+        def update(self, batch):
+            calls.append("update")
+
+    monkeypatch.setattr(torch.compiler, "reset", lambda: calls.append("reset"))
+    monkeypatch.setattr(throughput, "make_bench_agent",
+                        lambda *a, **k: calls.append(f"agent compile={k['compile']}") or Agent())
+    monkeypatch.setattr(throughput, "bench_batch", lambda *a: None)
+    cfg = throughput.AgentBenchConfig(warmup=1, updates=1)
+    for mode in ("fp32", "compile"):
+        throughput.bench_agent_update("mlp", mode, cfg, torch.device("cpu"))
+    assert calls == ["agent compile=False", "update", "update",
+                     "reset", "agent compile=True", "update", "update"]
