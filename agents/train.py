@@ -267,9 +267,9 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
                       f"{lp.update_every}, comes to no whole update by --total-steps "
                       f"{lp.total_steps}: the policy evaluated is the untrained one", UserWarning,
                       stacklevel=2)
-    m = dataclasses.replace(cfg.model.family_defaults_resolved(), compile="on" if choose_compile(
+    m = dataclasses.replace(cfg.model, compile="on" if choose_compile(
         cfg.model.compile, cfg.model.backbone, device.type) else "off")
-    cfg = dataclasses.replace(cfg, model=m)  # config.json records the choices
+    cfg = dataclasses.replace(cfg, model=m)  # config.json records the choice
     agent = DDPG(
         obs_dim=int(np.prod(env.observation_space.shape)),
         action_low=torch.as_tensor(env.action_space.low),

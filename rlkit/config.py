@@ -14,7 +14,6 @@ bad value names its flag: ``--total-steps must be a positive integer, got 0``.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -464,15 +463,6 @@ class ModelConfig:
         return backbone_config(self.backbone, self.d_model, self.n_layers, self.grad_checkpoint,
                                **{name: getattr(self, name) for name in FAMILY_OPTIONS})
 
-    def family_defaults_resolved(self) -> ModelConfig:
-        """These options with the family's own defaults in place of the ``None`` of the options
-        it takes (``--n-heads``, ``--d-state``, ``--expand``): what config.json records, so
-        that it says what ran. Other families' options are left as they are."""
-        built = self.backbone_config()
-        return dataclasses.replace(self, **{
-            name: getattr(built, field_name) for name, (field_name, users) in FAMILY_OPTIONS.items()
-            if getattr(self, name) is None and self.backbone in users})
-
     @property
     def memory(self) -> bool:
         """Whether the encoder family carries state (its class's ``has_memory``: every built-in
@@ -672,19 +662,23 @@ def end_step(total_steps: int, num_envs: int) -> int:
 
 
 def updates_made(loop: LoopConfig, num_envs: int) -> int:
-    """How many updates a new run of ``loop`` makes, as the trainer schedules them: the envs
-    step ``num_envs`` at a time to :func:`end_step`; from the first step at or past
+    """How many updates a new run of ``loop`` makes, counted as the trainer schedules them: the
+    envs step ``num_envs`` at a time to :func:`end_step`; from the first step at or past
     ``--learning-starts`` each step owes ``--updates-per-step`` per env (and the first one
     ``--initial-updates`` more), and what is owed is made, whole updates only, at the first step
-    at or past each multiple of ``--update-every`` (the trainer sums what is owed step by step,
-    so a sum that lands on a whole number may round to one fewer)."""
-    n, end = num_envs, end_step(loop.total_steps, num_envs)
+    at or past each multiple of ``--update-every``. The owed sum is added step by step in the
+    trainer's order, so that it rounds as the trainer's does."""
+    n, every, made, credit = num_envs, loop.update_every, 0, 0.0
     first = max(n, -(-loop.learning_starts // n) * n)  # the first step that learns
-    last = -(-(end // loop.update_every * loop.update_every) // n) * n  # the last round's step
-    if last < first or last == 0:
-        return 0
-    owed = loop.updates_per_step * (last - first + n) + loop.initial_updates
-    return math.floor(owed + 1e-9)
+    for step in range(first, end_step(loop.total_steps, n) + 1, n):
+        credit += loop.updates_per_step * n
+        if step == first:
+            credit += loop.initial_updates
+        if step // every != (step - n) // every:  # a multiple of --update-every reached
+            while credit >= 1.0:
+                credit -= 1.0
+                made += 1
+    return made
 
 
 @dataclass(frozen=True)

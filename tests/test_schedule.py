@@ -139,6 +139,7 @@ def test_update_every_must_be_a_positive_count():
     (0.25, 1, 8, 0, 1, 40), (0.25, 2, 8, 0, 1, 40), (4.0, 2, 8, 0, 1, 40), (1.0, 2, 7, 6, 1, 40),
     (1.0, 1, 0, 6, 1, 40), (1.0, 1, 8, 0, 16, 40), (0.5, 2, 10, 3, 12, 41), (1.0, 1, 8, 0, 50, 40),
     (0.01, 1, 8, 0, 1, 40), (0.01, 1, 8, 1, 1, 40), (1.0, 1, 45, 0, 1, 40), (1.0, 3, 0, 0, 7, 20),
+    (0.1, 1, 191, 0, 1, 200),  # ten additions of 0.1 sum to just under 1: no update
 ])
 def test_updates_made_counts_what_the_trainer_makes(tmp_path, updates_per_step, num_envs,
                                                     starts, initial, every, total):

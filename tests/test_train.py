@@ -809,23 +809,6 @@ def test_a_schedule_that_makes_no_update_says_it_trains_nothing(tmp_path):
         assert not [r for r in read_metrics(tmp_path / name) if r.get("updates")]
 
 
-def test_config_json_records_the_family_defaults_that_ran():
-    """``--n-heads``, ``--d-state`` and ``--expand`` left out were recorded as null."""
-    def recorded(backbone):
-        cfg, _, env = train.build(replace_fields(SMALL, backbone=backbone), torch.device("cpu"))
-        env.close()
-        return cfg.model.n_heads, cfg.model.d_state, cfg.model.expand
-
-    assert recorded("transformer") == (4, None, None)
-    assert recorded("s4") == (None, 64, None)
-    assert recorded("mamba") == (None, 16, 2) == recorded("mamba2")
-    assert recorded("gru") == (None, None, None)
-    cfg, _, env = train.build(replace_fields(SMALL, backbone="transformer", n_heads=2),
-                              torch.device("cpu"))
-    env.close()
-    assert cfg.model.n_heads == 2
-
-
 @pytest.mark.parametrize(("flags", "said"), [
     ({"lr_decay_to": 0.5}, "--agent.lr-decay-to 0.5 is for --agent.lr-decay N; this run's is 0"),
     ({"shared_encoder_actor_grad": True}, "--agent.shared-encoder-actor-grad is for "

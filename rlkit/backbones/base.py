@@ -177,7 +177,7 @@ class Backbone(nn.Module, abc.ABC):
     def _check_devices(self, x: Tensor, state: State | None,
                        wdev: torch.device | None) -> None:
         """``x`` on the weights' device and every state tensor on ``x``'s (``initial_state``
-        makes its state on the device it is given, the CPU by default)."""
+        makes its state on the device it is given, by default the weights')."""
         name = type(self).__name__
         if wdev is not None and x.device != wdev:
             raise ValueError(f"{name}: x is on {x.device} but the weights are on {wdev}; move "
