@@ -260,7 +260,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, DDPG, gy
         warnings.warn(f"no update: --total-steps {cfg.loop.total_steps} ends before "
                       f"--learning-starts {cfg.loop.learning_starts} (random actions until then):"
                       f" the policy evaluated is the untrained one", UserWarning, stacklevel=2)
-    elif updates_made(cfg.loop, n) == 0:
+    elif updates_made(cfg.loop, n, stop_at=1) == 0:
         lp = cfg.loop
         warnings.warn(f"no update: --updates-per-step {lp.updates_per_step} from --learning-starts"
                       f" {lp.learning_starts}, made at multiples of --update-every "

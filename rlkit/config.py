@@ -14,6 +14,7 @@ bad value names its flag: ``--total-steps must be a positive integer, got 0``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -661,13 +662,14 @@ def end_step(total_steps: int, num_envs: int) -> int:
     return -(-total_steps // num_envs) * num_envs
 
 
-def updates_made(loop: LoopConfig, num_envs: int) -> int:
+def updates_made(loop: LoopConfig, num_envs: int, stop_at: int | None = None) -> int:
     """How many updates a new run of ``loop`` makes, counted as the trainer schedules them: the
     envs step ``num_envs`` at a time to :func:`end_step`; from the first step at or past
     ``--learning-starts`` each step owes ``--updates-per-step`` per env (and the first one
     ``--initial-updates`` more), and what is owed is made, whole updates only, at the first step
     at or past each multiple of ``--update-every``. The owed sum is added step by step in the
-    trainer's order, so that it rounds as the trainer's does."""
+    trainer's order, so that it rounds as the trainer's does (taking whole updates off a float
+    below 2**53 is exact). ``stop_at``: return once this many are counted."""
     n, every, made, credit = num_envs, loop.update_every, 0, 0.0
     first = max(n, -(-loop.learning_starts // n) * n)  # the first step that learns
     for step in range(first, end_step(loop.total_steps, n) + 1, n):
@@ -675,9 +677,10 @@ def updates_made(loop: LoopConfig, num_envs: int) -> int:
         if step == first:
             credit += loop.initial_updates
         if step // every != (step - n) // every:  # a multiple of --update-every reached
-            while credit >= 1.0:
-                credit -= 1.0
-                made += 1
+            whole = math.floor(credit)
+            made, credit = made + whole, credit - whole
+            if stop_at is not None and made >= stop_at:
+                break
     return made
 
 

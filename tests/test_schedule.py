@@ -150,3 +150,4 @@ def test_updates_made_counts_what_the_trainer_makes(tmp_path, updates_per_step, 
                       updates_per_step=updates_per_step, initial_updates=initial,
                       update_every=every)
     assert updates_made(loop, num_envs) == len(made)
+    assert min(updates_made(loop, num_envs, stop_at=1), 1) == min(len(made), 1)  # train.py's
