@@ -77,11 +77,11 @@ def main() -> None:
         futures = [pool.submit(run_one, job) for job in jobs]
         done: list[tuple[int, list[dict]]] = []
         failed: list[tuple[int, BaseException]] = []
-        for cfg, fut in zip(a.seeds, futures):
+        for seed, fut in zip(a.seeds, futures):
             try:
-                done.append((cfg, fut.result()))
+                done.append((seed, fut.result()))
             except Exception as e:  # noqa: BLE001 - every failure is printed below
-                failed.append((cfg, e))
+                failed.append((seed, e))
     seeds = [s for s, rows in done if rows]
     by = [{r["step"]: r["eval_return_mean"] for r in rows} for _, rows in done if rows]
     steps = sorted({st for b in by for st in b})
@@ -106,6 +106,7 @@ def main() -> None:
         print(f"error: {len(failed)} of {len(a.seeds)} seeds failed: "
               f"{', '.join(str(s) for s, _ in failed)}", file=sys.stderr)
         sys.exit(2)
+
 
 if __name__ == "__main__":
     main()

@@ -672,7 +672,6 @@ def test_a_run_stopped_by_a_signal_outside_its_loop_says_so_and_whether_it_has_a
         f"{tmp_path}")
 
 
-
 def test_a_resumed_grid_stopped_again_counts_every_run_of_the_grid(tmp_path, monkeypatch):
     """It counted the runs that invocation launched only: "1 of 1 runs did not finish" for a
     grid of three, two of which had finished before."""
@@ -687,6 +686,7 @@ def test_a_resumed_grid_stopped_again_counts_every_run_of_the_grid(tmp_path, mon
     with pytest.raises(GridInterrupted, match=r"^grid interrupted by SIGINT; 1 of 3 runs did "
                                               r"not finish \(none with a checkpoint"):
         cli._launch_grid(GridConfig(), False, [GridRun("c", TINY)], tmp_path, done)
+
 
 def _pair() -> tuple[str, int, int]:
     """A faulty env id whose fault fires in the training env of seed 0 only (not in seed 3's,
