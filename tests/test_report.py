@@ -448,6 +448,12 @@ def test_seeds_read_at_different_steps_are_warned(grid, tmp_path):
     assert f"<li>{html.escape(message)}</li>" in res.html.read_text()
 
 
+def report_warnings(grid: Path, out: Path, **kwargs) -> list[str]:
+    """The warnings :func:`build_report` of ``grid`` gives (at least one), in order."""
+    with pytest.warns(UserWarning) as caught:
+        build_report(grid, out, **kwargs)
+    return [str(c.message) for c in caught]
+
 def test_a_setting_one_record_lacks_is_named_absent_and_longer_runs_warned_once(grid, tmp_path):
     """A run recorded before a setting existed shows it as absent (not None); seeds of another
     --total-steps (one extended alone) get the settings warning alone, not a second one for
@@ -455,9 +461,7 @@ def test_a_setting_one_record_lacks_is_named_absent_and_longer_runs_warned_once(
     newer = dataclasses.replace(record("Pendulum-v1", "mlp", 1, total_steps=300),
                                 agent={"gamma": 0.99, "reward_scale": 0.1})
     newer.write(grid / "pendulum" / "mlp" / "s1")
-    with pytest.warns(UserWarning) as caught:
-        build_report(grid, tmp_path / "a")
-    assert [str(c.message) for c in caught] == [
+    assert report_warnings(grid, tmp_path / "a") == [
         "Pendulum-v1/mlp: runs of different settings are pooled as seeds of one row "
         "(agent.reward_scale absent (recorded before the setting existed) in pendulum/mlp/s0 "
         "/ 0.1 in pendulum/mlp/s1)"]
@@ -465,17 +469,13 @@ def test_a_setting_one_record_lacks_is_named_absent_and_longer_runs_warned_once(
     shutil.rmtree(longer)
     write_run(longer, "Pendulum-v1", "mlp", 1, [(300, 1.0), (1_000_000, 2.0)], wall_time=5.0,
               updates_per_s=1.0)
-    with pytest.warns(UserWarning) as caught:
-        build_report(grid, tmp_path / "b")
-    assert [str(c.message) for c in caught] == [
+    assert report_warnings(grid, tmp_path / "b") == [
         "Pendulum-v1/mlp: runs of different settings are pooled as seeds of one row "
         "(loop.total_steps 300 in pendulum/mlp/s0 / 1000000 in pendulum/mlp/s1)"]
     record("Pendulum-v1", "mlp", 1, total_steps=2_000_000).write(longer)
     for run in (grid / "pendulum" / "mlp").iterdir():  # every seed of 2,000,000 steps
         record("Pendulum-v1", "mlp", int(run.name[1:]), total_steps=2_000_000).write(run)
-    with pytest.warns(UserWarning) as caught:
-        build_report(grid, tmp_path / "c", unfinished=True)
-    assert [str(c.message) for c in caught] == [
+    assert report_warnings(grid, tmp_path / "c", unfinished=True) == [
         "Pendulum-v1/mlp: the seeds' final values are read at different steps (step 300 in "
         "pendulum/mlp/s0 / 1000000 in pendulum/mlp/s1); the row compares runs of different "
         "lengths"]
@@ -567,9 +567,7 @@ def test_every_setting_any_seed_differs_in_is_named_with_each_value(grid, tmp_pa
     loop = dataclasses.replace(seed(2).loop, eval_episodes=1)
     dataclasses.replace(seed(2), loop=loop).write(grid / "pendulum" / "mlp" / "s2")
     dataclasses.replace(seed(3), agent={"gamma": 0.5}).write(grid / "pendulum" / "mlp" / "s3")
-    with pytest.warns(UserWarning) as caught:
-        build_report(grid, tmp_path / "a")
-    assert [str(c.message) for c in caught] == [
+    assert report_warnings(grid, tmp_path / "a") == [
         "Pendulum-v1/mlp: runs of different settings are pooled as seeds of one row "
         "(agent.gamma 0.99 in pendulum/mlp/s0 / 0.9 in pendulum/mlp/s1 / 0.5 in "
         "pendulum/mlp/s3, loop.eval_episodes 5 in pendulum/mlp/s0 / 1 in pendulum/mlp/s2)"]
