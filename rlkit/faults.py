@@ -251,10 +251,12 @@ class LossWatch:
         """The first bad update's index and what was wrong (``"loss"``: a loss not finite;
         ``"scale"``: the fp16 loss scale below :attr:`MIN_SCALE`), or ``None`` (one host
         synchronisation)."""
-        found = [(int(t), why) for t, why in ((self.first_bad, "loss"),
-                                              (self.first_low_scale, "scale"))
-                 if t is not None]
-        found = [(u, why) for u, why in found if u >= 0]
+        marks = [(t, why) for t, why in ((self.first_bad, "loss"),
+                                         (self.first_low_scale, "scale")) if t is not None]
+        if not marks:
+            return None
+        updates = torch.stack([t for t, _ in marks]).tolist()  # the one synchronisation
+        found = [(u, why) for u, (_, why) in zip(updates, marks) if u >= 0]
         return min(found) if found else None
 
 
