@@ -26,8 +26,9 @@ RESUME_MAY_CHANGE = ("total_steps", "checkpoint_every", "checkpoint_minutes", "d
 """Fields a command line may change when resuming a run (others must match the run's)."""
 
 STORED_RESOLVED = {"device": "run", "compile": "model"}
-"""Fields (and their sections) whose ``auto`` ``config.json`` stores resolved (``cpu``,
-``on``): typed as ``auto`` on resume, they name the run's own value, not a change."""
+"""Fields (and their sections) whose ``auto`` ``config.json`` may hold resolved (``compile``
+always, ``on`` or ``off``; ``device`` once a resume has written it, ``cpu``; a new run writes
+``auto``): typed as ``auto`` on resume, they name the run's own value, not a change."""
 
 RESUME_MAY_DIFFER = (*(f"loop.{name}" for name in RESUME_MAY_CHANGE), "run.resume",
                      "run.run_dir", "run.device")
