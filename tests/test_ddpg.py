@@ -237,6 +237,27 @@ def test_update_returns_metrics():
     assert all(v.dim() == 0 and torch.isfinite(v) for v in m.values())
 
 
+def test_update_metrics_are_the_losses_q_and_gradient_norms_it_stepped_on():
+    """``q_mean`` is critic 0's Q averaged over the trained (mask 1) steps, the losses those of
+    the agent's loss path, the norms those of the gradients of the two losses."""
+    agent = _seq_agent()
+    b = _seq_batch(agent)
+    assert (b.mask == 0).any()  # windows cut at episode ends: padding that q_mean leaves out
+    ref = copy.deepcopy(agent)
+    closs, q, enc = ref._critic_fn(b)
+    aloss = ref._actor_fn(b, enc).loss
+    (closs + aloss).backward()
+    m = agent.update(b)
+    torch.testing.assert_close(m["q_mean"], (q * b.mask).sum() / b.mask.sum())
+    assert not torch.allclose(m["q_mean"], q.mean())
+    torch.testing.assert_close(m["critic_loss"], closs.detach())
+    torch.testing.assert_close(m["actor_loss"], aloss.detach())
+    for name, params in (("critic_grad_norm", ref._critic_params),
+                         ("actor_grad_norm", ref._actor_params)):
+        norm = torch.cat([p.grad.flatten() for p in params]).norm()
+        torch.testing.assert_close(m[name], norm, msg=name)
+
+
 def test_agent_bad_config():
     with pytest.raises(ValueError, match=r"--agent.actor-lr must be a number in \(0, 1\], got 0.0"):
         DDPGConfig(actor_lr=0.0)
@@ -285,15 +306,21 @@ def test_shared_encoder_is_shared_and_trained_by_the_critic_only():
     assert not any(p is q for p in enc.parameters() for g in agent.actor_opt.param_groups
                    for q in g["params"])
     b = _seq_batch(agent)
-    target = td_target(agent, b)
-    _, _, h = critic_loss(agent, b, target)
-    actor_loss(agent, b, h).backward()
+    ref = copy.deepcopy(agent)
+    _, _, h = agent._critic_fn(b)  # the agent's own losses, as its update takes them
+    agent._actor_fn(b, h).loss.backward()
     assert all(p.grad is None for p in enc.parameters())  # no gradient from the actor loss
     assert all(p.grad is None for p in agent.critics[0].head.parameters())
     assert all(p.grad is not None for p in agent.actor.head.parameters())
+    # the update steps the encoder on the critic loss's gradient alone
+    closs, _, _ = ref._critic_fn(b)
+    critic_only = torch.autograd.grad(closs, list(ref.actor.encoder.parameters()))
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     agent.zero_grad(set_to_none=True)
-    agent.update(b)
+    m = agent.update(b)
+    assert "actor_loss" in m  # the actor was updated too
+    for p, g in zip(enc.parameters(), critic_only, strict=True):
+        torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)
     assert any(not torch.equal(before[k], v) for k, v in enc.state_dict().items())
 
 

@@ -6,7 +6,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from helpers import losses_of
 from helpers import seq_buffer as SequenceReplayBuffer  # noqa: N812
 
 from agents import train
@@ -157,18 +156,34 @@ def test_burn_in_and_padding_steps_carry_no_loss():
     b = buf._gather(torch.tensor([0, 0]), torch.tensor([5, 16]))  # mid-episode; near its end
     assert b.mask[0].tolist() == [0, 0, 1, 1, 1, 1] and b.mask[1].tolist() == [0, 0, 1, 1, 0, 0]
 
-    def losses(batch):
-        return losses_of(agent, batch)
+    def losses(batch):  # the agent's own losses, as its update takes them
+        closs, _, enc = agent._critic_fn(batch)
+        return closs, agent._actor_fn(batch, enc).loss
 
     base = losses(b)
-    # change rewards and actions where mask == 0: burn-in and padding steps
+    # change rewards and actions where mask == 0 (burn-in and padding steps), and the
+    # observations of the padding steps after the last one's next observation: the encoders
+    # read them there, and the critic loss the rewards and actions
     off = b.mask == 0
-    changed = b._replace(reward=torch.where(off, b.reward + 100.0, b.reward))
+    padding_obs = torch.zeros(b.obs.shape[:2], dtype=torch.bool)
+    padding_obs[1, 5:] = True  # row 1: steps 16 to 19 trained, obs[4] the next of step 19
+    changed = b._replace(reward=torch.where(off, b.reward + 100.0, b.reward),
+                         action=torch.where(off[..., None], -b.action, b.action),
+                         obs=torch.where(padding_obs[..., None], b.obs + 100.0, b.obs))
     for x, y in zip(base, losses(changed)):
-        assert torch.allclose(x, y)
-    # a change where mask == 1 does move the loss
-    on = b._replace(reward=torch.where(~off, b.reward + 1.0, b.reward))
-    assert not torch.allclose(base[0], losses(on)[0])
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-6)
+    # a change where mask == 1 does move each loss
+    trained = torch.cat([~off, torch.zeros_like(off[:, :1])], 1)[..., None]  # (B, L + 1, 1)
+    on = b._replace(obs=torch.where(trained, b.obs + 1.0, b.obs))
+    assert all(not torch.allclose(x, y) for x, y in zip(base, losses(on)))
+    # the stored states start both losses: the actor's moves the actor loss and, through the
+    # target actor, the critic loss; the critics' move the critic loss
+    st = b.states
+    actor_moved = b._replace(states=st._replace(actor=tuple(x + 1 for x in st.actor)))
+    critic_moved = b._replace(states=st._replace(
+        critics=tuple(tuple(x + 1 for x in c) for c in st.critics)))
+    assert all(not torch.allclose(x, y) for x, y in zip(base, losses(actor_moved)))
+    assert not torch.allclose(base[0], losses(critic_moved)[0])
 
 
 def test_sequence_update_reaches_every_encoder_parameter():

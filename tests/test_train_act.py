@@ -617,3 +617,42 @@ def test_a_family_flag_given_to_a_backbone_that_does_not_use_it_is_named():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build(replace_fields(cfg, chrono=0), torch.device("cpu"))[2].close()
+
+
+@pytest.mark.parametrize("backbone", MEMORY)
+def test_the_agents_losses_start_mid_episode_windows_from_the_stored_states(backbone,
+                                                                              tmp_path):
+    """The agent's own loss path (``_critic_fn`` and ``_actor_fn``, which ``update`` runs):
+    a window from the middle of an episode, started from the states stored while acting, gives
+    on its trained steps the Q, actor outputs and losses (TD targets included) that the
+    window from its episode's start, which starts from the exact initial state, gives on the
+    same steps. Windows of 12 hold whole episodes (5 to 11 steps); a state every 3 steps."""
+    burn = 2
+    replay = ReplayConfig(buffer_size=1000, seq_len=12, state_mode="stored", burn_in=burn,
+                          state_every=3, window_start="any")
+    agent, buffer, _ = acted(backbone, replay, tmp_path)
+    checked = 0
+    for env in range(2):
+        for start in range(3, STEPS - 12, 3):
+            ep = int(buffer.episode_start[env, start])
+            n = _valid(buffer, env, start)  # steps from start to its episode's end
+            if ep == start or n <= burn:
+                continue
+            mid = buffer._gather(torch.tensor([env]), torch.tensor([start]))
+            assert mid.mask[0].tolist() == [0] * burn + [1] * (n - burn) + [0] * (12 - n)
+            d = start - ep
+            whole = buffer._gather(torch.tensor([env]), torch.tensor([ep]))
+            mask = torch.zeros_like(whole.mask)
+            mask[0, d + burn:d + n] = 1  # the same trained steps, in the episode's window
+            whole = whole._replace(mask=mask)
+            (cm, qm, em), (cw, qw, ew) = agent._critic_fn(mid), agent._critic_fn(whole)
+            am, aw = agent._actor_fn(mid, em), agent._actor_fn(whole, ew)
+            on, on_whole = slice(burn, n), slice(d + burn, d + n)
+            where = f"env {env}, window from step {start} (episode from {ep})"
+            torch.testing.assert_close(qm[0, on], qw[0, on_whole], atol=2e-5, rtol=0, msg=where)
+            torch.testing.assert_close(am.pre_tanh[0, on], aw.pre_tanh[0, on_whole], atol=2e-5,
+                                       rtol=0, msg=where)
+            torch.testing.assert_close(cm, cw, atol=1e-4, rtol=1e-5, msg=where)
+            torch.testing.assert_close(am.loss, aw.loss, atol=1e-4, rtol=1e-5, msg=where)
+            checked += 1
+    assert checked >= 10
