@@ -165,10 +165,11 @@ def test_burn_in_and_padding_steps_carry_no_loss():
     # observations of the padding steps after the last one's next observation: the encoders
     # read them there, and the critic loss the rewards and actions
     off = b.mask == 0
+    assert b.terminated[1].tolist() == [0, 0, 0, 1, 0, 0]  # row 1: steps 16 to 19, 19 the last
     padding_obs = torch.zeros(b.obs.shape[:2], dtype=torch.bool)
-    padding_obs[1, 5:] = True  # row 1: steps 16 to 19 trained, obs[4] the next of step 19
+    padding_obs[1, 5:] = True  # after obs[4], the next observation of step 19
     changed = b._replace(reward=torch.where(off, b.reward + 100.0, b.reward),
-                         action=torch.where(off[..., None], -b.action, b.action),
+                         action=torch.where(off[..., None], b.action + 0.5, b.action),
                          obs=torch.where(padding_obs[..., None], b.obs + 100.0, b.obs))
     for x, y in zip(base, losses(changed)):
         torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-6)

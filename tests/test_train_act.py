@@ -648,7 +648,9 @@ def test_the_agents_losses_start_mid_episode_windows_from_the_stored_states(back
             (cm, qm, em), (cw, qw, ew) = agent._critic_fn(mid), agent._critic_fn(whole)
             am, aw = agent._actor_fn(mid, em), agent._actor_fn(whole, ew)
             on, on_whole = slice(burn, n), slice(d + burn, d + n)
-            where = f"env {env}, window from step {start} (episode from {ep})"
+            def where(m, env=env, start=start, ep=ep):
+                return f"env {env}, window from step {start} (episode from {ep}): {m}"
+
             torch.testing.assert_close(qm[0, on], qw[0, on_whole], atol=2e-5, rtol=0, msg=where)
             torch.testing.assert_close(am.pre_tanh[0, on], aw.pre_tanh[0, on_whole], atol=2e-5,
                                        rtol=0, msg=where)
