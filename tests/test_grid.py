@@ -1083,6 +1083,55 @@ def test_a_failed_ray_run_brings_back_what_it_wrote(tmp_path):
                               "back: IsADirectoryError: ")  # said, not lost silently
 
 
+def _steps_until_stopped(started: str, run_dir: str) -> dict[str, float]:
+    """A run that marks its start at ``started``, then steps as a training loop does (in
+    ``stop_signals``) and, once stopped, writes its checkpoint and raises as the loop does."""
+    from rlkit.faults import stop_signals
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with stop_signals() as stop:
+        Path(started).touch()
+        for step in range(1, 1200):
+            time.sleep(0.1)
+            if stop.signum is not None:
+                path = Path(run_dir) / "checkpoint.pt"
+                path.write_bytes(b"step %d" % step)
+                raise TrainingInterrupted(stop.signum, step, path)
+    return {"steps": 1200.0}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
+@pytest.mark.slow
+def test_a_signal_to_a_ray_grid_stops_its_runs_and_brings_back_their_checkpoints(tmp_path):
+    """SIGINT to a Ray grid's driver ended the driver and every task with it: a running run's
+    progress was lost with its worker's scratch directory. The signal now reaches the running
+    run, which checkpoints and stops as a local one does; its files come back; a run that had
+    not started does not start; ``launch`` raises GridInterrupted, as for a local grid."""
+    import threading
+
+    from ray import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    started = [tmp_path / "a.started", tmp_path / "b.started"]
+
+    def interrupt() -> None:  # once a run trains: the launcher's handler is in place then
+        deadline = time.time() + 120
+        while not any(p.exists() for p in started) and time.time() < deadline:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    grid = tmp_path / "g"
+    with pytest.raises(GridInterrupted, match=r"^grid interrupted by SIGINT; 2 of 2 runs did "
+                                              r"not finish \(1 of them with a checkpoint"):
+        launch(_steps_until_stopped, [GridRun("a", str(started[0])),
+                                      GridRun("b", str(started[1]))], grid, "ray", jobs=1,
+               progress=False)
+    first, second = ("a", "b") if started[0].exists() else ("b", "a")
+    assert not started[["a", "b"].index(second)].exists()  # one CPU: the other waited
+    assert (grid / first / "checkpoint.pt").read_bytes().startswith(b"step ")
+    assert not (grid / second / "checkpoint.pt").exists()
+
+
 @pytest.mark.parametrize("episodes", [0, -1, 2.0, True])
 def test_evaluating_no_episode_is_refused_by_name(episodes):
     import gymnasium as gym
