@@ -1100,6 +1100,48 @@ def _steps_until_stopped(started: str, run_dir: str) -> dict[str, float]:
     return {"steps": 1200.0}
 
 
+def _ignores_a_stop(started: str, run_dir: str) -> dict[str, float]:
+    """A run that marks its start at ``started`` and ignores SIGINT (a run stuck where no
+    stop reaches it)."""
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    Path(started).touch()
+    time.sleep(120)
+    return {"steps": 1.0}
+
+
+def _interrupt_once_started(started: list[Path], times: int = 1) -> None:
+    """SIGINT this process ``times`` times, a second apart, once a run has marked its start
+    (the launcher's handler is in place then)."""
+    import threading
+
+    def interrupt() -> None:
+        deadline = time.time() + 120
+        while not any(p.exists() for p in started) and time.time() < deadline:
+            time.sleep(0.1)
+        for _ in range(times):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
+@pytest.mark.slow
+def test_a_second_signal_to_a_ray_grid_cancels_its_running_tasks(tmp_path):
+    """A run that does not stop on the first signal is cancelled by the second, and says so."""
+    from ray import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    started = [tmp_path / "a.started"]
+    _interrupt_once_started(started, times=2)
+    with pytest.raises(GridInterrupted) as e:
+        launch(_ignores_a_stop, [GridRun("a", str(started[0]))], tmp_path / "g", "ray",
+               jobs=1, progress=False)
+    (a,) = e.value.outcomes
+    assert a.stopped and a.error == ("cancelled by a second SIGINT (what it wrote on its worker "
+                                     "is lost); no checkpoint yet: --resume starts it from the "
+                                     "beginning")
+
+
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
 @pytest.mark.slow
 def test_a_signal_to_a_ray_grid_stops_its_runs_and_brings_back_their_checkpoints(tmp_path):
@@ -1107,19 +1149,10 @@ def test_a_signal_to_a_ray_grid_stops_its_runs_and_brings_back_their_checkpoints
     progress was lost with its worker's scratch directory. The signal now reaches the running
     run, which checkpoints and stops as a local one does; its files come back; a run that had
     not started does not start; ``launch`` raises GridInterrupted, as for a local grid."""
-    import threading
-
     from ray import cloudpickle
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     started = [tmp_path / "a.started", tmp_path / "b.started"]
-
-    def interrupt() -> None:  # once a run trains: the launcher's handler is in place then
-        deadline = time.time() + 120
-        while not any(p.exists() for p in started) and time.time() < deadline:
-            time.sleep(0.1)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=interrupt, daemon=True).start()
+    _interrupt_once_started(started)
     grid = tmp_path / "g"
     with pytest.raises(GridInterrupted, match=r"^grid interrupted by SIGINT; 2 of 2 runs did "
                                               r"not finish \(1 of them with a checkpoint"):
