@@ -264,7 +264,9 @@ class _StopBox:
 def _stop_watch(box: Any) -> Iterator[None]:
     """In a Ray task: once ``box`` holds a stop signal, deliver it to the run as a signal to
     its process would (``_thread.interrupt_main``: Ray's workers block SIGINT itself), so that
-    its training loop checkpoints and stops; nothing once the block has ended."""
+    its training loop checkpoints and stops. Delivered once, where the run has a Python handler
+    for it (a SIGTERM while the run starts waits for its loop's); nothing once the block has
+    ended."""
     import ray
 
     done, lock = threading.Event(), threading.Lock()
@@ -274,7 +276,8 @@ def _stop_watch(box: Any) -> Iterator[None]:
             with contextlib.suppress(Exception):  # a box gone with its driver: train on
                 signum = ray.get(box.read.remote())
                 with lock:
-                    if signum is not None and not done.is_set():
+                    if signum is not None and not done.is_set() \
+                            and callable(signal.getsignal(signum)):
                         _thread.interrupt_main(signum)
                         return
 
