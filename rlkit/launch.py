@@ -25,7 +25,6 @@ cancels the running tasks at once (what they wrote on their workers is then lost
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import dataclasses
 import multiprocessing as mp
@@ -47,7 +46,15 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from rlkit.faults import COLOUR, EnvError, FileSystemError, TrainingInterrupted, first_line
+from rlkit.faults import (
+    COLOUR,
+    EnvError,
+    FileSystemError,
+    TrainingInterrupted,
+    clear_stop_request,
+    first_line,
+    request_stop,
+)
 from rlkit.rundir import RunDirBusy, RunDirError, RunLock, RunPaths, RunRecord, make_dir
 from rlkit.signals import on_stop_signals
 
@@ -260,13 +267,17 @@ class _StopBox:
         return self.signum
 
 
+BOX_TIMEOUT_S = 10.0
+"""How long a Ray task or the driver waits for the stop box to answer (seconds)."""
+
+
 @contextlib.contextmanager
 def _stop_watch(box: Any) -> Iterator[None]:
-    """In a Ray task: once ``box`` holds a stop signal, deliver it to the run as a signal to
-    its process would (``_thread.interrupt_main``: Ray's workers block SIGINT itself), so that
-    its training loop checkpoints and stops. Delivered once, where the run has a Python handler
-    for it (a SIGTERM while the run starts waits for its loop's); nothing once the block has
-    ended."""
+    """In a Ray task: once ``box`` holds a stop signal, stop the run's training loop as that
+    signal to its process would (:func:`rlkit.faults.request_stop`: Ray's workers block SIGINT
+    and exit on SIGTERM), so that it checkpoints and stops; a run still starting stops at its
+    loop's first step, a run past its loop finishes. Withdrawn when the block ends (a worker
+    runs several tasks)."""
     import ray
 
     done, lock = threading.Event(), threading.Lock()
@@ -274,11 +285,10 @@ def _stop_watch(box: Any) -> Iterator[None]:
     def watch() -> None:
         while not done.wait(STOP_POLL_S):
             with contextlib.suppress(Exception):  # a box gone with its driver: train on
-                signum = ray.get(box.read.remote())
+                signum = ray.get(box.read.remote(), timeout=BOX_TIMEOUT_S)
                 with lock:
-                    if signum is not None and not done.is_set() \
-                            and callable(signal.getsignal(signum)):
-                        _thread.interrupt_main(signum)
+                    if signum is not None and not done.is_set():
+                        request_stop(signum)
                         return
 
     thread = threading.Thread(target=watch, name="rlkit-stop-watch", daemon=True)
@@ -288,6 +298,7 @@ def _stop_watch(box: Any) -> Iterator[None]:
     finally:
         with lock:
             done.set()
+            clear_stop_request()
 
 
 def _run_remote(fn: RunFn, config: Any, name: str, files: dict[str, bytes], box: Any = None
@@ -300,7 +311,10 @@ def _run_remote(fn: RunFn, config: Any, name: str, files: dict[str, bytes], box:
     if box is not None:
         import ray
 
-        if (signum := ray.get(box.read.remote())) is not None:
+        signum = None
+        with contextlib.suppress(Exception):  # a box that does not answer: train
+            signum = ray.get(box.read.remote(), timeout=BOX_TIMEOUT_S)
+        if signum is not None:
             return ("not started", signum, {})
     import torch
 
@@ -315,8 +329,6 @@ def _run_remote(fn: RunFn, config: Any, name: str, files: dict[str, bytes], box:
         except TrainingInterrupted as e:  # its loop wrote its checkpoint
             return ("stopped", f"stopped by {signal.Signals(e.signum).name} at step {e.step}",
                     _run_files(run_dir))
-        except KeyboardInterrupt as e:
-            return ("stopped", str(e) or "SIGINT outside its training loop", _run_files(run_dir))
         except BaseException as e:
             e.run_files = _run_files(run_dir)  # what it left (checkpoints, logs) comes back too
             raise
@@ -583,10 +595,12 @@ def _take_ray_result(ray: Any, ref: Any, outcome: RunOutcome, cancelled: int | N
                 payload if status == "stopped" else
                 f"not started: the grid was stopped by {signal.Signals(payload).name}", run_dir)
     except Exception as e:  # noqa: BLE001  (reported per run)
-        if cancelled is not None:
+        if cancelled is not None and isinstance(
+                e, (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
             outcome.stopped = True
             outcome.error = _stopped(f"cancelled by a second {signal.Signals(cancelled).name} "
-                                     f"(what it wrote on its worker is lost)", run_dir)
+                                     f"(what it wrote since it started stays in its worker's "
+                                     f"temporary directory)", run_dir)
             return
         cause = getattr(e, "cause", None)  # a RayTaskError's: the run's own
         lost = ""
@@ -632,30 +646,39 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
     if module is not None and module.__name__ == "__main__":
         cloudpickle.register_pickle_by_value(module)
     started_here = not ray.is_initialized()
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init puts its own in place
     if started_here:
         _connect_ray(ray, ray_address, jobs)
     locks: dict[str, RunLock] = {}
     signals = _Signals()
     try:
-        task = ray.remote(num_cpus=RAY_TASK_THREADS, max_retries=0)(_run_remote)
-        box = ray.remote(num_cpus=0)(_StopBox).remote()
-        # A resumed run's files (its replay, in its checkpoints) are read when its task is
-        # submitted, and tasks wait on the driver while those in flight hold SHIP_BYTES: a
-        # grid of large checkpoints is not all in memory at once. Runs without files (new
-        # ones) are all submitted at once, so that a cluster sees the whole demand.
-        waiting, refs, shipped = list(runs), {}, {}
-        with on_stop_signals(signals):
-            _ray_loop(ray, task, box, fn, waiting, refs, shipped, outcomes, locks, bar, signals)
-        for r in waiting:  # never submitted
-            outcomes[r.name].error = _stopped(f"not started: the grid was stopped by "
-                                              f"{signal.Signals(signals.signum).name}",
-                                              outcomes[r.name].run_dir)
-            outcomes[r.name].stopped = True
+        with on_stop_signals(signals):  # until Ray has shut down: a signal then is counted
+            try:
+                task = ray.remote(num_cpus=RAY_TASK_THREADS, max_retries=0)(_run_remote)
+                box = ray.remote(num_cpus=0)(_StopBox).remote()
+                # A resumed run's files (its replay, in its checkpoints) are read when its
+                # task is submitted, and tasks wait on the driver while those in flight hold
+                # SHIP_BYTES: a grid of large checkpoints is not all in memory at once. Runs
+                # without files (new ones) are all submitted at once, so that a cluster sees
+                # the whole demand.
+                waiting, refs, shipped = list(runs), {}, {}
+                _ray_loop(ray, task, box, fn, waiting, refs, shipped, outcomes, locks, bar,
+                          signals)
+                for r in waiting:  # never submitted
+                    outcomes[r.name].error = _stopped(
+                        f"not started: the grid was stopped by "
+                        f"{signal.Signals(signals.signum).name}", outcomes[r.name].run_dir)
+                    outcomes[r.name].stopped = True
+                _finish(bar, outcomes)
+            finally:
+                for lock in locks.values():
+                    lock.release()
+                if started_here:
+                    ray.shutdown()
     finally:
-        for lock in locks.values():
-            lock.release()
-        if started_here:
-            ray.shutdown()
+        if started_here and main and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     if signals.signum is not None:
         raise GridInterrupted(signals.signum, [outcomes[r.name] for r in runs], grid_dir)
 
@@ -666,11 +689,16 @@ def _ray_loop(ray: Any, task: Any, box: Any, fn: RunFn, waiting: list[GridRun],
     """Submit the ``waiting`` runs within the shipping budget and take each result as it
     comes; a first stop signal goes to ``box`` (no run is submitted after it), a second
     cancels the tasks in flight."""
-    told = 0
+    told, sizes = 0, {}
+
+    def size(name: str) -> int:  # read once: the driver looks again every STOP_POLL_S
+        if name not in sizes:
+            sizes[name] = _files_size(outcomes[name].run_dir)
+        return sizes[name]
+
     while (waiting and signals.signum is None) or refs:
-        while waiting and signals.signum is None and (not refs or sum(shipped.values())
-                                                      + _files_size(outcomes[waiting[0].name]
-                                                                    .run_dir) <= SHIP_BYTES):
+        while waiting and signals.signum is None and (
+                not refs or sum(shipped.values()) + size(waiting[0].name) <= SHIP_BYTES):
             r = waiting.pop(0)
             run_dir = outcomes[r.name].run_dir  # the grid holds each run's directory while
             try:  # its task runs, as a local run holds its own
@@ -690,9 +718,14 @@ def _ray_loop(ray: Any, task: Any, box: Any, fn: RunFn, waiting: list[GridRun],
         if signals.count > told:
             name = signal.Signals(signals.signum).name
             if told == 0:
-                box.stop.remote(signals.signum)
-                print(f"\n{name} received: passing it on to the running runs, which "
-                      "checkpoint and stop; no new run starts", file=sys.stderr, flush=True)
+                try:
+                    ray.get(box.stop.remote(signals.signum), timeout=BOX_TIMEOUT_S)
+                    print(f"\n{name} received: passing it on to the running runs, which "
+                          "checkpoint and stop; no new run starts", file=sys.stderr, flush=True)
+                except Exception as e:  # noqa: BLE001  (said, and a second signal still works)
+                    print(f"\n{name} received, but it could not be passed on to the running "
+                          f"runs ({first_line(e)}); no new run starts; send it again to cancel "
+                          "them at once", file=sys.stderr, flush=True)
             if signals.count >= 2:
                 print(f"\n{name} received again: cancelling the running runs at once",
                       file=sys.stderr, flush=True)

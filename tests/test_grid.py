@@ -1109,9 +1109,10 @@ def _ignores_a_stop(started: str, run_dir: str) -> dict[str, float]:
     return {"steps": 1.0}
 
 
-def _interrupt_once_started(started: list[Path], times: int = 1) -> None:
-    """SIGINT this process ``times`` times, a second apart, once a run has marked its start
-    (the launcher's handler is in place then)."""
+def _interrupt_once_started(started: list[Path], times: int = 1,
+                            signum: int = signal.SIGINT) -> None:
+    """``signum`` to this process ``times`` times, a second apart, once a run has marked its
+    start (the launcher's handler is in place then)."""
     import threading
 
     def interrupt() -> None:
@@ -1119,7 +1120,7 @@ def _interrupt_once_started(started: list[Path], times: int = 1) -> None:
         while not any(p.exists() for p in started) and time.time() < deadline:
             time.sleep(0.1)
         for _ in range(times):
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
             time.sleep(1.0)
 
     threading.Thread(target=interrupt, daemon=True).start()
@@ -1137,30 +1138,41 @@ def test_a_second_signal_to_a_ray_grid_cancels_its_running_tasks(tmp_path):
         launch(_ignores_a_stop, [GridRun("a", str(started[0]))], tmp_path / "g", "ray",
                jobs=1, progress=False)
     (a,) = e.value.outcomes
-    assert a.stopped and a.error == ("cancelled by a second SIGINT (what it wrote on its worker "
-                                     "is lost); no checkpoint yet: --resume starts it from the "
-                                     "beginning")
+    assert a.stopped and a.error == ("cancelled by a second SIGINT (what it wrote since it "
+                                     "started stays in its worker's temporary directory); no "
+                                     "checkpoint yet: --resume starts it from the beginning")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
 @pytest.mark.slow
-def test_a_signal_to_a_ray_grid_stops_its_runs_and_brings_back_their_checkpoints(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_a_ray_grid_stops_its_runs_and_brings_back_their_checkpoints(tmp_path,
+                                                                                  signum):
     """SIGINT to a Ray grid's driver ended the driver and every task with it: a running run's
     progress was lost with its worker's scratch directory. The signal now reaches the running
     run, which checkpoints and stops as a local one does; its files come back; a run that had
-    not started does not start; ``launch`` raises GridInterrupted, as for a local grid."""
+    not started does not start; ``launch`` raises GridInterrupted, as for a local grid. (Ray's
+    workers block SIGINT and exit on SIGTERM: the stop reaches the loop's flag, not a
+    handler.)"""
     from ray import cloudpickle
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     started = [tmp_path / "a.started", tmp_path / "b.started"]
-    _interrupt_once_started(started)
-    grid = tmp_path / "g"
-    with pytest.raises(GridInterrupted, match=r"^grid interrupted by SIGINT; 2 of 2 runs did "
-                                              r"not finish \(1 of them with a checkpoint"):
+    _interrupt_once_started(started, signum=signum)
+    grid, name = tmp_path / "g", signal.Signals(signum).name
+    sigterm = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(GridInterrupted, match=rf"^grid interrupted by {name}; 2 of 2 runs did "
+                                              r"not finish \(1 of them with a checkpoint") as e:
         launch(_steps_until_stopped, [GridRun("a", str(started[0])),
                                       GridRun("b", str(started[1]))], grid, "ray", jobs=1,
                progress=False)
+    assert signal.getsignal(signal.SIGTERM) is sigterm  # not the one ray.init put in place
     first, second = ("a", "b") if started[0].exists() else ("b", "a")
     assert not started[["a", "b"].index(second)].exists()  # one CPU: the other waited
+    errors = {o.name: o.error for o in e.value.outcomes}
+    assert re.fullmatch(rf"stopped by {name} at step \d+; its last checkpoint is kept",
+                        errors[first])
+    assert errors[second] == (f"not started: the grid was stopped by {name}; no checkpoint "
+                              f"yet: --resume starts it from the beginning")
     assert (grid / first / "checkpoint.pt").read_bytes().startswith(b"step ")
     assert not (grid / second / "checkpoint.pt").exists()
 
