@@ -1161,20 +1161,26 @@ def test_a_signal_to_a_ray_grid_stops_its_runs_and_brings_back_their_checkpoints
     grid, name = tmp_path / "g", signal.Signals(signum).name
     sigterm = signal.getsignal(signal.SIGTERM)
     with pytest.raises(GridInterrupted, match=rf"^grid interrupted by {name}; 2 of 2 runs did "
-                                              r"not finish \(1 of them with a checkpoint") as e:
+                                              r"not finish") as e:
         launch(_steps_until_stopped, [GridRun("a", str(started[0])),
                                       GridRun("b", str(started[1]))], grid, "ray", jobs=1,
                progress=False)
     assert signal.getsignal(signal.SIGTERM) is sigterm  # not the one ray.init put in place
-    first, second = ("a", "b") if started[0].exists() else ("b", "a")
-    assert not started[["a", "b"].index(second)].exists()  # one CPU: the other waited
     errors = {o.name: o.error for o in e.value.outcomes}
-    assert re.fullmatch(rf"stopped by {name} at step \d+; its last checkpoint is kept",
-                        errors[first])
-    assert errors[second] == (f"not started: the grid was stopped by {name}; no checkpoint "
-                              f"yet: --resume starts it from the beginning")
+    stopped = rf"stopped by {name} at step \d+; its last checkpoint is kept"
+    first = "a" if re.fullmatch(stopped, errors["a"]) else "b"
+    second = "b" if first == "a" else "a"
+    assert re.fullmatch(stopped, errors[first])
     assert (grid / first / "checkpoint.pt").read_bytes().startswith(b"step ")
-    assert not (grid / second / "checkpoint.pt").exists()
+    # one CPU: the other waited, and did not start; one that starts while the stop is passed
+    # on stops at its first steps, with a checkpoint, as a run still starting does
+    if errors[second].startswith("not started"):
+        assert errors[second] == (f"not started: the grid was stopped by {name}; no "
+                                  f"checkpoint yet: --resume starts it from the beginning")
+        assert not (grid / second / "checkpoint.pt").exists()
+    else:
+        assert re.fullmatch(stopped, errors[second])
+        assert int(errors[second].split(" at step ")[1].split(";")[0]) <= 20
 
 
 @pytest.mark.parametrize("episodes", [0, -1, 2.0, True])
