@@ -18,9 +18,11 @@ Local runs are one process each (``jobs`` at a time), in their own process group
   training on for nobody).
 
 On Ray the same signal to the launcher reaches each running task through a small actor that the
-tasks poll (:data:`STOP_POLL_S`): the task's run stops as a local one does, with its checkpoint,
-and its files come back; a task that starts after the signal does not train; a second signal
-cancels the running tasks at once (what they wrote on their workers is then lost).
+tasks poll (:data:`STOP_POLL_S`): the task's run stops as a local one does, with its checkpoint
+(a run still starting at its loop's first step), and its files come back; a task that starts
+after the signal does not train, or stops at its first steps; a second signal cancels the
+running tasks at once (what they wrote since they started stays in their workers' temporary
+directories).
 """
 
 from __future__ import annotations
