@@ -60,9 +60,10 @@ def seq_buffer(capacity, num_envs, obs_dim, action_dim, seq_len, generator=None,
 
 
 def losses_of(agent: DDPG, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(critic loss, actor loss) of ``batch`` at the agent's current parameters."""
-    closs, _, enc = critic_loss(agent, batch, td_target(agent, batch))
-    return closs, actor_loss(agent, batch, enc)
+    """(critic loss, actor loss) of ``batch`` at the agent's current parameters, as the
+    agent's update takes them (its own ``_critic_fn`` and ``_actor_fn``)."""
+    closs, _, enc = agent._critic_fn(batch)
+    return closs, agent._actor_fn(batch, enc).loss
 
 
 BENCH_MODULES = ("argchecks", "backbones", "throughput", "gpu_check")

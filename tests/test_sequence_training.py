@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import losses_of
 from helpers import seq_buffer as SequenceReplayBuffer  # noqa: N812
 
 from agents import train
@@ -156,9 +157,8 @@ def test_burn_in_and_padding_steps_carry_no_loss():
     b = buf._gather(torch.tensor([0, 0]), torch.tensor([5, 16]))  # mid-episode; near its end
     assert b.mask[0].tolist() == [0, 0, 1, 1, 1, 1] and b.mask[1].tolist() == [0, 0, 1, 1, 0, 0]
 
-    def losses(batch):  # the agent's own losses, as its update takes them
-        closs, _, enc = agent._critic_fn(batch)
-        return closs, agent._actor_fn(batch, enc).loss
+    def losses(batch):
+        return losses_of(agent, batch)
 
     base = losses(b)
     # change rewards and actions where mask == 0 (burn-in and padding steps), and the
