@@ -266,13 +266,42 @@ class StopFlag:
     signum: int | None = None
 
 
+_requested: list[int] = []
+"""The signal of a stop asked for with :func:`request_stop` and not withdrawn (at most one)."""
+_in_force: list[StopFlag] = []
+"""The flags of the :func:`stop_signals` blocks in force."""
+
+
+def request_stop(signum: int) -> None:
+    """Stop the training loop as a first ``signum`` (SIGINT / SIGTERM) to its process would,
+    from any thread, for runs that no signal reaches (Ray's workers block SIGINT): a loop in
+    its :func:`stop_signals` block checkpoints and stops at the end of its step, and one
+    entered later (a run still starting) at its first step; a run past its loop finishes.
+    :func:`clear_stop_request` withdraws it."""
+    if not _requested:
+        _requested.append(signum)
+    for flag in _in_force:
+        if flag.signum is None:
+            flag.signum = signum
+            print(f"\n{signal.Signals(signum).name} received by the grid: stopping at the end "
+                  "of this step with a checkpoint", file=sys.stderr, flush=True)
+
+
+def clear_stop_request() -> None:
+    """Withdraw a :func:`request_stop` (loops stopped by it stay stopped)."""
+    _requested.clear()
+
+
 @contextlib.contextmanager
 def stop_signals() -> Iterator[StopFlag]:
     """The first SIGINT / SIGTERM sets the yielded flag and puts both signals' default action
     back, so that a second one ends the process at once; the handlers from before the block
     come back after it (main thread only; elsewhere the flag stays unset and signals keep
-    their handlers)."""
+    their handlers). A :func:`request_stop` sets the flag too, one made before the block
+    on entering it."""
     flag = StopFlag()
+    if _requested:
+        flag.signum = _requested[0]
 
     def handler(signum: int, frame: Any) -> None:
         if flag.signum is not None:  # both signals were pending before this handler ran
@@ -288,8 +317,12 @@ def stop_signals() -> Iterator[StopFlag]:
               "step with a checkpoint (send it again to stop at once, without one)",
               file=sys.stderr, flush=True)
 
-    with on_stop_signals(handler):
-        yield flag
+    _in_force.append(flag)
+    try:
+        with on_stop_signals(handler):
+            yield flag
+    finally:
+        _in_force.remove(flag)
 
 
 def env_name(env: Any) -> str:
@@ -373,5 +406,6 @@ def first_line(e: BaseException, with_type: bool = True, limit: int = 200) -> st
 
 
 __all__ = ["COLOUR", "EnvError", "FileSystemError", "GuardedEnv", "LossWatch", "NonFiniteError",
-           "NonFiniteLossError", "StopFlag", "TrainingInterrupted", "env_calls", "env_name",
-           "file_errors", "first_line", "nonfinite_rows", "stop_signals", "write_atomic"]
+           "NonFiniteLossError", "StopFlag", "TrainingInterrupted", "clear_stop_request",
+           "env_calls", "env_name", "file_errors", "first_line", "nonfinite_rows",
+           "request_stop", "stop_signals", "write_atomic"]

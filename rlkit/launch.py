@@ -16,6 +16,13 @@ Local runs are one process each (``jobs`` at a time), in their own process group
 - a run whose launcher died without passing a signal on (``kill -9``) notices within a second
   that its parent is gone and sends itself SIGTERM (so it checkpoints and ends, instead of
   training on for nobody).
+
+On Ray the same signal to the launcher reaches each running task through a small actor whose
+answer the task awaits as a future (no task blocks in Ray, which would lend its CPU to another
+task): the task's run stops as a local one does, with its checkpoint (a run still starting at
+its loop's first step), and its files come back; a task that starts after the signal does not
+train, or stops at its first steps; a second signal cancels the running tasks at once (what
+they wrote since they started stays in their workers' temporary directories).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
@@ -41,7 +50,15 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from rlkit.faults import COLOUR, EnvError, FileSystemError, TrainingInterrupted, first_line
+from rlkit.faults import (
+    COLOUR,
+    EnvError,
+    FileSystemError,
+    TrainingInterrupted,
+    clear_stop_request,
+    first_line,
+    request_stop,
+)
 from rlkit.rundir import RunDirBusy, RunDirError, RunLock, RunPaths, RunRecord, make_dir
 from rlkit.signals import on_stop_signals
 
@@ -235,11 +252,114 @@ def _write_files(run_dir: Path, files: dict[str, bytes]) -> None:
         (run_dir / rel).write_bytes(data)
 
 
-def _run_remote(fn: RunFn, config: Any, name: str, files: dict[str, bytes]
-                ) -> tuple[dict[str, float], dict[str, bytes]]:
+STOP_POLL_S = 0.5
+"""How often the grid's Ray driver looks for a stop signal between its waits (seconds)."""
+
+BOX_TIMEOUT_S = 10.0
+"""How long a Ray task waits for the stop box to say whether its grid was stopped before it
+starts (it trains if the box does not answer), and the driver for it to take a stop (seconds)."""
+
+
+class _StopBox:
+    """Ray actor (async): the stop signal a grid's driver received. A task asks for
+    :meth:`stopped`, whose value comes only once the grid is stopped, and :meth:`ping`, which
+    answers at once; each task makes both calls, in that order, when it starts."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.signum: int | None = None
+        self.event = asyncio.Event()
+
+    async def stop(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+            self.event.set()
+
+    async def stopped(self) -> int:
+        await self.event.wait()
+        assert self.signum is not None
+        return self.signum
+
+    async def ping(self) -> None:
+        return None
+
+
+BOX_CALLS = 100_000
+"""Calls the stop box serves at once: one :meth:`_StopBox.stopped` per running task, and
+a few more (a box that served fewer would stop answering once that many tasks ran at once)."""
+
+
+def _stop_future(box: Any) -> tuple[Any, Future[int]]:
+    """In a Ray task: the reference of a :meth:`_StopBox.stopped` call, and a future that
+    completes with the grid's stop signal once there is one; already done when this returns
+    if the grid was stopped before (the task should not start).
+
+    Nothing here blocks in Ray: Ray lends the CPU of a task blocked in ``ray.get`` or
+    ``ray.wait`` to another task, so that a polling task would let a grid run more tasks than
+    it has CPUs (measured on a 1-CPU local instance). ``ObjectRef.future`` completes through a
+    callback instead, and the task waits on plain futures. ``ping`` is answered after
+    ``stopped`` (an actor runs one caller's calls in order), so ``stopped`` done by then
+    means the grid was stopped already; a box that does not answer within
+    :data:`BOX_TIMEOUT_S` lets the task train (a stop that comes later still reaches it)."""
+    ref = box.stopped.remote()
+    stopped = ref.future()
+    ping = box.ping.remote().future()
+    futures.wait([stopped, ping], timeout=BOX_TIMEOUT_S, return_when=futures.FIRST_COMPLETED)
+    return ref, stopped
+
+
+@contextlib.contextmanager
+def _stop_watch(stopped: Future[int]) -> Iterator[None]:
+    """In a Ray task: once ``stopped`` completes, stop the run's training loop as that signal
+    to its process would (:func:`rlkit.faults.request_stop`: Ray's workers block SIGINT and
+    exit on SIGTERM), so that it checkpoints and stops; a run still starting stops at its
+    loop's first step, a run past its loop finishes. Withdrawn when the block ends (a worker
+    runs several tasks). A box gone with its driver fails the future: the run trains on."""
+    done, lock = [False], threading.Lock()
+
+    def on_stop(f: Future[int]) -> None:  # in Ray's thread, or this one if already done
+        if f.cancelled() or f.exception() is not None:
+            return
+        with lock:
+            if not done[0]:
+                request_stop(f.result())
+
+    stopped.add_done_callback(on_stop)
+    try:
+        yield
+    finally:
+        with lock:
+            done[0] = True
+            clear_stop_request()
+
+
+def _run_remote(fn: RunFn, config: Any, name: str, files: dict[str, bytes], box: Any = None
+                ) -> tuple[str, Any, dict[str, bytes]]:
     """Ray task body: put ``files`` (what the run's directory holds already: a resumed run's
-    checkpoint and logs) in a scratch directory, train there, return the result and the run's
-    files."""
+    checkpoint and logs) in a scratch directory, train there, return ``("ok", result,
+    files)``, or ``("stopped", why, files)`` when the grid's stop (``box``, a
+    :class:`_StopBox`) ended the run, or ``("not started", signum, {})`` when the grid was
+    stopped before the task started (``signum`` its signal). A failed run raises, its files
+    attached."""
+    if box is None:
+        return _train_remote(fn, config, name, files, None)
+    ref, stopped = _stop_future(box)
+    if stopped.done() and stopped.exception() is None:
+        return ("not started", stopped.result(), {})
+    try:  # a box gone with its driver (the future failed): train, unwatched
+        return _train_remote(fn, config, name, files, None if stopped.done() else stopped)
+    finally:
+        if not stopped.done():  # the box's call ends with the task, so that a box
+            import ray  # serving BOX_CALLS at once serves a grid of any length
+
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+
+
+def _train_remote(fn: RunFn, config: Any, name: str, files: dict[str, bytes],
+                  stopped: Future[int] | None) -> tuple[str, Any, dict[str, bytes]]:
+    """:func:`_run_remote`'s training, watching ``stopped`` (:func:`_stop_watch`) if given."""
     import torch
 
     torch.set_num_threads(RAY_TASK_THREADS)
@@ -248,12 +368,16 @@ def _run_remote(fn: RunFn, config: Any, name: str, files: dict[str, bytes]
         run_dir = Path(tmp) / name
         _write_files(run_dir, files)
         try:
-            result = fn(config, str(run_dir))
+            with _stop_watch(stopped) if stopped is not None else contextlib.nullcontext():
+                result = fn(config, str(run_dir))
+        except TrainingInterrupted as e:  # its loop wrote its checkpoint
+            return ("stopped", f"stopped by {signal.Signals(e.signum).name} at step {e.step}",
+                    _run_files(run_dir))
         except BaseException as e:
             e.run_files = _run_files(run_dir)  # what it left (checkpoints, logs) comes back too
             raise
         files = _run_files(run_dir)
-    return result, files
+    return ("ok", result, files)
 
 
 def _record_home(run_dir: Path) -> None:
@@ -291,7 +415,7 @@ def launch(
     A failing run does not stop the others; its outcome carries the error.
 
     Raises:
-        GridInterrupted: SIGINT / SIGTERM stopped a local grid (see the module docstring).
+        GridInterrupted: SIGINT / SIGTERM stopped the grid (see the module docstring).
     """
     if launcher not in ("local", "ray"):
         raise ValueError(f"launcher must be 'local' or 'ray', got {launcher!r}")
@@ -312,7 +436,7 @@ def launch(
         if launcher == "local":
             _launch_local(fn, runs, outcomes, jobs, threads, bar, grid_dir)
         else:
-            _launch_ray(fn, runs, outcomes, jobs, ray_address, bar)
+            _launch_ray(fn, runs, outcomes, jobs, ray_address, bar, grid_dir)
     finally:
         bar.close()
     return [outcomes[n] for n in names]
@@ -497,16 +621,31 @@ def _connect_ray(ray: Any, address: str | None, jobs: int) -> None:
                            f"({first_line(e, with_type=False)}); {_RAY_EXPECTED}") from e
 
 
-def _take_ray_result(ray: Any, ref: Any, outcome: RunOutcome) -> None:
+def _take_ray_result(ray: Any, ref: Any, outcome: RunOutcome, cancelled: int | None = None
+                     ) -> None:
     """A finished Ray task into ``outcome``: its files written into the run directory (a
-    failed run's too, what it wrote before it failed), its result or its error."""
+    failed or stopped run's too, what it wrote before it ended), its result or its error.
+    ``cancelled``: the signal whose second arrival cancelled the task, if it did."""
     run_dir = outcome.run_dir
     try:
-        result, files = ray.get(ref)
+        status, payload, files = ray.get(ref)
         _write_files(run_dir, files)
         _record_home(run_dir)
-        outcome.result = result
+        if status == "ok":
+            outcome.result = payload
+        else:
+            outcome.stopped = True
+            outcome.error = _stopped(
+                payload if status == "stopped" else
+                f"not started: the grid was stopped by {signal.Signals(payload).name}", run_dir)
     except Exception as e:  # noqa: BLE001  (reported per run)
+        if cancelled is not None and isinstance(
+                e, (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
+            outcome.stopped = True
+            outcome.error = _stopped(f"cancelled by a second {signal.Signals(cancelled).name} "
+                                     f"(what it wrote since it started stays in its worker's "
+                                     f"temporary directory)", run_dir)
+            return
         cause = getattr(e, "cause", None)  # a RayTaskError's: the run's own
         lost = ""
         if files := getattr(cause, "run_files", None):
@@ -525,8 +664,21 @@ def _take_ray_result(ray: Any, ref: Any, outcome: RunOutcome) -> None:
             outcome.error = "".join(traceback.format_exception_only(e)).strip()
 
 
+class _Signals:
+    """SIGINT / SIGTERM handler that only counts them (the Ray driver acts on them between
+    its waits, not inside Ray's own code)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.count = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.signum = self.signum or signum
+        self.count += 1
+
+
 def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutcome], jobs: int,
-                ray_address: str | None, bar: tqdm) -> None:
+                ray_address: str | None, bar: tqdm, grid_dir: Path) -> None:
     try:
         import cloudpickle
         import ray
@@ -538,46 +690,99 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
     if module is not None and module.__name__ == "__main__":
         cloudpickle.register_pickle_by_value(module)
     started_here = not ray.is_initialized()
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init puts its own in place
     if started_here:
         _connect_ray(ray, ray_address, jobs)
     locks: dict[str, RunLock] = {}
+    signals = _Signals()
     try:
-        task = ray.remote(num_cpus=RAY_TASK_THREADS, max_retries=0)(_run_remote)
-        # A resumed run's files (its replay, in its checkpoints) are read when its task is
-        # submitted, and tasks wait on the driver while those in flight hold SHIP_BYTES: a
-        # grid of large checkpoints is not all in memory at once. Runs without files (new
-        # ones) are all submitted at once, so that a cluster sees the whole demand.
-        waiting, refs, shipped = list(runs), {}, {}
-        while waiting or refs:
-            while waiting and (not refs or sum(shipped.values()) + _files_size(
-                    outcomes[waiting[0].name].run_dir) <= SHIP_BYTES):
-                r = waiting.pop(0)
-                run_dir = outcomes[r.name].run_dir  # the grid holds each run's directory while
-                try:  # its task runs, as a local run holds its own
-                    make_dir(run_dir, "run directory")
-                    locks[r.name] = RunLock(run_dir).acquire()
-                except (RunDirBusy, FileSystemError) as e:
-                    outcomes[r.name].error = _one_line(e)
-                    _finish(bar, outcomes)
-                    continue
-                files = _run_files(run_dir)
-                shipped[r.name] = sum(map(len, files.values()))
-                refs[task.remote(fn, r.config, r.name, files)] = r.name
-                del files
-            if not refs:
-                continue
-            done, _ = ray.wait(list(refs), num_returns=1)
-            for ref in done:
-                name = refs.pop(ref)
-                shipped.pop(name)
-                _take_ray_result(ray, ref, outcomes[name])
+        with on_stop_signals(signals):  # until Ray has shut down: a signal then is counted
+            try:
+                task = ray.remote(num_cpus=RAY_TASK_THREADS, max_retries=0)(_run_remote)
+                box = ray.remote(num_cpus=0, max_concurrency=BOX_CALLS)(_StopBox).remote()
+                # A resumed run's files (its replay, in its checkpoints) are read when its
+                # task is submitted, and tasks wait on the driver while those in flight hold
+                # SHIP_BYTES: a grid of large checkpoints is not all in memory at once. Runs
+                # without files (new ones) are all submitted at once, so that a cluster sees
+                # the whole demand.
+                waiting, refs, shipped = list(runs), {}, {}
+                _ray_loop(ray, task, box, fn, waiting, refs, shipped, outcomes, locks, bar,
+                          signals)
+                for r in waiting:  # never submitted
+                    outcomes[r.name].error = _stopped(
+                        f"not started: the grid was stopped by "
+                        f"{signal.Signals(signals.signum).name}", outcomes[r.name].run_dir)
+                    outcomes[r.name].stopped = True
                 _finish(bar, outcomes)
-                locks.pop(name).release()
+            finally:
+                for lock in locks.values():
+                    lock.release()
+                if started_here:
+                    ray.shutdown()
     finally:
-        for lock in locks.values():
-            lock.release()
-        if started_here:
-            ray.shutdown()
+        if started_here and main and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
+    if signals.signum is not None:
+        raise GridInterrupted(signals.signum, [outcomes[r.name] for r in runs], grid_dir)
+
+
+def _ray_loop(ray: Any, task: Any, box: Any, fn: RunFn, waiting: list[GridRun],
+              refs: dict[Any, str], shipped: dict[str, int], outcomes: dict[str, RunOutcome],
+              locks: dict[str, RunLock], bar: tqdm, signals: _Signals) -> None:
+    """Submit the ``waiting`` runs within the shipping budget and take each result as it
+    comes; a first stop signal goes to ``box`` (no run is submitted after it), a second
+    cancels the tasks in flight."""
+    told, sizes = 0, {}
+
+    def size(name: str) -> int:  # read once: the driver looks again every STOP_POLL_S
+        if name not in sizes:
+            sizes[name] = _files_size(outcomes[name].run_dir)
+        return sizes[name]
+
+    while (waiting and signals.signum is None) or refs:
+        while waiting and signals.signum is None and (
+                not refs or sum(shipped.values()) + size(waiting[0].name) <= SHIP_BYTES):
+            r = waiting.pop(0)
+            run_dir = outcomes[r.name].run_dir  # the grid holds each run's directory while
+            try:  # its task runs, as a local run holds its own
+                make_dir(run_dir, "run directory")
+                locks[r.name] = RunLock(run_dir).acquire()
+            except (RunDirBusy, FileSystemError) as e:
+                outcomes[r.name].error = _one_line(e)
+                _finish(bar, outcomes)
+                continue
+            files = _run_files(run_dir)
+            shipped[r.name] = sum(map(len, files.values()))
+            refs[task.remote(fn, r.config, r.name, files, box)] = r.name
+            del files
+        if not refs:
+            continue
+        done, _ = ray.wait(list(refs), num_returns=1, timeout=STOP_POLL_S)
+        if signals.count > told:
+            name = signal.Signals(signals.signum).name
+            if told == 0:
+                try:
+                    ray.get(box.stop.remote(signals.signum), timeout=BOX_TIMEOUT_S)
+                    print(f"\n{name} received: passing it on to the running runs, which "
+                          "checkpoint and stop; no new run starts", file=sys.stderr, flush=True)
+                except Exception as e:  # noqa: BLE001  (said, and a second signal still works)
+                    print(f"\n{name} received, but it could not be passed on to the running "
+                          f"runs ({first_line(e)}); no new run starts; send it again to cancel "
+                          "them at once", file=sys.stderr, flush=True)
+            if signals.count >= 2:
+                print(f"\n{name} received again: cancelling the running runs at once",
+                      file=sys.stderr, flush=True)
+                for ref in refs:
+                    ray.cancel(ref, force=True)
+            told = signals.count
+        for ref in done:
+            name = refs.pop(ref)
+            shipped.pop(name)
+            _take_ray_result(ray, ref, outcomes[name],
+                             signals.signum if signals.count >= 2 else None)
+            _finish(bar, outcomes)
+            locks.pop(name).release()
 
 
 __all__ = ["GridInterrupted", "GridRun", "RunOutcome", "check_ray_address", "launch",

@@ -1083,6 +1083,161 @@ def test_a_failed_ray_run_brings_back_what_it_wrote(tmp_path):
                               "back: IsADirectoryError: ")  # said, not lost silently
 
 
+def _steps_until_stopped(started: str, run_dir: str) -> dict[str, float]:
+    """A run that marks its start at ``started``, then steps as a training loop does (in
+    ``stop_signals``) and, once stopped, writes its checkpoint and raises as the loop does."""
+    from rlkit.faults import stop_signals
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with stop_signals() as stop:
+        Path(started).touch()
+        for step in range(1, 1200):
+            time.sleep(0.1)
+            if stop.signum is not None:
+                path = Path(run_dir) / "checkpoint.pt"
+                path.write_bytes(b"step %d" % step)
+                raise TrainingInterrupted(stop.signum, step, path)
+    return {"steps": 1200.0}
+
+
+def _ignores_a_stop(started: str, run_dir: str) -> dict[str, float]:
+    """A run that marks its start at ``started`` and ignores SIGINT (a run stuck where no
+    stop reaches it)."""
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    Path(started).touch()
+    time.sleep(120)
+    return {"steps": 1.0}
+
+
+def _interrupt_once_started(started: list[Path], times: int = 1,
+                            signum: int = signal.SIGINT) -> None:
+    """``signum`` to this process ``times`` times, a second apart, once a run has marked its
+    start (the launcher's handler is in place then)."""
+    import threading
+
+    def interrupt() -> None:
+        deadline = time.time() + 120
+        while not any(p.exists() for p in started) and time.time() < deadline:
+            time.sleep(0.1)
+        for _ in range(times):
+            os.kill(os.getpid(), signum)
+            time.sleep(1.0)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+
+
+def _records_its_time(log: str, run_dir: str) -> dict[str, float]:
+    """A run that writes when it started and ended (clock seconds) to ``log``."""
+    start = time.time()
+    time.sleep(3.0)
+    Path(log).write_text(f"{start} {time.time()}")
+    return {"steps": 1.0}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
+@pytest.mark.slow
+def test_a_ray_grid_runs_no_more_tasks_than_its_cpus_while_its_stop_is_watched(tmp_path):
+    """Each task waits for its grid's stop without blocking in Ray: a task blocked in
+    ``ray.get`` or ``ray.wait`` has its CPU lent to another task, so a 1-CPU grid whose tasks
+    polled the stop that way ran two runs at once. Here the two runs follow each other."""
+    from ray import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    outcomes = launch(_records_its_time, [GridRun("a", str(logs[0])), GridRun("b", str(logs[1]))],
+                      tmp_path / "g", "ray", jobs=1, progress=False)
+    assert [o.error for o in outcomes] == [None, None]
+    (s0, e0), (s1, e1) = sorted(tuple(map(float, p.read_text().split())) for p in logs)
+    assert e0 - s0 >= 3.0 and s1 >= e0, (s0, e0, s1, e1)
+
+
+def _returns_at_once(config: str, run_dir: str) -> dict[str, float]:
+    return {"steps": 1.0}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
+@pytest.mark.slow
+def test_a_ray_grid_longer_than_its_stop_box_serves_at_once_still_stops(tmp_path, monkeypatch):
+    """Each task's call that awaits the stop is withdrawn when the task ends: kept, the calls
+    of finished tasks filled the stop box (it serves ``BOX_CALLS`` at once), and a later run
+    waited for it at its start and then trained on through the stop."""
+    from ray import cloudpickle
+
+    import rlkit.launch
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(rlkit.launch, "BOX_CALLS", 2)
+    started = tmp_path / "e.started"
+    _interrupt_once_started([started])
+    runs = [GridRun(n, "") for n in "abcd"] + [GridRun("e", str(started))]
+    fns = {"": _returns_at_once}
+
+    def fn(config: str, run_dir: str) -> dict[str, float]:
+        return fns.get(config, _steps_until_stopped)(config, run_dir)
+
+    with pytest.raises(GridInterrupted) as e:
+        launch(fn, runs, tmp_path / "g", "ray", jobs=1, progress=False)
+    errors = {o.name: o.error for o in e.value.outcomes}
+    assert [errors[n] for n in "abcd"] == [None] * 4  # all four ran before "e" started
+    assert re.fullmatch(r"stopped by SIGINT at step \d+; its last checkpoint is kept",
+                        errors["e"]), errors["e"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
+@pytest.mark.slow
+def test_a_second_signal_to_a_ray_grid_cancels_its_running_tasks(tmp_path):
+    """A run that does not stop on the first signal is cancelled by the second, and says so."""
+    from ray import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    started = [tmp_path / "a.started"]
+    _interrupt_once_started(started, times=2)
+    with pytest.raises(GridInterrupted) as e:
+        launch(_ignores_a_stop, [GridRun("a", str(started[0]))], tmp_path / "g", "ray",
+               jobs=1, progress=False)
+    (a,) = e.value.outcomes
+    assert a.stopped and a.error == ("cancelled by a second SIGINT (what it wrote since it "
+                                     "started stays in its worker's temporary directory); no "
+                                     "checkpoint yet: --resume starts it from the beginning")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_a_ray_grid_stops_its_runs_and_brings_back_their_checkpoints(tmp_path,
+                                                                                  signum):
+    """SIGINT to a Ray grid's driver ended the driver and every task with it: a running run's
+    progress was lost with its worker's scratch directory. The signal now reaches the running
+    run, which checkpoints and stops as a local one does; its files come back; a run that had
+    not started does not start; ``launch`` raises GridInterrupted, as for a local grid. (Ray's
+    workers block SIGINT and exit on SIGTERM: the stop reaches the loop's flag, not a
+    handler.)"""
+    from ray import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    started = [tmp_path / "a.started", tmp_path / "b.started"]
+    _interrupt_once_started(started, signum=signum)
+    grid, name = tmp_path / "g", signal.Signals(signum).name
+    sigterm = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(GridInterrupted, match=rf"^grid interrupted by {name}; 2 of 2 runs did "
+                                              r"not finish") as e:
+        launch(_steps_until_stopped, [GridRun("a", str(started[0])),
+                                      GridRun("b", str(started[1]))], grid, "ray", jobs=1,
+               progress=False)
+    assert signal.getsignal(signal.SIGTERM) is sigterm  # not the one ray.init put in place
+    errors = {o.name: o.error for o in e.value.outcomes}
+    stopped = rf"stopped by {name} at step \d+; its last checkpoint is kept"
+    first = "a" if re.fullmatch(stopped, errors["a"]) else "b"
+    second = "b" if first == "a" else "a"
+    assert re.fullmatch(stopped, errors[first])
+    assert (grid / first / "checkpoint.pt").read_bytes().startswith(b"step ")
+    # one CPU: the other waited, and did not start; one that starts while the stop is passed
+    # on stops at its first steps, with a checkpoint, as a run still starting does
+    if errors[second].startswith("not started"):
+        assert errors[second] == (f"not started: the grid was stopped by {name}; no "
+                                  f"checkpoint yet: --resume starts it from the beginning")
+        assert not (grid / second / "checkpoint.pt").exists()
+    else:
+        assert re.fullmatch(stopped, errors[second])
+        assert int(errors[second].split(" at step ")[1].split(";")[0]) <= 20
+
+
 @pytest.mark.parametrize("episodes", [0, -1, 2.0, True])
 def test_evaluating_no_episode_is_refused_by_name(episodes):
     import gymnasium as gym

@@ -318,6 +318,35 @@ def test_two_pending_stop_signals_stop_with_the_second_ones_exit_code(monkeypatc
     assert code == 143 and "stopped: second SIGTERM: stopping now, with no checkpoint" in err
 
 
+def test_a_requested_stop_stops_the_loop_as_its_signal_would_from_any_thread(tmp_path):
+    """``request_stop`` (what a Ray task's stop watch calls): a run still starting stops at
+    its loop's first step with a checkpoint, and a loop in force at the end of its step, set
+    from another thread; withdrawn, it stops nothing more."""
+    import threading
+
+    from rlkit.faults import clear_stop_request, request_stop, stop_signals
+
+    request_stop(signal.SIGTERM)
+    try:
+        with pytest.raises(TrainingInterrupted, match=r"^interrupted by SIGTERM at step 1;"):
+            train.main(replace_fields(TINY, run_dir=str(tmp_path / "early")))
+        assert load_checkpoint(tmp_path / "early" / "checkpoint.pt")["kind"] == "interrupt"
+    finally:
+        clear_stop_request()
+    with stop_signals() as flag:
+        assert flag.signum is None
+        threading.Thread(target=request_stop, args=(signal.SIGINT,)).start()
+        deadline = time.time() + 10
+        while flag.signum is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert flag.signum == signal.SIGINT
+    clear_stop_request()
+    with stop_signals() as flag:
+        assert flag.signum is None
+    train.main(replace_fields(TINY, run_dir=str(tmp_path / "after")))
+    assert load_checkpoint(tmp_path / "after" / "checkpoint.pt")["kind"] == "final"
+
+
 def test_a_second_stop_signal_ends_the_process_at_once_even_inside_a_long_operation():
     """The first signal sets the flag and puts the signals' default action back, so that a
     second one does not wait for a Python bytecode boundary (a long tensor operation would hold
