@@ -41,6 +41,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -270,6 +271,10 @@ _requested: list[int] = []
 """The signal of a stop asked for with :func:`request_stop` and not withdrawn (at most one)."""
 _in_force: list[StopFlag] = []
 """The flags of the :func:`stop_signals` blocks in force."""
+_stop_lock = threading.Lock()
+"""Held by :func:`request_stop` (any thread) and by a :func:`stop_signals` block entering and
+leaving, so that a request made as a block is entered reaches its flag (signal handlers, which
+run in the main thread between bytecodes, never take it)."""
 
 
 def request_stop(signum: int) -> None:
@@ -278,18 +283,20 @@ def request_stop(signum: int) -> None:
     its :func:`stop_signals` block checkpoints and stops at the end of its step, and one
     entered later (a run still starting) at its first step; a run past its loop finishes.
     :func:`clear_stop_request` withdraws it."""
-    if not _requested:
-        _requested.append(signum)
-    for flag in _in_force:
-        if flag.signum is None:
-            flag.signum = signum
-            print(f"\n{signal.Signals(signum).name} received by the grid: stopping at the end "
-                  "of this step with a checkpoint", file=sys.stderr, flush=True)
+    with _stop_lock:
+        if not _requested:
+            _requested.append(signum)
+        for flag in _in_force:
+            if flag.signum is None:
+                flag.signum = signum
+                print(f"\n{signal.Signals(signum).name} received by the grid: stopping at the "
+                      "end of this step with a checkpoint", file=sys.stderr, flush=True)
 
 
 def clear_stop_request() -> None:
     """Withdraw a :func:`request_stop` (loops stopped by it stay stopped)."""
-    _requested.clear()
+    with _stop_lock:
+        _requested.clear()
 
 
 @contextlib.contextmanager
@@ -300,8 +307,6 @@ def stop_signals() -> Iterator[StopFlag]:
     their handlers). A :func:`request_stop` sets the flag too, one made before the block
     on entering it."""
     flag = StopFlag()
-    if _requested:
-        flag.signum = _requested[0]
 
     def handler(signum: int, frame: Any) -> None:
         if flag.signum is not None:  # both signals were pending before this handler ran
@@ -317,12 +322,16 @@ def stop_signals() -> Iterator[StopFlag]:
               "step with a checkpoint (send it again to stop at once, without one)",
               file=sys.stderr, flush=True)
 
-    _in_force.append(flag)
+    with _stop_lock:
+        _in_force.append(flag)
+        if _requested:
+            flag.signum = _requested[0]
     try:
         with on_stop_signals(handler):
             yield flag
     finally:
-        _in_force.remove(flag)
+        with _stop_lock:
+            _in_force.remove(flag)
 
 
 def env_name(env: Any) -> str:

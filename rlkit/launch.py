@@ -40,7 +40,6 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -261,15 +260,16 @@ starts (it trains if the box does not answer), and the driver for it to take a s
 
 
 class _StopBox:
-    """Ray actor (async): the stop signal a grid's driver received. A task asks for
-    :meth:`stopped`, whose value comes only once the grid is stopped, and :meth:`ping`, which
-    answers at once; each task makes both calls, in that order, when it starts."""
+    """Ray actor (async): the stop signal a grid's driver received. A task starting asks
+    :meth:`start`, answered at once, and :meth:`stopped`, answered only once the grid is
+    stopped (what its run's stop watch awaits)."""
 
     def __init__(self) -> None:
         import asyncio
 
         self.signum: int | None = None
         self.event = asyncio.Event()
+        self.started: set[str] = set()
 
     async def stop(self, signum: int) -> None:
         if self.signum is None:
@@ -281,8 +281,16 @@ class _StopBox:
         assert self.signum is not None
         return self.signum
 
-    async def ping(self) -> None:
-        return None
+    async def start(self, name: str) -> int | None:
+        """The grid's stop signal if it was stopped (the task should not start), else
+        ``None``, and the run ``name`` counts as started."""
+        if self.signum is None:
+            self.started.add(name)
+        return self.signum
+
+    async def started_runs(self) -> set[str]:
+        """The runs whose tasks started (:meth:`start` answered ``None``)."""
+        return set(self.started)
 
 
 BOX_CALLS = 100_000
@@ -290,23 +298,23 @@ BOX_CALLS = 100_000
 a few more (a box that served fewer would stop answering once that many tasks ran at once)."""
 
 
-def _stop_future(box: Any) -> tuple[Any, Future[int]]:
-    """In a Ray task: the reference of a :meth:`_StopBox.stopped` call, and a future that
-    completes with the grid's stop signal once there is one; already done when this returns
-    if the grid was stopped before (the task should not start).
+def _ask_stop(box: Any, name: str) -> tuple[int | None, Any, Future[int]]:
+    """In a Ray task starting run ``name``: the grid's stop signal if it was stopped already
+    (``None`` if not, or if the box did not answer within :data:`BOX_TIMEOUT_S`: the task
+    then trains), the reference of a :meth:`_StopBox.stopped` call, and a future that
+    completes with the grid's stop signal once there is one.
 
     Nothing here blocks in Ray: Ray lends the CPU of a task blocked in ``ray.get`` or
     ``ray.wait`` to another task, so that a polling task would let a grid run more tasks than
     it has CPUs (measured on a 1-CPU local instance). ``ObjectRef.future`` completes through a
-    callback instead, and the task waits on plain futures. ``ping`` is answered after
-    ``stopped`` (an actor runs one caller's calls in order), so ``stopped`` done by then
-    means the grid was stopped already; a box that does not answer within
-    :data:`BOX_TIMEOUT_S` lets the task train (a stop that comes later still reaches it)."""
+    callback instead, and the task waits on plain futures."""
     ref = box.stopped.remote()
     stopped = ref.future()
-    ping = box.ping.remote().future()
-    futures.wait([stopped, ping], timeout=BOX_TIMEOUT_S, return_when=futures.FIRST_COMPLETED)
-    return ref, stopped
+    try:
+        signum = box.start.remote(name).future().result(timeout=BOX_TIMEOUT_S)
+    except Exception:  # noqa: BLE001  (a box that does not answer: train, watched)
+        signum = None
+    return signum, ref, stopped
 
 
 @contextlib.contextmanager
@@ -344,11 +352,11 @@ def _run_remote(fn: RunFn, config: Any, name: str, files: dict[str, bytes], box:
     attached."""
     if box is None:
         return _train_remote(fn, config, name, files, None)
-    ref, stopped = _stop_future(box)
-    if stopped.done() and stopped.exception() is None:
-        return ("not started", stopped.result(), {})
-    try:  # a box gone with its driver (the future failed): train, unwatched
-        return _train_remote(fn, config, name, files, None if stopped.done() else stopped)
+    signum, ref, stopped = _ask_stop(box, name)
+    if signum is not None:
+        return ("not started", signum, {})
+    try:  # a box gone with its driver fails the future, which the watch ignores: train
+        return _train_remote(fn, config, name, files, stopped)
     finally:
         if not stopped.done():  # the box's call ends with the task, so that a box
             import ray  # serving BOX_CALLS at once serves a grid of any length
@@ -621,11 +629,12 @@ def _connect_ray(ray: Any, address: str | None, jobs: int) -> None:
                            f"({first_line(e, with_type=False)}); {_RAY_EXPECTED}") from e
 
 
-def _take_ray_result(ray: Any, ref: Any, outcome: RunOutcome, cancelled: int | None = None
-                     ) -> None:
+def _take_ray_result(ray: Any, ref: Any, outcome: RunOutcome, cancelled: int | None = None,
+                     started: bool = True) -> None:
     """A finished Ray task into ``outcome``: its files written into the run directory (a
     failed or stopped run's too, what it wrote before it ended), its result or its error.
-    ``cancelled``: the signal whose second arrival cancelled the task, if it did."""
+    ``cancelled``: the signal whose second arrival cancelled the task, if it did;
+    ``started``: whether the task had started its run by then."""
     run_dir = outcome.run_dir
     try:
         status, payload, files = ray.get(ref)
@@ -642,9 +651,11 @@ def _take_ray_result(ray: Any, ref: Any, outcome: RunOutcome, cancelled: int | N
         if cancelled is not None and isinstance(
                 e, (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
             outcome.stopped = True
-            outcome.error = _stopped(f"cancelled by a second {signal.Signals(cancelled).name} "
-                                     f"(what it wrote since it started stays in its worker's "
-                                     f"temporary directory)", run_dir)
+            name = signal.Signals(cancelled).name
+            outcome.error = _stopped(
+                f"cancelled by a second {name} (what it wrote since it started stays in its "
+                f"worker's temporary directory)" if started else
+                f"not started: cancelled by a second {name}", run_dir)
             return
         cause = getattr(e, "cause", None)  # a RayTaskError's: the run's own
         lost = ""
@@ -734,6 +745,7 @@ def _ray_loop(ray: Any, task: Any, box: Any, fn: RunFn, waiting: list[GridRun],
     comes; a first stop signal goes to ``box`` (no run is submitted after it), a second
     cancels the tasks in flight."""
     told, sizes = 0, {}
+    started: set[str] | None = None  # the runs whose tasks had started when a second signal came
 
     def size(name: str) -> int:  # read once: the driver looks again every STOP_POLL_S
         if name not in sizes:
@@ -769,10 +781,15 @@ def _ray_loop(ray: Any, task: Any, box: Any, fn: RunFn, waiting: list[GridRun],
                 except Exception as e:  # noqa: BLE001  (said, and a second signal still works)
                     print(f"\n{name} received, but it could not be passed on to the running "
                           f"runs ({first_line(e)}); no new run starts; send it again to cancel "
-                          "them at once", file=sys.stderr, flush=True)
+                          "them at once (on a local Ray instance, a signal to the launcher's "
+                          "whole process group also ends Ray's own processes: send it to the "
+                          "launcher's PID alone)", file=sys.stderr, flush=True)
             if signals.count >= 2:
                 print(f"\n{name} received again: cancelling the running runs at once",
                       file=sys.stderr, flush=True)
+                if started is None:
+                    with contextlib.suppress(Exception):  # unknown: each said to have started
+                        started = ray.get(box.started_runs.remote(), timeout=BOX_TIMEOUT_S)
                 for ref in refs:
                     ray.cancel(ref, force=True)
             told = signals.count
@@ -780,7 +797,8 @@ def _ray_loop(ray: Any, task: Any, box: Any, fn: RunFn, waiting: list[GridRun],
             name = refs.pop(ref)
             shipped.pop(name)
             _take_ray_result(ray, ref, outcomes[name],
-                             signals.signum if signals.count >= 2 else None)
+                             signals.signum if signals.count >= 2 else None,
+                             started is None or name in started)
             _finish(bar, outcomes)
             locks.pop(name).release()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -1109,21 +1111,34 @@ def _ignores_a_stop(started: str, run_dir: str) -> dict[str, float]:
     return {"steps": 1.0}
 
 
+@contextlib.contextmanager
 def _interrupt_once_started(started: list[Path], times: int = 1,
-                            signum: int = signal.SIGINT) -> None:
+                            signum: int = signal.SIGINT) -> Iterator[None]:
     """``signum`` to this process ``times`` times, a second apart, once a run has marked its
-    start (the launcher's handler is in place then)."""
+    start (the launcher's handler is in place then), within the block only: a signal not yet
+    sent when the block ends is not sent (it would stop a later test)."""
     import threading
+
+    end = threading.Event()
 
     def interrupt() -> None:
         deadline = time.time() + 120
         while not any(p.exists() for p in started) and time.time() < deadline:
-            time.sleep(0.1)
+            if end.wait(0.1):
+                return
         for _ in range(times):
+            if end.is_set():
+                return
             os.kill(os.getpid(), signum)
-            time.sleep(1.0)
+            end.wait(1.0)
 
-    threading.Thread(target=interrupt, daemon=True).start()
+    thread = threading.Thread(target=interrupt, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        end.set()
+        thread.join()
 
 
 def _records_its_time(log: str, run_dir: str) -> dict[str, float]:
@@ -1166,14 +1181,13 @@ def test_a_ray_grid_longer_than_its_stop_box_serves_at_once_still_stops(tmp_path
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     monkeypatch.setattr(rlkit.launch, "BOX_CALLS", 2)
     started = tmp_path / "e.started"
-    _interrupt_once_started([started])
     runs = [GridRun(n, "") for n in "abcd"] + [GridRun("e", str(started))]
     fns = {"": _returns_at_once}
 
     def fn(config: str, run_dir: str) -> dict[str, float]:
         return fns.get(config, _steps_until_stopped)(config, run_dir)
 
-    with pytest.raises(GridInterrupted) as e:
+    with _interrupt_once_started([started]), pytest.raises(GridInterrupted) as e:
         launch(fn, runs, tmp_path / "g", "ray", jobs=1, progress=False)
     errors = {o.name: o.error for o in e.value.outcomes}
     assert [errors[n] for n in "abcd"] == [None] * 4  # all four ran before "e" started
@@ -1184,18 +1198,23 @@ def test_a_ray_grid_longer_than_its_stop_box_serves_at_once_still_stops(tmp_path
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
 @pytest.mark.slow
 def test_a_second_signal_to_a_ray_grid_cancels_its_running_tasks(tmp_path):
-    """A run that does not stop on the first signal is cancelled by the second, and says so."""
+    """A run that does not stop on the first signal is cancelled by the second, and says so;
+    a run still waiting for the grid's one CPU is cancelled too, and said not to have
+    started (it was said to have left what it wrote in its worker)."""
     from ray import cloudpickle
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    started = [tmp_path / "a.started"]
-    _interrupt_once_started(started, times=2)
-    with pytest.raises(GridInterrupted) as e:
-        launch(_ignores_a_stop, [GridRun("a", str(started[0]))], tmp_path / "g", "ray",
-               jobs=1, progress=False)
-    (a,) = e.value.outcomes
-    assert a.stopped and a.error == ("cancelled by a second SIGINT (what it wrote since it "
-                                     "started stays in its worker's temporary directory); no "
-                                     "checkpoint yet: --resume starts it from the beginning")
+    started = [tmp_path / "a.started", tmp_path / "b.started"]
+    with _interrupt_once_started(started, times=2), pytest.raises(GridInterrupted) as e:
+        launch(_ignores_a_stop, [GridRun(p.stem, str(p)) for p in started], tmp_path / "g",
+               "ray", jobs=1, progress=False)
+    ran = "a" if started[0].exists() else "b"
+    assert [p.exists() for p in started].count(True) == 1
+    errors = {o.name: o.error for o in e.value.outcomes}
+    assert errors.pop(ran) == ("cancelled by a second SIGINT (what it wrote since it started "
+                               "stays in its worker's temporary directory); no checkpoint "
+                               "yet: --resume starts it from the beginning")
+    assert list(errors.values()) == ["not started: cancelled by a second SIGINT; no "
+                                     "checkpoint yet: --resume starts it from the beginning"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
@@ -1212,11 +1231,11 @@ def test_a_signal_to_a_ray_grid_stops_its_runs_and_brings_back_their_checkpoints
     from ray import cloudpickle
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     started = [tmp_path / "a.started", tmp_path / "b.started"]
-    _interrupt_once_started(started, signum=signum)
     grid, name = tmp_path / "g", signal.Signals(signum).name
     sigterm = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(GridInterrupted, match=rf"^grid interrupted by {name}; 2 of 2 runs did "
-                                              r"not finish") as e:
+    with _interrupt_once_started(started, signum=signum), pytest.raises(
+            GridInterrupted, match=rf"^grid interrupted by {name}; 2 of 2 runs did not "
+                                   r"finish") as e:
         launch(_steps_until_stopped, [GridRun("a", str(started[0])),
                                       GridRun("b", str(started[1]))], grid, "ray", jobs=1,
                progress=False)

@@ -333,18 +333,47 @@ def test_a_requested_stop_stops_the_loop_as_its_signal_would_from_any_thread(tmp
         assert load_checkpoint(tmp_path / "early" / "checkpoint.pt")["kind"] == "interrupt"
     finally:
         clear_stop_request()
-    with stop_signals() as flag:
-        assert flag.signum is None
-        threading.Thread(target=request_stop, args=(signal.SIGINT,)).start()
-        deadline = time.time() + 10
-        while flag.signum is None and time.time() < deadline:
-            time.sleep(0.01)
-        assert flag.signum == signal.SIGINT
-    clear_stop_request()
+    try:
+        with stop_signals() as flag:
+            assert flag.signum is None
+            threading.Thread(target=request_stop, args=(signal.SIGINT,)).start()
+            deadline = time.time() + 10
+            while flag.signum is None and time.time() < deadline:
+                time.sleep(0.01)
+            assert flag.signum == signal.SIGINT
+    finally:
+        clear_stop_request()
     with stop_signals() as flag:
         assert flag.signum is None
     train.main(replace_fields(TINY, run_dir=str(tmp_path / "after")))
     assert load_checkpoint(tmp_path / "after" / "checkpoint.pt")["kind"] == "final"
+
+
+def test_a_stop_requested_as_a_loop_enters_its_stop_block_reaches_it(monkeypatch):
+    """``request_stop`` from Ray's thread while ``stop_signals`` is being entered: the block
+    read the pending requests before it listed its flag, so a request made in between set
+    neither, and the run trained through the stop."""
+    import threading
+
+    import rlkit.faults
+    from rlkit.faults import clear_stop_request, request_stop, stop_signals
+
+    class Racing(list):
+        def append(self, flag):  # the request comes while the flag is being listed
+            thread = threading.Thread(target=request_stop, args=(signal.SIGTERM,))
+            thread.start()
+            thread.join(0.2)
+            super().append(flag)
+
+    monkeypatch.setattr(rlkit.faults, "_in_force", Racing())
+    try:
+        with stop_signals() as flag:
+            deadline = time.time() + 10
+            while flag.signum is None and time.time() < deadline:
+                time.sleep(0.01)
+            assert flag.signum == signal.SIGTERM
+    finally:
+        clear_stop_request()
 
 
 def test_a_second_stop_signal_ends_the_process_at_once_even_inside_a_long_operation():
