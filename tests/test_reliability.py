@@ -318,6 +318,14 @@ def test_two_pending_stop_signals_stop_with_the_second_ones_exit_code(monkeypatc
     assert code == 143 and "stopped: second SIGTERM: stopping now, with no checkpoint" in err
 
 
+def _assert_stopped_soon(flag, signum: int, within: float = 10.0) -> None:
+    """``flag`` (a :class:`rlkit.faults.StopFlag`) holds ``signum`` within ``within`` seconds."""
+    deadline = time.time() + within
+    while flag.signum is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert flag.signum == signum
+
+
 def test_a_requested_stop_stops_the_loop_as_its_signal_would_from_any_thread(tmp_path):
     """``request_stop`` (what a Ray task's stop watch calls): a run still starting stops at
     its loop's first step with a checkpoint, and a loop in force at the end of its step, set
@@ -337,10 +345,7 @@ def test_a_requested_stop_stops_the_loop_as_its_signal_would_from_any_thread(tmp
         with stop_signals() as flag:
             assert flag.signum is None
             threading.Thread(target=request_stop, args=(signal.SIGINT,)).start()
-            deadline = time.time() + 10
-            while flag.signum is None and time.time() < deadline:
-                time.sleep(0.01)
-            assert flag.signum == signal.SIGINT
+            _assert_stopped_soon(flag, signal.SIGINT)
     finally:
         clear_stop_request()
     with stop_signals() as flag:
@@ -368,10 +373,7 @@ def test_a_stop_requested_as_a_loop_enters_its_stop_block_reaches_it(monkeypatch
     monkeypatch.setattr(rlkit.faults, "_in_force", Racing())
     try:
         with stop_signals() as flag:
-            deadline = time.time() + 10
-            while flag.signum is None and time.time() < deadline:
-                time.sleep(0.01)
-            assert flag.signum == signal.SIGTERM
+            _assert_stopped_soon(flag, signal.SIGTERM)
     finally:
         clear_stop_request()
 
