@@ -49,7 +49,7 @@ from agents.train import (
     resolve,
     run_in,
 )
-from rlkit.checkpoint import CheckpointError, load_checkpoint
+from rlkit.checkpoint import CheckpointError, checkpoint_progress
 from rlkit.config import GridConfig, LoopConfig, flag, replace_fields
 from rlkit.evaluate import time_limit
 from rlkit.faults import (
@@ -230,7 +230,8 @@ def _finished(run_dir: Path, total_steps: int | None) -> dict | None:
     final evaluation and the final save), leaves the run to be continued, as a single run's
     ``--resume`` continues it. A run without a readable ``checkpoint.pt`` (deleted to save disk,
     or damaged) is judged by its metrics alone: there is nothing better to go on from.
-    Reading a checkpoint loads it whole (its replay buffer too), once per finished run."""
+    Only the checkpoint's kind and step are read (:func:`rlkit.checkpoint.checkpoint_progress`),
+    not its tensors: a grid of large replay buffers is not read whole to be resumed."""
     try:
         total = total_steps or RunRecord.read(run_dir).loop.total_steps
         evals = [r for r in read_metrics(run_dir) if "eval_return_mean" in r]
@@ -241,10 +242,10 @@ def _finished(run_dir: Path, total_steps: int | None) -> dict | None:
     path = RunPaths(run_dir).checkpoint
     if path.is_file():
         try:
-            ckpt = load_checkpoint(path)
+            kind, step = checkpoint_progress(path)
         except CheckpointError:
             return evals[-1]
-        if ckpt.get("kind") != "final" or ckpt.get("step", total) < total:
+        if kind != "final" or step < total:
             return None
     return evals[-1]
 

@@ -291,6 +291,40 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return from_plain(data)
 
 
+def checkpoint_progress(path: str | Path) -> tuple[str, int]:
+    """The ``kind`` and ``step`` of the checkpoint at ``path``, read without reading its
+    tensors (``torch.load`` memory-maps them, and only the small pickle is read) and without
+    checking its digest, which reads the whole file: for telling whether a run is finished
+    without reading its replay buffer. Resuming it loads it with :func:`load_checkpoint`,
+    which checks everything.
+
+    Raises:
+        CheckpointError: if the file is missing, is a directory, has no integrity footer
+            (truncated, or not an rlkit checkpoint), cannot be loaded as plain data, has
+            another format version, or names no kind and step.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        with path.open("rb") as f:
+            f.seek(max(path.stat().st_size - _FOOTER_LEN, 0))
+            footer = f.read()
+        if len(footer) < _FOOTER_LEN or not footer.startswith(FOOTER_MAGIC):
+            raise CheckpointError(f"{path} has no rlkit integrity footer: the file is "
+                                  f"truncated, or it is not an rlkit checkpoint")
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, EOFError, ValueError, TypeError,
+            pickle.UnpicklingError) as e:
+        raise CheckpointError(f"cannot read the progress of checkpoint {path}: {e}") from e
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not an rlkit checkpoint of format {FORMAT_VERSION}")
+    kind, step = data.get("kind"), data.get("step")
+    if not isinstance(kind, str) or not isinstance(step, int):
+        raise CheckpointError(f"{path} names no kind and step")
+    return kind, step
+
+
 def _why(error: Exception) -> str:
     """The line of torch's weights_only message that names what was refused."""
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]

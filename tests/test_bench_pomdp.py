@@ -448,6 +448,45 @@ def test_a_run_whose_final_checkpoint_was_not_written_is_not_finished(tiny_grid,
     assert cli._finished(run, None) == final
 
 
+def test_telling_a_run_finished_reads_its_checkpoints_kind_and_step_only(tiny_grid, tmp_path,
+                                                                        monkeypatch):
+    """A grid's --resume loaded every finished run's checkpoint whole (its replay buffer too)
+    to read two fields; it now reads them from the pickle alone, tensors memory-mapped, and
+    judges the run as before."""
+    import rlkit.checkpoint
+    from rlkit.checkpoint import CheckpointError, checkpoint_progress
+
+    grid = tmp_path / "grid"
+    shutil.copytree(tiny_grid, grid)
+    run = grid / "gru__s0"
+    path = run / "checkpoint.pt"
+    ckpt = load_checkpoint(path)
+    assert checkpoint_progress(path) == ("final", ckpt["step"])
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded whole")
+
+    monkeypatch.setattr(rlkit.checkpoint, "load_checkpoint", whole)
+    monkeypatch.setattr(torch, "load", lambda *a, mmap=False, **k: (
+        real_load(*a, mmap=mmap, **k) if mmap else whole()))
+    assert cli._finished(run, None) == read_metrics(run)[-1]
+    monkeypatch.undo()
+    save_checkpoint(path, {**ckpt, "kind": "interrupt"})
+    assert checkpoint_progress(path) == ("interrupt", ckpt["step"])
+    assert cli._finished(run, None) is None
+    path.write_bytes(path.read_bytes()[:-10])  # truncated: no footer
+    with pytest.raises(CheckpointError, match="no rlkit integrity footer"):
+        checkpoint_progress(path)
+    save_checkpoint(path, {**ckpt, "format_version": -1})
+    with pytest.raises(CheckpointError, match="not an rlkit checkpoint of format"):
+        checkpoint_progress(path)
+    with pytest.raises(CheckpointError, match="no checkpoint file at"):
+        checkpoint_progress(run / "missing.pt")
+
+
+real_load = torch.load
+
+
 def test_summarize_of_a_grid_still_going(tiny_grid, tmp_path, monkeypatch, capsys):
     """A run with no evaluation yet gets its own row instead of a traceback; a run short of
     its --total-steps is listed with the step it reached."""
