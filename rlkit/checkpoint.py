@@ -244,6 +244,15 @@ class _ReadOnlyView(io.RawIOBase):
         return n
 
 
+def _check_footer(path: Path, footer: bytes, size: int) -> None:
+    """Raise :class:`CheckpointError` unless ``footer``, the last bytes of the ``size``-byte
+    file at ``path``, is an rlkit integrity footer."""
+    if size < _FOOTER_LEN or not footer.startswith(FOOTER_MAGIC):
+        raise CheckpointError(
+            f"{path} has no rlkit integrity footer: the file is truncated, or it is not an "
+            f"rlkit checkpoint of format {FORMAT_VERSION} ({size} bytes)")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint: check its digest, ``torch.load(weights_only=True)``, check its format
     version.
@@ -264,10 +273,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
     body, footer = memoryview(raw)[:-_FOOTER_LEN], raw[-_FOOTER_LEN:]  # body: not a copy
-    if len(raw) < _FOOTER_LEN or not footer.startswith(FOOTER_MAGIC):
-        raise CheckpointError(
-            f"{path} has no rlkit integrity footer: the file is truncated, or it is not an "
-            f"rlkit checkpoint of format {FORMAT_VERSION} ({len(raw)} bytes)")
+    _check_footer(path, footer, len(raw))
     if hashlib.sha256(body).digest() != footer[len(FOOTER_MAGIC):]:
         raise CheckpointError(
             f"{path} is corrupt: its SHA-256 does not match the one written with it (the file "
@@ -307,12 +313,10 @@ def checkpoint_progress(path: str | Path) -> tuple[str, int]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
+        size = path.stat().st_size
         with path.open("rb") as f:
-            f.seek(max(path.stat().st_size - _FOOTER_LEN, 0))
-            footer = f.read()
-        if len(footer) < _FOOTER_LEN or not footer.startswith(FOOTER_MAGIC):
-            raise CheckpointError(f"{path} has no rlkit integrity footer: the file is "
-                                  f"truncated, or it is not an rlkit checkpoint")
+            f.seek(max(size - _FOOTER_LEN, 0))
+            _check_footer(path, f.read(), size)
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (OSError, RuntimeError, EOFError, ValueError, TypeError,
             pickle.UnpicklingError) as e:

@@ -197,6 +197,11 @@ _STOPS = {-signal.SIGINT.value: "SIGINT", -signal.SIGTERM.value: "SIGTERM",
 128 + it (a SIGINT while its modules loaded)."""
 
 
+def _not_started(signum: int) -> str:
+    """Why a run that a stop kept from starting did not finish."""
+    return f"not started: the grid was stopped by {signal.Signals(signum).name}"
+
+
 def _stopped(why: str, run_dir: Path) -> str:
     """``why``, and whether the run has a checkpoint to go on from."""
     kept = ("its last checkpoint is kept" if RunPaths(run_dir).checkpoint.is_file()
@@ -541,8 +546,7 @@ def _launch_local(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOut
                     del running[x.name]
                     _finish(bar, outcomes)
         for r in queue:  # one resumed may have a checkpoint from before
-            outcomes[r.name].error = _stopped(f"not started: the grid was stopped by "
-                                              f"{signal.Signals(relay.signum).name}",
+            outcomes[r.name].error = _stopped(_not_started(relay.signum),
                                               outcomes[r.name].run_dir)
             outcomes[r.name].stopped = True
     if relay.signum is not None:
@@ -645,8 +649,7 @@ def _take_ray_result(ray: Any, ref: Any, outcome: RunOutcome, cancelled: int | N
         else:
             outcome.stopped = True
             outcome.error = _stopped(
-                payload if status == "stopped" else
-                f"not started: the grid was stopped by {signal.Signals(payload).name}", run_dir)
+                payload if status == "stopped" else _not_started(payload), run_dir)
     except Exception as e:  # noqa: BLE001  (reported per run)
         if cancelled is not None and isinstance(
                 e, (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
@@ -721,9 +724,8 @@ def _launch_ray(fn: RunFn, runs: Sequence[GridRun], outcomes: dict[str, RunOutco
                 _ray_loop(ray, task, box, fn, waiting, refs, shipped, outcomes, locks, bar,
                           signals)
                 for r in waiting:  # never submitted
-                    outcomes[r.name].error = _stopped(
-                        f"not started: the grid was stopped by "
-                        f"{signal.Signals(signals.signum).name}", outcomes[r.name].run_dir)
+                    outcomes[r.name].error = _stopped(_not_started(signals.signum),
+                                                      outcomes[r.name].run_dir)
                     outcomes[r.name].stopped = True
                 _finish(bar, outcomes)
             finally:

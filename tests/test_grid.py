@@ -1182,10 +1182,9 @@ def test_a_ray_grid_longer_than_its_stop_box_serves_at_once_still_stops(tmp_path
     monkeypatch.setattr(rlkit.launch, "BOX_CALLS", 2)
     started = tmp_path / "e.started"
     runs = [GridRun(n, "") for n in "abcd"] + [GridRun("e", str(started))]
-    fns = {"": _returns_at_once}
 
-    def fn(config: str, run_dir: str) -> dict[str, float]:
-        return fns.get(config, _steps_until_stopped)(config, run_dir)
+    def fn(config: str, run_dir: str) -> dict[str, float]:  # "": a run that ends at once
+        return (_steps_until_stopped if config else _returns_at_once)(config, run_dir)
 
     with _interrupt_once_started([started]), pytest.raises(GridInterrupted) as e:
         launch(fn, runs, tmp_path / "g", "ray", jobs=1, progress=False)

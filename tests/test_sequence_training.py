@@ -157,10 +157,7 @@ def test_burn_in_and_padding_steps_carry_no_loss():
     b = buf._gather(torch.tensor([0, 0]), torch.tensor([5, 16]))  # mid-episode; near its end
     assert b.mask[0].tolist() == [0, 0, 1, 1, 1, 1] and b.mask[1].tolist() == [0, 0, 1, 1, 0, 0]
 
-    def losses(batch):
-        return losses_of(agent, batch)
-
-    base = losses(b)
+    base = losses_of(agent, b)
     # change rewards and actions where mask == 0 (burn-in and padding steps), and the
     # observations of the padding steps after the last one's next observation: the encoders
     # read them there, and the critic loss the rewards and actions
@@ -171,20 +168,20 @@ def test_burn_in_and_padding_steps_carry_no_loss():
     changed = b._replace(reward=torch.where(off, b.reward + 100.0, b.reward),
                          action=torch.where(off[..., None], b.action + 0.5, b.action),
                          obs=torch.where(padding_obs[..., None], b.obs + 100.0, b.obs))
-    for x, y in zip(base, losses(changed)):
+    for x, y in zip(base, losses_of(agent, changed)):
         torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-6)
     # a change where mask == 1 does move each loss
     trained = torch.cat([~off, torch.zeros_like(off[:, :1])], 1)[..., None]  # (B, L + 1, 1)
     on = b._replace(obs=torch.where(trained, b.obs + 1.0, b.obs))
-    assert all(not torch.allclose(x, y) for x, y in zip(base, losses(on)))
+    assert all(not torch.allclose(x, y) for x, y in zip(base, losses_of(agent, on)))
     # the stored states start both losses: the actor's moves the actor loss and, through the
     # target actor, the critic loss; the critics' move the critic loss
     st = b.states
     actor_moved = b._replace(states=st._replace(actor=tuple(x + 1 for x in st.actor)))
     critic_moved = b._replace(states=st._replace(
         critics=tuple(tuple(x + 1 for x in c) for c in st.critics)))
-    assert all(not torch.allclose(x, y) for x, y in zip(base, losses(actor_moved)))
-    assert not torch.allclose(base[0], losses(critic_moved)[0])
+    assert all(not torch.allclose(x, y) for x, y in zip(base, losses_of(agent, actor_moved)))
+    assert not torch.allclose(base[0], losses_of(agent, critic_moved)[0])
 
 
 def test_sequence_update_reaches_every_encoder_parameter():
