@@ -97,8 +97,44 @@ def test_replay_checkpoint_holds_the_filled_slots_only():
     for i in range(10):
         _add(buf, i)
     state = buf.state_dict()
-    assert state["obs"].shape == (10, 3) and state["reward"].shape == (10,)
+    assert state["data"].shape == (10, 3 + 3 + 2 + 1 + 1 + 1)
     assert _saved_bytes(state) < 20_000  # not the whole storage behind the views
+    assert state["data"].data_ptr() != buf.data.data_ptr()  # the filled rows, copied
+
+
+def test_a_full_buffers_state_is_its_own_storage_not_a_copy():
+    """A checkpoint of a full replay buffer holds no second copy of it in memory."""
+    buf = ReplayBuffer(6, 3, 2, generator=torch.Generator().manual_seed(1))
+    for i in range(8):
+        _add(buf, i)
+    state = buf.state_dict()
+    assert state["data"].data_ptr() == buf.data.data_ptr()  # shared, not copied
+    assert state["data"].shape == buf.data.shape
+    other = ReplayBuffer(6, 3, 2)
+    other.load_state_dict(copy.deepcopy(state))
+    assert torch.equal(other.data, buf.data) and (other.pos, other.size) == (2, 6)
+    seq = _stored_buffer()
+    _fill(seq, 60)  # 50 slots per env: full
+    seq_state = seq.state_dict()
+    for name in ("obs", "next_obs", "action", "reward", "terminated", "truncated",
+                 "episode_start"):
+        assert seq_state[name].data_ptr() == getattr(seq, name).data_ptr(), name
+    assert seq_state["states"][0].data_ptr() == seq.states[0].data_ptr()
+
+
+def test_a_replay_state_of_per_field_tensors_loads_as_the_packed_rows_do():
+    """Checkpoints written before the packed rows hold one tensor per field."""
+    buf = ReplayBuffer(6, 3, 2, generator=torch.Generator().manual_seed(1))
+    for i in range(4):
+        _add(buf, i, term=float(i == 2))
+    state = buf.state_dict()
+    old = {**{name: getattr(buf, name)[:4].clone() for name in ReplayBuffer.FIELDS},
+           **{k: state[k] for k in ("pos", "size", "generator")}}
+    a, b = ReplayBuffer(6, 3, 2), ReplayBuffer(6, 3, 2)
+    a.load_state_dict(old)
+    b.load_state_dict(state)
+    assert torch.equal(a.data, b.data) and torch.equal(a.data[:4], buf.data[:4])
+    assert torch.equal(a.sample(5).obs, b.sample(5).obs)
 
 
 def test_replay_fields_are_views_of_one_storage_and_batches_keep_them_apart():
@@ -500,11 +536,25 @@ def test_a_replay_state_whose_rows_or_position_do_not_fit_is_refused():
     buf = ReplayBuffer(8, 3, 2)
     _add(buf, 0, n=5)
     state = buf.state_dict()
-    bad = {**state, "obs": state["obs"][:1]}
+    bad = {**state, "data": state["data"][:1]}
+    with pytest.raises(ValueError, match=re.escape(
+            "replay data has shape (1, 11) in the checkpoint, expected (5, 11) (5 "
+            "transitions)")):
+        ReplayBuffer(8, 3, 2).load_state_dict(bad)
+    # as wide, other fields: obs 2 + 2 and action 4 against obs 3 + 3 and action 2
+    with pytest.raises(ValueError, match=re.escape(
+            "replay columns in the checkpoint are {'obs': [0, 3], 'next_obs': [3, 6], "
+            "'action': [6, 8], 'reward': [8, 9], 'terminated': [9, 10], 'truncated': [10, 11]}, "
+            "expected {'obs': [0, 2], 'next_obs': [2, 4], 'action': [4, 8], 'reward': [8, 9], "
+            "'terminated': [9, 10], 'truncated': [10, 11]} (obs_dim 2, action_dim 4)")):
+        ReplayBuffer(8, 2, 4).load_state_dict(state)
+    old = {**{name: getattr(buf, name)[:5].clone() for name in ReplayBuffer.FIELDS},
+           "pos": 5, "size": 5, "generator": state["generator"]}
+    old["obs"] = old["obs"][:1]
     with pytest.raises(ValueError, match=re.escape(
             "replay field obs has shape (1, 3) in the checkpoint, expected (5, 3) (5 "
             "transitions)")):
-        ReplayBuffer(8, 3, 2).load_state_dict(bad)
+        ReplayBuffer(8, 3, 2).load_state_dict(old)
     with pytest.raises(ValueError, match=re.escape(
             "checkpoint's replay position is 7 with 5 transitions held; expected 5 (or, once "
             "full, 0 to 7)")):

@@ -142,6 +142,14 @@ def check_sizes(capacity: int, obs_dim: int, action_dim: int) -> None:
 
 
 def cpu_copy(x: Tensor) -> Tensor:
-    """A CPU copy of ``x`` that owns its memory (saving a view of a CPU tensor would write its
-    whole storage: the full capacity instead of the filled slots)."""
-    return x.to("cpu", copy=True)
+    """``x`` on the CPU as a tensor that spans its whole storage, for a state dict.
+
+    Saving a view of a CPU tensor writes the whole storage behind it (the full capacity
+    instead of the filled slots), so a view is copied. A CPU tensor that already spans its
+    storage (a field of a full buffer) is returned as it is, shared with the buffer as a
+    module's ``state_dict`` shares its parameters: a checkpoint of a full buffer then holds no
+    second copy of it in memory while it is written.
+    """
+    whole = (x.is_contiguous() and x.storage_offset() == 0
+             and x.untyped_storage().nbytes() == x.numel() * x.element_size())
+    return x if x.device.type == "cpu" and whole else x.to("cpu", copy=True)

@@ -284,7 +284,9 @@ class SequenceReplayBuffer:
         return gather_windows(self, env, start)
 
     def state_dict(self) -> dict[str, object]:
-        """The filled slots only (``min(count, per_env)`` steps per environment), on the CPU."""
+        """The filled slots only (``min(count, per_env)`` steps per environment), on the CPU;
+        those of a full buffer on the CPU are its own fields, not copies (write them before
+        the buffer changes)."""
         n = min(self.count, self.per_env)
         return {
             "obs": cpu_copy(self.obs[:, :n]),

@@ -156,10 +156,14 @@ class ReplayBuffer:
         )
 
     def state_dict(self) -> dict[str, object]:
-        """The filled slots, field by field, as CPU tensors of their own."""
-        n = self.size
+        """The filled rows of ``data`` as a CPU tensor, and the columns each field takes in it.
+
+        The rows of a full buffer on the CPU are ``data`` itself, not a copy (write them before
+        the buffer changes). Older checkpoints hold one tensor per field; both load.
+        """
         return {
-            **{name: cpu_copy(getattr(self, name)[:n]) for name in self.FIELDS},
+            "data": cpu_copy(self.data[: self.size]),  # (size, width)
+            "columns": {name: [c.start, c.stop] for name, c in self._cols.items()},
             "pos": self.pos,
             "size": self.size,
             "generator": self.generator.get_state(),
@@ -172,13 +176,25 @@ class ReplayBuffer:
         if not 0 <= pos < self.capacity or (n < self.capacity and pos != n):
             raise ValueError(f"checkpoint's replay position is {pos} with {n} transitions held; "
                              f"expected {n} (or, once full, 0 to {self.capacity - 1})")
-        for name in self.FIELDS:
-            value = state[name]
-            if tuple(value.shape) != (n, *getattr(self, name).shape[1:]):
-                raise ValueError(
-                    f"replay field {name} has shape {tuple(value.shape)} in the checkpoint, "
-                    f"expected {(n, *getattr(self, name).shape[1:])} ({n} transitions)"
-                )
-            getattr(self, name)[:n] = value.to(self.device)
+        if "data" in state:
+            columns = {name: [c.start, c.stop] for name, c in self._cols.items()}
+            if state["columns"] != columns:
+                raise ValueError(f"replay columns in the checkpoint are {state['columns']}, "
+                                 f"expected {columns} (obs_dim {self.obs_dim}, action_dim "
+                                 f"{self.action_dim})")
+            value = state["data"]
+            if tuple(value.shape) != (n, self.data.shape[1]):
+                raise ValueError(f"replay data has shape {tuple(value.shape)} in the checkpoint, "
+                                 f"expected {(n, self.data.shape[1])} ({n} transitions)")
+            self.data[:n] = value.to(self.device)
+        else:  # one tensor per field (checkpoints before the packed rows)
+            for name in self.FIELDS:
+                value = state[name]
+                if tuple(value.shape) != (n, *getattr(self, name).shape[1:]):
+                    raise ValueError(
+                        f"replay field {name} has shape {tuple(value.shape)} in the checkpoint, "
+                        f"expected {(n, *getattr(self, name).shape[1:])} ({n} transitions)"
+                    )
+                getattr(self, name)[:n] = value.to(self.device)
         self.pos, self.size = pos, n
         self.generator.set_state(state["generator"])
