@@ -122,6 +122,14 @@ class DDPGConfig:
     pre_tanh_margin: float = 0.0
     """Pre-tanh magnitude the penalty leaves free (3: tanh 0.995, so actions up to 99.5% of a
     bound cost nothing; 0: a plain L2 penalty)."""
+    predict_weight: float = 0.0
+    """Weight of an auxiliary loss on each encoder that a loss trains (the critics', and the
+    actor's unless it acts on a shared encoder it does not train): a predictor, an MLP of
+    ``head_hidden`` on ``[h_t, a_t]``, predicts the next observation and the reward, and its
+    masked mean squared error (:func:`agents.losses.prediction_loss`), times this weight, is
+    added to the critic loss and to the actor loss. It asks the encoding for what the next
+    step depends on (on a velocity-only pendulum, the angle), a target that does not move as
+    the critics do. 0: off, and the networks hold no predictor."""
     squash_grad: Literal["tanh", "inverting"] = "tanh"
     """Gradient of the actor loss through the tanh squash. ``tanh``: its derivative
     ``(1 - y)(1 + y)``, which vanishes at both bounds. ``inverting`` (Hausknecht & Stone 2016's
@@ -243,6 +251,8 @@ class DDPGConfig:
         check("pre_tanh_penalty", finite(self.pre_tanh_penalty) and self.pre_tanh_penalty >= 0,
               "a finite number >= 0")
         check("pre_tanh_margin", finite(self.pre_tanh_margin) and self.pre_tanh_margin >= 0,
+              "a finite number >= 0")
+        check("predict_weight", finite(self.predict_weight) and self.predict_weight >= 0,
               "a finite number >= 0")
         check("squash_grad", self.squash_grad in ("tanh", "inverting"), "'tanh' or 'inverting'")
         check("gamma", finite(self.gamma) and 0 <= self.gamma <= 1, "in [0, 1]")
@@ -389,9 +399,13 @@ def build_networks(obs_dim: int, action_low: Tensor, action_high: Tensor, backbo
         encoders = [encoder(cfg.actor_inputs)] + [encoder(cfg.critic_inputs)
                                                   for _ in range(n_critics)]
     actor_embed, critic_embed = cfg.head_embed or (None, None)
-    actor = Actor(encoders[0], action_low, action_high, cfg.head_hidden, actor_embed)
-    critics = nn.ModuleList(Critic(enc, a, cfg.head_hidden, critic_embed, cfg.critic_norm)
-                            for enc in encoders[1:])
+    # predictors of the next observation and reward, on each encoder that a loss trains
+    predicts = obs_dim + 1 if cfg.predict_weight > 0 else 0
+    actor_predicts = predicts if not cfg.shared_encoder or cfg.shared_encoder_actor_grad else 0
+    actor = Actor(encoders[0], action_low, action_high, cfg.head_hidden, actor_embed,
+                  actor_predicts)
+    critics = nn.ModuleList(Critic(enc, a, cfg.head_hidden, critic_embed, cfg.critic_norm,
+                                   predicts) for enc in encoders[1:])
     with torch.no_grad():  # after every default init, so None changes nothing
         for head in (actor.head, *(c.head for c in critics)):
             if cfg.head_bias is not None:
@@ -615,7 +629,8 @@ class DDPG(nn.Module):
             target = td_target(self.actor_target, self.critic_targets, batch, states,
                                cfg.actor_inputs, cfg.critic_inputs, gamma, noise, cfg.n_step,
                                cfg.reward_scale)
-            return critic_loss(self.critics, batch, target, c_states, cfg.critic_inputs)
+            return critic_loss(self.critics, batch, target, c_states, cfg.critic_inputs,
+                               cfg.predict_weight)
 
     def _actor_losses(self, batch: SequenceBatch, enc: CriticEncoding) -> ActorLoss:
         """The actor loss under the precision's autocast (what compiles)."""
@@ -625,7 +640,8 @@ class DDPG(nn.Module):
                               self.cfg.actor_inputs, encode=self._actor_encodes,
                               pre_tanh_penalty=self.cfg.pre_tanh_penalty,
                               pre_tanh_margin=self.cfg.pre_tanh_margin,
-                              squash_grad=self.cfg.squash_grad, min_with=self._actor_min_with)
+                              squash_grad=self.cfg.squash_grad, min_with=self._actor_min_with,
+                              predict_weight=self.cfg.predict_weight)
 
     @property
     def compile_fallbacks(self) -> int:
@@ -657,8 +673,9 @@ class DDPG(nn.Module):
             Metrics as 0-dim tensors (no host synchronisation): ``critic_loss``, ``q_mean``,
             ``critic_grad_norm``, when the actor was updated ``actor_loss``,
             ``actor_grad_norm``, ``actor_saturation`` and ``actor_pre_tanh`` (see
-            :func:`saturation`), and with fp16 ``skipped_steps`` (cumulative) and
-            ``grad_scale``.
+            :func:`saturation`), with ``predict_weight`` the prediction losses
+            ``predict_loss`` (critic 0's encoder) and ``actor_predict_loss`` (unweighted), and
+            with fp16 ``skipped_steps`` (cumulative) and ``grad_scale``.
 
         Raises:
             ValueError: a field of ``batch`` has the wrong shape (named).
@@ -680,7 +697,7 @@ class DDPG(nn.Module):
         closs, q, enc = self._critic_fn(batch)
         self.critic_opt.zero_grad(set_to_none=True)
         if actor_due:
-            aloss, pre = self._actor_fn(batch, enc)
+            aloss, pre, apredict = self._actor_fn(batch, enc)
             self.actor_opt.zero_grad(set_to_none=True)
             if self._encoder_in_both:
                 actor_grads = torch.autograd.grad(amp.scale(aloss), self._actor_params)
@@ -698,6 +715,8 @@ class DDPG(nn.Module):
             "q_mean": ((q.detach() * m).sum() / m.sum().clamp_min(1.0)),
             "critic_grad_norm": cnorm.detach(),
         }
+        if enc.predict_loss is not None:
+            metrics["predict_loss"] = enc.predict_loss.clone() if compiled else enc.predict_loss
         if self._gamma is not None:
             metrics["gamma"] = self._gamma.clone()
         if compiled:  # losses that failed to compile and run eagerly (config.json says "on")
@@ -715,6 +734,8 @@ class DDPG(nn.Module):
             metrics["actor_loss"] = aloss.detach().clone() if compiled else aloss.detach()
             metrics["actor_grad_norm"] = anorm.detach()
             metrics.update(saturation(pre.detach(), m))
+            if apredict is not None:
+                metrics["actor_predict_loss"] = apredict.clone() if compiled else apredict
         metrics.update(amp.update())
         return metrics
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.networks import Actor, AgentState, Critic, EncoderInputs
-from rlkit.backbones import Backbone, State
+from rlkit.backbones import Backbone, State, per_step
 from rlkit.buffers import SequenceBatch
 from rlkit.losses import masked_mse
 
@@ -28,6 +28,8 @@ class CriticEncoding(NamedTuple):
     others: tuple[Tensor, ...] = ()
     """The same first-layer products of the other critics, in order (for a Q taken as the
     minimum over critics)."""
+    predict_loss: Tensor | None = None
+    """Critic 0's encoder's :func:`prediction_loss`, unweighted (``None``: no predictor)."""
 
 
 class TargetNoise(NamedTuple):
@@ -111,12 +113,29 @@ def td_target(actor_target: Actor, critic_targets: nn.ModuleList, batch: Sequenc
                               gamma, n_step)
 
 
+def prediction_loss(predictor: nn.Module, h: Tensor, batch: SequenceBatch) -> Tensor:
+    """Masked mean squared error of ``predictor([h_t, a_t])`` against ``[o_{t+1}, r_t]``, the
+    next observation (as the encoder sees it: normalised with ``input_norm``) and the reward,
+    averaged over their ``obs_dim + 1`` entries and the loss-carrying steps.
+
+    An auxiliary loss on an encoding ``h`` ``(B, L, H)`` (``DDPGConfig.predict_weight``): what
+    the next step depends on must be in ``h``. A terminal or truncated step's next
+    observation is the one the env returned with it (``batch.obs[:, t + 1]``).
+    """
+    x = torch.cat([h, batch.action.to(h.dtype)], dim=-1)  # (B, L, H + A)
+    pred = per_step(predictor, x).float()  # (B, L, obs_dim + 1)
+    want = torch.cat([batch.obs[:, 1:], batch.reward[..., None]], dim=-1)  # (B, L, obs_dim + 1)
+    err = (pred - want.float()).pow(2).mean(-1)  # (B, L)
+    return (err * batch.mask).sum() / batch.mask.sum().clamp_min(1.0)
+
+
 def critic_loss(critics: nn.ModuleList, batch: SequenceBatch, target: Tensor,
-                critic_states: tuple[State | None, ...], critic_inputs: EncoderInputs
-                ) -> tuple[Tensor, Tensor, CriticEncoding]:
+                critic_states: tuple[State | None, ...], critic_inputs: EncoderInputs,
+                predict_weight: float = 0.0) -> tuple[Tensor, Tensor, CriticEncoding]:
     """Masked mean squared TD error, summed over critics. Critics on one encoder
     (``critics_share_encoder``) share its state and encode the window once; both losses train
-    it.
+    it. With ``predict_weight`` each encoder's :func:`prediction_loss` (through the predictor
+    of the first critic on it) is added, times the weight.
 
     Returns:
         ``(loss, q, enc)``: the loss, critic 0's Q ``(B, L)`` and its :class:`CriticEncoding`
@@ -125,9 +144,14 @@ def critic_loss(critics: nn.ModuleList, batch: SequenceBatch, target: Tensor,
     x = critic_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]  # (B, L, D)
     loss, q0, h0, pres = 0.0, None, None, []
     encoded: dict[int, Tensor] = {}  # critics on one encoder (one state) encode once
+    predicted = None
     for critic, s in zip(critics, critic_states):
         if id(critic.encoder) not in encoded:
-            encoded[id(critic.encoder)] = critic.encoder(x, s)[0]
+            encoded[id(critic.encoder)] = h = critic.encoder(x, s)[0]
+            if predict_weight > 0 and critic.predictor is not None:
+                aux = prediction_loss(critic.predictor, h, batch)
+                loss = loss + predict_weight * aux
+                predicted = aux.detach() if predicted is None else predicted
         h = encoded[id(critic.encoder)]  # (B, L, H)
         pre = critic.pre(h, batch.action)  # (B, L, hidden)
         q = critic.q_from_pre(pre)  # (B, L)
@@ -135,7 +159,7 @@ def critic_loss(critics: nn.ModuleList, batch: SequenceBatch, target: Tensor,
         pres.append(pre.detach())
         if q0 is None:
             q0, h0 = q, h.detach()
-    return loss, q0, CriticEncoding(h0, pres[0], tuple(pres[1:]))
+    return loss, q0, CriticEncoding(h0, pres[0], tuple(pres[1:]), predicted)
 
 
 class ActorLoss(NamedTuple):
@@ -145,13 +169,16 @@ class ActorLoss(NamedTuple):
     """``-Q(h, mu)`` (plus the pre-tanh penalty) averaged over masked steps."""
     pre_tanh: Tensor
     """The actor head's outputs before the tanh ``(B, L, A)`` (for saturation metrics)."""
+    predict_loss: Tensor | None = None
+    """The actor's encoder's :func:`prediction_loss`, unweighted and detached (``None``: not
+    taken)."""
 
 
 def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: State | None,
                critic_enc: CriticEncoding, actor_inputs: EncoderInputs,
                encode: bool = True, pre_tanh_penalty: float = 0.0,
                pre_tanh_margin: float = 0.0, squash_grad: str = "tanh",
-               min_with: tuple[Critic, ...] = ()) -> ActorLoss:
+               min_with: tuple[Critic, ...] = (), predict_weight: float = 0.0) -> ActorLoss:
     """``-Q(h, mu(.))`` averaged over masked steps, through ``critic`` held fixed (with
     ``min_with``: ``Q`` is the minimum over ``critic`` and those critics).
 
@@ -176,6 +203,8 @@ def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: 
             (:meth:`Actor.squash`).
         min_with: the other critics, in the order of ``critic_enc.others`` (pomdp-baselines'
             TD3 climbs ``min(Q1, Q2)``); empty: critic 0's Q alone (TD3's paper, DDPG).
+        predict_weight: weight of the actor's encoder's :func:`prediction_loss`, through the
+            actor's predictor (0, or no predictor, or ``encode`` false: not taken).
     """
     if encode:
         x = actor_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]
@@ -194,7 +223,11 @@ def actor_loss(actor: Actor, critic: Critic, batch: SequenceBatch, actor_state: 
     if pre_tanh_penalty > 0:
         sq = (pre.float().abs() - pre_tanh_margin).clamp_min(0).pow(2).mean(-1)  # (B, L)
         loss = loss + pre_tanh_penalty * (sq * batch.mask).sum() / n
-    return ActorLoss(loss, pre)
+    predicted = None
+    if encode and predict_weight > 0 and actor.predictor is not None:
+        aux = prediction_loss(actor.predictor, h, batch)
+        loss, predicted = loss + predict_weight * aux, aux.detach()
+    return ActorLoss(loss, pre, predicted)
 
 
 def saturation(pre_tanh: Tensor, mask: Tensor) -> dict[str, Tensor]:
@@ -212,4 +245,4 @@ def saturation(pre_tanh: Tensor, mask: Tensor) -> dict[str, Tensor]:
 
 
 __all__ = ["ActorLoss", "CriticEncoding", "TargetNoise", "actor_loss", "critic_loss", "saturation",
-           "first_needed", "n_step_returns", "td_target"]
+           "first_needed", "n_step_returns", "prediction_loss", "td_target"]

@@ -61,6 +61,13 @@ def mlp(d_in: int, hidden: tuple[int, ...], d_out: int, norm: bool = False) -> n
     return nn.Sequential(*layers)
 
 
+def predictor(d_encoding: int, action_dim: int, hidden: tuple[int, ...], predict_dim: int
+              ) -> nn.Sequential | None:
+    """The auxiliary predictor on ``[h_t, a_t]`` (``predict_dim`` outputs: the next observation
+    and the reward), or ``None`` for ``predict_dim`` 0 (``DDPGConfig.predict_weight``)."""
+    return mlp(d_encoding + action_dim, hidden, predict_dim) if predict_dim else None
+
+
 def _frozen(layer: nn.Linear, x: Tensor) -> Tensor:
     """``layer`` on ``x`` with its weight and bias detached: gradients reach ``x`` only."""
     return F.linear(x, layer.weight.detach(), layer.bias.detach())
@@ -243,7 +250,7 @@ class Actor(nn.Module):
 
     def __init__(
         self, encoder: Backbone | ObsShortcut, action_low: Tensor, action_high: Tensor,
-        hidden: tuple[int, ...], embed_width: int | None = None
+        hidden: tuple[int, ...], embed_width: int | None = None, predict_dim: int = 0
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -251,6 +258,7 @@ class Actor(nn.Module):
             HeadEmbed(_shortcut_obs_dim(encoder), 0, embed_width)
         d_in = encoder.d_out if self.embed is None else self.embed.d_out(encoder.d_out)
         self.head = mlp(d_in, hidden, action_low.numel())
+        self.predictor = predictor(encoder.d_out, action_low.numel(), hidden, predict_dim)
         self.register_buffer("scale", (action_high - action_low).float() / 2)
         self.register_buffer("center", (action_high + action_low).float() / 2)
 
@@ -293,7 +301,7 @@ class Critic(nn.Module):
 
     def __init__(self, encoder: Backbone | ObsShortcut, action_dim: int,
                  hidden: tuple[int, ...], embed_width: int | None = None,
-                 norm: bool = False) -> None:
+                 norm: bool = False, predict_dim: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
         self.embed = None if embed_width is None else \
@@ -301,6 +309,7 @@ class Critic(nn.Module):
         d_in = encoder.d_out + action_dim if self.embed is None else \
             self.embed.d_out(encoder.d_out)
         self.head = mlp(d_in, hidden, 1, norm)
+        self.predictor = predictor(encoder.d_out, action_dim, hidden, predict_dim)
 
     def q(self, h: Tensor, action: Tensor) -> Tensor:
         """Args: h ``(B, T, H)``, action ``(B, T, A)``. Returns Q ``(B, T)``."""

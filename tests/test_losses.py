@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from helpers import seq_buffer, td_target
 
@@ -220,3 +222,91 @@ def test_reward_scale_scales_the_rewards_of_the_agents_td_target_and_nothing_els
         # the agent's own critic loss is taken against that target
         got = scaled._critic_losses(batch)[0]
         torch.testing.assert_close(got, critic_loss(scaled, batch, want)[0])
+
+
+def test_prediction_loss_is_the_masked_error_of_the_next_observation_and_the_reward():
+    from agents.losses import prediction_loss
+
+    batch = _batch()
+    assert (batch.mask == 0).any()  # windows that cross an episode's end are padded
+    agent = _agent(predict_weight=0.5)
+    critic = agent.critics[0]
+    x = agent.cfg.critic_inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]
+    h = critic.encoder(x)[0]  # (B, L, H)
+    pred = critic.predictor(torch.cat([h, batch.action], -1))  # (B, L, obs_dim + 1)
+    assert pred.shape[-1] == 3 + 1
+    want = torch.cat([batch.obs[:, 1:], batch.reward[..., None]], -1)
+    err = (pred - want).pow(2).mean(-1)
+    expected = (err * batch.mask).sum() / batch.mask.sum()
+    got = prediction_loss(critic.predictor, h, batch)
+    torch.testing.assert_close(got, expected)
+    # a padded step's targets carry no loss; a loss-carrying step's do
+    pad = batch.mask == 0
+    next_obs = batch.obs[:, 1:] + 100 * pad[..., None]
+    moved = batch._replace(obs=torch.cat([batch.obs[:, :1], next_obs], 1),
+                           reward=batch.reward + 100 * pad)
+    torch.testing.assert_close(prediction_loss(critic.predictor, h, moved), got)
+    moved = batch._replace(reward=batch.reward + 100 * (~pad))
+    assert prediction_loss(critic.predictor, h, moved) > got + 1000
+
+
+def test_each_prediction_loss_trains_its_own_encoder_and_predictor_and_is_added_once():
+    from helpers import losses_of
+
+    from agents.losses import prediction_loss
+
+    batch = _batch()
+    plain, agent = _agent(), _agent(predict_weight=0.5)
+    assert not any("predictor" in k for k in plain.state_dict())  # off: no predictor at all
+    missing = agent.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(".predictor." in k for k in missing)  # the rest is plain's
+    closs, aloss = losses_of(agent, batch)
+    plain_closs, plain_aloss = losses_of(plain, batch)
+
+    def aux(net, inputs):
+        x = inputs(batch.obs, batch.prev_action, batch.prev_reward)[:, :-1]
+        return prediction_loss(net.predictor, net.encoder(x)[0], batch)
+
+    critic_aux = [aux(c, agent.cfg.critic_inputs) for c in agent.critics]  # twin critics
+    torch.testing.assert_close(closs, plain_closs + 0.5 * sum(critic_aux))
+    torch.testing.assert_close(aloss, plain_aloss + 0.5 * aux(agent.actor, agent.cfg.actor_inputs))
+
+    def grads(loss, net):
+        params = list(net.parameters())
+        return [g for g in torch.autograd.grad(loss, params, retain_graph=True,
+                                               allow_unused=True) if g is not None]
+
+    actor_pred, critic_pred = agent.actor.predictor, agent.critics[0].predictor
+    assert not any(g.any() for g in grads(closs, actor_pred))
+    assert all(g.abs().sum() > 0 for g in grads(closs, critic_pred))
+    assert not any(g.any() for g in grads(aloss, critic_pred))
+    assert all(g.abs().sum() > 0 for g in grads(aloss, actor_pred))
+    # the prediction loss reaches the encoder under it
+    enc = list(agent.critics[0].encoder.parameters())
+    with_aux = torch.autograd.grad(closs, enc, retain_graph=True)
+    without = torch.autograd.grad(closs - 0.5 * critic_aux[0], enc, retain_graph=True)
+    assert any(not torch.allclose(a, b) for a, b in zip(with_aux, without))
+    # the update logs critic 0's and the actor's, unweighted
+    metrics = agent.update(batch)
+    torch.testing.assert_close(metrics["predict_loss"], critic_aux[0].detach())
+    assert "actor_predict_loss" in metrics and "predict_loss" not in plain.update(batch)
+
+
+def test_an_actor_on_a_shared_encoder_it_does_not_train_has_no_predictor():
+    shared = _agent(predict_weight=0.5, shared_encoder=True)
+    assert shared.actor.predictor is None and shared.critics[0].predictor is not None
+    trained = _agent(predict_weight=0.5, shared_encoder=True, shared_encoder_actor_grad=True)
+    assert trained.actor.predictor is not None
+    metrics = shared.update(_batch())
+    assert "predict_loss" in metrics and "actor_predict_loss" not in metrics
+
+
+def test_a_prediction_weight_below_zero_or_not_finite_is_refused():
+    import pytest
+
+    from agents.ddpg import DDPGConfig
+
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=re.escape(
+                f"--agent.predict-weight must be a finite number >= 0, got {bad!r}")):
+            DDPGConfig(predict_weight=bad)
