@@ -151,9 +151,10 @@ def test_a_stop_on_the_last_step_keeps_the_final_training_row_on_resume(tmp_path
 
 @pytest.mark.parametrize("base", [MLP, GRU, replace_fields(MLP, initial_updates=30),
                                   replace_fields(MLP, update_every=60, updates_per_step=0.5),
-                                  replace_fields(MLP, target_noise=0.2)],
+                                  replace_fields(MLP, target_noise=0.2),
+                                  replace_fields(GRU, predict_weight=0.5)],
                          ids=["mlp-Pendulum-v1", "gru-Pendulum-V-2envs", "mlp-initial-updates",
-                              "mlp-update-every", "mlp-target-noise"])
+                              "mlp-update-every", "mlp-target-noise", "gru-predictors"])
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, base):
     n = base.loop.total_steps
     train.main(replace_fields(base, run_dir=str(tmp_path / "full")))
