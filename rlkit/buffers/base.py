@@ -141,7 +141,7 @@ def check_sizes(capacity: int, obs_dim: int, action_dim: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 
-def cpu_copy(x: Tensor) -> Tensor:
+def cpu_state_tensor(x: Tensor) -> Tensor:
     """``x`` on the CPU as a tensor that spans its whole storage, for a state dict.
 
     Saving a view of a CPU tensor writes the whole storage behind it (the full capacity

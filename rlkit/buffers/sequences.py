@@ -14,7 +14,7 @@ from rlkit.buffers.base import (
     as_tensor,
     check_keep,
     check_sizes,
-    cpu_copy,
+    cpu_state_tensor,
 )
 from rlkit.config import ReplayConfig
 from rlkit.fields import is_count
@@ -289,18 +289,18 @@ class SequenceReplayBuffer:
         the buffer changes)."""
         n = min(self.count, self.per_env)
         return {
-            "obs": cpu_copy(self.obs[:, :n]),
-            "next_obs": cpu_copy(self.next_obs[:, :n]),
-            "action": cpu_copy(self.action[:, :n]),
-            "reward": cpu_copy(self.reward[:, :n]),
-            "terminated": cpu_copy(self.terminated[:, :n]),
-            "truncated": cpu_copy(self.truncated[:, :n]),
-            "episode_start": cpu_copy(self.episode_start[:, :n]),
-            "states": [cpu_copy(s[:, : min(-(-self.count // self.state_every),
+            "obs": cpu_state_tensor(self.obs[:, :n]),
+            "next_obs": cpu_state_tensor(self.next_obs[:, :n]),
+            "action": cpu_state_tensor(self.action[:, :n]),
+            "reward": cpu_state_tensor(self.reward[:, :n]),
+            "terminated": cpu_state_tensor(self.terminated[:, :n]),
+            "truncated": cpu_state_tensor(self.truncated[:, :n]),
+            "episode_start": cpu_state_tensor(self.episode_start[:, :n]),
+            "states": [cpu_state_tensor(s[:, : min(-(-self.count // self.state_every),
                                               self.state_slots)]) for s in self.states],
             "state_every": self.state_every,
             "count": self.count,
-            "current_start": cpu_copy(self._current_start),
+            "current_start": cpu_state_tensor(self._current_start),
             "generator": self.generator.get_state(),
         }
 

@@ -14,7 +14,7 @@ from rlkit.buffers.base import (
     as_tensor,
     check_keep,
     check_sizes,
-    cpu_copy,
+    cpu_state_tensor,
 )
 from rlkit.fields import is_count
 
@@ -162,7 +162,7 @@ class ReplayBuffer:
         the buffer changes). Older checkpoints hold one tensor per field; both load.
         """
         return {
-            "data": cpu_copy(self.data[: self.size]),  # (size, width)
+            "data": cpu_state_tensor(self.data[: self.size]),  # (size, width)
             "columns": {name: [c.start, c.stop] for name, c in self._cols.items()},
             "pos": self.pos,
             "size": self.size,
