@@ -61,6 +61,7 @@ class ReplayBuffer:
         for name in self.FIELDS:
             self._cols[name] = slice(start, start + widths[name])
             start += widths[name]
+        self._columns = {name: [c.start, c.stop] for name, c in self._cols.items()}  # saved
         self._vector = {"obs", "next_obs", "action"}
         self.data = torch.zeros(capacity, start, device=self.device)  # (capacity, width)
         for name in self.FIELDS:
@@ -163,7 +164,7 @@ class ReplayBuffer:
         """
         return {
             "data": cpu_state_tensor(self.data[: self.size]),  # (size, width)
-            "columns": {name: [c.start, c.stop] for name, c in self._cols.items()},
+            "columns": self._columns,
             "pos": self.pos,
             "size": self.size,
             "generator": self.generator.get_state(),
@@ -177,11 +178,10 @@ class ReplayBuffer:
             raise ValueError(f"checkpoint's replay position is {pos} with {n} transitions held; "
                              f"expected {n} (or, once full, 0 to {self.capacity - 1})")
         if "data" in state:
-            columns = {name: [c.start, c.stop] for name, c in self._cols.items()}
-            if state["columns"] != columns:
+            if state["columns"] != self._columns:
                 raise ValueError(f"replay columns in the checkpoint are {state['columns']}, "
-                                 f"expected {columns} (obs_dim {self.obs_dim}, action_dim "
-                                 f"{self.action_dim})")
+                                 f"expected {self._columns} (obs_dim {self.obs_dim}, "
+                                 f"action_dim {self.action_dim})")
             value = state["data"]
             if tuple(value.shape) != (n, self.data.shape[1]):
                 raise ValueError(f"replay data has shape {tuple(value.shape)} in the checkpoint, "
