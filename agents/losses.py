@@ -19,7 +19,8 @@ from rlkit.losses import masked_mse
 
 
 class CriticEncoding(NamedTuple):
-    """What the actor loss reuses from critic 0's pass over the batch, both detached."""
+    """What the actor loss reuses from critic 0's pass over the batch (and the update logs),
+    all detached."""
 
     h: Tensor
     """The encoding ``(B, L, H)``."""
